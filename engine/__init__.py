@@ -1,0 +1,1 @@
+"""Scalytics Connect engine: config, protocol, sessions, policy and the server."""

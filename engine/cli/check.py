@@ -1,0 +1,95 @@
+"""``sconnect check``: load the whole configuration and summarise it, or list every error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import sandbox
+
+from ..config import LEVEL_NAMES, Config, load_config, resolve_config_dir
+from ..errors import ConfigError
+from .output import print_json
+
+
+def register(commands: Any) -> None:
+    from .main import add_config_option
+
+    parser = commands.add_parser("check", help="validate the configuration and summarise it")
+    add_config_option(parser)
+    parser.add_argument("--json", action="store_true", help="print the summary or the errors as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    root = resolve_config_dir(args.config)
+    caps = sandbox.detect()
+    try:
+        config = load_config(root)
+    except ConfigError as exc:
+        if args.json:
+            print_json(
+                {
+                    "ok": False,
+                    "config": str(root),
+                    "errors": [
+                        {"file": p.file, "line": p.line, "column": p.column, "field": p.field, "message": p.message}
+                        for p in exc.problems
+                    ],
+                }
+            )
+        else:
+            print(f"{root}: {exc}", file=sys.stderr)
+        return 1
+    summary = summarise(config, caps)
+    if args.json:
+        print_json({"ok": True, **summary})
+    else:
+        print(render(summary))
+    return 0
+
+
+def summarise(config: Config, caps: Any) -> dict[str, Any]:
+    by_level: dict[str, list[str]] = {str(level): [] for level in LEVEL_NAMES}
+    for tool in sorted(config.tools.values(), key=lambda t: t.name):
+        by_level[str(tool.permission_level)].append(tool.name)
+    return {
+        "config": config.root,
+        "agents": {
+            agent.name: {"model": agent.model.provider, "tools": list(agent.tools), "resources": list(agent.resources)}
+            for agent in sorted(config.agents.values(), key=lambda a: a.name)
+        },
+        "tools_by_level": by_level,
+        "resources": {key: res.description for key, res in sorted(config.resources.items())},
+        "policies": {
+            policy.name: {"rules": [rule.id for rule in policy.rules], "roles": sorted(policy.roles)}
+            for policy in config.policies
+        },
+        "sandbox": {
+            "backend": caps.default_backend,
+            "summary": caps.summary,
+        },
+        "warnings": list(config.warnings),
+    }
+
+
+def render(summary: dict[str, Any]) -> str:
+    lines = [f"configuration OK: {summary['config']}"]
+    agents = summary["agents"]
+    lines.append(f"agents ({len(agents)}):")
+    for name, agent in agents.items():
+        lines.append(f"  {name:<14} model {agent['model']}, {len(agent['tools'])} tools, {len(agent['resources'])} resources")
+    count = sum(map(len, summary["tools_by_level"].values()))
+    lines.append(f"tools ({count}) by permission level:")
+    for level, names in summary["tools_by_level"].items():
+        label = f"{level} {LEVEL_NAMES[int(level)]}"
+        lines.append(f"  {label:<22} {', '.join(names) or '-'}")
+    lines.append(f"resource hosts ({len(summary['resources'])}): {', '.join(summary['resources']) or '-'}")
+    lines.append(f"policies ({len(summary['policies'])}):")
+    for name, policy in summary["policies"].items():
+        lines.append(f"  {name:<14} {len(policy['rules'])} rules, roles: {', '.join(policy['roles']) or '-'}")
+    lines.append(f"sandbox: {summary['sandbox']['summary']}")
+    for warning in summary["warnings"]:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""``sconnect tools ...``: list the declared tools."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..config import LEVEL_NAMES, load_config, resolve_config_dir
+from ..config.units import format_duration, format_size
+from .output import print_json
+
+
+def register(commands: Any) -> None:
+    from .main import add_config_option
+
+    parser = commands.add_parser("tools", help="list and try tools")
+    sub = parser.add_subparsers(dest="tools_command", required=True, metavar="SUBCOMMAND")
+    listing = sub.add_parser("list", help="print the declared tools")
+    add_config_option(listing)
+    listing.add_argument("--json", action="store_true", help="print the tools as JSON")
+    listing.set_defaults(run=run_list)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    config = load_config(resolve_config_dir(args.config))
+    tools = sorted(config.tools.values(), key=lambda t: (t.permission_level, t.name))
+    if args.json:
+        print_json(
+            [
+                {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "level": tool.permission_level,
+                    "parameters": dict(tool.parameters),
+                    "runs": tool.runs,
+                    "isolation": tool.sandbox.isolation,
+                    "network": tool.sandbox.network,
+                    "workspace": tool.sandbox.workspace,
+                    "source": str(tool.source),
+                }
+                for tool in tools
+            ]
+        )
+        return 0
+    for tool in tools:
+        box = tool.sandbox
+        print(f"{tool.name}  level {tool.permission_level} ({LEVEL_NAMES[tool.permission_level]})  [{tool.source}]")
+        print(f"    {tool.description}")
+        args_list = ", ".join(
+            f"{name}{'' if name in tool.parameters.get('required', ()) else '?'}"
+            for name in tool.parameters.get("properties", {})
+        )
+        print(f"    arguments: {args_list or 'none'}")
+        print(
+            f"    runs: {tool.runs}; {box.isolation}, timeout {format_duration(box.timeout)}, "
+            f"memory {format_size(box.memory)}, network {'on' if box.network else 'off'}, workspace {box.workspace}"
+        )
+    return 0

@@ -1,0 +1,93 @@
+"""The cattrs converter that turns schema-checked YAML data into config objects.
+
+Our own converter, never the global one: it forbids unknown keys and its
+primitive hooks reject instead of coercing (cattrs by default turns ``"false"``
+into ``True`` and ``5`` into ``"5"``).  Units are parsed here, so a bad
+duration is reported at its field with the forms we accept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import cattrs
+
+from .model import ModelConfig, OpenAIModel, Resource, RulesModel, ApiResource, DbResource, FileResource
+from .units import Bytes, Seconds, parse_duration, parse_size
+from .yamldoc import PathSegment
+
+_MODEL_PROVIDERS: dict[str, type] = {"rules": RulesModel, "openai": OpenAIModel}
+_RESOURCE_SCHEMES: dict[str, type] = {"file": FileResource, "db": DbResource, "api": ApiResource}
+_PATH_TOKEN = re.compile(r"\.(\w+)|\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
+
+
+def _strict(kind: type, name: str) -> Any:
+    def hook(value: Any, _: type) -> Any:
+        # bool is an int subclass: "permission_level: true" must not pass as 1.
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            raise ValueError(f"{value!r} is not {name}")
+        return value
+
+    return hook
+
+
+def _number(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _tagged(tag: str, classes: dict[str, type]) -> Any:
+    def hook(value: Any, _: type) -> Any:
+        if not isinstance(value, dict) or value.get(tag) not in classes:
+            raise ValueError(f"{tag} must be one of {', '.join(map(repr, classes))}")
+        return converter.structure(value, classes[value[tag]])
+
+    return hook
+
+
+def make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(str, _strict(str, "a string"))
+    conv.register_structure_hook(int, _strict(int, "an integer"))
+    conv.register_structure_hook(bool, _strict(bool, "true or false"))
+    conv.register_structure_hook(float, _number)
+    conv.register_structure_hook(Seconds, lambda value, _: parse_duration(value))
+    conv.register_structure_hook(Bytes, lambda value, _: parse_size(value))
+    conv.register_structure_hook(ModelConfig, _tagged("provider", _MODEL_PROVIDERS))
+    conv.register_structure_hook(Resource, _tagged("scheme", _RESOURCE_SCHEMES))
+    return conv
+
+
+converter = make_converter()
+
+
+def structure_errors(exc: Exception) -> Iterator[tuple[list[PathSegment], str]]:
+    """(path, message) for every leaf failure of a cattrs structuring error."""
+    for line in cattrs.transform_error(exc, format_exception=_format):
+        message, _, where = line.rpartition(" @ ")
+        yield _parse_path(where), message
+
+
+def _format(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, ValueError):
+        return str(exc)
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return f"unknown keys: {', '.join(sorted(exc.extra_fields))}"
+    if isinstance(exc, KeyError):
+        return "required key is missing"
+    return cattrs.v.format_exception(exc, type_)
+
+
+def _parse_path(where: str) -> list[PathSegment]:
+    path: list[PathSegment] = []
+    for attr, index, single, double in _PATH_TOKEN.findall(where.removeprefix("$")):
+        if attr:
+            path.append(attr)
+        elif index:
+            path.append(int(index))
+        else:
+            path.append(single or double)
+    return path

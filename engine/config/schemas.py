@@ -1,0 +1,109 @@
+"""The JSON Schemas of the config kinds, shipped in ``schemas/``, and their validators.
+
+Schema errors are turned into :class:`ConfigProblem` values located on the
+offending YAML node.  jsonschema reports an unknown key on the parent object;
+we move it to the key itself and suggest the nearest known key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import referencing
+from jsonschema.exceptions import ValidationError
+
+from ..errors import ConfigProblem
+from .yamldoc import Document, PathSegment
+
+KINDS = ("agent", "tool", "resource", "policy")
+_JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
+
+
+@functools.cache
+def schema(name: str) -> dict[str, Any]:
+    """The schema named ``name`` (a kind, or ``common``) as shipped in the package."""
+    text = resources.files(__package__).joinpath("schemas", f"{name}.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@functools.cache
+def _validator(kind: str) -> jsonschema.Draft202012Validator:
+    registry: referencing.Registry = referencing.Registry().with_resource(
+        "https://scalytics.io/connect/config/common.json",
+        referencing.Resource.from_contents(schema("common")),
+    )
+    return jsonschema.Draft202012Validator(
+        schema(kind),
+        registry=registry,
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
+
+
+def validate(kind: str, doc: Document) -> list[ConfigProblem]:
+    """Every schema violation of ``doc`` as a located problem."""
+    return [
+        problem
+        for error in _validator(kind).iter_errors(doc.data)
+        for problem in _problems(doc, error)
+    ]
+
+
+def validate_parameters(doc: Document, prefix: list[PathSegment]) -> list[ConfigProblem]:
+    """Check that the value at ``prefix`` is itself a valid Draft 2020-12 JSON Schema."""
+    value: Any = doc.data
+    for segment in prefix:
+        value = value[segment]
+    meta = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
+    problems = []
+    for error in meta.iter_errors(value):
+        path = [*prefix, *error.absolute_path]
+        if path and path[-1] == "type" and error.validator in ("anyOf", "enum"):
+            problems.append(
+                doc.problem(
+                    path,
+                    f"{error.instance!r} is not a valid JSON Schema type "
+                    f"(expected one of {', '.join(_JSON_TYPES)})",
+                )
+            )
+        else:
+            problems.append(doc.problem(path, f"not a valid JSON Schema: {error.message}"))
+    if isinstance(value, dict) and value.get("type") != "object":
+        problems.append(doc.problem(prefix, "the arguments must be an object: set 'type: object'"))
+    return problems
+
+
+def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
+    path: list[PathSegment] = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = sorted(error.schema.get("properties", {}))
+        for key in error.instance:
+            if key not in known and isinstance(error.schema.get("additionalProperties"), bool):
+                hint = difflib.get_close_matches(str(key), known, n=1)
+                also = f" (did you mean {hint[0]!r}?)" if hint else f" (expected one of: {', '.join(known)})"
+                yield doc.problem([*path, key], f"unknown key {key!r}{also}", key=True)
+        return
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        yield doc.problem(path, f"missing required key {missing!r}")
+        return
+    if error.validator == "oneOf" and error.schema is schema("tool"):
+        yield doc.problem(path, "declare exactly one of 'command' (an argv list) and 'python' (module:function)")
+        return
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        best = jsonschema.exceptions.best_match(error.context)
+        yield from _problems(doc, best)
+        return
+    if error.validator == "enum":
+        choices = ", ".join(repr(choice) for choice in error.validator_value)
+        yield doc.problem(path, f"{error.instance!r} is not one of {choices}")
+        return
+    if error.validator == "pattern" and path and path[-1] == "python":
+        yield doc.problem(path, f"{error.instance!r} is not of the form 'package.module:function'")
+        return
+    yield doc.problem(path, error.message)
