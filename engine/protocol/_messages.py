@@ -1,0 +1,377 @@
+"""The protocol's messages as frozen attrs classes, one per (type, direction).
+
+A frame ``{"type": T, "id": I, "payload": {...}}`` is represented flat: the class's
+:attr:`TYPE` is ``T``, its ``id`` field is ``I`` and its other fields are the payload's
+fields, with the same names as on the wire (so ``match`` statements read naturally:
+``case UserMessage(session_id=sid, content=text)``). Optional payload fields default to
+None and are omitted on the wire when None (except ``ErrorFrame.reply_to``, always sent).
+
+Server frames get a fresh ``id`` when none is given, so constructing one is all a sender
+does: ``AgentState(session_id=s, agent="helper", state=LifecycleState.ACTIVE)``.
+
+Types that travel both ways (``agent_result``, ``tool_list``, ``resource_list``) have one
+class per direction because their payloads differ: the client's variants are
+:class:`ClientAgentResult`, :class:`ClientToolList` and :class:`ResourceListRequest`.
+
+Fields holding arbitrary JSON (``arguments``, ``parameters``, ``output``, ``details``)
+are plain dicts/values, excluded from hashing; treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import uuid
+from typing import Any, ClassVar
+
+import attrs
+
+from ._errors import ErrorCode
+
+__all__ = [
+    "ActionApproval",
+    "ActionKind",
+    "AgentAction",
+    "AgentCommand",
+    "AgentConnect",
+    "AgentControl",
+    "AgentResponse",
+    "AgentResult",
+    "AgentState",
+    "Approver",
+    "ClientAgentResult",
+    "ClientFrame",
+    "ClientToolList",
+    "ErrorFrame",
+    "Executor",
+    "Frame",
+    "LifecycleState",
+    "OfferedTool",
+    "ResourceInfo",
+    "ResourceList",
+    "ResourceListRequest",
+    "ResourceRequest",
+    "ResourceResponse",
+    "ResponseToken",
+    "ResultStatus",
+    "ServerFrame",
+    "ToolCall",
+    "ToolInfo",
+    "ToolList",
+    "UserMessage",
+    "new_id",
+]
+
+# Marks optional payload fields that are left out of the wire form when None.
+OMIT_IF_NONE = "protocol_omit_if_none"
+
+
+def new_id() -> str:
+    """A fresh frame/action id: 32 hex digits, unique across processes and hosts."""
+    return uuid.uuid4().hex
+
+
+def _optional(**kwargs: Any) -> Any:
+    return attrs.field(default=None, metadata={OMIT_IF_NONE: True}, **kwargs)
+
+
+def _json(**kwargs: Any) -> Any:
+    # Arbitrary JSON is mutable (dict/list): keep it out of __hash__ so frames stay hashable.
+    return attrs.field(hash=False, **kwargs)
+
+
+class LifecycleState(enum.StrEnum):
+    """Agent session lifecycle (DESIGN.md): Initialized → Active → Processing ⇄ ToolUse
+    → Active; Active ⇄ Paused; Active → Terminated."""
+
+    INITIALIZED = "initialized"
+    ACTIVE = "active"
+    PROCESSING = "processing"
+    TOOL_USE = "tool_use"
+    PAUSED = "paused"
+    TERMINATED = "terminated"
+
+
+class AgentCommand(enum.StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    STOP = "stop"
+
+
+class ActionKind(enum.StrEnum):
+    TOOL = "tool"
+    RESOURCE = "resource"
+
+
+class Approver(enum.StrEnum):
+    NONE = "none"
+    USER = "user"
+    ADMIN = "admin"
+
+
+class Executor(enum.StrEnum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class ResultStatus(enum.StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    DENIED = "denied"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    LIMIT_EXCEEDED = "limit_exceeded"
+
+
+@attrs.frozen(kw_only=True)
+class ToolInfo:
+    """A tool the server offers (item of a server ``tool_list``)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = _json()
+    level: int
+
+
+@attrs.frozen(kw_only=True)
+class OfferedTool:
+    """A tool a client runs itself (item of a client ``tool_list``); ``level`` is only the
+    client's suggestion."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = _json()
+    level: int | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class ResourceInfo:
+    """A readable host, as a URI template (``db://users/profile/{id}``)."""
+
+    uri_template: str
+    description: str
+
+
+# --- client → server -------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class AgentConnect:
+    TYPE: ClassVar[str] = "agent_connect"
+    id: str
+    agent: str
+    session_id: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class UserMessage:
+    TYPE: ClassVar[str] = "user_message"
+    id: str
+    session_id: str
+    content: str
+
+
+@attrs.frozen(kw_only=True)
+class ActionApproval:
+    TYPE: ClassVar[str] = "action_approval"
+    id: str
+    action_id: str
+    approved: bool
+    reason: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class ClientAgentResult:
+    """Result of a tool the client executed (``executor: client``)."""
+
+    TYPE: ClassVar[str] = "agent_result"
+    id: str
+    action_id: str
+    status: ResultStatus
+    output: Any = _json()
+    session_id: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class ClientToolList:
+    """``tools`` None (empty payload): asks for the server's list. A tuple (possibly
+    empty): the tools this client offers, replacing its earlier offer."""
+
+    TYPE: ClassVar[str] = "tool_list"
+    id: str
+    tools: tuple[OfferedTool, ...] | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class ToolCall:
+    TYPE: ClassVar[str] = "tool_call"
+    id: str
+    name: str
+    arguments: dict[str, Any] = _json()
+    session_id: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class ResourceRequest:
+    TYPE: ClassVar[str] = "resource_request"
+    id: str
+    uri: str
+    session_id: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class AgentControl:
+    TYPE: ClassVar[str] = "agent_control"
+    id: str
+    session_id: str
+    command: AgentCommand
+
+
+@attrs.frozen(kw_only=True)
+class ResourceListRequest:
+    TYPE: ClassVar[str] = "resource_list"
+    id: str
+
+
+# --- server → client -------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class AgentState:
+    TYPE: ClassVar[str] = "agent_state"
+    id: str = attrs.field(factory=new_id)
+    session_id: str
+    agent: str
+    state: LifecycleState
+    reply_to: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class ResponseToken:
+    TYPE: ClassVar[str] = "response_token"
+    id: str = attrs.field(factory=new_id)
+    session_id: str
+    turn_id: str
+    token: str
+
+
+@attrs.frozen(kw_only=True)
+class AgentResponse:
+    TYPE: ClassVar[str] = "agent_response"
+    id: str = attrs.field(factory=new_id)
+    session_id: str
+    turn_id: str
+    content: str
+
+
+@attrs.frozen(kw_only=True)
+class AgentAction:
+    """``session_id`` is None for a direct ``tool_call`` outside a session, which the
+    action then answers (``reply_to``)."""
+
+    TYPE: ClassVar[str] = "agent_action"
+    id: str = attrs.field(factory=new_id)
+    action_id: str
+    kind: ActionKind
+    name: str
+    arguments: dict[str, Any] = _json()
+    level: int
+    requires_approval: bool
+    approver: Approver
+    executor: Executor
+    reason: str
+    session_id: str | None = _optional()
+    reply_to: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class AgentResult:
+    TYPE: ClassVar[str] = "agent_result"
+    id: str = attrs.field(factory=new_id)
+    action_id: str
+    status: ResultStatus
+    output: Any = _json()
+    session_id: str | None = _optional()
+    reply_to: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class ToolList:
+    TYPE: ClassVar[str] = "tool_list"
+    id: str = attrs.field(factory=new_id)
+    tools: tuple[ToolInfo, ...]
+    reply_to: str | None = _optional()
+
+
+def _one_content(inst: ResourceResponse, _attr: attrs.Attribute[Any], _value: Any) -> None:
+    if (inst.content is None) == (inst.content_base64 is None):
+        raise ValueError("ResourceResponse needs exactly one of content, content_base64")
+
+
+@attrs.frozen(kw_only=True)
+class ResourceResponse:
+    """Exactly one of ``content`` (text) and ``content_base64`` (bytes) is set; build it
+    from data with :meth:`of`."""
+
+    TYPE: ClassVar[str] = "resource_response"
+    id: str = attrs.field(factory=new_id)
+    uri: str
+    mime_type: str
+    truncated: bool
+    reply_to: str
+    content: str | None = _optional()
+    content_base64: str | None = _optional(validator=_one_content)
+
+    @classmethod
+    def of(
+        cls, *, uri: str, mime_type: str, data: str | bytes, truncated: bool, reply_to: str
+    ) -> ResourceResponse:
+        """Text goes into ``content``, bytes into ``content_base64``."""
+        if isinstance(data, str):
+            return cls(uri=uri, mime_type=mime_type, truncated=truncated, reply_to=reply_to,
+                       content=data)
+        return cls(uri=uri, mime_type=mime_type, truncated=truncated, reply_to=reply_to,
+                   content_base64=base64.b64encode(data).decode("ascii"))
+
+
+@attrs.frozen(kw_only=True)
+class ResourceList:
+    TYPE: ClassVar[str] = "resource_list"
+    id: str = attrs.field(factory=new_id)
+    resources: tuple[ResourceInfo, ...]
+    reply_to: str
+
+
+@attrs.frozen(kw_only=True)
+class ErrorFrame:
+    TYPE: ClassVar[str] = "error"
+    id: str = attrs.field(factory=new_id)
+    code: ErrorCode
+    message: str
+    reply_to: str | None = None  # always on the wire, null when there was no id
+    details: dict[str, Any] = _json(factory=dict)
+
+
+ClientFrame = (
+    AgentConnect
+    | UserMessage
+    | ActionApproval
+    | ClientAgentResult
+    | ClientToolList
+    | ToolCall
+    | ResourceRequest
+    | AgentControl
+    | ResourceListRequest
+)
+ServerFrame = (
+    AgentState
+    | ResponseToken
+    | AgentResponse
+    | AgentAction
+    | AgentResult
+    | ToolList
+    | ResourceResponse
+    | ResourceList
+    | ErrorFrame
+)
+Frame = ClientFrame | ServerFrame
