@@ -1,0 +1,23 @@
+"""Subprocess isolation for tools: `await run(spec, arguments) -> Result`.
+
+Two backends: "namespaces" (bubblewrap, one fresh sandbox per call) and "process" (a
+supervised child with rlimits, uid drop, no_new_privs and Landlock). `detect()` reports
+what the host offers; `backend_for()` refuses, with `IsolationUnavailable`, to run a
+namespaces tool weaker than declared. No dependency on the engine.
+"""
+
+from ._detect import Capabilities as Capabilities
+from ._detect import detect as detect
+from ._errors import IsolationUnavailable as IsolationUnavailable
+from ._errors import SandboxError as SandboxError
+from ._errors import SpawnError as SpawnError
+from ._errors import SpecError as SpecError
+from ._namespaces import NamespacesBackend as NamespacesBackend
+from ._process_backend import ProcessBackend as ProcessBackend
+from ._result import Result as Result
+from ._run import Backend as Backend
+from ._run import backend_for as backend_for
+from ._run import run as run
+from ._spec import Spec as Spec
+from ._workdir import SANDBOX_GID as SANDBOX_GID
+from ._workdir import SANDBOX_UID as SANDBOX_UID

@@ -1,0 +1,140 @@
+"""The bubblewrap command line for one call: the namespaces backend's whole policy.
+
+bubblewrap is "not a complete, ready-made sandbox" — the flags are the policy, so all of
+them are built here, in one place:
+
+- new user, pid, ipc, uts and cgroup namespaces, and a new network namespace unless the
+  tool declares `network`; `--die-with-parent`, `--new-session`, `--cap-drop ALL`;
+- `--clearenv` and exactly the Spec's env; options travel through `--args FD` (a memfd)
+  so that env values never appear in /proc/*/cmdline;
+- /usr and the /bin, /sbin, /lib* entries of the host (symlinks re-created as
+  symlinks) read-only; from /etc only the files a program needs to start (the dynamic
+  loader cache, passwd/group, time zone, TLS roots; resolver files with network);
+  /etc/shadow and the rest of /etc are simply absent;
+- a private /proc, a minimal /dev (new devpts: the host's terminals are not there),
+  a private tmpfs /tmp;
+- the per-call work dir and `writable_paths` read-write, `readable_paths` read-only, all
+  at their host paths; `python_packages` read-only under /run/sconnect/pkgs (each one
+  alone, never its parent); the runner under /run/sconnect/runner;
+- `--remount-ro /` last, so the tmpfs root itself is not writable (trap 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ._errors import SpecError
+from ._limits import prlimit_args, rlimits
+from ._spec import Spec
+
+RUNNER_MOUNT = "/run/sconnect/runner"
+PACKAGES_MOUNT = "/run/sconnect/pkgs"
+
+_SYSTEM_TOP = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/mime.types",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/pki",
+)
+_ETC_NETWORK = (
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+)
+
+
+def _system_mounts() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for path in _SYSTEM_TOP:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def package_mounts(spec: Spec) -> dict[str, str]:
+    """Sandbox path -> host path of each python package (SpecError on a clash)."""
+    mounts: dict[str, str] = {}
+    for host in spec.python_packages:
+        inside = f"{PACKAGES_MOUNT}/{os.path.basename(os.path.normpath(host))}"
+        if inside in mounts:
+            raise SpecError(f"python_packages: two entries are named {os.path.basename(host)!r}")
+        mounts[inside] = os.path.normpath(host)
+    return mounts
+
+
+def check_cwd(spec: Spec, work_dir: str) -> str:
+    """The directory the tool starts in (SpecError when it would not be visible)."""
+    if spec.cwd is None:
+        return work_dir
+    cwd = os.path.normpath(spec.cwd)
+    for root in (work_dir, *spec.writable_paths, *spec.readable_paths):
+        root = os.path.normpath(root)
+        if cwd == root or cwd.startswith(root.rstrip("/") + "/"):
+            return cwd
+    raise SpecError(f"cwd {spec.cwd!r} is not inside the work dir or a declared path")
+
+
+def options(spec: Spec, *, work_dir: str, runner_dir: str | None) -> list[str]:
+    """bwrap options (for `--args`), ending just before the command."""
+    args = [
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--clearenv",
+    ]
+    if not spec.network:
+        args.append("--unshare-net")
+    for name, value in spec.env:
+        args += ["--setenv", name, value]
+    args += _system_mounts()
+    for path in _ETC_FILES + (_ETC_NETWORK if spec.network else ()):
+        args += ["--ro-bind-try", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    binds: list[tuple[str, str, str]] = [("--bind", work_dir, work_dir)]
+    binds += [("--bind", path, path) for path in spec.writable_paths]
+    binds += [("--ro-bind", path, path) for path in spec.readable_paths]
+    # Parents before children, so that a bind below another one is not hidden by it.
+    for flag, source, dest in sorted(binds, key=lambda bind: bind[2].rstrip("/").count("/")):
+        args += [flag, source, dest]
+    if runner_dir is not None:
+        args += ["--ro-bind", runner_dir, RUNNER_MOUNT]
+    for inside, host in package_mounts(spec).items():
+        args += ["--ro-bind", host, inside]
+    args += ["--chdir", check_cwd(spec, work_dir), "--remount-ro", "/"]
+    return args
+
+
+def command(spec: Spec, *, python: str, report_fd: int | None = None) -> list[str]:
+    """What bwrap execs inside the sandbox: prlimit + argv, or the Python runner."""
+    if spec.python is None:
+        return ["/usr/bin/prlimit", *prlimit_args(spec), *spec.argv]
+    config = {
+        "mode": "call",
+        "target": spec.python,
+        "sys_path": [PACKAGES_MOUNT] if spec.python_packages else [],
+        "limits": rlimits(spec),
+        "report_fd": report_fd,
+    }
+    return [python, "-I", "-S", f"{RUNNER_MOUNT}/_runner.py", json.dumps(config)]

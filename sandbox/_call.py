@@ -1,0 +1,113 @@
+"""What every backend does around one launch: work dir, config memfd, Result assembly.
+
+`call_dir()` yields a fresh per-call work dir and removes it afterwards — on success,
+error, timeout and cancellation alike (removal runs in a worker thread, shielded and
+bounded, so a cancelled caller still leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal as _signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+from ._limits import classify, missing_binary
+from ._process import Collected
+from ._result import Result, decode_text, parse_output
+from ._spec import Spec
+from ._workdir import default_work_root, make_call_dir, prepare_work_root, remove_call_dir
+
+
+@contextlib.asynccontextmanager
+async def call_dir(spec: Spec) -> AsyncIterator[tuple[str, str]]:
+    """(work_root, fresh call dir); the call dir is removed on the way out."""
+    root = prepare_work_root(spec.work_root or default_work_root())
+    path = make_call_dir(root)
+    try:
+        yield root, path
+    finally:
+        with trio.move_on_after(30, shield=True):
+            await trio.to_thread.run_sync(remove_call_dir, path)
+
+
+def memfd(data: bytes, name: str) -> int:
+    """A sealed-by-convention in-memory file holding `data`, positioned at 0."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def encode_arguments(arguments: Any) -> bytes:
+    return json.dumps(arguments).encode()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def build_result(
+    spec: Spec,
+    *,
+    backend: str,
+    collected: Collected,
+    exit_code: int | None,
+    signal: int | None,
+    cpu_time_s: float,
+    peak_memory_bytes: int,
+    setup_error: str | None = None,
+    notes: tuple[str, ...] = (),
+) -> Result:
+    """Turn what a launch produced into a Result (status and human message included)."""
+    stderr = decode_text(bytes(collected.stderr))
+    status: str
+    if collected.timed_out:
+        status, message = "timeout", f"killed after {spec.timeout_s:g}s timeout"
+    elif setup_error is not None:
+        status, message = "error", f"sandbox setup failed: {setup_error}"
+    elif (limit := classify(
+        spec, exit_code=exit_code, signal=signal, cpu_time_s=cpu_time_s, stderr=stderr
+    )) is not None:
+        status, message = limit
+    elif (failed := missing_binary(exit_code, stderr)) is not None:
+        program, _, reason = failed.rpartition(": ")
+        status = "error"
+        if "No such file" in reason:
+            message = f"binary not found: {program}"
+        else:
+            message = f"cannot execute {program}: {reason}"
+    elif signal is not None:
+        status, message = "error", f"killed by {_signal_name(signal)}"
+    elif exit_code != 0:
+        last = stderr.strip().splitlines()[-1:] or [""]
+        status = "error"
+        message = f"exited with code {exit_code}" + (f": {last[0][:200]}" if last[0] else "")
+    else:
+        status, message = "ok", "ok"
+    if collected.truncated:
+        message += f" (stdout truncated at {spec.max_output_bytes} bytes)"
+    for note in notes:
+        message += f"; {note}"
+    return Result(
+        status=status,  # type: ignore[arg-type]
+        output=parse_output(bytes(collected.stdout), truncated=collected.truncated),
+        stderr_tail=stderr,
+        exit_code=exit_code,
+        signal=signal,
+        wall_time_s=round(collected.ended - collected.started, 6),
+        cpu_time_s=round(cpu_time_s, 6),
+        peak_memory_bytes=peak_memory_bytes,
+        truncated=collected.truncated,
+        backend=backend,
+        message=message,
+    )

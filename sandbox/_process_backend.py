@@ -1,0 +1,187 @@
+"""`ProcessBackend`: a supervised child process, for hosts without usable bubblewrap.
+
+The launcher is the runner (`python3 -I -S _runner.py --config-fd=3`, empty
+environment), which stays outside the tool's restrictions as its supervisor: it becomes
+a child subreaper, forks the tool into its own session, and in the tool's process sets
+the rlimits, creates a new network namespace when the engine is root and the tool has no
+network, drops to `SANDBOX_UID` when the engine is root, sets no_new_privs and applies
+Landlock (reads limited to the system dirs, /etc, /dev, /proc, the runner, the declared
+paths; writes to the work dir, `writable_paths` and /dev/null; no device ioctls; TCP
+denied without network; no signals to processes outside the tool's domain), then execs
+`argv` or calls the Python function. When the tool ends, or on SIGTERM, the supervisor
+kills every descendant left (double-forked, setsid'd ones were re-parented to it).
+
+Weaker than namespaces, and said so in `Result.message`:
+- without root and without Landlock ABI >= 4 the network is not restricted; with Landlock
+  but no network namespace only TCP is (UDP is not covered by Landlock);
+- without Landlock the filesystem is confined by file permissions alone;
+- RLIMIT_NPROC counts every process of the tool's uid, shared by concurrent calls;
+- the system directories are the host's (readable), there is no private /tmp: tools
+  should write under their work dir (Python's `tempfile` falls back to the cwd).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+from typing import Any
+
+import attrs
+import trio
+
+from ._bwrap import check_cwd
+from ._call import build_result, call_dir, encode_arguments, memfd
+from ._errors import SpecError
+from ._landlock import abi_version
+from ._limits import rlimits
+from ._process import Child, Collected, drive, spawn, wait_or_kill
+from ._result import Result
+from ._spec import Spec
+from ._workdir import runner_dir, sandbox_user
+
+_CONFIG_FD = 3
+_STATUS_FD = 4
+_SYSTEM_READ = (
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev", "/proc",
+)
+
+
+@functools.cache
+def _package_farm(work_root: str, packages: tuple[str, ...]) -> str:
+    """A directory of symlinks name -> package, put on sys.path instead of the parents."""
+    names: dict[str, str] = {}
+    for host in packages:
+        name = os.path.basename(os.path.normpath(host))
+        if name in names:
+            raise SpecError(f"python_packages: two entries are named {name!r}")
+        names[name] = os.path.normpath(host)
+    digest = hashlib.sha256("\0".join(packages).encode()).hexdigest()[:16]
+    target = os.path.join(work_root, f".pkgs-{digest}")
+    if os.path.isdir(target) and not os.path.islink(target):
+        return target
+    staging = tempfile.mkdtemp(dir=work_root, prefix=".pkgs-tmp-")
+    for name, host in names.items():
+        os.symlink(host, os.path.join(staging, name))
+    os.chmod(staging, 0o755)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@attrs.frozen
+class ProcessBackend:
+    """Supervised subprocess with rlimits, uid drop, no_new_privs and Landlock."""
+
+    python: str = "/usr/bin/python3"
+    landlock_abi: int | None = attrs.field(factory=abi_version)
+    grace_s: float = 0.5
+    name: str = "process"
+
+    async def run(self, spec: Spec, arguments: Any) -> Result:
+        """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers)."""
+        stdin_data = encode_arguments(arguments)
+        user = sandbox_user()
+        async with call_dir(spec) as (work_root, work_dir):
+            runner = runner_dir(work_root)
+            read = [*_SYSTEM_READ, runner, *spec.readable_paths, *spec.python_packages]
+            sys_path: list[str] = []
+            if spec.python_packages:
+                farm = _package_farm(work_root, spec.python_packages)
+                read.append(farm)
+                sys_path.append(farm)
+            config = {
+                "supervise": True,
+                "status_fd": _STATUS_FD,
+                "mode": "call" if spec.python is not None else "exec",
+                "argv": list(spec.argv),
+                "target": spec.python,
+                "sys_path": sys_path,
+                "env": dict(spec.env),
+                "limits": rlimits(spec),
+                "drop_to": list(user) if user is not None else None,
+                "unshare_net": (not spec.network) and user is not None,
+                "landlock": None
+                if self.landlock_abi is None
+                else {
+                    "read": read,
+                    "write": [work_dir, *spec.writable_paths],
+                    "block_tcp": not spec.network,
+                },
+                "cwd": check_cwd(spec, work_dir),
+                "grace_s": self.grace_s,
+            }
+            launcher = [self.python, "-I", "-S", f"{runner}/_runner.py", f"--config-fd={_CONFIG_FD}"]
+            config_fd = memfd(json.dumps(config).encode(), "runner-config")
+            try:
+                child = spawn(launcher[0], launcher, {}, fds={_CONFIG_FD: config_fd, _STATUS_FD: -1})
+            finally:
+                os.close(config_fd)
+            collected = await drive(
+                child,
+                stdin_data,
+                timeout_s=spec.timeout_s,
+                max_stdout=spec.max_output_bytes,
+                max_stderr=spec.max_stderr_bytes,
+                terminate=self._terminate,
+            )
+        return self._result(spec, child, collected)
+
+    async def _terminate(self, child: Child, collected: Collected) -> None:
+        # The supervisor forwards SIGTERM to the tool's tree, waits grace_s, SIGKILLs
+        # what is left and exits. SIGKILL of its group is the backstop if it does not.
+        child.signal(signal.SIGTERM)
+        with trio.move_on_after(self.grace_s + 2.0):
+            await child.wait()
+        if not child.reaped:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        await wait_or_kill(child, 0.0)
+
+    def _result(self, spec: Spec, child: Child, collected: Collected) -> Result:
+        report: dict[str, Any] = {}
+        for line in bytes(collected.extra.get(_STATUS_FD, b"")).splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                report.update(item)
+        setup_error = None
+        if "exit_code" not in report and not collected.timed_out:
+            stderr = bytes(collected.stderr).decode("utf-8", "replace").strip()
+            setup_error = stderr.splitlines()[-1] if stderr else f"supervisor status {child.status}"
+        exit_code = report.get("exit_code")
+        if exit_code == 126 and "sconnect-sandbox: setup failed" in bytes(collected.stderr).decode(
+            "utf-8", "replace"
+        ):
+            setup_error = bytes(collected.stderr).decode("utf-8", "replace").strip().splitlines()[-1]
+        notes = []
+        if not spec.network and not report.get("netns"):
+            if self.landlock_abi is not None and self.landlock_abi >= 4:
+                notes.append("process backend: only TCP is blocked (no network namespace)")
+            else:
+                notes.append("process backend: network NOT isolated")
+        if self.landlock_abi is None:
+            notes.append("process backend: no Landlock, filesystem confined by permissions only")
+        usage = child.rusage
+        return build_result(
+            spec,
+            backend=self.name,
+            collected=collected,
+            exit_code=exit_code,
+            signal=report.get("signal"),
+            cpu_time_s=float(report.get("cpu_time_s", 0.0))
+            or ((usage.ru_utime + usage.ru_stime) if usage else 0.0),
+            peak_memory_bytes=int(report.get("peak_memory_bytes", 0)),
+            setup_error=setup_error,
+            notes=tuple(notes),
+        )

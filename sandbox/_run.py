@@ -1,0 +1,65 @@
+"""The one entry point: `run(spec, arguments)`, and choosing a backend for a Spec.
+
+`Backend` is the seam for other executors (a warm fork-server sandbox, a container
+runtime, a remote executor): anything with a `name` and an async `run(spec, arguments)
+-> Result` honouring the contract below. Nothing here assumes one process tree per call.
+
+Contract of every backend's `run`:
+- the JSON of `arguments` goes to the tool's stdin, written concurrently with reading
+  stdout (kept up to `max_output_bytes`, the rest discarded) and stderr (last
+  `max_stderr_bytes` kept): neither a huge input nor a huge output can block the caller;
+- returns a `Result` for everything the tool does, limits and timeouts included;
+- raises `SpecError` for an unusable Spec and `SpawnError` when the sandbox cannot start;
+- on Trio cancellation kills the whole sandbox (SIGTERM, a short grace, SIGKILL), reaps
+  it, removes the work dir, then re-raises `trio.Cancelled`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ._detect import Capabilities, detect
+from ._errors import IsolationUnavailable
+from ._namespaces import NamespacesBackend
+from ._process_backend import ProcessBackend
+from ._result import Result
+from ._spec import Spec
+
+
+class Backend(Protocol):
+    """An executor of Specs. See the module docstring for the contract of `run`."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def run(self, spec: Spec, arguments: Any) -> Result: ...
+
+
+def backend_for(spec: Spec, caps: Capabilities | None = None) -> Backend:
+    """The backend that gives `spec` the isolation it declares.
+
+    `isolation: namespaces` where bubblewrap is unusable raises `IsolationUnavailable`
+    (never a silent downgrade); `isolation: process` always gets the process backend.
+    """
+    caps = caps if caps is not None else detect()
+    if spec.isolation == "process":
+        return ProcessBackend(python=caps.python, landlock_abi=caps.landlock_abi)
+    problem = caps.namespaces_problem()
+    if problem is not None:
+        raise IsolationUnavailable(
+            f"isolation 'namespaces' is unavailable: {problem}; "
+            "install bubblewrap or declare isolation: process for this tool"
+        )
+    assert caps.bwrap is not None
+    return NamespacesBackend(bwrap=caps.bwrap, setpriv=caps.setpriv, python=caps.python)
+
+
+async def run(spec: Spec, arguments: Any, *, backend: Backend | None = None) -> Result:
+    """Run one tool call in a sandbox and return its Result.
+
+    `backend` defaults to `backend_for(spec)`. Cancellation: the sandbox is killed and
+    reaped, its work dir removed, and `trio.Cancelled` re-raised.
+    """
+    if backend is None:
+        backend = backend_for(spec)
+    return await backend.run(spec, arguments)

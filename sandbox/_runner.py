@@ -1,0 +1,280 @@
+"""The in-sandbox runner: stdlib only, run as `python3 -I -S _runner.py CONFIG`.
+
+CONFIG is either inline JSON or `--config-fd=N` (JSON read from fd N, so that the tool's
+environment never shows in /proc/*/cmdline). Two jobs:
+
+- ``mode: call`` — set rlimits, import ``module``, call ``function(**arguments)`` with
+  the JSON read from stdin, print the JSON of the return value. An exception prints its
+  traceback to stderr (last line ``Type: message``) and exits 1.
+- ``supervise: true`` (the process backend) — become a child subreaper, fork the tool
+  (own session, rlimits, optional new network namespace, uid drop, no_new_privs,
+  Landlock, then exec ``argv`` or do the ``call`` above), wait for it, then SIGKILL every
+  remaining descendant (double-forked, setsid'd ones included: they were re-parented to
+  us). On SIGTERM: SIGTERM the tool's tree, wait ``grace_s``, SIGKILL what is left. The
+  tool's exit status and rusage are written as one JSON line to ``status_fd``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+
+EXEC_FAILED = 127
+EXEC_MARKER = "sconnect-sandbox: cannot execute"
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_CHILD_SUBREAPER = 36
+_CLONE_NEWNET = 0x40000000
+
+
+class _Terminate(Exception):
+    pass
+
+
+def _prctl(option: int, value: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _unshare_net() -> bool:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.unshare(_CLONE_NEWNET) == 0)
+
+
+def _set_limits(limits: dict[str, int]) -> None:
+    names = {
+        "as": resource.RLIMIT_AS,
+        "cpu": resource.RLIMIT_CPU,
+        "fsize": resource.RLIMIT_FSIZE,
+        "nofile": resource.RLIMIT_NOFILE,
+        "nproc": resource.RLIMIT_NPROC,
+        "core": resource.RLIMIT_CORE,
+    }
+    for name, value in limits.items():
+        soft = hard = int(value)
+        if name == "cpu":
+            hard = soft + 1  # SIGXCPU at the soft limit, SIGKILL one second later
+        resource.setrlimit(names[name], (soft, hard))
+
+
+def _report(config: dict) -> None:
+    """Write this process's own peak RSS to `report_fd` (namespaces backend only): the
+    launcher's rusage is polluted by the engine's, which it shared until exec (vfork)."""
+    fd = config.get("report_fd")
+    if fd is None:
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        os.write(int(fd), json.dumps({"peak_memory_bytes": usage.ru_maxrss * 1024}).encode())
+        os.close(int(fd))
+    except OSError:
+        pass
+
+
+def _call(config: dict) -> None:
+    """Import the tool's module and call its function; never returns."""
+    if config.get("report_fd") is not None:
+        os.set_inheritable(int(config["report_fd"]), False)  # not for the tool's children
+    for entry in reversed(config.get("sys_path", [])):
+        sys.path.insert(0, entry)
+    module_name, _, function_name = config["target"].partition(":")
+    try:
+        raw = sys.stdin.buffer.read()
+        arguments = json.loads(raw) if raw.strip() else {}
+        import importlib
+
+        function = getattr(importlib.import_module(module_name), function_name)
+        if isinstance(arguments, dict):
+            value = function(**arguments)
+        elif arguments is None:
+            value = function()
+        else:
+            raise TypeError(f"arguments must be a JSON object, got {type(arguments).__name__}")
+        data = json.dumps(value)
+    except MemoryError:
+        # The traceback itself may not fit in memory any more.
+        os.write(2, b"MemoryError\n")
+        _report(config)
+        os._exit(1)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        _report(config)
+        os._exit(1)
+    _report(config)
+    sys.stdout.write(data)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _exec(config: dict) -> None:
+    argv = config["argv"]
+    env = config.get("env", {})
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as exc:
+        os.write(2, f"{EXEC_MARKER} {argv[0]}: {exc.strerror}\n".encode())
+    os._exit(EXEC_FAILED)
+
+
+def _tool_child(config: dict) -> None:
+    """In the forked child: restrict, then exec or call. Never returns."""
+    try:
+        os.setsid()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if config.get("unshare_net"):
+            # Tell the supervisor (which reports it) whether the tool lost its network.
+            note = {"netns": _unshare_net()}
+            os.write(int(config["status_fd"]), json.dumps(note).encode() + b"\n")
+        _set_limits(config["limits"])
+        drop = config.get("drop_to")
+        if drop:
+            os.setgroups([])
+            os.setresgid(drop[1], drop[1], drop[1])
+            os.setresuid(drop[0], drop[0], drop[0])
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        rules = config.get("landlock")
+        if rules is not None:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import _landlock
+
+            del sys.path[0]
+            _landlock.restrict(
+                read_paths=tuple(rules["read"]),
+                write_paths=tuple(rules["write"]),
+                block_tcp=bool(rules["block_tcp"]),
+            )
+        os.chdir(config["cwd"])
+        os.closerange(3, 1 << 16)
+    except BaseException as exc:
+        os.write(2, f"sconnect-sandbox: setup failed: {exc!r}\n".encode())
+        os._exit(EXEC_FAILED - 1)
+    if config["mode"] == "call":
+        os.environ.clear()
+        os.environ.update(config.get("env", {}))
+        _call(config)
+    _exec(config)
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _reap_all() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _kill_tree(sig: int) -> int:
+    pids = _descendants(os.getpid())
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    return len(pids)
+
+
+def _supervise(config: dict) -> None:
+    terminated = False
+
+    def on_term(signum: int, frame: object) -> None:
+        raise _Terminate
+
+    signal.signal(signal.SIGTERM, on_term)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    status_fd = int(config["status_fd"])
+    pid = os.fork()
+    if pid == 0:
+        _tool_child(config)
+    status: int | None = None
+    try:
+        _, status, _ = os.wait4(pid, 0)
+    except _Terminate:
+        terminated = True
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if terminated:
+        _kill_tree(signal.SIGTERM)
+        deadline = time.monotonic() + float(config.get("grace_s", 0.5))
+        while time.monotonic() < deadline and status is None:
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = raw
+            else:
+                time.sleep(0.01)
+    # Kill whatever is left: descendants that outlived the tool were re-parented to us.
+    for _ in range(1000):
+        if status is None:
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = raw
+        if _kill_tree(signal.SIGKILL) == 0 and status is not None:
+            break
+        _reap_all()
+        time.sleep(0.002)
+    _reap_all()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = {
+        "exit_code": os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None,
+        "signal": os.WTERMSIG(status) if status is not None and os.WIFSIGNALED(status) else None,
+        "cpu_time_s": usage.ru_utime + usage.ru_stime,
+        "peak_memory_bytes": usage.ru_maxrss * 1024,
+        "terminated": terminated,
+    }
+    os.write(status_fd, json.dumps(report).encode() + b"\n")
+    os._exit(0)
+
+
+def main() -> None:
+    arg = sys.argv[1]
+    if arg.startswith("--config-fd="):
+        fd = int(arg.split("=", 1)[1])
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        os.close(fd)
+        config = json.loads(b"".join(chunks))
+    else:
+        config = json.loads(arg)
+    if config.get("supervise"):
+        _supervise(config)
+    _set_limits(config["limits"])
+    _call(config)
+
+
+if __name__ == "__main__":
+    main()

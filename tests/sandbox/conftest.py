@@ -1,0 +1,148 @@
+"""Fixtures for the sandbox tests: real processes, real bubblewrap, no mocks.
+
+Every test runs its tools with a unique `SCONNECT_SANDBOX_TEST` token in their
+environment; after the test, no process on the host may carry that token and the test
+process may have no child left (`no_leftovers`, autouse).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import pytest
+
+import sandbox
+
+TOKEN_VAR = "SCONNECT_SANDBOX_TEST"
+PY = ("/usr/bin/python3", "-I", "-S", "-c")
+BACKENDS = ("namespaces", "process")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a test that needs more than a few seconds")
+
+
+def processes_with(token: str) -> list[int]:
+    needle = f"{TOKEN_VAR}={token}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                if needle in handle.read():
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(b")") + 2 :].split()[1]) == pid:
+            found.append(int(name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        return stat[stat.rindex(b")") + 2 :].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def token() -> str:
+    return uuid.uuid4().hex
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(token: str) -> Iterator[None]:
+    before = set(children_of(os.getpid()))
+    yield
+    deadline = time.monotonic() + 1.0
+    while True:
+        left = processes_with(token)
+        kids = [pid for pid in children_of(os.getpid()) if pid not in before]
+        if not left and not kids:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes left over: token {left}, children {kids}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[str]:
+    """A host directory under /tmp that the sandbox user can traverse (0755).
+
+    pytest's tmp_path lives under a 0700 directory the sandbox user cannot reach.
+    """
+    path = tempfile.mkdtemp(prefix="sconnect-sbtest-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def work_root(shared_dir: str) -> str:
+    path = os.path.join(shared_dir, "work")
+    os.mkdir(path, 0o711)
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@attrs.frozen
+class Runner:
+    """Builds Specs that carry the test token and runs them."""
+
+    isolation: str
+    token: str
+    work_root: str
+
+    def spec(self, **kwargs: Any) -> sandbox.Spec:
+        env = dict(kwargs.pop("env", {}))
+        env[TOKEN_VAR] = self.token
+        kwargs.setdefault("work_root", self.work_root)
+        kwargs.setdefault("isolation", self.isolation)
+        return sandbox.Spec(env=tuple(env.items()), **kwargs)
+
+    async def run(self, arguments: Any = None, **kwargs: Any) -> sandbox.Result:
+        return await sandbox.run(self.spec(**kwargs), arguments if arguments is not None else {})
+
+    async def py(self, code: str, arguments: Any = None, **kwargs: Any) -> sandbox.Result:
+        return await self.run(arguments, argv=(*PY, code), **kwargs)
+
+
+@pytest.fixture
+def tool(backend: str, token: str, work_root: str) -> Runner:
+    return Runner(backend, token, work_root)
+
+
+@pytest.fixture
+def ns_tool(token: str, work_root: str) -> Runner:
+    return Runner("namespaces", token, work_root)
