@@ -89,7 +89,7 @@ def render(summary: dict[str, Any]) -> str:
     lines.append(f"policies ({len(summary['policies'])}):")
     for name, policy in summary["policies"].items():
         lines.append(f"  {name:<14} {len(policy['rules'])} rules, roles: {', '.join(policy['roles']) or '-'}")
-    lines.append(f"sandbox: {summary['sandbox']['summary']}")
+    lines.append(summary['sandbox']['summary'])
     for warning in summary["warnings"]:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ScalyticsError
-from . import check, tools
+from ..auth import AuthConfigError, AuthError
+from . import check, protocol, serve, token, tools
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check.register(commands)
     tools.register(commands)
+    serve.register(commands)
+    token.register(commands)
+    protocol.register(commands)
     return parser
 
 
@@ -36,12 +40,21 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_state_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default=os.environ.get("SCONNECT_STATE_DIR", ".sconnect"),
+        help="state directory: database, audit log, secrets, workspace (default ./.sconnect)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except ScalyticsError as exc:
+    except (ScalyticsError, AuthConfigError, AuthError) as exc:
         print(f"sconnect: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
+
+import attrs
 
 from ..config import LEVEL_NAMES, load_config, resolve_config_dir
 from ..config.units import format_duration, format_size
@@ -11,7 +16,7 @@ from .output import print_json
 
 
 def register(commands: Any) -> None:
-    from .main import add_config_option
+    from .main import add_config_option, add_state_option
 
     parser = commands.add_parser("tools", help="list and try tools")
     sub = parser.add_subparsers(dest="tools_command", required=True, metavar="SUBCOMMAND")
@@ -19,6 +24,14 @@ def register(commands: Any) -> None:
     add_config_option(listing)
     listing.add_argument("--json", action="store_true", help="print the tools as JSON")
     listing.set_defaults(run=run_list)
+
+    trying = sub.add_parser("run", help="run one tool through the sandbox, exactly as the server would")
+    trying.add_argument("name", help="the tool's name")
+    trying.add_argument("--args", default="{}", metavar="JSON", help="the arguments as a JSON object (default {})")
+    add_config_option(trying)
+    add_state_option(trying)
+    trying.add_argument("--json", action="store_true", help="print the whole sandbox result as JSON")
+    trying.set_defaults(run=run_tool_once)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -56,3 +69,48 @@ def run_list(args: argparse.Namespace) -> int:
             f"memory {format_size(box.memory)}, network {'on' if box.network else 'off'}, workspace {box.workspace}"
         )
     return 0
+
+
+def run_tool_once(args: argparse.Namespace) -> int:
+    """Exit 0 when the tool's status is ok, 1 otherwise, 2 when the request itself is wrong."""
+    import trio
+
+    import sandbox
+
+    from ..server.actions import argument_errors
+    from ..server.app import prepare_state_dir
+    from ..toolrun import run_tool
+
+    config = load_config(resolve_config_dir(args.config))
+    tool = config.tools.get(args.name)
+    if tool is None:
+        print(f"sconnect: no tool named {args.name!r} (known: {', '.join(sorted(config.tools))})", file=sys.stderr)
+        return 2
+    try:
+        arguments = json.loads(args.args)
+    except ValueError as exc:
+        print(f"sconnect: --args is not JSON: {exc}", file=sys.stderr)
+        return 2
+    problems = argument_errors(tool, arguments)
+    if problems:
+        print(f"sconnect: invalid arguments for {tool.name}:", *problems, sep="\n  ", file=sys.stderr)
+        return 2
+    state_dir = Path(args.state_dir)
+    prepare_state_dir(state_dir)
+    try:
+        result = trio.run(
+            lambda: run_tool(tool, arguments, workspace=state_dir / "workspace", work_root=state_dir / "work")
+        )
+    except sandbox.SandboxError as exc:
+        print(f"sconnect: {tool.name}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json(attrs.asdict(result))
+    else:
+        print(f"{tool.name}: {result.status} ({result.message}) in {result.wall_time_s * 1000:.0f} ms, "
+              f"backend {result.backend}", file=sys.stderr)
+        output = result.output
+        print(output if isinstance(output, str) else json.dumps(output, indent=2, ensure_ascii=False))
+        if result.status != "ok" and result.stderr_tail:
+            print(result.stderr_tail, file=sys.stderr)
+    return 0 if result.status == "ok" else 1

@@ -68,9 +68,9 @@ def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
         except re.error as exc:
             problems.append(doc.problem([*where, "match"], f"not a valid regular expression: {exc}"))
             continue
-        if rule.tool is not None and rule.tool not in agent.tools:
+        if rule.tool is not None and rule.tool not in agent.tools and rule.tool not in agent.client_tools:
             problems.append(
-                doc.problem([*where, "tool"], f"tool {rule.tool!r} is not in this agent's tools")
+                doc.problem([*where, "tool"], f"tool {rule.tool!r} is not in this agent's tools or client_tools")
             )
         for key, value in rule.arguments.items():
             for field in _placeholders(value):

@@ -127,6 +127,7 @@ class Agent:
     description: str
     model: ModelConfig
     tools: tuple[str, ...] = ()
+    client_tools: tuple[str, ...] = ()
     resources: tuple[str, ...] = ()
     system_prompt: str = ""
     max_steps: int = 8

@@ -109,7 +109,7 @@ def test_bad_duration_and_size_are_both_reported(minimal_config: Path) -> None:
 def test_rule_problems_inside_an_agent(minimal_config: Path) -> None:
     drop(minimal_config, "agent_bad_rules.yaml", "agents.d")
     assert messages(minimal_config) == [
-        "agents.d/agent_bad_rules.yaml:8:13: model.rules[0].tool: tool 'notes' is not in this agent's tools",
+        "agents.d/agent_bad_rules.yaml:8:13: model.rules[0].tool: tool 'notes' is not in this agent's tools or client_tools",
         "agents.d/agent_bad_rules.yaml:9:25: model.rules[0].arguments.path: "
         "placeholder {file} is not a named group of match",
     ]

@@ -1,0 +1,85 @@
+"""``sconnect serve``: run the WebSocket server on a configuration until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from typing import TYPE_CHECKING
+
+from ..auth import issue, load_settings
+from ..config import load_config, resolve_config_dir
+
+if TYPE_CHECKING:
+    from ..server import ServerSettings
+
+DEV_TOKEN_TTL_S = 12 * 3600
+
+
+def register(commands: Any) -> None:
+    from .main import add_config_option, add_state_option
+
+    parser = commands.add_parser("serve", help="run the WebSocket server")
+    add_config_option(parser)
+    add_state_option(parser)
+    parser.add_argument("--host", default=os.environ.get("SCONNECT_HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SCONNECT_PORT", "8765")), help="port (0 picks a free one; default 8765)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: create a JWT secret in the state directory when none is configured "
+        "and print ready tokens for a user and an admin",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    state_dir = Path(args.state_dir)
+    config_dir = resolve_config_dir(args.config)
+    load_config(config_dir)  # refuse to start on a broken configuration, with every error
+    auth = load_settings(os.environ, state_dir, dev=args.dev)
+    # The server and Trio load only for this command, keeping the other commands quick to start.
+    import trio
+
+    from ..server import ServerSettings
+
+    settings = ServerSettings(config_dir=config_dir, state_dir=state_dir, auth=auth, host=args.host, port=args.port)
+    trio.run(_main, settings, args.dev)
+    return 0
+
+
+async def _main(settings: ServerSettings, dev: bool) -> None:
+    import trio
+
+    import sandbox
+
+    from ..server import serve
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve, settings)
+            print(url, flush=True)
+            print(f"config: {settings.config_dir.resolve()}  state: {settings.state_dir.resolve()}", flush=True)
+            print(f"sandbox: {sandbox.detect().summary}", flush=True)
+            if dev:
+                _print_dev_help(settings, url)
+            async for signum in signals:
+                print(f"received {signal.Signals(signum).name}, shutting down", file=sys.stderr, flush=True)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _print_dev_help(settings: ServerSettings, url: str) -> None:
+    user = issue(settings.auth, "alice", ["user"], DEV_TOKEN_TTL_S)
+    admin = issue(settings.auth, "root-admin", ["admin", "user"], DEV_TOKEN_TTL_S)
+    print(f"user token (alice, 12h):  {user}", flush=True)
+    print(f"admin token (root-admin, 12h): {admin}", flush=True)
+    print("try:", flush=True)
+    print(f"  sconnect chat --url {shlex.quote(url)} --token {user} --agent assistant", flush=True)

@@ -1,0 +1,34 @@
+"""``sconnect token issue``: mint a token the server (same state directory and environment) accepts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from ..auth import issue, load_settings
+from ..config.units import parse_duration
+
+
+def register(commands: Any) -> None:
+    from .main import add_state_option
+
+    parser = commands.add_parser("token", help="mint tokens")
+    sub = parser.add_subparsers(dest="token_command", required=True, metavar="SUBCOMMAND")
+    issuing = sub.add_parser("issue", help="print a signed JWT")
+    add_state_option(issuing)
+    issuing.add_argument("--sub", required=True, help="the subject (who the token speaks for)")
+    issuing.add_argument("--role", action="append", default=[], help="a role; repeat for several")
+    issuing.add_argument("--ttl", default="1h", help="lifetime with its unit, e.g. 30m, 1h (default 1h)")
+    issuing.set_defaults(run=run_issue)
+
+
+def run_issue(args: argparse.Namespace) -> int:
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise SystemExit(f"sconnect: --ttl: {exc}") from None
+    settings = load_settings(os.environ, Path(args.state_dir), dev=False)
+    print(issue(settings, args.sub, args.role, float(ttl)))
+    return 0

@@ -1,0 +1,12 @@
+"""Model providers behind one chat-completions-shaped interface.
+
+A model takes the conversation (chat-completions messages) and the tools it may
+call, and streams back text deltas and tool calls.  ``rules`` is built in and
+deterministic; ``openai`` talks to an OpenAI-compatible endpoint.
+"""
+
+from .base import Model as Model
+from .base import TextDelta as TextDelta
+from .base import ToolCall as ToolCall
+from .base import ToolDefinition as ToolDefinition
+from .base import make_model as make_model

@@ -1,0 +1,59 @@
+"""The model interface: messages and tool definitions in, a stream of deltas and calls out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from ..config.model import ModelConfig, OpenAIModel, RulesModel
+
+
+@attrs.frozen
+class ToolDefinition:
+    """A tool as a model sees it (chat-completions ``tools[].function``)."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@attrs.frozen
+class TextDelta:
+    """A piece of the answer, sent to the client as it is produced."""
+
+    text: str
+
+
+@attrs.frozen
+class ToolCall:
+    """The model asks for a tool; ``arguments`` are parsed JSON, not yet validated."""
+
+    id: str
+    name: str
+    arguments: Any
+
+
+Message = Mapping[str, Any]
+
+
+class Model(Protocol):
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
+    ) -> AsyncIterator[TextDelta | ToolCall]:
+        """One model step. Cancelling the consumer cancels the step (no request outlives it)."""
+        ...
+
+
+def make_model(config: ModelConfig) -> Model:
+    """The provider named by an agent's ``model:`` block."""
+    if isinstance(config, RulesModel):
+        from .rules import RulesProvider
+
+        return RulesProvider(config)
+    if isinstance(config, OpenAIModel):
+        from .openai import OpenAIProvider
+
+        return OpenAIProvider(config)
+    raise TypeError(f"unknown model configuration {config!r}")

@@ -1,0 +1,109 @@
+"""``serve``: the listening socket, the handshake (with authentication), one task per connection.
+
+The TCP stream is ours (``trio.serve_tcp`` + ``wrap_server_stream``), not
+trio-websocket's server loop, so that a rejected handshake closes its socket
+at once and a client that never finishes the handshake is dropped after
+``handshake_timeout_s``; and so that one failing connection can never end the
+server (every connection task has a catch-all).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from functools import partial
+from pathlib import Path
+
+import trio
+from trio_websocket import wrap_server_stream
+
+import sandbox
+
+from ..auth import AuthError, token_from_request, verify
+from ..config import load_config
+from ..store import Store
+from .connection import Connection
+from .hub import Hub
+from .settings import DATABASE_NAME, ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    """The state directory with the tools' shared ``workspace/`` and per-call ``work/`` root.
+
+    The directory is 0711: the sandbox user (uid 65534) must traverse it to reach
+    ``workspace/`` and ``work/``, but may not list it; everything secret in it
+    (database, JWT secret) is created 0600 so that only the service reads it.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o711)
+    workspace = state_dir / "workspace"
+    for path in (workspace, state_dir / "work"):
+        path.mkdir(exist_ok=True)
+    # SQLite gives its -wal and -shm files the database file's mode.
+    os.close(os.open(state_dir / DATABASE_NAME, os.O_CREAT | os.O_WRONLY, 0o600))
+    if os.geteuid() == 0:
+        # Tools run as an unprivileged uid (sandbox.SANDBOX_UID): the workspace must be theirs
+        # to write; they reach nothing else of the state directory unless it is bound in.
+        os.chown(workspace, sandbox.SANDBOX_UID, sandbox.SANDBOX_GID)
+
+
+async def serve(
+    settings: ServerSettings, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until cancelled; ``task_status.started`` gets the WebSocket URL (port 0 resolved)."""
+    config = load_config(settings.config_dir)
+    prepare_state_dir(settings.state_dir)
+    caps = sandbox.detect()
+    async with await Store.open(settings.database) as store:
+        hub = Hub(settings=settings, config=config, store=store)
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, partial(_handle_stream, hub), settings.port, host=settings.host)
+            )
+            port = listeners[0].socket.getsockname()[1]
+            url = f"ws://{settings.host}:{port}{settings.path}"
+            log.info("serving", extra={"url": url, "sandbox": caps.summary})
+            task_status.started(url)
+
+
+async def _handle_stream(hub: Hub, stream: trio.SocketStream) -> None:
+    try:
+        async with trio.open_nursery() as nursery:
+            request = None
+            with trio.move_on_after(hub.settings.handshake_timeout_s):
+                request = await wrap_server_stream(nursery, stream, max_message_size=hub.settings.max_frame_bytes)
+            if request is None:
+                await stream.aclose()
+                return
+            path = request.path.split("?", 1)[0]
+            if path != hub.settings.path:
+                await _reject(request, 404, "not_found", f"the WebSocket endpoint is {hub.settings.path}")
+                await stream.aclose()
+                return
+            try:
+                principal = verify(token_from_request(request.path, request.headers), hub.settings.auth)
+            except AuthError as exc:
+                log.warning("authentication failed", extra={"reason": str(exc.reason)})
+                await _reject(request, 401, "unauthorized", str(exc), bearer_error=True)
+                await stream.aclose()
+                return
+            ws = await request.accept()
+            await Connection(hub, ws, principal).serve()
+            nursery.cancel_scope.cancel()
+    except Exception:
+        # One broken connection must never end the server.
+        log.exception("connection failed")
+        with trio.move_on_after(0.5, shield=True):
+            await stream.aclose()
+
+
+async def _reject(request: object, status: int, code: str, message: str, *, bearer_error: bool = False) -> None:
+    headers = [(b"Content-Type", b"application/json")]
+    if bearer_error:
+        headers.append((b"WWW-Authenticate", b'Bearer error="invalid_token"'))
+    body = json.dumps({"code": code, "message": message}).encode()
+    with trio.move_on_after(2):
+        await request.reject(status, extra_headers=headers, body=body)  # type: ignore[attr-defined]

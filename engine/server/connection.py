@@ -1,0 +1,274 @@
+"""One authenticated WebSocket connection: its reader, its writer, and dispatch of frames.
+
+Resource handling: everything the connection starts (its sessions, its direct
+tool calls, its writer) lives in the connection's nursery, so closing the
+connection cancels all of it and kills the tools it was running.
+
+Error handling: a frame that cannot be decoded or acted on gets one ``error``
+frame and the connection carries on; an unexpected exception in a handler is
+logged and reported as ``internal`` to that client only.  Outgoing frames go
+through a bounded queue: a client that stops reading is cut off when it fills
+(or when one send takes longer than ``send_timeout_s``) instead of stalling
+anybody else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from ..auth import Principal
+from ..protocol import (
+    ActionApproval,
+    AgentConnect,
+    AgentControl,
+    ClientAgentResult,
+    ClientToolList,
+    ErrorCode,
+    ErrorFrame,
+    LifecycleState,
+    OfferedTool,
+    ProtocolError,
+    ResourceListRequest,
+    ResourceRequest,
+    ServerFrame,
+    ToolCall,
+    ToolInfo,
+    ToolList,
+    UserMessage,
+    decode,
+    encode,
+    error_frame,
+    new_id,
+)
+from ..decision import decide
+from .actions import perform
+from .hub import Hub
+from .session import Session
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOKEN_EXPIRED = 4001
+CLOSE_TOO_SLOW = 4008
+
+
+@attrs.define(eq=False)
+class Connection:
+    hub: Hub
+    ws: WebSocketConnection
+    principal: Principal
+    client_tools: dict[str, OfferedTool] = attrs.field(factory=dict)
+    client_results: dict[str, trio.MemorySendChannel[Any]] = attrs.field(factory=dict)
+    _outbox: trio.MemorySendChannel[ServerFrame] | None = None
+    _nursery: trio.Nursery | None = None
+
+    async def serve(self) -> None:
+        """Run until the client leaves, the token expires, or the client falls behind."""
+        send, receive = trio.open_memory_channel[ServerFrame](self.hub.settings.send_queue_frames)
+        self._outbox = send
+        self.hub.connections.add(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._writer, receive)
+                nursery.start_soon(self._expire_token)
+                self.send(self._tool_list())
+                for pending in self.hub.approvals.waiting_for(self.principal.sub, self.principal.roles):
+                    self.send(pending.frame)
+                await self._reader()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.hub.connections.discard(self)
+            with trio.move_on_after(0.5, shield=True):
+                await self.ws.aclose()
+
+    def send(self, frame: ServerFrame) -> None:
+        """Queue a frame; a full queue means the client stopped reading: cut it off."""
+        if self._outbox is None:
+            return
+        try:
+            self._outbox.send_nowait(frame)
+        except trio.WouldBlock:
+            log.warning("client too slow, closing", extra={"sub": self.principal.sub})
+            self._close_soon(CLOSE_TOO_SLOW, "send queue full: the client is not reading")
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    # --- tasks --------------------------------------------------------------------------
+
+    async def _writer(self, receive: trio.MemoryReceiveChannel[ServerFrame]) -> None:
+        async with receive:
+            async for frame in receive:
+                with trio.move_on_after(self.hub.settings.send_timeout_s) as scope:
+                    try:
+                        await self.ws.send_message(encode(frame))
+                    except ConnectionClosed:
+                        self._stop()
+                        return
+                if scope.cancelled_caught:
+                    # A cancelled send may have written half a frame: the connection is dead.
+                    self._close_soon(CLOSE_TOO_SLOW, "the client is not reading")
+                    return
+
+    async def _expire_token(self) -> None:
+        await trio.sleep(max(0.0, self.principal.expires_at - time.time()))
+        await self._close(CLOSE_TOKEN_EXPIRED, "token expired")
+
+    async def _reader(self) -> None:
+        while True:
+            try:
+                message = await self.ws.get_message()
+            except ConnectionClosed:
+                return
+            try:
+                frame = decode(message)
+            except ProtocolError as exc:
+                self.send(error_frame(exc))
+                continue
+            await self._dispatch(frame)
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    async def _dispatch(self, frame: Any) -> None:
+        try:
+            match frame:
+                case AgentConnect():
+                    await self._agent_connect(frame)
+                case UserMessage():
+                    await self._session(frame.session_id, frame.id).message(frame.content, frame.id)
+                case AgentControl():
+                    await self._session(frame.session_id, frame.id).control(str(frame.command), frame.id)
+                case ActionApproval():
+                    self.hub.approvals.answer(
+                        frame.action_id, frame.approved, self.principal.sub, self.principal.roles, frame.reason, frame.id
+                    )
+                case ClientAgentResult():
+                    waiter = self.client_results.get(frame.action_id)
+                    if waiter is None:
+                        raise ProtocolError(
+                            ErrorCode.NOT_FOUND, f"no client-run action {frame.action_id!r} is waiting", reply_to=frame.id
+                        )
+                    waiter.send_nowait(frame)
+                case ClientToolList():
+                    if frame.tools is None:
+                        self.send(self._tool_list(reply_to=frame.id))
+                    else:
+                        self.client_tools = {tool.name: tool for tool in frame.tools}
+                case ToolCall():
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._guarded, self._tool_call, frame)
+                case ResourceRequest() | ResourceListRequest():
+                    raise ProtocolError(
+                        ErrorCode.UNAVAILABLE, "resources are not served yet by this server", reply_to=frame.id
+                    )
+        except ProtocolError as exc:
+            self.send(error_frame(exc if exc.reply_to else exc.replying_to(frame.id)))
+        except trio.WouldBlock:
+            self.send(ErrorFrame(code=ErrorCode.ALREADY_DECIDED, message="a result for this action was already sent", reply_to=frame.id))
+        except Exception:
+            log.exception("handler failed", extra={"type": type(frame).__name__})
+            self.send(ErrorFrame(code=ErrorCode.INTERNAL, message="internal error; see the server log", reply_to=frame.id))
+
+    async def _guarded(self, handler: Any, frame: Any) -> None:
+        """Run a handler as its own task; its failure is this frame's error, not the connection's."""
+        try:
+            await handler(frame)
+        except ProtocolError as exc:
+            self.send(error_frame(exc if exc.reply_to else exc.replying_to(frame.id)))
+        except Exception:
+            log.exception("handler failed", extra={"type": type(frame).__name__})
+            self.send(ErrorFrame(code=ErrorCode.INTERNAL, message="internal error; see the server log", reply_to=frame.id))
+
+    async def _agent_connect(self, frame: AgentConnect) -> None:
+        hub = self.hub
+        if frame.session_id is None:
+            agent = hub.config.agents.get(frame.agent)
+            if agent is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no agent named {frame.agent!r}", reply_to=frame.id)
+            session_id = new_id()
+            await hub.store.create_session(session_id, self.principal.sub, agent.name)
+            session = Session(session_id, agent, self, LifecycleState.INITIALIZED, [])
+            await self._start(session)
+            await session._set_state(LifecycleState.ACTIVE, reply_to=frame.id)
+            return
+        live = hub.sessions.get(frame.session_id)
+        record = await hub.store.get_session(frame.session_id)
+        if record is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {frame.session_id!r}", reply_to=frame.id)
+        if record.subject != self.principal.sub:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "this session belongs to another subject", reply_to=frame.id)
+        if record.agent != frame.agent:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"session {frame.session_id!r} is not a session of agent {frame.agent!r}", reply_to=frame.id
+            )
+        if live is not None:
+            # Still running on another connection of the same subject: follow it here.
+            live.conn = self
+            live.announce(frame.id)
+            for pending in list(hub.approvals.pending.values()):
+                if pending.frame.session_id == live.session_id:
+                    self.send(pending.frame)
+            return
+        state = LifecycleState(record.state)
+        if state == LifecycleState.TERMINATED:
+            raise ProtocolError(ErrorCode.INVALID_STATE, "this session has terminated", reply_to=frame.id)
+        agent = hub.config.agents.get(record.agent)
+        if agent is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"the session's agent {record.agent!r} no longer exists", reply_to=frame.id)
+        if state in (LifecycleState.PROCESSING, LifecycleState.TOOL_USE, LifecycleState.INITIALIZED):
+            state = LifecycleState.ACTIVE
+        history = list(await hub.store.messages(frame.session_id))
+        session = Session(frame.session_id, agent, self, state, history)
+        await self._start(session)
+        await session._set_state(state, reply_to=frame.id, force=True)
+
+    async def _start(self, session: Session) -> None:
+        assert self._nursery is not None
+        self.hub.sessions[session.session_id] = session
+        await self._nursery.start(session.run)
+
+    def _session(self, session_id: str, reply_to: str) -> Session:
+        session = self.hub.sessions.get(session_id)
+        if session is None or session.conn is not self:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"no session {session_id!r} on this connection (send agent_connect to resume it)",
+                reply_to=reply_to,
+            )
+        return session
+
+    async def _tool_call(self, frame: ToolCall) -> None:
+        if frame.name not in self.hub.config.tools and frame.name not in self.client_tools:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no tool named {frame.name!r}", reply_to=frame.id)
+        timeout = self.hub.settings.approval_timeout_s
+        if frame.session_id is not None:
+            session = self._session(frame.session_id, frame.id)
+            timeout = float(session.agent.approval_timeout)
+        await perform(self, frame.name, frame.arguments, session_id=frame.session_id, approval_timeout_s=timeout, reply_to=frame.id)
+
+    def _tool_list(self, reply_to: str | None = None) -> ToolList:
+        tools = tuple(
+            ToolInfo(name=t.name, description=t.description, parameters=dict(t.parameters), level=t.permission_level)
+            for t in sorted(self.hub.config.tools.values(), key=lambda t: t.name)
+            if decide(self.principal.sub, self.principal.roles, t, {}).effect != "deny"
+        )
+        return ToolList(tools=tools, reply_to=reply_to)
+
+    # --- closing ------------------------------------------------------------------------
+
+    def _stop(self) -> None:
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def _close_soon(self, code: int, reason: str) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._close, code, reason)
+
+    async def _close(self, code: int, reason: str) -> None:
+        with trio.move_on_after(0.5):
+            await self.ws.aclose(code, reason)
+        self._stop()

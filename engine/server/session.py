@@ -1,0 +1,194 @@
+"""One agent session: its lifecycle, its history, and the turn loop.
+
+Lifecycle (DESIGN.md)::
+
+    initialized -> active -> processing <-> tool_use -> active
+    active <-> paused;  any live state --stop--> terminated
+
+A session's work runs in its own nursery under the connection that attached
+it: stopping the agent or closing the connection cancels that nursery, which
+kills the tools it is running before ``terminated`` is reported.  History and
+state are persisted in the store, so a later ``agent_connect`` with the
+session id resumes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from ..config.model import Agent
+from ..models import TextDelta, ToolCall, ToolDefinition, make_model
+from ..protocol import (
+    AgentResponse,
+    AgentState,
+    ErrorCode,
+    LifecycleState,
+    ProtocolError,
+    ResponseToken,
+    new_id,
+)
+from .actions import perform
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+log = logging.getLogger(__name__)
+S = LifecycleState
+_TRANSITIONS: dict[LifecycleState, frozenset[LifecycleState]] = {
+    S.INITIALIZED: frozenset({S.ACTIVE, S.TERMINATED}),
+    S.ACTIVE: frozenset({S.PROCESSING, S.PAUSED, S.TERMINATED}),
+    S.PROCESSING: frozenset({S.TOOL_USE, S.ACTIVE, S.TERMINATED}),
+    S.TOOL_USE: frozenset({S.PROCESSING, S.ACTIVE, S.TERMINATED}),
+    S.PAUSED: frozenset({S.ACTIVE, S.TERMINATED}),
+    S.TERMINATED: frozenset(),
+}
+
+
+@attrs.define(eq=False)
+class Session:
+    session_id: str
+    agent: Agent
+    conn: Connection
+    state: LifecycleState
+    history: list[dict[str, Any]]
+    _nursery: trio.Nursery | None = None
+    _scope: trio.CancelScope | None = None
+    _stop_reply: str | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the session's work until it is stopped or its connection closes."""
+        try:
+            with trio.CancelScope() as self._scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    task_status.started()
+                    await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            with trio.move_on_after(2, shield=True):
+                if self._stop_reply is not None:
+                    await self._set_state(S.TERMINATED, reply_to=self._stop_reply, force=True)
+                elif self.state in (S.PROCESSING, S.TOOL_USE):
+                    # The connection closed mid-turn: the turn is gone, the session is resumable.
+                    await self._set_state(S.ACTIVE, force=True, announce=False)
+                self.conn.hub.sessions.pop(self.session_id, None)
+
+    # --- requests from the client -----------------------------------------------------
+
+    async def message(self, content: str, reply_to: str) -> None:
+        if self.state != S.ACTIVE:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE,
+                f"the session is {self.state}: messages are accepted only when it is active",
+                reply_to=reply_to,
+            )
+        assert self._nursery is not None
+        await self._set_state(S.PROCESSING)
+        self._nursery.start_soon(self._turn, content)
+
+    async def control(self, command: str, reply_to: str) -> None:
+        if command == "stop":
+            if self._stop_reply is None:
+                self._stop_reply = reply_to
+                assert self._scope is not None
+                self._scope.cancel()
+            return
+        wanted = S.PAUSED if command == "pause" else S.ACTIVE
+        required = S.ACTIVE if command == "pause" else S.PAUSED
+        if self.state != required:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE,
+                f"cannot {command} a session that is {self.state} (it must be {required})",
+                reply_to=reply_to,
+            )
+        await self._set_state(wanted, reply_to=reply_to)
+
+    def announce(self, reply_to: str | None = None) -> None:
+        self.conn.send(AgentState(session_id=self.session_id, agent=self.agent.name, state=self.state, reply_to=reply_to))
+
+    # --- the turn loop ----------------------------------------------------------------
+
+    async def _turn(self, content: str) -> None:
+        turn_id = new_id()
+        await self._remember({"role": "user", "content": content})
+        model = make_model(self.agent.model)
+        definitions = self._tool_definitions()
+        answer = ""
+        try:
+            for _step in range(self.agent.max_steps):
+                text: list[str] = []
+                calls: list[ToolCall] = []
+                async for item in model.stream(self._conversation(), definitions):
+                    if isinstance(item, TextDelta):
+                        text.append(item.text)
+                        self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=item.text))
+                    else:
+                        calls.append(item)
+                message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+                if calls:
+                    message["tool_calls"] = [
+                        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                        for c in calls
+                    ]
+                await self._remember(message)
+                if not calls:
+                    answer = "".join(text)
+                    break
+                await self._set_state(S.TOOL_USE)
+                for call in calls:
+                    outcome = await perform(
+                        self.conn, call.name, call.arguments,
+                        session_id=self.session_id, approval_timeout_s=float(self.agent.approval_timeout),
+                    )
+                    await self._remember(
+                        {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": outcome.for_model()}
+                    )
+                await self._set_state(S.PROCESSING)
+            else:
+                answer = f"I stopped after {self.agent.max_steps} steps without finishing this turn."
+                self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=answer))
+                await self._remember({"role": "assistant", "content": answer})
+        except Exception:
+            log.exception("turn failed", extra={"session_id": self.session_id})
+            answer = "Something went wrong on the server while answering; the error is in its log."
+            self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=answer))
+        self.conn.send(AgentResponse(session_id=self.session_id, turn_id=turn_id, content=answer))
+        await self._set_state(S.ACTIVE)
+
+    def _tool_definitions(self) -> list[ToolDefinition]:
+        tools = self.conn.hub.config.tools
+        found = [
+            ToolDefinition(tools[name].name, tools[name].description, tools[name].parameters)
+            for name in self.agent.tools
+            if name in tools
+        ]
+        found += [
+            ToolDefinition(t.name, t.description, t.parameters)
+            for t in self.conn.client_tools.values()
+            if t.name not in tools and (t.name in self.agent.client_tools or "*" in self.agent.client_tools)
+        ]
+        return found
+
+    def _conversation(self) -> list[dict[str, Any]]:
+        system = [{"role": "system", "content": self.agent.system_prompt}] if self.agent.system_prompt else []
+        return system + self.history
+
+    async def _remember(self, message: dict[str, Any]) -> None:
+        self.history.append(message)
+        await self.conn.hub.store.append_message(self.session_id, message)
+
+    async def _set_state(
+        self, state: LifecycleState, *, reply_to: str | None = None, force: bool = False, announce: bool = True
+    ) -> None:
+        if not force and state not in _TRANSITIONS[self.state]:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"cannot go from {self.state} to {state}", reply_to=reply_to
+            )
+        self.state = state
+        await self.conn.hub.store.set_session_state(self.session_id, str(state))
+        if announce:
+            self.announce(reply_to)

@@ -1,0 +1,42 @@
+"""The server's settings: where it listens, where its state lives, its limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from ..auth import AuthSettings
+
+DATABASE_NAME = "sconnect.db"
+
+
+@attrs.frozen
+class ServerSettings:
+    config_dir: Path
+    state_dir: Path
+    auth: AuthSettings
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # The WebSocket endpoint; clients use the URL the server prints, path included.
+    path: str = "/ws"
+    # A client that never finishes its handshake must not hold a descriptor for long.
+    handshake_timeout_s: float = 5.0
+    max_frame_bytes: int = 2**20
+    # Frames queued for one client; a client that stops reading is cut off past it.
+    send_queue_frames: int = 256
+    send_timeout_s: float = 10.0
+    # How long a direct tool_call outside a session waits for its approval.
+    approval_timeout_s: float = 120.0
+
+    @property
+    def workspace(self) -> Path:
+        return self.state_dir / "workspace"
+
+    @property
+    def work_root(self) -> Path:
+        return self.state_dir / "work"
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / DATABASE_NAME

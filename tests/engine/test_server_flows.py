@@ -1,0 +1,319 @@
+"""The protocol end to end: a real server, real WebSocket clients, real sandboxed tools."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from engine.client import ClientClosed, ServerError, open_client
+from engine.protocol import AgentAction, AgentResult, OfferedTool
+from tests.engine.conftest import SLEEPER, RunningServer
+
+pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
+
+
+async def test_level_0_runs_without_asking_and_streams(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            state = await client.start_session("assistant")
+            assert str(state.state) == "active"
+            turn = await client.converse(state.session_id, "what is 17*23")
+            assert turn.response.content == "17*23 = 391"
+            assert turn.text == turn.response.content
+            assert len(turn.tokens) > 1
+            [action] = turn.actions
+            assert (action.name, action.level, action.requires_approval, str(action.approver)) == (
+                "calculator", 0, False, "none"
+            )
+            assert action.arguments == {"expression": "17*23"}
+            [result] = turn.results
+            assert str(result.status) == "ok" and result.output["result"] == 391
+
+
+async def test_every_shipped_level_0_tool_answers(server: RunningServer) -> None:
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            time_turn = await client.converse(sid, "what time is it?")
+            assert time_turn.response.content.startswith("It is 20")
+            words = await client.converse(sid, "count the words in the quick brown fox jumps")
+            assert "has 5 words" in words.response.content
+            other = await client.converse(sid, "sing me a song")
+            assert other.response.content.startswith("I can tell the time")
+            assert other.actions == ()
+
+
+async def _write_notes(server: RunningServer, text: str) -> None:
+    workspace = server.settings.workspace
+    (workspace / "notes.txt").write_text(text)
+    if os.geteuid() == 0:
+        os.chown(workspace / "notes.txt", 65534, 65534)
+
+
+async def test_level_1_approved(server: RunningServer) -> None:
+    await _write_notes(server, "buy milk\n")
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            turn = await client.converse(sid, "read notes.txt", approve=lambda action: True)
+            [action] = turn.actions
+            assert (action.name, action.requires_approval, str(action.approver)) == ("read_file", True, "user")
+            assert "buy milk" in turn.response.content
+            assert str(turn.results[0].status) == "ok"
+
+
+async def test_level_1_denied(server: RunningServer) -> None:
+    await _write_notes(server, "secret plans\n")
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            turn = await client.converse(sid, "read notes.txt", approve=lambda action: False)
+            assert str(turn.results[0].status) == "denied"
+            assert "secret plans" not in turn.response.content
+            assert "could not use the tool" in turn.response.content
+
+
+async def test_level_1_times_out(start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.engine.conftest import copy_example_config
+
+    server = await start_server(copy_example_config(tmp_path / "cfg", approval_timeout="500ms"))
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            await client.send_message(sid, "read notes.txt")
+            while True:
+                event = await client.next_event()
+                if isinstance(event, AgentResult):
+                    break
+            assert str(event.status) == "timeout"
+            # Answering after the timeout is refused with its own code, and nothing runs.
+            await client.answer(event.action_id, True)
+            error = await _next_error(client)
+            assert error.code == "expired"
+
+
+async def _next_error(client):  # type: ignore[no-untyped-def]
+    from engine.protocol import ErrorFrame
+
+    while True:
+        event = await client.next_event()
+        if isinstance(event, ErrorFrame):
+            return event
+
+
+async def test_level_2_needs_an_admin_and_the_user_cannot_approve(server: RunningServer) -> None:
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token("root", ("admin",))) as admin:
+            async with open_client(server.url, server.token("alice", ("user",))) as user:
+                sid = (await user.start_session("assistant")).session_id
+                await user.send_message(sid, 'write "hello" to greeting.txt')
+                action = await user.next_event()
+                while not isinstance(action, AgentAction):
+                    action = await user.next_event()
+                assert (action.requires_approval, str(action.approver)) == (True, "admin")
+                # The requesting user may not approve a level-2 action.
+                await user.answer(action.action_id, True)
+                assert (await _next_error(user)).code == "forbidden"
+                # The admin sees the same action and approves it.
+                seen = await admin.next_event()
+                while not isinstance(seen, AgentAction):
+                    seen = await admin.next_event()
+                assert seen.action_id == action.action_id
+                await admin.answer(action.action_id, True)
+                result = await user.next_event()
+                while not isinstance(result, AgentResult):
+                    result = await user.next_event()
+                assert str(result.status) == "ok" and result.output["bytes_written"] == 5
+                # A second approval of the same action is refused; nothing runs twice.
+                await admin.answer(action.action_id, True)
+                assert (await _next_error(admin)).code == "already_decided"
+    assert (server.settings.workspace / "greeting.txt").read_text() == "hello"
+
+
+async def test_level_2_waits_for_an_admin_who_connects_later(server: RunningServer) -> None:
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token("alice", ("user",))) as user:
+            sid = (await user.start_session("assistant")).session_id
+            await user.send_message(sid, 'write "later" to later.txt')
+            await trio.sleep(0.3)
+            async with open_client(server.url, server.token("root", ("admin",))) as admin:
+                seen = await admin.next_event()
+                while not isinstance(seen, AgentAction):
+                    seen = await admin.next_event()
+                assert seen.name == "write_file"
+                await admin.answer(seen.action_id, True)
+                result = await user.next_event()
+                while not isinstance(result, AgentResult):
+                    result = await user.next_event()
+                assert str(result.status) == "ok"
+
+
+async def test_level_3_is_refused(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token("root", ("admin", "user"))) as client:
+            sid = (await client.start_session("bookkeeper")).session_id
+            turn = await client.converse(sid, "pay 20 EUR to alice for lunch", approve=lambda a: True)
+            [action] = turn.actions
+            assert action.name == "send_payment" and action.level == 3
+            assert action.arguments == {"amount": 20, "currency": "EUR", "recipient": "alice", "memo": "lunch"}
+            assert str(turn.results[0].status) == "denied"
+    assert not (server.settings.workspace / "payments.jsonl").exists()
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_stop_during_a_running_tool_leaves_no_process(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    marker = "3141.5926"
+    (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
+    assistant = config_dir / "agents.d" / "assistant.yaml"
+    text = assistant.read_text().replace("tools: [clock,", "tools: [sleeper, clock,")
+    text = text.replace("  rules:\n", "  rules:\n    - match: 'nap'\n      tool: sleeper\n      answer: rested\n", 1)
+    assistant.write_text(text)
+    server = await start_server(config_dir)
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            await client.send_message(sid, "take a nap")
+            with trio.fail_after(5):
+                while not _processes_with(marker):
+                    await trio.sleep(0.05)
+            state = await client.control(sid, "stop")
+            assert str(state.state) == "terminated"
+            assert _processes_with(marker) == []
+            # A terminated session takes no more messages.
+            with pytest.raises(ServerError) as caught:
+                await client.resume_session(sid, "assistant")
+            assert caught.value.code == "invalid_state"
+
+
+async def test_closing_the_connection_kills_its_tools(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    marker = "2718.2818"
+    (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
+    server = await start_server(config_dir)
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            await client.send(__import__("engine.protocol", fromlist=["ToolCall"]).ToolCall(id="t1", name="sleeper", arguments={}))
+            with trio.fail_after(5):
+                while not _processes_with(marker):
+                    await trio.sleep(0.05)
+        with trio.fail_after(5):
+            while _processes_with(marker):
+                await trio.sleep(0.05)
+
+
+async def test_pause_and_resume(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            assert str((await client.control(sid, "pause")).state) == "paused"
+            with pytest.raises(ServerError) as caught:
+                await client.converse(sid, "what is 1+1")
+            assert caught.value.code == "invalid_state"
+            with pytest.raises(ServerError) as twice:
+                await client.control(sid, "pause")
+            assert twice.value.code == "invalid_state"
+            assert str((await client.control(sid, "resume")).state) == "active"
+            assert (await client.converse(sid, "what is 1+1")).response.content == "1+1 = 2"
+
+
+async def test_resume_after_reconnect(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token("alice")) as client:
+            sid = (await client.start_session("assistant")).session_id
+            await client.converse(sid, "what is 6*7")
+        async with open_client(server.url, server.token("alice")) as client:
+            state = await client.resume_session(sid, "assistant")
+            assert (state.session_id, str(state.state), state.agent) == (sid, "active", "assistant")
+            assert (await client.converse(sid, "what is 2*3")).response.content == "2*3 = 6"
+        history = await server_history(server, sid)
+        assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"] * 2
+        async with open_client(server.url, server.token("mallory")) as intruder:
+            with pytest.raises(ServerError) as caught:
+                await intruder.resume_session(sid, "assistant")
+            assert caught.value.code == "forbidden"
+            with pytest.raises(ServerError) as missing:
+                await intruder.resume_session("no-such-session", "assistant")
+            assert missing.value.code == "not_found"
+
+
+async def server_history(server: RunningServer, session_id: str) -> list[dict]:  # type: ignore[type-arg]
+    from engine.store import Store
+
+    async with await Store.open(server.settings.database) as store:
+        return [dict(m) for m in await store.messages(session_id)]
+
+
+async def test_direct_tool_calls(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            result = await client.call_tool("calculator", {"expression": "2^10"})
+            assert str(result.status) == "ok" and result.output["result"] == 1024
+            denied = await client.call_tool("read_file", {"path": "x.txt"}, approve=lambda a: False)
+            assert str(denied.status) == "denied"
+            invalid = await client.call_tool("calculator", {"expr": "1"})
+            assert str(invalid.status) == "error" and invalid.output["error"] == "invalid arguments"
+            with pytest.raises(ServerError) as caught:
+                await client.call_tool("teleport", {})
+            assert caught.value.code == "not_found"
+            tools = await client.list_tools()
+            names = {tool.name for tool in tools.tools}
+            assert "calculator" in names and "send_payment" not in names
+
+
+async def test_client_offered_tool(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            await client.offer_tools(
+                [OfferedTool(name="get_location", description="Where the user is.", parameters={"type": "object"})]
+            )
+            sid = (await client.start_session("assistant")).session_id
+            await client.send_message(sid, "where am i?")
+            action = await client.next_event()
+            while not isinstance(action, AgentAction):
+                action = await client.next_event()
+            assert str(action.executor) == "client"
+            await client.send_result(action.action_id, "ok", {"city": "Lisbon"}, session_id=sid)
+            while True:
+                event = await client.next_event()
+                if type(event).__name__ == "AgentResponse":
+                    break
+            assert event.content == "You are in Lisbon."
+            # A result for an action nobody waits for is an error.
+            await client.send_result("nope", "ok", {})
+            assert (await _next_error(client)).code == "not_found"
+
+
+async def test_unknown_agent(server: RunningServer) -> None:
+    async with open_client(server.url, server.token()) as client:
+        with pytest.raises(ServerError) as caught:
+            await client.start_session("nobody")
+        assert caught.value.code == "not_found"
+
+
+async def test_server_sends_its_tool_list_first(server: RunningServer) -> None:
+    async with open_client(server.url, server.token()) as client:
+        first = await client.next_event()
+        assert type(first).__name__ == "ToolList"
+        assert {t.name for t in first.tools} >= {"clock", "calculator", "shell"}
+
+
+async def test_expired_token_closes_the_connection(server: RunningServer) -> None:
+    with trio.fail_after(10):
+        async with open_client(server.url, server.token(ttl_s=1.0)) as client:
+            with pytest.raises(ClientClosed):
+                while True:
+                    await client.next_event()
+            assert client.ws.closed is not None and client.ws.closed.code == 4001
