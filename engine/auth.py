@@ -433,7 +433,9 @@ def _load_private_key(path: Path) -> tuple[Any, str]:
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise AuthConfigError(f"{path}: cannot load a PEM private key ({type(exc).__name__})") from None
+        raise AuthConfigError(
+            f"{path}: cannot load a PEM private key ({type(exc).__name__})"
+        ) from None
     return key, _family_of(key)
 
 
@@ -442,6 +444,7 @@ def _load_public_key_file(path: Path) -> VerificationKey:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
+    key: Any
     try:
         data = path.read_bytes()
         if b"-----BEGIN CERTIFICATE-----" in data:

@@ -88,7 +88,8 @@ _MIGRATIONS: Final[dict[int, str]] = {
 
     CREATE TABLE pending_actions (
         action_id        TEXT PRIMARY KEY,
-        session_id       TEXT REFERENCES sessions (session_id) ON DELETE CASCADE,  -- NULL: direct tool_call
+        -- NULL for a direct tool_call outside any session
+        session_id       TEXT REFERENCES sessions (session_id) ON DELETE CASCADE,
         turn_id          TEXT,
         subject          TEXT NOT NULL,   -- who asked
         kind             TEXT NOT NULL CHECK (kind IN ('tool', 'resource')),
@@ -100,7 +101,8 @@ _MIGRATIONS: Final[dict[int, str]] = {
         created_at       REAL NOT NULL,
         expires_at       REAL NOT NULL,
         status           TEXT NOT NULL DEFAULT 'pending'
-                         CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'cancelled')),
+                         CHECK (status IN
+                                ('pending', 'approved', 'denied', 'expired', 'cancelled')),
         decided_by       TEXT,            -- subject who approved/denied, NULL when expired
         decided_at       REAL,
         reason           TEXT
@@ -254,7 +256,9 @@ def _check_message(message: Mapping[str, Any]) -> None:
         raise ValueError(f"message role must be one of {sorted(_ROLES)}")
     extra = set(message) - _MESSAGE_KEYS
     if extra:
-        raise ValueError(f"unexpected message keys {sorted(extra)}; allowed: {sorted(_MESSAGE_KEYS)}")
+        raise ValueError(
+            f"unexpected message keys {sorted(extra)}; allowed: {sorted(_MESSAGE_KEYS)}"
+        )
 
 
 # --- the store -------------------------------------------------------------------------

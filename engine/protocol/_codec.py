@@ -97,8 +97,8 @@ for _item in (m.ToolInfo, m.OfferedTool, m.ResourceInfo):
 
 def _register_frame(cls: type) -> None:
     """Hooks mapping the flat class to and from ``{"type", "id", "payload"}``."""
-    payload_struct = make_dict_structure_fn(cls, _conv)
-    payload_unstruct = make_dict_unstructure_fn(
+    payload_struct: Callable[[Any, type], Any] = make_dict_structure_fn(cls, _conv)
+    payload_unstruct: Callable[[Any], dict[str, Any]] = make_dict_unstructure_fn(
         cls, _conv, id=override(omit=True), **_omit_overrides(cls)
     )
     msg_type = cls.TYPE  # type: ignore[attr-defined]
@@ -141,7 +141,9 @@ def _table(union: Any, direction: str) -> dict[str, _Kind]:
     defs = type_defs(direction)
     classes = {_tag(c): c for c in union.__args__}
     if set(classes) != set(defs):  # the classes and schema.json must agree
-        raise RuntimeError(f"{direction} frames: classes {sorted(classes)} != schema {sorted(defs)}")
+        raise RuntimeError(
+            f"{direction} frames: classes {sorted(classes)} != schema {sorted(defs)}"
+        )
     for c in classes.values():
         assert "id" not in {a.name for a in attrs.fields(c)[1:]}
     all_defs = definitions()
@@ -217,7 +219,9 @@ def _parse(text: str | bytes) -> Any:
     return obj
 
 
-def _decode(text: str | bytes, table: dict[str, _Kind], other: dict[str, _Kind], sender: str) -> Any:
+def _decode(
+    text: str | bytes, table: dict[str, _Kind], other: dict[str, _Kind], sender: str
+) -> Any:
     obj = _parse(text)
     if type(obj) is not dict:
         raise ProtocolError(

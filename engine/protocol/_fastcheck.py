@@ -22,7 +22,9 @@ __all__ = ["compile_check"]
 
 Check = Callable[[Any], bool]
 
-_ANNOTATIONS = frozenset({"title", "description", "$comment", "examples", "default", "$schema", "$id", "$defs"})
+_ANNOTATIONS = frozenset(
+    {"title", "description", "$comment", "examples", "default", "$schema", "$id", "$defs"}
+)
 
 _TYPES: dict[str, Check] = {
     "object": lambda x: type(x) is dict,
@@ -53,49 +55,92 @@ def compile_check(node: Mapping[str, Any], defs: Mapping[str, Any]) -> Check:
         checks.append(_object(node, defs))
         keys -= obj_keys
     for key in sorted(keys):
-        value = node[key]
-        if key == "type":
-            types = [value] if isinstance(value, str) else list(value)
-            preds = [_TYPES[t] for t in types]
-            checks.append(preds[0] if len(preds) == 1 else (lambda x, p=preds: any(f(x) for f in p)))
-        elif key == "const":
-            checks.append(lambda x, v=value: type(x) is type(v) and x == v)
-        elif key == "enum":
-            if not all(isinstance(v, str) for v in value):
-                raise ValueError("only string enums are supported")
-            allowed = frozenset(value)
-            checks.append(lambda x, a=allowed: type(x) is str and x in a)
-        elif key == "minLength":
-            checks.append(lambda x, n=value: type(x) is not str or len(x) >= n)
-        elif key == "maxLength":
-            checks.append(lambda x, n=value: type(x) is not str or len(x) <= n)
-        elif key == "pattern":
-            # re.search, like jsonschema, so both agree on what the pattern means.
-            search = re.compile(value).search
-            checks.append(lambda x, s=search: type(x) is not str or s(x) is not None)
-        elif key == "minimum":
-            checks.append(lambda x, n=value: type(x) not in (int, float) or x >= n)
-        elif key == "maximum":
-            checks.append(lambda x, n=value: type(x) not in (int, float) or x <= n)
-        elif key == "maxItems":
-            checks.append(lambda x, n=value: type(x) is not list or len(x) <= n)
-        elif key == "items":
-            item = compile_check(value, defs)
-            checks.append(lambda x, c=item: type(x) is not list or all(c(i) for i in x))
-        elif key == "anyOf":
-            alts = [compile_check(v, defs) for v in value]
-            checks.append(lambda x, a=alts: any(c(x) for c in a))
-        elif key == "oneOf":
-            alts = [compile_check(v, defs) for v in value]
-            checks.append(lambda x, a=alts: sum(1 for c in a if c(x)) == 1)
-        else:
+        maker = _KEYWORDS.get(key)
+        if maker is None:
             raise ValueError(f"schema keyword {key!r} is not supported by the fast checker")
+        checks.append(maker(node[key], defs))
 
     if not checks:
         return _always
     if len(checks) == 1:
         return checks[0]
-    return lambda x, cs=tuple(checks): all(c(x) for c in cs)
+    every = tuple(checks)
+    return lambda x: all(c(x) for c in every)
+
+
+def _type(value: str | list[str], _defs: Mapping[str, Any]) -> Check:
+    preds = [_TYPES[t] for t in ([value] if isinstance(value, str) else value)]
+    if len(preds) == 1:
+        return preds[0]
+    return lambda x: any(f(x) for f in preds)
+
+
+def _const(value: Any, _defs: Mapping[str, Any]) -> Check:
+    return lambda x: type(x) is type(value) and x == value
+
+
+def _enum(value: list[Any], _defs: Mapping[str, Any]) -> Check:
+    if not all(isinstance(v, str) for v in value):
+        raise ValueError("only string enums are supported")
+    allowed = frozenset(value)
+    return lambda x: type(x) is str and x in allowed
+
+
+def _min_length(n: int, _defs: Mapping[str, Any]) -> Check:
+    return lambda x: type(x) is not str or len(x) >= n
+
+
+def _max_length(n: int, _defs: Mapping[str, Any]) -> Check:
+    return lambda x: type(x) is not str or len(x) <= n
+
+
+def _pattern(value: str, _defs: Mapping[str, Any]) -> Check:
+    # re.search, like jsonschema, so both agree on what the pattern means.
+    search = re.compile(value).search
+    return lambda x: type(x) is not str or search(x) is not None
+
+
+def _minimum(n: float, _defs: Mapping[str, Any]) -> Check:
+    return lambda x: type(x) not in (int, float) or x >= n
+
+
+def _maximum(n: float, _defs: Mapping[str, Any]) -> Check:
+    return lambda x: type(x) not in (int, float) or x <= n
+
+
+def _max_items(n: int, _defs: Mapping[str, Any]) -> Check:
+    return lambda x: type(x) is not list or len(x) <= n
+
+
+def _items(value: Mapping[str, Any], defs: Mapping[str, Any]) -> Check:
+    item = compile_check(value, defs)
+    return lambda x: type(x) is not list or all(item(i) for i in x)
+
+
+def _any_of(value: list[Mapping[str, Any]], defs: Mapping[str, Any]) -> Check:
+    alts = [compile_check(v, defs) for v in value]
+    return lambda x: any(c(x) for c in alts)
+
+
+def _one_of(value: list[Mapping[str, Any]], defs: Mapping[str, Any]) -> Check:
+    alts = [compile_check(v, defs) for v in value]
+    return lambda x: sum(1 for c in alts if c(x)) == 1
+
+
+_KEYWORDS: dict[str, Callable[[Any, Mapping[str, Any]], Check]] = {
+    "type": _type,
+    "const": _const,
+    "enum": _enum,
+    "minLength": _min_length,
+    "maxLength": _max_length,
+    "pattern": _pattern,
+    "minimum": _minimum,
+    "maximum": _maximum,
+    "maxItems": _max_items,
+    "items": _items,
+    "anyOf": _any_of,
+    "oneOf": _one_of,
+}
 
 
 def _object(node: Mapping[str, Any], defs: Mapping[str, Any]) -> Check:

@@ -29,7 +29,8 @@ Draft202012Validator.check_schema(_SCHEMA)
 
 def schema() -> dict[str, Any]:
     """The protocol's JSON Schema as a fresh dict (callers may modify their copy)."""
-    return json.loads(_SCHEMA_TEXT)
+    fresh: dict[str, Any] = json.loads(_SCHEMA_TEXT)
+    return fresh
 
 
 def schema_text() -> str:

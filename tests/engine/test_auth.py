@@ -205,7 +205,8 @@ def test_issue_verify_round_trip() -> None:
     assert principal.expires_at == int(now + 3600)
     assert principal.claims["aud"] == "sconnect" and principal.claims["jti"]
     # minted in the past, so already expired
-    assert refused(issue(settings, "bob", [], 10, now=now - 100), settings).reason is AuthReason.EXPIRED
+    stale = issue(settings, "bob", [], 10, now=now - 100)
+    assert refused(stale, settings).reason is AuthReason.EXPIRED
 
 
 def test_issue_refuses_nonsense() -> None:
@@ -258,7 +259,8 @@ def test_rs256_from_public_key_file(tmp_path: Path, rsa_key: Any) -> None:
     token = jwt.encode(claims(), rsa_key, algorithm="RS256")
     assert verify(token, settings).sub == "alice"
     # the same key can sign PS256, but it is not in the allowlist
-    assert refused(jwt.encode(claims(), rsa_key, algorithm="PS256"), settings).reason is AuthReason.BAD_ALGORITHM
+    ps256 = jwt.encode(claims(), rsa_key, algorithm="PS256")
+    assert refused(ps256, settings).reason is AuthReason.BAD_ALGORITHM
 
 
 def test_hs_token_against_rs_only_config_is_not_confused(tmp_path: Path, rsa_key: Any) -> None:
@@ -382,7 +384,9 @@ def test_environment_settings(tmp_path: Path) -> None:
     )
     assert settings.secret == SECRET
     assert settings.algorithms == ("HS256", "HS512")
-    assert (settings.audience, settings.issuer, settings.roles_claim) == ("sconnect", "idp", "groups")
+    assert settings.audience == "sconnect"
+    assert settings.issuer == "idp"
+    assert settings.roles_claim == "groups"
     assert not (tmp_path / "state").exists()  # a configured key means no dev secret
     assert "0123456789" not in repr(settings)
 
@@ -391,7 +395,8 @@ def test_environment_settings(tmp_path: Path) -> None:
     ("environ", "match"),
     [
         ({"SCONNECT_JWT_SECRET": SECRET.decode(), "SCONNECT_JWT_ALGORITHMS": "HS256,none"}, "none"),
-        ({"SCONNECT_JWT_SECRET": SECRET.decode(), "SCONNECT_JWT_ALGORITHMS": "RS256"}, "public key"),
+        ({"SCONNECT_JWT_SECRET": SECRET.decode(), "SCONNECT_JWT_ALGORITHMS": "RS256"},
+         "public key"),
         ({"SCONNECT_JWT_SECRET": SECRET.decode(), "SCONNECT_JWT_SECRET_FILE": "/x"}, "only one"),
         ({"SCONNECT_JWT_PUBLIC_KEY_FILE": "/nonexistent.pem"}, "nonexistent"),
     ],

@@ -11,8 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import engine.protocol as p
-from engine.protocol import ErrorCode, ProtocolError
-from engine.protocol import _codec
+from engine.protocol import ErrorCode, ProtocolError, _codec
 
 SCHEMA = p.schema()
 ROOT = Draft202012Validator(SCHEMA)
@@ -397,3 +396,23 @@ def test_every_enum_field_decodes_to_its_enum() -> None:
             if isinstance(original, (p.LifecycleState, p.ActionKind, p.Approver, p.Executor,
                                      p.ResultStatus, ErrorCode)):
                 assert type(getattr(decoded, a.name)) is type(original), a.name
+
+
+def test_decode_raises_only_protocol_errors_on_mutated_frames() -> None:
+    outcomes = {"ok": 0, "refused": 0}
+    for f in CLIENT_FRAMES:
+        for mutated in _mutations(json.loads(p.encode(f))):
+            try:
+                p.decode(json.dumps(mutated))
+                outcomes["ok"] += 1
+            except ProtocolError as err:
+                assert err.code in (ErrorCode.INVALID_MESSAGE, ErrorCode.UNKNOWN_TYPE)
+                outcomes["refused"] += 1
+    assert outcomes["ok"] > 0 and outcomes["refused"] > 500
+
+
+def test_fast_checker_refuses_keywords_it_does_not_know() -> None:
+    from engine.protocol._fastcheck import compile_check
+
+    with pytest.raises(ValueError, match="format"):
+        compile_check({"type": "string", "format": "uri"}, {})

@@ -59,7 +59,8 @@ async def test_reopen_persists(tmp_path: Path) -> None:
         history = await store.messages("s1")
         assert [m["role"] for m in history] == ["user", "assistant", "tool"]
         assert history[1]["tool_calls"][0]["function"]["name"] == "calc"
-        assert history[2] == {"role": "tool", "tool_call_id": "c1", "name": "calc", "content": "391"}
+        assert history[2] == {"role": "tool", "tool_call_id": "c1", "name": "calc",
+                              "content": "391"}
         pending = await store.pending_actions("s1")
         assert [a.action_id for a in pending] == [action]
         assert pending[0].arguments == {"cmd": "ls", "path": "/tmp"}
