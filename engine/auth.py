@@ -50,6 +50,8 @@ import attrs
 import jwt
 from jwt import exceptions as jwt_exc
 
+from .errors import ScalyticsError
+
 __all__ = [
     "AuthConfigError",
     "AuthError",
@@ -97,7 +99,7 @@ class AuthReason(enum.StrEnum):
     BAD_CLAIMS = "bad_claims"  # sub not a non-empty string, roles not a list of strings, ...
 
 
-class AuthError(Exception):
+class AuthError(ScalyticsError):
     """A token was refused. ``message`` is safe to show to the client: it never contains
     the token, the secret or key material."""
 
@@ -110,7 +112,7 @@ class AuthError(Exception):
         return f"{self.reason}: {self.message}"
 
 
-class AuthConfigError(ValueError):
+class AuthConfigError(ScalyticsError, ValueError):
     """The authentication settings are unusable; the message says what to set."""
 
 

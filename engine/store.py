@@ -43,6 +43,7 @@ import attrs
 import trio
 
 from .canonical import canonical_json, digest
+from .errors import ScalyticsError
 
 __all__ = [
     "ACTION_STATUSES",
@@ -113,7 +114,7 @@ _MIGRATIONS: Final[dict[int, str]] = {
 }
 
 
-class StoreError(Exception):
+class StoreError(ScalyticsError):
     """Root of the store's errors."""
 
 

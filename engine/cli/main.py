@@ -13,8 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ScalyticsError
-from ..auth import AuthConfigError, AuthError
-from . import check, protocol, serve, token, tools
+from . import chat, check, protocol, serve, token, tools
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(commands)
     token.register(commands)
     protocol.register(commands)
+    chat.register(commands)
     return parser
 
 
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except (ScalyticsError, AuthConfigError, AuthError) as exc:
+    except ScalyticsError as exc:
         print(f"sconnect: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,9 +9,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..auth import issue, load_settings
 from ..config import load_config, resolve_config_dir
@@ -67,7 +65,7 @@ async def _main(settings: ServerSettings, dev: bool) -> None:
             url = await nursery.start(serve, settings)
             print(url, flush=True)
             print(f"config: {settings.config_dir.resolve()}  state: {settings.state_dir.resolve()}", flush=True)
-            print(f"sandbox: {sandbox.detect().summary}", flush=True)
+            print(sandbox.detect().summary, flush=True)
             if dev:
                 _print_dev_help(settings, url)
             async for signum in signals:

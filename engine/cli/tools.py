@@ -95,7 +95,7 @@ def run_tool_once(args: argparse.Namespace) -> int:
     if problems:
         print(f"sconnect: invalid arguments for {tool.name}:", *problems, sep="\n  ", file=sys.stderr)
         return 2
-    state_dir = Path(args.state_dir)
+    state_dir = Path(args.state_dir).resolve()
     prepare_state_dir(state_dir)
     try:
         result = trio.run(

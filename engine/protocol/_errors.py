@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ..errors import ScalyticsError
+
 __all__ = ["ErrorCode", "ProtocolError"]
 
 
@@ -66,7 +68,7 @@ class ErrorCode(enum.StrEnum):
     INTERNAL = "internal"
 
 
-class ProtocolError(Exception):
+class ProtocolError(ScalyticsError):
     """A client request refused with an error code; becomes one ``error`` frame.
 
     ``message`` is shown to the client: it must never contain secrets, tokens or

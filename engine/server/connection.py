@@ -23,6 +23,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ..auth import Principal
+from ..decision import decide
 from ..protocol import (
     ActionApproval,
     AgentConnect,
@@ -46,7 +47,6 @@ from ..protocol import (
     error_frame,
     new_id,
 )
-from ..decision import decide
 from .actions import perform
 from .hub import Hub
 from .session import Session
@@ -140,9 +140,9 @@ class Connection:
                 case AgentConnect():
                     await self._agent_connect(frame)
                 case UserMessage():
-                    await self._session(frame.session_id, frame.id).message(frame.content, frame.id)
+                    await (await self._session(frame.session_id, frame.id)).message(frame.content, frame.id)
                 case AgentControl():
-                    await self._session(frame.session_id, frame.id).control(str(frame.command), frame.id)
+                    await (await self._session(frame.session_id, frame.id)).control(str(frame.command), frame.id)
                 case ActionApproval():
                     self.hub.approvals.answer(
                         frame.action_id, frame.approved, self.principal.sub, self.principal.roles, frame.reason, frame.id
@@ -232,21 +232,25 @@ class Connection:
         self.hub.sessions[session.session_id] = session
         await self._nursery.start(session.run)
 
-    def _session(self, session_id: str, reply_to: str) -> Session:
+    async def _session(self, session_id: str, reply_to: str) -> Session:
         session = self.hub.sessions.get(session_id)
-        if session is None or session.conn is not self:
-            raise ProtocolError(
-                ErrorCode.NOT_FOUND, f"no session {session_id!r} on this connection (send agent_connect to resume it)",
-                reply_to=reply_to,
-            )
-        return session
+        if session is not None and session.conn is self:
+            return session
+        owner = session.conn.principal.sub if session is not None else None
+        if owner is None:
+            record = await self.hub.store.get_session(session_id)
+            owner = record.subject if record is not None else None
+        if owner is not None and owner != self.principal.sub:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "this session belongs to another subject", reply_to=reply_to)
+        hint = " (send agent_connect with its session_id to resume it here)" if owner else ""
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r} on this connection{hint}", reply_to=reply_to)
 
     async def _tool_call(self, frame: ToolCall) -> None:
         if frame.name not in self.hub.config.tools and frame.name not in self.client_tools:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no tool named {frame.name!r}", reply_to=frame.id)
         timeout = self.hub.settings.approval_timeout_s
         if frame.session_id is not None:
-            session = self._session(frame.session_id, frame.id)
+            session = await self._session(frame.session_id, frame.id)
             timeout = float(session.agent.approval_timeout)
         await perform(self, frame.name, frame.arguments, session_id=frame.session_id, approval_timeout_s=timeout, reply_to=frame.id)
 

@@ -13,8 +13,9 @@ DATABASE_NAME = "sconnect.db"
 
 @attrs.frozen
 class ServerSettings:
-    config_dir: Path
-    state_dir: Path
+    # Absolute, so that paths handed to the sandbox mean the same thing everywhere.
+    config_dir: Path = attrs.field(converter=lambda p: Path(p).resolve())
+    state_dir: Path = attrs.field(converter=lambda p: Path(p).resolve())
     auth: AuthSettings
     host: str = "127.0.0.1"
     port: int = 8765

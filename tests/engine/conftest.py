@@ -16,7 +16,7 @@ from engine.auth import AuthSettings, issue
 from engine.server import ServerSettings, serve
 from tests.conftest import REPO
 
-SECRET = b"test-secret-for-the-suite-0123456789abcdef"
+SECRET = b"test-secret-for-the-suite-0123456789abcdef-0123456789abcdef-0123"
 KIND_DIRS = ("agents.d", "tools.d", "resources.d", "policies")
 
 # A tool that runs until killed, for stop/cancel tests; its argv carries a marker to find it in /proc.
@@ -65,13 +65,8 @@ def state_dir() -> Iterator[Path]:
 @pytest.fixture
 def start_server(nursery: trio.Nursery, state_dir: Path) -> Callable[..., object]:
     async def start(config: Path, **overrides: object) -> RunningServer:
-        settings = ServerSettings(
-            config_dir=config,
-            state_dir=state_dir,
-            auth=AuthSettings(secret=SECRET),
-            port=0,
-            **overrides,  # type: ignore[arg-type]
-        )
+        options: dict[str, object] = {"auth": AuthSettings(secret=SECRET), "port": 0, **overrides}
+        settings = ServerSettings(config_dir=config, state_dir=state_dir, **options)  # type: ignore[arg-type]
         url = await nursery.start(serve, settings)
         return RunningServer(url, settings)
 
