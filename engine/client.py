@@ -54,7 +54,6 @@ from .protocol import (
 )
 
 
-
 class ServerError(Exception):
     """The server answered a request with an ``error`` frame."""
 

@@ -3,12 +3,12 @@
 from .loader import KIND_DIRS as KIND_DIRS
 from .loader import config_files as config_files
 from .loader import load_config as load_config
+from .model import LEVEL_NAMES as LEVEL_NAMES
 from .model import Agent as Agent
 from .model import ApiResource as ApiResource
 from .model import Config as Config
 from .model import DbResource as DbResource
 from .model import FileResource as FileResource
-from .model import LEVEL_NAMES as LEVEL_NAMES
 from .model import OpenAIModel as OpenAIModel
 from .model import Policy as Policy
 from .model import PolicyRule as PolicyRule

@@ -14,7 +14,7 @@ from typing import Any
 
 import cattrs
 
-from .model import ModelConfig, OpenAIModel, Resource, RulesModel, ApiResource, DbResource, FileResource
+from .model import ApiResource, DbResource, FileResource, ModelConfig, OpenAIModel, Resource, RulesModel
 from .units import Bytes, Seconds, parse_duration, parse_size
 from .yamldoc import PathSegment
 

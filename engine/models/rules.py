@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from ..config.model import Rule, RulesModel
 from . import template
@@ -59,7 +60,7 @@ class RulesProvider:
                 return
         for match in _TOKEN.finditer(answer):
             yield TextDelta(match.group())
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
     def _match(self, text: str) -> tuple[Rule, dict[str, Any]] | None:
         for pattern, rule in self._compiled:
