@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -113,10 +114,12 @@ async def perform(
         session_id=session_id,
         reply_to=reply_to,
     )
-    conn.send(frame)
     if decision.effect == "deny":
+        conn.send(frame)
         return _result(conn, frame, ResultStatus.DENIED, {"error": decision.reason}, decision.reason)
-    if decision.requires_approval:
+    if not decision.requires_approval:
+        conn.send(frame)
+    else:
         pending = PendingAction(frame=frame, requester=conn.principal.sub, approver=decision.approver)  # type: ignore[arg-type]
         refused = await _await_approval(conn, pending, approval_timeout_s)
         if refused is not None:
@@ -134,22 +137,40 @@ async def perform(
 
 
 async def _await_approval(conn: Connection, pending: PendingAction, timeout_s: float) -> Outcome | None:
-    """Wait for the answer; None when approved, else the outcome to report."""
+    """Wait for the answer; None when approved, else the outcome to report.
+
+    The pending action is a durable record in the store (what was asked, a digest of
+    the exact arguments, who may answer, until when); the store's atomic transition
+    has the last word, so an answer that arrives after the expiry runs nothing.
+    """
     hub = conn.hub
+    frame = pending.frame
+    # Recorded before anybody can see the action, so that no answer can arrive first.
+    await hub.store.add_pending_action(
+        action_id=frame.action_id, session_id=frame.session_id, subject=pending.requester, kind=str(frame.kind),
+        name=frame.name, arguments=frame.arguments, level=frame.level, approver=pending.approver,
+        expires_at=time.time() + timeout_s,
+    )
     hub.approvals.add(pending)
     try:
+        conn.send(frame)
         if pending.approver == "admin":
             for other in hub.connections:
                 if other is not conn and pending.may_answer(other.principal.sub, other.principal.roles):
-                    other.send(pending.frame)
+                    other.send(frame)
         with trio.move_on_after(timeout_s):
             await pending.event.wait()
         if pending.status == "pending":
             hub.approvals.close(pending, "expired", "no answer in time")
+            await hub.store.expire_actions()
+        elif not await hub.store.decide_action(frame.action_id, pending.status, pending.decided_by, pending.reason):
+            pending.status = "expired"
     finally:
         if pending.status == "pending":
             # Cancelled while waiting: the agent was stopped or the connection closed.
             hub.approvals.close(pending, "cancelled", "the request was cancelled")
+            with trio.move_on_after(2, shield=True):
+                await hub.store.decide_action(frame.action_id, "cancelled", None, "the request was cancelled")
     frame = pending.frame
     if pending.status == "approved":
         return None

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from engine.canonical import digest
 from engine.client import ClientClosed, ServerError, open_client
 from engine.protocol import AgentAction, AgentResult, OfferedTool
 from tests.engine.conftest import SLEEPER, RunningServer
@@ -93,6 +94,7 @@ async def test_level_1_times_out(start_server, tmp_path: Path) -> None:  # type:
             await client.answer(event.action_id, True)
             error = await _next_error(client)
             assert error.code == "expired"
+    assert (await stored_action(server, event.action_id)).status == "expired"
 
 
 async def _next_error(client):  # type: ignore[no-untyped-def]
@@ -131,6 +133,9 @@ async def test_level_2_needs_an_admin_and_the_user_cannot_approve(server: Runnin
                 await admin.answer(action.action_id, True)
                 assert (await _next_error(admin)).code == "already_decided"
     assert (server.settings.workspace / "greeting.txt").read_text() == "hello"
+    record = await stored_action(server, action.action_id)
+    assert (record.status, record.decided_by, record.approver, record.name) == ("approved", "root", "admin", "write_file")
+    assert record.arguments_digest == digest({"path": "greeting.txt", "content": "hello"})
 
 
 async def test_level_2_waits_for_an_admin_who_connects_later(server: RunningServer) -> None:
@@ -247,6 +252,13 @@ async def test_resume_after_reconnect(server: RunningServer) -> None:
             with pytest.raises(ServerError) as missing:
                 await intruder.resume_session("no-such-session", "assistant")
             assert missing.value.code == "not_found"
+
+
+async def stored_action(server: RunningServer, action_id: str):  # type: ignore[no-untyped-def]
+    from engine.store import Store
+
+    async with await Store.open(server.settings.database) as store:
+        return await store.get_action(action_id)
 
 
 async def server_history(server: RunningServer, session_id: str) -> list[dict]:  # type: ignore[type-arg]
