@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 
 _SYSCALLS = {
     "x86_64": (444, 445, 446),
@@ -94,7 +93,7 @@ def _syscall(number: int, *args: object) -> int:
 
 def abi_version() -> int | None:
     """The kernel's Landlock ABI version, or None when Landlock is unusable here."""
-    numbers = _SYSCALLS.get(platform.machine())
+    numbers = _SYSCALLS.get(os.uname().machine)
     if numbers is None:
         return None
     try:
@@ -126,7 +125,7 @@ def restrict(
     Missing paths are skipped. The caller must already have set no_new_privs (or hold
     CAP_SYS_ADMIN). Raises OSError when Landlock is unavailable or a syscall fails.
     """
-    numbers = _SYSCALLS.get(platform.machine())
+    numbers = _SYSCALLS.get(os.uname().machine)
     abi = abi_version()
     if numbers is None or abi is None:
         raise OSError(errno.ENOSYS, "Landlock is not available")

@@ -148,20 +148,21 @@ class NamespacesBackend:
         if not started and not collected.timed_out:
             stderr = bytes(collected.stderr).decode("utf-8", "replace").strip()
             setup_error = stderr.splitlines()[-1] if stderr else f"launcher status {raw}"
-        usage = child.rusage
-        # bwrap was vfork'ed from the engine: its rusage carries the engine's peak RSS, so
-        # only the runner's own report is a meaningful peak (0 = not measured).
-        peak = 0
+        # bwrap was vfork'ed from the engine, so its rusage carries the engine's peak RSS,
+        # and its monitor never reaps pid 1, so the tool's CPU time is not in it either:
+        # only the Python runner's own report measures the tool (0 = not measured).
+        peak, cpu = 0, 0.0
         report = _status_lines(bytes(collected.extra.get(_REPORT_FD, b"")))
-        if report and isinstance(report[-1].get("peak_memory_bytes"), int):
-            peak = report[-1]["peak_memory_bytes"]
+        if report:
+            peak = int(report[-1].get("peak_memory_bytes", 0))
+            cpu = float(report[-1].get("cpu_time_s", 0.0))
         return build_result(
             spec,
             backend=self.name,
             collected=collected,
             exit_code=exit_code,
             signal=sig,
-            cpu_time_s=(usage.ru_utime + usage.ru_stime) if usage else 0.0,
+            cpu_time_s=cpu,
             peak_memory_bytes=peak,
             setup_error=setup_error,
         )

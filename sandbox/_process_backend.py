@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import marshal
 import os
 import shutil
 import signal
@@ -118,7 +119,7 @@ class ProcessBackend:
                 "grace_s": self.grace_s,
             }
             launcher = [self.python, "-I", "-S", f"{runner}/_runner.py", f"--config-fd={_CONFIG_FD}"]
-            config_fd = memfd(json.dumps(config).encode(), "runner-config")
+            config_fd = memfd(marshal.dumps(config), "runner-config")
             try:
                 child = spawn(launcher[0], launcher, {}, fds={_CONFIG_FD: config_fd, _STATUS_FD: -1})
             finally:

@@ -25,8 +25,12 @@ class Result:
     exit_code: int | None  # None when killed by a signal or never started
     signal: int | None  # the signal that ended the tool, when one did
     wall_time_s: float
-    cpu_time_s: float  # user + system of the whole process tree that was reaped
-    peak_memory_bytes: int  # max resident set size of any reaped process of the call
+    # user + system CPU of the tool's process tree; 0.0 = not measured (namespaces backend
+    # with argv tools: bwrap never reaps the namespace's pid 1, so no rusage reaches us)
+    cpu_time_s: float
+    # max RSS of any process of the call; 0 = not measured (namespaces + argv, as above;
+    # the process backend's figure includes the ~10 MB runner the tool was forked from)
+    peak_memory_bytes: int
     truncated: bool  # stdout exceeded max_output_bytes; the excess was discarded
     backend: str  # "namespaces" | "process" | a later backend's name
     message: str  # human summary, e.g. "killed after 5s timeout"

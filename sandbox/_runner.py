@@ -1,7 +1,8 @@
 """The in-sandbox runner: stdlib only, run as `python3 -I -S _runner.py CONFIG`.
 
-CONFIG is either inline JSON or `--config-fd=N` (JSON read from fd N, so that the tool's
-environment never shows in /proc/*/cmdline). Two jobs:
+CONFIG is either inline JSON or `--config-fd=N` (a `marshal`-ed dict read from fd N, so
+that the tool's environment never shows in /proc/*/cmdline; marshal because importing
+`json` costs ~8 ms and an exec'ed tool never needs it). Two jobs:
 
 - ``mode: call`` — set rlimits, import ``module``, call ``function(**arguments)`` with
   the JSON read from stdin, print the JSON of the return value. An exception prints its
@@ -16,13 +17,11 @@ environment never shows in /proc/*/cmdline). Two jobs:
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
 import sys
 import time
-import traceback
 
 EXEC_FAILED = 127
 EXEC_MARKER = "sconnect-sandbox: cannot execute"
@@ -67,15 +66,33 @@ def _set_limits(limits: dict[str, int]) -> None:
         resource.setrlimit(names[name], (soft, hard))
 
 
+def _json_line(values: dict) -> bytes:
+    """A flat dict of numbers/bools/None as one JSON line, without importing json."""
+    def encode(value: object) -> str:
+        if value is None:
+            return "null"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return repr(value)
+
+    return ("{" + ", ".join(f'"{k}": {encode(v)}' for k, v in values.items()) + "}\n").encode()
+
+
 def _report(config: dict) -> None:
-    """Write this process's own peak RSS to `report_fd` (namespaces backend only): the
-    launcher's rusage is polluted by the engine's, which it shared until exec (vfork)."""
+    """Write this process's peak RSS and CPU time to `report_fd` (namespaces backend only):
+    bwrap's rusage carries the engine's peak RSS (vfork) and misses the tool's CPU time
+    (bwrap's monitor never reaps the namespace's pid 1)."""
     fd = config.get("report_fd")
     if fd is None:
         return
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = {
+        "peak_memory_bytes": max(usage.ru_maxrss, children.ru_maxrss) * 1024,
+        "cpu_time_s": usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime,
+    }
     try:
-        os.write(int(fd), json.dumps({"peak_memory_bytes": usage.ru_maxrss * 1024}).encode())
+        os.write(int(fd), _json_line(report))
         os.close(int(fd))
     except OSError:
         pass
@@ -85,9 +102,19 @@ def _call(config: dict) -> None:
     """Import the tool's module and call its function; never returns."""
     if config.get("report_fd") is not None:
         os.set_inheritable(int(config["report_fd"]), False)  # not for the tool's children
+
+        def on_cpu_limit(signum: int, frame: object) -> None:
+            # Report the CPU time used, then die of SIGXCPU as if no handler existed.
+            _report(config)
+            signal.signal(signal.SIGXCPU, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGXCPU)
+
+        signal.signal(signal.SIGXCPU, on_cpu_limit)
     for entry in reversed(config.get("sys_path", [])):
         sys.path.insert(0, entry)
     module_name, _, function_name = config["target"].partition(":")
+    import json
+
     try:
         raw = sys.stdin.buffer.read()
         arguments = json.loads(raw) if raw.strip() else {}
@@ -107,6 +134,8 @@ def _call(config: dict) -> None:
         _report(config)
         os._exit(1)
     except BaseException:
+        import traceback
+
         traceback.print_exc()
         sys.stderr.flush()
         _report(config)
@@ -132,11 +161,13 @@ def _tool_child(config: dict) -> None:
     """In the forked child: restrict, then exec or call. Never returns."""
     try:
         os.setsid()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Python ignores SIGPIPE and SIGXFSZ; ignored dispositions survive exec, and the
+        # file size limit must kill the tool, not make write() fail quietly.
+        for sig in (signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
         if config.get("unshare_net"):
             # Tell the supervisor (which reports it) whether the tool lost its network.
-            note = {"netns": _unshare_net()}
-            os.write(int(config["status_fd"]), json.dumps(note).encode() + b"\n")
+            os.write(int(config["status_fd"]), _json_line({"netns": _unshare_net()}))
         _set_limits(config["limits"])
         drop = config.get("drop_to")
         if drop:
@@ -168,6 +199,7 @@ def _tool_child(config: dict) -> None:
 
 
 def _descendants(root: int) -> list[int]:
+    """Every descendant of `root`, from a scan of /proc (CONFIG_PROC_CHILDREN is often off)."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -188,14 +220,16 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _reap_all() -> None:
+def _reap_all(statuses: dict[int, int]) -> None:
+    """Reap every exited child, recording each status (the tool's among them)."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        statuses[pid] = status
 
 
 def _kill_tree(sig: int) -> int:
@@ -227,26 +261,22 @@ def _supervise(config: dict) -> None:
     except _Terminate:
         terminated = True
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    statuses: dict[int, int] = {}
     if terminated:
         _kill_tree(signal.SIGTERM)
         deadline = time.monotonic() + float(config.get("grace_s", 0.5))
-        while time.monotonic() < deadline and status is None:
-            done, raw = os.waitpid(pid, os.WNOHANG)
-            if done:
-                status = raw
-            else:
-                time.sleep(0.01)
+        while time.monotonic() < deadline and pid not in statuses:
+            _reap_all(statuses)
+            time.sleep(0.01)
     # Kill whatever is left: descendants that outlived the tool were re-parented to us.
-    for _ in range(1000):
-        if status is None:
-            done, raw = os.waitpid(pid, os.WNOHANG)
-            if done:
-                status = raw
-        if _kill_tree(signal.SIGKILL) == 0 and status is not None:
+    for _ in range(5000):
+        _reap_all(statuses)
+        if _kill_tree(signal.SIGKILL) == 0 and (status is not None or pid in statuses):
             break
-        _reap_all()
         time.sleep(0.002)
-    _reap_all()
+    _reap_all(statuses)
+    if status is None:
+        status = statuses.get(pid)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     report = {
         "exit_code": os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None,
@@ -255,7 +285,7 @@ def _supervise(config: dict) -> None:
         "peak_memory_bytes": usage.ru_maxrss * 1024,
         "terminated": terminated,
     }
-    os.write(status_fd, json.dumps(report).encode() + b"\n")
+    os.write(status_fd, _json_line(report))
     os._exit(0)
 
 
@@ -267,8 +297,12 @@ def main() -> None:
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)
         os.close(fd)
-        config = json.loads(b"".join(chunks))
+        import marshal
+
+        config = marshal.loads(b"".join(chunks))
     else:
+        import json
+
         config = json.loads(arg)
     if config.get("supervise"):
         _supervise(config)

@@ -93,6 +93,12 @@ def no_leftovers(token: str) -> Iterator[None]:
 
 
 @pytest.fixture
+def token_processes(token: str) -> Any:
+    """Pids of host processes carrying this test's token (alive ones, zombies excluded)."""
+    return lambda: [pid for pid in processes_with(token) if alive(pid)]
+
+
+@pytest.fixture
 def shared_dir() -> Iterator[str]:
     """A host directory under /tmp that the sandbox user can traverse (0755).
 
@@ -141,6 +147,12 @@ class Runner:
 @pytest.fixture
 def tool(backend: str, token: str, work_root: str) -> Runner:
     return Runner(backend, token, work_root)
+
+
+@pytest.fixture
+def runner_for(token: str, work_root: str) -> Any:
+    """A factory of Runners for a given isolation, for tests that use both at once."""
+    return lambda isolation: Runner(isolation, token, work_root)
 
 
 @pytest.fixture
