@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..protocol import schema_text
-
 
 def register(commands: Any) -> None:
     parser = commands.add_parser("protocol", help="the wire protocol")
@@ -15,5 +13,7 @@ def register(commands: Any) -> None:
 
 
 def run_schema(args: argparse.Namespace) -> int:
+    from ..protocol import schema_text
+
     print(schema_text())
     return 0

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..auth import issue, load_settings
 from ..config import load_config, resolve_config_dir
 
 if TYPE_CHECKING:
@@ -42,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
     config_dir = resolve_config_dir(args.config)
     load_config(config_dir)  # refuse to start on a broken configuration, with every error
+    from ..auth import load_settings
+
     auth = load_settings(os.environ, state_dir, dev=args.dev)
     # The server and Trio load only for this command, keeping the other commands quick to start.
     import trio
@@ -75,6 +76,8 @@ async def _main(settings: ServerSettings, dev: bool) -> None:
 
 
 def _print_dev_help(settings: ServerSettings, url: str) -> None:
+    from ..auth import issue
+
     user = issue(settings.auth, "alice", ["user"], DEV_TOKEN_TTL_S)
     admin = issue(settings.auth, "root-admin", ["admin", "user"], DEV_TOKEN_TTL_S)
     print(f"user token (alice, 12h):  {user}", flush=True)

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..auth import issue, load_settings
 from ..config.units import parse_duration
 
 
@@ -29,6 +28,8 @@ def run_issue(args: argparse.Namespace) -> int:
         ttl = parse_duration(args.ttl)
     except ValueError as exc:
         raise SystemExit(f"sconnect: --ttl: {exc}") from None
+    from ..auth import issue, load_settings
+
     settings = load_settings(os.environ, Path(args.state_dir), dev=False)
     print(issue(settings, args.sub, args.role, float(ttl)))
     return 0
