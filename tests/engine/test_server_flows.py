@@ -329,3 +329,40 @@ async def test_expired_token_closes_the_connection(server: RunningServer) -> Non
                 while True:
                     await client.next_event()
             assert client.ws.closed is not None and client.ws.closed.code == 4001
+
+
+async def test_invalid_arguments_from_the_model_are_shown_and_nothing_runs(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token("root", ("admin",))) as client:
+            sid = (await client.start_session("bookkeeper")).session_id
+            turn = await client.converse(sid, "pay 99999 EUR to bob", approve=lambda a: True)
+            [result] = turn.results
+            assert str(result.status) == "error"
+            assert result.output["error"] == "invalid arguments"
+            assert any("amount" in problem for problem in result.output["problems"])
+            assert "could not use the tool 'send_payment'" in turn.response.content
+
+
+async def test_max_steps_ends_a_turn(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    assistant = config_dir / "agents.d" / "assistant.yaml"
+    assistant.write_text(assistant.read_text().replace("max_steps: 8", "max_steps: 1"))
+    server = await start_server(config_dir)
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            turn = await client.converse(sid, "what is 2+2")
+            assert str(turn.results[0].status) == "ok"
+            assert turn.response.content == "I stopped after 1 steps without finishing this turn."
+            # The session is usable afterwards.
+            assert str((await client.control(sid, "pause")).state) == "paused"
+
+
+async def test_several_sessions_on_one_connection(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            first = (await client.start_session("assistant")).session_id
+            second = (await client.start_session("bookkeeper")).session_id
+            assert first != second
+            assert (await client.converse(second, "what is 3*7.5")).response.content == "3*7.5 = 22.5"
+            await client.control(first, "stop")
+            assert (await client.converse(second, "what is 1+2")).response.content == "1+2 = 3"
