@@ -1,0 +1,221 @@
+"""``sconnect chat`` as a real subprocess against a real server: what a person at the terminal sees."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+
+import attrs
+import pytest
+import trio
+
+from tests.conftest import REPO
+from tests.engine.conftest import RunningServer
+
+pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
+
+
+@attrs.define(eq=False)
+class ChatProcess:
+    """A running ``sconnect chat``: write lines to it, wait for text in its output."""
+
+    process: trio.Process
+    output: str = ""
+
+    async def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(line.encode() + b"\n")
+
+    async def expect(self, text: str) -> str:
+        """Read until ``text`` has appeared after everything already expected; the output so far."""
+        assert self.process.stdout is not None
+        while text not in self.output:
+            chunk = await self.process.stdout.receive_some()
+            if not chunk:
+                raise AssertionError(f"chat ended before printing {text!r}; output:\n{self.output}")
+            self.output += chunk.decode()
+        seen, self.output = self.output, self.output[self.output.index(text) + len(text):]
+        return seen
+
+    async def finish(self) -> tuple[int, str]:
+        """Close stdin (end of input) and collect the rest of the output and the exit code."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        await self.process.stdin.aclose()
+        while chunk := await self.process.stdout.receive_some():
+            self.output += chunk.decode()
+        return await self.process.wait(), self.output
+
+
+def _argv(server: RunningServer, *extra: str, token: str | None = None) -> list[str]:
+    return [sys.executable, "-m", "engine", "chat", "--url", server.url, "--token", token or server.token(), *extra]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "SCONNECT_TOKEN"}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+async def _open_chat(nursery: trio.Nursery, argv: list[str]) -> ChatProcess:
+    run = functools.partial(
+        trio.run_process, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, check=False, cwd=REPO, env=_env()
+    )
+    process = await nursery.start(run)
+    return ChatProcess(process)
+
+
+async def _run_chat(
+    argv: list[str], lines: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """The whole conversation written ahead into stdin, in order."""
+    return await trio.run_process(
+        argv, stdin=lines.encode(), capture_stdout=True, capture_stderr=True, check=False, cwd=REPO, env=env or _env()
+    )
+
+
+def _write_notes(server: RunningServer, text: str) -> None:
+    notes = server.settings.workspace / "notes.txt"
+    notes.write_text(text)
+    if os.geteuid() == 0:
+        os.chown(notes, 65534, 65534)
+
+
+async def test_level_0_answer_streams_and_quit_exits_0(server: RunningServer) -> None:
+    with trio.fail_after(15):
+        done = await _run_chat(_argv(server), "what is 17*23\n/quit\n")
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert out.startswith("session ") and "resume later with --session " in out
+    assert '[action] calculator {"expression": "17*23"} level 0\n' in out
+    assert "[result] calculator ok\n" in out
+    assert "17*23 = 391\n" in out
+    assert done.stderr == b""
+
+
+async def test_level_1_approved_interactively(server: RunningServer, nursery: trio.Nursery) -> None:
+    _write_notes(server, "buy milk\n")
+    with trio.fail_after(15):
+        chat = await _open_chat(nursery, _argv(server))
+        await chat.expect("> ")
+        await chat.send("read notes.txt")
+        question = await chat.expect("approve? [y/N] ")
+        assert '[action] read_file {"path": "notes.txt"} level 1 — needs approval by user: approve? [y/N] ' in question
+        await chat.send("y")
+        answer = await chat.expect("> ")
+        assert "[result] read_file ok" in answer and "buy milk" in answer
+        await chat.send("/quit")
+        code, _ = await chat.finish()
+    assert code == 0
+
+
+async def test_level_1_denied(server: RunningServer) -> None:
+    _write_notes(server, "secret plans\n")
+    with trio.fail_after(15):
+        done = await _run_chat(_argv(server), "read notes.txt\nn\n/quit\n")
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert "approve? [y/N] n\ndenied\n" in out
+    assert "[result] read_file denied: denied by alice" in out
+    assert "could not use the tool" in out
+    assert "secret plans" not in out
+
+
+async def test_pause_refuses_messages_until_resume(server: RunningServer) -> None:
+    lines = "/pause\nwhat is 2+2\n/resume\nwhat is 2+2\n/quit\n"
+    with trio.fail_after(15):
+        done = await _run_chat(_argv(server), lines)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    paused, _, resumed = out.partition("[state] active")
+    assert "[state] paused" in paused
+    assert "[error invalid_state]" in paused and "2+2 = 4" not in paused
+    assert "2+2 = 4" in resumed
+
+
+async def test_tools_lists_name_level_and_description(server: RunningServer) -> None:
+    with trio.fail_after(15):
+        done = await _run_chat(_argv(server), "/tools\n")
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    calculator = next(line for line in out.splitlines() if line.strip().startswith("calculator "))
+    assert "level 0" in calculator and len(calculator.split("level 0", 1)[1].strip()) > 0
+    assert any(line.strip().startswith("read_file ") and "level 1" in line for line in out.splitlines())
+    # A user never sees the level-3 tools the decision refuses outright.
+    assert "send_payment" not in out
+
+
+async def test_stop_ends_the_session_and_the_chat(server: RunningServer) -> None:
+    with trio.fail_after(15):
+        done = await _run_chat(_argv(server), "/stop\nwhat is 1+1\n")
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert "[state] terminated" in out and "1+1" not in out
+
+
+async def test_resume_continues_the_session(server: RunningServer) -> None:
+    with trio.fail_after(15):
+        first = await _run_chat(_argv(server), "hello\n")
+        session_id = first.stdout.decode().split()[1]
+        again = await _run_chat(_argv(server, "--session", session_id), "what is 6*7\n")
+    assert again.returncode == 0, again.stderr.decode()
+    assert again.stdout.decode().startswith(f"session {session_id} ")
+    assert "6*7 = 42" in again.stdout.decode()
+
+
+async def test_admin_is_asked_about_another_users_level_2_action(server: RunningServer, nursery: trio.Nursery) -> None:
+    with trio.fail_after(20):
+        admin = await _open_chat(nursery, _argv(server, token=server.token("root", ("admin",))))
+        await admin.expect("> ")
+        user = await _open_chat(nursery, _argv(server))
+        await user.expect("> ")
+        await user.send('write "hello" to greeting.txt')
+        waiting = await user.expect("waiting for one to answer")
+        assert '[action] write_file {"path": "greeting.txt", "content": "hello"} level 2' in waiting
+        question = await admin.expect("approve? [y/N] ")
+        assert "write_file" in question and "of another user" in question
+        await admin.send("yes")
+        assert "Wrote 5 bytes to greeting.txt" in await user.expect("> ")
+        assert ((await user.finish())[0], (await admin.finish())[0]) == (0, 0)
+    assert (server.settings.workspace / "greeting.txt").read_text() == "hello"
+
+
+async def test_token_from_the_environment(server: RunningServer) -> None:
+    argv = [sys.executable, "-m", "engine", "chat", "--url", server.url]
+    with trio.fail_after(15):
+        done = await _run_chat(argv, "/quit\n", env={**_env(), "SCONNECT_TOKEN": server.token()})
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().startswith("session ")
+
+
+async def test_refused_token_exits_1_with_a_message(server: RunningServer) -> None:
+    with trio.fail_after(15):
+        done = await _run_chat(_argv(server, token="not-a-jwt"), "hello\n")
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert err.startswith("sconnect chat: the server refused the token (HTTP 401)")
+    assert "Traceback" not in err and done.stdout == b""
+
+
+async def test_unreachable_server_exits_1_without_traceback(server: RunningServer) -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        argv = [sys.executable, "-m", "engine", "chat", "--url", f"ws://127.0.0.1:{port}/", "--token", server.token()]
+        with trio.fail_after(15):
+            done = await _run_chat(argv, "hello\n")
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert err.startswith(f"sconnect chat: cannot reach ws://127.0.0.1:{port}/")
+    assert "Traceback" not in err
+
+
+async def test_end_of_input_closes_cleanly(server: RunningServer, nursery: trio.Nursery) -> None:
+    with trio.fail_after(15):
+        chat = await _open_chat(nursery, _argv(server))
+        await chat.expect("> ")
+        await chat.send("what is 3*3")
+        assert "3*3 = 9" in await chat.expect("> ")
+        code, rest = await chat.finish()
+    assert code == 0 and "Traceback" not in rest
