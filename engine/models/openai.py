@@ -1,0 +1,393 @@
+"""The ``openai`` model: any OpenAI-compatible chat-completions server, streamed.
+
+This is the production seam behind :class:`~engine.models.base.Model`: OpenAI
+itself, vLLM, the llama.cpp server, Ollama's ``/v1`` — anything that serves
+``POST {base_url}/chat/completions`` with ``stream: true``.
+
+One :meth:`OpenAIProvider.stream` call is one request.  Text deltas are
+yielded as they arrive; tool calls come in fragments (id, name and argument
+text spread over many chunks, keyed by ``index``) and are yielded whole, in
+index order, once the stream has ended.  Their ``arguments`` are the parsed
+JSON the model wrote; empty argument text means ``{}``.  Argument text that is
+not JSON is yielded as that text, a ``str``: every tool's schema asks for an
+object, so the engine's validation refuses the call with ``arguments: '...' is
+not of type 'object'`` and the model reads that back and can try again,
+instead of the whole turn failing.
+
+The API key is read from the environment variable named by ``api_key_env`` at
+each request and sent as ``Authorization: Bearer``, only when that variable is
+set (a local server usually needs none; a remote one then answers 401, which
+is reported naming the variable).  The key is never logged, and is cut out of
+any server message quoted in an error.
+
+Cancellation: the HTTP client and the response live inside the generator, in
+``async with`` blocks.  Cancelling the consumer while it waits for the next
+item cancels the request; closing the generator early (``aclose()``, or
+leaving ``contextlib.aclosing``) closes the response and its connection.  No
+request outlives the step.  ``request_timeout`` bounds connecting and each
+wait for data, not the whole answer, which may stream for longer: a caller
+wanting an overall deadline sets one with ``trio.fail_after``.
+
+Errors (every failure of a step raises one of these, translated at the
+boundary from httpx's exceptions, with a message meant for an operator)::
+
+    ModelError                  root: the model step failed
+    ├── ModelUnavailable        cannot connect: refused, DNS failure, TLS, bad base_url
+    ├── ModelTimeout            (also TimeoutError) no connection or no data within request_timeout
+    ├── ModelHTTPError          the server answered a non-2xx status; ``.status``
+    └── ModelProtocolError      the answer is not the expected stream of JSON chunks
+
+An error the server reports inside an otherwise good stream
+(``data: {"error": ...}``) is a plain :class:`ModelError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from ..config.model import OpenAIModel
+from .base import Message, TextDelta, ToolCall, ToolDefinition
+
+# How much of an error body is read, and how much of its message is quoted.
+_MAX_ERROR_BODY_BYTES = 64 * 1024
+_MAX_QUOTED_CHARS = 300
+
+
+class ModelError(Exception):
+    """A model step failed; the message says why, without secrets."""
+
+
+class ModelUnavailable(ModelError):
+    """The server could not be reached (refused, DNS failure, TLS, bad URL)."""
+
+
+class ModelTimeout(ModelError, TimeoutError):
+    """No connection or no data within ``request_timeout``."""
+
+
+class ModelHTTPError(ModelError):
+    """The server answered with a status other than 2xx."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ModelProtocolError(ModelError):
+    """The answer was not a well-formed stream of chat-completion chunks."""
+
+
+class OpenAIProvider:
+    """A chat-completions endpoint as a :class:`~engine.models.base.Model`."""
+
+    def __init__(self, config: OpenAIModel) -> None:
+        self._config = config
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
+    ) -> AsyncIterator[TextDelta | ToolCall]:
+        config = self._config
+        content = encode_request(config, messages, tools)
+        headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+        key = os.environ.get(config.api_key_env) or None
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        chunks = ChunkStream()
+        timeout_s = float(config.request_timeout)
+        tls = await trio.to_thread.run_sync(_default_tls)
+        with _map_exceptions(_shown(self._url), timeout_s):
+            async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), verify=tls) as client:
+                async with client.stream("POST", self._url, content=content, headers=headers) as response:
+                    if not response.is_success:
+                        raise await _status_error(response, _shown(self._url), config.api_key_env, key)
+                    # After [DONE] the rest is read and ignored (it is only the end of the body),
+                    # as openai-python does: leaving httpx's nested async generators half-consumed
+                    # makes trio warn when it finalizes them (encode/httpx#3686). They are left so
+                    # only on error, cancellation or an early aclose(), where the response itself is
+                    # still closed at once by the ``async with`` blocks.
+                    async for line in response.aiter_lines():
+                        for delta in chunks.feed(line):
+                            yield delta
+        # The connection is closed by now: the calls are complete only at the stream's end.
+        for call in chunks.finish():
+            yield call
+
+
+# Loading the CA bundle takes ~25 ms: done once, in a worker thread, not on the event loop
+# at every step (httpx builds a fresh context for each client otherwise).
+_default_tls = functools.cache(httpx.create_ssl_context)
+
+
+# --- the request ------------------------------------------------------------------------
+
+
+def encode_request(
+    config: OpenAIModel, messages: Sequence[Message], tools: Sequence[ToolDefinition]
+) -> bytes:
+    """The JSON body of one streamed chat-completions request.
+
+    Tool-call ``arguments`` in the history hold parsed JSON (what a
+    :class:`ToolCall` carries); the API wants them as JSON text, so they are
+    encoded here.  ``tools`` is left out when there are none (some servers
+    refuse an empty list).
+    """
+    body: dict[str, Any] = {
+        "model": config.model,
+        "stream": True,
+        "temperature": float(config.temperature),
+        "messages": [_wire_message(message) for message in messages],
+    }
+    if tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.parameters,
+                },
+            }
+            for tool in tools
+        ]
+    return json.dumps(body, ensure_ascii=False, default=_plain).encode()
+
+
+def _wire_message(message: Message) -> dict[str, Any]:
+    wire = dict(message)
+    calls = wire.get("tool_calls")
+    if calls:
+        wire["tool_calls"] = [_wire_call(call) for call in calls]
+    return wire
+
+
+def _wire_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    function = dict(call.get("function") or {})
+    arguments = function.get("arguments")
+    function["arguments"] = json.dumps(
+        {} if arguments is None else arguments, ensure_ascii=False, default=_plain
+    )
+    return {**call, "type": call.get("type", "function"), "function": function}
+
+
+def _plain(value: Any) -> Any:
+    # Config mappings are read-only views (MappingProxyType), which json cannot encode.
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# --- the answer: server-sent events of chat-completion chunks (no I/O here) ------------
+
+
+@attrs.define
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@attrs.define(eq=False)
+class ChunkStream:
+    """Turns the lines of an SSE response into text deltas, and tool calls at the end.
+
+    Events are ``data:`` lines ended by a blank line (several ``data:`` lines
+    join with newlines); comments and other fields are ignored, except an
+    ``event: error``.  ``data: [DONE]`` ends the stream.  Raises
+    :class:`ModelProtocolError` for data that is not a JSON object and
+    :class:`ModelError` for an error the server reports mid-stream.
+    """
+
+    done: bool = False
+    _finished: bool = False
+    _event: str = ""
+    _data: list[str] = attrs.field(factory=list)
+    _calls: dict[int, _PartialCall] = attrs.field(factory=dict)
+
+    def feed(self, line: str) -> list[TextDelta]:
+        if self.done:
+            return []
+        if line == "":
+            return self._dispatch()
+        if line.startswith(":"):
+            return []
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            self._data.append(value)
+        elif field == "event":
+            self._event = value
+        return []
+
+    def finish(self) -> list[ToolCall]:
+        """The tool calls, once the response has ended; raises if it ended too early."""
+        self._dispatch()  # a last event without its blank line
+        if not (self.done or self._finished):
+            raise ModelProtocolError(
+                "the stream ended before the answer was complete (no finish_reason and no [DONE])"
+            )
+        calls = []
+        for index in sorted(self._calls):
+            partial = self._calls[index]
+            if not partial.name:
+                raise ModelProtocolError(f"the server sent tool call #{index} without a function name")
+            calls.append(
+                ToolCall(
+                    id=partial.id or f"call_{uuid.uuid4().hex[:24]}",
+                    name=partial.name,
+                    arguments=parse_arguments(partial.arguments),
+                )
+            )
+        return calls
+
+    def _dispatch(self) -> list[TextDelta]:
+        if not self._data:
+            self._event = ""
+            return []
+        data, event = "\n".join(self._data), self._event
+        self._data, self._event = [], ""
+        if data.strip() == "[DONE]":
+            self.done = True
+            return []
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise ModelProtocolError(f"the stream carried data that is not JSON: {_quote(data)}") from None
+        if event == "error" or (isinstance(chunk, dict) and chunk.get("error")):
+            detail = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
+            raise ModelError(f"the server reported an error mid-stream: {_quote(_message_of(detail))}")
+        if not isinstance(chunk, dict):
+            raise ModelProtocolError(f"a stream chunk is not a JSON object: {_quote(data)}")
+        return self._chunk(chunk)
+
+    def _chunk(self, chunk: Mapping[str, Any]) -> list[TextDelta]:
+        choices = chunk.get("choices") or []  # a final usage chunk has none
+        if not isinstance(choices, list):
+            raise ModelProtocolError(f"'choices' is not a list in chunk {_quote(json.dumps(chunk))}")
+        deltas = []
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise ModelProtocolError(f"a choice is not an object in chunk {_quote(json.dumps(chunk))}")
+            if choice.get("finish_reason"):
+                self._finished = True
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                deltas.append(TextDelta(text))
+            for position, fragment in enumerate(delta.get("tool_calls") or []):
+                self._tool_fragment(position, fragment)
+        return deltas
+
+    def _tool_fragment(self, position: int, fragment: Any) -> None:
+        if not isinstance(fragment, dict):
+            raise ModelProtocolError(f"a tool call delta is not an object: {_quote(json.dumps(fragment))}")
+        # Servers that send each call whole may leave out the index: use its position.
+        index = fragment.get("index", position)
+        partial = self._calls.setdefault(index if isinstance(index, int) else position, _PartialCall())
+        if fragment.get("id") and not partial.id:
+            partial.id = str(fragment["id"])
+        function = fragment.get("function") or {}
+        if isinstance(function.get("name"), str):
+            partial.name += function["name"]
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            partial.arguments += arguments
+        elif isinstance(arguments, dict):
+            # A few servers send the arguments already parsed.
+            partial.arguments += json.dumps(arguments)
+
+
+def parse_arguments(text: str) -> Any:
+    """The arguments a model wrote: parsed JSON, ``{}`` for none, the text itself if not JSON."""
+    if not text.strip():
+        return {}
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _map_exceptions(url: str, timeout_s: float) -> Iterator[None]:
+    """httpx's exceptions as ours (httpcore ``map_exceptions``); their text never holds headers."""
+    try:
+        yield
+    except httpx.ConnectTimeout:
+        raise ModelTimeout(f"could not connect to {url} within {timeout_s:g}s (request_timeout)") from None
+    except httpx.TimeoutException as exc:
+        what = "no data" if isinstance(exc, httpx.ReadTimeout) else "no progress"
+        raise ModelTimeout(f"{what} from {url} within {timeout_s:g}s (request_timeout)") from None
+    except httpx.ConnectError as exc:
+        raise ModelUnavailable(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise ModelUnavailable(f"cannot use base_url {url}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise ModelError(f"the connection to {url} failed: {exc or type(exc).__name__}") from None
+
+
+async def _status_error(
+    response: httpx.Response, url: str, key_env: str, key: str | None
+) -> ModelHTTPError:
+    body = bytearray()
+    async for piece in response.aiter_bytes():
+        body += piece
+        if len(body) >= _MAX_ERROR_BODY_BYTES:
+            break
+    text = body[:_MAX_ERROR_BODY_BYTES].decode("utf-8", "replace")
+    try:
+        detail = _message_of(json.loads(text))
+    except ValueError:
+        detail = text
+    if key:
+        detail = detail.replace(key, "***")
+    message = f"HTTP {response.status_code} {response.reason_phrase} from {url}"
+    if detail.strip():
+        message += f": {_quote(detail)}"
+    if response.status_code in (401, 403):
+        message += (
+            f" (the API key comes from ${key_env})" if key else f" (${key_env} is not set: no API key was sent)"
+        )
+    return ModelHTTPError(message, response.status_code)
+
+
+def _message_of(detail: Any) -> str:
+    """The human part of an error body: OpenAI's ``{"error": {"message"}}`` and its cousins."""
+    for _ in range(3):
+        if isinstance(detail, dict):
+            for name in ("error", "message", "detail"):
+                if detail.get(name):
+                    detail = detail[name]
+                    break
+            else:
+                break
+    return detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, default=str)
+
+
+def _quote(text: str) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= _MAX_QUOTED_CHARS else text[: _MAX_QUOTED_CHARS - 1] + "…"
+
+
+def _shown(url: str) -> str:
+    """The URL for messages: no user info, no query (either could hold a credential)."""
+    try:
+        parsed = httpx.URL(url)
+        return str(parsed.copy_with(userinfo=b"", query=None, fragment=None))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return url.split("?", 1)[0].rsplit("@", 1)[-1]
