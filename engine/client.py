@@ -192,7 +192,7 @@ class Client:
         Each ``agent_action`` that needs this user's approval is answered with
         ``approve(action)`` (no callback: denied).
         """
-        await self.send_message(session_id, content)
+        message_id = await self.send_message(session_id, content)
         tokens: list[str] = []
         actions: list[AgentAction] = []
         results: list[AgentResult] = []
@@ -213,7 +213,7 @@ class Client:
                 results.append(event)
             elif isinstance(event, AgentResponse):
                 return Turn(tuple(tokens), tuple(actions), tuple(results), event)
-            elif isinstance(event, ErrorFrame):
+            elif isinstance(event, ErrorFrame) and event.reply_to in (message_id, None):
                 raise ServerError(event)
 
     async def _expect(self, frame: ClientFrame, kind: type[Any]) -> Any:

@@ -6,6 +6,7 @@ deterministic; ``openai`` talks to an OpenAI-compatible endpoint.
 """
 
 from .base import Model as Model
+from .base import ModelError as ModelError
 from .base import TextDelta as TextDelta
 from .base import ToolCall as ToolCall
 from .base import ToolDefinition as ToolDefinition

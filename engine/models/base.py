@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
 
 from ..config.model import ModelConfig, OpenAIModel, RulesModel
+from ..errors import ScalyticsError
+
+
+class ModelError(ScalyticsError):
+    """A model step failed; the message says why, without secrets (it is shown to the user)."""
 
 
 @attrs.frozen
@@ -41,7 +46,7 @@ Message = Mapping[str, Any]
 class Model(Protocol):
     def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
-    ) -> AsyncIterator[TextDelta | ToolCall]:
+    ) -> AsyncGenerator[TextDelta | ToolCall, None]:
         """One model step. Cancelling the consumer cancels the step (no request outlives it)."""
         ...
 

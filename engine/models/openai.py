@@ -57,15 +57,11 @@ import httpx
 import trio
 
 from ..config.model import OpenAIModel
-from .base import Message, TextDelta, ToolCall, ToolDefinition
+from .base import Message, ModelError, TextDelta, ToolCall, ToolDefinition
 
 # How much of an error body is read, and how much of its message is quoted.
 _MAX_ERROR_BODY_BYTES = 64 * 1024
 _MAX_QUOTED_CHARS = 300
-
-
-class ModelError(Exception):
-    """A model step failed; the message says why, without secrets."""
 
 
 class ModelUnavailable(ModelError):

@@ -61,9 +61,12 @@ def _validator(schema_json: str) -> jsonschema.Draft202012Validator:
     )
 
 
-def argument_errors(tool: Tool, arguments: Any) -> list[str]:
+def argument_errors(tool: Tool | OfferedTool, arguments: Any) -> list[str]:
     """Every way ``arguments`` fails the tool's schema, as readable lines."""
-    validator = _validator(json.dumps(tool.parameters, sort_keys=True))
+    if not isinstance(arguments, dict):
+        shown = repr(arguments)
+        return [f"arguments: {shown if len(shown) <= 80 else shown[:77] + '...'} is not of type 'object'"]
+    validator = _validator(json.dumps(tool.parameters, sort_keys=True, default=str))
     errors = sorted(validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.absolute_path])
     return [
         f"{'.'.join(map(str, error.absolute_path)) or 'arguments'}: {error.message}" for error in errors
@@ -89,10 +92,7 @@ async def perform(
     offered = conn.client_tools.get(name) if tool is None else None
     if tool is None and offered is None:
         return _report(conn, None, name, arguments, session_id, reply_to, ResultStatus.ERROR, {"error": f"unknown tool {name!r}"})
-    if offered is not None:
-        return await _client_tool(conn, offered, arguments, session_id, approval_timeout_s, reply_to)
-    assert tool is not None
-    problems = argument_errors(tool, arguments)
+    problems = argument_errors(tool or offered, arguments)  # type: ignore[arg-type]
     action_id = new_id()
     if problems:
         # The model sees what was wrong and can try again; nothing runs.
@@ -100,6 +100,9 @@ async def perform(
             conn, action_id, name, arguments, session_id, reply_to, ResultStatus.ERROR,
             {"error": "invalid arguments", "problems": problems}, tool=tool,
         )
+    if offered is not None:
+        return await _client_tool(conn, offered, arguments, session_id, approval_timeout_s, reply_to)
+    assert tool is not None
     decision = decide(conn.principal.sub, conn.principal.roles, tool, arguments)
     frame = AgentAction(
         action_id=action_id,

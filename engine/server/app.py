@@ -60,6 +60,7 @@ async def serve(
     async with await Store.open(settings.database) as store:
         hub = Hub(settings=settings, config=config, store=store)
         async with trio.open_nursery() as nursery:
+            hub.nursery = nursery
             listeners = await nursery.start(
                 partial(trio.serve_tcp, partial(_handle_stream, hub), settings.port, host=settings.host)
             )

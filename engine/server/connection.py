@@ -1,8 +1,10 @@
 """One authenticated WebSocket connection: its reader, its writer, and dispatch of frames.
 
-Resource handling: everything the connection starts (its sessions, its direct
-tool calls, its writer) lives in the connection's nursery, so closing the
-connection cancels all of it and kills the tools it was running.
+Resource handling: the connection's writer and its direct tool calls live in
+the connection's nursery; its sessions live in the hub's nursery (so that a
+client that reconnects can take a live session over) and are detached when the
+connection closes: their work is cancelled and their tools killed before the
+handler returns.
 
 Error handling: a frame that cannot be decoded or acted on gets one ``error``
 frame and the connection carries on; an unexpected exception in a handler is
@@ -19,6 +21,7 @@ import time
 from typing import Any
 
 import attrs
+import jsonschema
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
@@ -84,6 +87,9 @@ class Connection:
                 nursery.cancel_scope.cancel()
         finally:
             self.hub.connections.discard(self)
+            with trio.move_on_after(5, shield=True):
+                for session in [s for s in self.hub.sessions.values() if s.conn is self]:
+                    await session.detach()
             with trio.move_on_after(0.5, shield=True):
                 await self.ws.aclose()
 
@@ -158,7 +164,7 @@ class Connection:
                     if frame.tools is None:
                         self.send(self._tool_list(reply_to=frame.id))
                     else:
-                        self.client_tools = {tool.name: tool for tool in frame.tools}
+                        self.client_tools = _checked_offer(frame)
                 case ToolCall():
                     assert self._nursery is not None
                     self._nursery.start_soon(self._guarded, self._tool_call, frame)
@@ -228,9 +234,9 @@ class Connection:
         await session._set_state(state, reply_to=frame.id, force=True)
 
     async def _start(self, session: Session) -> None:
-        assert self._nursery is not None
+        assert self.hub.nursery is not None
         self.hub.sessions[session.session_id] = session
-        await self._nursery.start(session.run)
+        await self.hub.nursery.start(session.run)
 
     async def _session(self, session_id: str, reply_to: str) -> Session:
         session = self.hub.sessions.get(session_id)
@@ -276,3 +282,19 @@ class Connection:
         with trio.move_on_after(0.5):
             await self.ws.aclose(code, reason)
         self._stop()
+
+
+def _checked_offer(frame: ClientToolList) -> dict[str, OfferedTool]:
+    """The client's offered tools, each with a valid JSON Schema for its arguments."""
+    assert frame.tools is not None
+    for index, tool in enumerate(frame.tools):
+        try:
+            jsonschema.Draft202012Validator.check_schema(tool.parameters)
+        except jsonschema.SchemaError as exc:
+            raise ProtocolError(
+                ErrorCode.INVALID_MESSAGE,
+                f"tool {tool.name!r}: parameters is not a valid JSON Schema: {exc.message}",
+                reply_to=frame.id,
+                details={"path": f"$.payload.tools[{index}].parameters"},
+            ) from None
+    return {tool.name: tool for tool in frame.tools}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import attrs
+import trio
 
 from ..config import Config
 from ..store import Store
@@ -25,3 +26,7 @@ class Hub:
     connections: set[Connection] = attrs.field(factory=set)
     # Sessions live on some connection right now, by id.
     sessions: dict[str, Session] = attrs.field(factory=dict)
+    # Owns every live session's task. A session is attached to one connection at a time
+    # and is detached (its work cancelled, its tools killed) when that connection closes;
+    # it outlives a connection only by moving to another one of the same subject.
+    nursery: trio.Nursery | None = None

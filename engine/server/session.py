@@ -5,23 +5,26 @@ Lifecycle (DESIGN.md)::
     initialized -> active -> processing <-> tool_use -> active
     active <-> paused;  any live state --stop--> terminated
 
-A session's work runs in its own nursery under the connection that attached
-it: stopping the agent or closing the connection cancels that nursery, which
-kills the tools it is running before ``terminated`` is reported.  History and
-state are persisted in the store, so a later ``agent_connect`` with the
-session id resumes it.
+A session's work runs in its own nursery, attached to one connection at a
+time: stopping the agent, or closing the connection it is attached to, cancels
+that nursery, which kills the tools it is running (before ``terminated`` is
+reported, for a stop).  A client that reconnects while the session is still
+live takes it over, pending approvals included.  History and state are
+persisted in the store, so a later ``agent_connect`` with the session id
+resumes it.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from ..config.model import Agent
-from ..models import TextDelta, ToolCall, ToolDefinition, make_model
+from ..models import ModelError, TextDelta, ToolCall, ToolDefinition, make_model
 from ..protocol import (
     AgentResponse,
     AgentState,
@@ -58,6 +61,7 @@ class Session:
     _nursery: trio.Nursery | None = None
     _scope: trio.CancelScope | None = None
     _stop_reply: str | None = None
+    _done: trio.Event = attrs.field(factory=trio.Event)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the session's work until it is stopped or its connection closes."""
@@ -76,6 +80,13 @@ class Session:
                     # The connection closed mid-turn: the turn is gone, the session is resumable.
                     await self._set_state(S.ACTIVE, force=True, announce=False)
                 self.conn.hub.sessions.pop(self.session_id, None)
+                self._done.set()
+
+    async def detach(self) -> None:
+        """The connection is gone: cancel the session's work and wait until its tools are dead."""
+        if self._scope is not None:
+            self._scope.cancel()
+        await self._done.wait()
 
     # --- requests from the client -----------------------------------------------------
 
@@ -122,12 +133,13 @@ class Session:
             for _step in range(self.agent.max_steps):
                 text: list[str] = []
                 calls: list[ToolCall] = []
-                async for item in model.stream(self._conversation(), definitions):
-                    if isinstance(item, TextDelta):
-                        text.append(item.text)
-                        self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=item.text))
-                    else:
-                        calls.append(item)
+                async with aclosing(model.stream(self._conversation(), definitions)) as stream:
+                    async for item in stream:
+                        if isinstance(item, TextDelta):
+                            text.append(item.text)
+                            self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=item.text))
+                        else:
+                            calls.append(item)
                 message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
                 if calls:
                     message["tool_calls"] = [
@@ -152,6 +164,10 @@ class Session:
                 answer = f"I stopped after {self.agent.max_steps} steps without finishing this turn."
                 self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=answer))
                 await self._remember({"role": "assistant", "content": answer})
+        except ModelError as exc:
+            log.warning("model failed: %s", exc, extra={"session_id": self.session_id})
+            answer = f"The model failed: {exc}"
+            self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=answer))
         except Exception:
             log.exception("turn failed", extra={"session_id": self.session_id})
             answer = "Something went wrong on the server while answering; the error is in its log."

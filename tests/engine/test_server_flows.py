@@ -366,3 +366,44 @@ async def test_several_sessions_on_one_connection(server: RunningServer) -> None
             assert (await client.converse(second, "what is 3*7.5")).response.content == "3*7.5 = 22.5"
             await client.control(first, "stop")
             assert (await client.converse(second, "what is 1+2")).response.content == "1+2 = 3"
+
+
+async def test_reconnecting_client_takes_over_a_live_session_with_its_pending_approval(server: RunningServer) -> None:
+    await _write_notes(server, "carried over\n")
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token("alice")) as second:
+            async with open_client(server.url, server.token("alice")) as first:
+                sid = (await first.start_session("assistant")).session_id
+                await first.send_message(sid, "read notes.txt")
+                action = await first.next_event()
+                while not isinstance(action, AgentAction):
+                    action = await first.next_event()
+                state = await second.resume_session(sid, "assistant")
+                assert str(state.state) == "tool_use"
+                again = await second.next_event()
+                while not isinstance(again, AgentAction):
+                    again = await second.next_event()
+                assert again.action_id == action.action_id
+            # The first connection is gone; the session lives on with the second.
+            await second.answer(action.action_id, True)
+            while True:
+                event = await second.next_event()
+                if type(event).__name__ == "AgentResponse":
+                    break
+            assert "carried over" in event.content
+
+
+async def test_client_tool_offers_and_arguments_are_checked(server: RunningServer) -> None:
+    from engine.protocol import ClientToolList, ErrorFrame
+
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            bad = OfferedTool(name="get_location", description="x", parameters={"type": "strin"})
+            await client.send(ClientToolList(id="offer1", tools=(bad,)))
+            error = await _next_error(client)
+            assert (error.code, error.reply_to) == ("invalid_message", "offer1")
+            schema = {"type": "object", "properties": {"precise": {"type": "boolean"}}, "additionalProperties": False}
+            await client.offer_tools([OfferedTool(name="get_location", description="Where.", parameters=schema)])
+            result = await client.call_tool("get_location", {"precise": "very"})
+            assert str(result.status) == "error" and result.output["error"] == "invalid arguments"
+            assert not isinstance(result, ErrorFrame)
