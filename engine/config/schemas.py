@@ -45,6 +45,11 @@ def _validator(kind: str) -> jsonschema.Draft202012Validator:
     )
 
 
+@functools.cache
+def _meta_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
+
+
 def validate(kind: str, doc: Document) -> list[ConfigProblem]:
     """Every schema violation of ``doc`` as a located problem."""
     return [
@@ -59,9 +64,8 @@ def validate_parameters(doc: Document, prefix: list[PathSegment]) -> list[Config
     value: Any = doc.data
     for segment in prefix:
         value = value[segment]
-    meta = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
     problems = []
-    for error in meta.iter_errors(value):
+    for error in _meta_validator().iter_errors(value):
         path = [*prefix, *error.absolute_path]
         if path and path[-1] == "type" and error.validator in ("anyOf", "enum"):
             problems.append(

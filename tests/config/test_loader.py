@@ -51,12 +51,6 @@ def test_minimal_configuration_loads_with_sources(minimal_config: Path) -> None:
 @pytest.mark.parametrize(
     ("fixture", "directory", "expected"),
     [
-        (
-            "yaml_syntax.yaml",
-            "tools.d",
-            "tools.d/yaml_syntax.yaml:5:11: YAML syntax error: while parsing a flow sequence "
-            "expected ',' or ']', but got ':'",
-        ),
         ("bad_level.yaml", "tools.d", "tools.d/bad_level.yaml:3:19: permission_level: 7 is not one of 0, 1, 2, 3"),
         (
             "unknown_key.yaml",
@@ -96,6 +90,14 @@ def test_minimal_configuration_loads_with_sources(minimal_config: Path) -> None:
 def test_each_mistake_is_located(minimal_config: Path, fixture: str, directory: str, expected: str) -> None:
     drop(minimal_config, fixture, directory)
     assert messages(minimal_config) == [expected]
+
+
+def test_yaml_syntax_error_is_located(minimal_config: Path) -> None:
+    drop(minimal_config, "yaml_syntax.yaml", "tools.d")
+    [message] = messages(minimal_config)
+    # libyaml and the pure-Python parser word the rest differently.
+    assert message.startswith("tools.d/yaml_syntax.yaml:5:11: YAML syntax error: while parsing a flow sequence")
+    assert "expected ',' or ']'" in message
 
 
 def test_bad_duration_and_size_are_both_reported(minimal_config: Path) -> None:
