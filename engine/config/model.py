@@ -205,6 +205,7 @@ class ApiResource:
     )
     timeout: Seconds = Seconds(10)
     max_size: Bytes = Bytes(2**20)
+    on_oversize: Literal["truncate", "refuse"] = "truncate"
     cache: Seconds = Seconds(0)
     source: Source = Source()
 

@@ -1,0 +1,102 @@
+"""``file://NAME/path``: files under a root directory, read-only, within allowed globs.
+
+Each path component is opened relative to its parent with ``O_NOFOLLOW``:
+symlinks are never followed (one inside the root that points outside it is
+refused, and so is any other), and a component swapped for a symlink after a
+check cannot redirect the read.  Only regular files are served.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from pathlib import Path
+
+import trio
+
+from ..config.model import FileResource
+from .content import Content, Template, as_content
+from .errors import NotFound, Refused, TooLarge
+from .uri import ResourceURI
+
+
+def glob_regex(glob: str) -> re.Pattern[str]:
+    """``**`` crosses ``/``, ``*`` and ``?`` do not."""
+    out = []
+    index = 0
+    while index < len(glob):
+        if glob.startswith("**", index):
+            out.append(".*")
+            index += 2
+        elif glob[index] == "*":
+            out.append("[^/]*")
+            index += 1
+        elif glob[index] == "?":
+            out.append("[^/]")
+            index += 1
+        else:
+            out.append(re.escape(glob[index]))
+            index += 1
+    return re.compile("".join(out), re.S)
+
+
+class FileHost:
+    def __init__(self, config: FileResource, config_root: Path) -> None:
+        self.config = config
+        self.root = (config_root / config.root).resolve()
+        self._globs = [glob_regex(glob) for glob in config.globs]
+
+    def templates(self) -> list[Template]:
+        found = []
+        for glob in self.config.globs:
+            prefix = re.split(r"[*?\[]", glob, maxsplit=1)[0].rstrip("/")
+            base = f"file://{self.config.name}/" + (f"{prefix}/" if prefix else "")
+            found.append(Template(base + "{path}", self.config.description, f"file://{self.config.name}"))
+        return found
+
+    async def read(self, uri: ResourceURI) -> Content:
+        path = uri.path
+        if not path:
+            raise NotFound(f"{uri}: name a file under the host")
+        if not any(pattern.fullmatch(path) for pattern in self._globs):
+            raise Refused(f"{uri}: the path is outside the globs this host serves")
+        raw, truncated = await trio.to_thread.run_sync(self._read, uri.segments)
+        return as_content(str(uri), raw, truncated)
+
+    def _read(self, segments: tuple[str, ...]) -> tuple[bytes, bool]:
+        limit = int(self.config.max_size)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for index, segment in enumerate(segments):
+                last = index == len(segments) - 1
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+                try:
+                    child = os.open(segment, flags, dir_fd=fd)
+                except OSError as exc:
+                    raise _translate(exc, "/".join(segments)) from None
+                os.close(fd)
+                fd = child
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise Refused(f"{'/'.join(segments)}: not a regular file")
+            if info.st_size > limit and self.config.on_oversize == "refuse":
+                raise TooLarge(f"{'/'.join(segments)}: {info.st_size} bytes, more than this host's limit of {limit}")
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                raw = handle.read(limit + 1)
+            return raw[:limit], len(raw) > limit
+        finally:
+            os.close(fd)
+
+
+def _translate(exc: OSError, path: str) -> Exception:
+    if exc.errno == errno.ELOOP:
+        return Refused(f"{path}: symlinks are not followed")
+    if exc.errno == errno.ENOTDIR:
+        return NotFound(f"{path}: a part of the path is not a directory")
+    if exc.errno == errno.ENOENT:
+        return NotFound(f"{path}: no such file")
+    if exc.errno == errno.EACCES:
+        return Refused(f"{path}: permission denied")
+    return NotFound(f"{path}: {exc.strerror}")

@@ -1,0 +1,48 @@
+"""Path templates of db:// and api:// hosts: ``profile/{id}`` matched against a path, typed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import BadURI
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def match_template(template: str, segments: tuple[str, ...], types: Mapping[str, str]) -> dict[str, Any] | None:
+    """The typed values of ``template``'s placeholders for this path, or None when it does not match.
+
+    A placeholder matches one whole segment; a value that does not parse as its
+    declared type (``integer``, ``number``) raises :class:`BadURI`.
+    """
+    parts = template.strip("/").split("/")
+    if len(parts) != len(segments):
+        return None
+    values: dict[str, Any] = {}
+    for part, segment in zip(parts, segments, strict=True):
+        placeholder = _PLACEHOLDER.fullmatch(part)
+        if placeholder is None:
+            if part != segment:
+                return None
+            continue
+        name = placeholder[1]
+        values[name] = _typed(name, segment, types.get(name, "string"))
+    return values
+
+
+def _typed(name: str, value: str, kind: str) -> Any:
+    try:
+        if kind == "integer":
+            if not re.fullmatch(r"-?\d{1,18}", value):
+                raise ValueError
+            return int(value)
+        if kind == "number":
+            number = float(value)
+            if number != number or number in (float("inf"), float("-inf")):
+                raise ValueError
+            return number
+    except ValueError:
+        raise BadURI(f"{name}: {value!r} is not an {kind}" if kind == "integer" else f"{name}: {value!r} is not a {kind}") from None
+    return value
