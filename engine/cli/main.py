@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ScalyticsError
-from . import chat, check, protocol, serve, token, tools
+from . import audit, chat, check, protocol, serve, token, tools
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.register(commands)
     protocol.register(commands)
     chat.register(commands)
+    audit.register(commands)
     return parser
 
 

@@ -1,0 +1,147 @@
+"""The audit database: its file, schema, and how the writer and the readers open it.
+
+``<state>/audit.db``, separate from the state database so that its retention, backup and
+permissions can differ and so that no code path of the engine's ordinary state can touch
+it. WAL journaling (readers — ``sconnect audit`` while the server runs — never block the
+writer), ``synchronous=FULL``: a record is reported committed only once it is on disk,
+because the server sends an action's result only after its record is committed. Group
+commits make that fsync cheap per record.
+
+Two tables, both append-only by trigger (``RAISE(ABORT)`` on UPDATE and DELETE). The
+triggers stop mistakes and ordinary SQL clients; someone with write access to the file
+can drop them, which is what the hash chain and the HMAC'd checkpoints are for.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+from ._errors import AuditError, AuditNotFoundError
+
+AUDIT_DB_NAME: Final = "audit.db"
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE audit_records (
+    seq              INTEGER PRIMARY KEY,   -- 1, 2, 3 ... no gaps; hashed
+    version          INTEGER NOT NULL,      -- record format (FORMAT_VERSION)
+    time             REAL NOT NULL,         -- UTC epoch seconds, microsecond precision
+    time_iso         TEXT NOT NULL,         -- the same instant, 2025-01-31T12:00:00.123456Z
+    kind             TEXT NOT NULL,
+    subject          TEXT,
+    session_id       TEXT,
+    agent            TEXT,
+    action           TEXT,
+    target           TEXT,
+    arguments        TEXT,                  -- canonical JSON, secret fields redacted
+    arguments_digest TEXT,                  -- sha256 of the UNredacted canonical arguments
+    decision         TEXT,                  -- canonical JSON {effect, rule_ids}
+    decided_by       TEXT,                  -- 'rule' | 'person'
+    approver         TEXT,                  -- the person's sub
+    outcome          TEXT,
+    duration_ms      REAL,
+    policy_revision  TEXT,
+    details          TEXT NOT NULL,         -- canonical JSON object
+    prev_hash        TEXT NOT NULL,
+    hash             TEXT NOT NULL
+);
+CREATE INDEX audit_records_by_time ON audit_records (time);
+CREATE INDEX audit_records_by_subject ON audit_records (subject, time);
+CREATE INDEX audit_records_by_target ON audit_records (target, time);
+CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only: UPDATE refused'); END;
+CREATE TRIGGER audit_records_no_delete BEFORE DELETE ON audit_records
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only: DELETE refused'); END;
+
+CREATE TABLE audit_checkpoints (
+    id         INTEGER PRIMARY KEY,   -- 1, 2, 3 ...
+    time       REAL NOT NULL,
+    time_iso   TEXT NOT NULL,
+    seq        INTEGER NOT NULL,      -- the head at that moment (0: empty log)
+    head_hash  TEXT NOT NULL,         -- the hash of the record at seq
+    reason     TEXT NOT NULL,         -- 'open' | 'periodic' | 'shutdown'
+    prev_mac   TEXT NOT NULL,         -- the previous checkpoint's mac (chain)
+    mac        TEXT NOT NULL          -- HMAC-SHA256 under the key outside this database
+);
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only: UPDATE refused'); END;
+CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only: DELETE refused'); END;
+"""
+
+
+def audit_db_path(state_dir: str | os.PathLike[str]) -> Path:
+    return Path(state_dir) / AUDIT_DB_NAME
+
+
+def _statements(script: str) -> list[str]:
+    # Split where SQLite sees a statement end (the triggers hold inner ';').
+    out, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            out.append(current)
+            current = ""
+    return out
+
+
+def connect_writer(path: Path) -> sqlite3.Connection:
+    """Open (creating 0600 if needed) and migrate the database for the single writer."""
+    if not path.exists():
+        # Audit records name subjects and arguments: private. SQLite gives the -wal and
+        # -shm files the database file's mode.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise AuditError(f"{path}: cannot use WAL journaling here (got {mode!r})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise AuditError(f"{path}: audit schema version {version} is newer than this "
+                                 f"program's ({SCHEMA_VERSION}); upgrade Scalytics Connect")
+            if version == 0:
+                for statement in _statements(_SCHEMA):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_reader(state_dir: str | os.PathLike[str]) -> sqlite3.Connection:
+    """Open an existing audit database for reading; never creates one.
+
+    Opened read-write at the file level (a read-only open of a WAL database fails when
+    its ``-shm`` file is absent), but only ever SELECTs. Raises
+    :class:`AuditNotFoundError` when there is no audit log.
+    """
+    path = audit_db_path(state_dir)
+    if not path.is_file():
+        raise AuditNotFoundError(f"no audit log at {path}")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise AuditError(f"{path}: cannot read the audit database: {exc}") from None
+    if "audit_records" not in tables:
+        conn.close()
+        raise AuditError(f"{path}: not an audit database (no audit_records table)")
+    return conn

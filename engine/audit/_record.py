@@ -1,0 +1,263 @@
+"""What the audit log stores: the event a caller hands in, and the record it becomes.
+
+An :class:`AuditEvent` is what happened (who, what, to what, how it was decided, how it
+ended). :meth:`AuditLog.record <engine.audit.AuditLog.record>` snapshots it at once into
+a :class:`Prepared` value (canonical JSON text, secrets redacted, the digest of the
+unredacted arguments) so that a caller mutating its dicts afterwards changes nothing and
+a value JSON cannot hold fails in the caller, not in the writer. The writer then gives
+it a sequence number and the previous record's hash, which makes it an
+:class:`AuditRecord`.
+
+The hash: ``sha256`` of the canonical JSON (``engine.canonical``) of the record as a
+JSON object holding every field except ``hash`` itself — see :meth:`AuditRecord.body`.
+The first record's ``prev_hash`` is :data:`GENESIS_HASH`. Any change to any field of any
+record, to its position (``seq`` is hashed) or to its predecessor (``prev_hash`` is
+hashed) changes a hash that the next record, or a checkpoint, still remembers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time as _time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import attrs
+
+from ..canonical import canonical_json, digest
+
+__all__ = [
+    "DECIDED_BY",
+    "FORMAT_VERSION",
+    "GENESIS_HASH",
+    "KINDS",
+    "REDACTED",
+    "AuditEvent",
+    "AuditRecord",
+    "Prepared",
+    "iso_time",
+    "redact",
+]
+
+#: The record format; hashed with every record so that a later format can change fields
+#: without making old records unverifiable.
+FORMAT_VERSION: Final = 1
+GENESIS_HASH: Final = "0" * 64
+REDACTED: Final = "[redacted]"
+KINDS: Final = frozenset(
+    {"auth_failure", "decision", "approval", "execution", "resource_read", "config_reload"}
+)
+DECIDED_BY: Final = frozenset({"rule", "person"})
+#: ``details`` is for small context (an error message, a reason), not for payloads.
+MAX_DETAILS_BYTES: Final = 16 * 1024
+
+_WORD = re.compile(r"[a-z][a-z0-9_]*")
+_ACTION = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+
+
+def iso_time(epoch_s: float) -> str:
+    """The canonical ISO form of a UTC epoch: ``2025-01-31T12:00:00.123456Z``."""
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def redact(arguments: Mapping[str, Any], secret: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``arguments`` with each top-level field named in ``secret`` replaced by
+    :data:`REDACTED`. Top level only, matching how tools declare ``secret_arguments``
+    (names of their parameters)."""
+    hidden = frozenset(secret)
+    return {key: REDACTED if key in hidden else value for key, value in arguments.items()}
+
+
+def _check_kind(_: Any, __: Any, value: str) -> None:
+    if value not in KINDS:
+        raise ValueError(f"audit kind must be one of {sorted(KINDS)}, not {value!r}")
+
+
+def _check_word(attribute: attrs.Attribute[Any], _: Any, value: str | None) -> None:
+    if value is not None and not _WORD.fullmatch(value):
+        raise ValueError(f"{attribute.name} must be a lower-case word like 'ok' or 'deny', not {value!r}")
+
+
+def _check_action(_: Any, __: Any, value: str | None) -> None:
+    if value is not None and not _ACTION.fullmatch(value):
+        raise ValueError(f"action must look like 'tool.call' or 'resource.read', not {value!r}")
+
+
+def _check_decided_by(_: Any, __: Any, value: str | None) -> None:
+    if value is not None and value not in DECIDED_BY:
+        raise ValueError(f"decided_by must be 'rule' or 'person', not {value!r}")
+
+
+def _check_duration(_: Any, __: Any, value: float | None) -> None:
+    if value is not None and (isinstance(value, bool) or not value >= 0):
+        raise ValueError(f"duration_ms must be a number >= 0, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class AuditEvent:
+    """One thing to audit. Only ``kind`` is required; leave out what does not apply.
+
+    - ``kind``: one of :data:`KINDS`.
+    - ``subject`` (JWT ``sub``; for an auth failure whatever the token claimed, if
+      anything), ``session_id``, ``agent``.
+    - ``action`` (``tool.call``, ``resource.read``, ...) and ``target`` (tool name or URI).
+    - ``arguments`` and ``secret``: the top-level argument names to store as
+      ``"[redacted]"`` (the tool's ``secret_arguments``). ``arguments_digest`` is always
+      the digest of the unredacted arguments, so the record still proves *what* ran.
+    - ``effect`` and ``rule_ids``: the policy decision (stored as ``decision``).
+    - ``decided_by`` (``rule`` or ``person``) and ``approver`` (the person's ``sub``).
+    - ``outcome`` (``ok``, ``error``, ``denied``, ``timeout``, ``cancelled``,
+      ``limit_exceeded``, ``approved``, ``expired``, ...: a lower-case word),
+      ``duration_ms``, ``policy_revision`` (hash of the policy files), ``details``
+      (a small JSON object).
+    """
+
+    kind: str = attrs.field(validator=_check_kind)
+    subject: str | None = None
+    session_id: str | None = None
+    agent: str | None = None
+    action: str | None = attrs.field(default=None, validator=_check_action)
+    target: str | None = None
+    arguments: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
+    secret: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    effect: str | None = attrs.field(default=None, validator=_check_word)
+    rule_ids: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    decided_by: str | None = attrs.field(default=None, validator=_check_decided_by)
+    approver: str | None = None
+    outcome: str | None = attrs.field(default=None, validator=_check_word)
+    duration_ms: float | None = attrs.field(default=None, validator=_check_duration)
+    policy_revision: str | None = None
+    details: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.decided_by == "person" and not self.approver:
+            raise ValueError("decided_by='person' needs the approver's sub")
+
+    def prepare(self, now: float | None = None) -> Prepared:
+        """Snapshot this event as immutable canonical text, timestamped ``now`` (default:
+        the current time). Raises ``ValueError``/``TypeError`` for arguments or details
+        JSON cannot hold, or details larger than :data:`MAX_DETAILS_BYTES`."""
+        if self.arguments is not None and not isinstance(self.arguments, Mapping):
+            raise TypeError("arguments must be a JSON object (a mapping)")
+        if not isinstance(self.details, Mapping):
+            raise TypeError("details must be a JSON object (a mapping)")
+        at = round(_time.time() if now is None else now, 6)
+        arguments = digest_of = None
+        if self.arguments is not None:
+            plain = dict(self.arguments)
+            digest_of = digest(plain)
+            arguments = canonical_json(redact(plain, self.secret))
+        details = canonical_json(dict(self.details))
+        if len(details.encode("utf-8")) > MAX_DETAILS_BYTES:
+            raise ValueError(f"details must stay under {MAX_DETAILS_BYTES} bytes of JSON")
+        decision = None
+        if self.effect is not None or self.rule_ids:
+            decision = canonical_json({"effect": self.effect, "rule_ids": list(self.rule_ids)})
+        return Prepared(
+            time=at, time_iso=iso_time(at), kind=self.kind, subject=self.subject,
+            session_id=self.session_id, agent=self.agent, action=self.action, target=self.target,
+            arguments=arguments, arguments_digest=digest_of, decision=decision,
+            decided_by=self.decided_by, approver=self.approver, outcome=self.outcome,
+            duration_ms=None if self.duration_ms is None else round(float(self.duration_ms), 3),
+            policy_revision=self.policy_revision, details=details,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Prepared:
+    """An event frozen for the writer: JSON-valued fields as canonical text. ``time`` and
+    ``duration_ms`` are floats because SQLite's REAL gives floats back, and the hash
+    must come out the same when verify recomputes it from the stored row."""
+
+    time: float
+    time_iso: str
+    kind: str
+    subject: str | None
+    session_id: str | None
+    agent: str | None
+    action: str | None
+    target: str | None
+    arguments: str | None
+    arguments_digest: str | None
+    decision: str | None
+    decided_by: str | None
+    approver: str | None
+    outcome: str | None
+    duration_ms: float | None
+    policy_revision: str | None
+    details: str
+
+    def seal(self, seq: int, prev_hash: str) -> AuditRecord:
+        """The record at ``seq`` following a record whose hash is ``prev_hash``."""
+        fields = attrs.asdict(self)
+        body = _body(version=FORMAT_VERSION, seq=seq, prev_hash=prev_hash, **fields)
+        return AuditRecord(version=FORMAT_VERSION, seq=seq, prev_hash=prev_hash,
+                           hash=digest(body), **fields)
+
+
+# The stored columns, in table order; JSON-valued ones are canonical text in the table.
+COLUMNS: Final = (
+    "seq", "version", "time", "time_iso", "kind", "subject", "session_id", "agent", "action",
+    "target", "arguments", "arguments_digest", "decision", "decided_by", "approver", "outcome",
+    "duration_ms", "policy_revision", "details", "prev_hash", "hash",
+)
+_JSON_COLUMNS: Final = frozenset({"arguments", "decision", "details"})
+
+
+def _body(**columns: Any) -> dict[str, Any]:
+    """The hashed JSON object: every column but ``hash``, JSON columns as values."""
+    return {
+        name: (json.loads(value) if name in _JSON_COLUMNS and value is not None else value)
+        for name, value in columns.items()
+        if name != "hash"
+    }
+
+
+@attrs.frozen(kw_only=True)
+class AuditRecord:
+    """One committed record. JSON-valued fields (``arguments``, ``decision``,
+    ``details``) are kept as their canonical text, exactly as stored and hashed; use
+    :meth:`to_dict` for values."""
+
+    seq: int
+    version: int
+    time: float
+    time_iso: str
+    kind: str
+    subject: str | None
+    session_id: str | None
+    agent: str | None
+    action: str | None
+    target: str | None
+    arguments: str | None
+    arguments_digest: str | None
+    decision: str | None
+    decided_by: str | None
+    approver: str | None
+    outcome: str | None
+    duration_ms: float | None
+    policy_revision: str | None
+    details: str
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def from_row(cls, row: Iterable[Any]) -> AuditRecord:
+        return cls(**dict(zip(COLUMNS, row, strict=True)))
+
+    def row(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in COLUMNS)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON object whose canonical form is hashed (every field but ``hash``)."""
+        return _body(**{name: getattr(self, name) for name in COLUMNS})
+
+    def computed_hash(self) -> str:
+        """The hash this record's content calls for (compare with :attr:`hash`)."""
+        return digest(self.body())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-valued ones decoded: what ``--json`` prints."""
+        return {**self.body(), "hash": self.hash}

@@ -1,0 +1,469 @@
+"""The audit writer: one task owns the database; everyone else hands it events.
+
+Usage (the server's root nursery)::
+
+    async with await AuditLog.open(state_dir) as audit:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(audit.run)
+            ...
+            record = await audit.record(AuditEvent(kind="execution", ...))
+
+Design: :meth:`AuditLog.record` snapshots the event (:meth:`AuditEvent.prepare`), puts it
+on a bounded channel and waits until the writer has committed it. :meth:`AuditLog.run`,
+the single writer task, takes whatever has queued up (up to ``max_batch``), numbers and
+chains it, and commits it in ONE transaction in a worker thread (``trio.to_thread``):
+under load, many records share one fsync (group commit), and a lone record is written at
+once. A full channel makes ``record()`` wait: back-pressure instead of unbounded memory.
+
+Checkpoints (see ``_checkpoints``) are written when the writer starts (``open``), every
+``checkpoint_every`` records or ``checkpoint_interval_s`` seconds after the first
+unpinned record (``periodic``), and when it stops (``shutdown``).
+
+Cancellation:
+- ``record()``: cancelled while queueing, nothing is recorded; cancelled while waiting for
+  the commit, the record IS still written (it may already be). A caller that must not act
+  without a record simply doesn't act when ``record()`` did not return.
+- ``run()``: on cancellation (or :meth:`aclose`), it stops taking new events, commits
+  what is already queued and writes the ``shutdown`` checkpoint inside
+  ``trio.move_on_after(5, shield=True)``. A commit already running in its thread is never
+  interrupted (SQLite finishes or rolls back); the time limit only stops further work.
+  Events it could not commit in time get :class:`AuditClosedError`.
+
+Errors: a failed commit fails exactly the records of that group with
+:class:`AuditWriteError` and the writer carries on. ``record()`` when the writer is gone
+raises :class:`AuditClosedError`. Events that JSON cannot hold raise ``ValueError`` /
+``TypeError`` in the caller.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import attrs
+import trio
+
+from ._checkpoints import (
+    CHECKPOINT_COLUMNS,
+    CHECKPOINT_LOG_NAME,
+    GENESIS_MAC,
+    Checkpoint,
+    checkpoint_line,
+    key_path,
+    load_or_create_key,
+    read_checkpoint_file,
+    sign,
+)
+from ._db import audit_db_path, connect_writer
+from ._errors import AuditClosedError, AuditError, AuditLockedError, AuditWriteError
+from ._query import query, tail
+from ._record import COLUMNS, GENESIS_HASH, AuditEvent, AuditRecord, Prepared, iso_time
+
+__all__ = ["AuditLog", "SHUTDOWN_GRACE_S"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: How long the writer may spend, shielded, committing what is queued at shutdown.
+SHUTDOWN_GRACE_S: Final = 5.0
+_INSERT_RECORD: Final = f"INSERT INTO audit_records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_INSERT_CHECKPOINT: Final = (f"INSERT INTO audit_checkpoints ({', '.join(CHECKPOINT_COLUMNS)}) "
+                             f"VALUES ({', '.join('?' * len(CHECKPOINT_COLUMNS))})")
+
+
+@attrs.define(eq=False)
+class _Pending:
+    """One queued event and the slot its waiter reads when ``done`` is set."""
+
+    prepared: Prepared
+    done: trio.Event = attrs.field(factory=trio.Event)
+    record: AuditRecord | None = None
+    error: str | None = None  # a message: each waiter raises its own exception object
+    error_type: type[AuditError] = AuditWriteError
+
+    def resolve(self, record: AuditRecord) -> None:
+        self.record = record
+        self.done.set()
+
+    def fail(self, message: str, error_type: type[AuditError] = AuditWriteError) -> None:
+        if not self.done.is_set():
+            self.error, self.error_type = message, error_type
+            self.done.set()
+
+
+@attrs.define(eq=False)
+class AuditLog:
+    """The append-only, hash-chained audit log of one state directory.
+
+    Create with ``await AuditLog.open(state_dir)``; run :meth:`run` as a task; call
+    :meth:`record` from any task. Close with :meth:`aclose` or ``async with``.
+    """
+
+    state_dir: Path
+    path: Path
+    checkpoint_every: int
+    checkpoint_interval_s: float
+    max_batch: int
+    _conn: sqlite3.Connection | None = attrs.field(repr=False)
+    _key: bytes = attrs.field(repr=False)
+    _checkpoint_fd: int = attrs.field(repr=False)  # the checkpoint log, O_APPEND, flock'd
+    _send: trio.MemorySendChannel[_Pending] = attrs.field(repr=False)
+    _receive: trio.MemoryReceiveChannel[_Pending] = attrs.field(repr=False)
+    _head_seq: int
+    _head_hash: str
+    _last_checkpoint: Checkpoint | None
+    # Checkpoints already in the file whose table insert failed; inserted with the next.
+    _table_backlog: list[Checkpoint] = attrs.field(factory=list, repr=False)
+    _since_checkpoint: int = 0  # records committed after the last checkpoint
+    _checkpoint_deadline: float = math.inf  # trio clock; set by the first such record
+    _in_hand: list[_Pending] = attrs.field(factory=list, repr=False)
+    _state: str = "ready"  # ready -> running -> stopped -> closed (or ready -> closed)
+    _stopped: trio.Event = attrs.field(factory=trio.Event, repr=False)
+    #: Transactions that wrote records, and records written, since open (for tests, bench).
+    commits: int = 0
+    records_written: int = 0
+
+    @classmethod
+    async def open(
+        cls,
+        state_dir: str | os.PathLike[str],
+        *,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 60.0,
+        queue_size: int = 256,
+        max_batch: int = 256,
+        key_file: str | os.PathLike[str] | None = None,
+    ) -> AuditLog:
+        """Open (creating if needed) ``<state_dir>/audit.db``, its checkpoint log and key.
+
+        ``key_file`` overrides ``$SCONNECT_AUDIT_KEY_FILE`` and ``<state>/audit-key``.
+        The key is created (32 random bytes, 0600) only for a log with no checkpoints.
+        Raises :class:`AuditLockedError` when another writer has the log open,
+        :class:`AuditKeyError` for a missing (with checkpoints), malformed or
+        group/world-accessible key, :class:`AuditError` for an unusable database.
+        """
+        if checkpoint_every < 1 or not checkpoint_interval_s > 0:
+            raise ValueError("checkpoint_every must be >= 1 and checkpoint_interval_s > 0")
+        if queue_size < 1 or max_batch < 1:
+            raise ValueError("queue_size and max_batch must be >= 1")
+        state = Path(state_dir)
+        opened = await trio.to_thread.run_sync(_open_files, state, key_path(state, key_file))
+        conn, key, fd, head_seq, head_hash, last = opened
+        send, receive = trio.open_memory_channel[_Pending](queue_size)
+        return cls(
+            state_dir=state, path=audit_db_path(state), checkpoint_every=checkpoint_every,
+            checkpoint_interval_s=checkpoint_interval_s, max_batch=max_batch, conn=conn, key=key,
+            checkpoint_fd=fd, send=send, receive=receive, head_seq=head_seq, head_hash=head_hash,
+            last_checkpoint=last,
+        )
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the last committed record (``(0, GENESIS_HASH)`` when empty)."""
+        return self._head_seq, self._head_hash
+
+    @property
+    def last_checkpoint(self) -> Checkpoint | None:
+        return self._last_checkpoint
+
+    # --- the producers' side ---------------------------------------------------------
+
+    async def record(self, event: AuditEvent) -> AuditRecord:
+        """Append ``event`` and return its record once it is committed (durable).
+
+        Raises :class:`AuditClosedError` if the writer is gone or stops before taking
+        the event, :class:`AuditWriteError` if its commit failed, ``ValueError`` /
+        ``TypeError`` for arguments or details that JSON cannot hold. See the module
+        docstring for cancellation.
+        """
+        pending = _Pending(event.prepare())
+        if self._state in ("stopped", "closed"):
+            raise AuditClosedError("the audit writer has stopped; nothing was recorded")
+        try:
+            await self._send.send(pending)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise AuditClosedError("the audit writer has stopped; nothing was recorded") from None
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error_type(pending.error)
+        assert pending.record is not None
+        return pending.record
+
+    # --- the writer ------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer task. Reports started once the ``open`` checkpoint is written;
+        returns after :meth:`aclose`, or ends on cancellation after draining (module
+        docstring). May run once per opened log."""
+        if self._state != "ready":
+            raise AuditError(f"the audit writer cannot start: it is {self._state}")
+        self._state = "running"
+        try:
+            await self._thread(self._checkpoint_sync, "open")
+            task_status.started()
+            while True:
+                try:
+                    batch = await self._next_batch()
+                except trio.EndOfChannel:
+                    break  # aclose(): no more events will come
+                if batch:
+                    await self._commit(batch)
+                if self._checkpoint_due():
+                    await self._thread(self._checkpoint_sync, "periodic")
+        finally:
+            with trio.move_on_after(SHUTDOWN_GRACE_S, shield=True) as grace:
+                await self._drain_and_stop()
+            if grace.cancelled_caught:
+                log.error("audit writer: shutdown took longer than %ss; queued events dropped",
+                          SHUTDOWN_GRACE_S)
+            self._fail_everything_left("the audit writer stopped before committing this event")
+            self._state = "stopped"
+            self._stopped.set()
+
+    async def _next_batch(self) -> list[_Pending]:
+        """Wait for the first event (no longer than the periodic checkpoint deadline), then
+        take whatever else is already queued without waiting: that is the group."""
+        timeout = math.inf if self._since_checkpoint == 0 else max(
+            0.0, self._checkpoint_deadline - trio.current_time())
+        with trio.move_on_after(timeout):
+            batch = [await self._receive.receive()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            return batch
+        return []
+
+    def _checkpoint_due(self) -> bool:
+        return self._since_checkpoint >= self.checkpoint_every or (
+            self._since_checkpoint > 0 and trio.current_time() >= self._checkpoint_deadline)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        # Events taken off the channel are ours to answer: shielded, so that a
+        # cancellation arriving now cannot drop them between the channel and the thread.
+        # The thread itself is bounded by SQLite's busy_timeout. If something unexpected
+        # escapes, _in_hand lets run()'s cleanup fail them instead of leaving waiters hung.
+        self._in_hand = batch
+        try:
+            with trio.CancelScope(shield=True):
+                records = await self._thread(self._commit_sync, [p.prepared for p in batch])
+        except (sqlite3.Error, OSError) as exc:
+            for pending in batch:
+                pending.fail(f"the audit log could not commit this record: {exc}")
+            log.error("audit writer: commit of %d records failed: %s", len(batch), exc)
+            self._in_hand = []
+            return
+        for pending, record in zip(batch, records, strict=True):
+            pending.resolve(record)
+        self._in_hand = []
+        if self._since_checkpoint == 0:
+            self._checkpoint_deadline = trio.current_time() + self.checkpoint_interval_s
+        self._since_checkpoint += len(records)
+
+    async def _drain_and_stop(self) -> None:
+        # Refuse new events first (blocked senders get ClosedResourceError), then commit
+        # what the channel already holds, then sign the head.
+        self._send.close()
+        while True:
+            batch: list[_Pending] = []
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if not batch:
+                break
+            await self._commit(batch)
+        try:
+            await self._thread(self._checkpoint_sync, "shutdown")
+        except (sqlite3.Error, OSError) as exc:
+            log.error("audit writer: the shutdown checkpoint failed: %s", exc)
+
+    def _fail_everything_left(self, message: str) -> None:
+        for pending in self._in_hand:
+            pending.fail(message, AuditClosedError)
+        while True:
+            try:
+                self._receive.receive_nowait().fail(message, AuditClosedError)
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        self._receive.close()
+
+    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+        # Not abandon_on_cancel: a commit in progress completes (or rolls back) before
+        # the task moves on, so the in-memory head always matches the database.
+        return await trio.to_thread.run_sync(fn, *args)
+
+    # --- synchronous work, in a worker thread, one call at a time ----------------------
+
+    def _commit_sync(self, batch: list[Prepared]) -> list[AuditRecord]:
+        conn = self._require_conn()
+        seq, prev = self._head_seq, self._head_hash
+        records = []
+        for prepared in batch:
+            seq += 1
+            record = prepared.seal(seq, prev)
+            records.append(record)
+            prev = record.hash
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_INSERT_RECORD, [r.row() for r in records])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._head_seq, self._head_hash = seq, prev
+        self.commits += 1
+        self.records_written += len(records)
+        return records
+
+    def _checkpoint_sync(self, reason: str) -> Checkpoint:
+        conn = self._require_conn()
+        last = self._last_checkpoint
+        at = round(time.time(), 6)
+        checkpoint = sign(self._key, id=1 if last is None else last.id + 1, time=at,
+                          time_iso=iso_time(at), seq=self._head_seq, head_hash=self._head_hash,
+                          reason=reason, prev_mac=GENESIS_MAC if last is None else last.mac)
+        # The file first: it is the copy the table cannot be ahead of (module docstring
+        # of _checkpoints). Once it is there, the checkpoint exists.
+        _write_all(self._checkpoint_fd, checkpoint_line(checkpoint))
+        os.fsync(self._checkpoint_fd)
+        self._last_checkpoint = checkpoint
+        self._since_checkpoint = 0
+        self._checkpoint_deadline = math.inf
+        self._table_backlog.append(checkpoint)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_INSERT_CHECKPOINT, [c.row() for c in self._table_backlog])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._table_backlog.clear()
+        return checkpoint
+
+    def _require_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise AuditClosedError(f"{self.path}: the audit log is closed")
+        return self._conn
+
+    # --- closing ---------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop the writer gracefully (it commits what is queued and writes the
+        ``shutdown`` checkpoint), wait for it, then close the files. Idempotent."""
+        if self._state == "closed":
+            return
+        self._send.close()
+        if self._state == "running":
+            await self._stopped.wait()
+        else:
+            self._fail_everything_left("the audit log was closed before its writer ran")
+        self._state = "closed"
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await trio.to_thread.run_sync(conn.close)
+            os.close(self._checkpoint_fd)  # releases the writer's lock too
+
+    async def __aenter__(self) -> AuditLog:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        with trio.move_on_after(SHUTDOWN_GRACE_S + 1, shield=True):
+            await self.aclose()
+
+    # --- reading (its own connection, in a thread) -----------------------------------
+
+    async def tail(self, n: int = 20) -> list[AuditRecord]:
+        """The last ``n`` records, oldest first. See :func:`engine.audit.tail`."""
+        return await trio.to_thread.run_sync(lambda: tail(self.state_dir, n))
+
+    async def query(self, **filters: Any) -> list[AuditRecord]:
+        """Records matching ``filters``. See :func:`engine.audit.query`."""
+        return await trio.to_thread.run_sync(lambda: query(self.state_dir, **filters))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _open_files(state_dir: Path, key_file: Path) -> tuple[
+        sqlite3.Connection, bytes, int, int, str, Checkpoint | None]:
+    """Lock, open and reconcile the log's files (in a worker thread)."""
+    if not state_dir.is_dir():
+        state_dir.mkdir(parents=True, mode=0o700)
+    fd = os.open(state_dir / CHECKPOINT_LOG_NAME, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise AuditLockedError(
+                    f"{state_dir}: another process is writing this audit log") from None
+            raise
+        conn = connect_writer(audit_db_path(state_dir))
+        try:
+            return (conn, *_reconcile(conn, fd, state_dir, key_file))
+        except BaseException:
+            conn.close()
+            raise
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _reconcile(conn: sqlite3.Connection, fd: int, state_dir: Path,
+               key_file: Path) -> tuple[bytes, int, int, str, Checkpoint | None]:
+    file = read_checkpoint_file(state_dir / CHECKPOINT_LOG_NAME)
+    table = [Checkpoint.from_mapping(dict(zip(CHECKPOINT_COLUMNS, row, strict=True)))
+             for row in conn.execute(f"SELECT {', '.join(CHECKPOINT_COLUMNS)} FROM audit_checkpoints "
+                                     "ORDER BY id")]
+    key = load_or_create_key(key_file, may_create=not table and not file.checkpoints)
+    if file.torn_tail:
+        # A line cut short by a crash mid-write: never signed into the table, drop it so
+        # the next line starts clean.
+        size = os.lseek(fd, 0, os.SEEK_END)
+        data = os.pread(fd, size, 0)
+        os.ftruncate(fd, data.rfind(b"\n") + 1)
+        log.warning("audit: dropped a torn last line of %s", CHECKPOINT_LOG_NAME)
+    # A crash between the file append and the table insert leaves the file one (or, after
+    # failed inserts, a few) checkpoints ahead: copy them, but only genuine ones that
+    # continue the table's chain. Anything else is left for verify to report.
+    last = table[-1] if table else None
+    missing = []
+    for checkpoint in file.checkpoints:
+        if last is not None and checkpoint.id <= last.id:
+            continue
+        expected_prev = GENESIS_MAC if last is None else last.mac
+        if checkpoint.id != (1 if last is None else last.id + 1) or checkpoint.prev_mac != expected_prev \
+                or not checkpoint.mac_ok(key):
+            break
+        missing.append(checkpoint)
+        last = checkpoint
+    if missing:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(_INSERT_CHECKPOINT, [c.row() for c in missing])
+        conn.execute("COMMIT")
+    elif table and file.checkpoints and file.checkpoints[-1].id < table[-1].id:
+        # Not repaired: the file losing lines is tamper evidence, for verify to report.
+        log.warning("audit: %s lacks checkpoints the table has; run `sconnect audit verify`",
+                    CHECKPOINT_LOG_NAME)
+    row = conn.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+    head_seq, head_hash = (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+    if last is not None and last.reason == "shutdown" and head_seq > last.seq:
+        log.warning("audit: %d records follow the last shutdown checkpoint (seq %d): written while "
+                    "the service was stopped; run `sconnect audit verify`", head_seq - last.seq, last.seq)
+    return key, fd, head_seq, head_hash, last

@@ -1,0 +1,123 @@
+"""``sconnect audit ...``: verify the audit log's chain and checkpoints, and read it.
+
+``verify`` exits 0 when the log is intact, 1 naming the first bad record and why, 2 when
+there is no audit log (or the command was wrong). ``tail`` and ``query`` print a compact
+table, or one JSON object per line with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .output import print_json
+
+
+def register(commands: Any) -> None:
+    from .main import add_state_option
+
+    parser = commands.add_parser("audit", help="verify and read the audit log")
+    sub = parser.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
+
+    checking = sub.add_parser("verify", help="check the hash chain and the signed checkpoints (exit 1 if tampered)")
+    add_state_option(checking)
+    checking.add_argument("--key-file", metavar="PATH",
+                          help="the checkpoint key (default $SCONNECT_AUDIT_KEY_FILE, else STATE/audit-key)")
+    checking.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    checking.set_defaults(run=run_verify)
+
+    last = sub.add_parser("tail", help="the most recent records")
+    add_state_option(last)
+    last.add_argument("-n", type=_count, default=20, metavar="N", help="how many (default 20)")
+    last.add_argument("--json", action="store_true", help="one JSON object per line")
+    last.set_defaults(run=run_tail)
+
+    search = sub.add_parser("query", help="records matching filters (all must match)")
+    add_state_option(search)
+    search.add_argument("--subject", help="the subject (JWT sub)")
+    search.add_argument("--tool", help="the target: a tool name or a resource URI")
+    search.add_argument("--outcome", help="ok, error, denied, timeout, ...")
+    search.add_argument("--kind", help="auth_failure, decision, approval, execution, resource_read, config_reload")
+    search.add_argument("--since", metavar="TIME", help="ISO time (2025-01-31T12:00Z) or a duration back (10m, 2h, 7d)")
+    search.add_argument("--until", metavar="TIME", help="like --since; exclusive")
+    search.add_argument("--limit", type=_count, metavar="N", help="only the N most recent matches")
+    search.add_argument("--json", action="store_true", help="one JSON object per line")
+    search.set_defaults(run=run_query)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from ..audit import verify
+
+    report = verify(args.state_dir, key_file=args.key_file)
+    if args.json:
+        print_json(report.to_dict())
+        return 0 if report.ok else 1
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    head = f"head {report.head_seq}/{report.head_hash[:16]}"
+    if report.ok:
+        print(f"OK: {report.records} records, {report.checkpoints} checkpoints, {head}")
+        if report.last_checkpoint is not None:
+            cp = report.last_checkpoint
+            print(f"last checkpoint {cp.id} ({cp.reason}, {cp.time_iso}): seq {cp.seq}, mac {cp.mac}")
+        return 0
+    first = report.first_problem
+    assert first is not None
+    print(f"FAILED: {first}")
+    for problem in report.problems[1:]:
+        print(f"  also: {problem}")
+    print(f"({report.records} records, {report.checkpoints} checkpoints, {head})")
+    return 1
+
+
+def run_tail(args: argparse.Namespace) -> int:
+    from ..audit import tail
+
+    _print_records(tail(args.state_dir, args.n), args.json)
+    return 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    from ..audit import query
+    from ..errors import UsageError
+
+    try:
+        records = query(args.state_dir, subject=args.subject, tool=args.tool, outcome=args.outcome,
+                        since=args.since, until=args.until, kind=args.kind, limit=args.limit)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _print_records(records, args.json)
+    return 0
+
+
+def _print_records(records: list[Any], as_json: bool) -> None:
+    if as_json:
+        for record in records:
+            sys.stdout.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        return
+    rows = [("SEQ", "TIME (UTC)", "KIND", "SUBJECT", "ACTION", "TARGET", "DECISION", "BY", "OUTCOME", "MS")]
+    for r in records:
+        decision = json.loads(r.decision)["effect"] or "-" if r.decision else "-"
+        by = {"person": r.approver or "person", "rule": "rule"}.get(r.decided_by or "", "-")
+        rows.append((str(r.seq), r.time_iso[:19].replace("T", " "), r.kind, r.subject or "-", r.action or "-",
+                     _clip(r.target or "-", 40), decision, by, r.outcome or "-",
+                     "-" if r.duration_ms is None else f"{r.duration_ms:g}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

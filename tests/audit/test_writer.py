@@ -1,0 +1,303 @@
+"""The writer: commit before return, group commits, redaction, checkpoints, shutdown,
+keys, locking, and the typed errors when it is gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from engine.audit import (
+    REDACTED,
+    AuditClosedError,
+    AuditEvent,
+    AuditKeyError,
+    AuditLockedError,
+    AuditLog,
+    AuditRecord,
+    AuditWriteError,
+    query,
+    tail,
+    verify,
+)
+from engine.canonical import canonical_json, digest
+from tests.conftest import REPO
+
+from .conftest import attacker, event, write_log, write_records
+
+
+async def test_record_returns_after_commit(state: Path, nursery: trio.Nursery) -> None:
+    log = await AuditLog.open(state)
+    await nursery.start(log.run)
+    other = sqlite3.connect(state / "audit.db")
+    seen = []
+
+    async def one(i: int) -> None:
+        record = await log.record(event(i))
+        # Another connection (another process, in effect) already sees it.
+        row = other.execute("SELECT hash FROM audit_records WHERE seq = ?", (record.seq,)).fetchone()
+        seen.append(row is not None and row[0] == record.hash)
+
+    async with trio.open_nursery() as inner:
+        for i in range(20):
+            inner.start_soon(one, i)
+    assert seen == [True] * 20
+    other.close()
+    await log.aclose()
+
+
+async def test_200_concurrent_records_group_committed_chain_intact(state: Path, nursery: trio.Nursery) -> None:
+    log = await AuditLog.open(state, queue_size=64)
+    await nursery.start(log.run)
+    records: list[AuditRecord] = []
+
+    async def one(i: int) -> None:
+        records.append(await log.record(event(i)))
+
+    async with trio.open_nursery() as inner:
+        for i in range(200):
+            inner.start_soon(one, i)
+    assert sorted(r.seq for r in records) == list(range(1, 201))
+    assert log.records_written == 200
+    assert log.commits < 100, "concurrent records must share transactions"
+    await log.aclose()
+    report = verify(state)
+    assert report.ok and report.records == 200, report.problems
+
+
+async def test_redaction_and_digest_of_the_unredacted_arguments(state: Path, nursery: trio.Nursery) -> None:
+    log = await AuditLog.open(state)
+    await nursery.start(log.run)
+    arguments = {"to": "acct-1", "amount": 12.5, "pin": "4711", "note": {"pin": "nested stays"}}
+    record = await log.record(AuditEvent(
+        kind="decision", subject="alice", action="tool.call", target="send_payment",
+        arguments=arguments, secret={"pin"}, effect="require_approval", rule_ids=["pay-1", "lvl-3"],
+        decided_by="rule", policy_revision="abc"))
+    arguments["to"] = "changed later"  # the record is a snapshot
+    await log.aclose()
+    stored = tail(state, 1)[0]
+    assert stored == record
+    data = stored.to_dict()
+    assert data["arguments"] == {"to": "acct-1", "amount": 12.5, "pin": REDACTED, "note": {"pin": "nested stays"}}
+    assert data["arguments_digest"] == digest({"to": "acct-1", "amount": 12.5, "pin": "4711",
+                                               "note": {"pin": "nested stays"}})
+    assert data["decision"] == {"effect": "require_approval", "rule_ids": ["pay-1", "lvl-3"]}
+    assert "4711" not in (state / "audit.db").read_bytes().decode("latin-1")
+    # hash = sha256 over the canonical JSON of every field but hash
+    body = {k: v for k, v in data.items() if k != "hash"}
+    assert digest(body) == record.hash and canonical_json(body)
+
+
+def test_event_validation() -> None:
+    with pytest.raises(ValueError, match="audit kind"):
+        AuditEvent(kind="whatever")
+    with pytest.raises(ValueError, match="needs the approver"):
+        AuditEvent(kind="approval", decided_by="person")
+    with pytest.raises(ValueError, match="decided_by"):
+        AuditEvent(kind="approval", decided_by="robot")
+    with pytest.raises(ValueError, match="action"):
+        AuditEvent(kind="decision", action="Tool Call")
+    with pytest.raises(ValueError):
+        AuditEvent(kind="execution", arguments={"x": float("nan")}).prepare()
+    with pytest.raises(ValueError, match="details"):
+        AuditEvent(kind="execution", details={"blob": "x" * 20000}).prepare()
+
+
+async def test_record_when_the_writer_is_gone_raises_typed_error(state: Path, nursery: trio.Nursery) -> None:
+    log = await AuditLog.open(state)
+    await nursery.start(log.run)
+    await log.record(event(0))
+    await log.aclose()
+    with pytest.raises(AuditClosedError):
+        await log.record(event(1))
+    never_ran = await AuditLog.open(state)
+    await never_ran.aclose()
+    with pytest.raises(AuditClosedError):
+        await never_ran.record(event(2))
+
+
+async def test_shutdown_drains_what_is_queued(state: Path) -> None:
+    log = await AuditLog.open(state)
+    results: list[AuditRecord | str] = []
+
+    async def one(i: int) -> None:
+        try:
+            results.append(await log.record(event(i)))
+        except AuditClosedError:
+            results.append("closed")
+
+    async with trio.open_nursery() as producers:
+        for i in range(50):
+            producers.start_soon(one, i)
+        await trio.sleep(0.01)  # all 50 are queued; the writer has not started
+        async with trio.open_nursery() as writer:
+            await writer.start(log.run)
+            writer.cancel_scope.cancel()  # stop at once: it must still commit the queue
+    committed = [r for r in results if isinstance(r, AuditRecord)]
+    assert len(committed) == 50
+    with pytest.raises(AuditClosedError):
+        await log.record(event(51))
+    await log.aclose()
+    report = verify(state)
+    assert report.ok and report.records == 50
+    assert report.last_checkpoint is not None
+    assert (report.last_checkpoint.reason, report.last_checkpoint.seq) == ("shutdown", 50)
+
+
+async def test_cancelled_caller_does_not_hurt_the_writer(state: Path, nursery: trio.Nursery) -> None:
+    log = await AuditLog.open(state)
+    await nursery.start(log.run)
+    with trio.move_on_after(0):
+        await log.record(event(0))  # cancelled at once: queued or not, nothing breaks
+    records = await write_records(log, 5, start=1)
+    await log.aclose()
+    assert verify(state).ok
+    assert records[-1].seq in (5, 6)
+
+
+async def test_periodic_checkpoints_by_count_and_by_time(state: Path, nursery: trio.Nursery) -> None:
+    log = await AuditLog.open(state, checkpoint_every=4, checkpoint_interval_s=0.05)
+    await nursery.start(log.run)
+    await write_records(log, 9)
+    assert log.last_checkpoint is not None and log.last_checkpoint.seq == 8  # by count
+    await trio.sleep(0.3)
+    assert log.last_checkpoint.reason == "periodic" and log.last_checkpoint.seq == 9  # by time
+    await log.aclose()
+    reasons = [json.loads(line)["reason"] for line in (state / "audit-checkpoints.log").read_text().splitlines()]
+    assert reasons == ["open", "periodic", "periodic", "periodic", "shutdown"]
+    assert verify(state).ok
+
+
+async def test_files_are_private_and_the_key_can_live_elsewhere(
+        state: Path, tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tmp_path / "keys" / "audit.key"
+    key.parent.mkdir()
+    monkeypatch.setenv("SCONNECT_AUDIT_KEY_FILE", str(key))
+    await write_log(state, nursery, 2)
+    assert not (state / "audit-key").exists()
+    for path in (key, state / "audit.db", state / "audit-checkpoints.log"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert len(key.read_bytes()) == 32
+    assert verify(state).ok
+    monkeypatch.delenv("SCONNECT_AUDIT_KEY_FILE")
+    assert not verify(state).ok  # the default place holds no key
+    assert verify(state, key_file=key).ok
+
+
+async def test_key_problems_refuse_to_open(state: Path, nursery: trio.Nursery) -> None:
+    await write_log(state, nursery, 1)
+    key = state / "audit-key"
+    os.chmod(key, 0o644)
+    with pytest.raises(AuditKeyError, match="chmod 600"):
+        await AuditLog.open(state)
+    os.chmod(key, 0o600)
+    saved = key.read_bytes()
+    key.unlink()
+    with pytest.raises(AuditKeyError, match="would orphan"):
+        await AuditLog.open(state)
+    key.write_bytes(saved)
+    os.chmod(key, 0o600)
+    await write_log(state, nursery, 1)
+    assert verify(state).ok
+
+
+async def test_one_writer_per_log(state: Path) -> None:
+    log = await AuditLog.open(state)
+    with pytest.raises(AuditLockedError):
+        await AuditLog.open(state)
+    await log.aclose()
+    again = await AuditLog.open(state)
+    await again.aclose()
+
+
+CRASHING_WRITER = """
+import os, sys, trio
+from engine.audit import AuditLog, AuditEvent
+
+async def main():
+    log = await AuditLog.open(sys.argv[1], checkpoint_every=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        for i in range(3):
+            await log.record(AuditEvent(kind="execution", subject="alice", outcome="ok"))
+        os._exit(0)  # a crash: no shutdown checkpoint
+
+trio.run(main)
+"""
+
+
+async def test_unclean_stop_leaves_a_warning_not_an_error(state: Path, nursery: trio.Nursery) -> None:
+    with trio.fail_after(30):
+        done = await trio.run_process([sys.executable, "-c", CRASHING_WRITER, str(state)], cwd=REPO, check=False)
+    assert done.returncode == 0
+    report = verify(state)
+    assert report.ok and report.records == 3
+    assert any("records 3..3 are after the last checkpoint" in w for w in report.warnings)
+    await write_log(state, nursery, 1)  # the next start pins what it found
+    report = verify(state)
+    assert report.ok and report.records == 4
+    assert any("before an unclean stop" in w for w in report.warnings)
+
+
+async def test_queries(state: Path, nursery: trio.Nursery) -> None:
+    await write_log(state, nursery, 12)
+    assert [r.seq for r in tail(state, 3)] == [10, 11, 12]
+    assert {r.subject for r in query(state, subject="bob")} == {"bob"}
+    assert [r.seq for r in query(state, tool="shell", outcome="ok")] == [1, 4, 7, 10]
+    assert [r.seq for r in query(state, tool="shell", limit=2)] == [7, 10]
+    assert len(query(state, since="10m")) == 12
+    assert query(state, until="2001-01-01T00:00:00Z") == []
+    assert len(query(state, since="2001-01-01", kind="execution")) == 12
+    assert query(state, kind="decision") == []
+    with pytest.raises(ValueError, match="neither an ISO time"):
+        query(state, since="yesterday")
+
+
+async def test_verify_while_the_writer_runs_sees_no_tampering(state: Path, nursery: trio.Nursery) -> None:
+    log = await AuditLog.open(state, checkpoint_every=7, max_batch=8)
+    await nursery.start(log.run)
+    reports = []
+
+    async def writers() -> None:
+        async with trio.open_nursery() as inner:
+            for t in range(10):
+                inner.start_soon(write_records, log, 30, t * 30)
+
+    async with trio.open_nursery() as both:
+        both.start_soon(writers)
+        for _ in range(15):
+            reports.append(await trio.to_thread.run_sync(verify, state))
+    await log.aclose()
+    assert all(r.ok for r in reports), [r.problems for r in reports if not r.ok]
+    assert any(0 < r.records < 300 for r in reports)  # some ran mid-write
+    assert verify(state).ok and verify(state).warnings == ()
+
+
+async def test_a_conflicting_row_fails_the_commit_loudly(state: Path, nursery: trio.Nursery) -> None:
+    log = await AuditLog.open(state)
+    await nursery.start(log.run)
+    records = await write_records(log, 2)
+    # Someone appends behind the running writer's back: the writer refuses to adopt it.
+    forged = event(7).prepare().seal(3, records[-1].hash)
+    attacker(state).execute(f"INSERT INTO audit_records VALUES ({', '.join('?' * len(forged.row()))})", forged.row())
+    with pytest.raises(AuditWriteError, match="could not commit"):
+        await log.record(event(8))
+    await log.aclose()
+    assert verify(state).first_problem.kind == "appended"  # type: ignore[union-attr]
+
+
+async def test_a_torn_checkpoint_line_is_dropped_at_the_next_start(state: Path, nursery: trio.Nursery) -> None:
+    await write_log(state, nursery, 2)
+    path = state / "audit-checkpoints.log"
+    path.write_bytes(path.read_bytes() + b'{"head_hash":"ab')  # a crash mid-append
+    report = verify(state)
+    assert report.ok and any("torn line" in w for w in report.warnings)
+    await write_log(state, nursery, 1)
+    report = verify(state)
+    assert report.ok and report.warnings == () and report.checkpoints == 4
