@@ -116,7 +116,8 @@ def connect_writer(path: Path) -> sqlite3.Connection:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                conn.execute("ROLLBACK")
             raise
     except BaseException:
         conn.close()

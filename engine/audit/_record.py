@@ -70,6 +70,26 @@ def redact(arguments: Mapping[str, Any], secret: Iterable[str]) -> dict[str, Any
     return {key: REDACTED if key in hidden else value for key, value in arguments.items()}
 
 
+# Text fields must really be str: SQLite's TEXT affinity would store 5 as '5', and the
+# hash recomputed from the stored row would then differ from the one sealed in memory.
+_OPTIONAL_STR: Final = attrs.validators.optional(attrs.validators.instance_of(str))
+
+
+def _string_items(value: Any) -> list[str]:
+    # A bare string would become its characters: refuse it, and non-string items.
+    if isinstance(value, str | bytes) or not all(isinstance(item, str) for item in value):
+        raise TypeError(f"expected a collection of strings, not {value!r}")
+    return list(value)
+
+
+def _string_set(value: Any) -> frozenset[str]:
+    return frozenset(_string_items(value))
+
+
+def _string_tuple(value: Any) -> tuple[str, ...]:
+    return tuple(_string_items(value))
+
+
 def _check_kind(_: Any, __: Any, value: str) -> None:
     if value not in KINDS:
         raise ValueError(f"audit kind must be one of {sorted(KINDS)}, not {value!r}")
@@ -115,20 +135,20 @@ class AuditEvent:
     """
 
     kind: str = attrs.field(validator=_check_kind)
-    subject: str | None = None
-    session_id: str | None = None
-    agent: str | None = None
-    action: str | None = attrs.field(default=None, validator=_check_action)
-    target: str | None = None
+    subject: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
+    session_id: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
+    agent: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
+    action: str | None = attrs.field(default=None, validator=[_OPTIONAL_STR, _check_action])
+    target: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
     arguments: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
-    secret: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
-    effect: str | None = attrs.field(default=None, validator=_check_word)
-    rule_ids: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    secret: frozenset[str] = attrs.field(default=frozenset(), converter=_string_set)
+    effect: str | None = attrs.field(default=None, validator=[_OPTIONAL_STR, _check_word])
+    rule_ids: tuple[str, ...] = attrs.field(default=(), converter=_string_tuple)
     decided_by: str | None = attrs.field(default=None, validator=_check_decided_by)
-    approver: str | None = None
-    outcome: str | None = attrs.field(default=None, validator=_check_word)
+    approver: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
+    outcome: str | None = attrs.field(default=None, validator=[_OPTIONAL_STR, _check_word])
     duration_ms: float | None = attrs.field(default=None, validator=_check_duration)
-    policy_revision: str | None = None
+    policy_revision: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
     details: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
 
     def __attrs_post_init__(self) -> None:
@@ -143,6 +163,10 @@ class AuditEvent:
             raise TypeError("arguments must be a JSON object (a mapping)")
         if not isinstance(self.details, Mapping):
             raise TypeError("details must be a JSON object (a mapping)")
+        # Every text field must survive canonical JSON (no lone surrogates): checked here,
+        # in the caller, so that a bad value never reaches the writer's batch.
+        canonical_json([self.subject, self.session_id, self.agent, self.target, self.approver,
+                        self.policy_revision, list(self.rule_ids)])
         at = round(_time.time() if now is None else now, 6)
         arguments = digest_of = None
         if self.arguments is not None:

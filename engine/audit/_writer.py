@@ -257,10 +257,13 @@ class AuditLog:
         try:
             with trio.CancelScope(shield=True):
                 records = await self._thread(self._commit_sync, [p.prepared for p in batch])
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - answered to every waiter, logged; the writer goes on
+            # sqlite3/OS errors (disk full, a conflicting row) — or a bug: either way the
+            # group was rolled back and the head is unchanged, so later groups can proceed.
             for pending in batch:
                 pending.fail(f"the audit log could not commit this record: {exc}")
-            log.error("audit writer: commit of %d records failed: %s", len(batch), exc)
+            log.error("audit writer: commit of %d records failed: %s", len(batch), exc,
+                      exc_info=not isinstance(exc, sqlite3.Error | OSError))
             self._in_hand = []
             return
         for pending, record in zip(batch, records, strict=True):
@@ -320,7 +323,8 @@ class AuditLog:
             conn.executemany(_INSERT_RECORD, [r.row() for r in records])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                conn.execute("ROLLBACK")
             raise
         self._head_seq, self._head_hash = seq, prev
         self.commits += 1
@@ -347,7 +351,8 @@ class AuditLog:
             conn.executemany(_INSERT_CHECKPOINT, [c.row() for c in self._table_backlog])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                conn.execute("ROLLBACK")
             raise
         self._table_backlog.clear()
         return checkpoint

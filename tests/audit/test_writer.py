@@ -105,6 +105,12 @@ def test_event_validation() -> None:
         AuditEvent(kind="decision", action="Tool Call")
     with pytest.raises(ValueError):
         AuditEvent(kind="execution", arguments={"x": float("nan")}).prepare()
+    with pytest.raises(TypeError):
+        AuditEvent(kind="execution", subject=5)  # type: ignore[arg-type]  # would be stored as '5'
+    with pytest.raises(TypeError, match="collection of strings"):
+        AuditEvent(kind="decision", rule_ids="r1")
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        AuditEvent(kind="execution", target="\ud800").prepare()
     with pytest.raises(ValueError, match="details"):
         AuditEvent(kind="execution", details={"blob": "x" * 20000}).prepare()
 
