@@ -1,44 +1,42 @@
 """Whether an action may run, and who must approve it first: one function, one value.
 
-This is the level-only decision of the engine issue: level 0 runs, level 1 asks
-the session's own user, level 2 asks a connected admin, level 3 is refused.
-The policy engine replaces :func:`decide`'s body; everything else in the engine
-only ever sees a :class:`Decision`.
+The engine-facing face of :mod:`engine.policy`: the server calls :func:`decide`
+for every tool call (and resource read) and for every tool it lists, and only
+ever sees a :class:`Decision`.  The semantics (default deny, deny wins, the
+level as the minimum approval, level 3 only by name) live in
+``engine/policy/_engine.py`` and the README's "Policies" section.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Mapping, Set
+from typing import Any
 
-import attrs
-
-from .config.model import Tool
+from .config.model import Config
+from .policy import Decision as Decision
+from .policy import Match as Match
+from .policy import decide as _decide
+from .policy import policy_revision as policy_revision
 
 ADMIN_ROLE = "admin"
 
-
-@attrs.frozen
-class Decision:
-    """What happens to one action, why, and which rules said so."""
-
-    effect: Literal["allow", "deny", "require_approval"]
-    approver: Literal["none", "user", "admin"]
-    reason: str
-    rules: tuple[str, ...] = ()
-
-    @property
-    def requires_approval(self) -> bool:
-        return self.effect == "require_approval"
+__all__ = ["ADMIN_ROLE", "Decision", "Match", "decide", "policy_revision"]
 
 
-def decide(sub: str, roles: frozenset[str], tool: Tool, arguments: Mapping[str, Any]) -> Decision:
-    """Decide a call of ``tool`` by ``sub`` holding ``roles`` (arguments kept for policies)."""
-    level = tool.permission_level
-    if level == 0:
-        return Decision("allow", "none", "level 0: runs without approval")
-    if level == 1:
-        return Decision("require_approval", "user", "level 1: the user approves")
-    if level == 2:
-        return Decision("require_approval", "admin", "level 2: an admin approves")
-    return Decision("deny", "none", "level 3 (system restricted): refused unless a policy explicitly allows it")
+def decide(
+    config: Config,
+    sub: str | None,
+    roles: Set[str],
+    action: str,
+    target: str,
+    arguments: Mapping[str, Any] | None = None,
+    *,
+    level: int | None = None,
+) -> Decision:
+    """Decide ``action`` (``tool.call`` or ``resource.read``) on ``target`` (tool name or URI).
+
+    ``level`` overrides the tool's declared permission level (for a tool the
+    configuration does not declare).  An unknown tool or action is a deny with
+    its reason, never an exception.
+    """
+    return _decide(config, sub, frozenset(roles), action, target, arguments, level=level)

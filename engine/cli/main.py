@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ScalyticsError
-from . import audit, chat, check, protocol, serve, token, tools
+from . import audit, chat, check, policy, protocol, serve, token, tools
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.register(commands)
     chat.register(commands)
     audit.register(commands)
+    policy.register(commands)
     return parser
 
 

@@ -259,6 +259,8 @@ class PolicyRule:
     targets: Targets = Targets()
     conditions: tuple[Condition, ...] = ()
     approver: Literal["user", "admin"] | None = None
+    # Only with require_approval: the requester may give the admin approval themselves.
+    self_approval: bool = False
     description: str = ""
     source: Source = Source()
 

@@ -103,7 +103,7 @@ async def perform(
     if offered is not None:
         return await _client_tool(conn, offered, arguments, session_id, approval_timeout_s, reply_to)
     assert tool is not None
-    decision = decide(conn.principal.sub, conn.principal.roles, tool, arguments)
+    decision = decide(hub.config, conn.principal.sub, conn.principal.roles, "tool.call", tool.name, arguments)
     frame = AgentAction(
         action_id=action_id,
         kind=ActionKind.TOOL,

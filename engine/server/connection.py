@@ -264,7 +264,7 @@ class Connection:
         tools = tuple(
             ToolInfo(name=t.name, description=t.description, parameters=dict(t.parameters), level=t.permission_level)
             for t in sorted(self.hub.config.tools.values(), key=lambda t: t.name)
-            if decide(self.principal.sub, self.principal.roles, t, {}).effect != "deny"
+            if decide(self.hub.config, self.principal.sub, self.principal.roles, "tool.call", t.name).effect != "deny"
         )
         return ToolList(tools=tools, reply_to=reply_to)
 

@@ -1,0 +1,36 @@
+"""The policy engine: who may call which tool or read which resource, and who approves.
+
+Pure functions over a loaded :class:`~engine.config.Config`: nothing here does
+I/O except reading the policy files' bytes once per config for the revision
+hash.  The semantics are documented in ``_engine`` and in the README.
+"""
+
+from ._analysis import Cell as Cell
+from ._analysis import Change as Change
+from ._analysis import cell as cell
+from ._analysis import diff as diff
+from ._analysis import matrix as matrix
+from ._analysis import named_subs as named_subs
+from ._analysis import resource_probes as resource_probes
+from ._analysis import subjects as subjects
+from ._analysis import targets as targets
+from ._analysis import who_can as who_can
+from ._cases import CaseResult as CaseResult
+from ._cases import CasesReport as CasesReport
+from ._cases import load_cases as load_cases
+from ._cases import run_cases as run_cases
+from ._decision import Decision as Decision
+from ._decision import Match as Match
+from ._engine import ACTIONS as ACTIONS
+from ._engine import Considered as Considered
+from ._engine import Evaluation as Evaluation
+from ._engine import decide as decide
+from ._engine import evaluate as evaluate
+from ._engine import explain as explain
+from ._engine import policy_rules as policy_rules
+from ._lint import Finding as Finding
+from ._lint import lint as lint
+from ._load import load_policy_set as load_policy_set
+from ._match import Miss as Miss
+from ._match import Request as Request
+from ._revision import policy_revision as policy_revision

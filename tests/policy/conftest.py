@@ -1,0 +1,40 @@
+"""Policy fixtures: the flawed example's tools with a policy written by each test."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from engine.config import Config, load_config
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+FLAWED = DATA / "flawed-policy"
+SHIPPED = Path(__file__).resolve().parents[2]
+
+HEADER = """\
+name: under-test
+description: Written by the test.
+roles:
+  user: {}
+  admin: {}
+rules:
+"""
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Callable[[str], Config]:
+    """Load the flawed example's tools and resources with ``rules`` (YAML list items) as the policy."""
+
+    def load(rules: str) -> Config:
+        root = tmp_path / "cfg"
+        if not root.exists():
+            shutil.copytree(FLAWED / "tools.d", root / "tools.d")
+            shutil.copytree(FLAWED / "resources.d", root / "resources.d")
+            (root / "policies").mkdir()
+        (root / "policies" / "p.yaml").write_text(HEADER + rules)
+        return load_config(root)
+
+    return load
