@@ -72,6 +72,15 @@ def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
             problems.append(
                 doc.problem([*where, "tool"], f"tool {rule.tool!r} is not in this agent's tools or client_tools")
             )
+        if rule.resource is not None:
+            host = "/".join(rule.resource.split("/")[:3])
+            if host not in agent.resources:
+                problems.append(doc.problem([*where, "resource"], f"resource host {host!r} is not in this agent's resources"))
+            for field in _placeholders(rule.resource):
+                if field not in groups:
+                    problems.append(
+                        doc.problem([*where, "resource"], f"placeholder {{{field}}} is not a named group of match")
+                    )
         for key, value in rule.arguments.items():
             for field in _placeholders(value):
                 if field not in groups:
@@ -88,8 +97,10 @@ def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
             continue
         for field in fields:
             head = field.split(".")[0].split("[")[0]
-            if head == "result" and rule.tool is None:
-                problems.append(doc.problem([*where, "answer"], "{result} is only available in a rule with a tool"))
+            if head == "result" and rule.tool is None and rule.resource is None:
+                problems.append(
+                    doc.problem([*where, "answer"], "{result} is only available in a rule with a tool or a resource")
+                )
             elif head not in groups and head != "result":
                 problems.append(
                     doc.problem([*where, "answer"], f"placeholder {{{field}}} is not a named group of match nor result")

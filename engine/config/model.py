@@ -84,12 +84,15 @@ class Rule:
     ``match`` is a regular expression searched in the message; its named groups
     fill ``{name}`` placeholders in ``arguments`` and ``answer``.  With a
     ``tool``, the tool is called and ``{result.field}`` placeholders in
-    ``answer`` read its output; without one, ``answer`` is the reply.
+    ``answer`` read its output; with a ``resource`` (a URI template), the
+    resource is read and ``{result.content}`` is its content; with neither,
+    ``answer`` is the reply.
     """
 
     match: str
     answer: str
     tool: str | None = None
+    resource: str | None = None
     arguments: Mapping[str, Any] = attrs.field(
         factory=dict, converter=lambda v: MappingProxyType(dict(v))
     )

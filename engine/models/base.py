@@ -24,6 +24,21 @@ class ToolDefinition:
     parameters: Mapping[str, Any]
 
 
+# The built-in tool through which any model reads resources (chat-completions has no
+# resource concept); offered when the agent declares resource hosts.
+READ_RESOURCE = "read_resource"
+READ_RESOURCE_TOOL = ToolDefinition(
+    name=READ_RESOURCE,
+    description="Read a resource by URI (file://, db://, api://) from the hosts this agent may read.",
+    parameters={
+        "type": "object",
+        "properties": {"uri": {"type": "string", "description": "e.g. db://users/profile/42"}},
+        "required": ["uri"],
+        "additionalProperties": False,
+    },
+)
+
+
 @attrs.frozen
 class TextDelta:
     """A piece of the answer, sent to the client as it is produced."""

@@ -24,7 +24,7 @@ import trio.lowlevel
 
 from ..config.model import Rule, RulesModel
 from . import template
-from .base import Message, TextDelta, ToolCall, ToolDefinition
+from .base import READ_RESOURCE, Message, TextDelta, ToolCall, ToolDefinition
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 _call_ids = itertools.count(1)
@@ -47,7 +47,13 @@ class RulesProvider:
             answer = self._config.fallback
         else:
             rule, groups = found
-            if rule.tool is None:
+            if rule.resource is not None:
+                call = _resource_call(rule, groups, offered)
+                if call is not None:
+                    yield call
+                    return
+                answer = "I would read a resource for this, but I cannot read resources right now."
+            elif rule.tool is None:
                 answer = _render_or_explain(rule.answer, groups)
             elif rule.tool not in offered:
                 answer = f"I would use the tool {rule.tool!r}, but it is not available to me right now."
@@ -75,11 +81,22 @@ class RulesProvider:
         status = outcome.get("status", "ok")
         if status != "ok":
             reason = outcome.get("reason") or outcome.get("output") or status
-            return f"I could not use the tool {message.get('name', '')!r}: {template.as_text(reason)}".rstrip()
+            what = "read that resource" if message.get("name") == READ_RESOURCE else f"use the tool {message.get('name', '')!r}"
+            return f"I could not {what}: {template.as_text(reason)}".rstrip()
         if found is None:
             return template.as_text(outcome.get("output"))
         rule, groups = found
         return _render_or_explain(rule.answer, {**groups, "result": outcome.get("output")})
+
+
+def _resource_call(rule: Rule, groups: Mapping[str, Any], offered: Mapping[str, ToolDefinition]) -> ToolCall | None:
+    if READ_RESOURCE not in offered or rule.resource is None:
+        return None
+    try:
+        uri = template.render(rule.resource, groups)
+    except template.Missing:
+        return None
+    return ToolCall(id=f"call_{next(_call_ids)}", name=READ_RESOURCE, arguments={"uri": uri})
 
 
 def _render_or_explain(text: str, context: Mapping[str, Any]) -> str:
