@@ -1,9 +1,13 @@
-"""One action from request to result: validate, decide, ask, run, report.
+"""One action from request to result: validate, decide, audit, ask, run, report.
 
-Shared by the agent's turn loop and by direct ``tool_call`` frames, so both go
-through the same decision, approval, sandbox and reporting.  The caller gets an
-:class:`Outcome`; the client sees ``agent_action`` first and ``agent_result``
-last, whatever happens in between.
+Shared by the agent's turn loop and by direct ``tool_call`` / ``resource_request``
+frames, so every path goes through the same decision (the policy engine), the
+same approvals, the same sandbox and the same audit records.  The client sees
+``agent_action`` first and ``agent_result`` last, whatever happens between.
+
+Audit: the decision is recorded before anything is asked or run, each answer
+to an approval when it arrives, and the execution (or read) before its result
+is sent.  A failing audit write fails the action: nothing runs unrecorded.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import trio
 import sandbox
 
 from ..config.model import Tool
-from ..decision import decide
+from ..decision import Decision, decide
 from ..protocol import (
     ActionKind,
     AgentAction,
@@ -32,11 +36,29 @@ from ..protocol import (
     ResultStatus,
     new_id,
 )
+from ..resources import Content, ResourceError
 from ..toolrun import run_tool
 from .approvals import PendingAction
 
 if TYPE_CHECKING:
     from .connection import Connection
+
+
+@attrs.frozen
+class Caller:
+    """On whose behalf an action runs, and where its frames go."""
+
+    conn: Connection
+    session_id: str | None = None
+    agent: str | None = None
+    approval_timeout_s: float = 120.0
+    reply_to: str | None = None
+    # Resource hosts the agent may read; None for a client reading directly.
+    agent_resources: tuple[str, ...] | None = None
+
+    @property
+    def sub(self) -> str:
+        return self.conn.principal.sub
 
 
 @attrs.frozen
@@ -73,79 +95,200 @@ def argument_errors(tool: Tool | OfferedTool, arguments: Any) -> list[str]:
     ]
 
 
-async def perform(
-    conn: Connection,
-    name: str,
-    arguments: Any,
-    *,
-    session_id: str | None,
-    approval_timeout_s: float,
-    reply_to: str | None = None,
-) -> Outcome:
-    """Carry out one tool call for ``conn``'s subject; never raises for the call's own failures.
+# --- tools ------------------------------------------------------------------------------
+
+
+async def perform(caller: Caller, name: str, arguments: Any) -> Outcome:
+    """Carry out one tool call; never raises for the call's own failures.
 
     Cancellation (agent stopped, connection closed) propagates after the
     sandbox has killed the tool's processes and any pending approval is closed.
     """
-    hub = conn.hub
+    hub = caller.conn.hub
     tool = hub.config.tools.get(name)
-    offered = conn.client_tools.get(name) if tool is None else None
-    if tool is None and offered is None:
-        return _report(conn, None, name, arguments, session_id, reply_to, ResultStatus.ERROR, {"error": f"unknown tool {name!r}"})
-    problems = argument_errors(tool or offered, arguments)  # type: ignore[arg-type]
+    offered = caller.conn.client_tools.get(name) if tool is None else None
     action_id = new_id()
+    if tool is None and offered is None:
+        await _audit(caller, "decision", "tool.call", name, arguments, effect="deny", outcome="unknown_tool")
+        return _refuse(caller, action_id, ActionKind.TOOL, name, arguments, 0, {"error": f"unknown tool {name!r}"})
+    problems = argument_errors(tool or offered, arguments)  # type: ignore[arg-type]
     if problems:
         # The model sees what was wrong and can try again; nothing runs.
-        return _report(
-            conn, action_id, name, arguments, session_id, reply_to, ResultStatus.ERROR,
-            {"error": "invalid arguments", "problems": problems}, tool=tool,
+        await _audit(
+            caller, "decision", "tool.call", name, arguments, tool=tool, outcome="invalid_arguments",
+            details={"problems": problems[:10]},
+        )
+        return _refuse(
+            caller, action_id, ActionKind.TOOL, name, arguments, tool.permission_level if tool else 0,
+            {"error": "invalid arguments", "problems": problems},
         )
     if offered is not None:
-        return await _client_tool(conn, offered, arguments, session_id, approval_timeout_s, reply_to)
+        return await _client_tool(caller, action_id, offered, arguments)
     assert tool is not None
-    decision = decide(hub.config, conn.principal.sub, conn.principal.roles, "tool.call", tool.name, arguments)
-    frame = AgentAction(
-        action_id=action_id,
-        kind=ActionKind.TOOL,
-        name=name,
-        arguments=arguments,
-        level=tool.permission_level,
-        requires_approval=decision.requires_approval,
-        approver=Approver(decision.approver),
-        executor=Executor.SERVER,
-        reason=decision.reason,
-        session_id=session_id,
-        reply_to=reply_to,
-    )
-    if decision.effect == "deny":
-        conn.send(frame)
-        return _result(conn, frame, ResultStatus.DENIED, {"error": decision.reason}, decision.reason)
-    if not decision.requires_approval:
-        conn.send(frame)
-    else:
-        pending = PendingAction(frame=frame, requester=conn.principal.sub, approver=decision.approver)  # type: ignore[arg-type]
-        refused = await _await_approval(conn, pending, approval_timeout_s)
-        if refused is not None:
-            return refused
+    decision = decide(hub.config, caller.sub, caller.conn.principal.roles, "tool.call", tool.name, arguments)
+    frame = _action_frame(caller, action_id, ActionKind.TOOL, name, arguments, tool.permission_level, decision)
+    await _audit_decision(caller, "tool.call", name, arguments, decision, tool=tool)
+    refused = await _authorise(caller, frame, decision, arguments, tool=tool)
+    if refused is not None:
+        return refused
+    started = time.monotonic()
     try:
         result = await run_tool(tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root)
     except sandbox.SandboxError as exc:
-        return _result(conn, frame, ResultStatus.ERROR, {"error": str(exc)}, str(exc))
-    status = ResultStatus(result.status)
-    if status == ResultStatus.OK:
-        output = result.output
+        status, output, reason = ResultStatus.ERROR, {"error": str(exc)}, str(exc)
     else:
-        output = {"error": result.message, "stderr": result.stderr_tail, "exit_code": result.exit_code}
-    return _result(conn, frame, status, output, "" if status == ResultStatus.OK else result.message)
+        status = ResultStatus(result.status)
+        reason = "" if status == ResultStatus.OK else result.message
+        output = result.output if status == ResultStatus.OK else {
+            "error": result.message, "stderr": result.stderr_tail, "exit_code": result.exit_code,
+        }
+    await _audit(
+        caller, "execution", "tool.call", name, arguments, tool=tool, outcome=str(status),
+        duration_ms=(time.monotonic() - started) * 1000, decision=decision,
+    )
+    return _result(caller, frame, status, output, reason)
 
 
-async def _await_approval(conn: Connection, pending: PendingAction, timeout_s: float) -> Outcome | None:
+async def _client_tool(caller: Caller, action_id: str, tool: OfferedTool, arguments: Any) -> Outcome:
+    """A tool the client runs itself: announce it, then wait for the client's result."""
+    conn = caller.conn
+    frame = AgentAction(
+        action_id=action_id, kind=ActionKind.TOOL, name=tool.name, arguments=arguments,
+        level=tool.level or 0, requires_approval=False, approver=Approver.NONE,
+        executor=Executor.CLIENT, reason="offered by this client: it runs the tool itself",
+        session_id=caller.session_id, reply_to=caller.reply_to,
+    )
+    await _audit(caller, "decision", "tool.call", tool.name, arguments, effect="allow", outcome="client",
+                 details={"executor": "client"})
+    waiter: trio.MemorySendChannel[Any]
+    waiter, receiver = trio.open_memory_channel[Any](1)
+    conn.client_results[action_id] = waiter
+    started = time.monotonic()
+    outcome = None
+    try:
+        conn.send(frame)
+        with trio.move_on_after(caller.approval_timeout_s):
+            result = await receiver.receive()
+            outcome = Outcome(ResultStatus(result.status), result.output)
+    finally:
+        conn.client_results.pop(action_id, None)
+    if outcome is None:
+        why = f"the client sent no result within {caller.approval_timeout_s:g}s"
+        outcome = Outcome(ResultStatus.TIMEOUT, {"error": why}, why)
+    await _audit(caller, "execution", "tool.call", tool.name, arguments, outcome=str(outcome.status),
+                 duration_ms=(time.monotonic() - started) * 1000, details={"executor": "client"})
+    return outcome
+
+
+# --- resources --------------------------------------------------------------------------
+
+
+async def read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
+    """Read one resource for the caller: resolve strictly, decide, ask if needed, read, audit.
+
+    Returns the outcome (as an agent sees it) and the content when the read succeeded.
+    A direct client read (no session) sends no action frames unless approval is needed;
+    an agent's read is an ``agent_action`` of kind ``resource`` like a tool call.
+    """
+    hub = caller.conn.hub
+    action_id = new_id()
+    arguments = {"uri": uri}
+    announce = caller.session_id is not None
+    try:
+        parsed, _host = hub.resources.resolve(uri)
+    except ResourceError as exc:
+        await _audit(caller, "resource_read", "resource.read", uri, None, outcome=exc.code, details={"error": exc.message})
+        return _refuse_read(caller, action_id, uri, exc.code, exc.message, announce)
+    if caller.agent_resources is not None and parsed.key not in caller.agent_resources:
+        why = f"agent {caller.agent} may not read {parsed.key}"
+        await _audit(caller, "decision", "resource.read", uri, None, effect="deny", outcome="deny", details={"reason": why})
+        return _refuse_read(caller, action_id, uri, "forbidden", why, announce)
+    decision = decide(hub.config, caller.sub, caller.conn.principal.roles, "resource.read", str(parsed))
+    frame = _action_frame(caller, action_id, ActionKind.RESOURCE, uri, arguments, 0, decision)
+    await _audit_decision(caller, "resource.read", uri, None, decision)
+    if decision.effect == "deny" and not announce:
+        return Outcome(ResultStatus.DENIED, {"error": decision.reason, "code": "forbidden"}, decision.reason), None
+    if announce or decision.requires_approval or decision.effect == "deny":
+        refused = await _authorise(caller, frame, decision, arguments)
+        if refused is not None:
+            return refused, None
+    started = time.monotonic()
+    try:
+        content = await hub.resources.read(uri)
+    except ResourceError as exc:
+        await _audit(caller, "resource_read", "resource.read", uri, None, outcome=exc.code, decision=decision,
+                     duration_ms=(time.monotonic() - started) * 1000, details={"error": exc.message})
+        output = {"error": exc.message, "code": exc.code}
+        status = ResultStatus.TIMEOUT if exc.code == "timeout" else ResultStatus.ERROR
+        if announce or decision.requires_approval:
+            return _result(caller, frame, status, output, exc.message), None
+        return Outcome(status, output, exc.message), None
+    await _audit(caller, "resource_read", "resource.read", uri, None, outcome="ok", decision=decision,
+                 duration_ms=(time.monotonic() - started) * 1000,
+                 details={"mime_type": content.mime_type, "truncated": content.truncated})
+    output = content_output(content)
+    if announce or decision.requires_approval:
+        return _result(caller, frame, ResultStatus.OK, output, ""), content
+    return Outcome(ResultStatus.OK, output), content
+
+
+def content_output(content: Content) -> dict[str, Any]:
+    import base64
+
+    body: dict[str, Any] = {"uri": content.uri, "mime_type": content.mime_type, "truncated": content.truncated}
+    if isinstance(content.data, str):
+        body["content"] = content.data
+    else:
+        body["content_base64"] = base64.b64encode(content.data).decode("ascii")
+    return body
+
+
+def _refuse_read(caller: Caller, action_id: str, uri: str, code: str, message: str, announce: bool) -> tuple[Outcome, None]:
+    status = ResultStatus.DENIED if code == "forbidden" else ResultStatus.ERROR
+    output = {"error": message, "code": code}
+    if announce:
+        return _refuse(caller, action_id, ActionKind.RESOURCE, uri, {"uri": uri}, 0, output, status=status), None
+    return Outcome(status, output, message), None
+
+
+# --- shared steps -----------------------------------------------------------------------
+
+
+def _action_frame(
+    caller: Caller, action_id: str, kind: ActionKind, name: str, arguments: Any, level: int, decision: Decision
+) -> AgentAction:
+    return AgentAction(
+        action_id=action_id, kind=kind, name=name, arguments=arguments, level=level,
+        requires_approval=decision.requires_approval, approver=Approver(decision.approver),
+        executor=Executor.SERVER, reason=decision.reason, session_id=caller.session_id, reply_to=caller.reply_to,
+    )
+
+
+async def _authorise(
+    caller: Caller, frame: AgentAction, decision: Decision, arguments: Any, *, tool: Tool | None = None
+) -> Outcome | None:
+    """Announce the action and get it through its decision: None when it may run."""
+    if decision.effect == "deny":
+        caller.conn.send(frame)
+        return _result(caller, frame, ResultStatus.DENIED, {"error": decision.reason}, decision.reason)
+    if not decision.requires_approval:
+        caller.conn.send(frame)
+        return None
+    pending = PendingAction(
+        frame=frame, requester=caller.sub, approver=decision.approver,  # type: ignore[arg-type]
+        self_approval=decision.self_approval,
+    )
+    return await _await_approval(caller, pending, arguments, tool)
+
+
+async def _await_approval(caller: Caller, pending: PendingAction, arguments: Any, tool: Tool | None) -> Outcome | None:
     """Wait for the answer; None when approved, else the outcome to report.
 
     The pending action is a durable record in the store (what was asked, a digest of
     the exact arguments, who may answer, until when); the store's atomic transition
     has the last word, so an answer that arrives after the expiry runs nothing.
     """
+    conn, timeout_s = caller.conn, caller.approval_timeout_s
     hub = conn.hub
     frame = pending.frame
     # Recorded before anybody can see the action, so that no answer can arrive first.
@@ -174,43 +317,29 @@ async def _await_approval(conn: Connection, pending: PendingAction, timeout_s: f
             hub.approvals.close(pending, "cancelled", "the request was cancelled")
             with trio.move_on_after(2, shield=True):
                 await hub.store.decide_action(frame.action_id, "cancelled", None, "the request was cancelled")
-    frame = pending.frame
+                await _audit(caller, "approval", _action_name(frame), frame.name, arguments, tool=tool,
+                             outcome="cancelled")
+    by_person = pending.status in ("approved", "denied")
+    await _audit(
+        caller, "approval", _action_name(frame), frame.name, arguments, tool=tool, outcome=pending.status,
+        decided_by="person" if by_person else "rule", approver=pending.decided_by if by_person else None,
+        details={"reason": pending.reason} if pending.reason else None,
+    )
     if pending.status == "approved":
         return None
     if pending.status == "denied":
         why = f"denied by {pending.decided_by}" + (f": {pending.reason}" if pending.reason else "")
-        return _result(conn, frame, ResultStatus.DENIED, {"error": why}, why)
+        return _result(caller, frame, ResultStatus.DENIED, {"error": why}, why)
     why = f"no approval within {timeout_s:g}s"
-    return _result(conn, frame, ResultStatus.TIMEOUT, {"error": why}, why)
+    return _result(caller, frame, ResultStatus.TIMEOUT, {"error": why}, why)
 
 
-async def _client_tool(
-    conn: Connection, tool: OfferedTool, arguments: Any, session_id: str | None, timeout_s: float, reply_to: str | None
-) -> Outcome:
-    """A tool the client runs itself: announce it, then wait for the client's result."""
-    action_id = new_id()
-    frame = AgentAction(
-        action_id=action_id, kind=ActionKind.TOOL, name=tool.name, arguments=arguments,
-        level=tool.level or 0, requires_approval=False, approver=Approver.NONE,
-        executor=Executor.CLIENT, reason="offered by this client: it runs the tool itself",
-        session_id=session_id, reply_to=reply_to,
-    )
-    waiter: trio.MemorySendChannel[Any]
-    waiter, receiver = trio.open_memory_channel[Any](1)
-    conn.client_results[action_id] = waiter
-    try:
-        conn.send(frame)
-        with trio.move_on_after(timeout_s):
-            result = await receiver.receive()
-            return Outcome(ResultStatus(result.status), result.output)
-    finally:
-        conn.client_results.pop(action_id, None)
-    why = f"the client sent no result within {timeout_s:g}s"
-    return Outcome(ResultStatus.TIMEOUT, {"error": why}, why)
+def _action_name(frame: AgentAction) -> str:
+    return "resource.read" if frame.kind == ActionKind.RESOURCE else "tool.call"
 
 
-def _result(conn: Connection, frame: AgentAction, status: ResultStatus, output: Any, reason: str) -> Outcome:
-    conn.send(
+def _result(caller: Caller, frame: AgentAction, status: ResultStatus, output: Any, reason: str) -> Outcome:
+    caller.conn.send(
         AgentResult(
             action_id=frame.action_id, status=status, output=output,
             session_id=frame.session_id, reply_to=frame.reply_to,
@@ -219,16 +348,47 @@ def _result(conn: Connection, frame: AgentAction, status: ResultStatus, output: 
     return Outcome(status, output, reason)
 
 
-def _report(
-    conn: Connection, action_id: str | None, name: str, arguments: Any, session_id: str | None,
-    reply_to: str | None, status: ResultStatus, output: Mapping[str, Any], *, tool: Tool | None = None,
+def _refuse(
+    caller: Caller, action_id: str, kind: ActionKind, name: str, arguments: Any, level: int,
+    output: Mapping[str, Any], *, status: ResultStatus = ResultStatus.ERROR,
 ) -> Outcome:
-    """A call refused before any decision: still shown to the client, as action and result."""
+    """An action refused before any policy decision: still shown to the client, as action and result."""
     frame = AgentAction(
-        action_id=action_id or new_id(), kind=ActionKind.TOOL, name=name,
+        action_id=action_id, kind=kind, name=name,
         arguments=arguments if isinstance(arguments, dict) else {"value": arguments},
-        level=tool.permission_level if tool else 0, requires_approval=False, approver=Approver.NONE,
-        executor=Executor.SERVER, reason=str(output.get("error", "")), session_id=session_id, reply_to=reply_to,
+        level=level, requires_approval=False, approver=Approver.NONE, executor=Executor.SERVER,
+        reason=str(output.get("error", "")), session_id=caller.session_id, reply_to=caller.reply_to,
     )
-    conn.send(frame)
-    return _result(conn, frame, status, dict(output), str(output.get("error", "")))
+    caller.conn.send(frame)
+    return _result(caller, frame, status, dict(output), str(output.get("error", "")))
+
+
+async def _audit_decision(
+    caller: Caller, action: str, target: str, arguments: Any, decision: Decision, *, tool: Tool | None = None
+) -> None:
+    await _audit(caller, "decision", action, target, arguments, tool=tool, decision=decision, outcome=decision.effect,
+                 details={"reason": decision.reason, "approver": decision.approver})
+
+
+async def _audit(
+    caller: Caller, kind: str, action: str, target: str, arguments: Any, *, tool: Tool | None = None,
+    decision: Decision | None = None, effect: str | None = None, outcome: str | None = None,
+    decided_by: str | None = None, approver: str | None = None, duration_ms: float | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """One audit record, committed before this returns (so before any result is sent)."""
+    from ..audit import AuditEvent
+
+    hub = caller.conn.hub
+    await hub.audit.record(
+        AuditEvent(
+            kind=kind, subject=caller.sub, session_id=caller.session_id, agent=caller.agent, action=action,
+            target=target, arguments=arguments if isinstance(arguments, dict) else None,
+            secret=tool.secret_arguments if tool else (),
+            effect=decision.effect if decision else effect,
+            rule_ids=decision.rule_ids if decision else (),
+            decided_by=decided_by or ("rule" if kind == "decision" else None), approver=approver,
+            outcome=outcome, duration_ms=duration_ms, policy_revision=hub.policy_revision,
+            details=dict(details or {}),
+        )
+    )

@@ -20,6 +20,7 @@ from trio_websocket import wrap_server_stream
 
 import sandbox
 
+from ..audit import AuditEvent, AuditLog
 from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
 from ..store import Store
@@ -57,9 +58,11 @@ async def serve(
     config = load_config(settings.config_dir)
     prepare_state_dir(settings.state_dir)
     caps = sandbox.detect()
-    async with await Store.open(settings.database) as store:
-        hub = Hub(settings=settings, config=config, store=store)
+    async with await Store.open(settings.database) as store, await AuditLog.open(settings.state_dir) as audit:
+        hub = Hub(settings=settings, config=config, store=store, audit=audit)
         async with trio.open_nursery() as nursery:
+            # The audit writer first: nothing may be decided before it can record.
+            await nursery.start(audit.run)
             hub.nursery = nursery
             listeners = await nursery.start(
                 partial(trio.serve_tcp, partial(_handle_stream, hub), settings.port, host=settings.host)
@@ -88,6 +91,12 @@ async def _handle_stream(hub: Hub, stream: trio.SocketStream) -> None:
                 principal = verify(token_from_request(request.path, request.headers), hub.settings.auth)
             except AuthError as exc:
                 log.warning("authentication failed", extra={"reason": str(exc.reason)})
+                await hub.audit.record(
+                    AuditEvent(
+                        kind="auth_failure", outcome=str(exc.reason),
+                        details={"peer": _peer(stream), "path": path, "message": str(exc)},
+                    )
+                )
                 await _reject(request, 401, "unauthorized", str(exc), bearer_error=True)
                 await stream.aclose()
                 return
@@ -99,6 +108,14 @@ async def _handle_stream(hub: Hub, stream: trio.SocketStream) -> None:
         log.exception("connection failed")
         with trio.move_on_after(0.5, shield=True):
             await stream.aclose()
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "unknown"
+    return f"{host}:{port}"
 
 
 async def _reject(request: object, status: int, code: str, message: str, *, bearer_error: bool = False) -> None:

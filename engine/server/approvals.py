@@ -26,6 +26,8 @@ class PendingAction:
     frame: AgentAction
     requester: str
     approver: Literal["user", "admin"]
+    # A policy rule lets the requester give the admin approval themselves.
+    self_approval: bool = False
     status: Literal["pending", "approved", "denied", "expired", "cancelled"] = "pending"
     decided_by: str | None = None
     reason: str | None = None
@@ -38,8 +40,8 @@ class PendingAction:
     def may_answer(self, sub: str, roles: frozenset[str]) -> bool:
         if self.approver == "user":
             return sub == self.requester
-        # Nobody approves their own level-2 request (a policy rule may allow it later).
-        return ADMIN_ROLE in roles and sub != self.requester
+        # Nobody approves their own level-2 request unless a policy rule says so.
+        return ADMIN_ROLE in roles and (sub != self.requester or self.self_approval)
 
     def finish(self, status: Literal["approved", "denied", "expired", "cancelled"], by: str | None, reason: str | None) -> None:
         self.status, self.decided_by, self.reason = status, by, reason

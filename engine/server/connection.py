@@ -38,8 +38,11 @@ from ..protocol import (
     LifecycleState,
     OfferedTool,
     ProtocolError,
+    ResourceInfo,
+    ResourceList,
     ResourceListRequest,
     ResourceRequest,
+    ResourceResponse,
     ServerFrame,
     ToolCall,
     ToolInfo,
@@ -50,7 +53,7 @@ from ..protocol import (
     error_frame,
     new_id,
 )
-from .actions import perform
+from .actions import Caller, perform, read
 from .hub import Hub
 from .session import Session
 
@@ -168,10 +171,11 @@ class Connection:
                 case ToolCall():
                     assert self._nursery is not None
                     self._nursery.start_soon(self._guarded, self._tool_call, frame)
-                case ResourceRequest() | ResourceListRequest():
-                    raise ProtocolError(
-                        ErrorCode.UNAVAILABLE, "resources are not served yet by this server", reply_to=frame.id
-                    )
+                case ResourceRequest():
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._guarded, self._resource_request, frame)
+                case ResourceListRequest():
+                    self.send(self._resource_list(frame.id))
         except ProtocolError as exc:
             self.send(error_frame(exc if exc.reply_to else exc.replying_to(frame.id)))
         except trio.WouldBlock:
@@ -258,7 +262,45 @@ class Connection:
         if frame.session_id is not None:
             session = await self._session(frame.session_id, frame.id)
             timeout = float(session.agent.approval_timeout)
-        await perform(self, frame.name, frame.arguments, session_id=frame.session_id, approval_timeout_s=timeout, reply_to=frame.id)
+        agent = session.agent.name if frame.session_id is not None else None
+        caller = Caller(self, frame.session_id, agent, timeout, reply_to=frame.id)
+        await perform(caller, frame.name, frame.arguments)
+
+    async def _resource_request(self, frame: ResourceRequest) -> None:
+        caller = Caller(self, None, None, self.hub.settings.approval_timeout_s, reply_to=frame.id)
+        if frame.session_id is not None:
+            session = await self._session(frame.session_id, frame.id)
+            caller = Caller(
+                self, session.session_id, session.agent.name, float(session.agent.approval_timeout),
+                reply_to=frame.id, agent_resources=tuple(session.agent.resources),
+            )
+        outcome, content = await read(caller, frame.uri)
+        if content is None:
+            code = outcome.output.get("code") if isinstance(outcome.output, dict) else None
+            if code is None:
+                code = {"denied": "forbidden", "timeout": "timeout"}.get(str(outcome.status), "internal")
+            raise ProtocolError(ErrorCode(code), outcome.reason or str(outcome.status), reply_to=frame.id)
+        self.send(
+            ResourceResponse.of(
+                uri=content.uri, mime_type=content.mime_type, data=content.data, truncated=content.truncated,
+                reply_to=frame.id,
+            )
+        )
+
+    def _resource_list(self, reply_to: str) -> ResourceList:
+        """Every readable host's URI templates, filtered by what this caller may read."""
+        readable = [
+            template
+            for template in self.hub.resources.templates()
+            if decide(
+                self.hub.config, self.principal.sub, self.principal.roles, "resource.read",
+                template.uri_template.replace("{", "").replace("}", ""),
+            ).effect != "deny"
+        ]
+        return ResourceList(
+            resources=tuple(ResourceInfo(uri_template=t.uri_template, description=t.description) for t in readable),
+            reply_to=reply_to,
+        )
 
     def _tool_list(self, reply_to: str | None = None) -> ToolList:
         tools = tuple(

@@ -7,7 +7,10 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from ..audit import AuditLog
 from ..config import Config
+from ..decision import policy_revision
+from ..resources import ResourceHosts
 from ..store import Store
 from .approvals import ApprovalBroker
 from .settings import ServerSettings
@@ -22,6 +25,10 @@ class Hub:
     settings: ServerSettings
     config: Config
     store: Store
+    audit: AuditLog
+    resources: ResourceHosts = attrs.field()
+    # Hash of the policy files in force, named by every audit record.
+    policy_revision: str = attrs.field()
     approvals: ApprovalBroker = attrs.field(factory=ApprovalBroker)
     connections: set[Connection] = attrs.field(factory=set)
     # Sessions live on some connection right now, by id.
@@ -30,3 +37,11 @@ class Hub:
     # and is detached (its work cancelled, its tools killed) when that connection closes;
     # it outlives a connection only by moving to another one of the same subject.
     nursery: trio.Nursery | None = None
+
+    @resources.default
+    def _resources(self) -> ResourceHosts:
+        return ResourceHosts(self.config, self.settings.state_dir)
+
+    @policy_revision.default
+    def _revision(self) -> str:
+        return policy_revision(self.config)

@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from ..config.model import Agent
-from ..models import ModelError, TextDelta, ToolCall, ToolDefinition, make_model
+from ..models import READ_RESOURCE, READ_RESOURCE_TOOL, ModelError, TextDelta, ToolCall, ToolDefinition, make_model
 from ..protocol import (
     AgentResponse,
     AgentState,
@@ -34,7 +34,7 @@ from ..protocol import (
     ResponseToken,
     new_id,
 )
-from .actions import perform
+from .actions import Caller, perform, read
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -151,11 +151,15 @@ class Session:
                     answer = "".join(text)
                     break
                 await self._set_state(S.TOOL_USE)
+                caller = Caller(
+                    self.conn, self.session_id, self.agent.name, float(self.agent.approval_timeout),
+                    agent_resources=tuple(self.agent.resources),
+                )
                 for call in calls:
-                    outcome = await perform(
-                        self.conn, call.name, call.arguments,
-                        session_id=self.session_id, approval_timeout_s=float(self.agent.approval_timeout),
-                    )
+                    if call.name == READ_RESOURCE and isinstance(call.arguments, dict) and "uri" in call.arguments:
+                        outcome, _content = await read(caller, str(call.arguments["uri"]))
+                    else:
+                        outcome = await perform(caller, call.name, call.arguments)
                     await self._remember(
                         {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": outcome.for_model()}
                     )
@@ -177,6 +181,7 @@ class Session:
 
     def _tool_definitions(self) -> list[ToolDefinition]:
         tools = self.conn.hub.config.tools
+        builtin = [READ_RESOURCE_TOOL] if self.agent.resources else []
         found = [
             ToolDefinition(tools[name].name, tools[name].description, tools[name].parameters)
             for name in self.agent.tools
@@ -187,7 +192,7 @@ class Session:
             for t in self.conn.client_tools.values()
             if t.name not in tools and (t.name in self.agent.client_tools or "*" in self.agent.client_tools)
         ]
-        return found
+        return builtin + found
 
     def _conversation(self) -> list[dict[str, Any]]:
         system = [{"role": "system", "content": self.agent.system_prompt}] if self.agent.system_prompt else []
