@@ -49,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..server import ServerSettings
 
-    settings = ServerSettings(config_dir=config_dir, state_dir=state_dir, auth=auth, host=args.host, port=args.port)
+    settings = ServerSettings(
+        config_dir=config_dir, state_dir=state_dir, auth=auth, host=args.host, port=args.port,
+        reload_signals=(signal.SIGHUP,),
+    )
     trio.run(_main, settings, args.dev)
     return 0
 

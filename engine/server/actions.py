@@ -330,6 +330,9 @@ async def _await_approval(caller: Caller, pending: PendingAction, arguments: Any
     if pending.status == "denied":
         why = f"denied by {pending.decided_by}" + (f": {pending.reason}" if pending.reason else "")
         return _result(caller, frame, ResultStatus.DENIED, {"error": why}, why)
+    if pending.status == "cancelled":
+        why = pending.reason or "cancelled"
+        return _result(caller, frame, ResultStatus.CANCELLED, {"error": why}, why)
     why = f"no approval within {timeout_s:g}s"
     return _result(caller, frame, ResultStatus.TIMEOUT, {"error": why}, why)
 

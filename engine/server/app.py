@@ -26,6 +26,7 @@ from ..config import load_config
 from ..store import Store
 from .connection import Connection
 from .hub import Hub
+from .reload import watch_config
 from .settings import DATABASE_NAME, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ async def serve(
             # The audit writer first: nothing may be decided before it can record.
             await nursery.start(audit.run)
             hub.nursery = nursery
+            await nursery.start(
+                partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
+            )
             listeners = await nursery.start(
                 partial(trio.serve_tcp, partial(_handle_stream, hub), settings.port, host=settings.host)
             )

@@ -83,7 +83,7 @@ class Connection:
                 self._nursery = nursery
                 nursery.start_soon(self._writer, receive)
                 nursery.start_soon(self._expire_token)
-                self.send(self._tool_list())
+                self.send(self.tool_list())
                 for pending in self.hub.approvals.waiting_for(self.principal.sub, self.principal.roles):
                     self.send(pending.frame)
                 await self._reader()
@@ -165,7 +165,7 @@ class Connection:
                     waiter.send_nowait(frame)
                 case ClientToolList():
                     if frame.tools is None:
-                        self.send(self._tool_list(reply_to=frame.id))
+                        self.send(self.tool_list(reply_to=frame.id))
                     else:
                         self.client_tools = _checked_offer(frame)
                 case ToolCall():
@@ -302,7 +302,8 @@ class Connection:
             reply_to=reply_to,
         )
 
-    def _tool_list(self, reply_to: str | None = None) -> ToolList:
+    def tool_list(self, reply_to: str | None = None) -> ToolList:
+        """The tools this caller may see, by the configuration in force now."""
         tools = tuple(
             ToolInfo(name=t.name, description=t.description, parameters=dict(t.parameters), level=t.permission_level)
             for t in sorted(self.hub.config.tools.values(), key=lambda t: t.name)

@@ -37,6 +37,8 @@ class Hub:
     # and is detached (its work cancelled, its tools killed) when that connection closes;
     # it outlives a connection only by moving to another one of the same subject.
     nursery: trio.Nursery | None = None
+    # The errors of the last refused reload (empty once a reload succeeds), for /readyz and logs.
+    reload_errors: tuple[str, ...] = ()
 
     @resources.default
     def _resources(self) -> ResourceHosts:

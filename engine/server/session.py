@@ -126,6 +126,15 @@ class Session:
     async def _turn(self, content: str) -> None:
         turn_id = new_id()
         await self._remember({"role": "user", "content": content})
+        # Each turn runs on the configuration in force when it starts (hot reload).
+        current = self.conn.hub.config.agents.get(self.agent.name)
+        if current is None:
+            answer = f"The agent {self.agent.name!r} was removed from the configuration; start another session."
+            self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=answer))
+            self.conn.send(AgentResponse(session_id=self.session_id, turn_id=turn_id, content=answer))
+            await self._set_state(S.ACTIVE)
+            return
+        self.agent = current
         model = make_model(self.agent.model)
         definitions = self._tool_definitions()
         answer = ""

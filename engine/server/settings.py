@@ -27,6 +27,9 @@ class ServerSettings:
     # Frames queued for one client; a client that stops reading is cut off past it.
     send_queue_frames: int = 256
     send_timeout_s: float = 10.0
+    # Hot reload: how often the config directories are polled, and the signals that force a reload.
+    reload_interval_s: float = 1.0
+    reload_signals: tuple[int, ...] = ()
     # How long a direct tool_call outside a session waits for its approval.
     approval_timeout_s: float = 120.0
 

@@ -1,0 +1,115 @@
+"""Hot reload: watch the configuration directories and swap in a new configuration atomically.
+
+The watcher polls the YAML files' names, sizes and modification times (once a
+second by default; SIGHUP reloads at once).  A change loads and validates the
+whole configuration in a worker thread.  Valid: the hub's configuration,
+resource hosts and policy revision are replaced in one step (new turns and
+calls see the new config; calls already running finish on the one they
+started with), every connected client gets a fresh ``tool_list``, and an
+action still waiting for approval on a tool that no longer exists ends as
+``cancelled`` without running.  Invalid: the last good configuration keeps
+serving and every error (file, line, field) is logged and audited.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+import trio
+
+from ..audit import AuditEvent
+from ..config import config_files, load_config
+from ..config.loader import KIND_DIRS
+from ..decision import policy_revision
+from ..errors import ConfigError
+from ..resources import ResourceHosts
+from .hub import Hub
+
+log = logging.getLogger(__name__)
+Fingerprint = frozenset[tuple[str, int, int, int]]
+
+
+def fingerprint(root: Path) -> Fingerprint:
+    """What a change to the loaded files changes: each file's path, inode, size and mtime."""
+    found = set()
+    for kind in KIND_DIRS:
+        for path in config_files(root, kind):
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            found.add((str(path), info.st_ino, info.st_size, info.st_mtime_ns))
+    for name in KIND_DIRS.values():
+        # A directory appearing or vanishing is a change even while it holds no file.
+        found.add((str(root / name), int((root / name).is_dir()), 0, 0))
+    return frozenset(found)
+
+
+async def reload_config(hub: Hub, reason: str) -> bool:
+    """Load, validate and swap; True when the new configuration is in force."""
+    root = hub.settings.config_dir
+    try:
+        config = await trio.to_thread.run_sync(load_config, root)
+        revision = await trio.to_thread.run_sync(policy_revision, config)
+    except ConfigError as exc:
+        log.error("configuration reload refused (%s); the previous configuration keeps serving:\n%s", reason, exc)
+        hub.reload_errors = tuple(str(problem) for problem in exc.problems)
+        await hub.audit.record(
+            AuditEvent(
+                kind="config_reload", outcome="error", policy_revision=hub.policy_revision,
+                details={"reason": reason, "errors": [str(p) for p in exc.problems[:50]], "count": len(exc.problems)},
+            )
+        )
+        return False
+    removed = set(hub.config.tools) - set(config.tools)
+    hub.config, hub.resources, hub.policy_revision = config, ResourceHosts(config, hub.settings.state_dir), revision
+    hub.reload_errors = ()
+    await hub.audit.record(
+        AuditEvent(
+            kind="config_reload", outcome="ok", policy_revision=revision,
+            details={"reason": reason, "tools": sorted(config.tools), "removed_tools": sorted(removed)},
+        )
+    )
+    for pending in list(hub.approvals.pending.values()):
+        if pending.frame.kind == "tool" and pending.frame.name in removed:
+            hub.approvals.close(pending, "cancelled", f"the tool {pending.frame.name!r} was removed from the configuration")
+    for conn in list(hub.connections):
+        conn.send(conn.tool_list())
+    log.info("configuration reloaded (%s): %d tools, policy %s", reason, len(config.tools), revision[:19])
+    return True
+
+
+async def watch_config(
+    hub: Hub,
+    *,
+    interval_s: float = 1.0,
+    signals: Iterable[int] = (),
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Poll for changes (and reload on each of ``signals``, e.g. SIGHUP) until cancelled."""
+    root = hub.settings.config_dir
+    seen = await trio.to_thread.run_sync(fingerprint, root)
+    wake = trio.Event()
+
+    async def on_signals() -> None:
+        nonlocal wake
+        with trio.open_signal_receiver(*signals) as received:
+            async for signum in received:
+                log.info("received %s: reloading the configuration", signal.Signals(signum).name)
+                wake.set()
+
+    async with trio.open_nursery() as nursery:
+        if signals:
+            nursery.start_soon(on_signals)
+        task_status.started()
+        while True:
+            with trio.move_on_after(interval_s):
+                await wake.wait()
+            forced, wake = wake.is_set(), trio.Event()
+            current = await trio.to_thread.run_sync(fingerprint, root)
+            if current != seen or forced:
+                seen = current
+                await reload_config(hub, "signal" if forced else "files changed")
