@@ -379,6 +379,20 @@ class Histogram(_Family[HistogramSeries]):
 F = TypeVar("F", bound=_Family)  # type: ignore[type-arg]
 
 
+def _claimed_names(family: _Family) -> set[str]:  # type: ignore[type-arg]
+    """The names a family's samples use, plus its OpenMetrics family name.
+
+    A counter ``x_total`` is family ``x`` in OpenMetrics, so it may not sit next to a
+    gauge ``x``; a histogram ``x`` owns ``x_bucket``, ``x_sum`` and ``x_count``.
+    """
+    names = {family.name}
+    if isinstance(family, Counter):
+        names.add(family.name.removesuffix("_total"))
+    if isinstance(family, Histogram):
+        names |= {f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"}
+    return names
+
+
 class Registry:
     """The metric families of one server, rendered together for a scrape."""
 
@@ -386,15 +400,11 @@ class Registry:
         self._families: dict[str, _Family] = {}  # type: ignore[type-arg]
 
     def register(self, family: F) -> F:
-        """Add a family; a name already taken (including a histogram's suffixed names) is an error."""
-        taken = set(self._families)
+        """Add a family; a name already taken is an error (see ``_claimed_names``)."""
+        taken: set[str] = set()
         for other in self._families.values():
-            if isinstance(other, Histogram):
-                taken.update({f"{other.name}_bucket", f"{other.name}_sum", f"{other.name}_count"})
-        names = {family.name}
-        if isinstance(family, Histogram):
-            names |= {f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"}
-        if names & taken:
+            taken |= _claimed_names(other)
+        if _claimed_names(family) & taken:
             raise ValueError(f"metric {family.name!r} clashes with one already registered")
         self._families[family.name] = family
         return family
@@ -439,8 +449,10 @@ class ServerMetrics:
     def __init__(self, registry: Registry | None = None) -> None:
         r = self.registry = registry if registry is not None else Registry()
         self.connections = r.gauge("sconnect_connections", "WebSocket connections open now (authenticated).")
-        self.connections_total = r.counter(
-            "sconnect_connections_total", "WebSocket connections accepted after authentication."
+        # Not "sconnect_connections_total": OpenMetrics (and prometheus_client's parser) names a
+        # counter's family without "_total", which would clash with the gauge above.
+        self.connections_accepted_total = r.counter(
+            "sconnect_connections_accepted_total", "WebSocket connections accepted after authentication."
         )
         self.auth_failures_total = r.counter(
             "sconnect_auth_failures_total", "Handshakes refused for authentication, by reason.", ("reason",)
@@ -466,6 +478,12 @@ class ServerMetrics:
         self.config_reload_errors_total = r.counter(
             "sconnect_config_reload_errors_total", "Configuration reloads refused as invalid (the old config stays)."
         )
+        self.config_last_reload_ok = r.gauge(
+            "sconnect_config_last_reload_ok",
+            "1 when the last configuration reload took effect (or none was tried), 0 while a refused one"
+            " leaves the previous configuration serving.",
+        )
+        self.config_last_reload_ok.set(1)
         self.frames_total = r.counter(
             "sconnect_frames_total", "WebSocket frames, by direction (in: from clients, out: to clients).",
             ("direction",),
@@ -506,6 +524,11 @@ class ServerMetrics:
     def record_resource_read(self, scheme: str | None, outcome: str) -> None:
         """Count one read; pass the scheme only once the URI resolved to a configured host."""
         self.resource_reads_total.inc(scheme=scheme or "_invalid", outcome=outcome)
+
+    def record_config_reload(self, ok: bool) -> None:
+        """Count one reload attempt: taken (``ok``) or refused as invalid."""
+        (self.config_reloads_total if ok else self.config_reload_errors_total).inc()
+        self.config_last_reload_ok.set(1 if ok else 0)
 
     def render(self) -> str:
         return self.registry.render()
