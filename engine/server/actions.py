@@ -136,6 +136,18 @@ async def perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         result = await run_tool(tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root)
     except sandbox.SandboxError as exc:
         status, output, reason = ResultStatus.ERROR, {"error": str(exc)}, str(exc)
+    except BaseException as exc:
+        if not _cancellation(exc):
+            raise
+        # Stopped agent, closed connection, shutdown: the sandbox has killed the tool;
+        # the execution is still recorded and reported before the cancellation goes on.
+        with trio.move_on_after(2, shield=True):
+            await _audit(
+                caller, "execution", "tool.call", name, arguments, tool=tool, outcome="cancelled",
+                duration_ms=(time.monotonic() - started) * 1000, decision=decision,
+            )
+            _result(caller, frame, ResultStatus.CANCELLED, {"error": "cancelled while running"}, "cancelled")
+        raise
     else:
         status = ResultStatus(result.status)
         reason = "" if status == ResultStatus.OK else result.message
@@ -319,6 +331,8 @@ async def _await_approval(caller: Caller, pending: PendingAction, arguments: Any
                 await hub.store.decide_action(frame.action_id, "cancelled", None, "the request was cancelled")
                 await _audit(caller, "approval", _action_name(frame), frame.name, arguments, tool=tool,
                              outcome="cancelled")
+                _result(caller, frame, ResultStatus.CANCELLED, {"error": "cancelled while waiting for approval"},
+                        "cancelled")
     by_person = pending.status in ("approved", "denied")
     await _audit(
         caller, "approval", _action_name(frame), frame.name, arguments, tool=tool, outcome=pending.status,
@@ -335,6 +349,16 @@ async def _await_approval(caller: Caller, pending: PendingAction, arguments: Any
         return _result(caller, frame, ResultStatus.CANCELLED, {"error": why}, why)
     why = f"no approval within {timeout_s:g}s"
     return _result(caller, frame, ResultStatus.TIMEOUT, {"error": why}, why)
+
+
+def _cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is trio's cancellation, bare or grouped by the nurseries it crossed."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _matched, rest = exc.split(trio.Cancelled)
+        return rest is None
+    return False
 
 
 def _action_name(frame: AgentAction) -> str:

@@ -198,10 +198,22 @@ async def test_stop_during_a_running_tool_leaves_no_process(start_server, config
             state = await client.control(sid, "stop")
             assert str(state.state) == "terminated"
             assert _processes_with(marker) == []
+            # The killed execution was reported (before 'terminated') and audited.
+            results = []
+            with trio.move_on_after(0.5):
+                while True:
+                    event = await client.next_event()
+                    if isinstance(event, AgentResult):
+                        results.append(event)
+            assert [str(r.status) for r in results] == ["cancelled"]
             # A terminated session takes no more messages.
             with pytest.raises(ServerError) as caught:
                 await client.resume_session(sid, "assistant")
             assert caught.value.code == "invalid_state"
+    from engine.audit import query
+
+    executions = query(server.settings.state_dir, kind="execution", tool="sleeper")
+    assert [r.outcome for r in executions] == ["cancelled"]
 
 
 async def test_closing_the_connection_kills_its_tools(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
