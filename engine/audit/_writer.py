@@ -177,6 +177,11 @@ class AuditLog:
 
     # --- the producers' side ---------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """Whether the writer task is taking records (for readiness checks)."""
+        return self._state == "running"
+
     async def record(self, event: AuditEvent) -> AuditRecord:
         """Append ``event`` and return its record once it is committed (durable).
 

@@ -28,6 +28,12 @@ def register(commands: Any) -> None:
     parser.add_argument("--host", default=os.environ.get("SCONNECT_HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SCONNECT_PORT", "8765")), help="port (0 picks a free one; default 8765)")
     parser.add_argument(
+        "--health-port",
+        type=int,
+        default=int(os.environ["SCONNECT_HEALTH_PORT"]) if os.environ.get("SCONNECT_HEALTH_PORT") else None,
+        help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: off)",
+    )
+    parser.add_argument(
         "--dev",
         action="store_true",
         help="development mode: create a JWT secret in the state directory when none is configured "
@@ -51,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = ServerSettings(
         config_dir=config_dir, state_dir=state_dir, auth=auth, host=args.host, port=args.port,
-        reload_signals=(signal.SIGHUP,),
+        reload_signals=(signal.SIGHUP,), health_port=args.health_port,
     )
     trio.run(_main, settings, args.dev)
     return 0
@@ -66,8 +72,11 @@ async def _main(settings: ServerSettings, dev: bool) -> None:
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve, settings)
+            urls = await nursery.start(serve, settings)
+            url = urls.websocket
             print(url, flush=True)
+            if urls.health:
+                print(f"health and metrics: {urls.health} (/healthz /readyz /metrics)", flush=True)
             print(f"config: {settings.config_dir.resolve()}  state: {settings.state_dir.resolve()}", flush=True)
             print(sandbox.detect().summary, flush=True)
             if dev:

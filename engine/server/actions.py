@@ -105,6 +105,21 @@ async def perform(caller: Caller, name: str, arguments: Any) -> Outcome:
     sandbox has killed the tool's processes and any pending approval is closed.
     """
     hub = caller.conn.hub
+    status = "cancelled"
+    started = time.monotonic()
+    try:
+        outcome = await _perform(caller, name, arguments)
+        status = str(outcome.status)
+        return outcome
+    finally:
+        hub.metrics.record_tool_call(
+            name, status, time.monotonic() - started,
+            configured=name in hub.config.tools, offered=name in caller.conn.client_tools,
+        )
+
+
+async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
+    hub = caller.conn.hub
     tool = hub.config.tools.get(name)
     offered = caller.conn.client_tools.get(name) if tool is None else None
     action_id = new_id()
@@ -202,6 +217,18 @@ async def read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
     A direct client read (no session) sends no action frames unless approval is needed;
     an agent's read is an ``agent_action`` of kind ``resource`` like a tool call.
     """
+    hub = caller.conn.hub
+    outcome: Outcome | None = None
+    try:
+        outcome, content = await _read(caller, uri)
+        return outcome, content
+    finally:
+        scheme = uri.split("://", 1)[0] if "://" in uri else None
+        known = scheme if scheme in ("file", "db", "api") else None
+        hub.metrics.record_resource_read(known, str(outcome.status) if outcome else "cancelled")
+
+
+async def _read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
     hub = caller.conn.hub
     action_id = new_id()
     arguments = {"uri": uri}

@@ -15,6 +15,7 @@ import os
 from functools import partial
 from pathlib import Path
 
+import attrs
 import trio
 from trio_websocket import wrap_server_stream
 
@@ -25,11 +26,20 @@ from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
 from ..store import Store
 from .connection import Connection
+from .health import serve_health
 from .hub import Hub
 from .reload import watch_config
 from .settings import DATABASE_NAME, ServerSettings
 
 log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class ServerURLs:
+    """Where the server listens: the WebSocket endpoint and the health/metrics listener."""
+
+    websocket: str
+    health: str | None
 
 
 def prepare_state_dir(state_dir: Path) -> None:
@@ -53,9 +63,9 @@ def prepare_state_dir(state_dir: Path) -> None:
 
 
 async def serve(
-    settings: ServerSettings, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    settings: ServerSettings, *, task_status: trio.TaskStatus[ServerURLs] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Serve until cancelled; ``task_status.started`` gets the WebSocket URL (port 0 resolved)."""
+    """Serve until cancelled; ``task_status.started`` gets the URLs (port 0 resolved)."""
     config = load_config(settings.config_dir)
     prepare_state_dir(settings.state_dir)
     caps = sandbox.detect()
@@ -65,6 +75,17 @@ async def serve(
             # The audit writer first: nothing may be decided before it can record.
             await nursery.start(audit.run)
             hub.nursery = nursery
+            hub.metrics.track(
+                connections=lambda: len(hub.connections),
+                sessions=lambda: len(hub.sessions),
+                pending_approvals=lambda: len(hub.approvals.pending),
+            )
+            health_url = None
+            if settings.health_port is not None:
+                health_url = await nursery.start(
+                    partial(serve_health, settings.host, settings.health_port, metrics=hub.metrics,
+                            ready=partial(_ready, hub))
+                )
             await nursery.start(
                 partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
             )
@@ -73,8 +94,9 @@ async def serve(
             )
             port = listeners[0].socket.getsockname()[1]
             url = f"ws://{settings.host}:{port}{settings.path}"
-            log.info("serving", extra={"url": url, "sandbox": caps.summary})
-            task_status.started(url)
+            hub.serving = True
+            log.info("serving %s (%s)", url, caps.summary)
+            task_status.started(ServerURLs(url, health_url))
 
 
 async def _handle_stream(hub: Hub, stream: trio.SocketStream) -> None:
@@ -94,7 +116,8 @@ async def _handle_stream(hub: Hub, stream: trio.SocketStream) -> None:
             try:
                 principal = verify(token_from_request(request.path, request.headers), hub.settings.auth)
             except AuthError as exc:
-                log.warning("authentication failed", extra={"reason": str(exc.reason)})
+                log.warning("authentication failed from %s: %s (%s)", _peer(stream), exc.reason, exc)
+                hub.metrics.auth_failures_total.inc(reason=str(exc.reason))
                 await hub.audit.record(
                     AuditEvent(
                         kind="auth_failure", outcome=str(exc.reason),
@@ -105,6 +128,7 @@ async def _handle_stream(hub: Hub, stream: trio.SocketStream) -> None:
                 await stream.aclose()
                 return
             ws = await request.accept()
+            hub.metrics.connections_accepted_total.inc()
             await Connection(hub, ws, principal).serve()
             nursery.cancel_scope.cancel()
     except Exception:
@@ -112,6 +136,19 @@ async def _handle_stream(hub: Hub, stream: trio.SocketStream) -> None:
         log.exception("connection failed")
         with trio.move_on_after(0.5, shield=True):
             await stream.aclose()
+
+
+def _ready(hub: Hub) -> tuple[bool, str]:
+    """For load balancers: take traffic only when serving; a refused reload stays ready (old config serves)."""
+    if hub.shutting_down:
+        return False, "shutting down"
+    if not hub.serving:
+        return False, "starting"
+    if not hub.audit.running:
+        return False, "the audit writer is not running"
+    if hub.reload_errors:
+        return True, f"serving the last good configuration; the last reload was refused ({len(hub.reload_errors)} errors)"
+    return True, "configuration loaded, audit writer running"
 
 
 def _peer(stream: trio.SocketStream) -> str:

@@ -100,6 +100,8 @@ class Connection:
         """Queue a frame; a full queue means the client stopped reading: cut it off."""
         if self._outbox is None:
             return
+        if isinstance(frame, ErrorFrame):
+            self.hub.metrics.errors_total.inc(code=str(frame.code))
         try:
             self._outbox.send_nowait(frame)
         except trio.WouldBlock:
@@ -119,6 +121,7 @@ class Connection:
                     except ConnectionClosed:
                         self._stop()
                         return
+                    self.hub.metrics.frames_out.inc()
                 if scope.cancelled_caught:
                     # A cancelled send may have written half a frame: the connection is dead.
                     self._close_soon(CLOSE_TOO_SLOW, "the client is not reading")
@@ -134,6 +137,7 @@ class Connection:
                 message = await self.ws.get_message()
             except ConnectionClosed:
                 return
+            self.hub.metrics.frames_in.inc()
             try:
                 frame = decode(message)
             except ProtocolError as exc:

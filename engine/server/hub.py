@@ -13,6 +13,7 @@ from ..decision import policy_revision
 from ..resources import ResourceHosts
 from ..store import Store
 from .approvals import ApprovalBroker
+from .metrics import ServerMetrics
 from .settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ class Hub:
     # Hash of the policy files in force, named by every audit record.
     policy_revision: str = attrs.field()
     approvals: ApprovalBroker = attrs.field(factory=ApprovalBroker)
+    metrics: ServerMetrics = attrs.field(factory=ServerMetrics)
+    # Lifecycle flags for /readyz: listening for clients; draining before exit.
+    serving: bool = False
+    shutting_down: bool = False
     connections: set[Connection] = attrs.field(factory=set)
     # Sessions live on some connection right now, by id.
     sessions: dict[str, Session] = attrs.field(factory=dict)

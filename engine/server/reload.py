@@ -57,6 +57,7 @@ async def reload_config(hub: Hub, reason: str) -> bool:
     except ConfigError as exc:
         log.error("configuration reload refused (%s); the previous configuration keeps serving:\n%s", reason, exc)
         hub.reload_errors = tuple(str(problem) for problem in exc.problems)
+        hub.metrics.record_config_reload(ok=False)
         await hub.audit.record(
             AuditEvent(
                 kind="config_reload", outcome="error", policy_revision=hub.policy_revision,
@@ -67,6 +68,7 @@ async def reload_config(hub: Hub, reason: str) -> bool:
     removed = set(hub.config.tools) - set(config.tools)
     hub.config, hub.resources, hub.policy_revision = config, ResourceHosts(config, hub.settings.state_dir), revision
     hub.reload_errors = ()
+    hub.metrics.record_config_reload(ok=True)
     await hub.audit.record(
         AuditEvent(
             kind="config_reload", outcome="ok", policy_revision=revision,

@@ -124,6 +124,14 @@ class Session:
     # --- the turn loop ----------------------------------------------------------------
 
     async def _turn(self, content: str) -> None:
+        metrics = self.conn.hub.metrics
+        try:
+            with metrics.turn_seconds.time():
+                await self._run_turn(content)
+        finally:
+            metrics.turns_total.inc()
+
+    async def _run_turn(self, content: str) -> None:
         turn_id = new_id()
         await self._remember({"role": "user", "content": content})
         # Each turn runs on the configuration in force when it starts (hot reload).

@@ -30,6 +30,8 @@ class ServerSettings:
     # Hot reload: how often the config directories are polled, and the signals that force a reload.
     reload_interval_s: float = 1.0
     reload_signals: tuple[int, ...] = ()
+    # The /healthz, /readyz and /metrics listener; None: none (0 picks a free port).
+    health_port: int | None = None
     # How long a direct tool_call outside a session waits for its approval.
     approval_timeout_s: float = 120.0
 

@@ -35,6 +35,7 @@ sandbox:
 class RunningServer:
     url: str
     settings: ServerSettings
+    health_url: str | None = None
 
     def token(self, sub: str = "alice", roles: tuple[str, ...] = ("user",), ttl_s: float = 600) -> str:
         return issue(self.settings.auth, sub, list(roles), ttl_s)
@@ -67,8 +68,8 @@ def start_server(nursery: trio.Nursery, state_dir: Path) -> Callable[..., object
     async def start(config: Path, **overrides: object) -> RunningServer:
         options: dict[str, object] = {"auth": AuthSettings(secret=SECRET), "port": 0, **overrides}
         settings = ServerSettings(config_dir=config, state_dir=state_dir, **options)  # type: ignore[arg-type]
-        url = await nursery.start(serve, settings)
-        return RunningServer(url, settings)
+        urls = await nursery.start(serve, settings)
+        return RunningServer(urls.websocket, settings, urls.health)
 
     return start
 
