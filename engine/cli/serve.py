@@ -34,6 +34,11 @@ def register(commands: Any) -> None:
         help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: off)",
     )
     parser.add_argument(
+        "--shutdown-grace",
+        default=os.environ.get("SCONNECT_SHUTDOWN_GRACE", "10s"),
+        help="on SIGTERM/SIGINT, how long running turns may finish before they are cancelled (default 10s)",
+    )
+    parser.add_argument(
         "--dev",
         action="store_true",
         help="development mode: create a JWT secret in the state directory when none is configured "
@@ -58,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         config_dir=config_dir, state_dir=state_dir, auth=auth, host=args.host, port=args.port,
         reload_signals=(signal.SIGHUP,), health_port=args.health_port,
+        shutdown_grace_s=float(_duration("--shutdown-grace", args.shutdown_grace)),
     )
     trio.run(_main, settings, args.dev)
     return 0
@@ -68,23 +74,43 @@ async def _main(settings: ServerSettings, dev: bool) -> None:
 
     import sandbox
 
-    from ..server import serve
-
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(serve, settings)
-            url = urls.websocket
+            handle = await nursery.start(_serve_then_stop, settings, nursery.cancel_scope)
+            url = handle.websocket
             print(url, flush=True)
-            if urls.health:
-                print(f"health and metrics: {urls.health} (/healthz /readyz /metrics)", flush=True)
-            print(f"config: {settings.config_dir.resolve()}  state: {settings.state_dir.resolve()}", flush=True)
+            if handle.health:
+                print(f"health and metrics: {handle.health} (/healthz /readyz /metrics)", flush=True)
+            print(f"config: {settings.config_dir}  state: {settings.state_dir}", flush=True)
             print(sandbox.detect().summary, flush=True)
             if dev:
                 _print_dev_help(settings, url)
             async for signum in signals:
-                print(f"received {signal.Signals(signum).name}, shutting down", file=sys.stderr, flush=True)
-                nursery.cancel_scope.cancel()
-                break
+                if not handle.stopping:
+                    print(f"received {signal.Signals(signum).name}: shutting down gracefully "
+                          f"(up to {settings.shutdown_grace_s:g}s; again to stop at once)", file=sys.stderr, flush=True)
+                    handle.stop()
+                else:
+                    print("stopping at once", file=sys.stderr, flush=True)
+                    nursery.cancel_scope.cancel()
+
+
+async def _serve_then_stop(settings: ServerSettings, done: Any, *, task_status: Any) -> None:
+    """Run the server; when it has stopped (gracefully), end the signal loop as well."""
+    from ..server import serve
+
+    await serve(settings, task_status=task_status)
+    done.cancel()
+
+
+def _duration(option: str, text: str) -> float:
+    from ..config.units import parse_duration
+    from ..errors import UsageError
+
+    try:
+        return float(parse_duration(text))
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _print_dev_help(settings: ServerSettings, url: str) -> None:

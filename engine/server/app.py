@@ -24,6 +24,7 @@ import sandbox
 from ..audit import AuditEvent, AuditLog
 from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
+from ..protocol import ErrorCode, ErrorFrame
 from ..store import Store
 from .connection import Connection
 from .health import serve_health
@@ -34,12 +35,21 @@ from .settings import DATABASE_NAME, ServerSettings
 log = logging.getLogger(__name__)
 
 
-@attrs.frozen
-class ServerURLs:
-    """Where the server listens: the WebSocket endpoint and the health/metrics listener."""
+@attrs.define(eq=False)
+class ServerHandle:
+    """A running server: where it listens, and how to ask it to stop gracefully."""
 
     websocket: str
     health: str | None
+    _stop_requested: trio.Event = attrs.field(factory=trio.Event)
+
+    def stop(self) -> None:
+        """Begin a graceful stop; ``serve`` returns when it is done."""
+        self._stop_requested.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
 
 
 def prepare_state_dir(state_dir: Path) -> None:
@@ -63,40 +73,83 @@ def prepare_state_dir(state_dir: Path) -> None:
 
 
 async def serve(
-    settings: ServerSettings, *, task_status: trio.TaskStatus[ServerURLs] = trio.TASK_STATUS_IGNORED
+    settings: ServerSettings, *, task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Serve until cancelled; ``task_status.started`` gets the URLs (port 0 resolved)."""
+    """Serve until :meth:`ServerHandle.stop` is called (graceful) or until cancelled (immediate).
+
+    ``task_status.started`` gets the :class:`ServerHandle` (URLs with port 0 resolved).
+
+    Graceful stop: refuse new connections, tell the connected clients, let running
+    turns and calls finish for up to ``shutdown_grace_s``, then cancel what is left
+    (its tools are killed and their executions audited as cancelled), and only then
+    stop the audit writer, which commits what is queued and writes its shutdown
+    checkpoint.  The audit writer lives in the outer nursery for that reason: every
+    record of the shutdown itself is written before it stops.
+    """
     config = load_config(settings.config_dir)
     prepare_state_dir(settings.state_dir)
     caps = sandbox.detect()
     async with await Store.open(settings.database) as store, await AuditLog.open(settings.state_dir) as audit:
         hub = Hub(settings=settings, config=config, store=store, audit=audit)
-        async with trio.open_nursery() as nursery:
+        handle = ServerHandle(websocket="", health=None)
+        async with trio.open_nursery() as root:
             # The audit writer first: nothing may be decided before it can record.
-            await nursery.start(audit.run)
-            hub.nursery = nursery
-            hub.metrics.track(
-                connections=lambda: len(hub.connections),
-                sessions=lambda: len(hub.sessions),
-                pending_approvals=lambda: len(hub.approvals.pending),
-            )
-            health_url = None
-            if settings.health_port is not None:
-                health_url = await nursery.start(
-                    partial(serve_health, settings.host, settings.health_port, metrics=hub.metrics,
-                            ready=partial(_ready, hub))
+            await root.start(audit.run)
+            async with trio.open_nursery() as nursery:
+                hub.nursery = nursery
+                hub.metrics.track(
+                    connections=lambda: len(hub.connections),
+                    sessions=lambda: len(hub.sessions),
+                    pending_approvals=lambda: len(hub.approvals.pending),
                 )
-            await nursery.start(
-                partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
-            )
-            listeners = await nursery.start(
-                partial(trio.serve_tcp, partial(_handle_stream, hub), settings.port, host=settings.host)
-            )
-            port = listeners[0].socket.getsockname()[1]
-            url = f"ws://{settings.host}:{port}{settings.path}"
-            hub.serving = True
-            log.info("serving %s (%s)", url, caps.summary)
-            task_status.started(ServerURLs(url, health_url))
+                if settings.health_port is not None:
+                    handle.health = await nursery.start(
+                        partial(serve_health, settings.host, settings.health_port, metrics=hub.metrics,
+                                ready=partial(_ready, hub))
+                    )
+                await nursery.start(
+                    partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
+                )
+                accepting = trio.CancelScope()
+                port = await nursery.start(_accept, hub, accepting)
+                handle.websocket = f"ws://{settings.host}:{port}{settings.path}"
+                hub.serving = True
+                log.info("serving %s (%s)", handle.websocket, caps.summary)
+                task_status.started(handle)
+                await handle._stop_requested.wait()
+                await _drain(hub, accepting)
+                nursery.cancel_scope.cancel()
+            root.cancel_scope.cancel()
+    log.info("stopped")
+
+
+async def _accept(hub: Hub, scope: trio.CancelScope, *, task_status: trio.TaskStatus[int]) -> None:
+    """Listen for clients until ``scope`` is cancelled (the first step of a graceful stop)."""
+    settings = hub.settings
+    with scope:
+        listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+        task_status.started(listeners[0].socket.getsockname()[1])
+        # Connections live in the hub's nursery, not the listener's: stopping the
+        # listener (graceful stop) must not end the connections it accepted.
+        await trio.serve_listeners(partial(_handle_stream, hub), listeners, handler_nursery=hub.nursery)
+
+
+async def _drain(hub: Hub, accepting: trio.CancelScope) -> None:
+    grace = hub.settings.shutdown_grace_s
+    hub.shutting_down = True
+    accepting.cancel()
+    log.info("shutting down: no new connections; running work may finish for %gs", grace)
+    notice = ErrorFrame(
+        code=ErrorCode.UNAVAILABLE,
+        message=f"the server is shutting down; running turns may finish within {grace:g}s",
+    )
+    for conn in list(hub.connections):
+        conn.send(notice)
+    with trio.move_on_after(grace):
+        while hub.busy():
+            await trio.sleep(0.05)
+    if hub.busy():
+        log.warning("shutdown grace period over: cancelling the work still running")
 
 
 async def _handle_stream(hub: Hub, stream: trio.SocketStream) -> None:

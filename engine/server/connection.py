@@ -94,7 +94,10 @@ class Connection:
                 for session in [s for s in self.hub.sessions.values() if s.conn is self]:
                     await session.detach()
             with trio.move_on_after(0.5, shield=True):
-                await self.ws.aclose()
+                if self.hub.shutting_down:
+                    await self.ws.aclose(1001, "server shutting down")
+                else:
+                    await self.ws.aclose()
 
     def send(self, frame: ServerFrame) -> None:
         """Queue a frame; a full queue means the client stopped reading: cut it off."""
@@ -190,6 +193,7 @@ class Connection:
 
     async def _guarded(self, handler: Any, frame: Any) -> None:
         """Run a handler as its own task; its failure is this frame's error, not the connection's."""
+        self.hub.inflight += 1
         try:
             await handler(frame)
         except ProtocolError as exc:
@@ -197,6 +201,8 @@ class Connection:
         except Exception:
             log.exception("handler failed", extra={"type": type(frame).__name__})
             self.send(ErrorFrame(code=ErrorCode.INTERNAL, message="internal error; see the server log", reply_to=frame.id))
+        finally:
+            self.hub.inflight -= 1
 
     async def _agent_connect(self, frame: AgentConnect) -> None:
         hub = self.hub

@@ -42,8 +42,17 @@ class Hub:
     # and is detached (its work cancelled, its tools killed) when that connection closes;
     # it outlives a connection only by moving to another one of the same subject.
     nursery: trio.Nursery | None = None
+    # Direct tool calls and resource reads running now (a graceful stop waits for them).
+    inflight: int = 0
     # The errors of the last refused reload (empty once a reload succeeds), for /readyz and logs.
     reload_errors: tuple[str, ...] = ()
+
+    def busy(self) -> bool:
+        """Whether any turn, tool call or read is running (what a graceful stop waits for)."""
+        from ..protocol import LifecycleState
+
+        working = (LifecycleState.PROCESSING, LifecycleState.TOOL_USE)
+        return self.inflight > 0 or any(s.state in working for s in self.sessions.values())
 
     @resources.default
     def _resources(self) -> ResourceHosts:

@@ -32,6 +32,8 @@ class ServerSettings:
     reload_signals: tuple[int, ...] = ()
     # The /healthz, /readyz and /metrics listener; None: none (0 picks a free port).
     health_port: int | None = None
+    # On a graceful stop, how long running turns and calls may go on before they are cancelled.
+    shutdown_grace_s: float = 10.0
     # How long a direct tool_call outside a session waits for its approval.
     approval_timeout_s: float = 120.0
 

@@ -68,8 +68,8 @@ def start_server(nursery: trio.Nursery, state_dir: Path) -> Callable[..., object
     async def start(config: Path, **overrides: object) -> RunningServer:
         options: dict[str, object] = {"auth": AuthSettings(secret=SECRET), "port": 0, **overrides}
         settings = ServerSettings(config_dir=config, state_dir=state_dir, **options)  # type: ignore[arg-type]
-        urls = await nursery.start(serve, settings)
-        return RunningServer(urls.websocket, settings, urls.health)
+        handle = await nursery.start(serve, settings)
+        return RunningServer(handle.websocket, settings, handle.health)
 
     return start
 
