@@ -9,40 +9,65 @@
     [result] read_file ok
     notes.txt:
     buy milk
-    > /quit
+    > run sleep 15
+    [action] shell {"command": "sleep 15"} level 2 — needs approval by an admin: waiting for one to answer
+    /stop
+    [state] terminated
+    the session is over
 
 A line is a message to the agent, an answer to a pending approval, or a
 command: ``/pause``, ``/resume``, ``/stop`` (ends the session and the chat),
 ``/tools``, ``/help``, ``/quit``.  The answer streams in as it arrives; each
 ``agent_action`` is shown with its arguments and level.  An action waiting for
-this user's approval takes the next input line as the answer (``y``/``yes``
-approves, anything else denies); one waiting for an admin is shown as such.
-When the token is an admin's, level-2 actions of other users arrive as well and
-are asked about the same way.
+this user's approval takes the next input line as the answer: ``y``/``yes``
+approves, ``n``/``no`` or an empty line denies (any case); a command is run and
+the question asked again; anything else asks again.  One waiting for an admin is
+shown as such.  When the token is an admin's, level-2 actions of other users
+arrive as well and are asked about the same way; the chat then notes once that
+the server lets nobody approve their own level-2 request (unless a policy rule
+allows it), so another admin must.  ``/tools`` lists the tools this user may
+call directly (``tool_call``); which of them the agent uses is its
+configuration's business, which the server does not tell the client.
 
-Input: stdin is read line by line only when the chat wants a line (idle at the
-prompt, or an approval pending), so lines written ahead into a pipe are taken
-in order: a message, then its approval answer, then the next message.  While
-the agent works on a turn, further input waits.  Reading happens in a worker
-thread through ``os.read`` on fd 0 (never switching the descriptor, which the
-terminal shares with the shell, to non-blocking mode).
+Input while a turn runs: commands act at once (``/stop`` cancels the turn and
+kills its tool on the server; ``/pause`` shows the server's refusal, as a
+session pauses only when idle), so stdin is watched during the turn.  A
+message typed while a turn runs is not sent: the chat answers "a turn is
+running; wait for the answer or /stop it".  Lines written ahead (already
+buffered when the turn's message was sent, as with a pipe filled in advance)
+keep their order instead: they wait for the end of the turn, except that a
+pending approval takes the next of them as its answer.  So a pipe holding a
+message, then its approval answer, then the next message is taken in that order.
+
+Reading stdin: trio's I/O poller waits until fd 0 is readable, then one
+``os.read`` takes what is there, so a wait can be cancelled without losing
+input and the descriptor (which a terminal shares with the shell) is never
+switched to non-blocking mode.  Descriptors the poller refuses (a regular file,
+``/dev/null``) never block a read; they are read directly and count as
+written ahead.
 
 Exit codes: 0 after ``/quit``, end of input or ``/stop``; 1 when the token is
 refused, the server cannot be reached, the session cannot be started or
-resumed, or the connection drops; 2 for usage errors; 130 on Ctrl-C.
+resumed, or the connection drops (the message says why: the server closed it,
+the token expired, or the close code and reason); 2 for usage errors; 130 on
+Ctrl-C.  End of input while a turn runs ends the chat after the answer; while
+an approval is pending, at once.
 
 Resource handling: the connection, the event printer and the input loop live
 in one nursery; leaving the chat cancels them all and closes the connection (a
 turn still running on the server is abandoned there; the session stays
-resumable).  A stdin read still blocked in its thread is abandoned; the thread
-ends with the process.
+resumable).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import functools
 import json
 import os
+import select
 import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any, TextIO
@@ -57,6 +82,12 @@ if TYPE_CHECKING:
     from ..protocol import AgentAction, ServerFrame
 
 HELP = "commands: /pause /resume /stop /tools /help /quit; anything else is a message to the agent"
+BUSY = "a turn is running; wait for the answer or /stop it"
+ADMIN_NOTE = "note: nobody approves their own level-2 request; another admin must"
+ANSWER_AGAIN = "answer y (yes) or n (no); an empty line means no"
+# WebSocket close codes the server uses (engine.server.connection).
+_CLOSE_NORMAL = (1000, 1001)
+_CLOSE_TOKEN_EXPIRED = 4001
 # Turn-internal lifecycle states: shown implicitly by the streamed answer, not printed.
 _BUSY_STATES = ("processing", "tool_use")
 
@@ -109,7 +140,8 @@ async def chat(
     output = Output(out or sys.stdout)
     try:
         async with open_client(url, token) as client:
-            return await Chat(client, output, LineReader(stdin_fd)).run(agent, session_id)
+            chat = Chat(client, output, LineReader(stdin_fd), admin=ADMIN_ROLE in _token_roles(token))
+            return await chat.run(agent, session_id)
     except ConnectionRejected as exc:
         print(f"sconnect chat: {_rejection(exc.status_code, exc.body)}", file=sys.stderr)
     except HandshakeError as exc:
@@ -136,33 +168,157 @@ def _rejection(status: int, body: bytes | None) -> str:
     return f"{text}: {message}" if message else text
 
 
+ADMIN_ROLE = "admin"
+
+
+def _token_roles(token: str) -> frozenset[str]:
+    """The roles a JWT claims, read without verifying it: only for hints, the server decides.
+
+    The claim is ``roles`` unless ``$SCONNECT_JWT_ROLES_CLAIM`` names another (as for the
+    server; a dotted name such as ``realm_access.roles`` is followed).
+    """
+    try:
+        payload = token.split(".")[1]
+        claims: Any = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return frozenset()
+    name = os.environ.get("SCONNECT_JWT_ROLES_CLAIM") or "roles"
+    value = claims.get(name) if isinstance(claims, dict) else None
+    if value is None and "." in name:
+        value = claims
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(role for role in value if isinstance(role, str))
+
+
+def _closed_text(code: int | None, reason: str | None, session_id: str) -> str:
+    """Why the connection closed, in words, with how to resume ``session_id`` (when there is one)."""
+    resume = f"; resume later with --session {session_id}" if session_id else ""
+    if code in _CLOSE_NORMAL:
+        return f"the server closed the connection{resume}"
+    if code == _CLOSE_TOKEN_EXPIRED:
+        again = f" and resume with --session {session_id}" if session_id else ""
+        return f"your token expired; get a new one{again}"
+    if code is None:
+        return f"the connection was lost{resume}"
+    return f"the connection closed (code {code}{': ' + reason if reason else ''}){resume}"
+
+
 @attrs.define(eq=False)
 class LineReader:
-    """Lines from a file descriptor, read in a worker thread only when asked for.
+    """Lines from a file descriptor, read when input is there.
 
-    Cancellation: a read in progress is abandoned (its thread finishes with the
-    next line or the process); what it would have read is lost, so cancel only
-    when leaving.
+    A wait for input is ``trio.lowlevel.wait_readable``; the read after it (one
+    ``os.read``) returns at once, so cancelling a wait loses nothing.  The lines
+    already there when :meth:`mark_ahead` is called (at the start of a turn) are
+    *written ahead*; lines arriving after are *fresh*.  :meth:`readline` takes
+    lines in order; :meth:`take_fresh` takes the oldest fresh line, past those
+    written ahead, which keep waiting.
     """
 
     fd: int
     # A terminal echoes what is typed; input from a pipe is echoed by the chat, for a readable transcript.
     echo: bool = attrs.field(default=attrs.Factory(lambda self: not os.isatty(self.fd), takes_self=True))
-    _buffer: bytes = b""
+    _lines: deque[str] = attrs.field(factory=deque)
+    _partial: bytes = b""
     _eof: bool = False
+    # How many of the first buffered lines were written ahead.
+    _ahead: int = 0
+    # False once the poller refused the descriptor (regular files, /dev/null): reads never block there.
+    _pollable: bool = True
+
+    @property
+    def ended(self) -> bool:
+        """End of input, every line taken."""
+        return self._eof and not self._lines
 
     async def readline(self) -> str | None:
         """The next line without its newline; None at end of input."""
+        await self.wait_line()
+        return self.next_line()
+
+    def next_line(self) -> str | None:
+        """The next buffered line, written ahead or not; None when none is buffered."""
+        if not self._lines:
+            return None
+        self._ahead = max(0, self._ahead - 1)
+        return self._lines.popleft()
+
+    def take_fresh(self) -> str | None:
+        """The oldest buffered line that was not written ahead; None when there is none."""
+        if len(self._lines) <= self._ahead:
+            return None
+        line = self._lines[self._ahead]
+        del self._lines[self._ahead]
+        return line
+
+    def mark_ahead(self) -> None:
+        """Read what input is there without waiting, and count every line so far as written ahead."""
+        self._drain()
+        self._ahead = len(self._lines) + (1 if self._partial else 0)
+
+    async def wait_line(self, *, fresh: bool = False) -> None:
+        """Until a line is buffered (a fresh one, with ``fresh``) or, without ``fresh``, the input ended.
+
+        With ``fresh``, end of input (or a descriptor that cannot be polled) waits forever: lines
+        written ahead, and the end of input after them, belong after the turn.
+        """
         import trio
 
-        while b"\n" not in self._buffer and not self._eof:
-            chunk = await trio.to_thread.run_sync(os.read, self.fd, 65536, abandon_on_cancel=True)
-            self._buffer += chunk
-            self._eof = not chunk
-        if not self._buffer:
-            return None
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode("utf-8", "replace").rstrip("\r")
+        while len(self._lines) <= (self._ahead if fresh else 0):
+            if self._eof and not fresh:
+                return
+            if fresh and (self._eof or not self._pollable):
+                await trio.sleep_forever()
+            await self._fill()
+
+    async def _fill(self) -> None:
+        import trio
+
+        if self._pollable:
+            try:
+                await trio.lowlevel.wait_readable(self.fd)
+            except OSError:
+                self._pollable = False
+        self._read()
+
+    def _drain(self) -> None:
+        for _ in range(64):
+            if self._eof:
+                return
+            if self._pollable:
+                try:
+                    ready, _, _ = select.select([self.fd], [], [], 0)
+                except (OSError, ValueError):
+                    return
+                if not ready:
+                    return
+            if not self._read():
+                return
+
+    def _read(self) -> bool:
+        """One read of what is there; False when nothing was (another reader took it)."""
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return False
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._eof = True
+            if self._partial:
+                self._lines.append(_decode(self._partial))
+                self._partial = b""
+            return True
+        *complete, self._partial = (self._partial + chunk).split(b"\n")
+        self._lines.extend(map(_decode, complete))
+        return True
+
+
+def _decode(line: bytes) -> str:
+    return line.decode("utf-8", "replace").rstrip("\r")
 
 
 @attrs.define(eq=False)
@@ -196,6 +352,8 @@ class Chat:
     client: Client
     out: Output
     lines: LineReader
+    # The token holds the admin role: level-2 actions of others are asked about here.
+    admin: bool = False
     session_id: str = ""
     state: str = ""
     # The id of the user_message whose turn is running (None: idle, input is read).
@@ -208,6 +366,7 @@ class Chat:
     exit_code: int = 0
     _changed: trio.Event | None = None
     _seen_tool_list: bool = False
+    _lost: bool = False
 
     async def run(self, agent: str, session_id: str | None) -> int:
         import trio
@@ -225,17 +384,22 @@ class Chat:
             print(f"sconnect chat: cannot {verb}: [{exc.code}] {exc.message}", file=sys.stderr)
             return 1
         except (ClientClosed, ConnectionClosed):
-            print("sconnect chat: the server closed the connection", file=sys.stderr)
+            closed = self.client.ws.closed
+            text = _closed_text(closed.code if closed else None, closed.reason if closed else None, session_id or "")
+            print(f"sconnect chat: {text}", file=sys.stderr)
             return 1
         self.session_id, self.state = state.session_id, str(state.state)
         if self.state in _BUSY_STATES:
             # Resumed while a turn runs (followed from another connection): wait for its answer.
             self.turn = ""
+            self.lines.mark_ahead()
         self.out.line(
             f"session {self.session_id} (agent {state.agent}, {self.state}); "
             f"resume later with --session {self.session_id}"
         )
         self.out.line(HELP)
+        if self.admin:
+            self.out.line(ADMIN_NOTE)
         self._changed = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._show_events, nursery.cancel_scope)
@@ -360,11 +524,14 @@ class Chat:
             self.out.write("> ")
 
     def _lost_connection(self) -> None:
-        closed = self.client.ws.closed
-        why = f" ({closed.code} {closed.name}{': ' + closed.reason if closed.reason else ''})" if closed else ""
-        self.out.end_line()
-        print(f"sconnect chat: the connection closed{why}", file=sys.stderr)
         self.exit_code = 1
+        if self._lost:
+            return
+        self._lost = True
+        closed = self.client.ws.closed
+        self.out.end_line()
+        text = _closed_text(closed.code if closed else None, closed.reason if closed else None, self.session_id)
+        print(f"sconnect chat: {text}", file=sys.stderr)
 
     def _notify(self) -> None:
         import trio
@@ -382,38 +549,73 @@ class Chat:
 
         try:
             while True:
-                # While a turn runs, input waits, except to answer an approval.
-                while self.turn is not None and not self.pending:
-                    assert self._changed is not None
-                    await self._changed.wait()
-                if not self.pending:
+                if self.turn is None and not self.pending:
+                    # Idle: the next line, in order.
                     self.out.write("> ")
-                self.reading = True
-                try:
-                    line = await self.lines.readline()
-                finally:
-                    self.reading = False
+                    self.reading = True
+                    try:
+                        line = await self.lines.readline()
+                    finally:
+                        self.reading = False
+                else:
+                    # A turn runs: take a fresh line (one written ahead waits for the end of the turn),
+                    # or with an approval pending the next line; look again whenever the state changes.
+                    line = await self._line_or_change(fresh=not self.pending)
+                    if line is None:
+                        if self.pending and self.lines.ended:
+                            self.out.end_line()
+                            return
+                        continue
                 if line is None:
                     self.out.end_line()
                     return
                 if self.lines.echo:
-                    self.out.write(line + "\n")
+                    if self.pending or self.turn is None:
+                        self.out.write(line + "\n")  # after the prompt or the question
+                    else:
+                        self.out.line(line)
                 self.out.mid_line = False  # the line's newline (echoed by a terminal, or by us) ended it
-                if self.pending:
-                    await self._answer(self.pending.popleft(), line)
-                elif line.strip().startswith("/"):
-                    if not await self._command(line.strip()):
+                text = line.strip()
+                if text.startswith("/"):
+                    if not await self._command(text):
                         return
+                    if self.pending:
+                        self._ask(self.pending[0])
+                elif self.pending:
+                    await self._answer(text)
                 elif self.turn is not None:
-                    # The approval this line was meant for was decided meanwhile.
-                    self.out.line("(the agent is busy and no approval is pending; the line was not sent)")
-                elif line.strip():
+                    self.out.line(BUSY)
+                elif text:
                     await self._send(line)
         except (ClientClosed, ConnectionClosed):
             self._lost_connection()
 
-    async def _answer(self, action: AgentAction, line: str) -> None:
-        approved = line.strip().lower() in ("y", "yes")
+    async def _line_or_change(self, *, fresh: bool) -> str | None:
+        """The next fresh line (with ``fresh``) or next line; None when the chat's state changed first."""
+        import trio
+
+        changed = self._changed
+        assert changed is not None
+        async with trio.open_nursery() as nursery:
+
+            async def first(wait: Any) -> None:
+                await wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(first, changed.wait)
+            nursery.start_soon(first, functools.partial(self.lines.wait_line, fresh=fresh))
+        if changed.is_set():
+            return None
+        return self.lines.take_fresh() if fresh else self.lines.next_line()
+
+    async def _answer(self, text: str) -> None:
+        answer = text.lower()
+        if answer not in ("y", "yes", "n", "no", ""):
+            self.out.line(ANSWER_AGAIN)
+            self._ask(self.pending[0])
+            return
+        approved = answer in ("y", "yes")
+        action = self.pending.popleft()
         await self.client.answer(action.action_id, approved)
         self.out.line("approved" if approved else "denied")
         if self.pending:
@@ -425,6 +627,8 @@ class Chat:
         frame = UserMessage(id=new_id(), session_id=self.session_id, content=content)
         # The turn is marked before sending: the server's answer can arrive before send returns.
         self.turn, self.turn_streamed = frame.id, False
+        # Lines already written (a pipe filled ahead) wait for the end of this turn; later ones act at once.
+        self.lines.mark_ahead()
         await self.client.send(frame)
 
     async def _command(self, line: str) -> bool:
@@ -453,9 +657,11 @@ class Chat:
         return True
 
     def _print_tools(self, tools: Any) -> None:
+        # The server lists the tools this caller may call; it does not say which of them the agent uses.
         if not tools:
-            self.out.line("no tools are available to you")
+            self.out.line("no tools are available to you to call directly")
             return
+        self.out.line("tools you may call directly (tool_call):")
         width = max(len(tool.name) for tool in tools)
         for tool in sorted(tools, key=lambda t: t.name):
             self.out.line(f"  {tool.name:<{width}}  level {tool.level}  {tool.description}")

@@ -6,13 +6,17 @@ import functools
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import pytest
 import trio
 
+from engine.auth import AuthSettings, issue
+from engine.server import ServerSettings, serve
 from tests.conftest import REPO
-from tests.engine.conftest import RunningServer
+from tests.engine.conftest import SECRET, SLEEPER, RunningServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
@@ -36,8 +40,18 @@ class ChatProcess:
             if not chunk:
                 raise AssertionError(f"chat ended before printing {text!r}; output:\n{self.output}")
             self.output += chunk.decode()
-        seen, self.output = self.output, self.output[self.output.index(text) + len(text):]
+        seen, self.output = self.output, self.output[self.output.index(text) + len(text) :]
         return seen
+
+    async def ended(self) -> tuple[int, str, str]:
+        """Wait, stdin left open, until the chat exits by itself: the exit code, the rest of stdout, stderr."""
+        assert self.process.stdout is not None and self.process.stderr is not None
+        while chunk := await self.process.stdout.receive_some():
+            self.output += chunk.decode()
+        errors = b""
+        while chunk := await self.process.stderr.receive_some():
+            errors += chunk
+        return await self.process.wait(), self.output, errors.decode()
 
     async def finish(self) -> tuple[int, str]:
         """Close stdin (end of input) and collect the rest of the output and the exit code."""
@@ -58,9 +72,16 @@ def _env() -> dict[str, str]:
     return env
 
 
-async def _open_chat(nursery: trio.Nursery, argv: list[str]) -> ChatProcess:
+async def _open_chat(nursery: trio.Nursery, argv: list[str], *, stderr: int | None = None) -> ChatProcess:
     run = functools.partial(
-        trio.run_process, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, check=False, cwd=REPO, env=_env()
+        trio.run_process,
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        check=False,
+        cwd=REPO,
+        env=_env(),
     )
     process = await nursery.start(run)
     return ChatProcess(process)
@@ -73,6 +94,9 @@ async def _run_chat(
     return await trio.run_process(
         argv, stdin=lines.encode(), capture_stdout=True, capture_stderr=True, check=False, cwd=REPO, env=env or _env()
     )
+
+
+ADMIN_NOTE = "note: nobody approves their own level-2 request; another admin must\n"
 
 
 def _write_notes(server: RunningServer, text: str) -> None:
@@ -139,6 +163,8 @@ async def test_tools_lists_name_level_and_description(server: RunningServer) -> 
         done = await _run_chat(_argv(server), "/tools\n")
     out = done.stdout.decode()
     assert done.returncode == 0, done.stderr.decode()
+    # The server lists what the caller may call, not the agent's tools: the heading says so.
+    assert "tools you may call directly (tool_call):\n" in out
     calculator = next(line for line in out.splitlines() if line.strip().startswith("calculator "))
     assert "level 0" in calculator and len(calculator.split("level 0", 1)[1].strip()) > 0
     assert any(line.strip().startswith("read_file ") and "level 1" in line for line in out.splitlines())
@@ -167,9 +193,9 @@ async def test_resume_continues_the_session(server: RunningServer) -> None:
 async def test_admin_is_asked_about_another_users_level_2_action(server: RunningServer, nursery: trio.Nursery) -> None:
     with trio.fail_after(20):
         admin = await _open_chat(nursery, _argv(server, token=server.token("root", ("admin",))))
-        await admin.expect("> ")
+        assert (await admin.expect("> ")).count(ADMIN_NOTE) == 1
         user = await _open_chat(nursery, _argv(server))
-        await user.expect("> ")
+        assert ADMIN_NOTE not in await user.expect("> ")
         await user.send('write "hello" to greeting.txt')
         waiting = await user.expect("waiting for one to answer")
         assert '[action] write_file {"path": "greeting.txt", "content": "hello"} level 2' in waiting
@@ -219,3 +245,91 @@ async def test_end_of_input_closes_cleanly(server: RunningServer, nursery: trio.
         assert "3*3 = 9" in await chat.expect("> ")
         code, rest = await chat.finish()
     assert code == 0 and "Traceback" not in rest
+
+
+async def test_approval_takes_only_yes_or_no(server: RunningServer) -> None:
+    _write_notes(server, "buy milk\n")
+    # A message typed at the question is not a "no": the question is asked again.
+    lines = "read notes.txt\nwhat is 2+2\nYES\nread notes.txt\n\n/quit\n"
+    with trio.fail_after(15):
+        done = await _run_chat(_argv(server), lines)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    question = '[action] read_file {"path": "notes.txt"} level 1 — needs approval by user: approve? [y/N] '
+    first, _, second = out.partition("[result] read_file ok")
+    assert first.endswith(
+        f"{question}what is 2+2\nanswer y (yes) or n (no); an empty line means no\n{question}YES\napproved\n"
+    )
+    assert "buy milk" in second and "2+2 = 4" not in out
+    # An empty line is the [y/N] default: no.
+    assert f"{question}\ndenied\n" in second and "[result] read_file denied" in second
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_commands_act_while_a_tool_runs(
+    start_server: Callable[..., object], config_dir: Path, nursery: trio.Nursery
+) -> None:
+    marker = "1414.2135"
+    (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
+    assistant = config_dir / "agents.d" / "assistant.yaml"
+    text = assistant.read_text().replace("tools: [clock,", "tools: [sleeper, clock,")
+    text = text.replace("  rules:\n", "  rules:\n    - match: 'nap'\n      tool: sleeper\n      answer: rested\n", 1)
+    assistant.write_text(text)
+    server: RunningServer = await start_server(config_dir)  # type: ignore[operator]
+    with trio.fail_after(20):
+        chat = await _open_chat(nursery, _argv(server))
+        await chat.expect("> ")
+        await chat.send("take a nap")
+        await chat.expect("[action] sleeper {} level 0\n")
+        with trio.fail_after(5):
+            while not _processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
+                await trio.sleep(0.05)
+        # A message is not sent while the turn runs; the server refuses to pause a busy session.
+        await chat.send("what is 2+2")
+        await chat.expect("a turn is running; wait for the answer or /stop it\n")
+        await chat.send("/pause")
+        await chat.expect("[error invalid_state] cannot pause a session that is tool_use")
+        await chat.send("/tools")
+        await chat.expect("tools you may call directly (tool_call):\n")
+        with trio.fail_after(2):
+            await chat.send("/stop")
+            await chat.expect("[state] terminated\nthe session is over\n")
+            code, rest = await chat.finish()
+    assert code == 0 and "2+2 = 4" not in rest and "rested" not in rest
+    assert _processes_with(marker) == []
+
+
+async def test_server_shutdown_says_how_to_resume(config_dir: Path, state_dir: Path, nursery: trio.Nursery) -> None:
+    settings = ServerSettings(config_dir=config_dir, state_dir=state_dir, auth=AuthSettings(secret=SECRET), port=0)
+    with trio.fail_after(15):
+        async with trio.open_nursery() as server_nursery:
+            handle = await server_nursery.start(serve, settings)
+            argv = [sys.executable, "-m", "engine", "chat", "--url", handle.websocket]
+            chat = await _open_chat(
+                nursery, [*argv, "--token", issue(settings.auth, "alice", ["user"], 600)], stderr=subprocess.PIPE
+            )
+            session_id = (await chat.expect("> ")).split()[1]
+            server_nursery.cancel_scope.cancel()
+        code, _, errors = await chat.ended()
+    assert code == 1
+    assert errors == f"sconnect chat: the server closed the connection; resume later with --session {session_id}\n"
+
+
+async def test_token_expiry_says_to_get_a_new_one(server: RunningServer, nursery: trio.Nursery) -> None:
+    with trio.fail_after(15):
+        chat = await _open_chat(nursery, _argv(server, token=server.token(ttl_s=2)), stderr=subprocess.PIPE)
+        session_id = (await chat.expect("> ")).split()[1]
+        code, _, errors = await chat.ended()
+    assert code == 1
+    assert errors == f"sconnect chat: your token expired; get a new one and resume with --session {session_id}\n"
