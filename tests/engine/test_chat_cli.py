@@ -280,7 +280,7 @@ def _processes_with(marker: str) -> list[int]:
 async def test_commands_act_while_a_tool_runs(
     start_server: Callable[..., object], config_dir: Path, nursery: trio.Nursery
 ) -> None:
-    marker = "1414.2135"
+    marker = f"1414.{os.getpid():08d}"  # unique per test run: concurrent runs must not see each other's sleeper
     (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
     assistant = config_dir / "agents.d" / "assistant.yaml"
     text = assistant.read_text().replace("tools: [clock,", "tools: [sleeper, clock,")
@@ -328,7 +328,7 @@ async def test_server_shutdown_says_how_to_resume(config_dir: Path, state_dir: P
 
 async def test_token_expiry_says_to_get_a_new_one(server: RunningServer, nursery: trio.Nursery) -> None:
     with trio.fail_after(15):
-        chat = await _open_chat(nursery, _argv(server, token=server.token(ttl_s=2)), stderr=subprocess.PIPE)
+        chat = await _open_chat(nursery, _argv(server, token=server.token(ttl_s=3)), stderr=subprocess.PIPE)
         session_id = (await chat.expect("> ")).split()[1]
         code, _, errors = await chat.ended()
     assert code == 1
