@@ -600,11 +600,12 @@ def load_settings(environ: Mapping[str, str], state_dir: Path, *, dev: bool) -> 
     if secret is None and not public_keys:
         if not dev:
             raise AuthConfigError(
-                "no JWT verification key is configured: set SCONNECT_JWT_SECRET (an HS256 "
+                f"no JWT key is configured (looked for {state_dir / DEV_SECRET_FILE}): use the server's "
+                "--state-dir, or set SCONNECT_JWT_SECRET (an HS256 "
                 f"secret of at least {MIN_SECRET_BYTES} bytes, e.g. from "
                 "python -c 'import secrets; print(secrets.token_hex(32))'), "
                 "SCONNECT_JWT_SECRET_FILE, SCONNECT_JWT_PUBLIC_KEY_FILE or SCONNECT_JWKS_FILE; "
-                f"or run with --dev to create a secret in {state_dir / DEV_SECRET_FILE}"
+                "or start the server once with `sconnect serve --dev`, which creates that secret"
             )
         secret = _create_dev_secret(state_dir)
 

@@ -65,7 +65,17 @@ def run(args: argparse.Namespace) -> int:
         reload_signals=(signal.SIGHUP,), health_port=args.health_port,
         shutdown_grace_s=float(_duration("--shutdown-grace", args.shutdown_grace)),
     )
-    trio.run(_main, settings, args.dev)
+    failed: list[OSError] = []
+    try:
+        trio.run(_main, settings, args.dev)
+    except* OSError as group:
+        # Binding failed (a port in use, an address not on this host): one line, not a traceback.
+        failed.extend(_leaves(group))
+    if failed:
+        reason = failed[0].strerror or str(failed[0])
+        print(f"sconnect: cannot listen on {args.host}:{args.port}: {reason} "
+              "(pick another --port, or 0 for a free one)", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -101,6 +111,13 @@ async def _serve_then_stop(settings: ServerSettings, done: Any, *, task_status: 
 
     await serve(settings, task_status=task_status)
     done.cancel()
+
+
+def _leaves(group: BaseExceptionGroup[OSError]) -> list[OSError]:
+    found: list[OSError] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def _duration(option: str, text: str) -> float:

@@ -135,3 +135,18 @@ def test_protocol_schema_is_json_schema() -> None:
     schema = json.loads(done.stdout)
     assert schema["$schema"].endswith("2020-12/schema")
     assert "user_message" in json.dumps(schema)
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(state_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = sconnect("serve", "--port", str(port), "--state-dir", str(state_dir), env={"SCONNECT_JWT_SECRET": SECRET})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"sconnect: cannot listen on 127.0.0.1:{port}: Address already in use (pick another --port, or 0 for a free one)"
+    )
+    assert "Traceback" not in done.stderr
