@@ -8,9 +8,12 @@ hide the mistakes of the others.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import importlib.util
+import os
 import re
+import shutil
 import string
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -45,9 +48,13 @@ def _placeholders(value: Any) -> list[str]:
 def check_tool(tool: Tool, doc: Document) -> list[ConfigProblem]:
     problems = validate_parameters(doc, ["parameters"])
     if tool.python:
-        package = tool.python.split(":")[0].split(".")[0]
-        if importlib.util.find_spec(package) is None:
-            problems.append(doc.problem(["python"], f"no Python package or module named {package!r} is installed"))
+        problem = _python_target_problem(tool.python)
+        if problem:
+            problems.append(doc.problem(["python"], problem))
+    if tool.command:
+        problem = _command_problem(tool.command[0], tool.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
+        if problem:
+            problems.append(doc.problem(["command", 0], problem))
     properties = tool.parameters.get("properties", {})
     for index, name in enumerate(tool.secret_arguments):
         if name not in properties:
@@ -55,6 +62,57 @@ def check_tool(tool: Tool, doc: Document) -> list[ConfigProblem]:
                 doc.problem(["secret_arguments", index], f"{name!r} is not one of the tool's parameters")
             )
     return problems
+
+
+DEFAULT_TOOL_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _python_target_problem(target: str) -> str | None:
+    """Whether ``module:function`` names a module that exists and defines that name.
+
+    The module is found without being run: its source is parsed and its top-level
+    definitions read, so checking a config never executes tool code.
+    """
+    module, function = target.split(":")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return f"no Python module named {module!r} is installed"
+    if spec.origin is None or not spec.origin.endswith(".py"):
+        return None  # a namespace or compiled module: nothing to read, trust it
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"module {module!r} cannot be read: {exc}"
+    if function not in _top_level_names(tree):
+        return f"module {module!r} has no function {function!r}"
+    return None
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(target.id for target in node.targets if isinstance(target, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names
+
+
+def _command_problem(program: str, path: str) -> str | None:
+    if "/" in program:
+        if not os.access(program, os.X_OK) or not os.path.isfile(program):
+            return f"{program!r} does not exist or is not executable"
+        return None
+    if shutil.which(program, path=path) is None:
+        return f"{program!r} is not found on the tool's PATH ({path})"
+    return None
 
 
 def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
@@ -176,21 +234,32 @@ def check_duplicates(kind: str, entries: Iterable[tuple[str, Document]]) -> list
 
 
 def check_agent_references(
-    agent: Agent, doc: Document, tools: Mapping[str, Tool], resources: Mapping[str, Resource]
+    agent: Agent, doc: Document, tools: Mapping[str, Tool], resources: Mapping[str, Resource],
+    failed: Mapping[str, str] | None = None,
 ) -> list[ConfigProblem]:
+    failed = failed or {}
     problems = []
     for index, name in enumerate(agent.tools):
-        if name not in tools:
+        if name in tools:
+            continue
+        if name in failed:
+            problems.append(doc.problem(["tools", index], f"tool {name!r} did not load (see {failed[name]})"))
+        else:
             problems.append(doc.problem(["tools", index], f"unknown tool {name!r}{_known(tools)}"))
     for index, name in enumerate(agent.resources):
-        if name not in resources:
+        if name in resources:
+            continue
+        if name in failed:
+            problems.append(doc.problem(["resources", index], f"resource host {name!r} did not load (see {failed[name]})"))
+        else:
             problems.append(doc.problem(["resources", index], f"unknown resource host {name!r}{_known(resources)}"))
     return problems
 
 
 def check_policy_references(
-    policy: Policy, doc: Document, tools: Mapping[str, Tool], roles: set[str]
+    policy: Policy, doc: Document, tools: Mapping[str, Tool], roles: set[str], failed: Mapping[str, str] | None = None,
 ) -> list[ConfigProblem]:
+    failed = failed or {}
     problems = []
     for index, rule in enumerate(policy.rules):
         where = ["rules", index]
@@ -201,7 +270,11 @@ def check_policy_references(
                 )
         for t_index, pattern in enumerate(rule.targets.tools):
             is_glob = any(char in pattern for char in "*?[")
-            if not is_glob and pattern not in tools:
+            if pattern in failed and pattern not in tools:
+                problems.append(
+                    doc.problem([*where, "targets", "tools", t_index], f"tool {pattern!r} did not load (see {failed[pattern]})")
+                )
+            elif not is_glob and pattern not in tools:
                 problems.append(
                     doc.problem([*where, "targets", "tools", t_index], f"unknown tool {pattern!r}{_known(tools)}")
                 )

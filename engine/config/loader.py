@@ -53,12 +53,19 @@ def load_config(root: Path | str) -> Config:
 
     problems: list[ConfigProblem] = []
     loaded: dict[str, list[tuple[Any, Document]]] = {}
+    # Names declared in files that did not load: references to them say so instead of "unknown".
+    failed: dict[str, str] = {}
     for kind in KIND_DIRS:
         loaded[kind] = []
         for path in config_files(root, kind):
+            before = len(problems)
             result = _load_file(kind, path, root, problems)
             if result is not None:
                 loaded[kind].append(result)
+            else:
+                name = _declared_name(kind, path, problems[before:])
+                if name:
+                    failed[name] = path.relative_to(root).as_posix()
 
     tools = {tool.name: tool for tool, _ in loaded["tool"]}
     agents = {agent.name: agent for agent, _ in loaded["agent"]}
@@ -74,9 +81,9 @@ def load_config(root: Path | str) -> Config:
     problems += checks.check_duplicates("policy", ((p.name, d) for p, d in loaded["policy"]))
     problems += _duplicate_rule_ids(loaded["policy"])
     for agent, doc in loaded["agent"]:
-        problems += checks.check_agent_references(agent, doc, tools, resources)
+        problems += checks.check_agent_references(agent, doc, tools, resources, failed)
     for policy, doc in loaded["policy"]:
-        problems += checks.check_policy_references(policy, doc, tools, roles)
+        problems += checks.check_policy_references(policy, doc, tools, roles, failed)
     if problems:
         raise ConfigError(problems)
 
@@ -93,6 +100,21 @@ def load_config(root: Path | str) -> Config:
         policies=tuple(policies),
         warnings=tuple(warnings),
     )
+
+
+def _declared_name(kind: str, path: Path, problems: list[ConfigProblem]) -> str | None:
+    """The name a file that failed to load meant to declare, when it can still be read."""
+    try:
+        import yaml
+
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # a file that does not even parse declares nothing we can name
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    if kind == "resource" and isinstance(data.get("scheme"), str):
+        return f"{data['scheme']}://{data['name']}"
+    return data["name"]
 
 
 def _load_file(kind: str, path: Path, root: Path, problems: list[ConfigProblem]) -> tuple[Any, Document] | None:

@@ -168,7 +168,7 @@ def test_semantic_tool_checks(minimal_config: Path) -> None:
         "  type: array\n"
     )
     assert messages(minimal_config) == [
-        "tools.d/x.yaml:4:9: python: no Python package or module named 'no_such_package' is installed",
+        "tools.d/x.yaml:4:9: python: no Python module named 'no_such_package.mod' is installed",
         "tools.d/x.yaml:5:20: secret_arguments[0]: 'token' is not one of the tool's parameters",
         "tools.d/x.yaml:7:3: parameters: the arguments must be an object: set 'type: object'",
     ]
@@ -216,3 +216,30 @@ def test_config_dir_resolution(tmp_path: Path, minimal_config: Path) -> None:
     assert resolve_config_dir(None, cwd=minimal_config) == minimal_config
     # Anywhere else, the shipped example is used.
     assert resolve_config_dir(None, cwd=tmp_path) == REPO
+
+
+@pytest.mark.parametrize(
+    ("runs", "expected"),
+    [
+        ("python: sconnect_tools.calx:evaluate", "tools.d/x.yaml:4:9: python: no Python module named 'sconnect_tools.calx' is installed"),
+        ("python: sconnect_tools.calc:evaluat", "tools.d/x.yaml:4:9: python: module 'sconnect_tools.calc' has no function 'evaluat'"),
+        ("command: [/bin/unamex]", "tools.d/x.yaml:4:11: command[0]: '/bin/unamex' does not exist or is not executable"),
+        ("command: [no-such-program]", "tools.d/x.yaml:4:11: command[0]: 'no-such-program' is not found on the tool's PATH "
+         "(/usr/local/bin:/usr/bin:/bin)"),
+    ],
+)
+def test_tools_that_cannot_run_are_refused(minimal_config: Path, runs: str, expected: str) -> None:
+    (minimal_config / "tools.d" / "x.yaml").write_text(
+        f"name: x\ndescription: Cannot run.\npermission_level: 0\n{runs}\nparameters: {{type: object}}\n"
+    )
+    assert messages(minimal_config) == [expected]
+
+
+def test_a_tool_that_did_not_load_is_not_called_unknown(minimal_config: Path) -> None:
+    echo = minimal_config / "tools.d" / "echo.yaml"
+    echo.write_text(echo.read_text().replace("timeout: 2s", "timeout: 5 parsecs"))
+    assert messages(minimal_config) == [
+        "agents.d/helper.yaml:3:9: tools[0]: tool 'echo' did not load (see tools.d/echo.yaml)",
+        "policies/base.yaml:9:23: rules[0].targets.tools[0]: tool 'echo' did not load (see tools.d/echo.yaml)",
+        "tools.d/echo.yaml:12:12: sandbox.timeout: '5 parsecs' is not a duration (e.g. 500ms, 5s, 2m)",
+    ]
