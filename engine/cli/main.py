@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sconnect",
         description="Scalytics Connect: agents call tools and read resources for people, safely.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check.register(commands)
     tools.register(commands)
@@ -31,6 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(commands)
     policy.register(commands)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scalytics-connect")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,13 @@ from ..config.units import parse_duration
 
 
 def register(commands: Any) -> None:
-    from .main import add_state_option
+    from .main import add_config_option, add_state_option
 
     parser = commands.add_parser("token", help="mint tokens")
     sub = parser.add_subparsers(dest="token_command", required=True, metavar="SUBCOMMAND")
     issuing = sub.add_parser("issue", help="print a signed JWT")
     add_state_option(issuing)
+    add_config_option(issuing)
     issuing.add_argument("--sub", required=True, help="the subject (who the token speaks for)")
     issuing.add_argument("--role", action="append", default=[], help="a role; repeat for several")
     issuing.add_argument("--ttl", default="1h", help="lifetime with its unit, e.g. 30m, 1h (default 1h)")
@@ -29,7 +31,15 @@ def run_issue(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"sconnect: --ttl: {exc}") from None
     from ..auth import issue, load_settings
+    from ..config import load_config, resolve_config_dir
 
     settings = load_settings(os.environ, Path(args.state_dir), dev=False)
+    declared = load_config(resolve_config_dir(args.config)).roles
+    for role in args.role:
+        if role not in declared:
+            print(f"warning: no policy declares the role {role!r} (declared: {', '.join(sorted(declared))}); "
+                  "the token grants nothing through it", file=sys.stderr)
+    if not args.role:
+        print("warning: the token has no role: under the default policy it may call nothing", file=sys.stderr)
     print(issue(settings, args.sub, args.role, float(ttl)))
     return 0

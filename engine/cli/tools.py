@@ -31,6 +31,7 @@ def register(commands: Any) -> None:
     add_config_option(trying)
     add_state_option(trying)
     trying.add_argument("--json", action="store_true", help="print the whole sandbox result as JSON")
+    trying.add_argument("--verbose", "-v", action="store_true", help="on failure, also print the tool's stderr")
     trying.set_defaults(run=run_tool_once)
 
 
@@ -89,7 +90,11 @@ def run_tool_once(args: argparse.Namespace) -> int:
     try:
         arguments = json.loads(args.args)
     except ValueError as exc:
-        print(f"sconnect: --args is not JSON: {exc}", file=sys.stderr)
+        print(f"sconnect: --args is not JSON: {exc} (expected an object such as '{{\"text\": \"hi\"}}')",
+              file=sys.stderr)
+        return 2
+    if not isinstance(arguments, dict):
+        print(f"sconnect: --args must be a JSON object, not {type(arguments).__name__}", file=sys.stderr)
         return 2
     problems = argument_errors(tool, arguments)
     if problems:
@@ -109,8 +114,9 @@ def run_tool_once(args: argparse.Namespace) -> int:
     else:
         print(f"{tool.name}: {result.status} ({result.message}) in {result.wall_time_s * 1000:.0f} ms, "
               f"backend {result.backend}", file=sys.stderr)
-        output = result.output
-        print(output if isinstance(output, str) else json.dumps(output, indent=2, ensure_ascii=False))
-        if result.status != "ok" and result.stderr_tail:
+        if result.status == "ok":
+            output = result.output
+            print(output if isinstance(output, str) else json.dumps(output, indent=2, ensure_ascii=False))
+        elif args.verbose and result.stderr_tail:
             print(result.stderr_tail, file=sys.stderr)
     return 0 if result.status == "ok" else 1

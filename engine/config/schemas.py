@@ -107,6 +107,10 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
         choices = ", ".join(repr(choice) for choice in error.validator_value)
         yield doc.problem(path, f"{error.instance!r} is not one of {choices}")
         return
+    if error.validator == "type" and str(error.schema.get("description", "")).startswith(("A duration", "A size")):
+        example = "5s" if error.schema["description"].startswith("A duration") else "64MiB"
+        yield doc.problem(path, f"{error.instance!r} needs its unit, e.g. {example}")
+        return
     if error.validator == "pattern" and path and path[-1] == "python":
         yield doc.problem(path, f"{error.instance!r} is not of the form 'package.module:function'")
         return

@@ -141,6 +141,9 @@ class Connection:
             except ConnectionClosed:
                 return
             self.hub.metrics.frames_in.inc()
+            if isinstance(message, bytes):
+                self.send(ErrorFrame(code=ErrorCode.BAD_JSON, message="binary frames are not supported: send JSON as text"))
+                continue
             try:
                 frame = decode(message)
             except ProtocolError as exc:

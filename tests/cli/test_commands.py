@@ -150,3 +150,24 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(state_dir: Path) -> None:
         f"sconnect: cannot listen on 127.0.0.1:{port}: Address already in use (pick another --port, or 0 for a free one)"
     )
     assert "Traceback" not in done.stderr
+
+
+def test_token_issue_warns_about_roles_no_policy_declares(state_dir: Path) -> None:
+    done = sconnect("token", "issue", "--sub", "a", "--role", "wizard", "--state-dir", str(state_dir),
+                    env={"SCONNECT_JWT_SECRET": SECRET})
+    assert done.returncode == 0
+    assert "no policy declares the role 'wizard'" in done.stderr
+
+
+def test_version() -> None:
+    done = sconnect("--version")
+    assert done.returncode == 0 and done.stdout.startswith("sconnect ")
+
+
+def test_tools_run_failure_prints_the_reason_not_a_traceback(state_dir: Path) -> None:
+    done = sconnect("tools", "run", "calculator", "--args", '{"expression": "1/0"}', "--state-dir", str(state_dir))
+    assert done.returncode == 1 and done.stdout == ""
+    assert "ValueError: division by zero" in done.stderr and "Traceback" not in done.stderr
+    verbose = sconnect("tools", "run", "calculator", "--args", '{"expression": "1/0"}', "--verbose",
+                       "--state-dir", str(state_dir))
+    assert "Traceback" in verbose.stderr

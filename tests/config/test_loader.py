@@ -243,3 +243,9 @@ def test_a_tool_that_did_not_load_is_not_called_unknown(minimal_config: Path) ->
         "policies/base.yaml:9:23: rules[0].targets.tools[0]: tool 'echo' did not load (see tools.d/echo.yaml)",
         "tools.d/echo.yaml:12:12: sandbox.timeout: '5 parsecs' is not a duration (e.g. 500ms, 5s, 2m)",
     ]
+
+
+def test_a_bare_number_where_a_unit_belongs(minimal_config: Path) -> None:
+    echo = minimal_config / "tools.d" / "echo.yaml"
+    echo.write_text(echo.read_text().replace("timeout: 2s", "timeout: 5"))
+    assert "tools.d/echo.yaml:12:12: sandbox.timeout: 5 needs its unit, e.g. 5s" in messages(minimal_config)

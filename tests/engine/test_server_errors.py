@@ -127,6 +127,11 @@ async def test_each_bad_frame_gets_its_code_and_the_other_session_carries_on(ser
                 while not isinstance(event, ErrorFrame):
                     event = await client.next_event()
                 assert (str(event.code), event.reply_to) == (code, reply_to), text
+            await client.send_raw(b'{"type": "tool_list", "id": "b1", "payload": {}}')
+            event = await client.next_event()
+            while not isinstance(event, ErrorFrame):
+                event = await client.next_event()
+            assert str(event.code) == "bad_json" and "binary frames" in event.message
             # An illegal lifecycle transition is refused too.
             await client.send_raw(json.dumps({"type": "agent_control", "id": "r1", "payload": {"session_id": sid, "command": "resume"}}))
             event = await client.next_event()
