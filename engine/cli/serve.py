@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from ..auth import load_settings
 
     auth = load_settings(os.environ, state_dir, dev=args.dev)
+    if args.dev:
+        _seed_workspace(state_dir)
     # The server and Trio load only for this command, keeping the other commands quick to start.
     import trio
 
@@ -118,6 +120,22 @@ def _leaves(group: BaseExceptionGroup[OSError]) -> list[OSError]:
     for exc in group.exceptions:
         found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return found
+
+
+def _seed_workspace(state_dir: Path) -> None:
+    """--dev: give an empty workspace the notes.txt the README's first session reads."""
+    from ..server.app import prepare_state_dir
+
+    prepare_state_dir(state_dir.resolve())
+    workspace = state_dir / "workspace"
+    if any(workspace.iterdir()):
+        return
+    notes = workspace / "notes.txt"
+    notes.write_text("buy milk\ncall the plumber\n", encoding="utf-8")
+    if os.geteuid() == 0:
+        import sandbox
+
+        os.chown(notes, sandbox.SANDBOX_UID, sandbox.SANDBOX_GID)
 
 
 def _duration(option: str, text: str) -> float:
