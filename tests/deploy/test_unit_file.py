@@ -1,0 +1,161 @@
+"""deploy/sconnect.service: the properties an operator relies on must not regress.
+
+The unit is parsed line by line (systemd allows repeated keys, which configparser does
+not); `systemd-analyze verify` runs on it when the machine has systemd-analyze.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).resolve().parents[2] / "deploy" / "sconnect.service"
+ENV_EXAMPLE = UNIT.parent / "env.example"
+DEFAULT_SHUTDOWN_GRACE_S = 10.0  # `sconnect serve --shutdown-grace` default
+
+
+def parse(path: Path) -> dict[str, dict[str, list[str]]]:
+    """{section: {key: [values in order]}}; comments and blank lines skipped."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"line {number} is outside any section: {raw!r}"
+        assert not line.endswith("\\"), f"line {number}: keep every option on one line"
+        key, sep, value = line.partition("=")
+        assert sep, f"line {number} is not key=value: {raw!r}"
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def seconds(text: str) -> float:
+    """A systemd time span such as `30s`, `1min 30s`, `90` (seconds)."""
+    units = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "": 1}
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", text):
+        total += float(number) * units[unit]
+    return total
+
+
+@pytest.fixture(scope="module")
+def service() -> dict[str, list[str]]:
+    return parse(UNIT)["Service"]
+
+
+def one(service: dict[str, list[str]], key: str) -> str:
+    values = service.get(key)
+    assert values, f"{key}= is missing"
+    assert len(values) == 1, f"{key}= is set {len(values)} times"
+    return values[0]
+
+
+def serve_argv(service: dict[str, list[str]]) -> list[str]:
+    argv = shlex.split(one(service, "ExecStart"))
+    assert argv[0].startswith("/") and argv[0].endswith("/sconnect"), argv[0]
+    assert argv[1] == "serve", argv
+    return argv
+
+
+def option(argv: list[str], name: str) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg == name:
+            return argv[index + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def test_exec_start_serves_the_state_directory(service: dict[str, list[str]]) -> None:
+    argv = serve_argv(service)
+    assert "--dev" not in argv, "--dev creates keys and prints tokens: never in production"
+    state_dir = option(argv, "--state-dir")
+    assert state_dir == "/var/lib/" + one(service, "StateDirectory")
+    assert option(argv, "--config") == "/etc/sconnect"
+    assert option(argv, "--health-port"), "the load balancer and Prometheus need /readyz and /metrics"
+
+
+def test_state_directory_mode_lets_the_sandbox_user_traverse_only(service: dict[str, list[str]]) -> None:
+    assert one(service, "StateDirectoryMode") == "0711"
+
+
+def test_reload_sends_sighup_to_the_main_process(service: dict[str, list[str]]) -> None:
+    reload = shlex.split(one(service, "ExecReload"))
+    assert reload[0].endswith("kill") and "-HUP" in reload and "$MAINPID" in reload
+
+
+def test_stop_is_graceful_and_outlasts_the_grace_period(service: dict[str, list[str]]) -> None:
+    assert service.get("KillSignal", ["SIGTERM"]) == ["SIGTERM"]
+    # control-group (the default) would SIGTERM every sandboxed tool along with the server.
+    assert one(service, "KillMode") == "mixed"
+    argv = serve_argv(service)
+    grace = seconds(option(argv, "--shutdown-grace") or "") or DEFAULT_SHUTDOWN_GRACE_S
+    assert seconds(one(service, "TimeoutStopSec")) > grace
+    assert one(service, "Restart") == "on-failure"
+
+
+def test_hardening(service: dict[str, list[str]]) -> None:
+    assert one(service, "NoNewPrivileges") == "yes"
+    assert one(service, "ProtectSystem") == "strict"
+    assert one(service, "PrivateTmp") == "yes"
+    assert one(service, "ProtectHome") in {"yes", "read-only", "tmpfs"}
+    assert one(service, "SystemCallArchitectures") == "native"
+    capabilities = set(one(service, "CapabilityBoundingSet").split())
+    assert "CAP_SYS_ADMIN" not in capabilities and not any(cap.startswith("~") for cap in capabilities)
+
+
+def test_the_sandbox_can_still_start(service: dict[str, list[str]]) -> None:
+    """Options that would stop bubblewrap (measured: see the unit's header)."""
+    namespaces = set(one(service, "RestrictNamespaces").split())
+    assert {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"} <= namespaces
+    families = set(one(service, "RestrictAddressFamilies").split())
+    assert {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"} <= families
+    assert service.get("PrivateUsers", ["no"]) == ["no"]
+    for key in ("ProtectKernelTunables", "ProtectKernelLogs", "ProtectProc", "ProcSubset", "DynamicUser"):
+        assert key not in service, f"{key}= breaks the bubblewrap sandbox or its uid 65534"
+    # Root (no User=, or User=root) is what lets the sandbox run tools as uid 65534.
+    assert service.get("User", ["root"]) == ["root"]
+    capabilities = set(one(service, "CapabilityBoundingSet").split())
+    assert {"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL"} <= capabilities
+
+
+def test_secrets_come_from_an_environment_file_not_the_unit(service: dict[str, list[str]]) -> None:
+    assert one(service, "EnvironmentFile").lstrip("-") == "/etc/sconnect/env"
+    text = UNIT.read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if not line.lstrip().startswith("#"):
+            assert "SCONNECT_JWT_SECRET=" not in line and "Environment=SCONNECT_JWT" not in line
+
+
+def test_env_example_sets_nothing_by_default() -> None:
+    """Every line of the example is a comment: copying it unedited configures no key."""
+    lines = [line for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert lines and all(line.lstrip().startswith("#") for line in lines)
+    for name in ("SCONNECT_JWT_SECRET_FILE", "SCONNECT_JWKS_FILE", "SCONNECT_JWT_AUDIENCE", "SCONNECT_AUDIT_KEY_FILE"):
+        assert f"{name}=" in ENV_EXAMPLE.read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    # verify checks that ExecStart's program exists: point it at one on this machine.
+    program = shlex.split(one(parse(UNIT)["Service"], "ExecStart"))[0]
+    stand_in = shutil.which("sconnect") or sys.executable
+    unit = tmp_path / "sconnect.service"
+    unit.write_text(UNIT.read_text(encoding="utf-8").replace(program, stand_in), encoding="utf-8")
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    # An unknown key or a value that does not parse is only a warning ("ignoring"): fail on it too.
+    complaints = [line for line in (done.stdout + done.stderr).splitlines() if str(unit) in line or "sconnect.service" in line]
+    assert done.returncode == 0 and not complaints, done.stdout + done.stderr
