@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import load_config, resolve_config_dir
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     from ..server import ServerSettings
@@ -20,24 +21,28 @@ DEV_TOKEN_TTL_S = 12 * 3600
 
 
 def register(commands: Any) -> None:
-    from .main import add_config_option, add_state_option
+    from .main import add_config_option
 
-    parser = commands.add_parser("serve", help="run the WebSocket server")
+    parser = commands.add_parser(
+        "serve", help="run the WebSocket server",
+        description="Settings come from sconnect.yaml (--server-config, SCONNECT_SERVER_CONFIG, or the config "
+        "directory's sconnect.yaml), then SCONNECT_* environment variables, then these flags.",
+    )
     add_config_option(parser)
-    add_state_option(parser)
-    parser.add_argument("--host", default=os.environ.get("SCONNECT_HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SCONNECT_PORT", "8765")), help="port (0 picks a free one; default 8765)")
-    parser.add_argument(
-        "--health-port",
-        type=int,
-        default=int(os.environ["SCONNECT_HEALTH_PORT"]) if os.environ.get("SCONNECT_HEALTH_PORT") else None,
-        help="serve /healthz, /readyz and /metrics on this port (0 picks a free one; default: off)",
-    )
-    parser.add_argument(
-        "--shutdown-grace",
-        default=os.environ.get("SCONNECT_SHUTDOWN_GRACE", "10s"),
-        help="on SIGTERM/SIGINT, how long running turns may finish before they are cancelled (default 10s)",
-    )
+    parser.add_argument("--server-config", metavar="FILE", help="server settings file (default: <config>/sconnect.yaml if present)")
+    parser.add_argument("--state-dir", metavar="DIR", help="state directory (env SCONNECT_STATE_DIR; default ./.sconnect)")
+    parser.add_argument("--host", help="address to bind (env SCONNECT_HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port, 0 picks a free one (env SCONNECT_PORT; default 8765)")
+    parser.add_argument("--health-port", type=int,
+                        help="serve /healthz, /readyz and /metrics on this port, 0 picks one (env SCONNECT_HEALTH_PORT; default off)")
+    parser.add_argument("--shutdown-grace", metavar="DURATION",
+                        help="on SIGTERM/SIGINT, how long running turns may finish (env SCONNECT_SHUTDOWN_GRACE; default 10s)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain for wss:// (env SCONNECT_TLS_CERT)")
+    parser.add_argument("--tls-key", metavar="PEM", help="its private key (env SCONNECT_TLS_KEY)")
+    parser.add_argument("--insecure-public", action="store_true", default=None,
+                        help="allow a non-loopback --host without TLS (tokens would cross the network in clear)")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help="override one limit, e.g. --limit idle_timeout=5m (env SCONNECT_LIMITS_<NAME>); see README")
     parser.add_argument(
         "--dev",
         action="store_true",
@@ -47,11 +52,72 @@ def register(commands: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
+    """File, then environment, then flags: the later wins."""
+    from ..server.options import limits_from_environment, limits_from_flags, read_server_file
+
+    env = os.environ
+    chosen: dict[str, Any] = {"host": "127.0.0.1", "port": 8765, "state_dir": ".sconnect", "shutdown_grace": "10s"}
+    server_file = args.server_config or env.get("SCONNECT_SERVER_CONFIG")
+    if server_file is None and (config_dir / "sconnect.yaml").is_file():
+        server_file = str(config_dir / "sconnect.yaml")
+    if server_file:
+        chosen.update(read_server_file(Path(server_file)))
+    from_env = {
+        "host": env.get("SCONNECT_HOST"), "port": env.get("SCONNECT_PORT"), "health_port": env.get("SCONNECT_HEALTH_PORT"),
+        "state_dir": env.get("SCONNECT_STATE_DIR"), "shutdown_grace": env.get("SCONNECT_SHUTDOWN_GRACE"),
+        "tls_cert": env.get("SCONNECT_TLS_CERT"), "tls_key": env.get("SCONNECT_TLS_KEY"),
+        "insecure_public": (env.get("SCONNECT_INSECURE_PUBLIC", "").lower() in ("1", "true", "yes")) or None,
+    }
+    chosen.update({key: value for key, value in from_env.items() if value not in (None, "")})
+    chosen.update(limits_from_environment(env))
+    from_flags = {
+        "host": args.host, "port": args.port, "health_port": args.health_port, "state_dir": args.state_dir,
+        "shutdown_grace": args.shutdown_grace, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+        "insecure_public": args.insecure_public,
+    }
+    chosen.update({key: value for key, value in from_flags.items() if value is not None})
+    chosen.update(limits_from_flags(args.limit))
+    for key in ("port", "health_port"):
+        if chosen.get(key) is not None:
+            try:
+                chosen[key] = int(chosen[key])
+            except ValueError:
+                raise UsageError(f"{key}: {chosen[key]!r} is not a port number") from None
+    chosen["shutdown_grace_s"] = _duration("shutdown grace", str(chosen.pop("shutdown_grace")))
+    return chosen
+
+
+def _check_exposure(chosen: dict[str, Any]) -> None:
+    """A non-loopback address without TLS needs an explicit yes, and is still warned about."""
+    import ipaddress
+
+    host = chosen["host"]
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if bool(chosen.get("tls_cert")) != bool(chosen.get("tls_key")):
+        raise UsageError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+    if loopback or chosen.get("tls_cert"):
+        return
+    if not chosen.pop("insecure_public", False):
+        raise UsageError(
+            f"refusing to serve {host} without TLS: tokens would cross the network in clear. "
+            "Give --tls-cert and --tls-key, or --insecure-public if something in front terminates TLS"
+        )
+    print(f"warning: serving {host} without TLS (--insecure-public): put a TLS-terminating proxy in front",
+          file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    state_dir = Path(args.state_dir)
     config_dir = resolve_config_dir(args.config)
     load_config(config_dir)  # refuse to start on a broken configuration, with every error
+    chosen = _layers(args, config_dir)
+    _check_exposure(chosen)
+    chosen.pop("insecure_public", None)
+    state_dir = Path(chosen.pop("state_dir"))
     from ..auth import load_settings
 
     auth = load_settings(os.environ, state_dir, dev=args.dev)
@@ -62,11 +128,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..server import ServerSettings
 
+    for key in ("tls_cert", "tls_key"):
+        if chosen.get(key):
+            chosen[key] = Path(chosen[key])
     settings = ServerSettings(
-        config_dir=config_dir, state_dir=state_dir, auth=auth, host=args.host, port=args.port,
-        reload_signals=(signal.SIGHUP,), health_port=args.health_port,
-        shutdown_grace_s=float(_duration("--shutdown-grace", args.shutdown_grace)),
+        config_dir=config_dir, state_dir=state_dir, auth=auth, reload_signals=(signal.SIGHUP,), **chosen
     )
+    host, port = settings.host, settings.port
     failed: list[OSError] = []
     try:
         trio.run(_main, settings, args.dev)
@@ -75,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         failed.extend(_leaves(group))
     if failed:
         reason = failed[0].strerror or str(failed[0])
-        print(f"sconnect: cannot listen on {args.host}:{args.port}: {reason} "
+        print(f"sconnect: cannot listen on {host}:{port}: {reason} "
               "(pick another --port, or 0 for a free one)", file=sys.stderr)
         return 2
     return 0
@@ -140,7 +208,6 @@ def _seed_workspace(state_dir: Path) -> None:
 
 def _duration(option: str, text: str) -> float:
     from ..config.units import parse_duration
-    from ..errors import UsageError
 
     try:
         return float(parse_duration(text))

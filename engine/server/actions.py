@@ -148,7 +148,9 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         return refused
     started = time.monotonic()
     try:
-        result = await run_tool(tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root)
+        # Bounded concurrency: a call past the limits waits for a slot (backpressure, not refusal).
+        async with hub.tool_runs, hub.slots_for(caller.session_id or f"conn:{id(caller.conn)}"):
+            result = await run_tool(tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root)
     except sandbox.SandboxError as exc:
         status, output, reason = ResultStatus.ERROR, {"error": str(exc)}, str(exc)
     except BaseException as exc:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
+from typing import Any
 from functools import partial
 from pathlib import Path
 
@@ -112,7 +114,8 @@ async def serve(
                 )
                 accepting = trio.CancelScope()
                 port = await nursery.start(_accept, hub, accepting)
-                handle.websocket = f"ws://{settings.host}:{port}{settings.path}"
+                scheme = "wss" if settings.tls_cert is not None else "ws"
+                handle.websocket = f"{scheme}://{settings.host}:{port}{settings.path}"
                 hub.serving = True
                 log.info("serving %s (%s)", handle.websocket, caps.summary)
                 task_status.started(handle)
@@ -127,8 +130,14 @@ async def _accept(hub: Hub, scope: trio.CancelScope, *, task_status: trio.TaskSt
     """Listen for clients until ``scope`` is cancelled (the first step of a graceful stop)."""
     settings = hub.settings
     with scope:
-        listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
-        task_status.started(listeners[0].socket.getsockname()[1])
+        tcp = await trio.open_tcp_listeners(settings.port, host=settings.host)
+        port = tcp[0].socket.getsockname()[1]
+        listeners: list[Any] = list(tcp)
+        if settings.tls_cert is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(settings.tls_cert, settings.tls_key)
+            listeners = [trio.SSLListener(listener, context, https_compatible=True) for listener in tcp]
+        task_status.started(port)
         # Connections live in the hub's nursery, not the listener's: stopping the
         # listener (graceful stop) must not end the connections it accepted.
         await trio.serve_listeners(partial(_handle_stream, hub), listeners, handler_nursery=hub.nursery)
@@ -153,42 +162,67 @@ async def _drain(hub: Hub, accepting: trio.CancelScope) -> None:
 
 
 async def _handle_stream(hub: Hub, stream: trio.SocketStream) -> None:
+    """One TCP connection, from handshake to close; the socket is closed here whatever happened.
+
+    Closing it ourselves matters: a refused handshake must not keep its socket until the
+    client leaves, and a client that stopped reading cannot complete a close handshake.
+    """
     try:
         async with trio.open_nursery() as nursery:
-            request = None
-            with trio.move_on_after(hub.settings.handshake_timeout_s):
-                request = await wrap_server_stream(nursery, stream, max_message_size=hub.settings.max_frame_bytes)
-            if request is None:
-                await stream.aclose()
-                return
-            path = request.path.split("?", 1)[0]
-            if path != hub.settings.path:
-                await _reject(request, 404, "not_found", f"the WebSocket endpoint is {hub.settings.path}")
-                await stream.aclose()
-                return
             try:
-                principal = verify(token_from_request(request.path, request.headers), hub.settings.auth)
-            except AuthError as exc:
-                log.warning("authentication failed from %s: %s (%s)", _peer(stream), exc.reason, exc)
-                hub.metrics.auth_failures_total.inc(reason=str(exc.reason))
-                await hub.audit.record(
-                    AuditEvent(
-                        kind="auth_failure", outcome=str(exc.reason),
-                        details={"peer": _peer(stream), "path": path, "message": str(exc)},
-                    )
-                )
-                await _reject(request, 401, "unauthorized", str(exc), bearer_error=True)
-                await stream.aclose()
-                return
-            ws = await request.accept()
-            hub.metrics.connections_accepted_total.inc()
-            await Connection(hub, ws, principal).serve()
-            nursery.cancel_scope.cancel()
+                await _handshake_and_serve(hub, stream, nursery)
+            finally:
+                nursery.cancel_scope.cancel()
     except Exception:
         # One broken connection must never end the server.
         log.exception("connection failed")
+    finally:
         with trio.move_on_after(0.5, shield=True):
             await stream.aclose()
+
+
+async def _handshake_and_serve(hub: Hub, stream: trio.SocketStream, nursery: trio.Nursery) -> None:
+    request = None
+    with trio.move_on_after(hub.settings.handshake_timeout_s):
+        request = await wrap_server_stream(nursery, stream, max_message_size=hub.settings.max_frame_bytes)
+    if request is None:
+        return
+    path = request.path.split("?", 1)[0]
+    if path != hub.settings.path:
+        await _reject(request, 404, "not_found", f"the WebSocket endpoint is {hub.settings.path}")
+        return
+    try:
+        principal = verify(token_from_request(request.path, request.headers), hub.settings.auth)
+    except AuthError as exc:
+        log.warning("authentication failed from %s: %s (%s)", _peer(stream), exc.reason, exc)
+        hub.metrics.auth_failures_total.inc(reason=str(exc.reason))
+        await hub.audit.record(
+            AuditEvent(
+                kind="auth_failure", outcome=str(exc.reason),
+                details={"peer": _peer(stream), "path": path, "message": str(exc)},
+            )
+        )
+        await _reject(request, 401, "unauthorized", str(exc), bearer_error=True)
+        return
+    refusal = _over_limit(hub, principal.sub)
+    if refusal is not None:
+        status, message = refusal
+        log.warning("connection from %s refused: %s", principal.sub, message)
+        await _reject(request, status, "rate_limited", message)
+        return
+    ws = await request.accept()
+    hub.metrics.connections_accepted_total.inc()
+    await Connection(hub, ws, principal).serve()
+
+
+def _over_limit(hub: Hub, sub: str) -> tuple[int, str] | None:
+    settings = hub.settings
+    if len(hub.connections) >= settings.max_connections:
+        return 503, f"the server holds its maximum of {settings.max_connections} connections; retry later"
+    mine = sum(1 for conn in hub.connections if conn.principal.sub == sub)
+    if mine >= settings.max_connections_per_subject:
+        return 429, f"{sub} already holds {mine} connections (the maximum per subject)"
+    return None
 
 
 def _ready(hub: Hub) -> tuple[bool, str]:
@@ -204,10 +238,11 @@ def _ready(hub: Hub) -> tuple[bool, str]:
     return True, "configuration loaded, audit writer running"
 
 
-def _peer(stream: trio.SocketStream) -> str:
+def _peer(stream: Any) -> str:
+    inner = getattr(stream, "transport_stream", stream)
     try:
-        host, port = stream.socket.getpeername()[:2]
-    except OSError:
+        host, port = inner.socket.getpeername()[:2]
+    except (OSError, AttributeError):
         return "unknown"
     return f"{host}:{port}"
 

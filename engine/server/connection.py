@@ -59,8 +59,48 @@ from .session import Session
 
 log = logging.getLogger(__name__)
 
+CLOSE_POLICY = 1008
 CLOSE_TOKEN_EXPIRED = 4001
+CLOSE_IDLE = 4002
+CLOSE_NO_PONG = 4003
 CLOSE_TOO_SLOW = 4008
+
+
+@attrs.define
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; remembers how long frames have been dropped.
+
+    A flood keeps getting the odd token as the bucket refills, so "flooding" is a run
+    of drops without a quiet second between them, not an uninterrupted empty bucket.
+    """
+
+    rate: float
+    burst: int
+    tokens: float = attrs.field(init=False)
+    updated: float = attrs.field(init=False, factory=trio.current_time)
+    empty_since: float | None = attrs.field(init=False, default=None)
+    last_drop: float = attrs.field(init=False, default=0.0)
+
+    def __attrs_post_init__(self) -> None:
+        self.tokens = float(self.burst)
+
+    def take(self) -> bool:
+        now = trio.current_time()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        if self.empty_since is None or now - self.last_drop > 1.0:
+            self.empty_since = now
+        self.last_drop = now
+        return False
+
+    def flooding_for(self) -> float:
+        now = trio.current_time()
+        if self.empty_since is None or now - self.last_drop > 1.0:
+            return 0.0
+        return now - self.empty_since
 
 
 @attrs.define(eq=False)
@@ -72,6 +112,7 @@ class Connection:
     client_results: dict[str, trio.MemorySendChannel[Any]] = attrs.field(factory=dict)
     _outbox: trio.MemorySendChannel[ServerFrame] | None = None
     _nursery: trio.Nursery | None = None
+    _closing: bool = False
 
     async def serve(self) -> None:
         """Run until the client leaves, the token expires, or the client falls behind."""
@@ -83,6 +124,7 @@ class Connection:
                 self._nursery = nursery
                 nursery.start_soon(self._writer, receive)
                 nursery.start_soon(self._expire_token)
+                nursery.start_soon(self._keepalive)
                 self.send(self.tool_list())
                 for pending in self.hub.approvals.waiting_for(self.principal.sub, self.principal.roles):
                     self.send(pending.frame)
@@ -90,6 +132,7 @@ class Connection:
                 nursery.cancel_scope.cancel()
         finally:
             self.hub.connections.discard(self)
+            self.hub.run_slots.pop(f"conn:{id(self)}", None)
             with trio.move_on_after(5, shield=True):
                 for session in [s for s in self.hub.sessions.values() if s.conn is self]:
                     await session.detach()
@@ -108,7 +151,8 @@ class Connection:
         try:
             self._outbox.send_nowait(frame)
         except trio.WouldBlock:
-            log.warning("client too slow, closing", extra={"sub": self.principal.sub})
+            if not self._closing:
+                log.warning("%s is not reading: its send queue is full; closing", self.principal.sub)
             self._close_soon(CLOSE_TOO_SLOW, "send queue full: the client is not reading")
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
@@ -134,13 +178,42 @@ class Connection:
         await trio.sleep(max(0.0, self.principal.expires_at - time.time()))
         await self._close(CLOSE_TOKEN_EXPIRED, "token expired")
 
-    async def _reader(self) -> None:
+    async def _keepalive(self) -> None:
+        """Ping regularly; a peer that does not answer in time is gone, whatever TCP thinks."""
+        settings = self.hub.settings
         while True:
-            try:
-                message = await self.ws.get_message()
-            except ConnectionClosed:
+            await trio.sleep(settings.ping_interval_s)
+            with trio.move_on_after(settings.ping_timeout_s) as scope:
+                try:
+                    await self.ws.ping()
+                except ConnectionClosed:
+                    return
+            if scope.cancelled_caught:
+                await self._close(CLOSE_NO_PONG, "no pong: the connection looks dead")
+                return
+
+    async def _reader(self) -> None:
+        settings = self.hub.settings
+        bucket = TokenBucket(settings.frames_per_second, settings.frame_burst)
+        while True:
+            with trio.move_on_after(settings.idle_timeout_s) as idle:
+                try:
+                    message = await self.ws.get_message()
+                except ConnectionClosed:
+                    return
+            if idle.cancelled_caught:
+                await self._close(CLOSE_IDLE, f"idle for {settings.idle_timeout_s:g}s")
                 return
             self.hub.metrics.frames_in.inc()
+            if not bucket.take():
+                if bucket.flooding_for() > settings.flood_close_s:
+                    await self._close(CLOSE_POLICY, "too many frames: rate limit exceeded")
+                    return
+                self.send(ErrorFrame(
+                    code=ErrorCode.RATE_LIMITED,
+                    message=f"more than {settings.frames_per_second:g} frames per second: this frame was dropped",
+                ))
+                continue
             if isinstance(message, bytes):
                 self.send(ErrorFrame(code=ErrorCode.BAD_JSON, message="binary frames are not supported: send JSON as text"))
                 continue
@@ -331,7 +404,8 @@ class Connection:
             self._nursery.cancel_scope.cancel()
 
     def _close_soon(self, code: int, reason: str) -> None:
-        if self._nursery is not None:
+        if self._nursery is not None and not self._closing:
+            self._closing = True
             self._nursery.start_soon(self._close, code, reason)
 
     async def _close(self, code: int, reason: str) -> None:

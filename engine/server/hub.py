@@ -42,6 +42,9 @@ class Hub:
     # and is detached (its work cancelled, its tools killed) when that connection closes;
     # it outlives a connection only by moving to another one of the same subject.
     nursery: trio.Nursery | None = None
+    # Sandboxed tool runs at once, overall; per session (or connection) in `run_slots`.
+    tool_runs: trio.CapacityLimiter = attrs.field()
+    run_slots: dict[str, trio.CapacityLimiter] = attrs.field(factory=dict)
     # Direct tool calls and resource reads running now (a graceful stop waits for them).
     inflight: int = 0
     # The errors of the last refused reload (empty once a reload succeeds), for /readyz and logs.
@@ -53,6 +56,17 @@ class Hub:
 
         working = (LifecycleState.PROCESSING, LifecycleState.TOOL_USE)
         return self.inflight > 0 or any(s.state in working for s in self.sessions.values())
+
+    @tool_runs.default
+    def _tool_runs(self) -> trio.CapacityLimiter:
+        return trio.CapacityLimiter(self.settings.max_tool_runs)
+
+    def slots_for(self, key: str) -> trio.CapacityLimiter:
+        """The per-session (or per-connection) limit on tool runs at once."""
+        limiter = self.run_slots.get(key)
+        if limiter is None:
+            limiter = self.run_slots[key] = trio.CapacityLimiter(self.settings.max_tool_runs_per_session)
+        return limiter
 
     @resources.default
     def _resources(self) -> ResourceHosts:

@@ -80,6 +80,7 @@ class Session:
                     # The connection closed mid-turn: the turn is gone, the session is resumable.
                     await self._set_state(S.ACTIVE, force=True, announce=False)
                 self.conn.hub.sessions.pop(self.session_id, None)
+                self.conn.hub.run_slots.pop(self.session_id, None)
                 self._done.set()
 
     async def detach(self) -> None:

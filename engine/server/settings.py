@@ -24,6 +24,26 @@ class ServerSettings:
     # A client that never finishes its handshake must not hold a descriptor for long.
     handshake_timeout_s: float = 5.0
     max_frame_bytes: int = 2**20
+    # Connections at once, overall and per subject (sub); past them the handshake gets 503 / 429.
+    max_connections: int = 10_000
+    max_connections_per_subject: int = 64
+    # Frames a connection may send: a token bucket of `frame_burst` refilled at `frames_per_second`.
+    # An empty bucket answers `rate_limited`; a client still flooding after `flood_close_s` is closed.
+    frames_per_second: float = 50.0
+    frame_burst: int = 100
+    flood_close_s: float = 2.0
+    # Sandboxed tool runs at once, overall and per session (or per connection for direct calls);
+    # a call past them waits for a slot.
+    max_tool_runs: int = 32
+    max_tool_runs_per_session: int = 4
+    # A client that sends nothing for this long is disconnected (pongs do not count).
+    idle_timeout_s: float = 600.0
+    # Keepalive: a ping this often; no pong within `ping_timeout_s` closes the connection.
+    ping_interval_s: float = 30.0
+    ping_timeout_s: float = 10.0
+    # TLS (wss://): a certificate chain and its key, both PEM files.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     # Frames queued for one client; a client that stops reading is cut off past it.
     send_queue_frames: int = 256
     send_timeout_s: float = 10.0

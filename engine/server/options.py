@@ -1,0 +1,103 @@
+"""Server settings from three layers: ``sconnect.yaml``, ``SCONNECT_*`` variables, flags.
+
+Later layers win.  The file is validated against its shipped JSON Schema and its
+errors are located (file:line) like the rest of the configuration; environment
+variables and ``--limit KEY=VALUE`` flags use the same names and units
+(``SCONNECT_LIMITS_IDLE_TIMEOUT=5m``, ``--limit idle_timeout=5m``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from ..config.units import parse_duration, parse_size
+from ..config.yamldoc import read_document
+from ..errors import ConfigError, ConfigProblem, UsageError
+
+# sconnect.yaml limit -> (ServerSettings field, parser).
+LIMITS: dict[str, tuple[str, Any]] = {
+    "max_frame": ("max_frame_bytes", lambda v: int(parse_size(v))),
+    "connections": ("max_connections", int),
+    "connections_per_subject": ("max_connections_per_subject", int),
+    "frames_per_second": ("frames_per_second", float),
+    "frame_burst": ("frame_burst", int),
+    "tool_runs": ("max_tool_runs", int),
+    "tool_runs_per_session": ("max_tool_runs_per_session", int),
+    "handshake_timeout": ("handshake_timeout_s", lambda v: float(parse_duration(v))),
+    "idle_timeout": ("idle_timeout_s", lambda v: float(parse_duration(v))),
+    "ping_interval": ("ping_interval_s", lambda v: float(parse_duration(v))),
+    "ping_timeout": ("ping_timeout_s", lambda v: float(parse_duration(v))),
+    "send_queue": ("send_queue_frames", int),
+    "send_timeout": ("send_timeout_s", lambda v: float(parse_duration(v))),
+    "approval_timeout": ("approval_timeout_s", lambda v: float(parse_duration(v))),
+}
+
+
+def _schema() -> dict[str, Any]:
+    return json.loads(resources.files(__package__).joinpath("schemas", "sconnect.json").read_text("utf-8"))
+
+
+def read_server_file(path: Path) -> dict[str, Any]:
+    """The file's settings as ServerSettings keyword arguments (limits converted); ConfigError if invalid."""
+    doc = read_document(path, str(path))
+    if isinstance(doc, list):
+        raise ConfigError(doc)
+    data = doc.data if doc.data is not None else {}
+    problems = [
+        doc.problem(list(error.absolute_path), error.message)
+        for error in jsonschema.Draft202012Validator(_schema()).iter_errors(data)
+    ]
+    if problems:
+        raise ConfigError(problems)
+    settings: dict[str, Any] = {}
+    for key in ("host", "port", "health_port", "state_dir", "insecure_public"):
+        if key in data:
+            settings[key] = data[key]
+    if "shutdown_grace" in data:
+        settings["shutdown_grace"] = data["shutdown_grace"]
+    if "tls" in data:
+        settings["tls_cert"], settings["tls_key"] = data["tls"]["cert"], data["tls"]["key"]
+    for name, value in data.get("limits", {}).items():
+        field, parse = LIMITS[name]
+        try:
+            settings[field] = parse(value)
+        except ValueError as exc:
+            line, column = doc.locate(["limits", name])
+            raise ConfigError([ConfigProblem(str(path), line, column, f"limits.{name}", str(exc))]) from None
+    return settings
+
+
+def limits_from(pairs: Mapping[str, str], source: str) -> dict[str, Any]:
+    """Parse ``name -> text`` limit overrides (from the environment or --limit flags)."""
+    settings: dict[str, Any] = {}
+    for name, text in pairs.items():
+        if name not in LIMITS:
+            raise UsageError(f"{source}: unknown limit {name!r} (known: {', '.join(sorted(LIMITS))})")
+        field, parse = LIMITS[name]
+        try:
+            settings[field] = parse(text)
+        except ValueError as exc:
+            raise UsageError(f"{source} {name}: {exc}") from None
+    return settings
+
+
+def limits_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    prefix = "SCONNECT_LIMITS_"
+    pairs = {key[len(prefix):].lower(): value for key, value in environ.items() if key.startswith(prefix)}
+    return limits_from(pairs, "environment")
+
+
+def limits_from_flags(flags: list[str]) -> dict[str, Any]:
+    pairs = {}
+    for flag in flags:
+        name, sep, value = flag.partition("=")
+        if not sep:
+            raise UsageError(f"--limit {flag!r}: write NAME=VALUE, e.g. --limit idle_timeout=5m")
+        pairs[name.strip()] = value.strip()
+    return limits_from(pairs, "--limit")

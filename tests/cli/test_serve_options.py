@@ -1,0 +1,95 @@
+"""Server settings: sconnect.yaml, SCONNECT_* variables and flags, and refusing to expose tokens in clear."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+import trio
+from trio_websocket import ConnectionRejected
+
+from engine.client import open_client
+from tests.conftest import REPO
+from tests.engine.conftest import copy_example_config
+
+SECRET = "options-test-secret-0123456789abcdef0123456789"
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="sconnect-opt-", dir="/tmp"))
+    os.chmod(path, 0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "serve", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "SCONNECT_JWT_SECRET": SECRET, **(env or {})},
+    )
+
+
+def test_a_public_address_without_tls_is_refused(base: Path) -> None:
+    done = serve("--host", "0.0.0.0", "--port", "0", "--state-dir", str(base / "s"))
+    assert done.returncode == 2
+    assert "refusing to serve 0.0.0.0 without TLS" in done.stderr
+
+
+def test_half_a_tls_configuration_is_refused(base: Path) -> None:
+    done = serve("--tls-cert", "/nonexistent.pem", "--state-dir", str(base / "s"))
+    assert done.returncode == 2 and "needs both a certificate" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("limits:\n  conections: 5\n", "sconnect.yaml:2:3: limits: Additional properties are not allowed"),
+        ("limits:\n  idle_timeout: 5 parsecs\n", "limits.idle_timeout: '5 parsecs' is not a duration"),
+        ("port: eighty\n", "sconnect.yaml:1:7: port: 'eighty' is not of type 'integer'"),
+    ],
+)
+def test_a_broken_server_file_is_located(base: Path, text: str, message: str) -> None:
+    config = copy_example_config(base / "config")
+    (config / "sconnect.yaml").write_text(text)
+    done = serve("--config", str(config), "--state-dir", str(base / "s"))
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_unknown_limit_flag(base: Path) -> None:
+    done = serve("--limit", "turbo=11", "--state-dir", str(base / "s"))
+    assert done.returncode == 2 and "unknown limit 'turbo'" in done.stderr
+
+
+async def test_file_then_environment_then_flags(base: Path) -> None:
+    config = copy_example_config(base / "config")
+    (config / "sconnect.yaml").write_text("port: 1\nlimits:\n  connections_per_subject: 5\n  idle_timeout: 1h\n")
+    env = {**os.environ, "SCONNECT_JWT_SECRET": SECRET, "SCONNECT_LIMITS_CONNECTIONS_PER_SUBJECT": "3"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "engine", "serve", "--config", str(config), "--state-dir", str(base / "s"),
+         "--port", "0", "--limit", "connections_per_subject=1"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = (await trio.to_thread.run_sync(server.stdout.readline)).strip()
+        assert url.startswith("ws://127.0.0.1:") and not url.startswith("ws://127.0.0.1:1/")
+        token = jwt.encode({"sub": "alice", "roles": ["user"], "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+        with trio.fail_after(10):
+            async with open_client(url, token):
+                with pytest.raises(ConnectionRejected) as caught:
+                    async with open_client(url, token):
+                        pass
+                assert caught.value.status_code == 429
+    finally:
+        server.terminate()
+        server.wait(timeout=15)

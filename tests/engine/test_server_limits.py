@@ -1,0 +1,153 @@
+"""Limits and backpressure: floods, slow readers, idle and counted connections, TLS."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import ssl
+from pathlib import Path
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+
+from engine.client import open_client
+from engine.protocol import ErrorFrame
+from tests.engine.conftest import RunningServer
+
+
+async def test_a_frame_flood_is_rate_limited_then_closed(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    server: RunningServer = await start_server(config_dir, frames_per_second=10, frame_burst=5, flood_close_s=0.5)
+    with trio.fail_after(10):
+        async with open_client(server.url, server.token()) as client:
+            codes = []
+            for index in range(2000):
+                try:
+                    await client.send_raw(json.dumps({"type": "tool_list", "id": f"f{index}", "payload": {}}))
+                except Exception:
+                    break
+                await trio.sleep(0.001)
+            while True:
+                try:
+                    event = await client.next_event()
+                except Exception:
+                    break
+                if isinstance(event, ErrorFrame):
+                    codes.append(str(event.code))
+            assert "rate_limited" in codes
+            assert client.ws.closed is not None and client.ws.closed.code == 1008
+
+
+async def test_a_client_that_never_reads_does_not_stall_another(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    server: RunningServer = await start_server(
+        config_dir, frames_per_second=100_000, frame_burst=100_000, send_queue_frames=64, send_timeout_s=2
+    )
+    request = json.dumps({"type": "tool_list", "id": "x", "payload": {}})
+    with trio.fail_after(30):
+        async with open_websocket_url(server.url, extra_headers=[("Authorization", f"Bearer {server.token('slow')}")]) as slow:
+            # Ask for far more than the socket and the queue can hold, and never read:
+            # the server cuts this client off instead of letting it hold anything up.
+            with pytest.raises(ConnectionClosed):
+                for _ in range(20000):
+                    await slow.send_message(request)
+            async with open_client(server.url, server.token("fast")) as fast:
+                sid = (await fast.start_session("assistant")).session_id
+                with trio.fail_after(5):
+                    turn = await fast.converse(sid, "what is 2*21")
+                assert turn.response.content == "2*21 = 42"
+            with trio.fail_after(10):
+                while slow.closed is None:
+                    await trio.sleep(0.05)
+
+
+async def test_1000_idle_connections_at_once(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    server: RunningServer = await start_server(config_dir)
+    opened = 0
+    release = trio.Event()
+
+    async def hold(index: int) -> None:
+        nonlocal opened
+        headers = [("Authorization", f"Bearer {server.token(f'idle-{index % 50}', ttl_s=600)}")]
+        async with open_websocket_url(server.url, extra_headers=headers):
+            opened += 1
+            await release.wait()
+
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            for index in range(1000):
+                nursery.start_soon(hold, index)
+            while opened < 1000:
+                await trio.sleep(0.05)
+            async with open_client(server.url, server.token("probe")) as probe:
+                sid = (await probe.start_session("assistant")).session_id
+                assert (await probe.converse(sid, "hello")).response.content.startswith("Hello")
+            release.set()
+
+
+async def test_connection_limits(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    server: RunningServer = await start_server(config_dir, max_connections=3, max_connections_per_subject=2)
+    with trio.fail_after(10):
+        async with open_client(server.url, server.token("a")), open_client(server.url, server.token("a")):
+            with pytest.raises(ConnectionRejected) as per_subject:
+                async with open_client(server.url, server.token("a")):
+                    pass
+            assert per_subject.value.status_code == 429
+            async with open_client(server.url, server.token("b")):
+                with pytest.raises(ConnectionRejected) as overall:
+                    async with open_client(server.url, server.token("c")):
+                        pass
+                assert overall.value.status_code == 503
+
+
+async def test_an_idle_client_is_disconnected(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    server: RunningServer = await start_server(config_dir, idle_timeout_s=0.5)
+    with trio.fail_after(10):
+        async with open_client(server.url, server.token()) as client:
+            while not client.closed:
+                try:
+                    await client.next_event()
+                except Exception:
+                    break
+            assert client.ws.closed is not None and client.ws.closed.code == 4002
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def test_tls(start_server, config_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cert, key = _self_signed(tmp_path)
+    server: RunningServer = await start_server(config_dir, tls_cert=cert, tls_key=key)
+    assert server.url.startswith("wss://127.0.0.1:")
+    context = ssl.create_default_context(cafile=str(cert))
+    with trio.fail_after(10):
+        async with open_websocket_url(server.url, ssl_context=context,
+                                      extra_headers=[("Authorization", f"Bearer {server.token()}")]) as ws:
+            first = json.loads(await ws.get_message())
+            assert first["type"] == "tool_list"
+        # A client that does not trust the certificate cannot connect.
+        port = int(server.url.split(":")[2].split("/")[0])
+        with pytest.raises(trio.BrokenResourceError) as refused:
+            stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", port, ssl_context=ssl.create_default_context())
+            await stream.do_handshake()
+        assert isinstance(refused.value.__cause__, ssl.SSLCertVerificationError)
