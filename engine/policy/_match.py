@@ -13,7 +13,6 @@ this kind (``targets: {resources: [...]}`` never matches a tool call).
 from __future__ import annotations
 
 import fnmatch
-import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import attrs
 
 from ..config.model import Condition, PolicyRule
+from ..globs import glob_regex
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -69,25 +69,9 @@ def is_glob(pattern: str) -> bool:
     return any(char in GLOB_CHARS for char in pattern)
 
 
-@functools.lru_cache(maxsize=1024)
 def resource_regex(pattern: str) -> re.Pattern[str]:
     """A resource URI glob as a regex: ``**`` crosses ``/``, ``*`` and ``?`` stay within one segment."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out), re.DOTALL)
+    return glob_regex(pattern)
 
 
 def resource_matches(pattern: str, uri: str) -> bool:

@@ -41,7 +41,7 @@ class ApiHost:
         for route in self.config.routes:
             values = match_template(route.path, uri.segments, route.params)
             if values is not None:
-                target = _PLACEHOLDER.sub(lambda m: quote(str(values[m[1]]), safe=""), route.target)
+                target = _PLACEHOLDER.sub(lambda m, v=values: quote(str(v[m[1]]), safe=""), route.target)
                 return await self._get(str(uri), self.config.base_url.rstrip("/") + target)
         raise NotFound(f"{uri}: no route of api://{self.config.name} matches this path")
 

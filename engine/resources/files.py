@@ -17,29 +17,10 @@ from pathlib import Path
 import trio
 
 from ..config.model import FileResource
+from ..globs import glob_regex
 from .content import Content, Template, as_content
 from .errors import NotFound, Refused, TooLarge
 from .uri import ResourceURI
-
-
-def glob_regex(glob: str) -> re.Pattern[str]:
-    """``**`` crosses ``/``, ``*`` and ``?`` do not."""
-    out = []
-    index = 0
-    while index < len(glob):
-        if glob.startswith("**", index):
-            out.append(".*")
-            index += 2
-        elif glob[index] == "*":
-            out.append("[^/]*")
-            index += 1
-        elif glob[index] == "?":
-            out.append("[^/]")
-            index += 1
-        else:
-            out.append(re.escape(glob[index]))
-            index += 1
-    return re.compile("".join(out), re.S)
 
 
 class FileHost:

@@ -13,9 +13,9 @@ import json
 import logging
 import os
 import ssl
-from typing import Any
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio

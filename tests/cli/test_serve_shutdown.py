@@ -15,22 +15,12 @@ import trio
 from engine.audit import query, verify
 from engine.client import open_client
 from engine.protocol import AgentAction, ToolCall
-from tests.conftest import REPO
+from tests.conftest import REPO, processes_with
 from tests.engine.conftest import SLEEPER, copy_example_config
 
 SECRET = "shutdown-test-secret-0123456789abcdef0123456789"
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
@@ -50,8 +40,9 @@ async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
         try:
             assert server.stdout is not None
             url = await trio.to_thread.run_sync(server.stdout.readline)
-            import jwt
             import time
+
+            import jwt
 
             token = jwt.encode({"sub": "alice", "roles": ["user"], "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
             with trio.fail_after(20):
@@ -60,7 +51,7 @@ async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
                     event = await client.next_event()
                     while not isinstance(event, AgentAction):
                         event = await client.next_event()
-                    while not _processes_with(marker):
+                    while not processes_with(marker):
                         await trio.sleep(0.05)
                     server.send_signal(signal.SIGTERM)
                     code = await trio.to_thread.run_sync(lambda: server.wait(timeout=15))
@@ -71,7 +62,7 @@ async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
             if server.poll() is None:
                 server.kill()
                 server.wait()
-        assert _processes_with(marker) == []
+        assert processes_with(marker) == []
         report = verify(state)
         assert report.ok, report
         assert [r.outcome for r in query(state, kind="execution", tool="sleeper")] == ["cancelled"]

@@ -15,7 +15,7 @@ import trio
 
 from engine.auth import AuthSettings, issue
 from engine.server import ServerSettings, serve
-from tests.conftest import REPO
+from tests.conftest import REPO, processes_with
 from tests.engine.conftest import SECRET, SLEEPER, RunningServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
@@ -265,16 +265,6 @@ async def test_approval_takes_only_yes_or_no(server: RunningServer) -> None:
     assert f"{question}\ndenied\n" in second and "[result] read_file denied" in second
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 async def test_commands_act_while_a_tool_runs(
@@ -293,7 +283,7 @@ async def test_commands_act_while_a_tool_runs(
         await chat.send("take a nap")
         await chat.expect("[action] sleeper {} level 0\n")
         with trio.fail_after(5):
-            while not _processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
+            while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
                 await trio.sleep(0.05)
         # A message is not sent while the turn runs; the server refuses to pause a busy session.
         await chat.send("what is 2+2")
@@ -307,7 +297,7 @@ async def test_commands_act_while_a_tool_runs(
             await chat.expect("[state] terminated\nthe session is over\n")
             code, rest = await chat.finish()
     assert code == 0 and "2+2 = 4" not in rest and "rested" not in rest
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
 
 
 async def test_server_shutdown_says_how_to_resume(config_dir: Path, state_dir: Path, nursery: trio.Nursery) -> None:

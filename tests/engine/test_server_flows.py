@@ -11,6 +11,7 @@ import trio
 from engine.canonical import digest
 from engine.client import ClientClosed, ServerError, open_client
 from engine.protocol import AgentAction, AgentResult, OfferedTool
+from tests.conftest import processes_with
 from tests.engine.conftest import SLEEPER, RunningServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
@@ -168,16 +169,6 @@ async def test_level_3_is_refused(server: RunningServer) -> None:
     assert not (server.settings.workspace / "payments.jsonl").exists()
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 async def test_stop_during_a_running_tool_leaves_no_process(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
@@ -193,11 +184,11 @@ async def test_stop_during_a_running_tool_leaves_no_process(start_server, config
             sid = (await client.start_session("assistant")).session_id
             await client.send_message(sid, "take a nap")
             with trio.fail_after(5):
-                while not _processes_with(marker):
+                while not processes_with(marker):
                     await trio.sleep(0.05)
             state = await client.control(sid, "stop")
             assert str(state.state) == "terminated"
-            assert _processes_with(marker) == []
+            assert processes_with(marker) == []
             # The killed execution was reported (before 'terminated') and audited.
             results = []
             with trio.move_on_after(0.5):
@@ -224,10 +215,10 @@ async def test_closing_the_connection_kills_its_tools(start_server, config_dir: 
         async with open_client(server.url, server.token()) as client:
             await client.send(__import__("engine.protocol", fromlist=["ToolCall"]).ToolCall(id="t1", name="sleeper", arguments={}))
             with trio.fail_after(5):
-                while not _processes_with(marker):
+                while not processes_with(marker):
                     await trio.sleep(0.05)
         with trio.fail_after(5):
-            while _processes_with(marker):
+            while processes_with(marker):
                 await trio.sleep(0.05)
 
 

@@ -13,7 +13,6 @@ import pytest
 import sandbox
 
 
-
 async def test_json_output_and_arguments_on_stdin(tool: Any) -> None:
     result = await tool.run({"n": 41}, argv=("/bin/sh", "-c", "cat"))
     assert result.status == "ok", result
