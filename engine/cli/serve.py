@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..server import ServerSettings
 
 DEV_TOKEN_TTL_S = 12 * 3600
+log = logging.getLogger(__name__)
 
 
 def register(commands: Any) -> None:
@@ -43,6 +44,8 @@ def register(commands: Any) -> None:
                         help="allow a non-loopback --host without TLS (tokens would cross the network in clear)")
     parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                         help="override one limit, e.g. --limit idle_timeout=5m (env SCONNECT_LIMITS_<NAME>); see README")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        help="stderr log lines as text or one JSON object each (env SCONNECT_LOG_FORMAT; default text)")
     parser.add_argument(
         "--dev",
         action="store_true",
@@ -111,7 +114,9 @@ def _check_exposure(chosen: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from ..logs import configure
+
+    configure(args.log_format or os.environ.get("SCONNECT_LOG_FORMAT", "text"))
     config_dir = resolve_config_dir(args.config)
     load_config(config_dir)  # refuse to start on a broken configuration, with every error
     chosen = _layers(args, config_dir)
@@ -167,11 +172,11 @@ async def _main(settings: ServerSettings, dev: bool) -> None:
                 _print_dev_help(settings, url)
             async for signum in signals:
                 if not handle.stopping:
-                    print(f"received {signal.Signals(signum).name}: shutting down gracefully "
-                          f"(up to {settings.shutdown_grace_s:g}s; again to stop at once)", file=sys.stderr, flush=True)
+                    log.info("received %s: shutting down gracefully (up to %gs; again to stop at once)",
+                             signal.Signals(signum).name, settings.shutdown_grace_s)
                     handle.stop()
                 else:
-                    print("stopping at once", file=sys.stderr, flush=True)
+                    log.warning("received %s again: stopping at once", signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
 
 

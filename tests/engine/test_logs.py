@@ -1,0 +1,23 @@
+"""JSON log lines: one object per line, with the call's extra fields and any traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from engine.logs import JsonFormatter
+
+
+def test_json_lines_carry_extras_and_exceptions() -> None:
+    record = logging.LogRecord("engine.test", logging.WARNING, __file__, 1, "refused %s", ("alice",), None)
+    record.reason = "expired"
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["level"], line["logger"], line["message"], line["reason"]) == ("warning", "engine.test", "refused alice", "expired")
+    assert line["time"].endswith("+00:00")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        failed = logging.LogRecord("engine.test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    assert "ValueError: boom" in json.loads(JsonFormatter().format(failed))["exception"]
