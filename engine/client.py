@@ -32,6 +32,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from .protocol import (
     ActionApproval,
+    ActionList,
+    ActionListRequest,
     AgentAction,
     AgentConnect,
     AgentControl,
@@ -144,6 +146,10 @@ class Client:
 
     async def control(self, session_id: str, command: str) -> AgentState:
         return await self._expect(AgentControl(id=new_id(), session_id=session_id, command=command), AgentState)  # type: ignore[arg-type]
+
+    async def list_actions(self) -> ActionList:
+        """The actions waiting for this caller's approval."""
+        return await self._expect(ActionListRequest(id=new_id()), ActionList)
 
     async def list_tools(self) -> ToolList:
         return await self._expect(ClientToolList(id=new_id()), ToolList)

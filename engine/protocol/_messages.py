@@ -30,6 +30,9 @@ from ._errors import ErrorCode
 
 __all__ = [
     "ActionApproval",
+    "ActionList",
+    "ActionListRequest",
+    "PendingActionInfo",
     "ActionKind",
     "AgentAction",
     "AgentCommand",
@@ -152,6 +155,22 @@ class ResourceInfo:
     description: str
 
 
+@attrs.frozen(kw_only=True)
+class PendingActionInfo:
+    """An action waiting for approval, as listed to someone who may answer it (``action_list``)."""
+
+    action_id: str
+    kind: ActionKind
+    name: str
+    arguments: dict[str, Any] = _json()
+    level: int
+    approver: Approver
+    requester: str
+    reason: str
+    expires_in_s: float
+    session_id: str | None = _optional()
+
+
 # --- client → server -------------------------------------------------------------------
 
 
@@ -225,6 +244,14 @@ class AgentControl:
     id: str
     session_id: str
     command: AgentCommand
+
+
+@attrs.frozen(kw_only=True)
+class ActionListRequest:
+    """Which actions wait for my approval? Answered by :class:`ActionList`."""
+
+    TYPE: ClassVar[str] = "action_list"
+    id: str
 
 
 @attrs.frozen(kw_only=True)
@@ -343,6 +370,14 @@ class ResourceList:
 
 
 @attrs.frozen(kw_only=True)
+class ActionList:
+    TYPE: ClassVar[str] = "action_list"
+    id: str = attrs.field(factory=new_id)
+    actions: tuple[PendingActionInfo, ...]
+    reply_to: str
+
+
+@attrs.frozen(kw_only=True)
 class ErrorFrame:
     TYPE: ClassVar[str] = "error"
     id: str = attrs.field(factory=new_id)
@@ -362,6 +397,7 @@ ClientFrame = (
     | ResourceRequest
     | AgentControl
     | ResourceListRequest
+    | ActionListRequest
 )
 ServerFrame = (
     AgentState
@@ -372,6 +408,7 @@ ServerFrame = (
     | ToolList
     | ResourceResponse
     | ResourceList
+    | ActionList
     | ErrorFrame
 )
 Frame = ClientFrame | ServerFrame

@@ -338,6 +338,7 @@ async def _await_approval(caller: Caller, pending: PendingAction, arguments: Any
         name=frame.name, arguments=frame.arguments, level=frame.level, approver=pending.approver,
         expires_at=time.time() + timeout_s,
     )
+    pending.expires_at = trio.current_time() + timeout_s
     hub.approvals.add(pending)
     try:
         conn.send(frame)

@@ -28,6 +28,8 @@ class PendingAction:
     approver: Literal["user", "admin"]
     # A policy rule lets the requester give the admin approval themselves.
     self_approval: bool = False
+    # When it expires unanswered, on trio's clock.
+    expires_at: float = float("inf")
     status: Literal["pending", "approved", "denied", "expired", "cancelled"] = "pending"
     decided_by: str | None = None
     reason: str | None = None
@@ -57,9 +59,12 @@ class ApprovalBroker:
     def add(self, action: PendingAction) -> None:
         self.pending[action.action_id] = action
 
-    def waiting_for(self, sub: str, roles: frozenset[str]) -> list[PendingAction]:
-        """Actions this person could answer now (sent to an approver who connects)."""
-        return [p for p in self.pending.values() if p.approver == "admin" and p.may_answer(sub, roles)]
+    def waiting_for(self, sub: str, roles: frozenset[str], *, admin_only: bool = True) -> list[PendingAction]:
+        """Actions this person could answer now (sent to an approver who connects; listed on request)."""
+        return [
+            p for p in self.pending.values()
+            if (p.approver == "admin" or not admin_only) and p.may_answer(sub, roles)
+        ]
 
     def close(self, action: PendingAction, status: Literal["expired", "cancelled"], reason: str) -> None:
         if action.status == "pending":

@@ -29,6 +29,10 @@ from ..auth import Principal
 from ..decision import decide
 from ..protocol import (
     ActionApproval,
+    ActionList,
+    ActionListRequest,
+    Approver,
+    PendingActionInfo,
     AgentConnect,
     AgentControl,
     ClientAgentResult,
@@ -259,6 +263,8 @@ class Connection:
                     self._nursery.start_soon(self._guarded, self._resource_request, frame)
                 case ResourceListRequest():
                     self.send(self._resource_list(frame.id))
+                case ActionListRequest():
+                    self.send(self._action_list(frame.id))
         except ProtocolError as exc:
             self.send(error_frame(exc if exc.reply_to else exc.replying_to(frame.id)))
         except trio.WouldBlock:
@@ -371,6 +377,22 @@ class Connection:
                 uri=content.uri, mime_type=content.mime_type, data=content.data, truncated=content.truncated,
                 reply_to=frame.id,
             )
+        )
+
+    def _action_list(self, reply_to: str) -> ActionList:
+        """Every action waiting for an answer this caller may give (their own level 1, others' level 2)."""
+        now = trio.current_time()
+        waiting = self.hub.approvals.waiting_for(self.principal.sub, self.principal.roles, admin_only=False)
+        return ActionList(
+            actions=tuple(
+                PendingActionInfo(
+                    action_id=p.action_id, kind=p.frame.kind, name=p.frame.name, arguments=p.frame.arguments,
+                    level=p.frame.level, approver=Approver(p.approver), requester=p.requester, reason=p.frame.reason,
+                    expires_in_s=max(0.0, round(p.expires_at - now, 3)), session_id=p.frame.session_id,
+                )
+                for p in waiting
+            ),
+            reply_to=reply_to,
         )
 
     def _resource_list(self, reply_to: str) -> ResourceList:

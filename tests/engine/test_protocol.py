@@ -170,6 +170,7 @@ CLIENT_FRAMES: list[Any] = [
     p.ResourceRequest(id="c14", uri="db://users/profile/7", session_id="s1"),
     p.AgentControl(id="c15", session_id="s1", command=p.AgentCommand.PAUSE),
     p.ResourceListRequest(id="c16"),
+    p.ActionListRequest(id="c17"),
 ]
 
 
@@ -229,6 +230,11 @@ SERVER_FRAMES: list[Any] = [
                           truncated=True, reply_to="c13"),
     p.ResourceList(resources=(p.ResourceInfo(uri_template="db://users/profile/{id}",
                                              description="user profiles"),), reply_to="c16"),
+    p.ActionList(actions=(p.PendingActionInfo(
+        action_id="a1", kind=p.ActionKind.TOOL, name="shell", arguments={"command": "ls"}, level=2,
+        approver=p.Approver.ADMIN, requester="alice", reason="level 2: an admin approves", expires_in_s=90.5,
+        session_id="s1"),), reply_to="c17"),
+    p.ActionList(actions=(), reply_to="c17"),
     p.ErrorFrame(code=ErrorCode.NOT_FOUND, message="no such session", reply_to="c3"),
     p.error_frame(ProtocolError(ErrorCode.INTERNAL, "internal error")),
 ]

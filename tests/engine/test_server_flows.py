@@ -410,3 +410,23 @@ async def test_client_tool_offers_and_arguments_are_checked(server: RunningServe
             result = await client.call_tool("get_location", {"precise": "very"})
             assert str(result.status) == "error" and result.output["error"] == "invalid arguments"
             assert not isinstance(result, ErrorFrame)
+
+
+async def test_approvers_list_what_waits_for_them(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token("alice", ("user",))) as user:
+            sid = (await user.start_session("assistant")).session_id
+            await user.send_message(sid, 'write "x" to listed.txt')
+            action = await user.next_event()
+            while not isinstance(action, AgentAction):
+                action = await user.next_event()
+            # The requester cannot answer a level-2 action: it is not listed for her.
+            assert (await user.list_actions()).actions == ()
+            async with open_client(server.url, server.token("root", ("admin",))) as admin:
+                [listed] = (await admin.list_actions()).actions
+                assert (listed.action_id, listed.name, listed.requester, str(listed.approver)) == (
+                    action.action_id, "write_file", "alice", "admin"
+                )
+                assert 0 < listed.expires_in_s <= 3
+                await admin.answer(listed.action_id, False)
+                assert (await admin.list_actions()).actions == ()
