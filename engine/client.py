@@ -45,6 +45,8 @@ from .protocol import (
     ClientToolList,
     ErrorFrame,
     OfferedTool,
+    ResourceRequest,
+    ResourceResponse,
     ResponseToken,
     ServerFrame,
     ToolCall,
@@ -112,10 +114,15 @@ class Client:
         self._waiting[frame.id] = send
         try:
             await self.send(frame)
-            try:
-                reply = await receive.receive()
-            except trio.EndOfChannel:
-                raise ClientClosed("the connection closed before the reply arrived") from None
+            while True:
+                try:
+                    reply = await receive.receive()
+                except trio.EndOfChannel:
+                    raise ClientClosed("the connection closed before the reply arrived") from None
+                if not isinstance(reply, AgentAction | AgentResult):
+                    break
+                # A request on behalf of a session is also shown as an action: an event, not the reply.
+                await self._events_send.send(reply)
         finally:
             self._waiting.pop(frame.id, None)
         if isinstance(reply, ErrorFrame):
@@ -146,6 +153,10 @@ class Client:
 
     async def control(self, session_id: str, command: str) -> AgentState:
         return await self._expect(AgentControl(id=new_id(), session_id=session_id, command=command), AgentState)  # type: ignore[arg-type]
+
+    async def read_resource(self, uri: str, session_id: str | None = None) -> ResourceResponse:
+        """Read a resource (on behalf of a session when given); refusals raise ServerError."""
+        return await self._expect(ResourceRequest(id=new_id(), uri=uri, session_id=session_id), ResourceResponse)
 
     async def list_actions(self) -> ActionList:
         """The actions waiting for this caller's approval."""

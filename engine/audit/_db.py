@@ -14,6 +14,7 @@ can drop them, which is what the hash chain and the HMAC'd checkpoints are for.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -73,6 +74,9 @@ BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only: DELETE refused'); 
 """
 
 
+log = logging.getLogger(__name__)
+
+
 def audit_db_path(state_dir: str | os.PathLike[str]) -> Path:
     return Path(state_dir) / AUDIT_DB_NAME
 
@@ -114,6 +118,8 @@ def connect_writer(path: Path) -> sqlite3.Connection:
                 for statement in _statements(_SCHEMA):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            else:
+                _restore_triggers(conn, path)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # a failed COMMIT may have rolled back already
@@ -123,6 +129,17 @@ def connect_writer(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _restore_triggers(conn: sqlite3.Connection, path: Path) -> None:
+    """Put back append-only triggers someone dropped, and say so: that was tampering, or an attempt."""
+    present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    for statement in _statements(_SCHEMA):
+        name = statement.split()[2] if statement.lstrip().upper().startswith("CREATE TRIGGER") else None
+        if name is not None and name not in present:
+            log.error("%s: the append-only trigger %s was missing (dropped by someone with file access); "
+                      "restored. Run `sconnect audit verify` now.", path, name)
+            conn.execute(statement)
 
 
 def connect_reader(state_dir: str | os.PathLike[str]) -> sqlite3.Connection:

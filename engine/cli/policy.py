@@ -114,11 +114,17 @@ def _target(config: Config, args: argparse.Namespace) -> tuple[str, str]:
             known = ", ".join(sorted(config.tools)) or "none"
             raise UsageError(f"unknown tool {args.tool!r} (known: {known})")
         return "tool.call", args.tool
-    host = "/".join(args.resource.split("/")[:3])
-    if host not in config.resources:
+    from ..resources import ResourceError, parse_uri
+
+    try:
+        # The server's own strict parser: what it would refuse is not a question for the policy.
+        parsed = parse_uri(args.resource)
+    except ResourceError as exc:
+        raise UsageError(f"{args.resource!r}: {exc.message} (the server refuses this URI before any policy)") from None
+    if parsed.key not in config.resources:
         known = ", ".join(sorted(config.resources)) or "none"
-        raise UsageError(f"unknown resource host {host!r} in {args.resource!r} (known: {known})")
-    return "resource.read", args.resource
+        raise UsageError(f"unknown resource host {parsed.key!r} in {args.resource!r} (known: {known})")
+    return "resource.read", str(parsed)
 
 
 def _approval_text(decision: Any) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import load_config, resolve_config_dir
-from ..errors import UsageError
+from ..errors import ScalyticsError, UsageError
 
 if TYPE_CHECKING:
     from ..server import ServerSettings
@@ -36,6 +36,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--port", type=int, help="port, 0 picks a free one (env SCONNECT_PORT; default 8765)")
     parser.add_argument("--health-port", type=int,
                         help="serve /healthz, /readyz and /metrics on this port, 0 picks one (env SCONNECT_HEALTH_PORT; default off)")
+    parser.add_argument("--health-host", metavar="ADDRESS",
+                        help="address of the health/metrics listener (env SCONNECT_HEALTH_HOST; default 127.0.0.1: "
+                        "metrics are not for the public)")
     parser.add_argument("--shutdown-grace", metavar="DURATION",
                         help="on SIGTERM/SIGINT, how long running turns may finish (env SCONNECT_SHUTDOWN_GRACE; default 10s)")
     parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain for wss:// (env SCONNECT_TLS_CERT)")
@@ -68,6 +71,7 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
         chosen.update(read_server_file(Path(server_file)))
     from_env = {
         "host": env.get("SCONNECT_HOST"), "port": env.get("SCONNECT_PORT"), "health_port": env.get("SCONNECT_HEALTH_PORT"),
+        "health_host": env.get("SCONNECT_HEALTH_HOST"),
         "state_dir": env.get("SCONNECT_STATE_DIR"), "shutdown_grace": env.get("SCONNECT_SHUTDOWN_GRACE"),
         "tls_cert": env.get("SCONNECT_TLS_CERT"), "tls_key": env.get("SCONNECT_TLS_KEY"),
         "insecure_public": (env.get("SCONNECT_INSECURE_PUBLIC", "").lower() in ("1", "true", "yes")) or None,
@@ -75,7 +79,8 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
     chosen.update({key: value for key, value in from_env.items() if value not in (None, "")})
     chosen.update(limits_from_environment(env))
     from_flags = {
-        "host": args.host, "port": args.port, "health_port": args.health_port, "state_dir": args.state_dir,
+        "host": args.host, "port": args.port, "health_port": args.health_port, "health_host": args.health_host,
+        "state_dir": args.state_dir,
         "shutdown_grace": args.shutdown_grace, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
         "insecure_public": args.insecure_public,
     }
@@ -89,6 +94,20 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
                 raise UsageError(f"{key}: {chosen[key]!r} is not a port number") from None
     chosen["shutdown_grace_s"] = _duration("shutdown grace", str(chosen.pop("shutdown_grace")))
     return chosen
+
+
+def _check_tls(cert: Path, key: Path) -> None:
+    """Load the pair once before binding, so a bad file is named instead of blamed on the port."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except FileNotFoundError:
+        missing = next((path for path in (cert, key) if not path.is_file()), cert)
+        raise UsageError(f"TLS: {missing}: no such file") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise UsageError(f"TLS: cannot use certificate {cert} with key {key}: {exc}") from None
 
 
 def _check_exposure(chosen: dict[str, Any]) -> None:
@@ -136,16 +155,25 @@ def run(args: argparse.Namespace) -> int:
     for key in ("tls_cert", "tls_key"):
         if chosen.get(key):
             chosen[key] = Path(chosen[key])
+    if chosen.get("tls_cert"):
+        _check_tls(chosen["tls_cert"], chosen["tls_key"])
     settings = ServerSettings(
         config_dir=config_dir, state_dir=state_dir, auth=auth, reload_signals=(signal.SIGHUP,), **chosen
     )
     host, port = settings.host, settings.port
     failed: list[OSError] = []
+    refused: list[ScalyticsError] = []
     try:
         trio.run(_main, settings, args.dev)
+    except* ScalyticsError as group:
+        # The state directory refused us (audit key, a second writer, ...): its message, no traceback.
+        refused.extend(_leaves(group))  # type: ignore[arg-type]
     except* OSError as group:
         # Binding failed (a port in use, an address not on this host): one line, not a traceback.
         failed.extend(_leaves(group))
+    if refused:
+        print(f"sconnect: {refused[0]}", file=sys.stderr)
+        return 2
     if failed:
         reason = failed[0].strerror or str(failed[0])
         print(f"sconnect: cannot listen on {host}:{port}: {reason} "
@@ -188,8 +216,8 @@ async def _serve_then_stop(settings: ServerSettings, done: Any, *, task_status: 
     done.cancel()
 
 
-def _leaves(group: BaseExceptionGroup[OSError]) -> list[OSError]:
-    found: list[OSError] = []
+def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
+    found: list[Any] = []
     for exc in group.exceptions:
         found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return found

@@ -106,7 +106,7 @@ async def serve(
                 )
                 if settings.health_port is not None:
                     handle.health = await nursery.start(
-                        partial(serve_health, settings.host, settings.health_port, metrics=hub.metrics,
+                        partial(serve_health, settings.health_host, settings.health_port, metrics=hub.metrics,
                                 ready=partial(_ready, hub))
                     )
                 await nursery.start(

@@ -21,21 +21,33 @@ from ..config.yamldoc import read_document
 from ..errors import ConfigError, ConfigProblem, UsageError
 
 # sconnect.yaml limit -> (ServerSettings field, parser).
+def _positive(parse: Any, minimum: float, unit: str) -> Any:
+    def parsed(value: Any) -> Any:
+        result = parse(value)
+        if result < minimum:
+            raise ValueError(f"{value!r} is too small: at least {minimum:g}{unit}")
+        return result
+
+    return parsed
+
+
+_seconds = _positive(lambda v: float(parse_duration(v)), 0.001, "s")
+
 LIMITS: dict[str, tuple[str, Any]] = {
-    "max_frame": ("max_frame_bytes", lambda v: int(parse_size(v))),
+    "max_frame": ("max_frame_bytes", _positive(lambda v: int(parse_size(v)), 1024, " bytes")),
     "connections": ("max_connections", int),
     "connections_per_subject": ("max_connections_per_subject", int),
     "frames_per_second": ("frames_per_second", float),
     "frame_burst": ("frame_burst", int),
     "tool_runs": ("max_tool_runs", int),
     "tool_runs_per_session": ("max_tool_runs_per_session", int),
-    "handshake_timeout": ("handshake_timeout_s", lambda v: float(parse_duration(v))),
-    "idle_timeout": ("idle_timeout_s", lambda v: float(parse_duration(v))),
-    "ping_interval": ("ping_interval_s", lambda v: float(parse_duration(v))),
-    "ping_timeout": ("ping_timeout_s", lambda v: float(parse_duration(v))),
+    "handshake_timeout": ("handshake_timeout_s", _seconds),
+    "idle_timeout": ("idle_timeout_s", _seconds),
+    "ping_interval": ("ping_interval_s", _seconds),
+    "ping_timeout": ("ping_timeout_s", _seconds),
     "send_queue": ("send_queue_frames", int),
-    "send_timeout": ("send_timeout_s", lambda v: float(parse_duration(v))),
-    "approval_timeout": ("approval_timeout_s", lambda v: float(parse_duration(v))),
+    "send_timeout": ("send_timeout_s", _seconds),
+    "approval_timeout": ("approval_timeout_s", _seconds),
 }
 
 
@@ -56,20 +68,27 @@ def read_server_file(path: Path) -> dict[str, Any]:
     if problems:
         raise ConfigError(problems)
     settings: dict[str, Any] = {}
-    for key in ("host", "port", "health_port", "state_dir", "insecure_public"):
+    for key in ("host", "port", "health_port", "health_host", "state_dir", "insecure_public"):
         if key in data:
             settings[key] = data[key]
+    problems = []
     if "shutdown_grace" in data:
-        settings["shutdown_grace"] = data["shutdown_grace"]
+        try:
+            _seconds(data["shutdown_grace"])
+            settings["shutdown_grace"] = data["shutdown_grace"]
+        except ValueError as exc:
+            problems.append(doc.problem(["shutdown_grace"], str(exc)))
     if "tls" in data:
-        settings["tls_cert"], settings["tls_key"] = data["tls"]["cert"], data["tls"]["key"]
+        # Relative to the file that names them, not to wherever the server was started.
+        settings["tls_cert"], settings["tls_key"] = (str(path.parent / data["tls"][k]) for k in ("cert", "key"))
     for name, value in data.get("limits", {}).items():
         field, parse = LIMITS[name]
         try:
             settings[field] = parse(value)
         except ValueError as exc:
-            line, column = doc.locate(["limits", name])
-            raise ConfigError([ConfigProblem(str(path), line, column, f"limits.{name}", str(exc))]) from None
+            problems.append(doc.problem(["limits", name], str(exc)))
+    if problems:
+        raise ConfigError(problems)
     return settings
 
 

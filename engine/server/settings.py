@@ -52,6 +52,8 @@ class ServerSettings:
     reload_signals: tuple[int, ...] = ()
     # The /healthz, /readyz and /metrics listener; None: none (0 picks a free port).
     health_port: int | None = None
+    # Loopback by default: /metrics is unauthenticated and says a lot about the service.
+    health_host: str = "127.0.0.1"
     # On a graceful stop, how long running turns and calls may go on before they are cancelled.
     shutdown_grace_s: float = 10.0
     # How long a direct tool_call outside a session waits for its approval.

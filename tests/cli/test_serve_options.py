@@ -93,3 +93,36 @@ async def test_file_then_environment_then_flags(base: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=15)
+
+
+def test_bad_tls_files_are_named(base: Path) -> None:
+    done = serve("--tls-cert", str(base / "missing.pem"), "--tls-key", str(base / "missing.key"),
+                 "--state-dir", str(base / "s"))
+    assert done.returncode == 2
+    assert f"TLS: {base / 'missing.pem'}: no such file" in done.stderr
+
+
+def test_limits_have_minimums_and_every_problem_is_located(base: Path) -> None:
+    config = copy_example_config(base / "config")
+    (config / "sconnect.yaml").write_text("shutdown_grace: -3s\nlimits:\n  max_frame: 0B\n  idle_timeout: 0ms\n")
+    done = serve("--config", str(config), "--state-dir", str(base / "s"))
+    assert done.returncode == 2
+    assert "sconnect.yaml:1:17: shutdown_grace: '-3s' is not a duration" in done.stderr
+    assert "sconnect.yaml:3:14: limits.max_frame: '0B' is too small" in done.stderr
+    assert "limits.idle_timeout: '0ms' is too small" in done.stderr
+
+
+def test_a_second_server_on_the_same_state_dir_is_one_line(base: Path) -> None:
+    first = subprocess.Popen(
+        [sys.executable, "-m", "engine", "serve", "--port", "0", "--state-dir", str(base / "s")],
+        cwd=REPO, env={**os.environ, "SCONNECT_JWT_SECRET": SECRET}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert first.stdout is not None and first.stdout.readline().startswith("ws://")
+        done = serve("--port", "0", "--state-dir", str(base / "s"))
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "another process is writing this audit log" in done.stderr
+    finally:
+        first.terminate()
+        first.wait(timeout=15)
