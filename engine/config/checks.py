@@ -173,6 +173,8 @@ def check_resource(resource: Resource, doc: Document, root: Path) -> list[Config
             if glob.startswith("/") or ".." in glob.split("/"):
                 problems.append(doc.problem(["globs", index], f"{glob!r} must be relative to root, without '..'"))
     elif isinstance(resource, DbResource):
+        if ".." in Path(resource.database).parts:
+            problems.append(doc.problem(["database"], f"{resource.database!r} must not climb out with '..'"))
         if resource.seed is not None and not (root / resource.seed).is_file():
             problems.append(doc.problem(["seed"], f"seed file {resource.seed!r} does not exist"))
         for index, query in enumerate(resource.queries):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config.model import ApiResource, Config, DbResource, FileResource
+from ..errors import ConfigError, ConfigProblem
 from .api import ApiHost
 from .content import Content as Content
 from .content import Template as Template
@@ -33,10 +34,18 @@ class ResourceHosts:
 
     def __init__(self, config: Config, state_dir: Path) -> None:
         root = Path(config.root)
+        state = state_dir.resolve()
         self.hosts: dict[str, Host] = {}
         for key, resource in config.resources.items():
             if isinstance(resource, FileResource):
-                self.hosts[key] = FileHost(resource, root)
+                host = FileHost(resource, root)
+                # Reads run in the engine, not in a sandbox: never let one reach the engine's own secrets.
+                if state == host.root or state.is_relative_to(host.root):
+                    raise ConfigError([ConfigProblem(
+                        resource.source.file, resource.source.line, 1, "root",
+                        f"{host.root} holds the server's state directory ({state}): a file host may not serve it",
+                    )])
+                self.hosts[key] = host
             elif isinstance(resource, DbResource):
                 self.hosts[key] = DbHost(resource, root, state_dir)
             elif isinstance(resource, ApiResource):

@@ -75,7 +75,8 @@ def _translate(exc: OSError, path: str) -> Exception:
     if exc.errno == errno.ELOOP:
         return Refused(f"{path}: symlinks are not followed")
     if exc.errno == errno.ENOTDIR:
-        return NotFound(f"{path}: a part of the path is not a directory")
+        # O_DIRECTORY|O_NOFOLLOW on a symlink to a directory fails with ENOTDIR, not ELOOP.
+        return Refused(f"{path}: a part of the path is a symlink (not followed) or not a directory")
     if exc.errno == errno.ENOENT:
         return NotFound(f"{path}: no such file")
     if exc.errno == errno.EACCES:

@@ -54,6 +54,7 @@ async def reload_config(hub: Hub, reason: str) -> bool:
     try:
         config = await trio.to_thread.run_sync(load_config, root)
         revision = await trio.to_thread.run_sync(policy_revision, config)
+        resources = ResourceHosts(config, hub.settings.state_dir)
     except ConfigError as exc:
         log.error("configuration reload refused (%s); the previous configuration keeps serving:\n%s", reason, exc)
         hub.reload_errors = tuple(str(problem) for problem in exc.problems)
@@ -66,7 +67,7 @@ async def reload_config(hub: Hub, reason: str) -> bool:
         )
         return False
     removed = set(hub.config.tools) - set(config.tools)
-    hub.config, hub.resources, hub.policy_revision = config, ResourceHosts(config, hub.settings.state_dir), revision
+    hub.config, hub.resources, hub.policy_revision = config, resources, revision
     hub.reload_errors = ()
     hub.metrics.record_config_reload(ok=True)
     await hub.audit.record(

@@ -37,6 +37,7 @@ def files(tmp_path: Path) -> ResourceHosts:
     (tmp_path / "outside.txt").write_text("outside the root")
     os.symlink(tmp_path / "outside.txt", root / "documents" / "escape.txt")
     os.symlink(root / "documents" / "report.md", root / "documents" / "inside-link.md")
+    os.symlink("/etc", root / "documents" / "etcdir")
     local = converter.structure(
         {"scheme": "file", "name": "local", "description": "d", "root": "root", "globs": ["documents/**"], "max_size": "1KiB"},
         FileResource,
@@ -82,6 +83,7 @@ async def test_file_reads(files: ResourceHosts) -> None:
         ("file://local/documents/escape.txt", "forbidden"),
         ("file://local/documents/inside-link.md", "forbidden"),
         ("file://local/documents/missing.txt", "not_found"),
+        ("file://local/documents/etcdir/passwd", "forbidden"),
         ("file://local/documents/deep", "forbidden"),
         ("file://strict/documents/big.txt", "too_large"),
         ("file://strict/documents/deep/notes.txt", "forbidden"),
@@ -228,3 +230,13 @@ async def test_api_headers_come_from_the_environment(nursery: trio.Nursery, tmp_
         assert error.code == "unavailable" and "WEATHER_TOKEN" in error.message
         monkeypatch.setenv("WEATHER_TOKEN", "Bearer abc")
         assert (await hosts.read("api://weather/current/X")).data == "fine"
+
+
+def test_a_file_host_may_not_serve_the_state_directory(tmp_path: Path) -> None:
+    from engine.errors import ConfigError
+
+    everything = converter.structure(
+        {"scheme": "file", "name": "everything", "description": "d", "root": "/"}, FileResource
+    )
+    with pytest.raises(ConfigError, match="holds the server's state directory"):
+        ResourceHosts(make_config(tmp_path, everything), tmp_path / "state")
