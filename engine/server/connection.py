@@ -141,10 +141,21 @@ class Connection:
                 for session in [s for s in self.hub.sessions.values() if s.conn is self]:
                     await session.detach()
             with trio.move_on_after(0.5, shield=True):
+                await self._flush(receive)
+            with trio.move_on_after(0.5, shield=True):
                 if self.hub.shutting_down:
                     await self.ws.aclose(1001, "server shutting down")
                 else:
                     await self.ws.aclose()
+
+    async def _flush(self, receive: trio.MemoryReceiveChannel[ServerFrame]) -> None:
+        """Send what is still queued (cancelled results, a shutdown notice) before closing."""
+        while True:
+            try:
+                frame = receive.receive_nowait()
+                await self.ws.send_message(encode(frame))
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError, ConnectionClosed):
+                return
 
     def send(self, frame: ServerFrame) -> None:
         """Queue a frame; a full queue means the client stopped reading: cut it off."""
@@ -164,19 +175,19 @@ class Connection:
     # --- tasks --------------------------------------------------------------------------
 
     async def _writer(self, receive: trio.MemoryReceiveChannel[ServerFrame]) -> None:
-        async with receive:
-            async for frame in receive:
-                with trio.move_on_after(self.hub.settings.send_timeout_s) as scope:
-                    try:
-                        await self.ws.send_message(encode(frame))
-                    except ConnectionClosed:
-                        self._stop()
-                        return
-                    self.hub.metrics.frames_out.inc()
-                if scope.cancelled_caught:
-                    # A cancelled send may have written half a frame: the connection is dead.
-                    self._close_soon(CLOSE_TOO_SLOW, "the client is not reading")
+        # The channel stays open when this task ends: the connection's last frames are flushed from it.
+        async for frame in receive:
+            with trio.move_on_after(self.hub.settings.send_timeout_s) as scope:
+                try:
+                    await self.ws.send_message(encode(frame))
+                except ConnectionClosed:
+                    self._stop()
                     return
+                self.hub.metrics.frames_out.inc()
+            if scope.cancelled_caught:
+                # A cancelled send may have written half a frame: the connection is dead.
+                self._close_soon(CLOSE_TOO_SLOW, "the client is not reading")
+                return
 
     async def _expire_token(self) -> None:
         await trio.sleep(max(0.0, self.principal.expires_at - time.time()))

@@ -55,6 +55,13 @@ async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
                         await trio.sleep(0.05)
                     server.send_signal(signal.SIGTERM)
                     code = await trio.to_thread.run_sync(lambda: server.wait(timeout=15))
+                    # Before the connection closed, the client was told, and got the cancelled result.
+                    seen = []
+                    with trio.move_on_after(2):
+                        async for frame in client.events():
+                            seen.append((type(frame).__name__, str(getattr(frame, "code", getattr(frame, "status", "")))))
+                    assert ("ErrorFrame", "unavailable") in seen
+                    assert ("AgentResult", "cancelled") in seen
             err = server.stderr.read() if server.stderr else ""
             assert code == 0, err
             assert "cancelling the work still running" in err
