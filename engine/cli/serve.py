@@ -128,8 +128,7 @@ def _check_exposure(chosen: dict[str, Any]) -> None:
             f"refusing to serve {host} without TLS: tokens would cross the network in clear. "
             "Give --tls-cert and --tls-key, or --insecure-public if something in front terminates TLS"
         )
-    print(f"warning: serving {host} without TLS (--insecure-public): put a TLS-terminating proxy in front",
-          file=sys.stderr)
+    log.warning("serving %s without TLS (--insecure-public): put a TLS-terminating proxy in front", host)
 
 
 def run(args: argparse.Namespace) -> int:
