@@ -108,26 +108,36 @@ class Client:
         """Send anything at all (for trying the server's handling of bad frames)."""
         await self.ws.send_message(text)
 
-    async def request(self, frame: ClientFrame) -> ServerFrame:
-        """Send ``frame`` and wait for the frame that answers it; ``error`` raises ServerError."""
-        send, receive = trio.open_memory_channel[ServerFrame](4)
+    @asynccontextmanager
+    async def _answers(self, frame: ClientFrame) -> AsyncIterator[trio.MemoryReceiveChannel[ServerFrame]]:
+        """Send ``frame``; the channel yields every frame that names it in ``reply_to``."""
+        send, receive = trio.open_memory_channel[ServerFrame](8)
         self._waiting[frame.id] = send
         try:
             await self.send(frame)
-            while True:
-                try:
-                    reply = await receive.receive()
-                except trio.EndOfChannel:
-                    raise ClientClosed("the connection closed before the reply arrived") from None
-                if not isinstance(reply, AgentAction | AgentResult):
-                    break
-                # A request on behalf of a session is also shown as an action: an event, not the reply.
-                await self._events_send.send(reply)
+            yield receive
         finally:
             self._waiting.pop(frame.id, None)
+
+    @staticmethod
+    async def _next_answer(receive: trio.MemoryReceiveChannel[ServerFrame]) -> ServerFrame:
+        try:
+            reply = await receive.receive()
+        except trio.EndOfChannel:
+            raise ClientClosed("the connection closed before the reply arrived") from None
         if isinstance(reply, ErrorFrame):
             raise ServerError(reply)
         return reply
+
+    async def request(self, frame: ClientFrame) -> ServerFrame:
+        """Send ``frame`` and wait for the frame that answers it; ``error`` raises ServerError."""
+        async with self._answers(frame) as answers:
+            while True:
+                reply = await self._next_answer(answers)
+                if not isinstance(reply, AgentAction | AgentResult):
+                    return reply
+                # A request on behalf of a session is also shown as an action: an event, not the reply.
+                await self._events_send.send(reply)
 
     async def next_event(self) -> ServerFrame:
         """The next frame that answers no pending request (tokens, actions, results, ...)."""
@@ -182,17 +192,9 @@ class Client:
     async def call_tool(self, name: str, arguments: dict[str, Any], *, approve: Approve | None = None) -> AgentResult:
         """Call a tool directly; when the server asks for this client's approval, ``approve`` answers."""
         frame = ToolCall(id=new_id(), name=name, arguments=arguments)
-        send, receive = trio.open_memory_channel[ServerFrame](4)
-        self._waiting[frame.id] = send
-        try:
-            await self.send(frame)
+        async with self._answers(frame) as answers:
             while True:
-                try:
-                    reply = await receive.receive()
-                except trio.EndOfChannel:
-                    raise ClientClosed("the connection closed before the result arrived") from None
-                if isinstance(reply, ErrorFrame):
-                    raise ServerError(reply)
+                reply = await self._next_answer(answers)
                 if isinstance(reply, AgentResult):
                     return reply
                 if isinstance(reply, AgentAction) and reply.requires_approval and str(reply.approver) == "user":
@@ -200,8 +202,6 @@ class Client:
                     if inspect.isawaitable(verdict):
                         verdict = await verdict
                     await self.answer(reply.action_id, bool(verdict))
-        finally:
-            self._waiting.pop(frame.id, None)
 
     async def converse(self, session_id: str, content: str, *, approve: Approve | None = None) -> Turn:
         """Send a message and gather the turn until ``agent_response``.
