@@ -17,8 +17,8 @@ import httpx
 
 from ..config.model import ApiResource
 from .content import Content, Template, as_content
-from .errors import NotFound, Refused, TooLarge, Unavailable, UpstreamTimeout
-from .templates import _PLACEHOLDER, match_template
+from .errors import Refused, TooLarge, Unavailable, UpstreamTimeout
+from .templates import _PLACEHOLDER, host_templates, route_for
 from .uri import ResourceURI
 
 _MAX_REDIRECTS = 5
@@ -31,19 +31,12 @@ class ApiHost:
         self._cache: dict[str, tuple[float, Content]] = {}
 
     def templates(self) -> list[Template]:
-        return [
-            Template(f"api://{self.config.name}/{route.path}", route.description or self.config.description,
-                     f"api://{self.config.name}")
-            for route in self.config.routes
-        ]
+        return host_templates(f"api://{self.config.name}", self.config.routes, self.config.description)
 
     async def read(self, uri: ResourceURI) -> Content:
-        for route in self.config.routes:
-            values = match_template(route.path, uri.segments, route.params)
-            if values is not None:
-                target = _PLACEHOLDER.sub(lambda m, v=values: quote(str(v[m[1]]), safe=""), route.target)
-                return await self._get(str(uri), self.config.base_url.rstrip("/") + target)
-        raise NotFound(f"{uri}: no route of api://{self.config.name} matches this path")
+        route, values = route_for(uri.key, self.config.routes, uri.segments)
+        target = _PLACEHOLDER.sub(lambda m: quote(str(values[m[1]]), safe=""), route.target)
+        return await self._get(str(uri), self.config.base_url.rstrip("/") + target)
 
     async def _get(self, uri: str, url: str) -> Content:
         cached = self._cache.get(url)

@@ -19,8 +19,8 @@ import trio
 
 from ..config.model import DbResource
 from .content import Content, Template
-from .errors import NotFound, Unavailable
-from .templates import match_template
+from .errors import Unavailable
+from .templates import host_templates, route_for
 from .uri import ResourceURI
 
 
@@ -31,19 +31,12 @@ class DbHost:
         self.seed = config_root / config.seed if config.seed else None
 
     def templates(self) -> list[Template]:
-        return [
-            Template(f"db://{self.config.name}/{query.path}", query.description or self.config.description,
-                     f"db://{self.config.name}")
-            for query in self.config.queries
-        ]
+        return host_templates(f"db://{self.config.name}", self.config.queries, self.config.description)
 
     async def read(self, uri: ResourceURI) -> Content:
-        for query in self.config.queries:
-            values = match_template(query.path, uri.segments, query.params)
-            if values is not None:
-                rows, truncated = await trio.to_thread.run_sync(self._select, query.sql, values)
-                return Content(str(uri), "application/json", json.dumps(rows, ensure_ascii=False, default=str), truncated)
-        raise NotFound(f"{uri}: no query of db://{self.config.name} matches this path")
+        query, values = route_for(uri.key, self.config.queries, uri.segments)
+        rows, truncated = await trio.to_thread.run_sync(self._select, query.sql, values)
+        return Content(str(uri), "application/json", json.dumps(rows, ensure_ascii=False, default=str), truncated)
 
     def _select(self, sql: str, values: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
         self._ensure_seeded()

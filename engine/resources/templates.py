@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
-from .errors import BadURI
+from .content import Template
+from .errors import BadURI, NotFound
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -46,3 +47,26 @@ def _typed(name: str, value: str, kind: str) -> Any:
     except ValueError:
         raise BadURI(f"{name}: {value!r} is not an {kind}" if kind == "integer" else f"{name}: {value!r} is not a {kind}") from None
     return value
+
+
+class _Routed(Protocol):
+    path: str
+    description: str
+    params: Mapping[str, str]
+
+
+R = TypeVar("R", bound=_Routed)
+
+
+def host_templates(key: str, routes: Sequence[_Routed], fallback: str) -> list[Template]:
+    """The URI templates a db:// or api:// host serves, one per query or route."""
+    return [Template(f"{key}/{route.path}", route.description or fallback, key) for route in routes]
+
+
+def route_for(key: str, routes: Sequence[R], segments: tuple[str, ...]) -> tuple[R, dict[str, Any]]:
+    """The first query or route whose template matches the path, with its typed values."""
+    for route in routes:
+        values = match_template(route.path, segments, route.params)
+        if values is not None:
+            return route, values
+    raise NotFound(f"{key}/{'/'.join(segments)}: no template of {key} matches this path")
