@@ -7,7 +7,6 @@ from typing import Any, Protocol
 
 import attrs
 
-from ..config.model import ModelConfig, OpenAIModel, RulesModel
 from ..errors import ScalyticsError
 
 
@@ -64,16 +63,3 @@ class Model(Protocol):
     ) -> AsyncGenerator[TextDelta | ToolCall, None]:
         """One model step. Cancelling the consumer cancels the step (no request outlives it)."""
         ...
-
-
-def make_model(config: ModelConfig) -> Model:
-    """The provider named by an agent's ``model:`` block."""
-    if isinstance(config, RulesModel):
-        from .rules import RulesProvider
-
-        return RulesProvider(config)
-    if isinstance(config, OpenAIModel):
-        from .openai import OpenAIProvider
-
-        return OpenAIProvider(config)
-    raise TypeError(f"unknown model configuration {config!r}")

@@ -49,7 +49,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -93,7 +93,7 @@ class OpenAIProvider:
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
-    ) -> AsyncIterator[TextDelta | ToolCall]:
+    ) -> AsyncGenerator[TextDelta | ToolCall, None]:
         config = self._config
         content = encode_request(config, messages, tools)
         headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
