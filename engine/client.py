@@ -146,6 +146,13 @@ class Client:
         except trio.EndOfChannel:
             raise ClientClosed("the connection is closed") from None
 
+    async def next_event_of(self, *kinds: type[Any], session_id: str | None = None) -> Any:
+        """The next event of one of ``kinds`` (of that session, when given); others are dropped."""
+        while True:
+            event = await self.next_event()
+            if isinstance(event, kinds) and (session_id is None or getattr(event, "session_id", None) == session_id):
+                return event
+
     async def events(self) -> AsyncIterator[ServerFrame]:
         while True:
             try:
@@ -160,6 +167,13 @@ class Client:
 
     async def resume_session(self, session_id: str, agent: str) -> AgentState:
         return await self._expect(AgentConnect(id=new_id(), agent=agent, session_id=session_id), AgentState)
+
+    async def cancel_turn(self, session_id: str) -> AgentState:
+        """Cancel the session's running turn; the answer is the session's state (``active``).
+
+        ``ServerError`` ``invalid_state`` when no turn is running.
+        """
+        return await self.control(session_id, "cancel")
 
     async def control(self, session_id: str, command: str) -> AgentState:
         return await self._expect(AgentControl(id=new_id(), session_id=session_id, command=command), AgentState)  # type: ignore[arg-type]
