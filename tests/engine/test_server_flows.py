@@ -316,6 +316,10 @@ async def test_unknown_agent(server: RunningServer) -> None:
         with pytest.raises(ServerError) as caught:
             await client.start_session("nobody")
         assert caught.value.code == "not_found"
+        assert caught.value.message.startswith("no agent named 'nobody' (known: assistant, bookkeeper")
+        with pytest.raises(ServerError) as typo:
+            await client.start_session("asistant")
+        assert typo.value.message.startswith("no agent named 'asistant' (did you mean 'assistant'? known: assistant,")
 
 
 async def test_server_sends_its_tool_list_first(server: RunningServer) -> None:
