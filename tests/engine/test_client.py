@@ -19,7 +19,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 
 @pytest.fixture
-async def tls_server(start_server: Callable[..., object], config_dir: Path, tmp_path: Path) -> tuple[RunningServer, Path]:
+async def tls_server(
+    start_server: Callable[..., object], config_dir: Path, tmp_path: Path
+) -> tuple[RunningServer, Path]:
     cert, key = self_signed(tmp_path)
     server = await start_server(config_dir, tls_cert=cert, tls_key=key)  # type: ignore[operator]
     return server, cert  # type: ignore[return-value]
@@ -77,7 +79,8 @@ async def test_refused_connection_and_timeout_are_named() -> None:
 async def test_a_refused_token_raises_a_typed_error_with_the_servers_reason(server: RunningServer) -> None:
     with trio.fail_after(10):
         with pytest.raises(TokenRefused) as expired:
-            async with open_client(server.url, issue(server.settings.auth, "alice", ["user"], 60, now=time.time() - 120)):
+            stale = issue(server.settings.auth, "alice", ["user"], 60, now=time.time() - 120)
+            async with open_client(server.url, stale):
                 pass
         assert expired.value.status_code == 401 and "expired" in expired.value.reason
         assert isinstance(expired.value, ConnectionRejected)  # what older callers catch

@@ -16,7 +16,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     """``(cert.pem, key.pem)`` in ``directory``: valid for a day, subjectAltName IP 127.0.0.1 only."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sconnect test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
