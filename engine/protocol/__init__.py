@@ -19,10 +19,9 @@ from ._codec import to_wire as to_wire
 from ._errors import ErrorCode as ErrorCode
 from ._errors import ProtocolError as ProtocolError
 from ._messages import ActionApproval as ActionApproval
+from ._messages import ActionKind as ActionKind
 from ._messages import ActionList as ActionList
 from ._messages import ActionListRequest as ActionListRequest
-from ._messages import PendingActionInfo as PendingActionInfo
-from ._messages import ActionKind as ActionKind
 from ._messages import AgentAction as AgentAction
 from ._messages import AgentCommand as AgentCommand
 from ._messages import AgentConnect as AgentConnect
@@ -39,6 +38,7 @@ from ._messages import Executor as Executor
 from ._messages import Frame as Frame
 from ._messages import LifecycleState as LifecycleState
 from ._messages import OfferedTool as OfferedTool
+from ._messages import PendingActionInfo as PendingActionInfo
 from ._messages import ResourceInfo as ResourceInfo
 from ._messages import ResourceList as ResourceList
 from ._messages import ResourceListRequest as ResourceListRequest

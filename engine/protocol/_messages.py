@@ -96,8 +96,12 @@ class LifecycleState(enum.StrEnum):
 
 
 class AgentCommand(enum.StrEnum):
+    """``pause``/``resume`` an idle session; ``cancel`` the running turn (the session stays
+    active); ``stop`` ends the session for good (``terminated``, it cannot be resumed)."""
+
     PAUSE = "pause"
     RESUME = "resume"
+    CANCEL = "cancel"
     STOP = "stop"
 
 
@@ -284,11 +288,15 @@ class ResponseToken:
 
 @attrs.frozen(kw_only=True)
 class AgentResponse:
+    """``cancelled`` is True when the turn ended by ``agent_control`` ``cancel``; ``content``
+    then holds what was answered before it."""
+
     TYPE: ClassVar[str] = "agent_response"
     id: str = attrs.field(factory=new_id)
     session_id: str
     turn_id: str
     content: str
+    cancelled: bool | None = _optional()
 
 
 @attrs.frozen(kw_only=True)

@@ -57,6 +57,7 @@ from ..protocol import (
     error_frame,
     new_id,
 )
+from ..suggest import unknown_name
 from .actions import Caller, perform, read
 from .hub import Hub
 from .session import Session
@@ -302,7 +303,9 @@ class Connection:
         if frame.session_id is None:
             agent = hub.config.agents.get(frame.agent)
             if agent is None:
-                raise ProtocolError(ErrorCode.NOT_FOUND, f"no agent named {frame.agent!r}", reply_to=frame.id)
+                raise ProtocolError(
+                    ErrorCode.NOT_FOUND, unknown_name("agent", frame.agent, hub.config.agents), reply_to=frame.id
+                )
             session_id = new_id()
             await hub.store.create_session(session_id, self.principal.sub, agent.name)
             session = Session(session_id, agent, self, LifecycleState.INITIALIZED, [])

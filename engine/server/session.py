@@ -3,12 +3,17 @@
 Lifecycle (DESIGN.md)::
 
     initialized -> active -> processing <-> tool_use -> active
-    active <-> paused;  any live state --stop--> terminated
+    active <-> paused;  processing/tool_use --cancel--> active
+    any live state --stop--> terminated
 
 A session's work runs in its own nursery, attached to one connection at a
 time: stopping the agent, or closing the connection it is attached to, cancels
 that nursery, which kills the tools it is running (before ``terminated`` is
-reported, for a stop).  A client that reconnects while the session is still
+reported, for a stop).  ``cancel`` cancels only the running turn, in its own
+cancel scope: its tools are killed and its pending approvals cancelled (each
+reported as an ``agent_result`` with status ``cancelled``), then the turn ends
+with an ``agent_response`` marked ``cancelled`` and the session is ``active``
+again, which answers the ``cancel``.  A client that reconnects while the session is still
 live takes it over, pending approvals included.  History and state are
 persisted in the store, so a later ``agent_connect`` with the session id
 resumes it.
@@ -61,6 +66,9 @@ class Session:
     _nursery: trio.Nursery | None = None
     _scope: trio.CancelScope | None = None
     _stop_reply: str | None = None
+    # The running turn's own scope (None when idle), and the id of the `cancel` that hit it.
+    _turn_scope: trio.CancelScope | None = None
+    _cancel_reply: str | None = None
     _done: trio.Event = attrs.field(factory=trio.Event)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -99,8 +107,11 @@ class Session:
                 reply_to=reply_to,
             )
         assert self._nursery is not None
+        # The scope exists before the task starts: a `cancel` right after the message finds it.
+        scope = self._turn_scope = trio.CancelScope()
+        self._cancel_reply = None
         await self._set_state(S.PROCESSING)
-        self._nursery.start_soon(self._turn, content)
+        self._nursery.start_soon(self._turn, content, scope)
 
     async def control(self, command: str, reply_to: str) -> None:
         if command == "stop":
@@ -108,6 +119,9 @@ class Session:
                 self._stop_reply = reply_to
                 assert self._scope is not None
                 self._scope.cancel()
+            return
+        if command == "cancel":
+            self._cancel(reply_to)
             return
         wanted = S.PAUSED if command == "pause" else S.ACTIVE
         required = S.ACTIVE if command == "pause" else S.PAUSED
@@ -120,20 +134,61 @@ class Session:
         await self._set_state(wanted, reply_to=reply_to)
 
     def announce(self, reply_to: str | None = None) -> None:
-        self.conn.send(AgentState(session_id=self.session_id, agent=self.agent.name, state=self.state, reply_to=reply_to))
+        self.conn.send(
+            AgentState(session_id=self.session_id, agent=self.agent.name, state=self.state, reply_to=reply_to)
+        )
 
     # --- the turn loop ----------------------------------------------------------------
 
-    async def _turn(self, content: str) -> None:
+    def _cancel(self, reply_to: str) -> None:
+        """Cancel the running turn; its end (``agent_state`` active) answers ``reply_to``."""
+        scope = self._turn_scope
+        if scope is None or self.state not in (S.PROCESSING, S.TOOL_USE):
+            why = f"no turn is running to cancel (the session is {self.state})"
+            raise ProtocolError(ErrorCode.INVALID_STATE, why, reply_to=reply_to)
+        if self._cancel_reply is not None:
+            raise ProtocolError(ErrorCode.INVALID_STATE, "the turn is already being cancelled", reply_to=reply_to)
+        self._cancel_reply = reply_to
+        scope.cancel()
+
+    async def _turn(self, content: str, scope: trio.CancelScope) -> None:
         metrics = self.conn.hub.metrics
+        turn_id = new_id()
+        # What the turn answered so far, and the model's tool calls still without a result,
+        # so that a cancelled turn leaves a history every model accepts.
+        said: list[str] = []
+        unanswered: dict[str, str] = {}
         try:
             with metrics.turn_seconds.time():
-                await self._run_turn(content)
+                with scope:
+                    await self._run_turn(content, turn_id, said, unanswered)
         finally:
             metrics.turns_total.inc()
+            if self._turn_scope is scope:
+                self._turn_scope = None
+        if scope.cancelled_caught:
+            await self._end_cancelled_turn(turn_id, "".join(said), unanswered)
+        elif self._cancel_reply is not None:
+            # The turn had answered before the cancel reached it: the session is active, say so.
+            reply_to, self._cancel_reply = self._cancel_reply, None
+            self.announce(reply_to)
 
-    async def _run_turn(self, content: str) -> None:
-        turn_id = new_id()
+    async def _end_cancelled_turn(self, turn_id: str, said: str, unanswered: dict[str, str]) -> None:
+        """Close the cancelled turn: its history, its ``agent_response``, the session back to active."""
+        reply_to, self._cancel_reply = self._cancel_reply, None
+        # Shielded: a stop or a closed connection arriving now must not leave the history half-written.
+        with trio.move_on_after(2, shield=True):
+            for call_id, name in unanswered.items():
+                await self._remember({
+                    "role": "tool", "tool_call_id": call_id, "name": name,
+                    "content": '{"status": "cancelled", "output": {"error": "the user cancelled the turn"}}',
+                })
+            note = "(the user cancelled this turn)"
+            await self._remember({"role": "assistant", "content": f"{said}\n{note}" if said else note})
+            self.conn.send(AgentResponse(session_id=self.session_id, turn_id=turn_id, content=said, cancelled=True))
+            await self._set_state(S.ACTIVE, reply_to=reply_to, force=True)
+
+    async def _run_turn(self, content: str, turn_id: str, said: list[str], unanswered: dict[str, str]) -> None:
         await self._remember({"role": "user", "content": content})
         # Each turn runs on the configuration in force when it starts (hot reload).
         current = self.conn.hub.config.agents.get(self.agent.name)
@@ -155,6 +210,7 @@ class Session:
                     async for item in stream:
                         if isinstance(item, TextDelta):
                             text.append(item.text)
+                            said.append(item.text)
                             self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=item.text))
                         else:
                             calls.append(item)
@@ -165,6 +221,7 @@ class Session:
                         for c in calls
                     ]
                 await self._remember(message)
+                unanswered.update((c.id, c.name) for c in calls)
                 if not calls:
                     answer = "".join(text)
                     break
@@ -181,6 +238,7 @@ class Session:
                     await self._remember(
                         {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": outcome.for_model()}
                     )
+                    unanswered.pop(call.id, None)
                 await self._set_state(S.PROCESSING)
             else:
                 answer = f"I stopped after {self.agent.max_steps} steps without finishing this turn."
@@ -195,7 +253,9 @@ class Session:
             answer = "Something went wrong on the server while answering; the error is in its log."
             self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=answer))
         self.conn.send(AgentResponse(session_id=self.session_id, turn_id=turn_id, content=answer))
-        await self._set_state(S.ACTIVE)
+        # Answered: a `cancel` arriving now is too late to cancel anything (see _turn).
+        with trio.CancelScope(shield=True):
+            await self._set_state(S.ACTIVE)
 
     def _tool_definitions(self) -> list[ToolDefinition]:
         tools = self.conn.hub.config.tools

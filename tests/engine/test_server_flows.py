@@ -184,7 +184,7 @@ async def test_stop_during_a_running_tool_leaves_no_process(start_server, config
             sid = (await client.start_session("assistant")).session_id
             await client.send_message(sid, "take a nap")
             with trio.fail_after(5):
-                while not processes_with(marker):
+                while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
                     await trio.sleep(0.05)
             state = await client.control(sid, "stop")
             assert str(state.state) == "terminated"
@@ -215,10 +215,10 @@ async def test_closing_the_connection_kills_its_tools(start_server, config_dir: 
         async with open_client(server.url, server.token()) as client:
             await client.send(__import__("engine.protocol", fromlist=["ToolCall"]).ToolCall(id="t1", name="sleeper", arguments={}))
             with trio.fail_after(5):
-                while not processes_with(marker):
+                while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
                     await trio.sleep(0.05)
         with trio.fail_after(5):
-            while processes_with(marker):
+            while processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
                 await trio.sleep(0.05)
 
 
@@ -316,6 +316,10 @@ async def test_unknown_agent(server: RunningServer) -> None:
         with pytest.raises(ServerError) as caught:
             await client.start_session("nobody")
         assert caught.value.code == "not_found"
+        assert caught.value.message.startswith("no agent named 'nobody' (known: assistant, bookkeeper")
+        with pytest.raises(ServerError) as typo:
+            await client.start_session("asistant")
+        assert typo.value.message.startswith("no agent named 'asistant' (did you mean 'assistant'? known: assistant,")
 
 
 async def test_server_sends_its_tool_list_first(server: RunningServer) -> None:
@@ -430,3 +434,87 @@ async def test_approvers_list_what_waits_for_them(server: RunningServer) -> None
                 assert 0 < listed.expires_in_s <= 3
                 await admin.answer(listed.action_id, False)
                 assert (await admin.list_actions()).actions == ()
+
+
+def _with_sleeper(config_dir: Path, marker: str) -> None:
+    """The assistant gets the sleeper tool, called for any message with 'nap' in it."""
+    (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
+    assistant = config_dir / "agents.d" / "assistant.yaml"
+    text = assistant.read_text().replace("tools: [clock,", "tools: [sleeper, clock,")
+    text = text.replace("  rules:\n", "  rules:\n    - match: 'nap'\n      tool: sleeper\n      answer: rested\n", 1)
+    assistant.write_text(text)
+
+
+async def test_cancel_during_a_running_tool_kills_it_and_keeps_the_session(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from engine.protocol import AgentResponse
+
+    marker = f"1618.{os.getpid():08d}"
+    _with_sleeper(config_dir, marker)
+    server = await start_server(config_dir)
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            await client.send_message(sid, "take a nap")
+            with trio.fail_after(5):
+                while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
+                    await trio.sleep(0.05)
+            state = await client.cancel_turn(sid)
+            assert (str(state.state), state.session_id) == ("active", sid)
+            # The tool was killed before the answer; its result and the turn's end came first.
+            assert processes_with(marker) == []
+            result = await client.next_event_of(AgentResult, session_id=sid)
+            assert str(result.status) == "cancelled"
+            response = await client.next_event_of(AgentResponse, session_id=sid)
+            assert response.cancelled is True and "rested" not in response.content
+            # Cancelling again, with nothing running, is refused; the session takes the next message.
+            with pytest.raises(ServerError) as idle:
+                await client.cancel_turn(sid)
+            assert idle.value.code == "invalid_state" and "no turn is running" in idle.value.message
+            assert (await client.converse(sid, "what is 2+3")).response.content == "2+3 = 5"
+    from engine.audit import query
+
+    assert [r.outcome for r in query(server.settings.state_dir, kind="execution", tool="sleeper")] == ["cancelled"]
+    # The history stays one a model accepts: the cancelled call has its tool message, then a note.
+    history = await server_history(server, sid)
+    roles = [m["role"] for m in history]
+    assert roles[:4] == ["user", "assistant", "tool", "assistant"]
+    assert "cancelled" in history[2]["content"] and "cancelled this turn" in history[3]["content"]
+
+
+async def test_cancel_while_waiting_for_approval_cancels_the_approval(server: RunningServer) -> None:
+    from engine.protocol import AgentResponse
+
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token("alice", ("user",))) as user:
+            sid = (await user.start_session("assistant")).session_id
+            await user.send_message(sid, 'write "never" to never.txt')
+            action = await user.next_event_of(AgentAction, session_id=sid)
+            assert action.requires_approval
+            async with open_client(server.url, server.token("root", ("admin",))) as admin:
+                assert [a.action_id for a in (await admin.list_actions()).actions] == [action.action_id]
+                assert str((await user.cancel_turn(sid)).state) == "active"
+                result = await user.next_event_of(AgentResult, session_id=sid)
+                assert (result.action_id, str(result.status)) == (action.action_id, "cancelled")
+                assert (await user.next_event_of(AgentResponse, session_id=sid)).cancelled is True
+                assert (await admin.list_actions()).actions == ()
+                await admin.answer(action.action_id, True)
+                assert (await _next_error(admin)).code == "already_decided"
+    assert (await stored_action(server, action.action_id)).status == "cancelled"
+    assert not (server.settings.workspace / "never.txt").exists()
+
+
+async def test_cancel_of_an_idle_or_foreign_session_is_refused(server: RunningServer) -> None:
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token("alice")) as alice:
+            sid = (await alice.start_session("assistant")).session_id
+            with pytest.raises(ServerError) as idle:
+                await alice.cancel_turn(sid)
+            assert idle.value.code == "invalid_state"
+            assert str((await alice.control(sid, "pause")).state) == "paused"
+            with pytest.raises(ServerError) as paused:
+                await alice.cancel_turn(sid)
+            assert paused.value.code == "invalid_state" and "paused" in paused.value.message
+            async with open_client(server.url, server.token("mallory")) as mallory:
+                with pytest.raises(ServerError) as foreign:
+                    await mallory.cancel_turn(sid)
+                assert foreign.value.code == "forbidden"
