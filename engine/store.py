@@ -33,8 +33,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -44,6 +43,7 @@ import trio
 
 from .canonical import canonical_json, digest
 from .errors import ScalyticsError
+from .sqlite import connect, split_statements, transaction
 
 __all__ = [
     "ACTION_STATUSES",
@@ -171,22 +171,9 @@ class PendingAction:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        # The database holds conversations: create it private. SQLite gives the -wal
-        # and -shm files the same permissions as the database file.
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            pass  # created meanwhile by another process: fine
-    # isolation_level=None: no implicit transactions; we BEGIN/COMMIT ourselves.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # The database holds conversations: created private (engine.sqlite).
+    conn = connect(path, synchronous="NORMAL", error=StoreError, foreign_keys=True)
     try:
-        conn.execute("PRAGMA busy_timeout = 5000")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise StoreError(f"{path}: cannot use WAL journaling here (got {mode!r})")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
         _migrate(conn, path)
     except BaseException:
         conn.close()
@@ -203,30 +190,16 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 f"({SCHEMA_VERSION}); upgrade Scalytics Connect or use another --state-dir"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            # Split at statement boundaries as SQLite sees them (a ';' inside a
-            # comment or string does not end a statement).
-            statement = ""
-            for line in _MIGRATIONS[target].splitlines(keepends=True):
-                statement += line
-                if sqlite3.complete_statement(statement):
-                    conn.execute(statement)
-                    statement = ""
-            if statement.strip():
-                raise StoreError(f"migration {target} ends with an incomplete statement")
+            try:
+                statements = split_statements(_MIGRATIONS[target])
+            except ValueError as exc:
+                raise StoreError(f"migration {target}: {exc}") from None
+            for statement in statements:
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {target}")
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    # IMMEDIATE takes the write lock up front: a read-then-write (next seq, pending
-    # check) cannot interleave with another writer, in this process or another.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+_transaction = transaction
 
 
 def _session(row: tuple[Any, ...]) -> SessionRecord:
