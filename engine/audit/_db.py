@@ -39,7 +39,7 @@ CREATE TABLE audit_records (
     action           TEXT,
     target           TEXT,
     arguments        TEXT,                  -- canonical JSON, secret fields redacted
-    arguments_digest TEXT,                  -- sha256 of the UNredacted canonical arguments
+    arguments_digest TEXT,                  -- keyed digest (HMAC) of the UNredacted canonical arguments
     decision         TEXT,                  -- canonical JSON {effect, rule_ids}
     decided_by       TEXT,                  -- 'rule' | 'person'
     approver         TEXT,                  -- the person's sub
