@@ -39,6 +39,7 @@ from ._record import KINDS as KINDS
 from ._record import REDACTED as REDACTED
 from ._record import AuditEvent as AuditEvent
 from ._record import AuditRecord as AuditRecord
+from ._record import redact as redact
 from ._verify import Problem as Problem
 from ._verify import VerifyReport as VerifyReport
 from ._verify import verify as verify
