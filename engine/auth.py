@@ -13,11 +13,19 @@ Security rules enforced here (see ENGINE-NOTES.md, "PyJWT"):
   checked only against the HS secret, an RS/PS/ES/EdDSA token only against public keys of
   its family. An HS token presented where only public keys are configured is refused as
   ``bad_algorithm`` (no HS/RS confusion: a public key is never used as an HMAC secret).
-- ``exp`` and ``sub`` are required; ``nbf``/``iat`` are checked when present; ``aud`` and
+- ``exp`` and ``sub`` are required; ``sub`` and every role must be free of control
+  characters and of surrounding whitespace (``"root-admin "`` would otherwise be another
+  subject that *looks* like ``root-admin``, and an ANSI sequence in a subject would forge
+  lines wherever it is shown); ``nbf``/``iat`` are checked when present; ``aud`` and
   ``iss`` are checked when configured. A token that names an audience is refused when no
   audience is configured (RFC 7519 §4.1.3: a recipient that does not identify itself with
   the audience must reject it) — it was minted for some other service.
 - HS secrets are at least 32 bytes (RFC 7518 §3.2).
+- The ``jwt-secret`` that ``serve --dev`` leaves in the state directory is a key only
+  with ``dev=True``: a production start never picks it up beside an identity
+  provider's keys. :meth:`AuthSettings.describe` names every key source and algorithm
+  in force; :func:`load_settings` logs it (one line) and warns about an ignored
+  ``jwt-secret``.
 - Every PyJWT failure is caught as ``PyJWTError`` (not only ``InvalidTokenError``:
   ``InvalidKeyError`` is not one) and mapped to a reason; messages never contain the
   token, the secret or key material.
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
 import secrets
 import stat
@@ -51,6 +60,7 @@ import jwt
 from jwt import exceptions as jwt_exc
 
 from .errors import ScalyticsError
+from .printable import has_control
 
 __all__ = [
     "AuthConfigError",
@@ -60,10 +70,14 @@ __all__ = [
     "Principal",
     "VerificationKey",
     "issue",
+    "key_configured",
     "load_settings",
+    "name_problem",
     "token_from_request",
     "verify",
 ]
+
+log = logging.getLogger(__name__)
 
 MIN_SECRET_BYTES = 32
 MAX_TOKEN_CHARS = 16 * 1024  # far above any sane JWT; bounds the work a stranger can cause
@@ -173,6 +187,24 @@ class AuthSettings:
     issuer: str | None = None
     roles_claim: str = "roles"
     leeway_s: float = 0.0
+    #: Where ``secret`` came from (an environment variable, a file), for :meth:`describe`.
+    secret_source: str = attrs.field(default="", eq=False)
+
+    def describe(self) -> str:
+        """One line: every key source with its algorithms, for the start-up log. Never
+        key material."""
+        parts = []
+        if self.secret is not None:
+            hs = [a for a in self.algorithms if _FAMILY[a] == "HMAC"]
+            parts.append(f"{'/'.join(hs) or 'no HS algorithm'} with the secret from {self.secret_source or 'settings'}")
+        for key in self.public_keys:
+            algs = [a for a in self.algorithms if key.accepts(a)]
+            parts.append(f"{'/'.join(algs) or 'no algorithm'} with the {key.family} key from {key.source or 'settings'}"
+                         + (f" (kid {key.kid})" if key.kid else ""))
+        checks = [f"{name} {value!r}" for name, value in (("audience", self.audience), ("issuer", self.issuer))
+                  if value is not None]
+        return (f"JWT keys: {'; '.join(parts) or 'none'}; algorithms accepted: {', '.join(self.algorithms)}"
+                + (f"; {', '.join(checks)} required" if checks else ""))
 
 
 @attrs.frozen(kw_only=True)
@@ -249,7 +281,24 @@ def _roles(claims: Mapping[str, Any], claim: str) -> frozenset[str]:
         return frozenset()  # no roles: the policy's default deny applies
     if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
         raise AuthError(AuthReason.BAD_CLAIMS, f"the {claim!r} claim must be a list of strings")
+    for role in value:
+        problem = name_problem(role)
+        if problem:
+            raise AuthError(AuthReason.BAD_CLAIMS, f"a role in the {claim!r} claim {problem}")
     return frozenset(value)
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a subject or a role, or None: it must be non-empty, without
+    surrounding whitespace (``"root-admin "`` is not ``root-admin``, but looks like it)
+    and without control or format characters (escape sequences forge terminal lines)."""
+    if not name.strip():
+        return "is empty"
+    if name != name.strip():
+        return "has surrounding whitespace (it would name someone other than it appears to)"
+    if has_control(name):
+        return "contains control characters"
+    return None
 
 
 def verify(token: str | None, settings: AuthSettings) -> Principal:
@@ -300,6 +349,9 @@ def verify(token: str | None, settings: AuthSettings) -> Principal:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip():
         raise AuthError(AuthReason.BAD_CLAIMS, "the token's sub claim must be a non-empty string")
+    problem = name_problem(sub)
+    if problem:
+        raise AuthError(AuthReason.BAD_CLAIMS, f"the token's sub claim {problem}")
     return Principal(
         sub=sub,
         roles=_roles(claims, settings.roles_claim),
@@ -348,8 +400,13 @@ def issue(
     of the matching private key. Raises :class:`AuthConfigError` when no usable key or
     algorithm is available, ``ValueError`` for a bad ``sub`` or ``ttl_s``.
     """
+    roles = list(roles)
     if not sub or not isinstance(sub, str):
         raise ValueError("sub must be a non-empty string")
+    for name, what in [(sub, "sub"), *((role, f"role {role!r}") for role in roles)]:
+        problem = name_problem(name)
+        if problem:
+            raise ValueError(f"{what} {problem}: the server would refuse the token")
     if not ttl_s > 0:
         raise ValueError("ttl_s must be positive")
     issued = time.time() if now is None else now
@@ -557,7 +614,14 @@ def _env(environ: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def load_settings(environ: Mapping[str, str], state_dir: Path, *, dev: bool) -> AuthSettings:
+def key_configured(environ: Mapping[str, str]) -> bool:
+    """Whether the environment names any JWT key (then the dev secret is not for it)."""
+    return any(_env(environ, name) for name in (
+        "SCONNECT_JWT_SECRET", "SCONNECT_JWT_SECRET_FILE", "SCONNECT_JWT_PUBLIC_KEY_FILE", "SCONNECT_JWKS_FILE"))
+
+
+def load_settings(environ: Mapping[str, str], state_dir: Path, *, dev: bool,
+                  create: bool | None = None) -> AuthSettings:
     """Build :class:`AuthSettings` from the environment and the state directory.
 
     Variables: ``SCONNECT_JWT_SECRET`` (HS secret, UTF-8, ≥ 32 bytes),
@@ -567,10 +631,14 @@ def load_settings(environ: Mapping[str, str], state_dir: Path, *, dev: bool) -> 
     default: HS256 with a secret plus the natural algorithm of each public key),
     ``SCONNECT_JWT_AUDIENCE``, ``SCONNECT_JWT_ISSUER``, ``SCONNECT_JWT_ROLES_CLAIM``.
 
-    Without a configured secret, ``<state_dir>/jwt-secret`` is used if it exists (it must
-    not be readable by group or others). With ``dev=True`` and no key at all, that file is
-    created. Raises :class:`AuthConfigError` naming what to set when no key is configured
-    (outside dev mode) or any setting is unusable.
+    ``<state_dir>/jwt-secret`` is a key only with ``dev=True`` (``serve --dev``, or
+    ``token issue`` for such a server), and only when no secret is configured: then it is
+    read (it must not be readable by group or others) or, with ``create`` (default:
+    ``dev``) and no key at all, created. Without ``dev`` it is ignored, with a warning
+    when it exists: a file the development mode left behind must never add HS256 beside
+    an identity provider's keys. Logs :meth:`AuthSettings.describe` (INFO). Raises
+    :class:`AuthConfigError` naming what to set when no key is configured (outside dev
+    mode) or any setting is unusable.
     """
     state_dir = Path(state_dir)
     secret_env = _env(environ, "SCONNECT_JWT_SECRET")
@@ -578,8 +646,10 @@ def load_settings(environ: Mapping[str, str], state_dir: Path, *, dev: bool) -> 
     if secret_env and secret_file:
         raise AuthConfigError("set only one of SCONNECT_JWT_SECRET and SCONNECT_JWT_SECRET_FILE")
     secret: bytes | None = None
+    source = ""
+    dev_file = state_dir / DEV_SECRET_FILE
     if secret_env:
-        secret = secret_env.encode("utf-8")
+        secret, source = secret_env.encode("utf-8"), "SCONNECT_JWT_SECRET"
         if len(secret) < MIN_SECRET_BYTES:
             raise AuthConfigError(
                 f"SCONNECT_JWT_SECRET is {len(secret)} bytes; it must be at least "
@@ -587,9 +657,12 @@ def load_settings(environ: Mapping[str, str], state_dir: Path, *, dev: bool) -> 
                 "python -c 'import secrets; print(secrets.token_hex(32))')"
             )
     elif secret_file:
-        secret = _read_secret_file(Path(secret_file), private=False)
-    elif (state_dir / DEV_SECRET_FILE).exists():
-        secret = _read_secret_file(state_dir / DEV_SECRET_FILE, private=True)
+        secret, source = _read_secret_file(Path(secret_file), private=False), f"SCONNECT_JWT_SECRET_FILE {secret_file}"
+    elif dev and dev_file.exists():
+        secret, source = _read_secret_file(dev_file, private=True), f"{dev_file} (--dev)"
+    if not dev and dev_file.exists():
+        log.warning("ignoring %s: it is the development secret `serve --dev` created, and is a key only with "
+                    "--dev (delete it if this server is not for development)", dev_file)
 
     public_keys: list[VerificationKey] = []
     if key_file := _env(environ, "SCONNECT_JWT_PUBLIC_KEY_FILE"):
@@ -598,16 +671,17 @@ def load_settings(environ: Mapping[str, str], state_dir: Path, *, dev: bool) -> 
         public_keys.extend(_load_jwks_file(Path(jwks_file)))
 
     if secret is None and not public_keys:
-        if not dev:
+        if not (dev and (create if create is not None else dev)):
             raise AuthConfigError(
-                f"no JWT key is configured (looked for {state_dir / DEV_SECRET_FILE}): use the server's "
-                "--state-dir, or set SCONNECT_JWT_SECRET (an HS256 "
+                f"no JWT key is configured (the development secret {dev_file} is used only with --dev): "
+                "set SCONNECT_JWT_SECRET (an HS256 "
                 f"secret of at least {MIN_SECRET_BYTES} bytes, e.g. from "
                 "python -c 'import secrets; print(secrets.token_hex(32))'), "
                 "SCONNECT_JWT_SECRET_FILE, SCONNECT_JWT_PUBLIC_KEY_FILE or SCONNECT_JWKS_FILE; "
-                "or start the server once with `sconnect serve --dev`, which creates that secret"
+                "or start the server once with `sconnect serve --dev`, which creates that secret "
+                "(`sconnect token issue` uses it with the server's --state-dir)"
             )
-        secret = _create_dev_secret(state_dir)
+        secret, source = _create_dev_secret(state_dir), f"{dev_file} (--dev, created now)"
 
     if algs_env := _env(environ, "SCONNECT_JWT_ALGORITHMS"):
         algorithms = tuple(dict.fromkeys(a.strip() for a in algs_env.split(",") if a.strip()))
@@ -629,11 +703,14 @@ def load_settings(environ: Mapping[str, str], state_dir: Path, *, dev: bool) -> 
         derived = (["HS256"] if secret is not None else []) + [_default_alg(k) for k in public_keys]
         algorithms = tuple(dict.fromkeys(derived))
 
-    return AuthSettings(
+    settings = AuthSettings(
         algorithms=algorithms,
         secret=secret,
         public_keys=tuple(public_keys),
         audience=_env(environ, "SCONNECT_JWT_AUDIENCE"),
         issuer=_env(environ, "SCONNECT_JWT_ISSUER"),
         roles_claim=_env(environ, "SCONNECT_JWT_ROLES_CLAIM") or "roles",
+        secret_source=source,
     )
+    log.info("%s", settings.describe())
+    return settings

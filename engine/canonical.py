@@ -1,8 +1,8 @@
 """Canonical JSON and its digest: one byte-exact form for "the same value".
 
-Used wherever a value must be compared or signed across time and processes: the digest
-of a pending action's arguments (what is approved is exactly what runs), and the audit
-log's hash chain.
+Used wherever a value must be compared or signed across time and processes: the audit
+log's hash chain, and (keyed, since arguments may hold secrets) the digest of an
+action's arguments in the audit log and in the pending actions.
 
 The form: ``json.dumps(value, sort_keys=True, separators=(",", ":"),
 ensure_ascii=False, allow_nan=False)``, encoded as UTF-8 for hashing. Close to, but not
@@ -14,10 +14,14 @@ A verifier in another language must reproduce these two choices.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["canonical_json", "digest"]
+__all__ = ["KEYED_PREFIX", "canonical_json", "digest", "keyed_digest"]
+
+#: What a keyed digest starts with, so that it is never mistaken for a plain one.
+KEYED_PREFIX: Final = "hmac-sha256:"
 
 
 def canonical_json(value: Any) -> str:
@@ -38,3 +42,16 @@ def canonical_json(value: Any) -> str:
 def digest(value: Any) -> str:
     """SHA-256 (lower-case hex) of the UTF-8 canonical JSON of ``value``."""
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def keyed_digest(key: bytes, value: Any) -> str:
+    """``hmac-sha256:`` + HMAC-SHA256 (lower-case hex) of the UTF-8 canonical JSON of
+    ``value`` under ``key``.
+
+    For values that may hold secrets (a tool's secret arguments): a plain digest of a
+    short secret (a PIN) is reversed by trying every candidate; without the key, trying
+    candidates proves nothing.
+    """
+    if len(key) < 32:
+        raise ValueError("a digest key must hold at least 32 bytes")
+    return KEYED_PREFIX + hmac.new(key, canonical_json(value).encode("utf-8"), hashlib.sha256).hexdigest()

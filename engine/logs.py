@@ -3,7 +3,10 @@
 JSON lines carry ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message`` and any
 ``extra={...}`` fields the call passed; an exception adds ``exception`` (its traceback).
 Nothing secret is ever logged by the engine (tokens, keys and secret tool arguments stay
-out of messages), so the format needs no scrubbing of its own.
+out of messages), so the format needs no scrubbing of its own. Messages do carry text a
+client chose (a subject, a tool name, an error from a tool): both formats show its control
+characters escaped (``engine.printable``), so that an ANSI sequence or a newline in a
+token's ``sub`` cannot forge or hide log lines. Tracebacks keep their newlines.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import json
 import logging
 import sys
 
+from .printable import printable
+
 # Attributes every LogRecord has: anything else on a record came from `extra=`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -20,15 +25,26 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(),
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": printable(record.getMessage()),
         }
         entry.update({key: value for key, value in vars(record).items() if key not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, the message's control characters escaped."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 def configure(fmt: str = "text", level: int = logging.INFO) -> None:
@@ -37,7 +53,7 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -21,6 +21,15 @@ is not interrupted — it completes (commit or rollback) and trio delivers the
 cancellation at the next checkpoint. So a cancelled ``decide_action`` may still have
 recorded its decision: read the action back if that matters.
 
+Secrets: a tool's ``secret_arguments`` never reach the file. A pending action stores its
+arguments with those fields as ``"[redacted]"`` and a *keyed* digest of the exact
+arguments (``engine.canonical.keyed_digest``; the key is the audit log's derived
+digest key, or a random one per open), so :meth:`Store.matches` can still tell whether
+given arguments are exactly the approved ones while a short secret cannot be found by
+trying candidates. A session's history stores each assistant tool call's arguments
+redacted the same way (``append_message(..., secret=...)``). The clear values live
+only in the memory of the running call.
+
 Errors: :class:`StoreError` and subclasses (``UnknownSessionError``,
 ``DuplicateError``, ``StoreClosedError``, ``SchemaVersionError``); ``ValueError`` for
 arguments that break the documented contract (a malformed message, an unknown status).
@@ -28,13 +37,14 @@ arguments that break the documented contract (a malformed message, an unknown st
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -42,8 +52,10 @@ from typing import Any, Final, TypeVar
 import attrs
 import trio
 
-from .canonical import canonical_json, digest
+from .audit import REDACTED, redact
+from .canonical import canonical_json, keyed_digest
 from .errors import ScalyticsError
+from .sqlite import connect, split_statements, transaction
 
 __all__ = [
     "ACTION_STATUSES",
@@ -96,7 +108,7 @@ _MIGRATIONS: Final[dict[int, str]] = {
         kind             TEXT NOT NULL CHECK (kind IN ('tool', 'resource')),
         name             TEXT NOT NULL,   -- tool name or resource URI
         arguments        TEXT NOT NULL,   -- canonical JSON
-        arguments_digest TEXT NOT NULL,   -- sha256 hex of the canonical JSON
+        arguments_digest TEXT NOT NULL,   -- keyed digest of the exact canonical JSON
         level            INTEGER NOT NULL CHECK (level BETWEEN 0 AND 3),
         approver         TEXT NOT NULL CHECK (approver IN ('user', 'admin')),
         created_at       REAL NOT NULL,
@@ -146,8 +158,9 @@ class SessionRecord:
 
 @attrs.frozen(kw_only=True)
 class PendingAction:
-    """A durable approval request. ``arguments_digest`` is ``engine.canonical.digest``
-    of ``arguments``: what is approved is exactly what runs."""
+    """A durable approval request. ``arguments`` has the tool's secret arguments as
+    ``"[redacted]"``; ``arguments_digest`` is the keyed digest of the exact arguments
+    (:meth:`Store.matches`): what is approved is exactly what runs."""
 
     action_id: str
     session_id: str | None  # None for a direct tool_call outside any session
@@ -171,22 +184,9 @@ class PendingAction:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        # The database holds conversations: create it private. SQLite gives the -wal
-        # and -shm files the same permissions as the database file.
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            pass  # created meanwhile by another process: fine
-    # isolation_level=None: no implicit transactions; we BEGIN/COMMIT ourselves.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # The database holds conversations: created private (engine.sqlite).
+    conn = connect(path, synchronous="NORMAL", error=StoreError, foreign_keys=True)
     try:
-        conn.execute("PRAGMA busy_timeout = 5000")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise StoreError(f"{path}: cannot use WAL journaling here (got {mode!r})")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
         _migrate(conn, path)
     except BaseException:
         conn.close()
@@ -203,30 +203,16 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 f"({SCHEMA_VERSION}); upgrade Scalytics Connect or use another --state-dir"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            # Split at statement boundaries as SQLite sees them (a ';' inside a
-            # comment or string does not end a statement).
-            statement = ""
-            for line in _MIGRATIONS[target].splitlines(keepends=True):
-                statement += line
-                if sqlite3.complete_statement(statement):
-                    conn.execute(statement)
-                    statement = ""
-            if statement.strip():
-                raise StoreError(f"migration {target} ends with an incomplete statement")
+            try:
+                statements = split_statements(_MIGRATIONS[target])
+            except ValueError as exc:
+                raise StoreError(f"migration {target}: {exc}") from None
+            for statement in statements:
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {target}")
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    # IMMEDIATE takes the write lock up front: a read-then-write (next seq, pending
-    # check) cannot interleave with another writer, in this process or another.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+_transaction = transaction
 
 
 def _session(row: tuple[Any, ...]) -> SessionRecord:
@@ -248,6 +234,37 @@ def _action(row: tuple[Any, ...]) -> PendingAction:
         approver=row[9], created_at=row[10], expires_at=row[11], status=row[12],
         decided_by=row[13], decided_at=row[14], reason=row[15],
     )
+
+
+def redact_tool_calls(message: Mapping[str, Any], secret: Mapping[str, Iterable[str]]) -> dict[str, Any]:
+    """A copy of a chat-completions message whose tool calls have the secret arguments
+    of their tool (``secret``: tool name -> argument names) as ``"[redacted]"``.
+
+    Arguments may be an object or, as chat-completions sends them, a JSON string; a
+    string that does not parse as an object, for a tool that has secrets, is replaced
+    whole (it cannot be redacted field by field, and it may hold the secret)."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return dict(message)
+    redacted_calls = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        hidden = frozenset(secret.get(function.get("name"), ())) if isinstance(function, Mapping) else frozenset()
+        if not hidden or not isinstance(function, Mapping):
+            redacted_calls.append(call)
+            continue
+        arguments = function.get("arguments")
+        if isinstance(arguments, Mapping):
+            cleaned: Any = redact(arguments, hidden)
+        else:
+            try:
+                parsed = json.loads(arguments) if isinstance(arguments, str) else None
+            except ValueError:
+                parsed = None
+            cleaned = (json.dumps(redact(parsed, hidden), ensure_ascii=False) if isinstance(parsed, dict)
+                       else REDACTED)
+        redacted_calls.append({**call, "function": {**function, "arguments": cleaned}})
+    return {**message, "tool_calls": redacted_calls}
 
 
 def _check_message(message: Mapping[str, Any]) -> None:
@@ -272,15 +289,24 @@ class Store:
 
     path: Path
     _conn: sqlite3.Connection | None = attrs.field(repr=False)
+    _digest_key: bytes = attrs.field(repr=False)
     _lock: trio.Lock = attrs.field(factory=trio.Lock, repr=False)
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str]) -> Store:
+    async def open(cls, path: str | os.PathLike[str], *, digest_key: bytes | None = None) -> Store:
         """Open (creating if needed, mode 0600) the database at ``path`` and bring its
-        schema up to date. The parent directory must exist."""
+        schema up to date. The parent directory must exist. ``digest_key`` (at least 32
+        bytes, never stored here) keys the arguments' digests; without one, a random key
+        for this open (digests then compare only within it)."""
+        if digest_key is not None and len(digest_key) < 32:
+            raise ValueError("digest_key must hold at least 32 bytes")
         path = Path(path)
         conn = await trio.to_thread.run_sync(_connect, path)
-        return cls(path, conn)
+        return cls(path, conn, digest_key if digest_key is not None else secrets.token_bytes(32))
+
+    def matches(self, action: PendingAction, arguments: Mapping[str, Any]) -> bool:
+        """Whether ``arguments`` are exactly the ones ``action`` was asked for."""
+        return hmac.compare_digest(action.arguments_digest, keyed_digest(self._digest_key, dict(arguments)))
 
     async def aclose(self) -> None:
         """Close the connection (idempotent). Waits for the call in progress, if any."""
@@ -359,12 +385,17 @@ class Store:
     # --- messages ---
 
     async def append_message(self, session_id: str, message: Mapping[str, Any], *,
+                             secret: Mapping[str, Iterable[str]] | None = None,
                              now: float | None = None) -> int:
         """Append one chat-completions message (``role``, ``content``, optionally
         ``tool_calls``, ``tool_call_id``, ``name``) and return its sequence number
-        (1-based, gap-free per session, in call order). Raises
-        :class:`UnknownSessionError`, or ``ValueError`` for a malformed message."""
+        (1-based, gap-free per session, in call order). ``secret`` maps a tool name to
+        its secret argument names: those arguments of its tool calls are stored as
+        ``"[redacted]"``. Raises :class:`UnknownSessionError`, or ``ValueError`` for a
+        malformed message."""
         _check_message(message)
+        if secret:
+            message = redact_tool_calls(message, secret)
         text = canonical_json(dict(message))  # fails here, in the caller, not in the thread
         at = time.time() if now is None else now
 
@@ -406,11 +437,13 @@ class Store:
         level: int,
         approver: str,
         expires_at: float,
+        secret: Iterable[str] = (),
         action_id: str | None = None,
         turn_id: str | None = None,
         now: float | None = None,
     ) -> PendingAction:
-        """Persist an approval request (status ``pending``) and return it. Raises
+        """Persist an approval request (status ``pending``) and return it, the
+        arguments named in ``secret`` redacted (module docstring). Raises
         :class:`DuplicateError`, :class:`UnknownSessionError`, or ``ValueError`` for a
         bad ``kind``/``approver``/``level`` or arguments that are not JSON."""
         if kind not in ("tool", "resource"):
@@ -420,11 +453,11 @@ class Store:
         if type(level) is not int or not 0 <= level <= 3:
             raise ValueError("level must be an integer 0..3")
         args = dict(arguments)
-        text = canonical_json(args)
+        text = canonical_json(redact(args, secret))
         record = PendingAction(
             action_id=action_id or uuid.uuid4().hex, session_id=session_id, turn_id=turn_id,
             subject=subject, kind=kind, name=name, arguments=json.loads(text),
-            arguments_digest=digest(args), level=level, approver=approver,
+            arguments_digest=keyed_digest(self._digest_key, args), level=level, approver=approver,
             created_at=time.time() if now is None else now, expires_at=expires_at,
             status="pending", decided_by=None, decided_at=None, reason=None,
         )

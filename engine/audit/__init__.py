@@ -6,23 +6,31 @@ action's result is sent. :class:`AuditLog` is the single writer; :func:`verify` 
 chain and the checkpoints; :func:`tail` and :func:`query` read. ``sconnect audit`` is the
 command line over the same functions.
 
-Files in the state directory: ``audit.db`` (0600), ``audit-checkpoints.log`` (0600, one
-signed checkpoint per line) and ``audit-key`` (0600, 32 random bytes; set
-``SCONNECT_AUDIT_KEY_FILE`` to keep it elsewhere).
+Files in the state directory: ``audit.db`` (0600) and ``audit-checkpoints.log`` (0600, one
+signed checkpoint per line). Beside it, in ``<state-dir>-keys/`` (0700): ``audit-key``
+(0400, 32 random bytes; ``SCONNECT_AUDIT_KEY_FILE`` puts it elsewhere) and
+``audit-head`` (the last checkpoint signed). A writer refuses to continue a log the key
+does not vouch for (``_adopt``); :func:`archive` sets such a log aside.
 """
 
+from ._archive import archive as archive
 from ._checkpoints import CHECKPOINT_LOG_NAME as CHECKPOINT_LOG_NAME
-from ._checkpoints import KEY_ENV as KEY_ENV
-from ._checkpoints import KEY_NAME as KEY_NAME
+from ._checkpoints import HEAD_NAME as HEAD_NAME
 from ._checkpoints import Checkpoint as Checkpoint
+from ._checkpoints import head_path as head_path
 from ._db import AUDIT_DB_NAME as AUDIT_DB_NAME
 from ._db import audit_db_path as audit_db_path
+from ._errors import AuditAdoptionError as AuditAdoptionError
 from ._errors import AuditClosedError as AuditClosedError
 from ._errors import AuditError as AuditError
 from ._errors import AuditKeyError as AuditKeyError
 from ._errors import AuditLockedError as AuditLockedError
 from ._errors import AuditNotFoundError as AuditNotFoundError
 from ._errors import AuditWriteError as AuditWriteError
+from ._keys import KEY_ENV as KEY_ENV
+from ._keys import KEY_NAME as KEY_NAME
+from ._keys import default_key_path as default_key_path
+from ._keys import key_path as key_path
 from ._query import parse_time as parse_time
 from ._query import query as query
 from ._query import tail as tail
@@ -31,6 +39,7 @@ from ._record import KINDS as KINDS
 from ._record import REDACTED as REDACTED
 from ._record import AuditEvent as AuditEvent
 from ._record import AuditRecord as AuditRecord
+from ._record import redact as redact
 from ._verify import Problem as Problem
 from ._verify import VerifyReport as VerifyReport
 from ._verify import verify as verify

@@ -15,6 +15,15 @@ one checkpoint ahead of the table, never behind; the writer repairs that on its 
 start.
 
 A MAC is ``HMAC-SHA256(key, canonical_json(body))`` over every field but ``mac``.
+
+The head file. Both copies live in the state directory, so someone who can write it can
+delete the whole log — records, table and file — and leave nothing, or a fresh log of
+their own. So the writer also keeps the last checkpoint it signed in
+``<state-dir>-keys/audit-head``, beside the key and outside the state directory
+(replaced atomically after each checkpoint). A log whose checkpoints end before the
+head file's checkpoint was cut or replaced: the writer refuses it and verify reports it.
+Each checkpoint is also logged (logger ``engine.audit.checkpoint``, one line with the
+checkpoint's JSON) so that journald or a log shipper carries a copy off the host.
 """
 
 from __future__ import annotations
@@ -22,8 +31,6 @@ from __future__ import annotations
 import hmac
 import json
 import os
-import secrets
-import stat
 from collections.abc import Mapping
 from hashlib import sha256
 from pathlib import Path
@@ -32,12 +39,10 @@ from typing import Any, Final
 import attrs
 
 from ..canonical import canonical_json
-from ._errors import AuditKeyError
+from ._keys import default_key_path
 
-KEY_NAME: Final = "audit-key"
-KEY_ENV: Final = "SCONNECT_AUDIT_KEY_FILE"
-KEY_BYTES: Final = 32
 CHECKPOINT_LOG_NAME: Final = "audit-checkpoints.log"
+HEAD_NAME: Final = "audit-head"
 GENESIS_MAC: Final = "0" * 64
 REASONS: Final = frozenset({"open", "periodic", "shutdown"})
 CHECKPOINT_COLUMNS: Final = ("id", "time", "time_iso", "seq", "head_hash", "reason", "prev_mac", "mac")
@@ -95,60 +100,42 @@ def sign(key: bytes, *, id: int, time: float, time_iso: str, seq: int, head_hash
     return Checkpoint(mac=compute_mac(key, body), **body)
 
 
-def key_path(state_dir: Path, key_file: str | os.PathLike[str] | None = None) -> Path:
-    """Where the key lives: ``key_file``, else ``$SCONNECT_AUDIT_KEY_FILE``, else
-    ``<state>/audit-key``."""
-    if key_file is not None:
-        return Path(key_file)
-    env = os.environ.get(KEY_ENV)
-    return Path(env) if env else state_dir / KEY_NAME
+def head_path(state_dir: str | os.PathLike[str]) -> Path:
+    """Where the writer keeps the last checkpoint it signed (module docstring): in the
+    key's default directory, beside the state directory, whatever key file is used."""
+    return default_key_path(state_dir).parent / HEAD_NAME
 
 
-def read_key(path: Path) -> bytes:
-    """The key's bytes. Raises :class:`AuditKeyError` (missing, unreadable, wrong size)."""
+def read_head(path: Path) -> Checkpoint | None:
+    """The checkpoint in the head file, or None when there is none. Raises ``ValueError``
+    for a file that is not one checkpoint."""
     try:
-        key = path.read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise AuditKeyError(f"audit key {path} is missing") from None
-    except OSError as exc:
-        raise AuditKeyError(f"audit key {path}: {exc.strerror}") from None
-    if len(key) != KEY_BYTES:
-        raise AuditKeyError(f"audit key {path} must hold exactly {KEY_BYTES} bytes, not {len(key)}")
-    return key
+        return None
+    try:
+        return Checkpoint.from_mapping(json.loads(data))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a checkpoint: {exc}") from None
 
 
-def load_or_create_key(path: Path, *, may_create: bool) -> bytes:
-    """The writer's key: read it, or create it (32 random bytes, 0600, O_EXCL so that
-    two starting processes never each write their own) when ``may_create``.
-
-    The writer refuses a key that others may read or write: whoever can read it can
-    forge checkpoints. It refuses to create a key when checkpoints already exist
-    (``may_create`` False): a new key would silently orphan every old checkpoint, so
-    the operator restores the old one (or points ``SCONNECT_AUDIT_KEY_FILE`` at it).
-    """
-    if not path.exists():
-        if not may_create:
-            raise AuditKeyError(
-                f"audit key {path} is missing but the audit log has checkpoints signed with it; "
-                f"restore the key (or set {KEY_ENV} to its path) — a new key would orphan them"
-            )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it meanwhile: use theirs
-        else:
-            try:
-                os.write(fd, secrets.token_bytes(KEY_BYTES))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    mode = path.stat().st_mode
-    if stat.S_IMODE(mode) & 0o077:
-        raise AuditKeyError(
-            f"audit key {path} is accessible to other users (mode {stat.S_IMODE(mode):04o}); "
-            f"chmod 600 it — whoever can read it can forge checkpoints"
-        )
-    return read_key(path)
+def write_head(path: Path, checkpoint: Checkpoint) -> None:
+    """Replace the head file atomically (a temporary file, fsync, rename, fsync of the
+    directory): it always holds one whole checkpoint. Raises ``OSError``."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, checkpoint_line(checkpoint))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 @attrs.frozen

@@ -20,6 +20,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
+from ..sqlite import BUSY_TIMEOUT_MS, connect, split_statements, transaction
 from ._errors import AuditError, AuditNotFoundError
 
 AUDIT_DB_NAME: Final = "audit.db"
@@ -38,7 +39,7 @@ CREATE TABLE audit_records (
     action           TEXT,
     target           TEXT,
     arguments        TEXT,                  -- canonical JSON, secret fields redacted
-    arguments_digest TEXT,                  -- sha256 of the UNredacted canonical arguments
+    arguments_digest TEXT,                  -- keyed digest (HMAC) of the UNredacted canonical arguments
     decision         TEXT,                  -- canonical JSON {effect, rule_ids}
     decided_by       TEXT,                  -- 'rule' | 'person'
     approver         TEXT,                  -- the person's sub
@@ -81,50 +82,22 @@ def audit_db_path(state_dir: str | os.PathLike[str]) -> Path:
     return Path(state_dir) / AUDIT_DB_NAME
 
 
-def _statements(script: str) -> list[str]:
-    # Split where SQLite sees a statement end (the triggers hold inner ';').
-    out, current = [], ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            out.append(current)
-            current = ""
-    return out
-
-
 def connect_writer(path: Path) -> sqlite3.Connection:
-    """Open (creating 0600 if needed) and migrate the database for the single writer."""
-    if not path.exists():
-        # Audit records name subjects and arguments: private. SQLite gives the -wal and
-        # -shm files the database file's mode.
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            pass
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    """Open (creating 0600 if needed) and migrate the database for the single writer.
+    Audit records name subjects and arguments: the file is private (engine.sqlite)."""
+    conn = connect(path, synchronous="FULL", error=AuditError)
     try:
-        conn.execute("PRAGMA busy_timeout = 5000")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise AuditError(f"{path}: cannot use WAL journaling here (got {mode!r})")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise AuditError(f"{path}: audit schema version {version} is newer than this "
                                  f"program's ({SCHEMA_VERSION}); upgrade Scalytics Connect")
             if version == 0:
-                for statement in _statements(_SCHEMA):
+                for statement in split_statements(_SCHEMA):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             else:
                 _restore_triggers(conn, path)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                conn.execute("ROLLBACK")
-            raise
     except BaseException:
         conn.close()
         raise
@@ -134,7 +107,7 @@ def connect_writer(path: Path) -> sqlite3.Connection:
 def _restore_triggers(conn: sqlite3.Connection, path: Path) -> None:
     """Put back append-only triggers someone dropped, and say so: that was tampering, or an attempt."""
     present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-    for statement in _statements(_SCHEMA):
+    for statement in split_statements(_SCHEMA):
         name = statement.split()[2] if statement.lstrip().upper().startswith("CREATE TRIGGER") else None
         if name is not None and name not in present:
             log.error("%s: the append-only trigger %s was missing (dropped by someone with file access); "
@@ -155,7 +128,7 @@ def connect_reader(state_dir: str | os.PathLike[str]) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True,
                                isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
         raise AuditError(f"{path}: cannot read the audit database: {exc}") from None

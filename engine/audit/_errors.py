@@ -6,7 +6,8 @@
         ├── AuditWriteError     a commit failed; the records of that group were not written
         ├── AuditNotFoundError  there is no audit log in this state directory
         ├── AuditKeyError       the checkpoint key is missing, malformed or readable by others
-        └── AuditLockedError    another process is writing this audit log
+        ├── AuditLockedError    another process is writing this audit log
+        └── AuditAdoptionError  the log found holds records the key does not vouch for
 """
 
 from __future__ import annotations
@@ -40,3 +41,8 @@ class AuditKeyError(AuditError):
 
 class AuditLockedError(AuditError):
     """Another process holds the writer's lock on this audit log."""
+
+
+class AuditAdoptionError(AuditError):
+    """The writer found records the key does not vouch for and will not continue them:
+    the message names the problem, ``sconnect audit verify`` and ``sconnect audit archive``."""

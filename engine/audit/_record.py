@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import attrs
 
-from ..canonical import canonical_json, digest
+from ..canonical import canonical_json, digest, keyed_digest
 
 __all__ = [
     "DECIDED_BY",
@@ -125,7 +125,9 @@ class AuditEvent:
     - ``action`` (``tool.call``, ``resource.read``, ...) and ``target`` (tool name or URI).
     - ``arguments`` and ``secret``: the top-level argument names to store as
       ``"[redacted]"`` (the tool's ``secret_arguments``). ``arguments_digest`` is always
-      the digest of the unredacted arguments, so the record still proves *what* ran.
+      the keyed digest (HMAC under a key derived from the audit key) of the unredacted
+      arguments, so the record still proves *what* ran to whoever holds the key, and
+      tells nothing about a secret to anyone else.
     - ``effect`` and ``rule_ids``: the policy decision (stored as ``decision``).
     - ``decided_by`` (``rule`` or ``person``) and ``approver`` (the person's ``sub``).
     - ``outcome`` (``ok``, ``error``, ``denied``, ``timeout``, ``cancelled``,
@@ -155,9 +157,11 @@ class AuditEvent:
         if self.decided_by == "person" and not self.approver:
             raise ValueError("decided_by='person' needs the approver's sub")
 
-    def prepare(self, now: float | None = None) -> Prepared:
+    def prepare(self, now: float | None = None, *, digest_key: bytes) -> Prepared:
         """Snapshot this event as immutable canonical text, timestamped ``now`` (default:
-        the current time). Raises ``ValueError``/``TypeError`` for arguments or details
+        the current time); ``digest_key`` keys the digest of the unredacted arguments (a
+        plain hash of a short secret would be reversed by trying candidates). Raises
+        ``ValueError``/``TypeError`` for arguments or details
         JSON cannot hold, or details larger than :data:`MAX_DETAILS_BYTES`."""
         if self.arguments is not None and not isinstance(self.arguments, Mapping):
             raise TypeError("arguments must be a JSON object (a mapping)")
@@ -171,7 +175,7 @@ class AuditEvent:
         arguments = digest_of = None
         if self.arguments is not None:
             plain = dict(self.arguments)
-            digest_of = digest(plain)
+            digest_of = keyed_digest(digest_key, plain)
             arguments = canonical_json(redact(plain, self.secret))
         details = canonical_json(dict(self.details))
         if len(details.encode("utf-8")) > MAX_DETAILS_BYTES:

@@ -1,7 +1,7 @@
 """``verify``: is the audit log what the service wrote?
 
-What verify trusts: the key (``<state>/audit-key`` or ``SCONNECT_AUDIT_KEY_FILE``) and
-nothing in the database or the checkpoint file that the key does not vouch for. So:
+What verify trusts: the key (``<state-dir>-keys/audit-key`` or ``SCONNECT_AUDIT_KEY_FILE``)
+and nothing in the database or the checkpoint file that the key does not vouch for. So:
 
 1. The chain. Walking records by ``seq``: every hash must match the record's content
    (else the record was *edited*; if its content is another position's genuine record,
@@ -23,11 +23,18 @@ Not errors, but warnings: records after the last checkpoint when that checkpoint
 not a ``shutdown`` (the writer is running, or stopped uncleanly; they are vouched for by
 nothing yet), and such records adopted by the next start.
 
-What verify cannot catch: someone with write access to the state directory deleting the
-newest checkpoints from BOTH copies and the records after the remaining last one — the
-result is a shorter log that is consistent in every way the key can check. Against that,
-copy the checkpoint file's lines off the machine (syslog, a WORM bucket) as they are
-written, or note the last checkpoint verify printed, and compare.
+4. The head file (``<state-dir>-keys/audit-head``, the last checkpoint the writer signed):
+   the log must still hold that checkpoint. A log deleted and replaced whole, or cut
+   back to an earlier checkpoint, fails here.
+
+What verify cannot catch: someone who can write the key's directory as well as the state
+directory (root, in practice) — they can cut the log and its head file back together.
+Against that, ship each checkpoint off the machine as it is written (the writer logs
+each one on the ``engine.audit.checkpoint`` logger: journald, a log shipper, a WORM
+bucket), and compare.
+
+A key that cannot be read is reported as a problem of kind ``key`` (``VerifyReport
+.key_unusable``): nothing is known to be wrong, but the checkpoints were not checked.
 
 Consistency with a running writer: the file is read before and after one read
 transaction over the database; checkpoints newer than both are ignored, so a concurrent
@@ -50,19 +57,20 @@ from ._checkpoints import (
     REASONS,
     Checkpoint,
     FileCheckpoints,
-    key_path,
+    head_path,
     read_checkpoint_file,
-    read_key,
+    read_head,
 )
 from ._db import connect_reader
 from ._errors import AuditKeyError
+from ._keys import key_path, read_key
 from ._record import COLUMNS, GENESIS_HASH, AuditRecord
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
 MAX_PROBLEMS: Final = 100
 PROBLEM_KINDS: Final = frozenset(
-    {"edited", "reordered", "deleted", "inserted", "truncated", "rewritten", "appended", "checkpoint"})
+    {"edited", "reordered", "deleted", "inserted", "truncated", "rewritten", "appended", "checkpoint", "key"})
 
 
 @attrs.frozen
@@ -100,6 +108,12 @@ class VerifyReport:
     def first_problem(self) -> Problem | None:
         return self.problems[0] if self.problems else None
 
+    @property
+    def key_unusable(self) -> bool:
+        """The only problem is that the key could not be read: the checkpoints were not
+        checked, nothing is known to be wrong (``sconnect audit verify`` exits 3)."""
+        return bool(self.problems) and all(p.kind == "key" for p in self.problems)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
@@ -122,6 +136,11 @@ def verify(state_dir: str | os.PathLike[str], *, key_file: str | os.PathLike[str
     problems: list[Problem] = []
     warnings: list[str] = []
 
+    # The head file first: the writer replaces it only after both checkpoint copies hold
+    # its checkpoint, so whatever it names is in the snapshot read below.
+    head, head_problem = _read_head(state)
+    if head_problem:
+        problems.append(head_problem)
     before = read_checkpoint_file(log_path)
     conn = connect_reader(state)
     try:
@@ -139,6 +158,8 @@ def verify(state_dir: str | os.PathLike[str], *, key_file: str | os.PathLike[str
     finally:
         conn.close()
 
+    if head is not None:
+        _check_head(head, key, checkpoints, problems)
     if key is not None:
         _check_against_records(trusted, walk, problems, warnings)
     if walk.count and not checkpoints:
@@ -153,6 +174,33 @@ def verify(state_dir: str | os.PathLike[str], *, key_file: str | os.PathLike[str
         head_hash=walk.last_hash, last_checkpoint=checkpoints[-1] if checkpoints else None,
         problems=tuple(problems), warnings=tuple(warnings),
     )
+
+
+def _read_head(state: Path) -> tuple[Checkpoint | None, Problem | None]:
+    try:
+        return read_head(head_path(state)), None
+    except ValueError as exc:
+        return None, Problem(None, "checkpoint", str(exc))
+    except OSError as exc:
+        return None, Problem(None, "key", f"cannot read the head file {head_path(state)}: {exc.strerror}")
+
+
+def _check_head(head: Checkpoint, key: bytes | None, checkpoints: list[Checkpoint],
+                problems: list[Problem]) -> None:
+    """The log must still hold the checkpoint the writer last signed (``_checkpoints``)."""
+    where = f"the head file names checkpoint {head.id} (seq {head.seq}, {head.time_iso})"
+    if key is not None and not head.mac_ok(key):
+        problems.append(Problem(None, "checkpoint", f"{where} but its MAC does not verify (forged or altered)"))
+        return
+    found = next((c for c in checkpoints if c.id == head.id), None)
+    if found is None:
+        ends = f"end at checkpoint {checkpoints[-1].id}" if checkpoints else "are gone"
+        problems.append(Problem(head.seq + 1 if head.seq else None, "truncated",
+                                f"{where}, which the log no longer holds (its checkpoints {ends}): the log was "
+                                "deleted or replaced, cut, or restored from an older copy"))
+    elif found.mac != head.mac:
+        problems.append(Problem(None, "rewritten", f"{where}, and the log's checkpoint {head.id} is another one: "
+                                "the log was replaced"))
 
 
 def _table_checkpoints(conn: sqlite3.Connection) -> tuple[list[Checkpoint], Problem | None]:
@@ -187,9 +235,19 @@ def _merge(before: FileCheckpoints, after: FileCheckpoints, table: list[Checkpoi
                                     f"checkpoints {checkpoint.id}"))
         in_file.setdefault(checkpoint.id, checkpoint)
     in_table = {c.id: c for c in table}
+    lost = sorted(set(in_table) - set(in_file))
     if table and not after.exists:
-        problems.append(Problem(None, "checkpoint", f"{CHECKPOINT_LOG_NAME} is missing but the table "
+        problems.append(Problem(None, "deleted", f"{CHECKPOINT_LOG_NAME} is missing but the table "
                                 f"has {len(table)} checkpoints: the file was deleted"))
+    elif lost and in_file and lost == list(range(1, len(lost) + 1)) and min(in_file) == len(lost) + 1:
+        # The file starts where a writer restarted it: what came before was deleted.
+        problems.append(Problem(None, "deleted", f"checkpoints 1..{len(lost)} are in the table but not in "
+                                f"{CHECKPOINT_LOG_NAME}, which starts at checkpoint {len(lost) + 1}: the file "
+                                "was deleted (and a later start began a new one)"))
+        for id_ in set(in_table) & set(in_file):
+            if in_file[id_] != in_table[id_]:
+                problems.append(Problem(None, "checkpoint", f"checkpoint {id_} differs between the table "
+                                        f"and {CHECKPOINT_LOG_NAME}"))
     elif table:
         for id_, checkpoint in in_table.items():
             if id_ not in in_file:
@@ -217,7 +275,7 @@ def _key(state: Path, key_file: str | os.PathLike[str] | None, checkpoints: list
         return read_key(path)
     except AuditKeyError as exc:
         if checkpoints:
-            problems.append(Problem(None, "checkpoint", f"cannot check the checkpoints: {exc}"))
+            problems.append(Problem(None, "key", f"cannot check the checkpoints: {exc}"))
         return None
 
 

@@ -52,25 +52,32 @@ from typing import Any, Final, TypeVar
 import attrs
 import trio
 
+from ..canonical import canonical_json
+from ..sqlite import transaction
+from ._adopt import check_adoptable, refusal
 from ._checkpoints import (
     CHECKPOINT_COLUMNS,
     CHECKPOINT_LOG_NAME,
     GENESIS_MAC,
     Checkpoint,
     checkpoint_line,
-    key_path,
-    load_or_create_key,
+    head_path,
     read_checkpoint_file,
+    read_head,
     sign,
+    write_head,
 )
 from ._db import audit_db_path, connect_writer
 from ._errors import AuditClosedError, AuditError, AuditLockedError, AuditWriteError
+from ._keys import derive, load_or_create_key
 from ._query import query, tail
 from ._record import COLUMNS, GENESIS_HASH, AuditEvent, AuditRecord, Prepared, iso_time
 
 __all__ = ["AuditLog", "SHUTDOWN_GRACE_S"]
 
 log = logging.getLogger(__name__)
+#: One line per checkpoint, for shipping them off the host (journald, a log shipper).
+checkpoint_log = logging.getLogger("engine.audit.checkpoint")
 T = TypeVar("T")
 
 #: How long the writer may spend, shielded, committing what is queued at shutdown.
@@ -110,11 +117,13 @@ class AuditLog:
 
     state_dir: Path
     path: Path
+    key_path: Path
     checkpoint_every: int
     checkpoint_interval_s: float
     max_batch: int
     _conn: sqlite3.Connection | None = attrs.field(repr=False)
     _key: bytes = attrs.field(repr=False)
+    _digest_key: bytes = attrs.field(repr=False)  # derived: keys the arguments' digest
     _checkpoint_fd: int = attrs.field(repr=False)  # the checkpoint log, O_APPEND, flock'd
     _send: trio.MemorySendChannel[_Pending] = attrs.field(repr=False)
     _receive: trio.MemoryReceiveChannel[_Pending] = attrs.field(repr=False)
@@ -123,6 +132,7 @@ class AuditLog:
     _last_checkpoint: Checkpoint | None
     # Checkpoints already in the file whose table insert failed; inserted with the next.
     _table_backlog: list[Checkpoint] = attrs.field(factory=list, repr=False)
+    _head_file_failed: bool = False  # warned once that the head file cannot be written
     _since_checkpoint: int = 0  # records committed after the last checkpoint
     _checkpoint_deadline: float = math.inf  # trio clock; set by the first such record
     _in_hand: list[_Pending] = attrs.field(factory=list, repr=False)
@@ -156,14 +166,13 @@ class AuditLog:
         if queue_size < 1 or max_batch < 1:
             raise ValueError("queue_size and max_batch must be >= 1")
         state = Path(state_dir)
-        opened = await trio.to_thread.run_sync(_open_files, state, key_path(state, key_file))
-        conn, key, fd, head_seq, head_hash, last = opened
+        opened = await trio.to_thread.run_sync(_open_files, state, key_file)
         send, receive = trio.open_memory_channel[_Pending](queue_size)
         return cls(
-            state_dir=state, path=audit_db_path(state), checkpoint_every=checkpoint_every,
-            checkpoint_interval_s=checkpoint_interval_s, max_batch=max_batch, conn=conn, key=key,
-            checkpoint_fd=fd, send=send, receive=receive, head_seq=head_seq, head_hash=head_hash,
-            last_checkpoint=last,
+            state_dir=state, path=audit_db_path(state), key_path=opened.key_path, checkpoint_every=checkpoint_every,
+            checkpoint_interval_s=checkpoint_interval_s, max_batch=max_batch, conn=opened.conn, key=opened.key,
+            digest_key=derive(opened.key, "arguments"), checkpoint_fd=opened.fd, send=send, receive=receive,
+            head_seq=opened.head_seq, head_hash=opened.head_hash, last_checkpoint=opened.last,
         )
 
     @property
@@ -174,6 +183,13 @@ class AuditLog:
     @property
     def last_checkpoint(self) -> Checkpoint | None:
         return self._last_checkpoint
+
+    @property
+    def digest_key(self) -> bytes:
+        """The key (derived from the audit key, never stored) that keys the digest of an
+        action's arguments: for the state database's pending actions, so that their
+        digests, like the audit log's, reveal nothing about secret arguments."""
+        return self._digest_key
 
     # --- the producers' side ---------------------------------------------------------
 
@@ -190,7 +206,7 @@ class AuditLog:
         ``TypeError`` for arguments or details that JSON cannot hold. See the module
         docstring for cancellation.
         """
-        pending = _Pending(event.prepare())
+        pending = _Pending(event.prepare(digest_key=self._digest_key))
         if self._state in ("stopped", "closed"):
             raise AuditClosedError("the audit writer has stopped; nothing was recorded")
         try:
@@ -323,14 +339,8 @@ class AuditLog:
             record = prepared.seal(seq, prev)
             records.append(record)
             prev = record.hash
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             conn.executemany(_INSERT_RECORD, [r.row() for r in records])
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                conn.execute("ROLLBACK")
-            raise
         self._head_seq, self._head_hash = seq, prev
         self.commits += 1
         self.records_written += len(records)
@@ -351,15 +361,18 @@ class AuditLog:
         self._since_checkpoint = 0
         self._checkpoint_deadline = math.inf
         self._table_backlog.append(checkpoint)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        checkpoint_log.info("%s", canonical_json(checkpoint.to_dict()),
+                            extra={"audit_checkpoint": checkpoint.to_dict()})
+        with transaction(conn):
             conn.executemany(_INSERT_CHECKPOINT, [c.row() for c in self._table_backlog])
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                conn.execute("ROLLBACK")
-            raise
         self._table_backlog.clear()
+        try:
+            write_head(head_path(self.state_dir), checkpoint)
+        except OSError as exc:
+            if not self._head_file_failed:
+                log.warning("audit: cannot write the head file %s (%s): a deleted or replaced log will "
+                            "only show in the checkpoints shipped off the host", head_path(self.state_dir), exc)
+            self._head_file_failed = True
         return checkpoint
 
     def _require_conn(self) -> sqlite3.Connection:
@@ -410,8 +423,18 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _open_files(state_dir: Path, key_file: Path) -> tuple[
-        sqlite3.Connection, bytes, int, int, str, Checkpoint | None]:
+@attrs.frozen
+class _Opened:
+    conn: sqlite3.Connection
+    key: bytes
+    key_path: Path
+    fd: int
+    head_seq: int
+    head_hash: str
+    last: Checkpoint | None
+
+
+def _open_files(state_dir: Path, key_file: str | os.PathLike[str] | None) -> _Opened:
     """Lock, open and reconcile the log's files (in a worker thread)."""
     if not state_dir.is_dir():
         state_dir.mkdir(parents=True, mode=0o700)
@@ -426,7 +449,7 @@ def _open_files(state_dir: Path, key_file: Path) -> tuple[
             raise
         conn = connect_writer(audit_db_path(state_dir))
         try:
-            return (conn, *_reconcile(conn, fd, state_dir, key_file))
+            return _reconcile(conn, fd, state_dir, key_file)
         except BaseException:
             conn.close()
             raise
@@ -436,12 +459,23 @@ def _open_files(state_dir: Path, key_file: Path) -> tuple[
 
 
 def _reconcile(conn: sqlite3.Connection, fd: int, state_dir: Path,
-               key_file: Path) -> tuple[bytes, int, int, str, Checkpoint | None]:
+               key_file: str | os.PathLike[str] | None) -> _Opened:
     file = read_checkpoint_file(state_dir / CHECKPOINT_LOG_NAME)
     table = [Checkpoint.from_mapping(dict(zip(CHECKPOINT_COLUMNS, row, strict=True)))
              for row in conn.execute(f"SELECT {', '.join(CHECKPOINT_COLUMNS)} FROM audit_checkpoints "
                                      "ORDER BY id")]
-    key = load_or_create_key(key_file, may_create=not table and not file.checkpoints)
+    row = conn.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+    head_seq, head_hash = (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+    try:
+        head = read_head(head_path(state_dir))
+    except ValueError as exc:
+        raise refusal(state_dir, str(exc)) from None
+    if head_seq and not table and not file.checkpoints:
+        # Before the key is touched: a key created now would sign what someone else wrote.
+        raise refusal(state_dir, f"it holds {head_seq} records but no checkpoint at all: they were not "
+                      "written by this service (or both copies of its checkpoints were deleted)")
+    may_create = not table and not file.checkpoints and head is None
+    path, key = load_or_create_key(state_dir, key_file, may_create=may_create)
     if file.torn_tail:
         # A line cut short by a crash mid-write: never signed into the table, drop it so
         # the next line starts clean.
@@ -463,17 +497,18 @@ def _reconcile(conn: sqlite3.Connection, fd: int, state_dir: Path,
             break
         missing.append(checkpoint)
         last = checkpoint
+    check_adoptable(conn, state_dir, key, table + missing, head, head_seq)
     if missing:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(_INSERT_CHECKPOINT, [c.row() for c in missing])
-        conn.execute("COMMIT")
+        with transaction(conn):
+            conn.executemany(_INSERT_CHECKPOINT, [c.row() for c in missing])
+    elif table and not file.checkpoints:
+        # Not repaired: the file was deleted (or emptied). The table still vouches for the
+        # records; the file restarts at the next checkpoint and verify reports the loss.
+        log.error("audit: %s is missing or empty while the table holds %d checkpoints: it was deleted. "
+                  "The table's copy still vouches for the log; run `sconnect audit verify`",
+                  CHECKPOINT_LOG_NAME, len(table))
     elif table and file.checkpoints and file.checkpoints[-1].id < table[-1].id:
         # Not repaired: the file losing lines is tamper evidence, for verify to report.
         log.warning("audit: %s lacks checkpoints the table has; run `sconnect audit verify`",
                     CHECKPOINT_LOG_NAME)
-    row = conn.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
-    head_seq, head_hash = (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
-    if last is not None and last.reason == "shutdown" and head_seq > last.seq:
-        log.warning("audit: %d records follow the last shutdown checkpoint (seq %d): written while "
-                    "the service was stopped; run `sconnect audit verify`", head_seq - last.seq, last.seq)
-    return key, fd, head_seq, head_hash, last
+    return _Opened(conn=conn, key=key, key_path=path, fd=fd, head_seq=head_seq, head_hash=head_hash, last=last)

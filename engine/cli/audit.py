@@ -1,8 +1,12 @@
-"""``sconnect audit ...``: verify the audit log's chain and checkpoints, and read it.
+"""``sconnect audit ...``: verify the audit log's chain and checkpoints, read it, set it aside.
 
-``verify`` exits 0 when the log is intact, 1 naming the first bad record and why, 2 when
-there is no audit log (or the command was wrong). ``tail`` and ``query`` print a compact
-table, or one JSON object per line with ``--json``.
+``verify`` exits 0 when the log is intact, 1 when it was tampered with (naming the first
+bad record and why), 2 when there is no audit log (or the command was wrong), 3 when the
+key cannot be read (nothing is known to be wrong, but the checkpoints were not checked).
+``tail`` and ``query`` print a compact table — every field a client could choose shown
+with its control characters escaped (``engine.printable``), so that a subject or a
+target cannot forge lines — or one JSON object per line with ``--json``. ``archive``
+moves a log the server refused to continue aside, so that the next start begins anew.
 """
 
 from __future__ import annotations
@@ -12,7 +16,12 @@ import json
 import sys
 from typing import Any
 
+from ..printable import printable
 from .output import print_json
+
+#: ``audit verify``'s exit codes beyond 0 (intact) and 2 (no log, or a usage error).
+TAMPERED = 1
+KEY_UNUSABLE = 3
 
 
 def register(commands: Any) -> None:
@@ -24,9 +33,14 @@ def register(commands: Any) -> None:
     checking = sub.add_parser("verify", help="check the hash chain and the signed checkpoints (exit 1 if tampered)")
     add_state_option(checking)
     checking.add_argument("--key-file", metavar="PATH",
-                          help="the checkpoint key (default $SCONNECT_AUDIT_KEY_FILE, else STATE/audit-key)")
+                          help="the checkpoint key (default $SCONNECT_AUDIT_KEY_FILE, else STATE-keys/audit-key)")
     checking.add_argument("--json", action="store_true", help="print the whole report as JSON")
     checking.set_defaults(run=run_verify)
+
+    aside = sub.add_parser("archive", help="set a refused audit log aside (kept whole) so that the next start "
+                           "begins a new one")
+    add_state_option(aside)
+    aside.set_defaults(run=run_archive)
 
     last = sub.add_parser("tail", help="the most recent records")
     add_state_option(last)
@@ -61,11 +75,12 @@ def run_verify(args: argparse.Namespace) -> int:
     from ..audit import verify
 
     report = verify(args.state_dir, key_file=args.key_file)
+    code = 0 if report.ok else KEY_UNUSABLE if report.key_unusable else TAMPERED
     if args.json:
         print_json(report.to_dict())
-        return 0 if report.ok else 1
+        return code
     for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     head = f"head {report.head_seq}/{report.head_hash[:16]}"
     if report.ok:
         print(f"OK: {report.records} records, {report.checkpoints} checkpoints, {head}")
@@ -75,11 +90,21 @@ def run_verify(args: argparse.Namespace) -> int:
         return 0
     first = report.first_problem
     assert first is not None
-    print(f"FAILED: {first}")
+    label = "CANNOT VERIFY" if code == KEY_UNUSABLE else "FAILED"
+    print(f"{label}: {printable(str(first))}")
     for problem in report.problems[1:]:
-        print(f"  also: {problem}")
+        print(f"  also: {printable(str(problem))}")
     print(f"({report.records} records, {report.checkpoints} checkpoints, {head})")
-    return 1
+    return code
+
+
+def run_archive(args: argparse.Namespace) -> int:
+    from ..audit import archive
+
+    target = archive(args.state_dir)
+    print(f"archived the audit log to {target}; the next start begins a new log")
+    print(f"verify the archive with: sconnect audit verify --state-dir {target} --key-file KEY")
+    return 0
 
 
 def run_tail(args: argparse.Namespace) -> int:
@@ -111,9 +136,9 @@ def _print_records(records: list[Any], as_json: bool) -> None:
     for r in records:
         decision = json.loads(r.decision)["effect"] or "-" if r.decision else "-"
         by = {"person": r.approver or "person", "rule": "rule"}.get(r.decided_by or "", "-")
-        rows.append((str(r.seq), r.time_iso[:19].replace("T", " "), r.kind, r.subject or "-", r.action or "-",
-                     _clip(r.target or "-", 40), decision, by, r.outcome or "-",
-                     "-" if r.duration_ms is None else f"{r.duration_ms:g}"))
+        rows.append((str(r.seq), r.time_iso[:19].replace("T", " "), r.kind, printable(r.subject or "-"),
+                     r.action or "-", _clip(printable(r.target or "-"), 40), decision, printable(by),
+                     r.outcome or "-", "-" if r.duration_ms is None else f"{r.duration_ms:g}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -1,4 +1,11 @@
-"""``sconnect token issue``: mint a token the server (same state directory and environment) accepts."""
+"""``sconnect token issue``: mint a token the server (same state directory and environment) accepts.
+
+Keys as the server finds them (``engine.auth.load_settings``): the ``SCONNECT_JWT_*``
+environment; or, for a development server, the ``jwt-secret`` that ``serve --dev``
+created in the state directory — used when ``--dev`` is given, or when the environment
+names no key at all (so that the README's ``sconnect token issue`` works after
+``sconnect serve --dev`` unchanged). It never creates a secret.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +29,9 @@ def register(commands: Any) -> None:
     issuing.add_argument("--sub", required=True, help="the subject (who the token speaks for)")
     issuing.add_argument("--role", action="append", default=[], help="a role; repeat for several")
     issuing.add_argument("--ttl", default="1h", help="lifetime with its unit, e.g. 30m, 1h (default 1h)")
+    issuing.add_argument("--dev", action="store_true",
+                         help="sign with the secret `serve --dev` created in the state directory (the default "
+                              "when no SCONNECT_JWT_* key is set)")
     issuing.set_defaults(run=run_issue)
 
 
@@ -30,10 +40,11 @@ def run_issue(args: argparse.Namespace) -> int:
         ttl = parse_duration(args.ttl)
     except ValueError as exc:
         raise SystemExit(f"sconnect: --ttl: {exc}") from None
-    from ..auth import issue, load_settings
+    from ..auth import issue, key_configured, load_settings
     from ..config import load_config, resolve_config_dir
 
-    settings = load_settings(os.environ, Path(args.state_dir), dev=False)
+    dev = args.dev or not key_configured(os.environ)
+    settings = load_settings(os.environ, Path(args.state_dir), dev=dev, create=False)
     declared = load_config(resolve_config_dir(args.config)).roles
     for role in args.role:
         if role not in declared:
@@ -41,5 +52,9 @@ def run_issue(args: argparse.Namespace) -> int:
                   "the token grants nothing through it", file=sys.stderr)
     if not args.role:
         print("warning: the token has no role: under the default policy it may call nothing", file=sys.stderr)
-    print(issue(settings, args.sub, args.role, float(ttl)))
+    try:
+        token = issue(settings, args.sub, args.role, float(ttl))
+    except ValueError as exc:
+        raise SystemExit(f"sconnect: {exc}") from None
+    print(token)
     return 0

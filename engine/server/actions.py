@@ -336,7 +336,7 @@ async def _await_approval(caller: Caller, pending: PendingAction, arguments: Any
     await hub.store.add_pending_action(
         action_id=frame.action_id, session_id=frame.session_id, subject=pending.requester, kind=str(frame.kind),
         name=frame.name, arguments=frame.arguments, level=frame.level, approver=pending.approver,
-        expires_at=time.time() + timeout_s,
+        expires_at=time.time() + timeout_s, secret=tool.secret_arguments if tool else (),
     )
     pending.expires_at = trio.current_time() + timeout_s
     hub.approvals.add(pending)

@@ -91,7 +91,9 @@ async def serve(
     config = load_config(settings.config_dir)
     prepare_state_dir(settings.state_dir)
     caps = sandbox.detect()
-    async with await Store.open(settings.database) as store, await AuditLog.open(settings.state_dir) as audit:
+    # The audit log first: its key (never stored in either database) keys the store's digests.
+    async with await AuditLog.open(settings.state_dir) as audit, \
+            await Store.open(settings.database, digest_key=audit.digest_key) as store:
         hub = Hub(settings=settings, config=config, store=store, audit=audit)
         handle = ServerHandle(websocket="", health=None)
         async with trio.open_nursery() as root:

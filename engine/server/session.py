@@ -278,7 +278,10 @@ class Session:
 
     async def _remember(self, message: dict[str, Any]) -> None:
         self.history.append(message)
-        await self.conn.hub.store.append_message(self.session_id, message)
+        # Persisted with each tool's secret arguments redacted; the clear ones stay in memory.
+        tools = self.conn.hub.config.tools
+        secret = {name: tool.secret_arguments for name, tool in tools.items() if tool.secret_arguments}
+        await self.conn.hub.store.append_message(self.session_id, message, secret=secret)
 
     async def _set_state(
         self, state: LifecycleState, *, reply_to: str | None = None, force: bool = False, announce: bool = True

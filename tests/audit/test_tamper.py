@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.audit import AuditEvent, AuditRecord, verify
+from engine.audit import AuditAdoptionError, AuditEvent, AuditLog, AuditRecord, default_key_path, verify
 from engine.audit._record import COLUMNS
 
-from .conftest import attacker, event, write_log
+from .conftest import ANY_KEY, attacker, event, write_log
 
 N = 10
 
@@ -94,7 +94,7 @@ async def test_forged_row_appended_after_shutdown_is_caught(state: Path, nursery
     records = await write_log(state, nursery, N)
     # The attacker knows the format and chains the forged record correctly.
     forged = AuditEvent(kind="approval", subject="mallory", action="tool.call", target="send_payment",
-                        decided_by="person", approver="admin", outcome="approved").prepare()
+                        decided_by="person", approver="admin", outcome="approved").prepare(digest_key=ANY_KEY)
     record = forged.seal(N + 1, records[-1].hash)
     assert record.computed_hash() == record.hash
     attacker(state).execute(f"INSERT INTO audit_records ({', '.join(COLUMNS)}) "
@@ -105,17 +105,19 @@ async def test_forged_row_appended_after_shutdown_is_caught(state: Path, nursery
     assert "after the final shutdown checkpoint" in report.first_problem.message
 
 
-async def test_forged_rows_adopted_by_the_next_start_stay_detected(state: Path, nursery: trio.Nursery) -> None:
+async def test_forged_rows_after_shutdown_are_refused_by_the_next_start(state: Path, nursery: trio.Nursery) -> None:
     records = await write_log(state, nursery, 3)
-    record = event(99).prepare().seal(4, records[-1].hash)
+    record = event(99).prepare(digest_key=ANY_KEY).seal(4, records[-1].hash)
     attacker(state).execute(f"INSERT INTO audit_records ({', '.join(COLUMNS)}) "
                             f"VALUES ({', '.join('?' * len(COLUMNS))})", record.row())
-    await write_log(state, nursery, 2)  # the service starts again and writes on top
+    with pytest.raises(AuditAdoptionError, match=r"records 4..4 follow the shutdown checkpoint 2 .*written while "
+                       r"the service was stopped.*sconnect audit verify.*sconnect audit archive"):
+        await AuditLog.open(state)  # the service starts again: it does not sign them
     report = verify(state)
     assert report.first_problem is not None
     assert (report.first_problem.seq, report.first_problem.kind) == (4, "appended")
     assert "while the service was stopped" in report.first_problem.message
-    assert report.records == 6
+    assert report.records == 4 and report.checkpoints == 2
 
 
 async def test_truncated_tail_is_caught_by_the_checkpoint(state: Path, nursery: trio.Nursery) -> None:
@@ -181,7 +183,7 @@ async def test_forged_checkpoint_fails_its_mac(state: Path, nursery: trio.Nurser
 
 async def test_checkpoints_need_the_key(state: Path, nursery: trio.Nursery) -> None:
     await write_log(state, nursery, 3)
-    (state / "audit-key").unlink()
+    default_key_path(state).unlink()
     report = verify(state)
-    assert [p.kind for p in report.problems] == ["checkpoint"]
+    assert [p.kind for p in report.problems] == ["key"] and report.key_unusable
     assert "audit key" in report.problems[0].message and "missing" in report.problems[0].message

@@ -22,14 +22,16 @@ from engine.audit import (
     AuditLog,
     AuditRecord,
     AuditWriteError,
+    default_key_path,
     query,
     tail,
     verify,
 )
-from engine.canonical import canonical_json, digest
+from engine.audit._keys import derive
+from engine.canonical import canonical_json, digest, keyed_digest
 from tests.conftest import REPO
 
-from .conftest import attacker, event, write_log, write_records
+from .conftest import ANY_KEY, attacker, event, write_log, write_records
 
 
 async def test_record_returns_after_commit(state: Path, nursery: trio.Nursery) -> None:
@@ -85,8 +87,11 @@ async def test_redaction_and_digest_of_the_unredacted_arguments(state: Path, nur
     assert stored == record
     data = stored.to_dict()
     assert data["arguments"] == {"to": "acct-1", "amount": 12.5, "pin": REDACTED, "note": {"pin": "nested stays"}}
-    assert data["arguments_digest"] == digest({"to": "acct-1", "amount": 12.5, "pin": "4711",
-                                               "note": {"pin": "nested stays"}})
+    plain = {"to": "acct-1", "amount": 12.5, "pin": "4711", "note": {"pin": "nested stays"}}
+    # Keyed with a key derived from the audit key: a plain hash of the arguments would
+    # give the PIN away to anyone trying the 10,000 candidates.
+    key = default_key_path(state).read_bytes()
+    assert data["arguments_digest"] == keyed_digest(derive(key, "arguments"), plain) != digest(plain)
     assert data["decision"] == {"effect": "require_approval", "rule_ids": ["pay-1", "lvl-3"]}
     assert "4711" not in (state / "audit.db").read_bytes().decode("latin-1")
     # hash = sha256 over the canonical JSON of every field but hash
@@ -104,15 +109,15 @@ def test_event_validation() -> None:
     with pytest.raises(ValueError, match="action"):
         AuditEvent(kind="decision", action="Tool Call")
     with pytest.raises(ValueError):
-        AuditEvent(kind="execution", arguments={"x": float("nan")}).prepare()
+        AuditEvent(kind="execution", arguments={"x": float("nan")}).prepare(digest_key=ANY_KEY)
     with pytest.raises(TypeError):
         AuditEvent(kind="execution", subject=5)  # type: ignore[arg-type]  # would be stored as '5'
     with pytest.raises(TypeError, match="collection of strings"):
         AuditEvent(kind="decision", rule_ids="r1")
     with pytest.raises(ValueError, match="not valid Unicode"):
-        AuditEvent(kind="execution", target="\ud800").prepare()
+        AuditEvent(kind="execution", target="\ud800").prepare(digest_key=ANY_KEY)
     with pytest.raises(ValueError, match="details"):
-        AuditEvent(kind="execution", details={"blob": "x" * 20000}).prepare()
+        AuditEvent(kind="execution", details={"blob": "x" * 20000}).prepare(digest_key=ANY_KEY)
 
 
 async def test_record_when_the_writer_is_gone_raises_typed_error(state: Path, nursery: trio.Nursery) -> None:
@@ -187,7 +192,8 @@ async def test_files_are_private_and_the_key_can_live_elsewhere(
     monkeypatch.setenv("SCONNECT_AUDIT_KEY_FILE", str(key))
     await write_log(state, nursery, 2)
     assert not (state / "audit-key").exists()
-    for path in (key, state / "audit.db", state / "audit-checkpoints.log"):
+    assert stat.S_IMODE(key.stat().st_mode) == 0o400
+    for path in (state / "audit.db", state / "audit-checkpoints.log"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert len(key.read_bytes()) == 32
     assert verify(state).ok
@@ -198,17 +204,17 @@ async def test_files_are_private_and_the_key_can_live_elsewhere(
 
 async def test_key_problems_refuse_to_open(state: Path, nursery: trio.Nursery) -> None:
     await write_log(state, nursery, 1)
-    key = state / "audit-key"
+    key = default_key_path(state)
     os.chmod(key, 0o644)
-    with pytest.raises(AuditKeyError, match="chmod 600"):
+    with pytest.raises(AuditKeyError, match="chmod 400"):
         await AuditLog.open(state)
-    os.chmod(key, 0o600)
+    os.chmod(key, 0o400)
     saved = key.read_bytes()
     key.unlink()
     with pytest.raises(AuditKeyError, match="would orphan"):
         await AuditLog.open(state)
     key.write_bytes(saved)
-    os.chmod(key, 0o600)
+    os.chmod(key, 0o400)
     await write_log(state, nursery, 1)
     assert verify(state).ok
 
@@ -290,7 +296,7 @@ async def test_a_conflicting_row_fails_the_commit_loudly(state: Path, nursery: t
     await nursery.start(log.run)
     records = await write_records(log, 2)
     # Someone appends behind the running writer's back: the writer refuses to adopt it.
-    forged = event(7).prepare().seal(3, records[-1].hash)
+    forged = event(7).prepare(digest_key=ANY_KEY).seal(3, records[-1].hash)
     attacker(state).execute(f"INSERT INTO audit_records VALUES ({', '.join('?' * len(forged.row()))})", forged.row())
     with pytest.raises(AuditWriteError, match="could not commit"):
         await log.record(event(8))

@@ -336,10 +336,16 @@ def test_dev_secret_created_private_and_reused(tmp_path: Path) -> None:
     assert list(state.iterdir()) == [path]  # no temporary file left behind
     again = load_settings({}, state, dev=True)
     assert again.secret == first.secret
-    # a later non-dev start uses it as well, so tokens stay valid across restarts
-    later = load_settings({}, state, dev=False)
-    token = issue(first, "alice", ["user"], 60)
-    assert verify(token, later).sub == "alice"
+    # a later non-dev start does not: the development secret is a key only with --dev
+    with pytest.raises(AuthConfigError, match="used only with --dev"):
+        load_settings({}, state, dev=False)
+    # token issue reads it (dev) without ever creating one
+    minting = load_settings({}, state, dev=True, create=False)
+    token = issue(minting, "alice", ["user"], 60)
+    assert verify(token, again).sub == "alice"
+    with pytest.raises(AuthConfigError, match="no JWT key"):
+        load_settings({}, tmp_path / "elsewhere", dev=True, create=False)
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_no_key_outside_dev_is_a_clear_error(tmp_path: Path) -> None:
@@ -365,7 +371,7 @@ def test_state_secret_readable_by_others_refused(tmp_path: Path) -> None:
     path.write_text("a" * 64)
     os.chmod(path, 0o644)
     with pytest.raises(AuthConfigError, match="chmod 600"):
-        load_settings({}, tmp_path, dev=False)
+        load_settings({}, tmp_path, dev=True)
 
 
 def test_environment_settings(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.canonical import digest
+from engine.audit import default_key_path
+from engine.audit._keys import derive
+from engine.canonical import keyed_digest
 from engine.client import ClientClosed, ServerError, open_client
 from engine.protocol import AgentAction, AgentResult, OfferedTool
 from tests.conftest import processes_with
@@ -136,7 +138,9 @@ async def test_level_2_needs_an_admin_and_the_user_cannot_approve(server: Runnin
     assert (server.settings.workspace / "greeting.txt").read_text() == "hello"
     record = await stored_action(server, action.action_id)
     assert (record.status, record.decided_by, record.approver, record.name) == ("approved", "root", "admin", "write_file")
-    assert record.arguments_digest == digest({"path": "greeting.txt", "content": "hello"})
+    # Keyed with a key derived from the audit key (kept beside the state directory).
+    key = derive(default_key_path(server.settings.state_dir).read_bytes(), "arguments")
+    assert record.arguments_digest == keyed_digest(key, {"path": "greeting.txt", "content": "hello"})
 
 
 async def test_level_2_waits_for_an_admin_who_connects_later(server: RunningServer) -> None:

@@ -144,7 +144,8 @@ async def test_pending_action_filters_and_digest(store: Store) -> None:
     admin = await _action(store, session_id=None, approver="admin", level=2, now=T0 + 1)
     record = await store.get_action(user)
     assert record is not None
-    assert record.arguments_digest == digest(args) == digest({"a": "ü", "b": [1, 2]})
+    assert record.arguments_digest.startswith("hmac-sha256:") and record.arguments_digest != digest(args)
+    assert store.matches(record, {"a": "ü", "b": [1, 2]}) and not store.matches(record, {"a": "u", "b": [1, 2]})
     assert canonical_json(args) == '{"a":"ü","b":[1,2]}'
     assert [a.action_id for a in await store.pending_actions(approver="admin")] == [admin]
     assert [a.action_id for a in await store.pending_actions("s1")] == [user]
@@ -206,3 +207,36 @@ async def test_closed_store_refuses(tmp_path: Path) -> None:
     await store.aclose()  # idempotent
     with pytest.raises(StoreClosedError):
         await store.get_session("s1")
+
+
+def _raw_bytes(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in directory.iterdir() if p.is_file())
+
+
+async def test_secret_arguments_never_reach_the_file(tmp_path: Path) -> None:
+    """A pending action's and a tool call's secret arguments are stored redacted; the
+    keyed digest still matches the exact arguments, and only with the key."""
+    path = tmp_path / "state.db"
+    key = b"K" * 32
+    async with await Store.open(path, digest_key=key) as store:
+        await store.create_session("s1", "alice", "assistant", now=T0)
+        arguments = {"to": "acct-7", "pin": "4711"}
+        action = await store.add_pending_action(
+            session_id="s1", subject="alice", kind="tool", name="pay", arguments=arguments, level=2,
+            approver="admin", expires_at=T0 + 60, secret=["pin"], now=T0)
+        assert action.arguments == {"to": "acct-7", "pin": "[redacted]"}
+        assert store.matches(action, arguments) and not store.matches(action, {"to": "acct-7", "pin": "4712"})
+        calls = [{"id": "c1", "type": "function",
+                  "function": {"name": "pay", "arguments": '{"pin": "4711", "to": "x"}'}},
+                 {"id": "c2", "type": "function", "function": {"name": "pay", "arguments": {"pin": "4711"}}},
+                 {"id": "c3", "type": "function", "function": {"name": "pay", "arguments": "not json 4711"}},
+                 {"id": "c4", "type": "function", "function": {"name": "echo", "arguments": {"pin": "public"}}}]
+        await store.append_message("s1", {"role": "assistant", "content": None, "tool_calls": calls},
+                                   secret={"pay": ["pin"]})
+        stored = (await store.messages("s1"))[0]["tool_calls"]
+        assert [c["function"]["arguments"] for c in stored] == [
+            '{"pin": "[redacted]", "to": "x"}', {"pin": "[redacted]"}, "[redacted]", {"pin": "public"}]
+    assert b"4711" not in _raw_bytes(tmp_path)
+    async with await Store.open(path) as other:  # another key: the digest proves nothing
+        again = await other.get_action(action.action_id)
+        assert again is not None and not other.matches(again, arguments)
