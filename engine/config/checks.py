@@ -180,11 +180,23 @@ def check_resource(resource: Resource, doc: Document, root: Path) -> list[Config
         for index, query in enumerate(resource.queries):
             problems += _check_template(doc, ["queries", index], query.path, query.params, set(re.findall(r":(\w+)", query.sql)))
     elif isinstance(resource, ApiResource):
-        from urllib.parse import urlsplit
+        from ..origins import OriginError, parse_origin, url_origin
 
-        host = urlsplit(resource.base_url).hostname or ""
-        if resource.allowed_hosts and host not in resource.allowed_hosts:
-            problems.append(doc.problem(["allowed_hosts"], f"the base URL's host {host!r} is not in allowed_hosts"))
+        origins = []
+        for index, entry in enumerate(resource.allowed_hosts):
+            try:
+                origins.append(parse_origin(entry))
+            except OriginError as exc:
+                problems.append(doc.problem(["allowed_hosts", index], str(exc)))
+        try:
+            base = url_origin(resource.base_url)
+        except OriginError as exc:
+            problems.append(doc.problem(["base_url"], str(exc)))
+        else:
+            complete = len(origins) == len(resource.allowed_hosts)
+            reached = any(origin.allows(base.scheme or "", base.host, base.port) for origin in origins)
+            if origins and complete and not reached:
+                problems.append(doc.problem(["allowed_hosts"], f"the base URL's origin {base} is not in allowed_hosts"))
         for index, route in enumerate(resource.routes):
             problems += _check_template(doc, ["routes", index], route.path, route.params, set(_PLACEHOLDER.findall(route.target)))
     return problems

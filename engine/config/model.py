@@ -210,6 +210,9 @@ class ApiResource:
     max_size: Bytes = Bytes(2**20)
     on_oversize: Literal["truncate", "refuse"] = "truncate"
     cache: Seconds = Seconds(0)
+    # The cache's bounds: past either, the least recently used answers go.
+    cache_entries: int = 256
+    cache_size: Bytes = Bytes(16 * 2**20)
     source: Source = Source()
 
 

@@ -7,9 +7,11 @@ Policy is not decided here: the server asks the policy engine before reading.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..config.model import ApiResource, Config, DbResource, FileResource
+from ..config.yamldoc import Document, read_document
 from ..errors import ConfigError, ConfigProblem
 from .api import ApiHost
 from .content import Content as Content
@@ -30,26 +32,32 @@ Host = FileHost | DbHost | ApiHost
 
 
 class ResourceHosts:
-    """Every declared host of one configuration, by ``scheme://name``."""
+    """Every declared host of one configuration, by ``scheme://name``.
+
+    Building it checks what only the running server knows: where the state
+    directory is.  A file host's root may neither hold the state directory nor
+    lie inside it (the tools' workspaces live there) nor inside any tool's
+    ``writable_paths``: a tool that can write where the root is could swap it
+    for a symlink to the engine's secrets.  Raises :class:`ConfigError`.
+    """
 
     def __init__(self, config: Config, state_dir: Path) -> None:
         root = Path(config.root)
         state = state_dir.resolve()
         self.hosts: dict[str, Host] = {}
+        problems: list[ConfigProblem] = []
+        writable = _tool_writable(config, state)
         for key, resource in config.resources.items():
             if isinstance(resource, FileResource):
                 host = FileHost(resource, root)
-                # Reads run in the engine, not in a sandbox: never let one reach the engine's own secrets.
-                if state == host.root or state.is_relative_to(host.root):
-                    raise ConfigError([ConfigProblem(
-                        resource.source.file, resource.source.line, 1, "root",
-                        f"{host.root} holds the server's state directory ({state}): a file host may not serve it",
-                    )])
+                problems += _misplaced_root(config, resource, host.root, state, writable)
                 self.hosts[key] = host
             elif isinstance(resource, DbResource):
                 self.hosts[key] = DbHost(resource, root, state_dir)
             elif isinstance(resource, ApiResource):
                 self.hosts[key] = ApiHost(resource)
+        if problems:
+            raise ConfigError(problems)
 
     def templates(self) -> list[Template]:
         return [template for host in self.hosts.values() for template in host.templates()]
@@ -67,3 +75,41 @@ class ResourceHosts:
     async def read(self, uri: str) -> Content:
         parsed, host = self.resolve(uri)
         return await host.read(parsed)
+
+
+def _tool_writable(config: Config, state: Path) -> list[tuple[Path, str]]:
+    """Where tools may write, each with the reason shown in an error."""
+    places = [(state, f"the server's state directory ({state}), which holds the tools' workspaces")]
+    for tool in config.tools.values():
+        for path in tool.sandbox.writable_paths:
+            places.append((Path(os.path.normpath(path)), f"tool {tool.name}'s writable path {path}"))
+            resolved = Path(path).resolve()
+            if resolved != Path(os.path.normpath(path)):
+                places.append((resolved, f"tool {tool.name}'s writable path {path} (resolved: {resolved})"))
+    return places
+
+
+def _misplaced_root(
+    config: Config, resource: FileResource, resolved: Path, state: Path, writable: list[tuple[Path, str]]
+) -> list[ConfigProblem]:
+    """Why this file host's root may not be served, located at its ``root`` key (none when fine)."""
+    # Both spellings count: the root as written (a tool could re-point a symlink on its way
+    # before the next reload) and as it resolves now.
+    lexical = Path(os.path.normpath(Path(config.root) / resource.root))
+    why = None
+    if state == resolved or state.is_relative_to(resolved) or state.is_relative_to(lexical):
+        why = f"{resolved} holds the server's state directory ({state}): a file host may not serve it"
+    else:
+        for place, what in writable:
+            if any(candidate == place or candidate.is_relative_to(place) for candidate in (lexical, resolved)):
+                why = (f"{resolved} lies inside {what}: a tool could replace the root (with a symlink to the "
+                       "engine's secrets); serve a directory no tool can write")
+                break
+    if why is None:
+        return []
+    line, column = resource.source.line, 1
+    # Only the root key's line is wanted: a file that cannot be re-read keeps the host's line.
+    doc = read_document(Path(config.root) / resource.source.file, resource.source.file)
+    if isinstance(doc, Document):
+        line, column = doc.locate(["root"])
+    return [ConfigProblem(resource.source.file, line, column, "root", why)]

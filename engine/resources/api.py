@@ -1,21 +1,26 @@
 """``api://NAME/path``: GETs against an allowlisted base URL, through path templates.
 
 Values from the path are percent-encoded into the route's target; requests and
-redirects may reach only the host's ``allowed_hosts`` (redirects are followed
-by hand, each hop checked); header values come from named environment
-variables, never from config; the body is cut at ``max_size``; answers are
-cached for ``cache`` seconds when set.  Cancellation closes the request.
+redirects may reach only the host's ``allowed_hosts`` origins — by default the
+base URL's exact origin (scheme, host and port) — with redirects followed by
+hand, each hop checked (see :mod:`engine.origins`); header values come from
+named environment variables, never from config; the body is cut at
+``max_size``; answers are cached for ``cache`` seconds when set, in a cache
+bounded by ``cache_entries`` and ``cache_size`` (:mod:`.cache`).
+Cancellation closes the request.
 """
 
 from __future__ import annotations
 
 import os
-import time
+from collections.abc import Callable
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
 from ..config.model import ApiResource
+from ..origins import Origin, parse_origin, url_origin
+from .cache import ResponseCache
 from .content import Content, Template, as_content
 from .errors import Refused, TooLarge, Unavailable, UpstreamTimeout
 from .templates import _PLACEHOLDER, host_templates, route_for
@@ -25,10 +30,14 @@ _MAX_REDIRECTS = 5
 
 
 class ApiHost:
-    def __init__(self, config: ApiResource) -> None:
+    def __init__(self, config: ApiResource, *, clock: Callable[[], float] | None = None) -> None:
         self.config = config
-        self.allowed = set(config.allowed_hosts) or {urlsplit(config.base_url).hostname or ""}
-        self._cache: dict[str, tuple[float, Content]] = {}
+        # Entries were checked at load; the base URL's own origin is the default, never "any port".
+        self.allowed: tuple[Origin, ...] = (
+            tuple(parse_origin(entry) for entry in config.allowed_hosts) or (url_origin(config.base_url),)
+        )
+        self.cache = ResponseCache(float(config.cache), config.cache_entries, int(config.cache_size),
+                                   **({"clock": clock} if clock else {}))
 
     def templates(self) -> list[Template]:
         return host_templates(f"api://{self.config.name}", self.config.routes, self.config.description)
@@ -39,9 +48,9 @@ class ApiHost:
         return await self._get(str(uri), self.config.base_url.rstrip("/") + target)
 
     async def _get(self, uri: str, url: str) -> Content:
-        cached = self._cache.get(url)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        cached = self.cache.get(url)
+        if cached is not None:
+            return cached
         headers = {}
         for header, variable in self.config.headers_from_env.items():
             value = os.environ.get(variable)
@@ -50,7 +59,8 @@ class ApiHost:
             headers[header] = value
         limit = int(self.config.max_size)
         try:
-            async with httpx.AsyncClient(timeout=float(self.config.timeout), follow_redirects=False, trust_env=False) as client:
+            timeout = float(self.config.timeout)
+            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
                 for _hop in range(_MAX_REDIRECTS + 1):
                     self._check_host(url)
                     async with client.stream("GET", url, headers=headers) as response:
@@ -69,20 +79,26 @@ class ApiHost:
                 else:
                     raise Unavailable(f"api://{self.config.name}: more than {_MAX_REDIRECTS} redirects")
         except httpx.TimeoutException:
-            raise UpstreamTimeout(f"api://{self.config.name}: the upstream did not answer within {float(self.config.timeout):g}s") from None
+            raise UpstreamTimeout(
+                f"api://{self.config.name}: the upstream did not answer within {float(self.config.timeout):g}s"
+            ) from None
         except httpx.HTTPError as exc:
             raise Unavailable(f"api://{self.config.name}: {type(exc).__name__}: {exc}") from None
         truncated = len(raw) > limit
         if truncated and self.config.on_oversize == "refuse":
             raise TooLarge(f"{uri}: the upstream answered more than {limit} bytes")
         content = as_content(uri, bytes(raw[:limit]), truncated, mime)
-        if self.config.cache > 0:
-            self._cache[url] = (time.monotonic() + float(self.config.cache), content)
+        self.cache.put(url, content)
         return content
 
     def _check_host(self, url: str) -> None:
         parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            raise Refused(f"api://{self.config.name}: a redirect named an invalid port") from None
         host = parts.hostname or ""
-        named = f"{host}:{parts.port}" if parts.port else host
-        if parts.scheme not in ("http", "https") or (host not in self.allowed and named not in self.allowed):
-            raise Refused(f"api://{self.config.name}: {parts.scheme}://{named} is not in this host's allowlist")
+        if not any(origin.allows(parts.scheme, host, port) for origin in self.allowed):
+            allowed = ", ".join(map(str, self.allowed))
+            target = str(Origin(parts.scheme, host, port))
+            raise Refused(f"api://{self.config.name}: {target} is not in this host's allowlist ({allowed})")

@@ -1,9 +1,17 @@
 """``file://NAME/path``: files under a root directory, read-only, within allowed globs.
 
-Each path component is opened relative to its parent with ``O_NOFOLLOW``:
-symlinks are never followed (one inside the root that points outside it is
-refused, and so is any other), and a component swapped for a symlink after a
-check cannot redirect the read.  Only regular files are served.
+The root itself is opened component by component from ``/`` with
+``O_NOFOLLOW``, and the directory reached must be the very one found when the
+configuration was loaded (same device and inode): a root swapped for a symlink
+or for another directory after the load is refused (``forbidden``), never
+followed.  Each path component under the root is then opened relative to its
+parent with ``O_NOFOLLOW``: symlinks are never followed (one inside the root
+that points outside it is refused, and so is any other), and a component
+swapped for a symlink after a check cannot redirect the read.  Only regular
+files are served.
+
+Where a root may lie is checked when the hosts are built (see
+:mod:`engine.resources`): never where a tool can write.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import trio
 from ..config.model import FileResource
 from ..globs import glob_regex
 from .content import Content, Template, as_content
-from .errors import NotFound, Refused, TooLarge
+from .errors import NotFound, Refused, TooLarge, Unavailable
 from .uri import ResourceURI
 
 
@@ -28,6 +36,13 @@ class FileHost:
         self.config = config
         self.root = (config_root / config.root).resolve()
         self._globs = [glob_regex(glob) for glob in config.globs]
+        # The identity of the root at load: a read reaching any other directory is refused.
+        try:
+            info = os.stat(self.root)
+        except OSError:
+            self._identity: tuple[int, int] | None = None  # reads say the root is unavailable
+        else:
+            self._identity = (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
 
     def templates(self) -> list[Template]:
         found = []
@@ -48,7 +63,7 @@ class FileHost:
 
     def _read(self, segments: tuple[str, ...]) -> tuple[bytes, bool]:
         limit = int(self.config.max_size)
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = self._open_root()
         try:
             for index, segment in enumerate(segments):
                 last = index == len(segments) - 1
@@ -69,6 +84,31 @@ class FileHost:
             return raw[:limit], len(raw) > limit
         finally:
             os.close(fd)
+
+
+    def _open_root(self) -> int:
+        """A descriptor on the root as loaded, reached without following any symlink."""
+        if self._identity is None:
+            raise Unavailable(f"file://{self.config.name}: the root {self.root} was not a directory when loaded")
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open("/", flags)
+        try:
+            for part in self.root.parts[1:]:
+                child = os.open(part, flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            info = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            where = f"file://{self.config.name}: the root {self.root}"
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise Refused(f"{where} is now a symlink; not followed") from None
+            raise Unavailable(f"{where} cannot be opened: {exc.strerror}") from None
+        if (info.st_dev, info.st_ino) != self._identity:
+            os.close(fd)
+            raise Refused(f"file://{self.config.name}: the root {self.root} was replaced since the configuration "
+                          "was loaded")
+        return fd
 
 
 def _translate(exc: OSError, path: str) -> Exception:

@@ -45,14 +45,19 @@ def _typed(name: str, value: str, kind: str) -> Any:
                 raise ValueError
             return number
     except ValueError:
-        raise BadURI(f"{name}: {value!r} is not an {kind}" if kind == "integer" else f"{name}: {value!r} is not a {kind}") from None
+        article = "an" if kind == "integer" else "a"
+        raise BadURI(f"{name}: {value!r} is not {article} {kind}") from None
     return value
 
 
 class _Routed(Protocol):
-    path: str
-    description: str
-    params: Mapping[str, str]
+    # Read-only: the config's frozen attrs classes satisfy it.
+    @property
+    def path(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, str]: ...
 
 
 R = TypeVar("R", bound=_Routed)

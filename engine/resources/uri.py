@@ -4,8 +4,9 @@ Refused before anything is looked up: a scheme or host that is not a plain
 lower-case name; a query or fragment; ``..`` or ``.`` segments; empty segments
 (``//``, which would make a path absolute); percent-encoded dots, slashes or
 backslashes (``%2e``, ``%2f``, ``%5c``); backslashes; NUL and other control
-characters.  Other percent escapes are decoded once, and a decoded segment is
-checked again.
+characters; a ``%`` not followed by two hex digits, and escapes that do not
+decode as UTF-8 (``%ff``, the overlong ``%c0%ae``).  Other percent escapes are
+decoded once, and a decoded segment is checked again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from .errors import BadURI
 
 _HEAD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>[a-z][a-z0-9_-]*)(?P<rest>/.*)?", re.S)
 _FORBIDDEN_ESCAPES = re.compile(r"%(2e|2f|5c|00)", re.I)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _MAX_URI = 4096
 
 
@@ -64,8 +67,13 @@ def parse_uri(text: str) -> ResourceURI:
     for part in raw:
         if part == "":
             raise BadURI("empty path segments ('//') are not allowed")
-        decoded = unquote(part, errors="strict")
-        if decoded in (".", "..") or "/" in decoded or "\x00" in decoded or "\\" in decoded:
+        if _BARE_PERCENT.search(part):
+            raise BadURI(f"the path segment {part!r} has a '%' that is not a percent-escape (%XX)")
+        try:
+            decoded = unquote(part, errors="strict")
+        except UnicodeDecodeError:
+            raise BadURI(f"the path segment {part!r} has percent-escapes that are not UTF-8") from None
+        if decoded in (".", "..") or "/" in decoded or "\\" in decoded or _CONTROL.search(decoded):
             raise BadURI(f"the path segment {part!r} is not allowed")
         segments.append(decoded)
     return ResourceURI(match["scheme"], match["host"], tuple(segments))
