@@ -8,6 +8,15 @@ same approvals, the same sandbox and the same audit records.  The client sees
 Audit: the decision is recorded before anything is asked or run, each answer
 to an approval when it arrives, and the execution (or read) before its result
 is sent.  A failing audit write fails the action: nothing runs unrecorded.
+
+Front doors: an action runs for a :class:`Requester` (who asks, and where the
+``agent_action`` / ``agent_result`` events go), not for a WebSocket connection,
+so the WebSocket and the MCP front doors share this one path.
+
+Configuration: each call takes one :class:`Snapshot` (configuration, resource
+hosts, policy revision) when it starts and uses it to the end, so a reload in
+the middle (while waiting for an approval, say) never makes an execution record
+name another revision than its decision.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import functools
 import json
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import jsonschema
@@ -24,7 +33,8 @@ import trio
 
 import sandbox
 
-from ..config.model import Tool
+from ..auth import Principal
+from ..config.model import Config, Tool
 from ..decision import Decision, decide
 from ..protocol import (
     ActionKind,
@@ -34,31 +44,95 @@ from ..protocol import (
     Executor,
     OfferedTool,
     ResultStatus,
+    ServerFrame,
     new_id,
 )
-from ..resources import Content, ResourceError
+from ..resources import Content, ResourceError, ResourceHosts
 from ..toolrun import run_tool
 from .approvals import PendingAction
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from .hub import Hub
+
+
+class Requester(Protocol):
+    """What an action needs from the front door it came through.
+
+    The WebSocket :class:`~engine.server.connection.Connection` is one; the MCP
+    front door's per-request requester is another.
+    """
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def principal(self) -> Principal: ...
+
+    @property
+    def client_tools(self) -> Mapping[str, OfferedTool]:
+        """Tools this client offers to run itself (empty where a front door has none)."""
+        ...
+
+    @property
+    def client_results(self) -> dict[str, trio.MemorySendChannel[Any]]:
+        """Where the client's results for its own tools are delivered, by action id."""
+        ...
+
+    @property
+    def slot_key(self) -> str:
+        """Whose limit on tool runs at once a direct call (no session) counts against."""
+        ...
+
+    @property
+    def audit_context(self) -> Mapping[str, Any]:
+        """Added to the ``details`` of every audit record of its actions (transport, request id, ...)."""
+        ...
+
+    def send(self, frame: ServerFrame) -> None:
+        """Deliver an ``agent_action`` or ``agent_result`` event; never blocks."""
+        ...
+
+
+@attrs.frozen
+class Snapshot:
+    """The configuration one call runs on from start to end (a reload swaps the hub's, not this)."""
+
+    config: Config
+    resources: ResourceHosts
+    policy_revision: str
+
+    @classmethod
+    def of(cls, hub: Hub) -> Snapshot:
+        # The reload swaps the three together in one synchronous step: read together, they agree.
+        return cls(hub.config, hub.resources, hub.policy_revision)
 
 
 @attrs.frozen
 class Caller:
     """On whose behalf an action runs, and where its frames go."""
 
-    conn: Connection
+    conn: Requester
     session_id: str | None = None
     agent: str | None = None
     approval_timeout_s: float = 120.0
     reply_to: str | None = None
     # Resource hosts the agent may read; None for a client reading directly.
     agent_resources: tuple[str, ...] | None = None
+    # Taken when the call starts (perform/read) unless the caller brings one (a turn's).
+    snapshot: Snapshot | None = None
 
     @property
     def sub(self) -> str:
         return self.conn.principal.sub
+
+    @property
+    def snap(self) -> Snapshot:
+        assert self.snapshot is not None, "perform() and read() take the snapshot before anything else"
+        return self.snapshot
+
+    def pinned(self) -> Caller:
+        """This caller with the configuration in force now, unless it already has one."""
+        return self if self.snapshot is not None else attrs.evolve(self, snapshot=Snapshot.of(self.conn.hub))
 
 
 @attrs.frozen
@@ -66,6 +140,10 @@ class Outcome:
     status: ResultStatus
     output: Any
     reason: str = ""
+    # Why nothing was decided, for front doors that answer these as protocol errors:
+    # "unknown_tool" or "invalid_arguments"; empty otherwise.
+    refusal: str = ""
+    action_id: str | None = None
 
     def for_model(self) -> str:
         """The tool message content a model reads back (chat-completions ``role: tool``)."""
@@ -105,6 +183,7 @@ async def perform(caller: Caller, name: str, arguments: Any) -> Outcome:
     sandbox has killed the tool's processes and any pending approval is closed.
     """
     hub = caller.conn.hub
+    caller = caller.pinned()
     status = "cancelled"
     started = time.monotonic()
     try:
@@ -114,18 +193,21 @@ async def perform(caller: Caller, name: str, arguments: Any) -> Outcome:
     finally:
         hub.metrics.record_tool_call(
             name, status, time.monotonic() - started,
-            configured=name in hub.config.tools, offered=name in caller.conn.client_tools,
+            configured=name in caller.snap.config.tools, offered=name in caller.conn.client_tools,
         )
 
 
 async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
     hub = caller.conn.hub
-    tool = hub.config.tools.get(name)
+    tool = caller.snap.config.tools.get(name)
     offered = caller.conn.client_tools.get(name) if tool is None else None
     action_id = new_id()
     if tool is None and offered is None:
         await _audit(caller, "decision", "tool.call", name, arguments, effect="deny", outcome="unknown_tool")
-        return _refuse(caller, action_id, ActionKind.TOOL, name, arguments, 0, {"error": f"unknown tool {name!r}"})
+        return attrs.evolve(
+            _refuse(caller, action_id, ActionKind.TOOL, name, arguments, 0, {"error": f"unknown tool {name!r}"}),
+            refusal="unknown_tool",
+        )
     problems = argument_errors(tool or offered, arguments)  # type: ignore[arg-type]
     if problems:
         # The model sees what was wrong and can try again; nothing runs.
@@ -133,23 +215,27 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
             caller, "decision", "tool.call", name, arguments, tool=tool, outcome="invalid_arguments",
             details={"problems": problems[:10]},
         )
-        return _refuse(
-            caller, action_id, ActionKind.TOOL, name, arguments, tool.permission_level if tool else 0,
-            {"error": "invalid arguments", "problems": problems},
+        return attrs.evolve(
+            _refuse(
+                caller, action_id, ActionKind.TOOL, name, arguments, tool.permission_level if tool else 0,
+                {"error": "invalid arguments", "problems": problems},
+            ),
+            refusal="invalid_arguments",
         )
     if offered is not None:
         return await _client_tool(caller, action_id, offered, arguments)
     assert tool is not None
-    decision = decide(hub.config, caller.sub, caller.conn.principal.roles, "tool.call", tool.name, arguments)
+    decision = decide(caller.snap.config, caller.sub, caller.conn.principal.roles, "tool.call", tool.name, arguments)
     frame = _action_frame(caller, action_id, ActionKind.TOOL, name, arguments, tool.permission_level, decision)
     await _audit_decision(caller, "tool.call", name, arguments, decision, tool=tool)
     refused = await _authorise(caller, frame, decision, arguments, tool=tool)
     if refused is not None:
         return refused
     started = time.monotonic()
+    output: Any
     try:
         # Bounded concurrency: a call past the limits waits for a slot (backpressure, not refusal).
-        async with hub.tool_runs, hub.slots_for(caller.session_id or f"conn:{id(caller.conn)}"):
+        async with hub.tool_runs, hub.slots_for(caller.session_id or caller.conn.slot_key):
             result = await run_tool(tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root)
     except sandbox.SandboxError as exc:
         status, output, reason = ResultStatus.ERROR, {"error": str(exc)}, str(exc)
@@ -220,6 +306,7 @@ async def read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
     an agent's read is an ``agent_action`` of kind ``resource`` like a tool call.
     """
     hub = caller.conn.hub
+    caller = caller.pinned()
     outcome: Outcome | None = None
     try:
         outcome, content = await _read(caller, uri)
@@ -231,12 +318,12 @@ async def read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
 
 
 async def _read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
-    hub = caller.conn.hub
+    resources = caller.snap.resources
     action_id = new_id()
     arguments = {"uri": uri}
     announce = caller.session_id is not None
     try:
-        parsed, _host = hub.resources.resolve(uri)
+        parsed, _host = resources.resolve(uri)
     except ResourceError as exc:
         await _audit(caller, "resource_read", "resource.read", uri, None, outcome=exc.code, details={"error": exc.message})
         return _refuse_read(caller, action_id, uri, exc.code, exc.message, announce)
@@ -244,7 +331,7 @@ async def _read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
         why = f"agent {caller.agent} may not read {parsed.key}"
         await _audit(caller, "decision", "resource.read", uri, None, effect="deny", outcome="deny", details={"reason": why})
         return _refuse_read(caller, action_id, uri, "forbidden", why, announce)
-    decision = decide(hub.config, caller.sub, caller.conn.principal.roles, "resource.read", str(parsed))
+    decision = decide(caller.snap.config, caller.sub, caller.conn.principal.roles, "resource.read", str(parsed))
     frame = _action_frame(caller, action_id, ActionKind.RESOURCE, uri, arguments, 0, decision)
     await _audit_decision(caller, "resource.read", uri, None, decision)
     if decision.effect == "deny" and not announce:
@@ -255,7 +342,7 @@ async def _read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
             return refused, None
     started = time.monotonic()
     try:
-        content = await hub.resources.read(uri)
+        content = await resources.read(uri)
     except ResourceError as exc:
         await _audit(caller, "resource_read", "resource.read", uri, None, outcome=exc.code, decision=decision,
                      duration_ms=(time.monotonic() - started) * 1000, details={"error": exc.message})
@@ -402,7 +489,7 @@ def _result(caller: Caller, frame: AgentAction, status: ResultStatus, output: An
             session_id=frame.session_id, reply_to=frame.reply_to,
         )
     )
-    return Outcome(status, output, reason)
+    return Outcome(status, output, reason, action_id=frame.action_id)
 
 
 def _refuse(
@@ -437,6 +524,7 @@ async def _audit(
     from ..audit import AuditEvent
 
     hub = caller.conn.hub
+    context = caller.conn.audit_context
     await hub.audit.record(
         AuditEvent(
             kind=kind, subject=caller.sub, session_id=caller.session_id, agent=caller.agent, action=action,
@@ -445,7 +533,8 @@ async def _audit(
             effect=decision.effect if decision else effect,
             rule_ids=decision.rule_ids if decision else (),
             decided_by=decided_by or ("rule" if kind == "decision" else None), approver=approver,
-            outcome=outcome, duration_ms=duration_ms, policy_revision=hub.policy_revision,
-            details=dict(details or {}),
+            outcome=outcome, duration_ms=duration_ms,
+            policy_revision=(caller.snapshot or Snapshot.of(hub)).policy_revision,
+            details={**context, **(details or {})},
         )
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -115,9 +116,15 @@ class Connection:
     principal: Principal
     client_tools: dict[str, OfferedTool] = attrs.field(factory=dict)
     client_results: dict[str, trio.MemorySendChannel[Any]] = attrs.field(factory=dict)
+    # Nothing to add to audit records: the WebSocket is the default front door.
+    audit_context: Mapping[str, Any] = attrs.field(factory=dict)
     _outbox: trio.MemorySendChannel[ServerFrame] | None = None
     _nursery: trio.Nursery | None = None
     _closing: bool = False
+
+    @property
+    def slot_key(self) -> str:
+        return f"conn:{id(self)}"
 
     async def serve(self) -> None:
         """Run until the client leaves, the token expires, or the client falls behind."""
@@ -137,7 +144,7 @@ class Connection:
                 nursery.cancel_scope.cancel()
         finally:
             self.hub.connections.discard(self)
-            self.hub.run_slots.pop(f"conn:{id(self)}", None)
+            self.hub.run_slots.pop(self.slot_key, None)
             with trio.move_on_after(5, shield=True):
                 for session in [s for s in self.hub.sessions.values() if s.conn is self]:
                     await session.detach()
