@@ -20,10 +20,8 @@ Every attack runs as a real tool under both backends (`backend` fixture) and mus
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
@@ -107,14 +105,14 @@ def _usable(isolation: str) -> None:
         pytest.skip(f"the seccomp filter cannot be built here: {caps.seccomp_problem}")
 
 
-async def test_nested_user_namespace_is_refused(tool: Runner) -> None:
+async def test_nested_user_namespace_is_refused(tool: Runner) -> None:  # noqa: F811
     _usable(tool.isolation)
     result = await tool.run(argv=("/usr/bin/unshare", "-Urm", "/usr/bin/true"))
     assert result.status == "error", result
     assert "unshare failed" in result.stderr_tail, result.stderr_tail
 
 
-async def test_dangerous_syscalls_are_refused(tool: Runner) -> None:
+async def test_dangerous_syscalls_are_refused(tool: Runner) -> None:  # noqa: F811
     _usable(tool.isolation)
     result = await tool.py(ATTACKS, _numbers())
     assert result.status == "ok", result
@@ -122,7 +120,7 @@ async def test_dangerous_syscalls_are_refused(tool: Runner) -> None:
         assert outcome in ("EPERM", "ENOSYS"), (name, outcome)
 
 
-async def test_setuid_bit_cannot_be_set(tool: Runner) -> None:
+async def test_setuid_bit_cannot_be_set(tool: Runner) -> None:  # noqa: F811
     _usable(tool.isolation)
     code = (
         "import os, shutil, json\n"
@@ -144,7 +142,7 @@ async def test_setuid_bit_cannot_be_set(tool: Runner) -> None:
     assert all(int(mode, 8) & 0o6000 == 0 for mode in result.output["modes"])
 
 
-async def test_ordinary_tools_still_work(tool: Runner) -> None:
+async def test_ordinary_tools_still_work(tool: Runner) -> None:  # noqa: F811
     _usable(tool.isolation)
     calc = await tool.run(
         {"expression": "17*23"},

@@ -37,7 +37,7 @@ def _usable(isolation: str) -> None:
 
 
 @pytest.mark.parametrize("where", ["/tmp", "/dev/shm", "."])
-async def test_writing_past_the_scratch_space_is_stopped(tool: Runner, where: str) -> None:
+async def test_writing_past_the_scratch_space_is_stopped(tool: Runner, where: str) -> None:  # noqa: F811
     _usable(tool.isolation)
     if tool.isolation == "process" and where != ".":
         pytest.skip("the process backend lets a tool write its work dir only (Landlock)")
