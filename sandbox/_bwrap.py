@@ -4,18 +4,23 @@ bubblewrap is "not a complete, ready-made sandbox" — the flags are the policy,
 them are built here, in one place:
 
 - new user, pid, ipc, uts and cgroup namespaces, and a new network namespace unless the
-  tool declares `network`; `--die-with-parent`, `--new-session`, `--cap-drop ALL`;
+  tool declares `network`; `--disable-userns` (no nested user namespace, so no
+  capabilities to win inside); `--die-with-parent`, `--new-session`, `--cap-drop ALL`;
+- the seccomp filter of `_seccomp` (`--seccomp FD`), loaded just before the exec;
 - `--clearenv` and exactly the Spec's env; options travel through `--args FD` (a memfd)
   so that env values never appear in /proc/*/cmdline;
 - /usr and the /bin, /sbin, /lib* entries of the host (symlinks re-created as
   symlinks) read-only; from /etc only the files a program needs to start (the dynamic
   loader cache, passwd/group, time zone, TLS roots; resolver files with network);
   /etc/shadow and the rest of /etc are simply absent;
-- a private /proc, a minimal /dev (new devpts: the host's terminals are not there),
-  a private tmpfs /tmp;
-- the per-call work dir and `writable_paths` read-write, `readable_paths` read-only, all
-  at their host paths; `python_packages` read-only under /run/sconnect/pkgs (each one
-  alone, never its parent); the runner under /run/sconnect/runner;
+- a private /proc, a minimal /dev (new devpts: the host's terminals are not there)
+  remounted read-only, and sized tmpfs mounts for /tmp, /dev/shm and the per-call work
+  dir (`_limits.tmpfs_sizes`): scratch space is RAM, and without a size each would be
+  half the host's;
+- the per-call work dir (the sized tmpfs, mounted at its host path) and
+  `writable_paths` read-write, `readable_paths` read-only, all at their host paths;
+  `python_packages` read-only under /run/sconnect/pkgs (each one alone, never its
+  parent); the runner under /run/sconnect/runner;
 - `--remount-ro /` last, so the tmpfs root itself is not writable (trap 3).
 """
 
@@ -25,7 +30,7 @@ import json
 import os
 
 from ._errors import SpecError
-from ._limits import prlimit_args, rlimits
+from ._limits import prlimit_args, rlimits, tmpfs_sizes
 from ._spec import Spec
 
 RUNNER_MOUNT = "/run/sconnect/runner"
@@ -90,10 +95,18 @@ def check_cwd(spec: Spec, work_dir: str) -> str:
     raise SpecError(f"cwd {spec.cwd!r} is not inside the work dir or a declared path")
 
 
-def options(spec: Spec, *, work_dir: str, runner_dir: str | None) -> list[str]:
+def options(
+    spec: Spec,
+    *,
+    work_dir: str,
+    runner_dir: str | None,
+    seccomp_fd: int | None,
+    disable_userns: bool = True,
+) -> list[str]:
     """bwrap options (for `--args`), ending just before the command."""
     args = [
         "--unshare-user",
+        *(["--disable-userns"] if disable_userns else []),
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
@@ -111,17 +124,22 @@ def options(spec: Spec, *, work_dir: str, runner_dir: str | None) -> list[str]:
     args += _system_mounts()
     for path in _ETC_FILES + (_ETC_NETWORK if spec.network else ()):
         args += ["--ro-bind-try", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    binds: list[tuple[str, str, str]] = [("--bind", work_dir, work_dir)]
+    sizes = tmpfs_sizes(spec)
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", str(sizes["shm"]), "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
+    args += ["--size", str(sizes["tmp"]), "--tmpfs", "/tmp"]
+    binds: list[tuple[str, ...]] = [("--perms", "0700", "--size", str(sizes["work"]), "--tmpfs", work_dir)]
     binds += [("--bind", path, path) for path in spec.writable_paths]
     binds += [("--ro-bind", path, path) for path in spec.readable_paths]
     # Parents before children, so that a bind below another one is not hidden by it.
-    for flag, source, dest in sorted(binds, key=lambda bind: bind[2].rstrip("/").count("/")):
-        args += [flag, source, dest]
+    for bind in sorted(binds, key=lambda bind: bind[-1].rstrip("/").count("/")):
+        args += bind
     if runner_dir is not None:
         args += ["--ro-bind", runner_dir, RUNNER_MOUNT]
     for inside, host in package_mounts(spec).items():
         args += ["--ro-bind", host, inside]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     args += ["--chdir", check_cwd(spec, work_dir), "--remount-ro", "/"]
     return args
 

@@ -14,13 +14,20 @@ import signal as _signal
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
 import trio
 
 from ._limits import classify, missing_binary
 from ._process import Collected
 from ._result import Result, decode_text, parse_output
 from ._spec import Spec
-from ._workdir import default_work_root, make_call_dir, prepare_work_root, remove_call_dir
+from ._workdir import (
+    default_work_root,
+    make_call_dir,
+    prepare_work_root,
+    reachable_package,
+    remove_call_dir,
+)
 
 
 @contextlib.asynccontextmanager
@@ -33,6 +40,14 @@ async def call_dir(spec: Spec) -> AsyncIterator[tuple[str, str]]:
     finally:
         with trio.move_on_after(30, shield=True):
             await trio.to_thread.run_sync(remove_call_dir, path)
+
+
+def reachable_spec(spec: Spec, work_root: str) -> Spec:
+    """`spec` with every Python package the sandbox user cannot reach replaced by a copy."""
+    packages = tuple(reachable_package(path, work_root) for path in spec.python_packages)
+    if packages == spec.python_packages:
+        return spec
+    return attrs.evolve(spec, python_packages=packages)  # type: ignore[arg-type]
 
 
 def memfd(data: bytes, name: str) -> int:

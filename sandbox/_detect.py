@@ -5,6 +5,11 @@ backend does (as `SANDBOX_UID` through setpriv when root, empty environment), so
 namespaces work" means "our sandbox starts", not merely "a sysctl says yes". It blocks
 for a few milliseconds (at most 10 s): call it at startup (`sconnect check`, server
 start), not per request; `backend_for()` uses the cached value.
+
+It also builds the seccomp filter (`_seccomp`) and reads ``SCONNECT_SANDBOX_ALLOW_WEAK``:
+without that explicit opt-out (``1``), a host where the filter cannot be built, or where
+the process backend cannot hide the host's processes, refuses to run tools instead of
+running them weaker.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ import sys
 
 import attrs
 
+from . import _seccomp
 from ._landlock import abi_version
 from ._workdir import SANDBOX_UID, sandbox_user
+
+ALLOW_WEAK_ENV = "SCONNECT_SANDBOX_ALLOW_WEAK"
 
 
 @attrs.frozen
@@ -34,6 +42,20 @@ class Capabilities:
     prlimit: str | None = "/usr/bin/prlimit"  # sets the rlimits inside the sandbox
     python: str = "/usr/bin/python3"  # interpreter of python: tools, reachable by SANDBOX_UID
     running_as_root: bool = attrs.field(factory=lambda: os.geteuid() == 0)
+    # why the seccomp filter cannot be built here; None = it is loaded into every tool
+    seccomp_problem: str | None = None
+    # bwrap honours --disable-userns (bubblewrap >= 0.8): no nested user namespaces
+    disable_userns: bool = True
+    # the operator set SCONNECT_SANDBOX_ALLOW_WEAK=1: run without what is missing
+    allow_weak: bool = False
+    # one line on the memory cgroup (per-call cgroups are used only where delegated)
+    memory_cgroup: str = ""
+
+    def weak_problem(self) -> str | None:
+        """Why tools would run weaker than documented here, or None."""
+        if self.seccomp_problem is not None:
+            return f"no seccomp filter ({self.seccomp_problem})"
+        return None
 
     def namespaces_problem(self) -> str | None:
         """Why the namespaces backend cannot run here, or None when it can."""
@@ -48,8 +70,10 @@ class Capabilities:
         return None
 
 
-def _probe(bwrap: str, setpriv: str | None) -> bool:
+def _probe(bwrap: str, setpriv: str | None, *, disable_userns: bool) -> bool:
     argv = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
+    if disable_userns:
+        argv.append("--disable-userns")
     argv += ["--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
     argv += ["--cap-drop", "ALL", "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/lib", "/lib64"):
@@ -75,6 +99,37 @@ def _which(name: str) -> str | None:
     return os.path.realpath(found) if found else None
 
 
+def _memory_cgroup() -> str:
+    """Whether a cgroup v2 memory controller is delegated to us (said, never assumed)."""
+    try:
+        with open("/proc/self/cgroup") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return "memory cgroup: not in force (no /proc/self/cgroup)"
+    v1_memory = any(line.split(":")[1:2] == ["memory"] for line in lines)
+    own = next((line[3:] for line in lines if line.startswith("0::")), None)
+    if v1_memory or own is None or not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return (
+            "memory cgroup: not in force (the host's memory controller is cgroup v1, "
+            "not a delegated cgroup v2); memory is bounded by RLIMIT_AS and sized tmpfs"
+        )
+    path = os.path.join("/sys/fs/cgroup", own.lstrip("/"))
+    try:
+        with open(os.path.join(path, "cgroup.controllers")) as handle:
+            controllers = handle.read().split()
+    except OSError:
+        controllers = []
+    if "memory" not in controllers or not os.access(path, os.W_OK):
+        return (
+            f"memory cgroup: not in force (no memory controller delegated at {path}); "
+            "memory is bounded by RLIMIT_AS and sized tmpfs"
+        )
+    return (
+        f"memory cgroup: not in force (v2 delegation exists at {path}, per-call cgroups "
+        "are not implemented yet); memory is bounded by RLIMIT_AS and sized tmpfs"
+    )
+
+
 @functools.cache
 def detect() -> Capabilities:
     """Probe the host once (cached for the life of the process)."""
@@ -82,7 +137,10 @@ def detect() -> Capabilities:
     setpriv = _which("setpriv")
     prlimit = _which("prlimit")
     python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
-    userns = bwrap is not None and _probe(bwrap, setpriv)
+    disable_userns = bwrap is not None and _probe(bwrap, setpriv, disable_userns=True)
+    userns = disable_userns or (
+        bwrap is not None and _probe(bwrap, setpriv, disable_userns=False)
+    )
     landlock = abi_version()
     draft = Capabilities(
         bwrap=bwrap,
@@ -93,13 +151,26 @@ def detect() -> Capabilities:
         setpriv=setpriv,
         prlimit=prlimit,
         python=python,
+        seccomp_problem=_seccomp.problem(),
+        disable_userns=disable_userns,
+        allow_weak=os.environ.get(ALLOW_WEAK_ENV, "") == "1",
+        memory_cgroup=_memory_cgroup(),
     )
     problem = draft.namespaces_problem()
     default = "namespaces" if problem is None else "process"
     landlock_text = f"Landlock ABI {landlock}" if landlock else "no Landlock"
     who = f"tools run as uid {SANDBOX_UID}" if draft.running_as_root else "tools run as the engine's uid"
-    if problem is None:
-        summary = f"sandbox: namespaces (bubblewrap at {bwrap}); {landlock_text}; {who}"
+    if draft.seccomp_problem is None:
+        seccomp_text = "seccomp filter in force"
+    elif draft.allow_weak:
+        seccomp_text = f"NO seccomp filter ({draft.seccomp_problem}; {ALLOW_WEAK_ENV}=1)"
     else:
-        summary = f"sandbox: process only ({problem}); {landlock_text}; {who}"
+        seccomp_text = (
+            f"NO seccomp filter ({draft.seccomp_problem}): tools are refused; install "
+            f"pyseccomp and libseccomp2, or set {ALLOW_WEAK_ENV}=1 to run them without it"
+        )
+    if problem is None:
+        summary = f"sandbox: namespaces (bubblewrap at {bwrap}); {seccomp_text}; {landlock_text}; {who}"
+    else:
+        summary = f"sandbox: process only ({problem}); {seccomp_text}; {landlock_text}; {who}"
     return attrs.evolve(draft, default_backend=default, summary=summary)

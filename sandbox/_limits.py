@@ -36,6 +36,22 @@ def rlimits(spec: Spec) -> dict[str, int]:
     }
 
 
+def tmpfs_sizes(spec: Spec) -> dict[str, int]:
+    """Bytes of each RAM-backed scratch mount of a call, from its memory budget.
+
+    tmpfs pages are not charged to RLIMIT_AS, so they are sized here: the work dir and
+    /tmp a quarter of the budget each, /dev/shm a sixteenth (at least 1 MiB each). A
+    call's RAM is therefore bounded by ~1.56 x `memory_bytes` (RLIMIT_AS + scratch);
+    where a memory cgroup is in force it bounds both together.
+    """
+    floor = 2**20
+    return {
+        "work": max(floor, spec.memory_bytes // 4),
+        "tmp": max(floor, spec.memory_bytes // 4),
+        "shm": max(floor, spec.memory_bytes // 16),
+    }
+
+
 def prlimit_args(spec: Spec) -> list[str]:
     """util-linux `prlimit` options setting `rlimits(spec)` before it execs the tool."""
     limits = rlimits(spec)
@@ -58,6 +74,8 @@ def classify(
     - SIGXCPU, or SIGKILL with the CPU limit used up: the CPU limit (the kernel sends
       SIGXCPU at the soft limit and SIGKILL at the hard one).
     - SIGXFSZ, or "File too large" in stderr of a failed tool: the file size limit.
+    - ENOSPC ("No space left on device") in stderr of a failed tool: a sized tmpfs
+      (scratch, /tmp, /dev/shm) is full.
     - MemoryError / ENOMEM / bad_alloc in stderr of a failed tool, or SIGKILL/SIGSEGV
       with no other explanation while near the memory limit is not guessed at: only
       what the tool reported counts.
@@ -75,6 +93,8 @@ def classify(
     tail = stderr[-2000:]
     if _MEMORY_PATTERNS.search(tail):
         return "limit_exceeded", f"memory limit of {spec.memory_bytes} bytes exceeded"
+    if "No space left on device" in tail:
+        return "limit_exceeded", "no space left: a scratch mount (sized from the memory budget) is full"
     if _FILE_PATTERNS.search(tail):
         return "limit_exceeded", f"file size limit of {spec.max_file_bytes} bytes exceeded"
     if _PROCESS_PATTERNS.search(tail):

@@ -26,8 +26,8 @@ from typing import Any
 import attrs
 import trio
 
-from . import _bwrap
-from ._call import build_result, call_dir, encode_arguments, memfd
+from . import _bwrap, _seccomp
+from ._call import build_result, call_dir, encode_arguments, memfd, reachable_spec
 from ._process import Child, Collected, drive, spawn, wait_or_kill
 from ._result import Result
 from ._spec import Spec
@@ -36,6 +36,7 @@ from ._workdir import runner_dir, sandbox_user
 _ARGS_FD = 3
 _STATUS_FD = 4
 _REPORT_FD = 5  # python tools only: the runner's own peak RSS (see _runner._report)
+_SECCOMP_FD = 6
 
 
 def _status_lines(data: bytes) -> list[dict[str, Any]]:
@@ -59,13 +60,25 @@ class NamespacesBackend:
     python: str = "/usr/bin/python3"
     grace_s: float = 0.5
     name: str = "namespaces"
+    # load the seccomp filter; False only when the operator opted out of it explicitly
+    seccomp: bool = True
+    # bwrap >= 0.8: no user namespace can be created inside (the filter denies it too)
+    disable_userns: bool = True
 
     async def run(self, spec: Spec, arguments: Any) -> Result:
         """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers)."""
         stdin_data = encode_arguments(arguments)
         async with call_dir(spec) as (work_root, work_dir):
+            spec = reachable_spec(spec, work_root)
             runner = runner_dir(work_root) if spec.python is not None else None
-            options = _bwrap.options(spec, work_dir=work_dir, runner_dir=runner)
+            seccomp_fd = _SECCOMP_FD if self.seccomp else None
+            options = _bwrap.options(
+                spec,
+                work_dir=work_dir,
+                runner_dir=runner,
+                seccomp_fd=seccomp_fd,
+                disable_userns=self.disable_userns,
+            )
             launcher = [self.bwrap, "--args", str(_ARGS_FD), "--json-status-fd", str(_STATUS_FD)]
             python_tool = spec.python is not None
             report_fd = _REPORT_FD if python_tool else None
@@ -83,13 +96,18 @@ class NamespacesBackend:
                     *launcher,
                 ]
             args_fd = memfd(b"".join(arg.encode() + b"\0" for arg in options), "bwrap-args")
+            owned = [args_fd]
             try:
                 fds = {_ARGS_FD: args_fd, _STATUS_FD: -1}
                 if python_tool:
                     fds[_REPORT_FD] = -1
+                if seccomp_fd is not None:
+                    fds[seccomp_fd] = memfd(_seccomp.compiled(), "seccomp-bpf")
+                    owned.append(fds[seccomp_fd])
                 child = spawn(launcher[0], launcher, {}, fds=fds)
             finally:
-                os.close(args_fd)
+                for fd in owned:
+                    os.close(fd)
             collected = await drive(
                 child,
                 stdin_data,

@@ -2,18 +2,26 @@
 
 The launcher is the runner (`python3 -I -S _runner.py --config-fd=3`, empty
 environment), which stays outside the tool's restrictions as its supervisor: it becomes
-a child subreaper, forks the tool into its own session, and in the tool's process sets
-the rlimits, creates a new network namespace when the engine is root and the tool has no
-network, drops to `SANDBOX_UID` when the engine is root, sets no_new_privs and applies
+a child subreaper, puts the tool in a new pid namespace (as root; as another user inside
+a user namespace that maps only its own uid) with a private mount namespace holding a
+fresh /proc — the tool sees its own processes only, never another process's command
+line — and a sized tmpfs on the work dir; forks the tool into its own session, and in
+the tool's process sets the rlimits, creates a new network namespace when the tool has
+no network, drops to `SANDBOX_UID` when the engine is root, sets no_new_privs, applies
 Landlock (reads limited to the system dirs, /etc, /dev, /proc, the runner, the declared
 paths; writes to the work dir, `writable_paths` and /dev/null; no device ioctls; TCP
-denied without network; no signals to processes outside the tool's domain), then execs
-`argv` or calls the Python function. When the tool ends, or on SIGTERM, the supervisor
-kills every descendant left (double-forked, setsid'd ones were re-parented to it).
+denied without network; no signals to processes outside the tool's domain), clears its
+capabilities and loads the seccomp filter, then execs `argv` or calls the Python
+function. When the tool ends, or on SIGTERM, the supervisor kills every descendant left
+(double-forked, setsid'd ones were re-parented to it).
+
+Where no pid namespace can be made (not root, no user namespaces), the call fails with a
+setup error ("cannot hide the host's processes") unless the operator opted out
+(`require_private_proc=False`, from ``SCONNECT_SANDBOX_ALLOW_WEAK=1``).
 
 Weaker than namespaces, and said so in `Result.message`:
-- without root and without Landlock ABI >= 4 the network is not restricted; with Landlock
-  but no network namespace only TCP is (UDP is not covered by Landlock);
+- without a network namespace and without Landlock ABI >= 4 the network is not
+  restricted; with Landlock but no network namespace only TCP is (UDP is not covered);
 - without Landlock the filesystem is confined by file permissions alone;
 - RLIMIT_NPROC counts every process of the tool's uid, shared by concurrent calls;
 - the system directories are the host's (readable), there is no private /tmp: tools
@@ -35,11 +43,12 @@ from typing import Any
 import attrs
 import trio
 
+from . import _seccomp
 from ._bwrap import check_cwd
-from ._call import build_result, call_dir, encode_arguments, memfd
+from ._call import build_result, call_dir, encode_arguments, memfd, reachable_spec
 from ._errors import SpecError
 from ._landlock import abi_version
-from ._limits import rlimits
+from ._limits import rlimits, tmpfs_sizes
 from ._process import Child, Collected, drive, spawn, wait_or_kill
 from ._result import Result
 from ._spec import Spec
@@ -84,12 +93,17 @@ class ProcessBackend:
     landlock_abi: int | None = attrs.field(factory=abi_version)
     grace_s: float = 0.5
     name: str = "process"
+    # load the seccomp filter; False only when the operator opted out of it explicitly
+    seccomp: bool = True
+    # refuse to run a tool that could see the host's processes (no pid namespace)
+    require_private_proc: bool = True
 
     async def run(self, spec: Spec, arguments: Any) -> Result:
         """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers)."""
         stdin_data = encode_arguments(arguments)
         user = sandbox_user()
         async with call_dir(spec) as (work_root, work_dir):
+            spec = reachable_spec(spec, work_root)
             runner = runner_dir(work_root)
             read = [*_SYSTEM_READ, runner, *spec.readable_paths, *spec.python_packages]
             sys_path: list[str] = []
@@ -107,7 +121,15 @@ class ProcessBackend:
                 "env": dict(spec.env),
                 "limits": rlimits(spec),
                 "drop_to": list(user) if user is not None else None,
-                "unshare_net": (not spec.network) and user is not None,
+                "unshare_net": not spec.network,
+                "private_proc": "require" if self.require_private_proc else "try",
+                "work_tmpfs": {
+                    "path": work_dir,
+                    "size": tmpfs_sizes(spec)["work"],
+                    "uid": user[0] if user is not None else os.geteuid(),
+                    "gid": user[1] if user is not None else os.getegid(),
+                },
+                "seccomp": _seccomp.compiled() if self.seccomp else None,
                 "landlock": None
                 if self.landlock_abi is None
                 else {
@@ -173,6 +195,10 @@ class ProcessBackend:
                 notes.append("process backend: network NOT isolated")
         if self.landlock_abi is None:
             notes.append("process backend: no Landlock, filesystem confined by permissions only")
+        if "exit_code" in report and not report.get("private_proc"):
+            notes.append("process backend: host processes visible (no pid namespace)")
+        if not self.seccomp:
+            notes.append("no seccomp filter")
         usage = child.rusage
         return build_result(
             spec,

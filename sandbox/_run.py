@@ -40,10 +40,24 @@ def backend_for(spec: Spec, caps: Capabilities | None = None) -> Backend:
 
     `isolation: namespaces` where bubblewrap is unusable raises `IsolationUnavailable`
     (never a silent downgrade); `isolation: process` always gets the process backend.
+    Without the seccomp filter every tool is refused the same way, unless the operator
+    opted out (`Capabilities.allow_weak`, ``SCONNECT_SANDBOX_ALLOW_WEAK=1``).
     """
     caps = caps if caps is not None else detect()
+    weak = caps.weak_problem()
+    if weak is not None and not caps.allow_weak:
+        raise IsolationUnavailable(
+            f"the sandbox would run this tool weaker than documented: {weak}; install "
+            "pyseccomp and libseccomp2, or set SCONNECT_SANDBOX_ALLOW_WEAK=1 to accept it"
+        )
+    seccomp = caps.seccomp_problem is None
     if spec.isolation == "process":
-        return ProcessBackend(python=caps.python, landlock_abi=caps.landlock_abi)
+        return ProcessBackend(
+            python=caps.python,
+            landlock_abi=caps.landlock_abi,
+            seccomp=seccomp,
+            require_private_proc=not caps.allow_weak,
+        )
     problem = caps.namespaces_problem()
     if problem is not None:
         raise IsolationUnavailable(
@@ -51,7 +65,13 @@ def backend_for(spec: Spec, caps: Capabilities | None = None) -> Backend:
             "install bubblewrap or declare isolation: process for this tool"
         )
     assert caps.bwrap is not None
-    return NamespacesBackend(bwrap=caps.bwrap, setpriv=caps.setpriv, python=caps.python)
+    return NamespacesBackend(
+        bwrap=caps.bwrap,
+        setpriv=caps.setpriv,
+        python=caps.python,
+        seccomp=seccomp,
+        disable_userns=caps.disable_userns,
+    )
 
 
 async def run(spec: Spec, arguments: Any, *, backend: Backend | None = None) -> Result:

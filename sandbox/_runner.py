@@ -7,12 +7,23 @@ that the tool's environment never shows in /proc/*/cmdline; marshal because impo
 - ``mode: call`` — set rlimits, import ``module``, call ``function(**arguments)`` with
   the JSON read from stdin, print the JSON of the return value. An exception prints its
   traceback to stderr (last line ``Type: message``) and exits 1.
-- ``supervise: true`` (the process backend) — become a child subreaper, fork the tool
-  (own session, rlimits, optional new network namespace, uid drop, no_new_privs,
-  Landlock, then exec ``argv`` or do the ``call`` above), wait for it, then SIGKILL every
-  remaining descendant (double-forked, setsid'd ones included: they were re-parented to
-  us). On SIGTERM: SIGTERM the tool's tree, wait ``grace_s``, SIGKILL what is left. The
-  tool's exit status and rusage are written as one JSON line to ``status_fd``.
+- ``supervise: true`` (the process backend) — become a child subreaper; with
+  ``private_proc``, move the next child into a new pid namespace (as root; otherwise
+  inside a new user namespace mapping only our own uid); fork the tool (own session, in
+  a private mount namespace a fresh /proc that shows only the tool's processes and a
+  sized tmpfs on the work dir, rlimits, optional new network namespace, uid drop,
+  no_new_privs, Landlock, capabilities cleared, the seccomp filter, then exec ``argv``
+  or do the ``call`` above), wait for it, then SIGKILL every remaining descendant
+  (double-forked, setsid'd ones included: they were re-parented to us). On SIGTERM:
+  SIGTERM the tool's tree, wait ``grace_s``, SIGKILL what is left. The tool's exit
+  status and rusage are written as one JSON line to ``status_fd``.
+
+In a new pid namespace the first process is its init, which the kernel protects from
+signals it has no handler for (SIGTERM, SIGXCPU, SIGXFSZ): so that the tool's limits and
+the supervisor's SIGTERM act on it as without a namespace, that first process is a
+small init that forks the tool, reaps orphans, and hands the tool's raw wait status to
+the supervisor through a pipe. When it exits, the kernel kills what is left in the
+namespace.
 """
 
 from __future__ import annotations
@@ -27,7 +38,14 @@ EXEC_FAILED = 127
 EXEC_MARKER = "sconnect-sandbox: cannot execute"
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
 class _Terminate(Exception):
@@ -43,11 +61,91 @@ def _prctl(option: int, value: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def _unshare_net() -> bool:
+def _libc():  # type: ignore[no-untyped-def]
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    return bool(libc.unshare(_CLONE_NEWNET) == 0)
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        import ctypes
+
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+
+
+def _unshare_net() -> bool:
+    return bool(_libc().unshare(_CLONE_NEWNET) == 0)
+
+
+def _new_pid_namespace() -> str | None:
+    """Make our next child the first process of a new pid namespace; None or why not.
+
+    As root a pid namespace alone; otherwise a user namespace too, mapping only our own
+    uid and gid (so nothing gains an identity it did not have).
+    """
+    libc = _libc()
+    if os.geteuid() == 0:
+        if libc.unshare(_CLONE_NEWPID) == 0:
+            return None
+    else:
+        uid, gid = os.geteuid(), os.getegid()
+        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWPID) == 0:
+            try:
+                for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                                   ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
+                    with open(f"/proc/self/{name}", "w") as handle:
+                        handle.write(text)
+            except OSError as exc:
+                return f"user namespace maps: {exc.strerror}"
+            return None
+    import ctypes
+
+    return os.strerror(ctypes.get_errno())
+
+
+def _private_mounts(work: dict | None) -> None:
+    """A private mount namespace with its own /proc and a sized tmpfs on the work dir."""
+    libc = _libc()
+    _check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
+    _check(
+        libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None),
+        "mount /proc",
+    )
+    if work is not None:
+        options = f"size={int(work['size'])},mode=0700,uid={int(work['uid'])},gid={int(work['gid'])}"
+        _check(
+            libc.mount(b"tmpfs", os.fsencode(work["path"]), b"tmpfs", _MS_NOSUID | _MS_NODEV,
+                       options.encode()),  # fmt: skip
+            "mount the work dir",
+        )
+
+
+def _clear_capabilities() -> None:
+    """Drop every capability (a process in its own user namespace starts with all)."""
+    import ctypes
+
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    _check(_libc().capset(header, data), "capset")
+
+
+def _load_seccomp(program: bytes) -> None:
+    """Load a BPF program exported by libseccomp (struct sock_filter[]); needs no_new_privs."""
+    import ctypes
+
+    class _Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = _Fprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    libc = _libc()
+    _check(
+        libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0),
+        "seccomp",
+    )
 
 
 def _set_limits(limits: dict[str, int]) -> None:
@@ -157,14 +255,46 @@ def _exec(config: dict) -> None:
     os._exit(EXEC_FAILED)
 
 
-def _tool_child(config: dict) -> None:
-    """In the forked child: restrict, then exec or call. Never returns."""
+def _init(tool: int, handoff: int | None) -> None:
+    """First process of the tool's pid namespace: reap until the tool ends, hand over
+    its raw wait status, exit (the kernel then kills what is left). Never returns."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    keep = handoff if handoff is not None else 2
+    os.closerange(0, 2)  # stdin, stdout: the tool's, not ours to hold open
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 16)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == tool:
+            if handoff is not None:
+                os.write(handoff, str(status).encode())
+            os._exit(0)
+
+
+def _tool_child(config: dict, namespace: str | None, handoff: int | None) -> None:
+    """In the forked child: restrict, then exec or call. Never returns.
+
+    `namespace` is None when this process is the first of a fresh pid namespace (else
+    why there is none); `handoff` the pipe to the supervisor for the tool's status.
+    """
     try:
         os.setsid()
         # Python ignores SIGPIPE and SIGXFSZ; ignored dispositions survive exec, and the
         # file size limit must kill the tool, not make write() fail quietly.
         for sig in (signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
+        if config.get("private_proc"):
+            if namespace is not None:
+                if config["private_proc"] == "require":
+                    raise OSError(f"cannot hide the host's processes: {namespace}")
+            else:
+                _private_mounts(config.get("work_tmpfs"))
+                tool = os.fork()
+                if tool != 0:
+                    _init(tool, handoff)
         if config.get("unshare_net"):
             # Tell the supervisor (which reports it) whether the tool lost its network.
             os.write(int(config["status_fd"]), _json_line({"netns": _unshare_net()}))
@@ -188,6 +318,9 @@ def _tool_child(config: dict) -> None:
             )
         os.chdir(config["cwd"])
         os.closerange(3, 1 << 16)
+        _clear_capabilities()
+        if config.get("seccomp") is not None:
+            _load_seccomp(config["seccomp"])
     except BaseException as exc:
         os.write(2, f"sconnect-sandbox: setup failed: {exc!r}\n".encode())
         os._exit(EXEC_FAILED - 1)
@@ -252,9 +385,13 @@ def _supervise(config: dict) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     status_fd = int(config["status_fd"])
+    namespace = _new_pid_namespace() if config.get("private_proc") else "not asked for"
+    handoff_r, handoff_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _tool_child(config)
+        os.close(handoff_r)
+        _tool_child(config, namespace, handoff_w)
+    os.close(handoff_w)
     status: int | None = None
     try:
         _, status, _ = os.wait4(pid, 0)
@@ -277,6 +414,9 @@ def _supervise(config: dict) -> None:
     _reap_all(statuses)
     if status is None:
         status = statuses.get(pid)
+    handed = os.read(handoff_r, 64)  # the namespace init's report of the tool's status
+    if handed:
+        status = int(handed)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     report = {
         "exit_code": os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None,
@@ -284,6 +424,7 @@ def _supervise(config: dict) -> None:
         "cpu_time_s": usage.ru_utime + usage.ru_stime,
         "peak_memory_bytes": usage.ru_maxrss * 1024,
         "terminated": terminated,
+        "private_proc": namespace is None,
     }
     os.write(status_fd, _json_line(report))
     os._exit(0)

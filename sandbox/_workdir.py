@@ -1,14 +1,19 @@
-"""Per-call work directories, the sandbox user, and the runner's 65534-readable copy.
+"""Per-call work directories, the sandbox user, and copies the sandbox user can reach.
 
-When the engine runs as root, tools run as `SANDBOX_UID`/`SANDBOX_GID` (nobody), so
-everything a tool must reach has to be reachable by that uid:
+When the engine runs as root, tools run as `SANDBOX_UID`/`SANDBOX_GID`: a uid of their
+own (default 65533, set with ``SCONNECT_SANDBOX_UID`` / ``SCONNECT_SANDBOX_GID``), not
+the host's shared `nobody` (65534) — a process of another service running as nobody
+cannot read a running tool's /proc entries, and nothing the tools own is anybody
+else's. Everything a tool must reach has to be reachable by that uid:
 
 - the work root (default ``$TMPDIR/sconnect-sandbox-<uid>``, created 0711) and every
   directory above it must be traversable by "other" (x bit), else `SpecError`;
 - each call gets a fresh ``call-*`` directory, 0700 and owned by the sandbox user, removed
   (fd-based, symlinks never followed) when the call ends, whatever the outcome;
 - the runner scripts are copied once per process into ``.runner-<hash>/`` under the work
-  root (0755/0644, root-owned) because the installed package may live under a 0700 home.
+  root (0755/0644, root-owned) because the installed package may live under a 0700 home;
+  a Python package the sandbox user cannot reach is copied the same way
+  (`reachable_package`), keyed by the hash of its files.
 
 `writable_paths` are never chowned here: the engine (or the operator) decides who owns a
 shared workspace; it must be writable by `SANDBOX_UID` when the engine runs as root.
@@ -25,8 +30,18 @@ import tempfile
 
 from ._errors import SpecError
 
-SANDBOX_UID = 65534
-SANDBOX_GID = 65534
+
+def _id_from_env(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit() or not 0 < int(text) < 2**32 - 1:
+        raise ValueError(f"{name}={text!r} is not a uid/gid (a positive integer)")
+    return int(text)
+
+
+SANDBOX_UID = _id_from_env("SCONNECT_SANDBOX_UID", 65533)
+SANDBOX_GID = _id_from_env("SCONNECT_SANDBOX_GID", SANDBOX_UID)
 
 _RUNNER_FILES = ("_runner.py", "_landlock.py")
 
@@ -133,3 +148,61 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _tree_signature(path: str) -> tuple[tuple[str, int, int], ...]:
+    """(relative path, size, mtime_ns) of every file of a package, __pycache__ skipped."""
+    if not os.path.isdir(path):
+        info = os.stat(path)
+        return ((os.path.basename(path), info.st_size, info.st_mtime_ns),)
+    found = []
+    for top, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            full = os.path.join(top, name)
+            info = os.stat(full)
+            found.append((os.path.relpath(full, path), info.st_size, info.st_mtime_ns))
+    return tuple(found)
+
+
+@functools.cache
+def _copy_package(path: str, work_root: str, signature: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256(repr((path, signature)).encode()).hexdigest()[:16]
+    name = os.path.basename(os.path.normpath(path))
+    target = os.path.join(work_root, f".pkg-{digest}", name)
+    if os.path.exists(target):
+        return target
+    staging = tempfile.mkdtemp(dir=work_root, prefix=".pkg-tmp-")
+    try:
+        if os.path.isdir(path):
+            shutil.copytree(
+                path,
+                os.path.join(staging, name),
+                ignore=shutil.ignore_patterns("__pycache__"),
+                symlinks=False,
+            )
+        else:
+            shutil.copyfile(path, os.path.join(staging, name))
+        for top, _dirs, files in os.walk(staging):
+            os.chmod(top, 0o755)
+            for entry in files:
+                os.chmod(os.path.join(top, entry), 0o644)
+        try:
+            os.rename(staging, os.path.dirname(target))
+        except OSError:  # another call won the race; its copy is identical
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def reachable_package(path: str, work_root: str) -> str:
+    """`path`, or a copy under the work root when the sandbox user cannot reach it.
+
+    A checkout under a 0700 home (root's /root, say) cannot be bound or imported by the
+    sandbox user; its read-only copy is keyed by the files' names, sizes and mtimes, so
+    an edited package gets a fresh copy on its next call.
+    """
+    if sandbox_user() is None or first_untraversable(os.path.join(path, "x")) is None:
+        return path
+    return _copy_package(path, work_root, _tree_signature(path))

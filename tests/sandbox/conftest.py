@@ -72,6 +72,26 @@ def alive(pid: int) -> bool:
         return False
 
 
+def wait_until(condition: Any, *, bound_s: float = 15.0) -> bool:
+    """Poll `condition` until true; False if it never is within a generous bound.
+
+    For what the kernel finishes asynchronously (a reaped namespace's /proc entries):
+    the bound is a safety net against hanging, not a timing assertion.
+    """
+    deadline = time.monotonic() + bound_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Any:
+    """`wait_until` for test modules (conftest modules are not importable by name)."""
+    return wait_until
+
+
 @pytest.fixture
 def token() -> str:
     return uuid.uuid4().hex
@@ -81,15 +101,13 @@ def token() -> str:
 def no_leftovers(token: str) -> Iterator[None]:
     before = set(children_of(os.getpid()))
     yield
-    deadline = time.monotonic() + 1.0
-    while True:
-        left = processes_with(token)
+
+    def leftovers() -> tuple[list[int], list[int]]:
         kids = [pid for pid in children_of(os.getpid()) if pid not in before]
-        if not left and not kids:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"processes left over: token {left}, children {kids}")
-        time.sleep(0.02)
+        return [pid for pid in processes_with(token) if alive(pid)], kids
+
+    if not wait_until(lambda: leftovers() == ([], [])):
+        raise AssertionError(f"processes left over (token, children): {leftovers()}")
 
 
 @pytest.fixture
