@@ -86,8 +86,8 @@ def test_tools_run_through_the_sandbox(state_dir: Path) -> None:
     whole = json.loads(
         sconnect("tools", "run", "clock", "--json", "--state-dir", str(state_dir)).stdout
     )
-    assert whole["status"] == "ok" and whole["backend"] in ("namespaces", "process")
-    assert set(whole) >= {"output", "stderr_tail", "exit_code", "wall_time_s", "cpu_time_s", "peak_memory_bytes"}
+    assert whole["status"] == "ok" and whole["subject"].startswith("operator:")
+    assert set(whole) == {"status", "output", "reason", "action_id", "subject"}
 
 
 @pytest.mark.parametrize(
