@@ -223,11 +223,12 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
 
 
 def _seed_workspace(state_dir: Path) -> None:
-    """--dev: give an empty workspace the notes.txt the README's first session reads."""
+    """--dev: give alice's empty workspace the notes.txt the README's first session reads."""
     from ..server.app import prepare_state_dir
+    from ..toolrun import subject_workspace
 
     prepare_state_dir(state_dir.resolve())
-    workspace = state_dir / "workspace"
+    workspace = subject_workspace(state_dir / "workspace", "alice")
     if any(workspace.iterdir()):
         return
     notes = workspace / "notes.txt"

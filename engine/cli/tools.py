@@ -104,7 +104,10 @@ def run_tool_once(args: argparse.Namespace) -> int:
     prepare_state_dir(state_dir)
     try:
         result = trio.run(
-            lambda: run_tool(tool, arguments, workspace=state_dir / "workspace", work_root=state_dir / "work")
+            lambda: run_tool(
+                tool, arguments, workspace=state_dir / "workspace", work_root=state_dir / "work",
+                subject=getattr(args, "sub", None) or "operator",
+            )
         )
     except sandbox.SandboxError as exc:
         print(f"sconnect: {tool.name}: {exc}", file=sys.stderr)
