@@ -88,6 +88,45 @@ def build_spec(
     )
 
 
+def state_dir_problem(state_dir: Path) -> str | None:
+    """Why tools could not reach ``state_dir``'s workspace and work dirs, with the fix.
+
+    Tools run as the sandbox user when the engine is root; a state directory below a
+    directory that user cannot traverse (a 0700 home such as /root) would make every
+    call with a workspace fail, so ``serve`` refuses to start on it.
+    """
+    if sandbox.sandbox_user() is None:
+        return None
+    blocked = sandbox.first_untraversable(str(state_dir.resolve() / "workspace"))
+    if blocked is None:
+        return None
+    return (
+        f"the sandbox user (uid {sandbox.SANDBOX_UID}) cannot reach the state directory "
+        f"{state_dir.resolve()}: {blocked} is not traversable. Start with "
+        f"--state-dir /var/lib/sconnect (or another directory outside {blocked}), "
+        f"or give {blocked} o+x"
+    )
+
+
+def try_call(tool: Tool, arguments: Any) -> sandbox.Result:
+    """One real sandboxed call of ``tool`` in a throwaway state (for ``sconnect check``)."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="sconnect-check-"))
+    try:
+        os.chmod(root, 0o711)
+        (root / "work").mkdir(mode=0o711)
+        return trio.run(
+            functools.partial(
+                run_tool, tool, arguments, workspace=root / "workspace", work_root=root / "work",
+                subject="sconnect-check",
+            )  # fmt: skip
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_ENTRIES = 100_000  # a workspace with more entries counts as full
 

@@ -141,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
     _check_exposure(chosen)
     chosen.pop("insecure_public", None)
     state_dir = Path(chosen.pop("state_dir"))
+    from ..toolrun import state_dir_problem
+
+    if (unreachable := state_dir_problem(state_dir)) is not None:
+        raise UsageError(unreachable)
     from ..auth import load_settings
 
     auth = load_settings(os.environ, state_dir, dev=args.dev)
