@@ -3,16 +3,37 @@
 The engine never starts processes itself.  This module turns a :class:`Tool`
 into a :class:`sandbox.Spec` (limits, workspace, environment from the tool's
 allowlist, the Python package its function lives in) and calls the sandbox.
+
+Workspaces: every subject has their own directory under the workspace root
+(``<root>/<safe name>-<sha256 prefix>``: readable, and never the same for two
+subjects), 0700 and owned by the sandbox user; a tool declaring
+``workspace_scope: shared`` gets ``<root>/shared`` instead.  A call sees only that
+one directory.
+
+Quota (``workspace_quota``), enforced around each call of a ``workspace: write``
+tool: the workspace's disk use is measured before the call and every file the
+call writes is capped (RLIMIT_FSIZE) at what is left; measured again after, a
+workspace over its quota makes the call ``limit_exceeded``, and later calls can
+no longer grow any file (removing files still works).  Within one call the bound
+is per file, so a call creating many files can overshoot by up to that many
+times the remainder: a filesystem quota is the tool for a hard bound.  Scratch
+space (the per-call work dir, /tmp) is a sized tmpfs and never reaches the disk.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import os
+import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import attrs
+import trio
 
 import sandbox
 
@@ -67,9 +88,119 @@ def build_spec(
     )
 
 
+def state_dir_problem(state_dir: Path) -> str | None:
+    """Why tools could not reach ``state_dir``'s workspace and work dirs, with the fix.
+
+    Tools run as the sandbox user when the engine is root; a state directory below a
+    directory that user cannot traverse (a 0700 home such as /root) would make every
+    call with a workspace fail, so ``serve`` refuses to start on it.
+    """
+    if sandbox.sandbox_user() is None:
+        return None
+    blocked = sandbox.first_untraversable(str(state_dir.resolve() / "workspace"))
+    if blocked is None:
+        return None
+    return (
+        f"the sandbox user (uid {sandbox.SANDBOX_UID}) cannot reach the state directory "
+        f"{state_dir.resolve()}: {blocked} is not traversable. Start with "
+        f"--state-dir /var/lib/sconnect (or another directory outside {blocked}), "
+        f"or give {blocked} o+x"
+    )
+
+
+def try_call(tool: Tool, arguments: Any) -> sandbox.Result:
+    """One real sandboxed call of ``tool`` in a throwaway state (for ``sconnect check``)."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="sconnect-check-"))
+    try:
+        os.chmod(root, 0o711)
+        (root / "work").mkdir(mode=0o711)
+        return trio.run(
+            functools.partial(
+                run_tool, tool, arguments, workspace=root / "workspace", work_root=root / "work",
+                subject="sconnect-check",
+            )  # fmt: skip
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_ENTRIES = 100_000  # a workspace with more entries counts as full
+
+
+def subject_dir_name(subject: str) -> str:
+    """A directory name for ``subject``: readable, and distinct for distinct subjects."""
+    readable = _UNSAFE.sub("_", subject)[:40].lstrip(".") or "_"
+    return f"{readable}-{hashlib.sha256(subject.encode()).hexdigest()[:12]}"
+
+
+def workspace_for(tool: Tool, root: Path, subject: str) -> Path:
+    """The workspace directory a call of ``tool`` by ``subject`` uses (created 0700)."""
+    if tool.sandbox.workspace_scope == "shared":
+        return _area(root / "shared")
+    return subject_workspace(root, subject)
+
+
+def subject_workspace(root: Path, subject: str) -> Path:
+    """``subject``'s own workspace under ``root`` (created 0700, the sandbox user's)."""
+    return _area(root / subject_dir_name(subject))
+
+
+def _area(path: Path) -> Path:
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    else:
+        if os.geteuid() == 0:
+            os.chown(path, sandbox.SANDBOX_UID, sandbox.SANDBOX_GID)
+    return path
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes of disk ``path`` holds (blocks, symlinks not followed; blocking)."""
+    total, seen = 0, 0
+    stack = [str(path)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > _MAX_ENTRIES:
+                return 2**62
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += info.st_blocks * 512
+            if stat.S_ISDIR(info.st_mode):
+                stack.append(entry.path)
+    return total
+
+
 async def run_tool(
-    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path
+    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str
 ) -> sandbox.Result:
-    """Run one call; raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable)."""
-    spec = build_spec(tool, workspace=workspace, work_root=work_root)
-    return await sandbox.run(spec, arguments)
+    """Run one call by ``subject``; ``workspace`` is the root of every subject's workspace.
+
+    Raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable).
+    """
+    needs = tool.sandbox
+    own = workspace_for(tool, workspace, subject) if needs.workspace != "none" else workspace
+    spec = build_spec(tool, workspace=own, work_root=work_root)
+    if needs.workspace != "write":
+        return await sandbox.run(spec, arguments)
+    quota = int(needs.workspace_quota)
+    used = await trio.to_thread.run_sync(disk_usage, own)
+    spec = attrs.evolve(spec, max_file_bytes=max(1, min(spec.max_file_bytes, quota - used)))
+    result = await sandbox.run(spec, arguments)
+    after = await trio.to_thread.run_sync(disk_usage, own)
+    if after > quota:
+        message = f"workspace quota of {quota} bytes exceeded ({after} bytes used)"
+        result = attrs.evolve(result, status="limit_exceeded", message=message)
+    return result

@@ -21,3 +21,5 @@ from ._run import run as run
 from ._spec import Spec as Spec
 from ._workdir import SANDBOX_GID as SANDBOX_GID
 from ._workdir import SANDBOX_UID as SANDBOX_UID
+from ._workdir import first_untraversable as first_untraversable
+from ._workdir import sandbox_user as sandbox_user

@@ -90,7 +90,10 @@ def first_untraversable(path: str) -> str | None:
             break
         current = parent
     for directory in reversed(ancestors):
-        info = os.stat(directory)
+        try:
+            info = os.stat(directory)
+        except FileNotFoundError:
+            return None  # the rest is still to be created (by us, traversable)
         if info.st_uid == SANDBOX_UID or info.st_mode & 0o001:
             continue
         return directory

@@ -116,7 +116,7 @@ def _append(line: str) -> None:
     data = line.encode("utf-8")
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(LEDGER, flags, 0o644)
+        fd = os.open(LEDGER, flags, 0o600)  # the ledger holds memos: its owner's eyes only
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENXIO):
             raise PermissionError(f"{LEDGER} is not a regular file in the workspace") from None

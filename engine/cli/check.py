@@ -43,11 +43,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"{root}: {exc}", file=sys.stderr)
         return 1
     summary = summarise(config, caps)
+    summary["sandbox"]["trial_call"] = trial_call(config)
     if args.json:
         print_json({"ok": True, **summary})
     else:
         print(render(summary))
-    return 0
+    # A sandbox that cannot run the calculator is not healthy, whatever the probe said.
+    return 1 if summary["sandbox"]["trial_call"].startswith("FAILED") else 0
 
 
 def summarise(config: Config, caps: Any) -> dict[str, Any]:
@@ -69,9 +71,36 @@ def summarise(config: Config, caps: Any) -> dict[str, Any]:
         "sandbox": {
             "backend": caps.default_backend,
             "summary": caps.summary,
+            "seccomp": {
+                "in_force": caps.seccomp_problem is None,
+                "why": caps.seccomp_problem or "filter built with libseccomp, loaded into every tool",
+                "tools_refused": caps.seccomp_problem is not None and not caps.allow_weak,
+            },
+            "nested_user_namespaces": "disabled" if caps.disable_userns else "denied by seccomp only",
+            "scratch": "/tmp, /dev/shm and the work dir are tmpfs sized from each tool's memory budget",
+            "memory_cgroup": caps.memory_cgroup,
+            "sandbox_uid": sandbox.SANDBOX_UID if caps.running_as_root else None,
         },
         "warnings": list(config.warnings),
     }
+
+
+def trial_call(config: Config) -> str:
+    """Run the calculator (or the first level-0 Python tool) for real; its outcome, one line."""
+    from ..toolrun import try_call
+
+    tool = config.tools.get("calculator")
+    arguments: dict[str, Any] = {"expression": "6*7"}
+    if tool is None:
+        return "skipped (no calculator tool in this configuration)"
+    try:
+        result = try_call(tool, arguments)
+    except sandbox.SandboxError as exc:
+        return f"FAILED: calculator: {exc}"
+    if result.status != "ok":
+        return f"FAILED: calculator {result.status}: {result.message}"
+    value = result.output.get("result") if isinstance(result.output, dict) else result.output
+    return f"calculator 6*7 = {value} ok ({result.backend}, {result.wall_time_s * 1000:.0f} ms)"
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -89,7 +118,15 @@ def render(summary: dict[str, Any]) -> str:
     lines.append(f"policies ({len(summary['policies'])}):")
     for name, policy in summary["policies"].items():
         lines.append(f"  {name:<14} {len(policy['rules'])} rules, roles: {', '.join(policy['roles']) or '-'}")
-    lines.append(summary['sandbox']['summary'])
+    box = summary["sandbox"]
+    lines.append(box["summary"])
+    seccomp = box["seccomp"]
+    lines.append(f"  seccomp filter in force: {'yes' if seccomp['in_force'] else 'NO'} ({seccomp['why']})")
+    lines.append(f"  nested user namespaces: {box['nested_user_namespaces']}")
+    lines.append(f"  scratch space: {box['scratch']}")
+    lines.append(f"  {box['memory_cgroup']}")
+    if "trial_call" in box:
+        lines.append(f"  trial call: {box['trial_call']}")
     for warning in summary["warnings"]:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

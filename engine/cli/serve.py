@@ -141,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
     _check_exposure(chosen)
     chosen.pop("insecure_public", None)
     state_dir = Path(chosen.pop("state_dir"))
+    from ..toolrun import state_dir_problem
+
+    if (unreachable := state_dir_problem(state_dir)) is not None:
+        raise UsageError(unreachable)
     from ..auth import load_settings
 
     auth = load_settings(os.environ, state_dir, dev=args.dev)
@@ -223,11 +227,12 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
 
 
 def _seed_workspace(state_dir: Path) -> None:
-    """--dev: give an empty workspace the notes.txt the README's first session reads."""
+    """--dev: give alice's empty workspace the notes.txt the README's first session reads."""
     from ..server.app import prepare_state_dir
+    from ..toolrun import subject_workspace
 
     prepare_state_dir(state_dir.resolve())
-    workspace = state_dir / "workspace"
+    workspace = subject_workspace(state_dir / "workspace", "alice")
     if any(workspace.iterdir()):
         return
     notes = workspace / "notes.txt"

@@ -48,6 +48,10 @@ class SandboxNeeds:
     max_output: Bytes = Bytes(2**20)
     network: bool = False
     workspace: Literal["none", "read", "write"] = "none"
+    # whose workspace: the calling subject's own (default) or one area shared by everyone
+    workspace_scope: Literal["subject", "shared"] = "subject"
+    # bytes the workspace (the subject's, or the shared one) may hold; see engine/toolrun.py
+    workspace_quota: Bytes = Bytes(64 * 2**20)
     writable_paths: tuple[str, ...] = ()
     readable_paths: tuple[str, ...] = ()
     env: Mapping[str, str] = attrs.field(factory=dict, converter=lambda v: MappingProxyType(dict(v)))

@@ -236,7 +236,9 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
     try:
         # Bounded concurrency: a call past the limits waits for a slot (backpressure, not refusal).
         async with hub.tool_runs, hub.slots_for(caller.session_id or caller.conn.slot_key):
-            result = await run_tool(tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root)
+            result = await run_tool(
+                tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root, subject=caller.sub
+            )
     except sandbox.SandboxError as exc:
         status, output, reason = ResultStatus.ERROR, {"error": str(exc)}, str(exc)
     except BaseException as exc:

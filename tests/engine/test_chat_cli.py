@@ -13,8 +13,10 @@ import attrs
 import pytest
 import trio
 
+import sandbox
 from engine.auth import AuthSettings, issue
 from engine.server import ServerSettings, serve
+from engine.toolrun import subject_workspace
 from tests.conftest import REPO, processes_with
 from tests.engine.conftest import SECRET, SLEEPER, RunningServer
 
@@ -100,10 +102,10 @@ ADMIN_NOTE = "note: nobody approves their own level-2 request; another admin mus
 
 
 def _write_notes(server: RunningServer, text: str) -> None:
-    notes = server.settings.workspace / "notes.txt"
+    notes = subject_workspace(server.settings.workspace, "alice") / "notes.txt"
     notes.write_text(text)
     if os.geteuid() == 0:
-        os.chown(notes, 65534, 65534)
+        os.chown(notes, sandbox.SANDBOX_UID, sandbox.SANDBOX_GID)
 
 
 async def test_level_0_answer_streams_and_quit_exits_0(server: RunningServer) -> None:
@@ -204,7 +206,7 @@ async def test_admin_is_asked_about_another_users_level_2_action(server: Running
         await admin.send("yes")
         assert "Wrote 5 bytes to greeting.txt" in await user.expect("> ")
         assert ((await user.finish())[0], (await admin.finish())[0]) == (0, 0)
-    assert (server.settings.workspace / "greeting.txt").read_text() == "hello"
+    assert (subject_workspace(server.settings.workspace, "alice") / "greeting.txt").read_text() == "hello"
 
 
 async def test_token_from_the_environment(server: RunningServer) -> None:

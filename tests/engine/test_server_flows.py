@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import trio
 
+import sandbox
 from engine.audit import default_key_path
 from engine.audit._keys import derive
 from engine.canonical import keyed_digest
 from engine.client import ClientClosed, ServerError, open_client
 from engine.protocol import AgentAction, AgentResult, OfferedTool
+from engine.toolrun import subject_workspace
 from tests.conftest import processes_with
 from tests.engine.conftest import SLEEPER, RunningServer
 
@@ -51,10 +53,10 @@ async def test_every_shipped_level_0_tool_answers(server: RunningServer) -> None
 
 
 async def _write_notes(server: RunningServer, text: str) -> None:
-    workspace = server.settings.workspace
+    workspace = subject_workspace(server.settings.workspace, "alice")
     (workspace / "notes.txt").write_text(text)
     if os.geteuid() == 0:
-        os.chown(workspace / "notes.txt", 65534, 65534)
+        os.chown(workspace / "notes.txt", sandbox.SANDBOX_UID, sandbox.SANDBOX_GID)
 
 
 async def test_level_1_approved(server: RunningServer) -> None:
@@ -135,7 +137,7 @@ async def test_level_2_needs_an_admin_and_the_user_cannot_approve(server: Runnin
                 # A second approval of the same action is refused; nothing runs twice.
                 await admin.answer(action.action_id, True)
                 assert (await _next_error(admin)).code == "already_decided"
-    assert (server.settings.workspace / "greeting.txt").read_text() == "hello"
+    assert (subject_workspace(server.settings.workspace, "alice") / "greeting.txt").read_text() == "hello"
     record = await stored_action(server, action.action_id)
     assert (record.status, record.decided_by, record.approver, record.name) == ("approved", "root", "admin", "write_file")
     # Keyed with a key derived from the audit key (kept beside the state directory).
@@ -170,7 +172,7 @@ async def test_level_3_is_refused(server: RunningServer) -> None:
             assert action.name == "send_payment" and action.level == 3
             assert action.arguments == {"amount": 20, "currency": "EUR", "recipient": "alice", "memo": "lunch"}
             assert str(turn.results[0].status) == "denied"
-    assert not (server.settings.workspace / "payments.jsonl").exists()
+    assert not (subject_workspace(server.settings.workspace, "root") / "payments.jsonl").exists()
 
 
 
