@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import os
 import re
 import stat
@@ -38,19 +37,26 @@ import trio
 import sandbox
 
 from .config.model import Tool
+from .config.modules import default_search, locate_on_sys_path
 
 
-@functools.cache
-def package_dir(module: str) -> str:
-    """Host directory of the top-level package holding ``module``, to bind read-only."""
-    top = module.split(".")[0]
-    spec = importlib.util.find_spec(top)
-    if spec is None:
-        raise LookupError(f"no Python package named {top!r}")
-    if spec.submodule_search_locations:
-        return str(Path(next(iter(spec.submodule_search_locations))).resolve())
-    assert spec.origin is not None
-    return str(Path(spec.origin).resolve())
+def package_dir(tool: Tool) -> str:
+    """Host path of the top-level package (a directory, or a module file) holding ``tool``'s function.
+
+    The loader found it, beside the tool's file or on ``sys.path``, without
+    importing anything (:mod:`engine.config.modules`); a Tool built in code is
+    looked for on ``sys.path`` the same way.  The path is bound read-only into
+    the sandbox under its own name, so it is not resolved: a linked
+    ``greet.py`` must still be importable as ``greet``.  LookupError when the
+    module is nowhere.
+    """
+    if tool.python_package:
+        return tool.python_package
+    module = (tool.python or "").split(":")[0]
+    located = locate_on_sys_path(module, default_search())
+    if located is None:
+        raise LookupError(f"no Python module named {module!r}")
+    return os.path.abspath(located.top)
 
 
 def build_spec(
@@ -69,7 +75,7 @@ def build_spec(
         (writable if needs.workspace == "write" else readable).append(str(workspace))
     python_packages: tuple[str, ...] = ()
     if tool.python:
-        python_packages = (package_dir(tool.python.split(":")[0]),)
+        python_packages = (package_dir(tool),)
     return sandbox.Spec(
         argv=tuple(tool.command),
         python=tool.python,

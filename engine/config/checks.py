@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import ast
 import fnmatch
-import importlib.util
+import json
 import os
 import re
 import shutil
+import stat
 import string
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigProblem
+from .bounds import MAX_MODULE_BYTES, MAX_PARAMETERS_BYTES, format_bytes, within
 from .model import Agent, ApiResource, DbResource, FileResource, Policy, Resource, RulesModel, Tool
+from .modules import Located, default_search, locate
 from .schemas import validate_parameters
-from .yamldoc import Document
+from .yamldoc import Document, PathSegment
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -46,11 +50,7 @@ def _placeholders(value: Any) -> list[str]:
 
 
 def check_tool(tool: Tool, doc: Document) -> list[ConfigProblem]:
-    problems = validate_parameters(doc, ["parameters"])
-    if tool.python:
-        problem = _python_target_problem(tool.python)
-        if problem:
-            problems.append(doc.problem(["python"], problem))
+    problems = _parameters_problems(doc)
     if tool.command:
         problem = _command_problem(tool.command[0], tool.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
         if problem:
@@ -67,28 +67,82 @@ def check_tool(tool: Tool, doc: Document) -> list[ConfigProblem]:
 DEFAULT_TOOL_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-def _python_target_problem(target: str) -> str | None:
-    """Whether ``module:function`` names a module that exists and defines that name.
+def _parameters_problems(doc: Document) -> list[ConfigProblem]:
+    # Every client gets every tool's schema in each tool_list: its size is bounded first.
+    size = len(json.dumps(doc.data["parameters"], separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_PARAMETERS_BYTES:
+        return [doc.problem(["parameters"], f"the schema is {format_bytes(size)} as JSON; a tool's parameters "
+                            f"may be at most {format_bytes(MAX_PARAMETERS_BYTES)}")]
+    return validate_parameters(doc, ["parameters"])
 
-    The module is found without being run: its source is parsed and its top-level
-    definitions read, so checking a config never executes tool code.
+
+def check_tool_module(tool: Tool, doc: Document, root: Path) -> tuple[Located | None, list[ConfigProblem]]:
+    """Where a ``python:`` tool's module is, and whether it defines the function.
+
+    The module is looked for beside the tool's file first (``tools.d/greet.py``
+    for ``greet:run``), then on the engine's ``sys.path``, by reading the
+    filesystem only (see :mod:`.modules`): nothing is imported, so checking a
+    configuration never runs tool code.  The module's source is parsed, not
+    run, to find the function among its top-level definitions.
     """
-    module, function = target.split(":")
+    if not tool.python:
+        return None, []
+    module, function = tool.python.split(":")
+    top = module.split(".")[0]
+    here = (root / doc.file).parent
+    located = locate(module, (str(here), *default_search()))
+    where = ["python"]
+    if located is None:
+        parent = locate(top, (str(here), *default_search())) if top != module else None
+        if parent is not None:
+            return None, [doc.problem(where, f"no Python module named {module!r}: {parent.top} has no "
+                                             f"{module.removeprefix(top + '.')!r}")]
+        return None, [doc.problem(where, f"no Python module named {module!r}: put {top}.py (or a package "
+                                         f"{top}/) beside this file, or install it")]
+    beside = located.entry == str(here)
+    shown = Path(located.top).relative_to(here).as_posix() if beside else located.top
+    if beside:
+        shown = f"{Path(doc.file).parent.as_posix()}/{shown}"
+        if not within(Path(located.top), root, here):
+            return None, [doc.problem(where, f"{shown} is a symbolic link outside the configuration directory: "
+                                             "refused, not read")]
+        if top in sys.stdlib_module_names:
+            return None, [doc.problem(where, f"{shown} has the name of a standard-library module, which the "
+                                             "sandbox would import instead: rename it")]
+    if located.source is None:
+        return located, []  # a namespace package or a compiled module: nothing to read, trust it
+    if beside and not within(Path(located.source), root, here):
+        return None, [doc.problem(where, f"the source of {module!r} is a symbolic link outside the configuration "
+                                         "directory: refused, not read")]
+    source = _read_source(located.source)
+    if isinstance(source, str):
+        return None, [doc.problem(where, f"module {module!r} cannot be read: {source}")]
     try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None:
-        return f"no Python module named {module!r} is installed"
-    if spec.origin is None or not spec.origin.endswith(".py"):
-        return None  # a namespace or compiled module: nothing to read, trust it
-    try:
-        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        return f"module {module!r} cannot be read: {exc}"
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        # The message only, never the offending text: the file may not be Python at all.
+        return None, [doc.problem(where, f"module {module!r} is not valid Python: {exc.msg} (line {exc.lineno})")]
+    except ValueError as exc:  # NUL bytes
+        return None, [doc.problem(where, f"module {module!r} is not valid Python: {exc}")]
     if function not in _top_level_names(tree):
-        return f"module {module!r} has no function {function!r}"
-    return None
+        return None, [doc.problem(where, f"module {module!r} has no function {function!r}")]
+    return located, []
+
+
+def _read_source(path: str) -> bytes | str:
+    """The file's bytes, or why they cannot be had (not a regular file, too big, unreadable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        return exc.strerror or "cannot open"
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return "not a regular file"
+        data = stream.read(MAX_MODULE_BYTES + 1)
+    if len(data) > MAX_MODULE_BYTES:
+        return f"larger than {format_bytes(MAX_MODULE_BYTES)}"
+    return data
 
 
 def _top_level_names(tree: ast.Module) -> set[str]:
@@ -116,16 +170,18 @@ def _command_problem(program: str, path: str) -> str | None:
 
 
 def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
+    """Every rule's mistakes, all of them: one bad part of a rule never hides another."""
     problems: list[ConfigProblem] = []
     if not isinstance(agent.model, RulesModel):
         return problems
     for index, rule in enumerate(agent.model.rules):
-        where = ["model", "rules", index]
+        where: list[PathSegment] = ["model", "rules", index]
+        groups: set[str] | None  # None: the pattern does not compile, so no placeholder can be judged
         try:
             groups = set(re.compile(rule.match).groupindex)
         except re.error as exc:
             problems.append(doc.problem([*where, "match"], f"not a valid regular expression: {exc}"))
-            continue
+            groups = None
         if rule.tool is not None and rule.tool not in agent.tools and rule.tool not in agent.client_tools:
             problems.append(
                 doc.problem([*where, "tool"], f"tool {rule.tool!r} is not in this agent's tools or client_tools")
@@ -133,36 +189,41 @@ def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
         if rule.resource is not None:
             host = "/".join(rule.resource.split("/")[:3])
             if host not in agent.resources:
-                problems.append(doc.problem([*where, "resource"], f"resource host {host!r} is not in this agent's resources"))
+                problems.append(
+                    doc.problem([*where, "resource"], f"resource host {host!r} is not in this agent's resources")
+                )
             for field in _placeholders(rule.resource):
-                if field not in groups:
+                if groups is not None and field not in groups:
                     problems.append(
                         doc.problem([*where, "resource"], f"placeholder {{{field}}} is not a named group of match")
                     )
         for key, value in rule.arguments.items():
             for field in _placeholders(value):
-                if field not in groups:
+                if groups is not None and field not in groups:
                     problems.append(
                         doc.problem(
                             [*where, "arguments", key],
                             f"placeholder {{{field}}} is not a named group of match",
                         )
                     )
-        try:
-            fields = template_fields(rule.answer)
-        except ValueError as exc:
-            problems.append(doc.problem([*where, "answer"], f"not a valid template: {exc}"))
-            continue
-        for field in fields:
-            head = field.split(".")[0].split("[")[0]
-            if head == "result" and rule.tool is None and rule.resource is None:
-                problems.append(
-                    doc.problem([*where, "answer"], "{result} is only available in a rule with a tool or a resource")
-                )
-            elif head not in groups and head != "result":
-                problems.append(
-                    doc.problem([*where, "answer"], f"placeholder {{{field}}} is not a named group of match nor result")
-                )
+        problems += _answer_problems(doc, [*where, "answer"], rule.answer, groups, rule.tool or rule.resource)
+    return problems
+
+
+def _answer_problems(
+    doc: Document, where: list[PathSegment], answer: str, groups: set[str] | None, acts: str | None
+) -> list[ConfigProblem]:
+    try:
+        fields = template_fields(answer)
+    except ValueError as exc:
+        return [doc.problem(where, f"not a valid template: {exc}")]
+    problems = []
+    for field in fields:
+        head = field.split(".")[0].split("[")[0]
+        if head == "result" and acts is None:
+            problems.append(doc.problem(where, "{result} is only available in a rule with a tool or a resource"))
+        elif groups is not None and head not in groups and head != "result":
+            problems.append(doc.problem(where, f"placeholder {{{field}}} is not a named group of match nor result"))
     return problems
 
 

@@ -11,6 +11,7 @@ load is collected and raised together as one :class:`ConfigError`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
@@ -20,6 +21,7 @@ import attrs
 
 from ..errors import ConfigError, ConfigProblem
 from . import checks
+from .bounds import MAX_FILES_PER_DIR, within
 from .converter import converter, structure_errors
 from .model import Agent, Config, Policy, PolicyRule, Resource, Source, Tool
 from .schemas import validate
@@ -31,15 +33,37 @@ T = TypeVar("T")
 
 
 def config_files(root: Path, kind: str) -> list[Path]:
-    """The files of one kind that are loaded, in name order."""
-    directory = root / KIND_DIRS[kind]
+    """The files of one kind that are loaded, in name order (what the reload watcher watches)."""
+    return _scan(Path(root), kind)[0]
+
+
+def _scan(root: Path, kind: str) -> tuple[list[Path], list[ConfigProblem]]:
+    """The candidate files of one directory, or why the directory is refused.
+
+    A directory holding more than ``MAX_FILES_PER_DIR`` candidates is refused
+    without listing the rest.  Files are only listed here; where each one leads
+    is checked before it is read (:func:`.bounds.within`).
+    """
+    name = KIND_DIRS[kind]
+    directory = root / name
     if not directory.is_dir():
-        return []
-    return sorted(
-        path
-        for path in directory.iterdir()
-        if path.suffix in (".yaml", ".yml") and not path.name.startswith(".") and path.is_file()
-    )
+        return [], []
+    found: list[Path] = []
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.name.endswith((".yaml", ".yml")):
+                    continue
+                if not entry.is_file():  # follows links: a dangling one or a directory is skipped
+                    continue
+                found.append(Path(entry.path))
+                if len(found) > MAX_FILES_PER_DIR:
+                    return [], [ConfigProblem(
+                        name, 0, 0, "", f"holds more than {MAX_FILES_PER_DIR} configuration files: refused"
+                    )]
+    except OSError as exc:
+        return [], [ConfigProblem(name, 0, 0, "", f"cannot list: {exc.strerror}")]
+    return sorted(found), []
 
 
 def load_config(root: Path | str) -> Config:
@@ -52,37 +76,45 @@ def load_config(root: Path | str) -> Config:
         raise ConfigError([ConfigProblem(str(root), 0, 0, "", f"not a configuration directory: expected {expected}")])
 
     problems: list[ConfigProblem] = []
+    # Files that loaded cleanly make the configuration; every file that could be
+    # structured is checked against the others, so that one file's mistakes are
+    # all reported in one run, not one kind of mistake per run.
     loaded: dict[str, list[tuple[Any, Document]]] = {}
+    checked: dict[str, list[tuple[Any, Document]]] = {}
     # Names declared in files that did not load: references to them say so instead of "unknown".
     failed: dict[str, str] = {}
     for kind in KIND_DIRS:
-        loaded[kind] = []
-        for path in config_files(root, kind):
+        loaded[kind], checked[kind] = [], []
+        paths, refused = _scan(root, kind)
+        problems += refused
+        for path in paths:
             before = len(problems)
-            result = _load_file(kind, path, root, problems)
-            if result is not None:
-                loaded[kind].append(result)
-            else:
-                name = _declared_name(kind, path, problems[before:])
-                if name:
-                    failed[name] = path.relative_to(root).as_posix()
+            obj, doc = _load_file(kind, path, root, problems)
+            if obj is not None and doc is not None:
+                checked[kind].append((obj, doc))
+                if len(problems) == before:
+                    loaded[kind].append((obj, doc))
+                    continue
+            name = _declared_name(kind, obj, doc)
+            if name:
+                failed[name] = path.relative_to(root).as_posix()
 
     tools = {tool.name: tool for tool, _ in loaded["tool"]}
     agents = {agent.name: agent for agent, _ in loaded["agent"]}
     resources = {f"{res.scheme}://{res.name}": res for res, _ in loaded["resource"]}
     policies = [policy for policy, _ in loaded["policy"]]
-    roles = {role for policy in policies for role in policy.roles}
+    roles = {role for policy, _ in checked["policy"] for role in policy.roles}
 
-    problems += checks.check_duplicates("tool", ((t.name, d) for t, d in loaded["tool"]))
-    problems += checks.check_duplicates("agent", ((a.name, d) for a, d in loaded["agent"]))
+    problems += checks.check_duplicates("tool", ((t.name, d) for t, d in checked["tool"]))
+    problems += checks.check_duplicates("agent", ((a.name, d) for a, d in checked["agent"]))
     problems += checks.check_duplicates(
-        "resource host", ((f"{r.scheme}://{r.name}", d) for r, d in loaded["resource"])
+        "resource host", ((f"{r.scheme}://{r.name}", d) for r, d in checked["resource"])
     )
-    problems += checks.check_duplicates("policy", ((p.name, d) for p, d in loaded["policy"]))
-    problems += _duplicate_rule_ids(loaded["policy"])
-    for agent, doc in loaded["agent"]:
+    problems += checks.check_duplicates("policy", ((p.name, d) for p, d in checked["policy"]))
+    problems += _duplicate_rule_ids(checked["policy"])
+    for agent, doc in checked["agent"]:
         problems += checks.check_agent_references(agent, doc, tools, resources, failed)
-    for policy, doc in loaded["policy"]:
+    for policy, doc in checked["policy"]:
         problems += checks.check_policy_references(policy, doc, tools, roles, failed)
     if problems:
         raise ConfigError(problems)
@@ -102,14 +134,11 @@ def load_config(root: Path | str) -> Config:
     )
 
 
-def _declared_name(kind: str, path: Path, problems: list[ConfigProblem]) -> str | None:
-    """The name a file that failed to load meant to declare, when it can still be read."""
-    try:
-        import yaml
-
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception:  # a file that does not even parse declares nothing we can name
-        return None
+def _declared_name(kind: str, obj: Any, doc: Document | None) -> str | None:
+    """The name a file that failed to load meant to declare, when it parsed far enough to say."""
+    if obj is not None:
+        return f"{obj.scheme}://{obj.name}" if kind == "resource" else str(obj.name)
+    data = doc.data if doc is not None else None
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         return None
     if kind == "resource" and isinstance(data.get("scheme"), str):
@@ -117,24 +146,37 @@ def _declared_name(kind: str, path: Path, problems: list[ConfigProblem]) -> str 
     return data["name"]
 
 
-def _load_file(kind: str, path: Path, root: Path, problems: list[ConfigProblem]) -> tuple[Any, Document] | None:
+def _load_file(
+    kind: str, path: Path, root: Path, problems: list[ConfigProblem]
+) -> tuple[Any | None, Document | None]:
+    """The file's object and document, appending its problems; the object is None when it cannot be built.
+
+    An object whose own checks failed is still returned, so that its references
+    to other files are checked too.
+    """
     display = path.relative_to(root).as_posix()
-    doc = read_document(path, display)
+    if not within(path, root, path.parent):
+        problems.append(ConfigProblem(
+            display, 0, 0, "", "is a symbolic link leading outside the configuration directory: refused, not read"
+        ))
+        return None, None
+    # Resolved and checked above; opening without following a last link closes most of the race.
+    doc = read_document(path.resolve(), display, follow_symlinks=False)
     if isinstance(doc, list):
         problems += doc
-        return None
+        return None, None
     if not isinstance(doc.data, dict):
         problems.append(doc.problem([], f"expected a mapping of keys to values, found {type(doc.data).__name__}"))
-        return None
+        return None, doc
     schema_problems = validate(kind, doc)
     if schema_problems:
         problems += schema_problems
-        return None
+        return None, doc
     try:
         obj = converter.structure(doc.data, _TYPES[kind])
     except Exception as exc:  # cattrs raises ClassValidationError groups; all leaves are reported
         problems += [doc.problem(field, message) for field, message in structure_errors(exc)]
-        return None
+        return None, doc
     obj = attrs.evolve(obj, source=Source(display, doc.locate([])[0]))
     if isinstance(obj, Policy):
         obj = attrs.evolve(obj, rules=tuple(_located_rules(obj, doc)))
@@ -144,10 +186,12 @@ def _load_file(kind: str, path: Path, root: Path, problems: list[ConfigProblem])
         "resource": lambda: checks.check_resource(obj, doc, root),
         "policy": lambda: checks.check_policy(obj, doc),
     }
-    found = file_checks[kind]()
-    if found:
+    problems += file_checks[kind]()
+    if isinstance(obj, Tool) and obj.python:
+        located, found = checks.check_tool_module(obj, doc, root)
         problems += found
-        return None
+        if located is not None:
+            obj = attrs.evolve(obj, python_package=located.top)
     return obj, doc
 
 
@@ -165,7 +209,9 @@ def _duplicate_rule_ids(policies: list[tuple[Policy, Document]]) -> list[ConfigP
         for index, rule in enumerate(policy.rules):
             if rule.id in seen:
                 problems.append(
-                    doc.problem(["rules", index, "id"], f"rule id {rule.id!r} is already used at {seen[rule.id].source}")
+                    doc.problem(
+                        ["rules", index, "id"], f"rule id {rule.id!r} is already used at {seen[rule.id].source}"
+                    )
                 )
             else:
                 seen[rule.id] = rule

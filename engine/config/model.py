@@ -71,6 +71,11 @@ class Tool:
     secret_arguments: tuple[str, ...] = ()
     sandbox: SandboxNeeds = SandboxNeeds()
     source: Source = Source()
+    # Host path of the top-level package directory or module file ``python`` lives
+    # in, found by the loader without importing it; bound read-only into the
+    # sandbox.  Empty for a command tool, or for a Tool built in code (then it is
+    # looked for on sys.path at call time).  Filled in by the loader, never by YAML.
+    python_package: str = ""
 
     @property
     def runs(self) -> str:

@@ -7,6 +7,10 @@ duplicates and later point an error at the exact key or value it is about.
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ import attrs
 import yaml
 
 from ..errors import ConfigProblem
+from .bounds import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, format_bytes
 
 PathSegment = str | int
 # libyaml's parser keeps node marks too, at a tenth of the pure-Python parser's cost.
@@ -60,35 +65,137 @@ def format_path(path: Sequence[PathSegment]) -> str:
     return text
 
 
-def read_document(path: Path, display: str) -> Document | list[ConfigProblem]:
-    """Parse ``path``; on failure return the problems instead of raising."""
+def read_document(path: Path, display: str, *, follow_symlinks: bool = True) -> Document | list[ConfigProblem]:
+    """Parse ``path``; on failure return the problems instead of raising.
+
+    The file is opened once and checked on its descriptor (a regular file, at
+    most ``MAX_FILE_BYTES``) before it is read; with ``follow_symlinks=False`` a
+    symbolic link in its last component is refused unread.  Its events are
+    then counted before anything is composed: aliases, anchors and unknown
+    tags are refused, and so is a file past ``MAX_NODES`` values or
+    ``MAX_DEPTH`` levels.  No problem ever quotes the file's content: an
+    unparseable file may not be configuration at all (a link to a secret), so
+    errors say where and what, never which text.
+    """
+    raw = _read_bounded(path, display, follow_symlinks=follow_symlinks)
+    if isinstance(raw, list):
+        return raw
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return [ConfigProblem(display, 0, 0, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
-    except OSError as exc:
-        return [ConfigProblem(display, 0, 0, "", f"cannot read: {exc.strerror}")]
-    loader = _Loader(text)
     try:
-        root = loader.get_single_node()
-        if root is None:
-            return [ConfigProblem(display, 0, 0, "", "file is empty: expected one YAML mapping")]
-        duplicates = list(_duplicate_keys(root, display))
-        if duplicates:
-            return duplicates
-        data = loader.construct_document(root)
+        refused = _bounds_problem(text, display)
+        if refused is not None:
+            return [refused]
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            if root is None:
+                return [ConfigProblem(display, 0, 0, "", "file is empty: expected one YAML mapping")]
+            duplicates = list(_duplicate_keys(root, display))
+            if duplicates:
+                return duplicates
+            data = loader.construct_document(root)
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        message = " ".join(part for part in (exc.context, exc.problem) if part)
+        message = " ".join(_scrub(part) for part in (exc.context, exc.problem) if part)
         if "expected a single document" in message:
             message = "more than one YAML document: a file holds exactly one"
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         return [ConfigProblem(display, line, column, "", f"YAML syntax error: {message}")]
     except yaml.YAMLError as exc:
-        return [ConfigProblem(display, 0, 0, "", f"YAML error: {exc}")]
+        # Unmarked errors (e.g. a reader error) carry no position; their text may quote the file.
+        return [ConfigProblem(display, 0, 0, "", f"YAML error: {type(exc).__name__}")]
+    return Document(display, data, root)
+
+
+def _read_bounded(path: Path, display: str, *, follow_symlinks: bool) -> bytes | list[ConfigProblem]:
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO must not block the reload
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            return [ConfigProblem(display, 0, 0, "", "is a symbolic link here: refused, not read")]
+        return [ConfigProblem(display, 0, 0, "", f"cannot read: {exc.strerror}")]
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return [ConfigProblem(display, 0, 0, "", "not a regular file: refused, not read")]
+        too_big = ConfigProblem(
+            display, 0, 0, "",
+            f"file is {format_bytes(max(info.st_size, MAX_FILE_BYTES + 1))}; a configuration file may be at most "
+            f"{format_bytes(MAX_FILE_BYTES)}",
+        )
+        if info.st_size > MAX_FILE_BYTES:
+            return [too_big]
+        try:
+            raw = stream.read(MAX_FILE_BYTES + 1)  # it may have grown since fstat
+        except OSError as exc:
+            return [ConfigProblem(display, 0, 0, "", f"cannot read: {exc.strerror}")]
+    return [too_big] if len(raw) > MAX_FILE_BYTES else raw
+
+
+_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map"))
+
+
+def _bounds_problem(text: str, display: str) -> ConfigProblem | None:
+    """The first event that breaks a bound, before any node is composed.
+
+    libyaml's parser is iterative, so walking its events is safe at any depth
+    and costs a fraction of composing; its composer recurses in C and expands
+    nothing, but an alias lets a few hundred bytes stand for millions of values
+    downstream (JSON, tool_list), so aliases are refused outright.
+    """
+    loader = _Loader(text)
+    nodes = depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                return _at(display, event, "YAML anchors and aliases are not allowed in configuration files: "
+                           "write each value out")
+            if not isinstance(event, yaml.ScalarEvent | yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                if isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+                    depth -= 1
+                continue
+            tag = getattr(event, "tag", None)
+            if tag is not None and tag not in _PLAIN_TAGS:
+                return _at(display, event, "explicit YAML tags other than !!str, !!int, !!float, !!bool, !!null, "
+                           "!!seq and !!map are not allowed")
+            nodes += 1
+            if nodes > MAX_NODES:
+                return _at(display, event, f"more than {MAX_NODES} YAML values in one file: refused")
+            if not isinstance(event, yaml.ScalarEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return _at(display, event, f"lists and mappings nested more than {MAX_DEPTH} deep: refused")
     finally:
         loader.dispose()
-    return Document(display, data, root)
+    return None
+
+
+def _at(display: str, event: yaml.Event, message: str) -> ConfigProblem:
+    return ConfigProblem(display, event.start_mark.line + 1, event.start_mark.column + 1, "", message)
+
+
+# Quoted text in a YAML error is the file's own (a tag, a character); token names such
+# as '<block end>' and single punctuation such as ']' say what was expected and stay.
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _scrub(text: str) -> str:
+    def keep(match: re.Match[str]) -> str:
+        inner = match.group(1)
+        if re.fullmatch(r"<[a-z ]+>", inner) or re.fullmatch(r"[^\w\s]{1,3}", inner):
+            return match.group(0)
+        return "(text not shown)"
+
+    return _QUOTED.sub(keep, text)
 
 
 def _duplicate_keys(node: yaml.Node, display: str) -> Iterator[ConfigProblem]:

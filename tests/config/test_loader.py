@@ -57,7 +57,10 @@ def test_minimal_configuration_loads_with_sources(minimal_config: Path) -> None:
             "tools.d",
             "tools.d/unknown_key.yaml:8:3: sandbox.timout: unknown key 'timout' (did you mean 'timeout'?)",
         ),
-        ("duplicate_key.yaml", "tools.d", "tools.d/duplicate_key.yaml:8:3: duplicate key 'memory' (first set on line 7)"),
+        (
+            "duplicate_key.yaml", "tools.d",
+            "tools.d/duplicate_key.yaml:8:3: duplicate key 'memory' (first set on line 7)",
+        ),
         (
             "bad_parameters.yaml",
             "tools.d",
@@ -111,7 +114,8 @@ def test_bad_duration_and_size_are_both_reported(minimal_config: Path) -> None:
 def test_rule_problems_inside_an_agent(minimal_config: Path) -> None:
     drop(minimal_config, "agent_bad_rules.yaml", "agents.d")
     assert messages(minimal_config) == [
-        "agents.d/agent_bad_rules.yaml:8:13: model.rules[0].tool: tool 'notes' is not in this agent's tools or client_tools",
+        "agents.d/agent_bad_rules.yaml:8:13: model.rules[0].tool: "
+        "tool 'notes' is not in this agent's tools or client_tools",
         "agents.d/agent_bad_rules.yaml:9:25: model.rules[0].arguments.path: "
         "placeholder {file} is not a named group of match",
     ]
@@ -149,7 +153,10 @@ def test_every_broken_file_is_reported_in_one_load(minimal_config: Path) -> None
     [
         ("", "tools.d/x.yaml: file is empty: expected one YAML mapping"),
         ("- a\n- b\n", "tools.d/x.yaml:1:1: expected a mapping of keys to values, found list"),
-        ("name: a\n---\nname: b\n", "tools.d/x.yaml:2:1: YAML syntax error: more than one YAML document: a file holds exactly one"),
+        (
+            "name: a\n---\nname: b\n",
+            "tools.d/x.yaml:2:1: YAML syntax error: more than one YAML document: a file holds exactly one",
+        ),
     ],
 )
 def test_file_shapes_refused(minimal_config: Path, text: str, expected: str) -> None:
@@ -168,7 +175,8 @@ def test_semantic_tool_checks(minimal_config: Path) -> None:
         "  type: array\n"
     )
     assert messages(minimal_config) == [
-        "tools.d/x.yaml:4:9: python: no Python module named 'no_such_package.mod' is installed",
+        "tools.d/x.yaml:4:9: python: no Python module named 'no_such_package.mod': put no_such_package.py "
+        "(or a package no_such_package/) beside this file, or install it",
         "tools.d/x.yaml:5:20: secret_arguments[0]: 'token' is not one of the tool's parameters",
         "tools.d/x.yaml:7:3: parameters: the arguments must be an object: set 'type: object'",
     ]
@@ -221,10 +229,14 @@ def test_config_dir_resolution(tmp_path: Path, minimal_config: Path) -> None:
 @pytest.mark.parametrize(
     ("runs", "expected"),
     [
-        ("python: sconnect_tools.calx:evaluate", "tools.d/x.yaml:4:9: python: no Python module named 'sconnect_tools.calx' is installed"),
-        ("python: sconnect_tools.calc:evaluat", "tools.d/x.yaml:4:9: python: module 'sconnect_tools.calc' has no function 'evaluat'"),
-        ("command: [/bin/unamex]", "tools.d/x.yaml:4:11: command[0]: '/bin/unamex' does not exist or is not executable"),
-        ("command: [no-such-program]", "tools.d/x.yaml:4:11: command[0]: 'no-such-program' is not found on the tool's PATH "
+        ("python: sconnect_tools.calx:evaluate", "tools.d/x.yaml:4:9: python: no Python module named "
+         f"'sconnect_tools.calx': {REPO / 'sconnect_tools'} has no 'calx'"),
+        ("python: sconnect_tools.calc:evaluat",
+         "tools.d/x.yaml:4:9: python: module 'sconnect_tools.calc' has no function 'evaluat'"),
+        ("command: [/bin/unamex]",
+         "tools.d/x.yaml:4:11: command[0]: '/bin/unamex' does not exist or is not executable"),
+        ("command: [no-such-program]",
+         "tools.d/x.yaml:4:11: command[0]: 'no-such-program' is not found on the tool's PATH "
          "(/usr/local/bin:/usr/bin:/bin)"),
     ],
 )
