@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigProblem
+from ..linear_re import RegexError, compile_linear
 from .model import Agent, ApiResource, DbResource, FileResource, Policy, Resource, RulesModel, Tool
 from .schemas import validate_parameters
 from .yamldoc import Document
@@ -122,8 +123,8 @@ def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
     for index, rule in enumerate(agent.model.rules):
         where = ["model", "rules", index]
         try:
-            groups = set(re.compile(rule.match).groupindex)
-        except re.error as exc:
+            groups = set(compile_linear(rule.match).groupindex)
+        except RegexError as exc:
             problems.append(doc.problem([*where, "match"], f"not a valid regular expression: {exc}"))
             continue
         if rule.tool is not None and rule.tool not in agent.tools and rule.tool not in agent.client_tools:

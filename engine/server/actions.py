@@ -12,14 +12,12 @@ is sent.  A failing audit write fails the action: nothing runs unrecorded.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import jsonschema
 import trio
 
 import sandbox
@@ -38,6 +36,7 @@ from ..protocol import (
 )
 from ..resources import Content, ResourceError
 from ..toolrun import run_tool
+from . import argcheck
 from .approvals import PendingAction
 
 if TYPE_CHECKING:
@@ -75,24 +74,14 @@ class Outcome:
         return json.dumps(body, ensure_ascii=False, default=str)
 
 
-@functools.lru_cache(maxsize=1024)
-def _validator(schema_json: str) -> jsonschema.Draft202012Validator:
-    # Keyed by the schema's text: tools are re-created on every reload, their schemas rarely change.
-    return jsonschema.Draft202012Validator(
-        json.loads(schema_json), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
-
-
 def argument_errors(tool: Tool | OfferedTool, arguments: Any) -> list[str]:
-    """Every way ``arguments`` fails the tool's schema, as readable lines."""
+    """Every way ``arguments`` fails the tool's schema, as readable lines (bounded cost: see argcheck)."""
     if not isinstance(arguments, dict):
-        shown = repr(arguments)
-        return [f"arguments: {shown if len(shown) <= 80 else shown[:77] + '...'} is not of type 'object'"]
-    validator = _validator(json.dumps(tool.parameters, sort_keys=True, default=str))
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.absolute_path])
-    return [
-        f"{'.'.join(map(str, error.absolute_path)) or 'arguments'}: {error.message}" for error in errors
-    ]
+        return argcheck.not_an_object(arguments)
+    try:
+        return argcheck.problems_now(tool.parameters, arguments, argcheck.THREAD_BUDGET_S)
+    except argcheck.BudgetExceeded:
+        return [argcheck.TOO_COSTLY]
 
 
 # --- tools ------------------------------------------------------------------------------
@@ -126,7 +115,10 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
     if tool is None and offered is None:
         await _audit(caller, "decision", "tool.call", name, arguments, effect="deny", outcome="unknown_tool")
         return _refuse(caller, action_id, ActionKind.TOOL, name, arguments, 0, {"error": f"unknown tool {name!r}"})
-    problems = argument_errors(tool or offered, arguments)  # type: ignore[arg-type]
+    # Off the loop and under a deadline when it may be costly (engine.server.argcheck).
+    problems = await argcheck.tool_argument_problems(
+        (tool or offered).parameters, arguments, trusted_schema=tool is not None  # type: ignore[union-attr]
+    )
     if problems:
         # The model sees what was wrong and can try again; nothing runs.
         await _audit(

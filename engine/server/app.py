@@ -153,7 +153,7 @@ async def _drain(hub: Hub, accepting: trio.CancelScope) -> None:
         message=f"the server is shutting down; running turns may finish within {grace:g}s",
     )
     for conn in list(hub.connections):
-        conn.send(notice)
+        conn.send(notice, control=True)
     with trio.move_on_after(grace):
         while hub.busy():
             await trio.sleep(0.05)
