@@ -225,13 +225,14 @@ def _too_deep(obj: Any, limit: int) -> bool:
     return False
 
 
-def _parse(text: str | bytes) -> tuple[Any, str]:
+def _parse(text: str | bytes, bounded: bool) -> tuple[Any, str]:
     if isinstance(text, (bytes, bytearray, memoryview)):
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid UTF-8") from None
-    _check_containers(text)
+    if bounded:
+        _check_containers(text)
     try:
         obj = _loads(text)
     except _DuplicateKey as exc:
@@ -257,9 +258,11 @@ def _parse(text: str | bytes) -> tuple[Any, str]:
 
 
 def _decode(
-    text: str | bytes, table: dict[str, _Kind], other: dict[str, _Kind], sender: str
+    text: str | bytes, table: dict[str, _Kind], other: dict[str, _Kind], sender: str, *, bounded: bool
 ) -> Any:
-    obj, text = _parse(text)
+    """``bounded``: apply the container and depth limits (frames from clients; the server's
+    own frames, e.g. a large tool result, are not held to them)."""
+    obj, text = _parse(text, bounded)
     if type(obj) is not dict:
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE, "a frame must be a JSON object", details={"path": "$"}
@@ -267,7 +270,7 @@ def _decode(
     fid = obj.get("id")
     reply_to = fid if type(fid) is str and 0 < len(fid) <= _MAX_ID else None
     # Counting brackets is C-fast and bounds the depth from above: walk only when it could be deep.
-    if _brackets(text) > MAX_DEPTH and _too_deep(obj, MAX_DEPTH):
+    if bounded and _brackets(text) > MAX_DEPTH and _too_deep(obj, MAX_DEPTH):
         raise ProtocolError(
             ErrorCode.TOO_LARGE, f"the frame nests arrays and objects more than {MAX_DEPTH} levels deep",
             reply_to=reply_to, details={"path": "$", "max_depth": MAX_DEPTH},
@@ -323,13 +326,13 @@ def decode(text: str | bytes) -> m.ClientFrame:
     ``unknown_type``, with ``reply_to`` set when the frame had a valid string id).
     Never raises anything else for any input of type ``str`` or ``bytes``.
     """
-    return _decode(text, _CLIENT, _SERVER, "client")  # type: ignore[no-any-return]
+    return _decode(text, _CLIENT, _SERVER, "client", bounded=True)  # type: ignore[no-any-return]
 
 
 def decode_server(text: str | bytes) -> m.ServerFrame:
     """Decode and validate one frame sent by the server (for clients and tests); the
     mirror of :func:`decode`, with the same errors."""
-    return _decode(text, _SERVER, _CLIENT, "server")  # type: ignore[no-any-return]
+    return _decode(text, _SERVER, _CLIENT, "server", bounded=False)  # type: ignore[no-any-return]
 
 
 # --- encoding --------------------------------------------------------------------------

@@ -330,6 +330,17 @@ async def _await_approval(caller: Caller, pending: PendingAction, arguments: Any
         name=frame.name, arguments=frame.arguments, level=frame.level, approver=pending.approver,
         expires_at=time.time() + timeout_s,
     )
+    # Per-requester cap, counted with no await before the add below (concurrent calls cannot overshoot).
+    limit = hub.settings.max_pending_approvals_per_subject
+    waiting = sum(1 for p in hub.approvals.pending.values() if p.requester == pending.requester)
+    if waiting >= limit:
+        why = (f"{pending.requester} already has {waiting} actions waiting for approval, the maximum "
+               "(limit pending_approvals_per_subject): wait for answers first")
+        conn.send(frame)
+        await hub.store.decide_action(frame.action_id, "cancelled", None, why)
+        await _audit(caller, "approval", _action_name(frame), frame.name, arguments, tool=tool,
+                     outcome="limit_exceeded", details={"reason": why})
+        return _result(caller, frame, ResultStatus.LIMIT_EXCEEDED, {"error": why, "code": "rate_limited"}, why)
     pending.expires_at = trio.current_time() + timeout_s
     hub.approvals.add(pending)
     try:

@@ -152,7 +152,21 @@ def problems_now(schema: Mapping[str, Any], arguments: Any, budget_s: float) -> 
         raise BudgetExceeded from None
     finally:
         _deadline.at = None
-    return [f"{'.'.join(map(str, error.absolute_path)) or 'arguments'}: {error.message}" for error in errors]
+    return [_line(error) for error in errors]
+
+
+# jsonschema quotes the whole offending value ("[...10,000 items...] is too long"): a problem
+# line goes to the client, the model and the audit log, so it is cut.
+MAX_PROBLEM_CHARS = 300
+
+
+def _line(error: ValidationError) -> str:
+    message = error.message
+    shown = repr(error.instance)
+    if len(shown) > 80 and message.startswith(shown):
+        message = shown[:77] + "..." + message[len(shown):]
+    line = f"{'.'.join(map(str, error.absolute_path)) or 'arguments'}: {message}"
+    return line if len(line) <= MAX_PROBLEM_CHARS else line[: MAX_PROBLEM_CHARS - 3] + "..."
 
 
 async def argument_problems(schema: Mapping[str, Any], arguments: Any, *, trusted_schema: bool) -> list[str]:
