@@ -557,3 +557,38 @@ class Store:
             return tuple(_action(r) for r in rows)
 
         return await self._run(work)
+
+    # --- retention (appended: engine.server.maintenance calls these) ---
+
+    async def cancel_pending_actions(self, reason: str, now: float | None = None) -> int:
+        """Mark every still-``pending`` action ``cancelled`` (at start: nobody waits for the
+        ones a previous run left behind). Returns how many."""
+        at = time.time() if now is None else now
+
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                return conn.execute(
+                    "UPDATE pending_actions SET status = 'cancelled', decided_at = ?, reason = ? "
+                    "WHERE status = 'pending'", (at, reason)).rowcount
+
+        return await self._run(work)
+
+    async def prune(self, before: float, keep_sessions: frozenset[str] = frozenset()) -> tuple[int, int]:
+        """Delete finished actions decided before ``before`` and sessions (with their history
+        and actions) not updated since, except ``keep_sessions`` (live ones). Returns
+        (sessions, actions) deleted."""
+
+        def work(conn: sqlite3.Connection) -> tuple[int, int]:
+            with _transaction(conn):
+                actions = conn.execute(
+                    "DELETE FROM pending_actions WHERE status != 'pending' "
+                    "AND COALESCE(decided_at, created_at) < ?", (before,)).rowcount
+                stale = [row[0] for row in conn.execute(
+                    "SELECT session_id FROM sessions WHERE updated_at < ?", (before,))
+                    if row[0] not in keep_sessions]
+                for session_id in stale:
+                    # Its pending actions and messages go with it (ON DELETE CASCADE).
+                    conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+            return len(stale), actions
+
+        return await self._run(work)

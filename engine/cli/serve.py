@@ -33,8 +33,8 @@ def register(commands: Any) -> None:
     parser.add_argument("--server-config", metavar="FILE", help="server settings file (default: <config>/sconnect.yaml if present)")
     parser.add_argument("--state-dir", metavar="DIR", help="state directory (env SCONNECT_STATE_DIR; default ./.sconnect)")
     parser.add_argument("--host", help="address to bind (env SCONNECT_HOST; default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port, 0 picks a free one (env SCONNECT_PORT; default 8765)")
-    parser.add_argument("--health-port", type=int,
+    parser.add_argument("--port", type=_port_argument, help="port, 0 picks a free one (env SCONNECT_PORT; default 8765)")
+    parser.add_argument("--health-port", type=_port_argument,
                         help="serve /healthz, /readyz and /metrics on this port, 0 picks one (env SCONNECT_HEALTH_PORT; default off)")
     parser.add_argument("--health-host", metavar="ADDRESS",
                         help="address of the health/metrics listener (env SCONNECT_HEALTH_HOST; default 127.0.0.1: "
@@ -58,17 +58,50 @@ def register(commands: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def _port_argument(text: str) -> int:
+    from ..server.settings import check_port
+
+    try:
+        return check_port(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks a free port)") from None
+
+
+# Settings keys -> how the flag and the variable that set them are spelled (for messages).
+_SPELLING = {
+    "host": ("--host", "SCONNECT_HOST"), "port": ("--port", "SCONNECT_PORT"),
+    "health_port": ("--health-port", "SCONNECT_HEALTH_PORT"), "health_host": ("--health-host", "SCONNECT_HEALTH_HOST"),
+    "state_dir": ("--state-dir", "SCONNECT_STATE_DIR"), "shutdown_grace": ("--shutdown-grace", "SCONNECT_SHUTDOWN_GRACE"),
+    "tls_cert": ("--tls-cert", "SCONNECT_TLS_CERT"), "tls_key": ("--tls-key", "SCONNECT_TLS_KEY"),
+    "insecure_public": ("--insecure-public", "SCONNECT_INSECURE_PUBLIC"),
+}
+
+
 def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
-    """File, then environment, then flags: the later wins."""
+    """File, then environment, then flags: the later wins (and says so when it overrides the file)."""
     from ..server.options import limits_from_environment, limits_from_flags, read_server_file
 
     env = os.environ
     chosen: dict[str, Any] = {"host": "127.0.0.1", "port": 8765, "state_dir": ".sconnect", "shutdown_grace": "10s"}
+    # Where each value came from: the settings file, or the flag/variable that overrode it.
+    source: dict[str, str] = {}
+    from_file: dict[str, Any] = {}
     server_file = args.server_config or env.get("SCONNECT_SERVER_CONFIG")
     if server_file is None and (config_dir / "sconnect.yaml").is_file():
         server_file = str(config_dir / "sconnect.yaml")
     if server_file:
-        chosen.update(read_server_file(Path(server_file)))
+        from_file = read_server_file(Path(server_file))
+        chosen.update(from_file)
+        source.update(dict.fromkeys(from_file, str(server_file)))
+    overrides: list[str] = []
+
+    def layer(values: dict[str, Any], spelled: Any) -> None:
+        for key, value in values.items():
+            if key in from_file and from_file[key] != value:
+                overrides.append(f"{spelled(key)} overrides {key}: {from_file[key]}")
+            chosen[key] = value
+            source[key] = spelled(key)
+
     from_env = {
         "host": env.get("SCONNECT_HOST"), "port": env.get("SCONNECT_PORT"), "health_port": env.get("SCONNECT_HEALTH_PORT"),
         "health_host": env.get("SCONNECT_HEALTH_HOST"),
@@ -76,24 +109,35 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
         "tls_cert": env.get("SCONNECT_TLS_CERT"), "tls_key": env.get("SCONNECT_TLS_KEY"),
         "insecure_public": (env.get("SCONNECT_INSECURE_PUBLIC", "").lower() in ("1", "true", "yes")) or None,
     }
-    chosen.update({key: value for key, value in from_env.items() if value not in (None, "")})
-    chosen.update(limits_from_environment(env))
+    layer({key: value for key, value in from_env.items() if value not in (None, "")},
+          lambda key: f"{_SPELLING[key][1]}={env.get(_SPELLING[key][1])}")
+    layer(limits_from_environment(env), lambda key: f"an SCONNECT_LIMITS_* variable ({key})")
     from_flags = {
         "host": args.host, "port": args.port, "health_port": args.health_port, "health_host": args.health_host,
         "state_dir": args.state_dir,
         "shutdown_grace": args.shutdown_grace, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
         "insecure_public": args.insecure_public,
     }
-    chosen.update({key: value for key, value in from_flags.items() if value is not None})
-    chosen.update(limits_from_flags(args.limit))
+    layer({key: value for key, value in from_flags.items() if value is not None},
+          lambda key: f"{_SPELLING[key][0]} {getattr(args, key)}")
+    layer(limits_from_flags(args.limit), lambda key: f"--limit ({key})")
     for key in ("port", "health_port"):
         if chosen.get(key) is not None:
-            try:
-                chosen[key] = int(chosen[key])
-            except ValueError:
-                raise UsageError(f"{key}: {chosen[key]!r} is not a port number") from None
+            chosen[key] = _port(chosen[key], source.get(key, key))
+    if overrides:
+        log.warning("%s (from %s)", "; ".join(overrides), server_file)
     chosen["shutdown_grace_s"] = _duration("shutdown grace", str(chosen.pop("shutdown_grace")))
     return chosen
+
+
+def _port(value: Any, where: str) -> int:
+    """A port from any layer; UsageError (exit 2) naming where it was set when it is not one."""
+    from ..server.settings import check_port
+
+    try:
+        return check_port(int(value) if isinstance(value, str) else value)
+    except ValueError:
+        raise UsageError(f"{where}: {value!r} is not a port number (0-65535; 0 picks a free port)") from None
 
 
 def _check_tls(cert: Path, key: Path) -> None:
@@ -163,25 +207,27 @@ def run(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         config_dir=config_dir, state_dir=state_dir, auth=auth, reload_signals=(signal.SIGHUP,), **chosen
     )
-    host, port = settings.host, settings.port
     failed: list[OSError] = []
     refused: list[ScalyticsError] = []
     try:
         trio.run(_main, settings, args.dev)
     except* ScalyticsError as group:
-        # The state directory refused us (audit key, a second writer, ...): its message, no traceback.
+        # A listener could not be opened (a port in use, an address not on this host: ListenError),
+        # or the state directory refused us (audit key, a second writer, ...): its message, no traceback.
         refused.extend(_leaves(group))  # type: ignore[arg-type]
     except* OSError as group:
-        # Binding failed (a port in use, an address not on this host): one line, not a traceback.
+        # Anything else the system refused while serving (EMFILE, a full disk, ...): said as what it is.
         failed.extend(_leaves(group))
     if refused:
         print(f"sconnect: {refused[0]}", file=sys.stderr)
         return 2
     if failed:
-        reason = failed[0].strerror or str(failed[0])
-        print(f"sconnect: cannot listen on {host}:{port}: {reason} "
-              "(pick another --port, or 0 for a free one)", file=sys.stderr)
-        return 2
+        error = failed[0]
+        where = f" ({error.filename})" if error.filename else ""
+        log.error("stopped by an operating system error", exc_info=error)
+        print(f"sconnect: stopped by an operating system error: {error.strerror or error}{where} "
+              f"[{type(error).__name__}, errno {error.errno}]", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigProblem
+from ..linear_re import RegexError, compile_linear
 from .bounds import MAX_MODULE_BYTES, MAX_PARAMETERS_BYTES, format_bytes, within
 from .model import Agent, ApiResource, DbResource, FileResource, Policy, Resource, RulesModel, Tool
 from .modules import Located, default_search, locate
@@ -178,8 +179,8 @@ def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
         where: list[PathSegment] = ["model", "rules", index]
         groups: set[str] | None  # None: the pattern does not compile, so no placeholder can be judged
         try:
-            groups = set(re.compile(rule.match).groupindex)
-        except re.error as exc:
+            groups = set(compile_linear(rule.match).groupindex)
+        except RegexError as exc:
             problems.append(doc.problem([*where, "match"], f"not a valid regular expression: {exc}"))
             groups = None
         if rule.tool is not None and rule.tool not in agent.tools and rule.tool not in agent.client_tools:

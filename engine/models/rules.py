@@ -23,6 +23,7 @@ import trio
 import trio.lowlevel
 
 from ..config.model import Rule, RulesModel
+from ..linear_re import compile_linear
 from . import template
 from .base import READ_RESOURCE, Message, TextDelta, ToolCall, ToolDefinition
 
@@ -33,7 +34,8 @@ _call_ids = itertools.count(1)
 class RulesProvider:
     def __init__(self, config: RulesModel) -> None:
         self._config = config
-        self._compiled = [(re.compile(rule.match), rule) for rule in config.rules]
+        # RE2: a rule is matched against whatever a user sends, in time linear in its length.
+        self._compiled = [(compile_linear(rule.match), rule) for rule in config.rules]
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]

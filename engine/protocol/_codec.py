@@ -4,7 +4,9 @@ Decoding a client frame, in order (each step's failure is one :class:`ProtocolEr
 
 1. bytes → UTF-8 text, text → JSON (``bad_json``: not UTF-8, syntax, NaN/Infinity,
    duplicate keys, lone surrogate escapes, nesting too deep);
-2. a JSON object (``invalid_message``, path ``$``);
+2. a JSON object (``invalid_message``, path ``$``) holding at most :data:`MAX_CONTAINERS`
+   arrays and objects (``too_large``, checked before parsing) nested at most
+   :data:`MAX_DEPTH` deep (``too_large``);
 3. ``type`` present and a string (``invalid_message``), a known type (``unknown_type``),
    one a client may send (``invalid_message`` for server-only types);
 4. the whole frame validated against its type's schema, once (``invalid_message``,
@@ -187,14 +189,50 @@ _loads = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_no_constant)
 # so the scan is a cheap regex on the raw text and the real check runs only on a hit.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _MAX_ID = 128
+# Arrays and objects inside one another, the envelope included.  Deeper values cannot be
+# re-encoded by every consumer (cattrs and json recurse per level, and a level-2 action's
+# arguments are sent to every admin), so they are refused here, once, for the sender.
+MAX_DEPTH = 64
+# Arrays and objects in one frame.  Parsing costs per container (json builds each list and
+# dict): 1 MiB of "[[],[],...]" is ~350k of them and half a second of the event loop.
+MAX_CONTAINERS = 16_384
+# JSON string literals, to count only the brackets outside them (linear: no nested repetition).
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
-def _parse(text: str | bytes) -> Any:
+def _brackets(text: str) -> int:
+    return text.count("[") + text.count("{")
+
+
+def _check_containers(text: str) -> None:
+    """Refuse a frame with more arrays/objects than :data:`MAX_CONTAINERS`, before parsing it."""
+    if _brackets(text) > MAX_CONTAINERS and _brackets(_STRING.sub("", text)) > MAX_CONTAINERS:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE, f"the frame holds more than {MAX_CONTAINERS} arrays and objects",
+            details={"path": "$", "max_containers": MAX_CONTAINERS},
+        )
+
+
+def _too_deep(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests more than ``limit`` arrays/objects; iterative, stops at the first."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if type(node) is dict else node
+        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
+    return False
+
+
+def _parse(text: str | bytes, bounded: bool) -> tuple[Any, str]:
     if isinstance(text, (bytes, bytearray, memoryview)):
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid UTF-8") from None
+    if bounded:
+        _check_containers(text)
     try:
         obj = _loads(text)
     except _DuplicateKey as exc:
@@ -216,19 +254,27 @@ def _parse(text: str | bytes) -> Any:
             raise ProtocolError(
                 ErrorCode.BAD_JSON, "invalid JSON: unpaired UTF-16 surrogate escape"
             ) from None
-    return obj
+    return obj, text
 
 
 def _decode(
-    text: str | bytes, table: dict[str, _Kind], other: dict[str, _Kind], sender: str
+    text: str | bytes, table: dict[str, _Kind], other: dict[str, _Kind], sender: str, *, bounded: bool
 ) -> Any:
-    obj = _parse(text)
+    """``bounded``: apply the container and depth limits (frames from clients; the server's
+    own frames, e.g. a large tool result, are not held to them)."""
+    obj, text = _parse(text, bounded)
     if type(obj) is not dict:
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE, "a frame must be a JSON object", details={"path": "$"}
         )
     fid = obj.get("id")
     reply_to = fid if type(fid) is str and 0 < len(fid) <= _MAX_ID else None
+    # Counting brackets is C-fast and bounds the depth from above: walk only when it could be deep.
+    if bounded and _brackets(text) > MAX_DEPTH and _too_deep(obj, MAX_DEPTH):
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE, f"the frame nests arrays and objects more than {MAX_DEPTH} levels deep",
+            reply_to=reply_to, details={"path": "$", "max_depth": MAX_DEPTH},
+        )
     msg_type = obj.get("type")
     if type(msg_type) is not str:
         what = "missing field" if "type" not in obj else "must be a string"
@@ -280,13 +326,13 @@ def decode(text: str | bytes) -> m.ClientFrame:
     ``unknown_type``, with ``reply_to`` set when the frame had a valid string id).
     Never raises anything else for any input of type ``str`` or ``bytes``.
     """
-    return _decode(text, _CLIENT, _SERVER, "client")  # type: ignore[no-any-return]
+    return _decode(text, _CLIENT, _SERVER, "client", bounded=True)  # type: ignore[no-any-return]
 
 
 def decode_server(text: str | bytes) -> m.ServerFrame:
     """Decode and validate one frame sent by the server (for clients and tests); the
     mirror of :func:`decode`, with the same errors."""
-    return _decode(text, _SERVER, _CLIENT, "server")  # type: ignore[no-any-return]
+    return _decode(text, _SERVER, _CLIENT, "server", bounded=False)  # type: ignore[no-any-return]
 
 
 # --- encoding --------------------------------------------------------------------------

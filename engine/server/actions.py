@@ -21,14 +21,12 @@ name another revision than its decision.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
-import jsonschema
 import trio
 
 import sandbox
@@ -49,6 +47,7 @@ from ..protocol import (
 )
 from ..resources import Content, ResourceError, ResourceHosts
 from ..toolrun import run_tool
+from . import argcheck
 from .approvals import PendingAction
 
 if TYPE_CHECKING:
@@ -153,24 +152,14 @@ class Outcome:
         return json.dumps(body, ensure_ascii=False, default=str)
 
 
-@functools.lru_cache(maxsize=1024)
-def _validator(schema_json: str) -> jsonschema.Draft202012Validator:
-    # Keyed by the schema's text: tools are re-created on every reload, their schemas rarely change.
-    return jsonschema.Draft202012Validator(
-        json.loads(schema_json), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
-
-
 def argument_errors(tool: Tool | OfferedTool, arguments: Any) -> list[str]:
-    """Every way ``arguments`` fails the tool's schema, as readable lines."""
+    """Every way ``arguments`` fails the tool's schema, as readable lines (bounded cost: see argcheck)."""
     if not isinstance(arguments, dict):
-        shown = repr(arguments)
-        return [f"arguments: {shown if len(shown) <= 80 else shown[:77] + '...'} is not of type 'object'"]
-    validator = _validator(json.dumps(tool.parameters, sort_keys=True, default=str))
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.absolute_path])
-    return [
-        f"{'.'.join(map(str, error.absolute_path)) or 'arguments'}: {error.message}" for error in errors
-    ]
+        return argcheck.not_an_object(arguments)
+    try:
+        return argcheck.problems_now(tool.parameters, arguments, argcheck.THREAD_BUDGET_S)
+    except argcheck.BudgetExceeded:
+        return [argcheck.TOO_COSTLY]
 
 
 # --- tools ------------------------------------------------------------------------------
@@ -208,7 +197,10 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
             _refuse(caller, action_id, ActionKind.TOOL, name, arguments, 0, {"error": f"unknown tool {name!r}"}),
             refusal="unknown_tool",
         )
-    problems = argument_errors(tool or offered, arguments)  # type: ignore[arg-type]
+    # Off the loop and under a deadline when it may be costly (engine.server.argcheck).
+    problems = await argcheck.tool_argument_problems(
+        (tool or offered).parameters, arguments, trusted_schema=tool is not None  # type: ignore[union-attr]
+    )
     if problems:
         # The model sees what was wrong and can try again; nothing runs.
         await _audit(
@@ -427,6 +419,17 @@ async def _await_approval(caller: Caller, pending: PendingAction, arguments: Any
         name=frame.name, arguments=frame.arguments, level=frame.level, approver=pending.approver,
         expires_at=time.time() + timeout_s, secret=tool.secret_arguments if tool else (),
     )
+    # Per-requester cap, counted with no await before the add below (concurrent calls cannot overshoot).
+    limit = hub.settings.max_pending_approvals_per_subject
+    waiting = sum(1 for p in hub.approvals.pending.values() if p.requester == pending.requester)
+    if waiting >= limit:
+        why = (f"{pending.requester} already has {waiting} actions waiting for approval, the maximum "
+               "(limit pending_approvals_per_subject): wait for answers first")
+        conn.send(frame)
+        await hub.store.decide_action(frame.action_id, "cancelled", None, why)
+        await _audit(caller, "approval", _action_name(frame), frame.name, arguments, tool=tool,
+                     outcome="limit_exceeded", details={"reason": why})
+        return _result(caller, frame, ResultStatus.LIMIT_EXCEEDED, {"error": why, "code": "rate_limited"}, why)
     pending.expires_at = trio.current_time() + timeout_s
     hub.approvals.add(pending)
     try:

@@ -5,14 +5,24 @@ trio-websocket's server loop, so that a rejected handshake closes its socket
 at once and a client that never finishes the handshake is dropped after
 ``handshake_timeout_s``; and so that one failing connection can never end the
 server (every connection task has a catch-all).
+
+Descriptors: the limits on connections are derived from the open-files limit at
+start (:mod:`.fdbudget`), and a TCP connection past the handshake limits (overall,
+per peer address: :mod:`.admission`) is closed the moment it is accepted.
+
+Background tasks (the config watcher, the retention sweep) log a failure and retry
+with a backoff: a transient error (EMFILE, a locked database) never ends the server.
+A listener that cannot be opened is a :class:`ListenError` naming the address.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import ssl
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,15 +36,28 @@ import sandbox
 from ..audit import AuditEvent, AuditLog
 from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
+from ..errors import ScalyticsError
 from ..protocol import ErrorCode, ErrorFrame
 from ..store import Store
+from . import fdbudget
+from .admission import Admission
 from .connection import Connection
 from .health import serve_health
 from .hub import Hub
+from .maintenance import maintain
 from .reload import watch_config
 from .settings import DATABASE_NAME, ServerSettings
 
 log = logging.getLogger(__name__)
+# Handshakes turned away for want of a slot are logged in aggregate, at most this often.
+TURNED_AWAY_LOG_S = 10.0
+
+
+class ListenError(ScalyticsError, OSError):
+    """A listener could not be opened: the message names the address and the reason."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @attrs.define(eq=False)
@@ -88,14 +111,20 @@ async def serve(
     checkpoint.  The audit writer lives in the outer nursery for that reason: every
     record of the shutdown itself is written before it stops.
     """
+    settings = fdbudget.apply(settings)
     config = load_config(settings.config_dir)
     prepare_state_dir(settings.state_dir)
     caps = sandbox.detect()
+    admission = Admission.for_settings(settings)
     # The audit log first: its key (never stored in either database) keys the store's digests.
     async with await AuditLog.open(settings.state_dir) as audit, \
             await Store.open(settings.database, digest_key=audit.digest_key) as store:
         hub = Hub(settings=settings, config=config, store=store, audit=audit)
         handle = ServerHandle(websocket="", health=None)
+        # Approvals live in memory: nobody waits any more for those a previous run left pending.
+        orphans = await store.cancel_pending_actions("the server restarted before it was answered")
+        if orphans:
+            log.info("%d approval requests left pending by the previous run: cancelled", orphans)
         async with trio.open_nursery() as root:
             # The audit writer first: nothing may be decided before it can record.
             await root.start(audit.run)
@@ -107,15 +136,17 @@ async def serve(
                     pending_approvals=lambda: len(hub.approvals.pending),
                 )
                 if settings.health_port is not None:
-                    handle.health = await nursery.start(
-                        partial(serve_health, settings.health_host, settings.health_port, metrics=hub.metrics,
-                                ready=partial(_ready, hub))
-                    )
+                    with _listening(settings.health_host, settings.health_port, "--health-port"):
+                        handle.health = await nursery.start(
+                            partial(serve_health, settings.health_host, settings.health_port, metrics=hub.metrics,
+                                    ready=partial(_ready, hub))
+                        )
                 await nursery.start(
                     partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
                 )
+                await nursery.start(maintain, hub)
                 accepting = trio.CancelScope()
-                port = await nursery.start(_accept, hub, accepting)
+                port = await nursery.start(_accept, hub, admission, accepting)
                 scheme = "wss" if settings.tls_cert is not None else "ws"
                 handle.websocket = f"{scheme}://{settings.host}:{port}{settings.path}"
                 hub.serving = True
@@ -128,11 +159,28 @@ async def serve(
     log.info("stopped")
 
 
-async def _accept(hub: Hub, scope: trio.CancelScope, *, task_status: trio.TaskStatus[int]) -> None:
+@contextlib.contextmanager
+def _listening(host: str, port: int, flag: str) -> Iterator[None]:
+    """An OSError while opening a listener becomes a ListenError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, ListenError):
+            raise
+        reason = exc.strerror or str(exc)
+        raise ListenError(
+            exc.errno, f"cannot listen on {host}:{port}: {reason} (pick another {flag}, or 0 for a free one)"
+        ) from exc
+
+
+async def _accept(
+    hub: Hub, admission: Admission, scope: trio.CancelScope, *, task_status: trio.TaskStatus[int]
+) -> None:
     """Listen for clients until ``scope`` is cancelled (the first step of a graceful stop)."""
     settings = hub.settings
     with scope:
-        tcp = await trio.open_tcp_listeners(settings.port, host=settings.host)
+        with _listening(settings.host, settings.port, "--port"):
+            tcp = await trio.open_tcp_listeners(settings.port, host=settings.host)
         port = tcp[0].socket.getsockname()[1]
         listeners: list[Any] = list(tcp)
         if settings.tls_cert is not None:
@@ -142,7 +190,7 @@ async def _accept(hub: Hub, scope: trio.CancelScope, *, task_status: trio.TaskSt
         task_status.started(port)
         # Connections live in the hub's nursery, not the listener's: stopping the
         # listener (graceful stop) must not end the connections it accepted.
-        await trio.serve_listeners(partial(_handle_stream, hub), listeners, handler_nursery=hub.nursery)
+        await trio.serve_listeners(partial(_handle_stream, hub, admission), listeners, handler_nursery=hub.nursery)
 
 
 async def _drain(hub: Hub, accepting: trio.CancelScope) -> None:
@@ -155,7 +203,7 @@ async def _drain(hub: Hub, accepting: trio.CancelScope) -> None:
         message=f"the server is shutting down; running turns may finish within {grace:g}s",
     )
     for conn in list(hub.connections):
-        conn.send(notice)
+        conn.send(notice, control=True)
     with trio.move_on_after(grace):
         while hub.busy():
             await trio.sleep(0.05)
@@ -163,27 +211,56 @@ async def _drain(hub: Hub, accepting: trio.CancelScope) -> None:
         log.warning("shutdown grace period over: cancelling the work still running")
 
 
-async def _handle_stream(hub: Hub, stream: trio.SocketStream) -> None:
+async def _handle_stream(hub: Hub, admission: Admission, stream: trio.SocketStream) -> None:
     """One TCP connection, from handshake to close; the socket is closed here whatever happened.
 
     Closing it ourselves matters: a refused handshake must not keep its socket until the
     client leaves, and a client that stopped reading cannot complete a close handshake.
+    A connection past the handshake limits is closed at once, before a byte is read.
     """
+    peer = _peer(stream, port=False)
+    if not admission.begin_handshake(peer):
+        _turned_away(admission)
+        await trio.aclose_forcefully(stream)
+        return
+    handshaking = True
+
+    def handshake_over() -> None:
+        nonlocal handshaking
+        if handshaking:
+            handshaking = False
+            admission.end_handshake(peer)
+
     try:
         async with trio.open_nursery() as nursery:
             try:
-                await _handshake_and_serve(hub, stream, nursery)
+                await _handshake_and_serve(hub, admission, stream, nursery, handshake_over)
             finally:
                 nursery.cancel_scope.cancel()
     except Exception:
         # One broken connection must never end the server.
         log.exception("connection failed")
     finally:
+        handshake_over()
         with trio.move_on_after(0.5, shield=True):
             await stream.aclose()
 
 
-async def _handshake_and_serve(hub: Hub, stream: trio.SocketStream, nursery: trio.Nursery) -> None:
+def _turned_away(admission: Admission) -> None:
+    now = trio.current_time()
+    if now - admission.warned_at >= TURNED_AWAY_LOG_S:
+        log.warning(
+            "%d connections closed on arrival so far: %d handshakes in progress (limit handshakes %d, "
+            "handshakes_per_peer %d)", admission.turned_away, admission.handshakes,
+            admission.max_handshakes, admission.max_handshakes_per_peer,
+        )
+        admission.warned_at = now
+
+
+async def _handshake_and_serve(
+    hub: Hub, admission: Admission, stream: trio.SocketStream, nursery: trio.Nursery,
+    handshake_over: Callable[[], None],
+) -> None:
     request = None
     with trio.move_on_after(hub.settings.handshake_timeout_s):
         request = await wrap_server_stream(nursery, stream, max_message_size=hub.settings.max_frame_bytes)
@@ -206,25 +283,20 @@ async def _handshake_and_serve(hub: Hub, stream: trio.SocketStream, nursery: tri
         )
         await _reject(request, 401, "unauthorized", str(exc), bearer_error=True)
         return
-    refusal = _over_limit(hub, principal.sub)
+    # The slot is taken here, before the first await that follows the check (see admission).
+    refusal = admission.admit(principal.sub)
     if refusal is not None:
         status, message = refusal
         log.warning("connection from %s refused: %s", principal.sub, message)
         await _reject(request, status, "rate_limited", message)
         return
-    ws = await request.accept()
-    hub.metrics.connections_accepted_total.inc()
-    await Connection(hub, ws, principal).serve()
-
-
-def _over_limit(hub: Hub, sub: str) -> tuple[int, str] | None:
-    settings = hub.settings
-    if len(hub.connections) >= settings.max_connections:
-        return 503, f"the server holds its maximum of {settings.max_connections} connections; retry later"
-    mine = sum(1 for conn in hub.connections if conn.principal.sub == sub)
-    if mine >= settings.max_connections_per_subject:
-        return 429, f"{sub} already holds {mine} connections (the maximum per subject)"
-    return None
+    try:
+        ws = await request.accept()
+        handshake_over()
+        hub.metrics.connections_accepted_total.inc()
+        await Connection(hub, ws, principal).serve()
+    finally:
+        admission.leave(principal.sub)
 
 
 def _ready(hub: Hub) -> tuple[bool, str]:
@@ -240,13 +312,13 @@ def _ready(hub: Hub) -> tuple[bool, str]:
     return True, "configuration loaded, audit writer running"
 
 
-def _peer(stream: Any) -> str:
+def _peer(stream: Any, *, port: bool = True) -> str:
     inner = getattr(stream, "transport_stream", stream)
     try:
-        host, port = inner.socket.getpeername()[:2]
+        host, number = inner.socket.getpeername()[:2]
     except (OSError, AttributeError):
         return "unknown"
-    return f"{host}:{port}"
+    return f"{host}:{number}" if port else str(host)
 
 
 async def _reject(request: object, status: int, code: str, message: str, *, bearer_error: bool = False) -> None:

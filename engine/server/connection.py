@@ -8,10 +8,24 @@ handler returns.
 
 Error handling: a frame that cannot be decoded or acted on gets one ``error``
 frame and the connection carries on; an unexpected exception in a handler is
-logged and reported as ``internal`` to that client only.  Outgoing frames go
-through a bounded queue: a client that stops reading is cut off when it fills
-(or when one send takes longer than ``send_timeout_s``) instead of stalling
-anybody else.
+logged and reported as ``internal`` to that client only.  Frames are encoded
+when queued: one that cannot be encoded (a value nested too deep for the
+encoder) becomes an ``internal`` error for that frame, never the end of the
+connection.  Outgoing frames go through a bounded queue (:class:`Outbox`): a
+client that stops reading is cut off when it fills (or when one send takes
+longer than ``send_timeout_s``) instead of stalling anybody else.
+
+Rate limiting: a token bucket per connection, refilled over time *and* by every
+reply written to the client (one token for the first reply to each request).  A
+client that waits for its answers before sending more -- any sequential
+request/response client, however fast -- therefore never runs dry; a client that
+sends without waiting does, and then gets one ``rate_limited`` notice, ahead of
+its queued replies, for each run of dropped frames.
+
+Liveness: a connection is idle, and closed after ``idle_timeout_s``, only when
+it neither sends frames nor answers the keepalive pings; a client that is
+connected and answering pings (a chat waiting for its user, an admin waiting
+for approvals) stays.
 """
 
 from __future__ import annotations
@@ -22,7 +36,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import jsonschema
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
@@ -32,16 +45,16 @@ from ..protocol import (
     ActionApproval,
     ActionList,
     ActionListRequest,
-    Approver,
-    PendingActionInfo,
     AgentConnect,
     AgentControl,
+    Approver,
     ClientAgentResult,
     ClientToolList,
     ErrorCode,
     ErrorFrame,
     LifecycleState,
     OfferedTool,
+    PendingActionInfo,
     ProtocolError,
     ResourceInfo,
     ResourceList,
@@ -59,8 +72,10 @@ from ..protocol import (
     new_id,
 )
 from ..suggest import unknown_name
+from . import argcheck
 from .actions import Caller, perform, read
 from .hub import Hub
+from .outbox import Outbox
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -90,6 +105,10 @@ class TokenBucket:
     def __attrs_post_init__(self) -> None:
         self.tokens = float(self.burst)
 
+    def refund(self) -> None:
+        """One token back: a request was answered."""
+        self.tokens = min(float(self.burst), self.tokens + 1)
+
     def take(self) -> bool:
         now = trio.current_time()
         self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
@@ -118,9 +137,14 @@ class Connection:
     client_results: dict[str, trio.MemorySendChannel[Any]] = attrs.field(factory=dict)
     # Nothing to add to audit records: the WebSocket is the default front door.
     audit_context: Mapping[str, Any] = attrs.field(factory=dict)
-    _outbox: trio.MemorySendChannel[ServerFrame] | None = None
+    _outbox: Outbox | None = None
     _nursery: trio.Nursery | None = None
     _closing: bool = False
+    _bucket: TokenBucket | None = None
+    # Ids of requests taken from the bucket and not answered yet (insertion order; bounded).
+    _unanswered: dict[str, None] = attrs.field(factory=dict)
+    # When the client last showed it is there: a frame, or a pong (trio clock).
+    _last_alive: float = attrs.field(factory=trio.current_time)
 
     @property
     def slot_key(self) -> str:
@@ -128,13 +152,14 @@ class Connection:
 
     async def serve(self) -> None:
         """Run until the client leaves, the token expires, or the client falls behind."""
-        send, receive = trio.open_memory_channel[ServerFrame](self.hub.settings.send_queue_frames)
-        self._outbox = send
+        settings = self.hub.settings
+        outbox = self._outbox = Outbox(settings.send_queue_frames)
+        self._bucket = TokenBucket(settings.frames_per_second, settings.frame_burst)
         self.hub.connections.add(self)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._writer, receive)
+                nursery.start_soon(self._writer, outbox)
                 nursery.start_soon(self._expire_token)
                 nursery.start_soon(self._keepalive)
                 self.send(self.tool_list())
@@ -148,46 +173,65 @@ class Connection:
             with trio.move_on_after(5, shield=True):
                 for session in [s for s in self.hub.sessions.values() if s.conn is self]:
                     await session.detach()
+            outbox.close()
             with trio.move_on_after(0.5, shield=True):
-                await self._flush(receive)
+                await self._flush(outbox)
             with trio.move_on_after(0.5, shield=True):
                 if self.hub.shutting_down:
                     await self.ws.aclose(1001, "server shutting down")
                 else:
                     await self.ws.aclose()
 
-    async def _flush(self, receive: trio.MemoryReceiveChannel[ServerFrame]) -> None:
+    async def _flush(self, outbox: Outbox) -> None:
         """Send what is still queued (cancelled results, a shutdown notice) before closing."""
         while True:
             try:
-                frame = receive.receive_nowait()
-                await self.ws.send_message(encode(frame))
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError, ConnectionClosed):
+                text, _reply_to = outbox.get_nowait()
+                await self.ws.send_message(text)
+            except (trio.WouldBlock, trio.ClosedResourceError, ConnectionClosed):
                 return
 
-    def send(self, frame: ServerFrame) -> None:
-        """Queue a frame; a full queue means the client stopped reading: cut it off."""
-        if self._outbox is None:
+    def send(self, frame: ServerFrame, *, control: bool = False) -> None:
+        """Encode and queue a frame; a full queue means the client stopped reading: cut it off.
+
+        ``control``: a notice that stands alone (rate limiting, shutdown), sent ahead of
+        the queued replies and dropped rather than queued when its small lane is full.
+        """
+        if self._outbox is None or self._outbox.closed:
             return
+        reply_to = getattr(frame, "reply_to", None)
+        try:
+            text = encode(frame)
+        except (ValueError, TypeError, RecursionError) as exc:
+            # This frame only: the client hears why it will not get it, the connection goes on.
+            log.error("a %s frame for %s could not be encoded (%s): sending an error instead",
+                      frame.TYPE, self.principal.sub, type(exc).__name__)
+            frame = ErrorFrame(
+                code=ErrorCode.INTERNAL, reply_to=reply_to,
+                message=f"a {frame.TYPE} frame for you could not be encoded (a value too deep or not JSON); "
+                "it was dropped: see the server log",
+            )
+            text = encode(frame)
         if isinstance(frame, ErrorFrame):
             self.hub.metrics.errors_total.inc(code=str(frame.code))
-        try:
-            self._outbox.send_nowait(frame)
-        except trio.WouldBlock:
-            if not self._closing:
-                log.warning("%s is not reading: its send queue is full; closing", self.principal.sub)
-            self._close_soon(CLOSE_TOO_SLOW, "send queue full: the client is not reading")
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
+        if self._outbox.put(text, reply_to, control=control) or control:
+            return
+        if not self._closing:
+            log.warning("%s is not reading: its send queue is full; closing", self.principal.sub)
+        self._close_soon(CLOSE_TOO_SLOW, "send queue full: the client is not reading")
 
     # --- tasks --------------------------------------------------------------------------
 
-    async def _writer(self, receive: trio.MemoryReceiveChannel[ServerFrame]) -> None:
-        # The channel stays open when this task ends: the connection's last frames are flushed from it.
-        async for frame in receive:
+    async def _writer(self, outbox: Outbox) -> None:
+        # The outbox stays open when this task ends: the connection's last frames are flushed from it.
+        while True:
+            try:
+                text, reply_to = await outbox.get()
+            except trio.EndOfChannel:
+                return
             with trio.move_on_after(self.hub.settings.send_timeout_s) as scope:
                 try:
-                    await self.ws.send_message(encode(frame))
+                    await self.ws.send_message(text)
                 except ConnectionClosed:
                     self._stop()
                     return
@@ -196,13 +240,19 @@ class Connection:
                 # A cancelled send may have written half a frame: the connection is dead.
                 self._close_soon(CLOSE_TOO_SLOW, "the client is not reading")
                 return
+            if reply_to is not None and self._bucket is not None and self._unanswered.pop(reply_to, 0) is None:
+                # Answered and written: the request's token comes back (see the module docstring).
+                self._bucket.refund()
 
     async def _expire_token(self) -> None:
         await trio.sleep(max(0.0, self.principal.expires_at - time.time()))
         await self._close(CLOSE_TOKEN_EXPIRED, "token expired")
 
     async def _keepalive(self) -> None:
-        """Ping regularly; a peer that does not answer in time is gone, whatever TCP thinks."""
+        """Ping regularly; a peer that does not answer in time is gone, whatever TCP thinks.
+
+        Each pong counts as a sign of life for the idle timeout.
+        """
         settings = self.hub.settings
         while True:
             await trio.sleep(settings.ping_interval_s)
@@ -214,28 +264,30 @@ class Connection:
             if scope.cancelled_caught:
                 await self._close(CLOSE_NO_PONG, "no pong: the connection looks dead")
                 return
+            self._last_alive = trio.current_time()
 
     async def _reader(self) -> None:
         settings = self.hub.settings
-        bucket = TokenBucket(settings.frames_per_second, settings.frame_burst)
+        bucket = self._bucket
+        assert bucket is not None
         while True:
-            with trio.move_on_after(settings.idle_timeout_s) as idle:
+            with trio.move_on_at(self._last_alive + settings.idle_timeout_s) as idle:
                 try:
                     message = await self.ws.get_message()
                 except ConnectionClosed:
                     return
             if idle.cancelled_caught:
-                await self._close(CLOSE_IDLE, f"idle for {settings.idle_timeout_s:g}s")
+                if trio.current_time() < self._last_alive + settings.idle_timeout_s:
+                    continue  # a pong arrived meanwhile: wait again from there
+                await self._close(CLOSE_IDLE, f"idle for {settings.idle_timeout_s:g}s (no frames, no pongs)")
                 return
+            self._last_alive = trio.current_time()
             self.hub.metrics.frames_in.inc()
             if not bucket.take():
                 if bucket.flooding_for() > settings.flood_close_s:
-                    await self._close(CLOSE_POLICY, "too many frames: rate limit exceeded")
+                    await self._close(CLOSE_POLICY, "too many frames: rate limit exceeded", after_notices=True)
                     return
-                self.send(ErrorFrame(
-                    code=ErrorCode.RATE_LIMITED,
-                    message=f"more than {settings.frames_per_second:g} frames per second: this frame was dropped",
-                ))
+                self._rate_limited()
                 continue
             if isinstance(message, bytes):
                 self.send(ErrorFrame(code=ErrorCode.BAD_JSON, message="binary frames are not supported: send JSON as text"))
@@ -245,7 +297,25 @@ class Connection:
             except ProtocolError as exc:
                 self.send(error_frame(exc))
                 continue
+            self._count_unanswered(frame.id)
             await self._dispatch(frame)
+
+    def _rate_limited(self) -> None:
+        """Tell a client whose frames are being dropped, once per notice it has not received yet."""
+        if self._outbox is None or self._outbox.control_pending:
+            return
+        settings = self.hub.settings
+        self.send(ErrorFrame(
+            code=ErrorCode.RATE_LIMITED,
+            message=f"frames dropped: more than {settings.frame_burst} requests without waiting for their answers, "
+            f"and more than {settings.frames_per_second:g} a second; wait for answers before sending more",
+        ), control=True)
+
+    def _count_unanswered(self, frame_id: str) -> None:
+        self._unanswered[frame_id] = None
+        if len(self._unanswered) > self.hub.settings.frame_burst:
+            # Requests that will never be answered (an offer, an approval): their tokens refill over time.
+            del self._unanswered[next(iter(self._unanswered))]
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -255,6 +325,7 @@ class Connection:
                 case AgentConnect():
                     await self._agent_connect(frame)
                 case UserMessage():
+                    self._check_message_size(frame)
                     await (await self._session(frame.session_id, frame.id)).message(frame.content, frame.id)
                 case AgentControl():
                     await (await self._session(frame.session_id, frame.id)).control(str(frame.command), frame.id)
@@ -273,7 +344,7 @@ class Connection:
                     if frame.tools is None:
                         self.send(self.tool_list(reply_to=frame.id))
                     else:
-                        self.client_tools = _checked_offer(frame)
+                        self.client_tools = await self._checked_offer(frame)
                 case ToolCall():
                     assert self._nursery is not None
                     self._nursery.start_soon(self._guarded, self._tool_call, frame)
@@ -313,10 +384,11 @@ class Connection:
                 raise ProtocolError(
                     ErrorCode.NOT_FOUND, unknown_name("agent", frame.agent, hub.config.agents), reply_to=frame.id
                 )
+            self._check_session_room(frame.id)
             session_id = new_id()
             await hub.store.create_session(session_id, self.principal.sub, agent.name)
             session = Session(session_id, agent, self, LifecycleState.INITIALIZED, [])
-            await self._start(session)
+            await self._start(session, frame.id)
             await session._set_state(LifecycleState.ACTIVE, reply_to=frame.id)
             return
         live = hub.sessions.get(frame.session_id)
@@ -345,13 +417,36 @@ class Connection:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"the session's agent {record.agent!r} no longer exists", reply_to=frame.id)
         if state in (LifecycleState.PROCESSING, LifecycleState.TOOL_USE, LifecycleState.INITIALIZED):
             state = LifecycleState.ACTIVE
+        self._check_session_room(frame.id)
         history = list(await hub.store.messages(frame.session_id))
         session = Session(frame.session_id, agent, self, state, history)
-        await self._start(session)
+        await self._start(session, frame.id)
         await session._set_state(state, reply_to=frame.id, force=True)
 
-    async def _start(self, session: Session) -> None:
+    def _check_session_room(self, reply_to: str) -> None:
+        limit = self.hub.settings.max_sessions_per_subject
+        live = sum(1 for s in self.hub.sessions.values() if s.conn.principal.sub == self.principal.sub)
+        if live >= limit:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"{self.principal.sub} already has {live} live sessions, the maximum (limit sessions_per_subject): "
+                "stop one (agent_control stop) or close the connection that holds it",
+                reply_to=reply_to, details={"limit": "sessions_per_subject", "maximum": limit},
+            )
+
+    def _check_message_size(self, frame: UserMessage) -> None:
+        limit = self.hub.settings.max_user_message_bytes
+        # Characters first (free); UTF-8 bytes only when the text could be too long.
+        if len(frame.content) * 4 > limit and len(frame.content.encode("utf-8", "surrogatepass")) > limit:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE, f"the message is longer than {limit} bytes (limit user_message)",
+                reply_to=frame.id, details={"path": "$.payload.content", "maximum": limit},
+            )
+
+    async def _start(self, session: Session, reply_to: str) -> None:
         assert self.hub.nursery is not None
+        # Checked again with no await before the insertion: concurrent connects cannot overshoot.
+        self._check_session_room(reply_to)
         self.hub.sessions[session.session_id] = session
         await self.hub.nursery.start(session.run)
 
@@ -431,6 +526,31 @@ class Connection:
             reply_to=reply_to,
         )
 
+    async def _checked_offer(self, frame: ClientToolList) -> dict[str, OfferedTool]:
+        """The client's offered tools, each with a valid JSON Schema that is cheap to validate against.
+
+        The schemas are checked in a worker thread, under a deadline (engine.server.argcheck).
+        """
+        assert frame.tools is not None
+        settings = self.hub.settings
+        if len(frame.tools) > settings.max_offered_tools:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE,
+                f"{len(frame.tools)} tools offered; at most {settings.max_offered_tools} (limit offered_tools)",
+                reply_to=frame.id, details={"path": "$.payload.tools", "maximum": settings.max_offered_tools},
+            )
+        for index, tool in enumerate(frame.tools):
+            problem = await argcheck.offered_schema_problem(
+                tool.parameters, max_bytes=settings.max_offered_schema_bytes
+            )
+            if problem is not None:
+                code = ErrorCode.TOO_LARGE if "at most" in problem else ErrorCode.INVALID_MESSAGE
+                raise ProtocolError(
+                    code, f"tool {tool.name!r}: {problem}", reply_to=frame.id,
+                    details={"path": f"$.payload.tools[{index}].parameters"},
+                )
+        return {tool.name: tool for tool in frame.tools}
+
     def tool_list(self, reply_to: str | None = None) -> ToolList:
         """The tools this caller may see, by the configuration in force now."""
         tools = tuple(
@@ -451,23 +571,12 @@ class Connection:
             self._closing = True
             self._nursery.start_soon(self._close, code, reason)
 
-    async def _close(self, code: int, reason: str) -> None:
+    async def _close(self, code: int, reason: str, *, after_notices: bool = False) -> None:
+        """Close with ``code``; ``after_notices``: first let the writer take the queued notices
+        (e.g. ``rate_limited``), so that they reach the client before the close does."""
+        if after_notices and self._outbox is not None:
+            with trio.move_on_after(self.hub.settings.send_timeout_s):
+                await self._outbox.notices_taken()
         with trio.move_on_after(0.5):
             await self.ws.aclose(code, reason)
         self._stop()
-
-
-def _checked_offer(frame: ClientToolList) -> dict[str, OfferedTool]:
-    """The client's offered tools, each with a valid JSON Schema for its arguments."""
-    assert frame.tools is not None
-    for index, tool in enumerate(frame.tools):
-        try:
-            jsonschema.Draft202012Validator.check_schema(tool.parameters)
-        except jsonschema.SchemaError as exc:
-            raise ProtocolError(
-                ErrorCode.INVALID_MESSAGE,
-                f"tool {tool.name!r}: parameters is not a valid JSON Schema: {exc.message}",
-                reply_to=frame.id,
-                details={"path": f"$.payload.tools[{index}].parameters"},
-            ) from None
-    return {tool.name: tool for tool in frame.tools}

@@ -18,7 +18,8 @@ import jsonschema
 
 from ..config.units import parse_duration, parse_size
 from ..config.yamldoc import read_document
-from ..errors import ConfigError, ConfigProblem, UsageError
+from ..errors import ConfigError, UsageError
+
 
 # sconnect.yaml limit -> (ServerSettings field, parser).
 def _positive(parse: Any, minimum: float, unit: str) -> Any:
@@ -32,20 +33,30 @@ def _positive(parse: Any, minimum: float, unit: str) -> Any:
 
 
 _seconds = _positive(lambda v: float(parse_duration(v)), 0.001, "s")
+_bytes = _positive(lambda v: int(parse_size(v)), 1, " bytes")
+_count = _positive(int, 1, "")
 
 LIMITS: dict[str, tuple[str, Any]] = {
     "max_frame": ("max_frame_bytes", _positive(lambda v: int(parse_size(v)), 1024, " bytes")),
-    "connections": ("max_connections", int),
-    "connections_per_subject": ("max_connections_per_subject", int),
-    "frames_per_second": ("frames_per_second", float),
-    "frame_burst": ("frame_burst", int),
-    "tool_runs": ("max_tool_runs", int),
-    "tool_runs_per_session": ("max_tool_runs_per_session", int),
+    "connections": ("max_connections", _count),
+    "connections_per_subject": ("max_connections_per_subject", _count),
+    "handshakes": ("max_handshakes", _count),
+    "handshakes_per_peer": ("max_handshakes_per_peer", _count),
+    "sessions_per_subject": ("max_sessions_per_subject", _count),
+    "pending_approvals_per_subject": ("max_pending_approvals_per_subject", _count),
+    "user_message": ("max_user_message_bytes", _bytes),
+    "offered_tools": ("max_offered_tools", _count),
+    "offered_schema": ("max_offered_schema_bytes", _bytes),
+    "retention": ("retention_s", _seconds),
+    "frames_per_second": ("frames_per_second", _positive(float, 0.001, "")),
+    "frame_burst": ("frame_burst", _count),
+    "tool_runs": ("max_tool_runs", _count),
+    "tool_runs_per_session": ("max_tool_runs_per_session", _count),
     "handshake_timeout": ("handshake_timeout_s", _seconds),
     "idle_timeout": ("idle_timeout_s", _seconds),
     "ping_interval": ("ping_interval_s", _seconds),
     "ping_timeout": ("ping_timeout_s", _seconds),
-    "send_queue": ("send_queue_frames", int),
+    "send_queue": ("send_queue_frames", _count),
     "send_timeout": ("send_timeout_s", _seconds),
     "approval_timeout": ("approval_timeout_s", _seconds),
 }

@@ -29,6 +29,8 @@ from ..resources import ResourceHosts
 from .hub import Hub
 
 log = logging.getLogger(__name__)
+# Longest wait between two attempts of a watcher that keeps failing.
+MAX_BACKOFF_S = 60.0
 Fingerprint = frozenset[tuple[str, int, int, int]]
 
 
@@ -92,7 +94,11 @@ async def watch_config(
     signals: Iterable[int] = (),
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Poll for changes (and reload on each of ``signals``, e.g. SIGHUP) until cancelled."""
+    """Poll for changes (and reload on each of ``signals``, e.g. SIGHUP) until cancelled.
+
+    A failing poll or reload (anything but a refused configuration, which
+    :func:`reload_config` handles) is logged and retried with a doubling delay.
+    """
     root = hub.settings.config_dir
     seen = await trio.to_thread.run_sync(fingerprint, root)
     wake = trio.Event()
@@ -104,15 +110,26 @@ async def watch_config(
                 log.info("received %s: reloading the configuration", signal.Signals(signum).name)
                 wake.set()
 
+    delay = interval_s
+    retry_forced = False
     async with trio.open_nursery() as nursery:
         if signals:
             nursery.start_soon(on_signals)
         task_status.started()
         while True:
-            with trio.move_on_after(interval_s):
+            with trio.move_on_after(delay):
                 await wake.wait()
-            forced, wake = wake.is_set(), trio.Event()
-            current = await trio.to_thread.run_sync(fingerprint, root)
-            if current != seen or forced:
-                seen = current
-                await reload_config(hub, "signal" if forced else "files changed")
+            forced, wake = wake.is_set() or retry_forced, trio.Event()
+            try:
+                current = await trio.to_thread.run_sync(fingerprint, root)
+                if current != seen or forced:
+                    await reload_config(hub, "signal" if forced else "files changed")
+                    seen = current
+            except Exception as exc:
+                # EMFILE, a directory briefly unreadable...: never the end of the server.
+                # The change is still unseen, so the next attempt reloads it.
+                delay = min(delay * 2, MAX_BACKOFF_S)
+                retry_forced = forced
+                log.warning("config watcher: %s: %s; retrying in %gs", type(exc).__name__, exc, delay)
+                continue
+            delay, retry_forced = interval_s, False

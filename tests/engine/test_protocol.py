@@ -51,7 +51,7 @@ BAD_FRAMES = [
      '{"action_id":"a","approved":false,"approved":true}}', ErrorCode.BAD_JSON, None, None),
     ("lone surrogate", '{"type":"user_message","id":"f-1","payload":'
      '{"session_id":"s","content":"\\ud800"}}', ErrorCode.BAD_JSON, None, None),
-    ("too deep", "[" * 100_000 + "]" * 100_000, ErrorCode.BAD_JSON, None, None),
+    ("too deep", "[" * 100_000 + "]" * 100_000, ErrorCode.TOO_LARGE, None, None),
     ("array", "[]", ErrorCode.INVALID_MESSAGE, None, "$"),
     ("string", '"x"', ErrorCode.INVALID_MESSAGE, None, "$"),
     ("number", "1", ErrorCode.INVALID_MESSAGE, None, "$"),
