@@ -164,7 +164,6 @@ async def test_a_deleted_checkpoint_file_is_reported_as_deleted(tmp_path: Path, 
     assert "the file was deleted" in report.problems[0].message
 
 
-@pytest.mark.slow
 async def test_the_key_lives_outside_the_state_directory() -> None:
     with place() as where:
         async with serving(where) as served:
