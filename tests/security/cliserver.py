@@ -55,8 +55,11 @@ def _argv(where: Place, args: tuple[str, ...]) -> list[str]:
 
 
 def _env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The test's environment: no SCONNECT_* of the caller's, the HS256 test secret, then
+    ``env`` (an empty value removes a variable)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("SCONNECT_")}
-    return {**base, "SCONNECT_JWT_SECRET": SECRET, **(env or {})}
+    merged = {**base, "SCONNECT_JWT_SECRET": SECRET, **(env or {})}
+    return {k: v for k, v in merged.items() if v}
 
 
 def _popen(argv: list[str], env: Mapping[str, str] | None) -> subprocess.Popen[str]:
