@@ -249,7 +249,8 @@ def redact_tool_calls(message: Mapping[str, Any], secret: Mapping[str, Iterable[
     redacted_calls = []
     for call in calls:
         function = call.get("function") if isinstance(call, Mapping) else None
-        hidden = frozenset(secret.get(function.get("name"), ())) if isinstance(function, Mapping) else frozenset()
+        name = function.get("name") if isinstance(function, Mapping) else None
+        hidden = frozenset(secret.get(name, ())) if isinstance(name, str) else frozenset()
         if not hidden or not isinstance(function, Mapping):
             redacted_calls.append(call)
             continue

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import trio
 
+from engine.audit import default_key_path
 from engine.cli.main import main
 from tests.conftest import REPO
 
@@ -67,3 +69,40 @@ async def test_the_installed_command(state: Path, nursery: trio.Nursery) -> None
                                       cwd=REPO, capture_stdout=True, capture_stderr=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().startswith("OK: 2 records, 2 checkpoints")
+
+
+async def test_a_missing_key_is_not_tampering(state: Path, nursery: trio.Nursery,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 3 when the key cannot be read (nothing known to be wrong), 1 when tampered."""
+    await write_log(state, nursery, 3)
+    key = default_key_path(state)
+    moved = key.with_name("elsewhere")
+    key.rename(moved)
+    code, out, _ = run(capsys, "audit", "verify", "--state-dir", str(state))
+    assert code == 3, out
+    assert out.startswith("CANNOT VERIFY: key: cannot check the checkpoints: audit key") and "is missing" in out
+    code, out, _ = run(capsys, "audit", "verify", "--state-dir", str(state), "--json")
+    assert code == 3 and json.loads(out)["first_problem"]["kind"] == "key"
+    attacker(state).execute("UPDATE audit_records SET subject = 'nobody' WHERE seq = 2")
+    code, out, _ = run(capsys, "audit", "verify", "--state-dir", str(state))
+    assert code == 1 and out.startswith("FAILED: seq 2: edited")  # tampering wins over the missing key
+    code, out, _ = run(capsys, "audit", "verify", "--state-dir", str(state), "--key-file", str(moved))
+    assert code == 1
+
+
+async def test_archive_sets_a_log_aside(state: Path, nursery: trio.Nursery, capsys: pytest.CaptureFixture[str]) -> None:
+    await write_log(state, nursery, 2)
+    code, out, _ = run(capsys, "audit", "archive", "--state-dir", str(state))
+    assert code == 0 and out.startswith(f"archived the audit log to {state}/audit-archive-")
+    archive = Path(out.split(" to ", 1)[1].split(";", 1)[0])
+    assert sorted(os.listdir(archive)) == ["audit-checkpoints.log", "audit-head", "audit.db"]
+    code, _, err = run(capsys, "audit", "verify", "--state-dir", str(state))
+    assert code == 2 and "no audit log" in err
+    code, out, _ = run(capsys, "audit", "verify", "--state-dir", str(archive), "--key-file",
+                       str(default_key_path(state)))
+    assert code == 0, out
+    await write_log(state, nursery, 1)  # the next start begins a new log under the same key
+    code, out, _ = run(capsys, "audit", "verify", "--state-dir", str(state))
+    assert code == 0 and out.startswith("OK: 1 records")
+    code, _, err = run(capsys, "audit", "archive", "--state-dir", str(state / "nowhere"))
+    assert code == 2 and "no audit log to archive" in err

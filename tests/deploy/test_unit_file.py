@@ -80,7 +80,9 @@ def test_exec_start_serves_the_state_directory(service: dict[str, list[str]]) ->
     argv = serve_argv(service)
     assert "--dev" not in argv, "--dev creates keys and prints tokens: never in production"
     state_dir = option(argv, "--state-dir")
-    assert state_dir == "/var/lib/" + one(service, "StateDirectory")
+    state, *others = one(service, "StateDirectory").split()
+    assert state_dir == "/var/lib/" + state
+    assert others == [state + "-keys"], "the audit key lives beside the state directory, writable to the service"
     assert option(argv, "--config") == "/etc/sconnect"
     assert option(argv, "--health-port"), "the load balancer and Prometheus need /readyz and /metrics"
 
