@@ -9,7 +9,6 @@ hide the mistakes of the others.
 from __future__ import annotations
 
 import ast
-import fnmatch
 import importlib.util
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigProblem
+from ..globs import GLOB_CHARS, glob_matches
 from .model import Agent, ApiResource, DbResource, FileResource, Policy, Resource, RulesModel, Tool
 from .schemas import validate_parameters
 from .yamldoc import Document
@@ -196,7 +196,8 @@ def check_resource(resource: Resource, doc: Document, root: Path) -> list[Config
             complete = len(origins) == len(resource.allowed_hosts)
             reached = any(origin.allows(base.scheme or "", base.host, base.port) for origin in origins)
             if origins and complete and not reached:
-                problems.append(doc.problem(["allowed_hosts"], f"the base URL's origin {base} is not in allowed_hosts"))
+                problems.append(doc.problem(["allowed_hosts"],
+                                            f"the base URL's origin {base} is not in allowed_hosts"))
         for index, route in enumerate(resource.routes):
             problems += _check_template(doc, ["routes", index], route.path, route.params, set(_PLACEHOLDER.findall(route.target)))
     return problems
@@ -218,6 +219,10 @@ def check_policy(policy: Policy, doc: Document) -> list[ConfigProblem]:
     problems = []
     for index, rule in enumerate(policy.rules):
         for c_index, condition in enumerate(rule.conditions):
+            base = condition.path_prefix
+            if base is not None and (".." in base.split("/") or any(c == "\\" or ord(c) < 32 for c in base)):
+                problems.append(doc.problem(["rules", index, "conditions", c_index, "path_prefix"],
+                                            f"{base!r} must be a plain path (no '..', no backslash)"))
             if condition.matches is not None:
                 try:
                     re.compile(condition.matches)
@@ -283,7 +288,7 @@ def check_policy_references(
                     doc.problem([*where, "subjects", "roles", r_index], f"unknown role {role!r}{_known(roles)}")
                 )
         for t_index, pattern in enumerate(rule.targets.tools):
-            is_glob = any(char in pattern for char in "*?[")
+            is_glob = any(char in pattern for char in GLOB_CHARS)
             if pattern in failed and pattern not in tools:
                 problems.append(
                     doc.problem([*where, "targets", "tools", t_index], f"tool {pattern!r} did not load (see {failed[pattern]})")
@@ -292,7 +297,7 @@ def check_policy_references(
                 problems.append(
                     doc.problem([*where, "targets", "tools", t_index], f"unknown tool {pattern!r}{_known(tools)}")
                 )
-            elif is_glob and not fnmatch.filter(tools, pattern):
+            elif is_glob and not any(glob_matches(pattern, name) for name in tools):
                 problems.append(
                     doc.problem([*where, "targets", "tools", t_index], f"the pattern {pattern!r} matches no tool")
                 )

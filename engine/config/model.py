@@ -252,6 +252,8 @@ class Condition:
     equals: Any = None
     one_of: tuple[Any, ...] | None = None
     prefix: str | None = None
+    # The argument is a path at or under this one, compared after normalisation (see engine/policy/_match.py).
+    path_prefix: str | None = None
     matches: str | None = None
     max: float | None = None
 
@@ -297,6 +299,8 @@ class Config:
     resources: Mapping[str, Resource]
     policies: tuple[Policy, ...]
     warnings: tuple[str, ...] = ()
+    # sha256 over the policy files' bytes, hashed by the loader (engine/policy/_revision.py).
+    policy_revision: str = "sha256:" + "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
     @property
     def roles(self) -> frozenset[str]:
