@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -216,7 +216,21 @@ class ApiResource:
     source: Source = Source()
 
 
-Resource = FileResource | DbResource | ApiResource
+class Resource(Protocol):
+    """What every resource host's config has; each kind's frozen attrs class adds its own keys.
+
+    The kinds (these three, and those in their own modules, such as
+    ``engine/resources/static.py``) are registered in ``resource_kinds``.
+    """
+
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def source(self) -> Source: ...
 
 
 # --- policies ---------------------------------------------------------------
