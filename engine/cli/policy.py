@@ -322,7 +322,8 @@ def run_test(args: argparse.Namespace) -> int:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    from ..policy import diff, load_policy_set
+    from ..policy import diff
+    from ..policy._load import load_policy_set
 
     old_dir, new_dir = Path(args.old), Path(args.new)
     for directory in (old_dir, new_dir):

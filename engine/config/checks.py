@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigProblem
+from ..globs import GLOB_CHARS, glob_matches
 from ..linear_re import RegexError, compile_linear
 from .bounds import MAX_MODULE_BYTES, MAX_PARAMETERS_BYTES, format_bytes, within
 from .model import Agent, ApiResource, DbResource, FileResource, Policy, Resource, RulesModel, Tool
 from .modules import Located, default_search, locate
+from .resource_kinds import kind_of
 from .schemas import validate_parameters
 from .yamldoc import Document, PathSegment
 
@@ -229,57 +231,18 @@ def _answer_problems(
 
 
 def check_resource(resource: Resource, doc: Document, root: Path) -> list[ConfigProblem]:
-    problems: list[ConfigProblem] = []
-    if isinstance(resource, FileResource):
-        for index, glob in enumerate(resource.globs):
-            if glob.startswith("/") or ".." in glob.split("/"):
-                problems.append(doc.problem(["globs", index], f"{glob!r} must be relative to root, without '..'"))
-    elif isinstance(resource, DbResource):
-        if ".." in Path(resource.database).parts:
-            problems.append(doc.problem(["database"], f"{resource.database!r} must not climb out with '..'"))
-        if resource.seed is not None and not (root / resource.seed).is_file():
-            problems.append(doc.problem(["seed"], f"seed file {resource.seed!r} does not exist"))
-        for index, query in enumerate(resource.queries):
-            problems += _check_template(doc, ["queries", index], query.path, query.params, set(re.findall(r":(\w+)", query.sql)))
-    elif isinstance(resource, ApiResource):
-        from ..origins import OriginError, parse_origin, url_origin
-
-        origins = []
-        for index, entry in enumerate(resource.allowed_hosts):
-            try:
-                origins.append(parse_origin(entry))
-            except OriginError as exc:
-                problems.append(doc.problem(["allowed_hosts", index], str(exc)))
-        try:
-            base = url_origin(resource.base_url)
-        except OriginError as exc:
-            problems.append(doc.problem(["base_url"], str(exc)))
-        else:
-            complete = len(origins) == len(resource.allowed_hosts)
-            reached = any(origin.allows(base.scheme or "", base.host, base.port) for origin in origins)
-            if origins and complete and not reached:
-                problems.append(doc.problem(["allowed_hosts"], f"the base URL's origin {base} is not in allowed_hosts"))
-        for index, route in enumerate(resource.routes):
-            problems += _check_template(doc, ["routes", index], route.path, route.params, set(_PLACEHOLDER.findall(route.target)))
-    return problems
-
-
-def _check_template(
-    doc: Document, where: list[Any], path: str, params: Mapping[str, str], used: set[str]
-) -> list[ConfigProblem]:
-    problems = []
-    declared = set(_PLACEHOLDER.findall(path))
-    for name in sorted(used - declared):
-        problems.append(doc.problem(where, f"{name!r} is used but is not a {{placeholder}} of path {path!r}"))
-    for name in sorted(set(params) - declared):
-        problems.append(doc.problem([*where, "params", name], f"{name!r} is not a {{placeholder}} of path {path!r}"))
-    return problems
+    """The checks of the resource's own kind (each kind's module has them: engine/resources/)."""
+    return list(kind_of(resource).check(resource, doc, root))
 
 
 def check_policy(policy: Policy, doc: Document) -> list[ConfigProblem]:
     problems = []
     for index, rule in enumerate(policy.rules):
         for c_index, condition in enumerate(rule.conditions):
+            base = condition.path_prefix
+            if base is not None and (".." in base.split("/") or any(c == "\\" or ord(c) < 32 for c in base)):
+                problems.append(doc.problem(["rules", index, "conditions", c_index, "path_prefix"],
+                                            f"{base!r} must be a plain path (no '..', no backslash)"))
             if condition.matches is not None:
                 try:
                     re.compile(condition.matches)
@@ -345,7 +308,7 @@ def check_policy_references(
                     doc.problem([*where, "subjects", "roles", r_index], f"unknown role {role!r}{_known(roles)}")
                 )
         for t_index, pattern in enumerate(rule.targets.tools):
-            is_glob = any(char in pattern for char in "*?[")
+            is_glob = any(char in pattern for char in GLOB_CHARS)
             if pattern in failed and pattern not in tools:
                 problems.append(
                     doc.problem([*where, "targets", "tools", t_index], f"tool {pattern!r} did not load (see {failed[pattern]})")
@@ -354,7 +317,7 @@ def check_policy_references(
                 problems.append(
                     doc.problem([*where, "targets", "tools", t_index], f"unknown tool {pattern!r}{_known(tools)}")
                 )
-            elif is_glob and not fnmatch.filter(tools, pattern):
+            elif is_glob and not any(glob_matches(pattern, name) for name in tools):
                 problems.append(
                     doc.problem([*where, "targets", "tools", t_index], f"the pattern {pattern!r} matches no tool")
                 )

@@ -12,14 +12,15 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import cattrs
 
-from .model import ApiResource, DbResource, FileResource, ModelConfig, OpenAIModel, Resource, RulesModel
+from .model import ModelConfig, OpenAIModel, Resource, RulesModel
+from .resource_kinds import kind_name, kinds
 from .units import Bytes, Seconds, parse_duration, parse_size
 from .yamldoc import PathSegment
 
 _MODEL_PROVIDERS: dict[str, type] = {"rules": RulesModel, "openai": OpenAIModel}
-_RESOURCE_SCHEMES: dict[str, type] = {"file": FileResource, "db": DbResource, "api": ApiResource}
 _PATH_TOKEN = re.compile(r"\.(\w+)|\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
 
 
@@ -48,6 +49,18 @@ def _tagged(tag: str, classes: dict[str, type]) -> Any:
     return hook
 
 
+def _resource(value: Any, _: type) -> Any:
+    """A resource file as its kind's config class (the kind: ``kind``, else ``scheme``)."""
+    registered = kinds()
+    kind = registered.get(kind_name(value) or "") if isinstance(value, dict) else None
+    if kind is None:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, sorted(registered)))}")
+    fields = {field.name for field in attrs.fields(kind.config_class)}
+    # A fixed-scheme kind's class has no ``kind`` field: the schema already checked it names this kind.
+    data = {key: item for key, item in value.items() if key != "kind" or key in fields}
+    return converter.structure(data, kind.config_class)
+
+
 def make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
     conv.register_structure_hook(str, _strict(str, "a string"))
@@ -57,7 +70,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(Seconds, lambda value, _: parse_duration(value))
     conv.register_structure_hook(Bytes, lambda value, _: parse_size(value))
     conv.register_structure_hook(ModelConfig, _tagged("provider", _MODEL_PROVIDERS))
-    conv.register_structure_hook(Resource, _tagged("scheme", _RESOURCE_SCHEMES))
+    conv.register_structure_hook(Resource, _resource)
     return conv
 
 

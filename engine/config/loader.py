@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import attrs
 
 from ..errors import ConfigError, ConfigProblem
+from ..policy._match import may_grant_tool
+from ..policy._revision import revision_of
 from . import checks
 from .bounds import MAX_FILES_PER_DIR, within
 from .converter import converter, structure_errors
@@ -122,7 +124,8 @@ def load_config(root: Path | str) -> Config:
     warnings = [
         f"{tool.source}: no policy rule allows this tool, so every call is refused"
         for tool in tools.values()
-        if not any(_rule_covers(rule, tool) for policy in policies for rule in policy.rules)
+        if not any(may_grant_tool(rule, tool.name, tool.permission_level)
+                   for policy in policies for rule in policy.rules)
     ]
     return Config(
         root=str(root.resolve()),
@@ -131,6 +134,7 @@ def load_config(root: Path | str) -> Config:
         resources=MappingProxyType(resources),
         policies=tuple(policies),
         warnings=tuple(warnings),
+        policy_revision=revision_of(root, (policy.source.file for policy in policies)),
     )
 
 
@@ -216,14 +220,3 @@ def _duplicate_rule_ids(policies: list[tuple[Policy, Document]]) -> list[ConfigP
             else:
                 seen[rule.id] = rule
     return problems
-
-
-def _rule_covers(rule: PolicyRule, tool: Tool) -> bool:
-    import fnmatch
-
-    if rule.effect == "deny" or "tool.call" not in rule.actions:
-        return False
-    targets = rule.targets
-    named = not targets.tools or any(fnmatch.fnmatchcase(tool.name, p) for p in targets.tools)
-    levelled = not targets.levels or tool.permission_level in targets.levels
-    return named and levelled

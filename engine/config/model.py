@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -225,7 +225,21 @@ class ApiResource:
     source: Source = Source()
 
 
-Resource = FileResource | DbResource | ApiResource
+class Resource(Protocol):
+    """What every resource host's config has; each kind's frozen attrs class adds its own keys.
+
+    The kinds (these three, and those in their own modules, such as
+    ``engine/resources/static.py``) are registered in ``resource_kinds``.
+    """
+
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def source(self) -> Source: ...
 
 
 # --- policies ---------------------------------------------------------------
@@ -261,6 +275,8 @@ class Condition:
     equals: Any = None
     one_of: tuple[Any, ...] | None = None
     prefix: str | None = None
+    # The argument is a path at or under this one, compared after normalisation (see engine/policy/_match.py).
+    path_prefix: str | None = None
     matches: str | None = None
     max: float | None = None
 
@@ -306,6 +322,8 @@ class Config:
     resources: Mapping[str, Resource]
     policies: tuple[Policy, ...]
     warnings: tuple[str, ...] = ()
+    # sha256 over the policy files' bytes, hashed by the loader (engine/policy/_revision.py).
+    policy_revision: str = "sha256:" + "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
     @property
     def roles(self) -> frozenset[str]:

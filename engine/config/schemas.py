@@ -19,6 +19,7 @@ import referencing
 from jsonschema.exceptions import ValidationError
 
 from ..errors import ConfigProblem
+from .resource_kinds import resource_schema
 from .yamldoc import Document, PathSegment
 
 KINDS = ("agent", "tool", "resource", "policy")
@@ -29,7 +30,11 @@ _JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "strin
 def schema(name: str) -> dict[str, Any]:
     """The schema named ``name`` (a kind, or ``common``) as shipped in the package."""
     text = resources.files(__package__).joinpath("schemas", f"{name}.json").read_text("utf-8")
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(text)
+    if name == "resource":
+        # Each host kind brings its own keys (engine/config/resource_kinds.py).
+        return resource_schema(loaded)
+    return loaded
 
 
 @functools.cache

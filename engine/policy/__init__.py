@@ -1,8 +1,10 @@
 """The policy engine: who may call which tool or read which resource, and who approves.
 
-Pure functions over a loaded :class:`~engine.config.Config`: nothing here does
-I/O except reading the policy files' bytes once per config for the revision
-hash.  The semantics are documented in ``_engine`` and in the README.
+Pure functions over a loaded :class:`~engine.config.Config`; the config loader
+calls in here too (rule matching, the revision hash), so nothing imported by
+this package may import the loader: ``load_policy_set`` (``policy diff``) is
+imported from ``._load`` by its one user.  The semantics are documented in
+``_engine``, ``_match`` and in the README.
 """
 
 from ._analysis import Cell as Cell
@@ -30,7 +32,8 @@ from ._engine import explain as explain
 from ._engine import policy_rules as policy_rules
 from ._lint import Finding as Finding
 from ._lint import lint as lint
-from ._load import load_policy_set as load_policy_set
 from ._match import Miss as Miss
 from ._match import Request as Request
+from ._match import may_grant_tool as may_grant_tool
 from ._revision import policy_revision as policy_revision
+from ._revision import revision_of as revision_of

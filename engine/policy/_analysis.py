@@ -10,12 +10,12 @@ host, showing the most permissive answer and ``conditional`` when paths differ.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable
 
 import attrs
 
 from ..config.model import Config
+from ..globs import glob_matches
 from ._decision import Decision
 from ._engine import decide, policy_rules
 from ._match import resource_matches
@@ -78,7 +78,7 @@ def resource_probes(config: Config, host: str) -> list[str]:
         for pattern in rule.targets.resources:
             scheme_host, _, rest = pattern.partition("://")
             name, _, path = rest.partition("/")
-            if not fnmatch.fnmatchcase(host, f"{scheme_host}://{name}"):
+            if not glob_matches(f"{scheme_host}://{name}", host):
                 continue
             probe = f"{host}/{_concrete(path)}"
             if resource_matches(pattern, probe) and probe not in probes:

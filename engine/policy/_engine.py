@@ -28,16 +28,18 @@ Semantics (the README's "Policies" section says the same for operators):
    is by design the requester's own.
 
 Matching (see ``_match``): subjects by role or exact ``sub``; actions;
-targets (tool names or ``fnmatch`` globs, levels, resource URI globs where
-``**`` crosses ``/`` and ``*`` does not); conditions on arguments, all of
-which must hold, a missing argument never holding.  Rules are considered in
+targets (tool names and resource URIs by the same globs, :mod:`engine.globs`:
+``**`` crosses ``/``, ``*`` and ``?`` do not, ``[`` is literal; levels);
+conditions on arguments, all of which must hold.  A condition that cannot be
+decided (argument missing or of the wrong type, a path that cannot be placed)
+holds for a deny and never for a grant: denies fail closed.  Rules are considered in
 policy order (files by name, rules in file order); the order changes only
 which rule is reported as deciding among equals, never the effect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -158,7 +160,7 @@ def _decide(request: Request, matched: list[PolicyRule]) -> Decision:
 def make_request(
     config: Config,
     sub: str | None,
-    roles: frozenset[str] | set[str] | tuple[str, ...],
+    roles: Iterable[str],
     action: str,
     target: str,
     arguments: Mapping[str, Any] | None = None,
@@ -188,7 +190,7 @@ def make_request(
 def explain(
     config: Config,
     sub: str | None,
-    roles: frozenset[str] | set[str] | tuple[str, ...],
+    roles: Iterable[str],
     action: str,
     target: str,
     arguments: Mapping[str, Any] | None = None,
@@ -205,7 +207,7 @@ def explain(
 def decide(
     config: Config,
     sub: str | None,
-    roles: frozenset[str] | set[str] | tuple[str, ...],
+    roles: Iterable[str],
     action: str,
     target: str,
     arguments: Mapping[str, Any] | None = None,

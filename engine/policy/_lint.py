@@ -7,7 +7,10 @@ to a role (every holder of the role) rather than to named subs.  Unknown
 roles and tools are refused by the loader already; ``policy lint`` reports
 them as errors too.
 
-Warnings: rules that change no decision — *shadowed* and *overridden*; tools
+Warnings: conditions that compare paths as raw strings (*fragile*: ``./x``
+and ``a/../x`` spell the same path; ``path_prefix`` normalises); denies whose
+conditions can never be decided (they fail closed, so they deny everything they
+target); rules that change no decision — *shadowed* and *overridden*; tools
 no subject can call; declared roles no rule names; rules that reach a
 level-3 tool only by a glob or a level (which never unlocks it); approvals
 that are never stricter than the level; ``self_approval`` with a user approver.
@@ -27,16 +30,16 @@ the allow that is overridden.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterator
 
 import attrs
 
-from ..config.model import Config, PolicyRule
+from ..config.model import Condition, Config, PolicyRule
+from ..globs import glob_matches, glob_regex
 from ._analysis import cell, subjects
 from ._decision import APPROVER_RANK, LEVEL_APPROVER
 from ._engine import policy_rules
-from ._match import has_any_targets, has_tool_targets, is_glob, resource_regex, tool_matches
+from ._match import condition_operator, has_any_targets, has_tool_targets, is_glob, tool_matches
 
 
 @attrs.frozen(order=True)
@@ -93,13 +96,13 @@ def _read_patterns(rule: PolicyRule) -> tuple[str, ...]:
 def _hosts_reached(pattern: str, config: Config) -> list[str]:
     scheme, _, rest = pattern.partition("://")
     name = rest.partition("/")[0]
-    return [host for host in config.resources if fnmatch.fnmatchcase(host, f"{scheme}://{name}")]
+    return [host for host in config.resources if glob_matches(f"{scheme}://{name}", host)]
 
 
 def _pattern_covers(wide: str, narrow: str) -> bool:
     # Does every URI ``narrow`` matches also match ``wide``?  Match wide against narrow's own
     # text, with narrow's "**" spelled so that it still crosses "/" (a "*" in wide must not absorb it).
-    return resource_regex(wide).fullmatch(narrow.replace("**", "**/**")) is not None
+    return glob_regex(wide).fullmatch(narrow.replace("**", "**/**")) is not None
 
 
 def _covers(wide: PolicyRule, narrow: PolicyRule, config: Config, *, grant: bool) -> bool:
@@ -142,6 +145,8 @@ def _never_matches(rule: PolicyRule, config: Config) -> Iterator[str]:
         for pattern in targets.resources:
             if not _hosts_reached(pattern, config):
                 yield f"resource glob {pattern!r} matches no declared resource host"
+    if rule.effect == "deny":
+        return  # an undecidable condition makes a deny apply (fail closed): see _undecidable
     if rule.conditions and not _tool_set(rule, config):
         if _reads(rule):
             yield "it has conditions, which never hold for resource reads (a read has no arguments)"
@@ -155,6 +160,51 @@ def _never_matches(rule: PolicyRule, config: Config) -> Iterator[str]:
         ]
         if tools and not accepting:
             yield f"its condition on argument {condition.argument!r} can never hold: no targeted tool accepts it"
+
+
+_PATH_NAMES = frozenset({"path", "file", "filename", "dir", "directory", "folder"})
+
+
+def _path_like(rule: PolicyRule, condition: Condition, config: Config) -> bool:
+    """Whether the condition's argument looks like a path: by its operand, its name or its schema."""
+    _op, operand = condition_operator(condition)
+    operands = operand if isinstance(operand, tuple | list) else (operand,)
+    if any(isinstance(o, str) and ("/" in o or "\\" in o or o.startswith(".")) for o in operands):
+        return True
+    name = condition.argument.lower()
+    if name in _PATH_NAMES or name.endswith(("_path", "_file", "_dir", "path")):
+        return True
+    return any(
+        config.tools[tool].parameters.get("properties", {}).get(condition.argument, {}).get("format") == "path"
+        for tool in _tool_set(rule, config)
+    )
+
+
+def _fragile(rule: PolicyRule, config: Config) -> Iterator[str]:
+    """Conditions that compare a path as a raw string: another spelling of the path slips past."""
+    for condition in rule.conditions:
+        op, _operand = condition_operator(condition)
+        if op in ("equals", "one_of", "prefix", "matches") and _path_like(rule, condition, config):
+            yield (f"condition on {condition.argument!r}: {op} compares the raw string, so './x' or 'a/../x' "
+                   "name the same path another way; compare paths with path_prefix")
+
+
+def _undecidable(rule: PolicyRule, config: Config) -> Iterator[str]:
+    """A deny whose conditions can never be decided applies to everything it targets (fail closed)."""
+    if rule.effect != "deny" or not rule.conditions:
+        return
+    if _reads(rule):
+        yield ("its conditions cannot be decided on a resource read (a read has no arguments): "
+               "it denies every read it targets")
+    tools = [config.tools[name] for name in sorted(_tool_set(rule, config))]
+    for condition in rule.conditions:
+        if tools and not any(
+            condition.argument in tool.parameters.get("properties", {})
+            or tool.parameters.get("additionalProperties", True) is not False
+            for tool in tools
+        ):
+            yield (f"no targeted tool accepts argument {condition.argument!r}, so its condition can never be "
+                   "decided: it denies every call it targets")
 
 
 def lint(config: Config) -> list[Finding]:
@@ -176,6 +226,10 @@ def lint(config: Config) -> list[Finding]:
         if "resource.read" not in rule.actions and rule.targets.resources and has_tool_targets(rule):
             add(rule, "warning", "ignored-targets",
                 "targets.resources are ignored: its actions do not include resource.read")
+        for why in _fragile(rule, config):
+            add(rule, "warning", "fragile-condition", why)
+        for why in _undecidable(rule, config):
+            add(rule, "warning", "undecidable-condition", why)
         if rule.effect == "deny":
             continue
         tools = _tool_set(rule, config)

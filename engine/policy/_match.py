@@ -1,18 +1,44 @@
 """Whether one rule matches one request, and if not, the first reason why not.
 
-Pure functions over the config model.  The order of the checks is the order
+The one place policy matching lives: the engine, ``policy`` commands, lint and
+the config loader's "no rule allows this tool" warning all ask here.  Pure
+functions over the config model.  The order of the checks is the order
 ``policy explain`` reports them in: subject, action, target, condition.
 
 Targets by kind: a ``tool.call`` is matched by ``targets.tools`` and
 ``targets.levels`` (each given list must match), a ``resource.read`` by
 ``targets.resources``.  A rule with no targets at all matches every target of
 its actions; a rule whose targets name only the other kind matches none of
-this kind (``targets: {resources: [...]}`` never matches a tool call).
+this kind (``targets: {resources: [...]}`` never matches a tool call).  Tool
+names and resource URIs are matched with the same globs (:mod:`engine.globs`).
+
+Conditions (every one must hold for the rule to match):
+
+- ``equals``, ``one_of``: the value, with a boolean never equal to a number;
+- ``prefix``: a string that starts with the operand; never holds for a value
+  with a ``..`` segment (it could climb out of the prefix);
+- ``path_prefix``: the value is a path at or under the operand, compared
+  segment by segment after normalisation (``.``, ``..`` and repeated ``/``
+  collapsed, as the kernel would for a path without symlinks).  A path that
+  climbs above its start, holds a backslash or a control character, or is
+  absolute where the operand is relative (or the reverse) cannot be placed;
+- ``matches``: a string the regular expression matches in full;
+- ``max``: a number (not a boolean) at most the operand.
+
+``prefix`` and ``matches`` compare raw strings, so in a *deny* rule a value not
+in normal path form (``.``, ``..`` or empty segments, a backslash) cannot be
+decided: ``./secret/x`` and ``x/../secret/x`` name what ``secret/`` names.
+``path_prefix`` is the condition meant for paths; ``policy lint`` says so.
+
+Failing closed: when a condition of a **deny** rule cannot be decided — the
+argument is missing, of a type the operator cannot compare, or a path that
+cannot be placed — the condition counts as holding, so the deny applies.  For
+a granting rule the same condition never holds.  A resource read carries no
+arguments, so a deny with conditions applies to every read it targets.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -20,9 +46,7 @@ from typing import Any
 import attrs
 
 from ..config.model import Condition, PolicyRule
-from ..globs import glob_regex
-
-GLOB_CHARS = frozenset("*?[")
+from ..globs import GLOB_CHARS, glob_matches
 
 
 @attrs.frozen
@@ -69,22 +93,29 @@ def is_glob(pattern: str) -> bool:
     return any(char in GLOB_CHARS for char in pattern)
 
 
-def resource_regex(pattern: str) -> re.Pattern[str]:
-    """A resource URI glob as a regex: ``**`` crosses ``/``, ``*`` and ``?`` stay within one segment."""
-    return glob_regex(pattern)
-
-
 def resource_matches(pattern: str, uri: str) -> bool:
-    return resource_regex(pattern).fullmatch(uri) is not None
+    return glob_matches(pattern, uri)
 
 
 def tool_matches(pattern: str, name: str) -> bool:
-    return fnmatch.fnmatchcase(name, pattern)
+    return glob_matches(pattern, name)
 
 
 def names_tool(rule: PolicyRule, tool: str) -> bool:
     """Whether ``rule`` names ``tool`` exactly (not by a glob, not by a level): what unlocks level 3."""
     return tool in rule.targets.tools
+
+
+def may_grant_tool(rule: PolicyRule, name: str, level: int) -> bool:
+    """Whether ``rule`` could let someone call tool ``name`` of ``level`` (subjects and conditions aside).
+
+    A deny never grants; a level-3 tool is granted only by a rule naming it exactly.
+    """
+    if rule.effect == "deny" or "tool.call" not in rule.actions:
+        return False
+    if level == 3 and not names_tool(rule, name):
+        return False
+    return target_miss(rule, Request(None, frozenset(), "tool.call", name, level)) is None
 
 
 def has_tool_targets(rule: PolicyRule) -> bool:
@@ -127,9 +158,12 @@ def target_miss(rule: PolicyRule, request: Request) -> Miss | None:
     return None
 
 
+OPERATORS = ("one_of", "prefix", "path_prefix", "matches", "max")
+
+
 def condition_operator(condition: Condition) -> tuple[str, Any]:
     """The one operator a condition carries (the schema allows exactly one) and its operand."""
-    for op in ("one_of", "prefix", "matches", "max"):
+    for op in OPERATORS:
         value = getattr(condition, op)
         if value is not None:
             return op, value
@@ -147,27 +181,86 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def condition_holds(condition: Condition, arguments: Mapping[str, Any] | None) -> str | None:
-    """``None`` when the condition holds, else why not (a missing argument never holds)."""
+_UNPLACEABLE = re.compile(r"[\\\x00-\x1f\x7f]")
+
+
+def normal_path(text: str) -> tuple[bool, tuple[str, ...]] | None:
+    """``(absolute, segments)`` of a path with ``.``, ``..`` and repeated ``/`` collapsed.
+
+    ``None`` when the path cannot be placed: it climbs above its start, or holds a
+    backslash or a control character (a separator on some systems, a name on ours).
+    """
+    if _UNPLACEABLE.search(text):
+        return None
+    parts: list[str] = []
+    for segment in text.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(segment)
+    return text.startswith("/"), tuple(parts)
+
+
+def is_normal_path(text: str) -> bool:
+    """Whether ``text`` is spelled the one way it normalises to (no ``.``/``..``/empty segments)."""
+    if _UNPLACEABLE.search(text):
+        return False
+    inner = text[1:] if text.startswith("/") else text
+    inner = inner[:-1] if inner.endswith("/") else inner
+    return inner == "" or all(segment not in ("", ".", "..") for segment in inner.split("/"))
+
+
+def path_under(value: str, operand: str) -> bool | None:
+    """Whether path ``value`` lies at or under path ``operand``; ``None`` when it cannot be told."""
+    placed, base = normal_path(value), normal_path(operand)
+    if placed is None or base is None or placed[0] != base[0]:
+        return None
+    return placed[1][: len(base[1])] == base[1]
+
+
+def _holds(op: str, operand: Any, value: Any, deny: bool) -> bool | None:
+    """True/False when the condition can be decided on ``value``; None when it cannot."""
+    if op == "equals":
+        return _same(value, operand)
+    if op == "one_of":
+        return any(_same(value, option) for option in operand)
+    if op == "max":
+        return value <= operand if _is_number(value) else None
+    if not isinstance(value, str):
+        return None
+    if deny and op in ("prefix", "matches") and not is_normal_path(value):
+        return None  # another spelling of a path (./secret, x/../secret) could hide what the deny names
+    if op == "prefix":
+        # A ".." segment could climb out of the prefix (documents/../secrets), so it never counts as under it.
+        return value.startswith(operand) and ".." not in re.split(r"[/\\]", value)
+    if op == "path_prefix":
+        return path_under(value, operand)
+    return re.fullmatch(operand, value) is not None  # matches
+
+
+def condition_holds(condition: Condition, arguments: Mapping[str, Any] | None, *, deny: bool = False) -> str | None:
+    """``None`` when the condition holds, else why not.
+
+    For a deny rule (``deny=True``) a condition that cannot be decided holds
+    (fail closed); for any other rule it does not.
+    """
     op, operand = condition_operator(condition)
     name = condition.argument
     if arguments is None or name not in arguments:
+        if deny:
+            return None
         return f"argument {name!r} is missing"
     value = arguments[name]
-    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    if op == "equals":
-        ok = _same(value, operand)
-    elif op == "one_of":
-        ok = any(_same(value, option) for option in operand)
-    elif op == "prefix":
-        # A ".." segment could climb out of the prefix (documents/../secrets), so it never counts as under it.
-        ok = isinstance(value, str) and value.startswith(operand) and ".." not in re.split(r"[/\\]", value)
-    elif op == "matches":
-        ok = isinstance(value, str) and re.fullmatch(operand, value) is not None
-    else:  # max
-        ok = _is_number(value) and value <= operand
-    if ok:
+    verdict = _holds(op, operand, value, deny)
+    if verdict or (verdict is None and deny):
         return None
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    if verdict is None:
+        return f"{name} = {shown} cannot be compared by {op} {operand!r}"
     return f"{name} = {shown} fails {op} {operand!r}"
 
 
@@ -189,7 +282,7 @@ def rule_miss(rule: PolicyRule, request: Request) -> Miss | None:
             return Miss("condition", "arguments not given: a conditional deny is not assumed to apply")
         return None
     for condition in rule.conditions:
-        why = condition_holds(condition, request.arguments)
+        why = condition_holds(condition, request.arguments, deny=rule.effect == "deny")
         if why is not None:
             return Miss("condition", why)
     return None

@@ -3,41 +3,47 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-import weakref
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..config.model import Config
 
-_lock = threading.Lock()
-# Keyed by the Config's identity (it holds mappings, so it is not hashable); a reload builds a new one.
-_cache: dict[int, tuple[weakref.ref[Config], str]] = {}
+# Far above any policy file the loader accepts.
+_MAX_BYTES = 16 * 2**20
 
 
-def policy_revision(config: Config) -> str:
-    """``sha256:<hex>`` over the loaded policy files' bytes, in file-name order.
+def revision_of(root: Path, files: Iterable[str]) -> str:
+    """``sha256:<hex>`` over the policy files' bytes, in file-name order.
 
     Each file contributes its relative path, a NUL, its length and its bytes, so
-    that moving bytes between files changes the revision.  Computed once per
-    :class:`Config` (the first call reads the files; a file edited between the
-    load and that first call would be hashed as edited — the server asks for
-    the revision right after each load).  A file that cannot be read any more
-    is hashed as empty with its name marked, rather than failing a decision.
+    that moving bytes between files changes the revision.  The loader calls it
+    while loading, right after the files are parsed, and keeps the result on the
+    :class:`Config` (a file edited between its parse and this read would be
+    hashed as edited; the next reload sees the edit anyway).  A file that cannot
+    be read (gone, now a symlink, or absurdly large) is hashed as empty with its
+    name marked.
     """
-    key = id(config)
-    with _lock:
-        cached = _cache.get(key)
-        if cached is not None and cached[0]() is config:
-            return cached[1]
     digest = hashlib.sha256()
-    root = Path(config.root)
-    for file in sorted({policy.source.file for policy in config.policies}):
+    for file in sorted(set(files)):
         try:
-            data = (root / file).read_bytes()
+            data = _read_capped(root / file)
         except OSError:
             file, data = file + " (unreadable)", b""
         digest.update(file.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
-    revision = f"sha256:{digest.hexdigest()}"
-    with _lock:
-        _cache[key] = (weakref.ref(config, lambda _ref: _cache.pop(key, None)), revision)
-    return revision
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _read_capped(path: Path) -> bytes:
+    # Never a symlink (swapped in after the parse, it could point at /dev/zero), never unbounded.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(_MAX_BYTES + 1)
+    if len(data) > _MAX_BYTES:
+        raise OSError(f"{path}: larger than {_MAX_BYTES} bytes")
+    return data
+
+
+def policy_revision(config: Config) -> str:
+    """The revision ``config`` was loaded with (computed once, by the loader)."""
+    return config.policy_revision

@@ -14,17 +14,86 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
 from ..config.model import ApiResource
-from ..origins import Origin, parse_origin, url_origin
+from ..config.resource_kinds import ResourceKind, register
+from ..config.yamldoc import Document
+from ..errors import ConfigProblem
+from ..origins import Origin, OriginError, parse_origin, url_origin
 from .cache import ResponseCache
 from .content import Content, Template, as_content
 from .errors import Refused, TooLarge, Unavailable, UpstreamTimeout
-from .templates import _PLACEHOLDER, host_templates, route_for
+from .host import HostContext
+from .templates import _PLACEHOLDER, check_template, host_templates, route_for
 from .uri import ResourceURI
+
+SCHEMA = {
+    "required": ["base_url", "routes"],
+    "properties": {
+        "base_url": {"type": "string", "pattern": "^https?://", "description": "Base URL every route is joined to."},
+        "allowed_hosts": {"$ref": "common.json#/$defs/string_list", "description":
+                          "Origins requests and redirects may reach: host (the scheme's default port), host:port, "
+                          "or scheme://host[:port]. Default: the base URL's exact origin (scheme, host, port)."},
+        "headers_from_env": {"type": "object",
+                             "additionalProperties": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                             "description": "Header name -> environment variable holding its value (never the "
+                             "value itself). Default: none."},
+        "timeout": {"$ref": "common.json#/$defs/duration", "description": "Default: 10s."},
+        "max_size": {"$ref": "common.json#/$defs/size", "description": "Default: 1MiB."},
+        "on_oversize": {"enum": ["truncate", "refuse"],
+                        "description": "What happens past max_size. Default: truncate."},
+        "cache": {"$ref": "common.json#/$defs/duration",
+                  "description": "How long a response is reused; 0s disables. Default: 0s."},
+        "cache_entries": {"type": "integer", "minimum": 1, "maximum": 100000,
+                          "description": "Responses kept at most; the least recently used go first. Default: 256."},
+        "cache_size": {"$ref": "common.json#/$defs/size",
+                       "description": "Bytes of responses kept at most. Default: 16MiB."},
+        "routes": {
+            "type": "array", "minItems": 1,
+            "items": {
+                "type": "object", "additionalProperties": False, "required": ["path", "target"],
+                "properties": {
+                    "path": {"type": "string", "minLength": 1, "description": "Path template, e.g. current/{city}."},
+                    "target": {"type": "string", "pattern": "^/", "description": "Path (and query) on the base URL "
+                               "with the same placeholders, percent-encoded when filled."},
+                    "description": {"type": "string"},
+                    "params": {"$ref": "common.json#/$defs/param_types"},
+                },
+            },
+        },
+    },
+}
+
+
+def check(resource: ApiResource, doc: Document, root: Path) -> list[ConfigProblem]:
+    problems = []
+    origins = []
+    for index, entry in enumerate(resource.allowed_hosts):
+        try:
+            origins.append(parse_origin(entry))
+        except OriginError as exc:
+            problems.append(doc.problem(["allowed_hosts", index], str(exc)))
+    try:
+        base = url_origin(resource.base_url)
+    except OriginError as exc:
+        problems.append(doc.problem(["base_url"], str(exc)))
+    else:
+        complete = len(origins) == len(resource.allowed_hosts)
+        reached = any(origin.allows(base.scheme or "", base.host, base.port) for origin in origins)
+        if origins and complete and not reached:
+            problems.append(doc.problem(["allowed_hosts"], f"the base URL's origin {base} is not in allowed_hosts"))
+    for index, route in enumerate(resource.routes):
+        used = set(_PLACEHOLDER.findall(route.target))
+        problems += check_template(doc, ["routes", index], route.path, route.params, used)
+    return problems
+
+
+def build(resource: ApiResource, context: HostContext) -> ApiHost:
+    return ApiHost(resource)
 
 _MAX_REDIRECTS = 5
 
@@ -102,3 +171,6 @@ class ApiHost:
             allowed = ", ".join(map(str, self.allowed))
             target = str(Origin(parts.scheme, host, port))
             raise Refused(f"api://{self.config.name}: {target} is not in this host's allowlist ({allowed})")
+
+
+KIND = register(ResourceKind("api", ApiResource, SCHEMA, check, build, scheme="api"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,55 @@ from typing import Any
 import trio
 
 from ..config.model import DbResource
+from ..config.resource_kinds import ResourceKind, register
+from ..config.yamldoc import Document
+from ..errors import ConfigProblem
 from .content import Content, Template
 from .errors import Unavailable
-from .templates import host_templates, route_for
+from .host import HostContext
+from .templates import check_template, host_templates, route_for
 from .uri import ResourceURI
+
+SCHEMA = {
+    "required": ["database", "queries"],
+    "properties": {
+        "database": {"type": "string", "minLength": 1,
+                     "description": "SQLite file, opened read-only; relative to the state directory or absolute."},
+        "seed": {"type": "string", "description": "SQL file (relative to the config directory) that creates the "
+                 "database when it does not exist. Default: none."},
+        "max_rows": {"type": "integer", "minimum": 1, "maximum": 10000,
+                     "description": "Rows returned at most. Default: 100."},
+        "queries": {
+            "type": "array", "minItems": 1,
+            "items": {
+                "type": "object", "additionalProperties": False, "required": ["path", "sql"],
+                "properties": {
+                    "path": {"type": "string", "minLength": 1, "description": "Path template, e.g. profile/{id}."},
+                    "sql": {"type": "string", "pattern": "^\\s*(?i:select|with)\\b",
+                            "description": "A SELECT with :name parameters, bound, never interpolated."},
+                    "description": {"type": "string"},
+                    "params": {"$ref": "common.json#/$defs/param_types"},
+                },
+            },
+        },
+    },
+}
+
+
+def check(resource: DbResource, doc: Document, root: Path) -> list[ConfigProblem]:
+    problems = []
+    if ".." in Path(resource.database).parts:
+        problems.append(doc.problem(["database"], f"{resource.database!r} must not climb out with '..'"))
+    if resource.seed is not None and not (root / resource.seed).is_file():
+        problems.append(doc.problem(["seed"], f"seed file {resource.seed!r} does not exist"))
+    for index, query in enumerate(resource.queries):
+        used = set(re.findall(r":(\w+)", query.sql))
+        problems += check_template(doc, ["queries", index], query.path, query.params, used)
+    return problems
+
+
+def build(resource: DbResource, context: HostContext) -> DbHost:
+    return DbHost(resource, context.config_root, context.state_dir)
 
 
 class DbHost:
@@ -67,3 +113,6 @@ class DbHost:
             conn.executescript(script)
         conn.close()
         os.replace(partial, self.database)
+
+
+KIND = register(ResourceKind("db", DbResource, SCHEMA, check, build, scheme="db"))

@@ -1,4 +1,7 @@
-"""Path templates of db:// and api:// hosts: ``profile/{id}`` matched against a path, typed."""
+"""Path templates of db://, api:// and static hosts: ``profile/{id}`` matched against a path, typed.
+
+An empty template stands for the host's own URI (``test://static-text``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
+from ..config.yamldoc import Document
+from ..errors import ConfigProblem
 from .content import Template
 from .errors import BadURI, NotFound
 
@@ -18,7 +23,8 @@ def match_template(template: str, segments: tuple[str, ...], types: Mapping[str,
     A placeholder matches one whole segment; a value that does not parse as its
     declared type (``integer``, ``number``) raises :class:`BadURI`.
     """
-    parts = template.strip("/").split("/")
+    stripped = template.strip("/")
+    parts = stripped.split("/") if stripped else []
     if len(parts) != len(segments):
         return None
     values: dict[str, Any] = {}
@@ -65,7 +71,8 @@ R = TypeVar("R", bound=_Routed)
 
 def host_templates(key: str, routes: Sequence[_Routed], fallback: str) -> list[Template]:
     """The URI templates a db:// or api:// host serves, one per query or route."""
-    return [Template(f"{key}/{route.path}", route.description or fallback, key) for route in routes]
+    return [Template(f"{key}/{route.path}" if route.path.strip("/") else key, route.description or fallback, key)
+            for route in routes]
 
 
 def route_for(key: str, routes: Sequence[R], segments: tuple[str, ...]) -> tuple[R, dict[str, Any]]:
@@ -75,3 +82,16 @@ def route_for(key: str, routes: Sequence[R], segments: tuple[str, ...]) -> tuple
         if values is not None:
             return route, values
     raise NotFound(f"{key}/{'/'.join(segments)}: no template of {key} matches this path")
+
+
+def check_template(
+    doc: Document, where: list[Any], path: str, params: Mapping[str, str], used: set[str]
+) -> list[ConfigProblem]:
+    """Config problems of one path template: placeholders used but not declared, or typed but absent."""
+    problems = []
+    declared = set(_PLACEHOLDER.findall(path))
+    for name in sorted(used - declared):
+        problems.append(doc.problem(where, f"{name!r} is used but is not a {{placeholder}} of path {path!r}"))
+    for name in sorted(set(params) - declared):
+        problems.append(doc.problem([*where, "params", name], f"{name!r} is not a {{placeholder}} of path {path!r}"))
+    return problems

@@ -39,7 +39,8 @@ def files(tmp_path: Path) -> ResourceHosts:
     os.symlink(root / "documents" / "report.md", root / "documents" / "inside-link.md")
     os.symlink("/etc", root / "documents" / "etcdir")
     local = converter.structure(
-        {"scheme": "file", "name": "local", "description": "d", "root": "root", "globs": ["documents/**"], "max_size": "1KiB"},
+        {"scheme": "file", "name": "local", "description": "d", "root": "root", "globs": ["documents/**"],
+         "max_size": "1KiB"},
         FileResource,
     )
     strict = converter.structure(
@@ -221,7 +222,9 @@ async def test_api_reads_and_refusals(nursery: trio.Nursery, tmp_path: Path) -> 
         assert (await refused(lambda: off_list.read("api://weather/current/Berlin"))).code == "forbidden"
 
 
-async def test_api_headers_come_from_the_environment(nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_api_headers_come_from_the_environment(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     port = await http_server(nursery, {"/current/X?format=j1": (200, {}, b"fine")})
     hosts = api_host(tmp_path, port, headers_from_env={"Authorization": "WEATHER_TOKEN"})
     monkeypatch.delenv("WEATHER_TOKEN", raising=False)
