@@ -64,37 +64,47 @@ class ChatProcess:
         return await self.process.wait(), self.output
 
 
-def _argv(server: RunningServer, *extra: str, token: str | None = None) -> list[str]:
-    return [sys.executable, "-m", "engine", "chat", "--url", server.url, "--token", token or server.token(), *extra]
+@attrs.frozen
+class Command:
+    """A chat's argv and environment: the token travels in $SCONNECT_TOKEN, never on the command line."""
+
+    argv: list[str]
+    env: dict[str, str]
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "SCONNECT_TOKEN"}
+def _argv(server: RunningServer, *extra: str, token: str | None = None) -> Command:
+    argv = [sys.executable, "-m", "engine", "chat", "--url", server.url, *extra]
+    return Command(argv, _env(token or server.token()))
+
+
+def _env(token: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SCONNECT_TOKEN", "NO_COLOR")}
     env["PYTHONPATH"] = str(REPO)
+    if token is not None:
+        env["SCONNECT_TOKEN"] = token
     return env
 
 
-async def _open_chat(nursery: trio.Nursery, argv: list[str], *, stderr: int | None = None) -> ChatProcess:
+async def _open_chat(nursery: trio.Nursery, command: Command, *, stderr: int | None = None) -> ChatProcess:
     run = functools.partial(
         trio.run_process,
-        argv,
+        command.argv,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=stderr,
         check=False,
         cwd=REPO,
-        env=_env(),
+        env=command.env,
     )
     process = await nursery.start(run)
     return ChatProcess(process)
 
 
-async def _run_chat(
-    argv: list[str], lines: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
+async def _run_chat(command: Command, lines: str) -> subprocess.CompletedProcess[bytes]:
     """The whole conversation written ahead into stdin, in order."""
     return await trio.run_process(
-        argv, stdin=lines.encode(), capture_stdout=True, capture_stderr=True, check=False, cwd=REPO, env=env or _env()
+        command.argv, stdin=lines.encode(), capture_stdout=True, capture_stderr=True, check=False, cwd=REPO,
+        env=command.env,
     )
 
 
@@ -174,12 +184,19 @@ async def test_tools_lists_name_level_and_description(server: RunningServer) -> 
     assert "send_payment" not in out
 
 
-async def test_stop_ends_the_session_and_the_chat(server: RunningServer) -> None:
+async def test_end_ends_the_session_and_the_chat(server: RunningServer) -> None:
     with trio.fail_after(15):
-        done = await _run_chat(_argv(server), "/stop\nwhat is 1+1\n")
+        done = await _run_chat(_argv(server), "/end\nwhat is 1+1\n")
+        session_id = done.stdout.decode().split()[1]
+        again = await _run_chat(_argv(server, "--session", session_id), "hello\n")
     out = done.stdout.decode()
     assert done.returncode == 0, done.stderr.decode()
-    assert "[state] terminated" in out and "1+1" not in out
+    assert "[state] terminated\nthe session is over\n" in out and "1+1" not in out
+    # Ended for good: it cannot be resumed.
+    assert again.returncode == 1
+    assert again.stderr.decode() == (
+        f"sconnect chat: cannot resume session {session_id}: [invalid_state] this session has terminated\n"
+    )
 
 
 async def test_resume_continues_the_session(server: RunningServer) -> None:
@@ -197,12 +214,16 @@ async def test_admin_is_asked_about_another_users_level_2_action(server: Running
         admin = await _open_chat(nursery, _argv(server, token=server.token("root", ("admin",))))
         assert (await admin.expect("> ")).count(ADMIN_NOTE) == 1
         user = await _open_chat(nursery, _argv(server))
-        assert ADMIN_NOTE not in await user.expect("> ")
+        greeting = await user.expect("> ")
+        assert ADMIN_NOTE not in greeting
+        user_session = greeting.split()[1]
         await user.send('write "hello" to greeting.txt')
         waiting = await user.expect("waiting for one to answer")
         assert '[action] write_file {"path": "greeting.txt", "content": "hello"} level 2' in waiting
         question = await admin.expect("approve? [y/N] ")
-        assert "write_file" in question and "of another user" in question
+        # The admin's question names who asked, and in which session.
+        asked = f"level 2 (requested by alice, session {user_session[:8]}) — needs approval by admin: approve? [y/N] "
+        assert '[action] write_file {"path": "greeting.txt", "content": "hello"} ' + asked in question
         await admin.send("yes")
         assert "Wrote 5 bytes to greeting.txt" in await user.expect("> ")
         assert ((await user.finish())[0], (await admin.finish())[0]) == (0, 0)
@@ -210,11 +231,10 @@ async def test_admin_is_asked_about_another_users_level_2_action(server: Running
 
 
 async def test_token_from_the_environment(server: RunningServer) -> None:
-    argv = [sys.executable, "-m", "engine", "chat", "--url", server.url]
     with trio.fail_after(15):
-        done = await _run_chat(argv, "/quit\n", env={**_env(), "SCONNECT_TOKEN": server.token()})
+        done = await _run_chat(_argv(server), "/quit\n")
     assert done.returncode == 0, done.stderr.decode()
-    assert done.stdout.decode().startswith("session ")
+    assert done.stdout.decode().startswith("session ") and done.stderr == b""
 
 
 async def test_refused_token_exits_1_with_a_message(server: RunningServer) -> None:
@@ -230,9 +250,9 @@ async def test_unreachable_server_exits_1_without_traceback(server: RunningServe
     with trio.socket.socket() as sock:
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
-        argv = [sys.executable, "-m", "engine", "chat", "--url", f"ws://127.0.0.1:{port}/", "--token", server.token()]
+        argv = [sys.executable, "-m", "engine", "chat", "--url", f"ws://127.0.0.1:{port}/"]
         with trio.fail_after(15):
-            done = await _run_chat(argv, "hello\n")
+            done = await _run_chat(Command(argv, _env(server.token())), "hello\n")
     err = done.stderr.decode()
     assert done.returncode == 1
     assert err.startswith(f"sconnect chat: cannot reach ws://127.0.0.1:{port}/")
@@ -294,12 +314,27 @@ async def test_commands_act_while_a_tool_runs(
         await chat.expect("[error invalid_state] cannot pause a session that is tool_use")
         await chat.send("/tools")
         await chat.expect("tools you may call directly (tool_call):\n")
-        with trio.fail_after(2):
-            await chat.send("/stop")
-            await chat.expect("[state] terminated\nthe session is over\n")
-            code, rest = await chat.finish()
-    assert code == 0 and "2+2 = 4" not in rest and "rested" not in rest
+        # /stop cancels the turn, not the session: the tool dies, the next message works.
+        await chat.send("/stop")
+        stopped = await chat.expect("[turn cancelled]\n")
+        assert "[result] sleeper cancelled: cancelled while running\n" in stopped
+        assert processes_with(marker) == []
+        await chat.send("what is 2+2")
+        await chat.expect("2+2 = 4\n> ")
+        await chat.send("/end")
+        await chat.expect("[state] terminated\nthe session is over\n")
+        code, rest = await chat.finish()
+    assert code == 0 and "rested" not in rest
     assert processes_with(marker) == []
+
+
+async def test_stop_when_idle_says_no_turn_runs(server: RunningServer) -> None:
+    with trio.fail_after(15):
+        done = await _run_chat(_argv(server), "/stop\nwhat is 1+1\n")
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert "[error invalid_state] no turn is running to cancel (the session is active)\n" in out
+    assert "1+1 = 2" in out and "terminated" not in out
 
 
 async def test_server_shutdown_says_how_to_resume(config_dir: Path, state_dir: Path, nursery: trio.Nursery) -> None:
@@ -307,10 +342,9 @@ async def test_server_shutdown_says_how_to_resume(config_dir: Path, state_dir: P
     with trio.fail_after(15):
         async with trio.open_nursery() as server_nursery:
             handle = await server_nursery.start(serve, settings)
-            argv = [sys.executable, "-m", "engine", "chat", "--url", handle.websocket]
-            chat = await _open_chat(
-                nursery, [*argv, "--token", issue(settings.auth, "alice", ["user"], 600)], stderr=subprocess.PIPE
-            )
+            argv = [sys.executable, "-m", "engine", "chat", "--url", handle.websocket, "--reconnect", "0"]
+            token = issue(settings.auth, "alice", ["user"], 600)
+            chat = await _open_chat(nursery, Command(argv, _env(token)), stderr=subprocess.PIPE)
             session_id = (await chat.expect("> ")).split()[1]
             server_nursery.cancel_scope.cancel()
         code, _, errors = await chat.ended()
