@@ -9,7 +9,6 @@ hide the mistakes of the others.
 from __future__ import annotations
 
 import ast
-import fnmatch
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from ..errors import ConfigProblem
 from ..globs import GLOB_CHARS, glob_matches
 from ..linear_re import RegexError, compile_linear
 from .bounds import MAX_MODULE_BYTES, MAX_PARAMETERS_BYTES, format_bytes, within
-from .model import Agent, ApiResource, DbResource, FileResource, Policy, Resource, RulesModel, Tool
+from .model import Agent, Policy, Resource, RulesModel, Tool
 from .modules import Located, default_search, locate
 from .resource_kinds import kind_of
 from .schemas import validate_parameters
