@@ -14,13 +14,18 @@ file types are read; a module's source is read later by the caller, as text.
 
 The search path of a tool is the directory of the file that declares it (a
 ``greet.py`` beside ``greet.yaml`` in ``tools.d/``) and then the engine's
-``sys.path``.  Zip archives and import hooks on ``sys.path`` are not searched.
+``sys.path``, and last the import system's finders for the top-level name
+alone (an editable install, ``pip install -e .``, maps its packages with a
+meta-path finder, not a ``sys.path`` entry): asking a finder where a top-level
+package is runs none of its code, only naming a submodule would. Zip archives
+are not searched.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.machinery
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -47,7 +52,7 @@ def locate(module: str, search: Sequence[str]) -> Located | None:
     """The location of ``module`` (``a.b.c``) in ``search``, or None when it is not there."""
     parts = module.split(".")
     locations: Sequence[str] = [entry or os.getcwd() for entry in search]
-    found = _find(parts[0], locations)
+    found = _find(parts[0], locations) or _find_by_finders(parts[0])
     if found is None:
         return None
     entry, kind, path = found
@@ -82,6 +87,23 @@ def locate_on_sys_path(module: str, path: tuple[str, ...]) -> Located | None:
 def default_search() -> tuple[str, ...]:
     """The engine's ``sys.path`` as directories ('' is the current directory)."""
     return tuple(entry or os.getcwd() for entry in sys.path)
+
+
+def _find_by_finders(name: str) -> tuple[str, str, str] | None:
+    """(entry, kind, path) of the top-level ``name`` as the import system's finders see it."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        path = next(iter(spec.submodule_search_locations))
+        kind = "package" if os.path.isfile(os.path.join(path, "__init__.py")) else "namespace"
+        return os.path.dirname(path), kind, path
+    if spec.origin and spec.origin.endswith(".py") and os.path.isfile(spec.origin):
+        return os.path.dirname(spec.origin), "module", spec.origin
+    return None
 
 
 def _find(name: str, search: Sequence[str]) -> tuple[str, str, str] | None:
