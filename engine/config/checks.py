@@ -236,10 +236,22 @@ def check_resource(resource: Resource, doc: Document, root: Path) -> list[Config
     elif isinstance(resource, DbResource):
         if ".." in Path(resource.database).parts:
             problems.append(doc.problem(["database"], f"{resource.database!r} must not climb out with '..'"))
-        if resource.seed is not None and not (root / resource.seed).is_file():
-            problems.append(doc.problem(["seed"], f"seed file {resource.seed!r} does not exist"))
+        if resource.seed is not None:
+            seed = root / resource.seed
+            if Path(resource.seed).is_absolute() or ".." in Path(resource.seed).parts:
+                problems.append(
+                    doc.problem(["seed"], f"{resource.seed!r} must be relative to the configuration directory, "
+                                          "without '..'")
+                )
+            elif not seed.is_file():
+                problems.append(doc.problem(["seed"], f"seed file {resource.seed!r} does not exist"))
+            # The directory the seed sits under (resources.d/) may itself be a link the operator made.
+            elif not within(seed, root, root / Path(resource.seed).parts[0]):
+                problems.append(doc.problem(["seed"], f"seed file {resource.seed!r} is a symbolic link leading "
+                                                      "outside the configuration directory: refused, not read"))
         for index, query in enumerate(resource.queries):
-            problems += _check_template(doc, ["queries", index], query.path, query.params, set(re.findall(r":(\w+)", query.sql)))
+            used = set(re.findall(r":(\w+)", query.sql))
+            problems += _check_template(doc, ["queries", index], query.path, query.params, used)
     elif isinstance(resource, ApiResource):
         from urllib.parse import urlsplit
 
@@ -247,7 +259,8 @@ def check_resource(resource: Resource, doc: Document, root: Path) -> list[Config
         if resource.allowed_hosts and host not in resource.allowed_hosts:
             problems.append(doc.problem(["allowed_hosts"], f"the base URL's host {host!r} is not in allowed_hosts"))
         for index, route in enumerate(resource.routes):
-            problems += _check_template(doc, ["routes", index], route.path, route.params, set(_PLACEHOLDER.findall(route.target)))
+            used = set(_PLACEHOLDER.findall(route.target))
+            problems += _check_template(doc, ["routes", index], route.path, route.params, used)
     return problems
 
 
@@ -272,7 +285,9 @@ def check_policy(policy: Policy, doc: Document) -> list[ConfigProblem]:
                     re.compile(condition.matches)
                 except re.error as exc:
                     problems.append(
-                        doc.problem(["rules", index, "conditions", c_index, "matches"], f"not a valid regular expression: {exc}")
+                        doc.problem(
+                            ["rules", index, "conditions", c_index, "matches"], f"not a valid regular expression: {exc}"
+                        )
                     )
     return problems
 
@@ -313,7 +328,9 @@ def check_agent_references(
         if name in resources:
             continue
         if name in failed:
-            problems.append(doc.problem(["resources", index], f"resource host {name!r} did not load (see {failed[name]})"))
+            problems.append(
+                doc.problem(["resources", index], f"resource host {name!r} did not load (see {failed[name]})")
+            )
         else:
             problems.append(doc.problem(["resources", index], f"unknown resource host {name!r}{_known(resources)}"))
     return problems
@@ -325,7 +342,7 @@ def check_policy_references(
     failed = failed or {}
     problems = []
     for index, rule in enumerate(policy.rules):
-        where = ["rules", index]
+        where: list[PathSegment] = ["rules", index]
         for r_index, role in enumerate(rule.subjects.roles):
             if role not in roles:
                 problems.append(
@@ -335,7 +352,9 @@ def check_policy_references(
             is_glob = any(char in pattern for char in "*?[")
             if pattern in failed and pattern not in tools:
                 problems.append(
-                    doc.problem([*where, "targets", "tools", t_index], f"tool {pattern!r} did not load (see {failed[pattern]})")
+                    doc.problem(
+                        [*where, "targets", "tools", t_index], f"tool {pattern!r} did not load (see {failed[pattern]})"
+                    )
                 )
             elif not is_glob and pattern not in tools:
                 problems.append(
