@@ -1,4 +1,4 @@
-"""``sconnect tools ...``: list the declared tools."""
+"""``sconnect tools ...``: list the declared tools, try one, write a new one (``tools_new``)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ def register(commands: Any) -> None:
     trying.add_argument("--json", action="store_true", help="print the whole sandbox result as JSON")
     trying.add_argument("--verbose", "-v", action="store_true", help="on failure, also print the tool's stderr")
     trying.set_defaults(run=run_tool_once)
+
+    from . import tools_new
+
+    tools_new.register(sub)
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -90,10 +90,10 @@ def check_tool_module(tool: Tool, doc: Document, root: Path) -> tuple[Located | 
     module, function = tool.python.split(":")
     top = module.split(".")[0]
     here = (root / doc.file).parent
-    located = locate(module, (str(here), *default_search()))
+    located = locate(module, (str(here), *default_search()), installed=True)
     where = ["python"]
     if located is None:
-        parent = locate(top, (str(here), *default_search())) if top != module else None
+        parent = locate(top, (str(here), *default_search()), installed=True) if top != module else None
         if parent is not None:
             return None, [doc.problem(where, f"no Python module named {module!r}: {parent.top} has no "
                                              f"{module.removeprefix(top + '.')!r}")]
