@@ -99,11 +99,19 @@ def run_new(args: argparse.Namespace) -> int:
         module_path.unlink(missing_ok=True)
         raise
     config = "" if args.config is None else f" --config {args.config}"
-    print(f"wrote {yaml_path} and {module_path}")
+    print(f"wrote {_shown(yaml_path)} and {_shown(module_path)}")
     print("try it:")
     print(f"  sconnect check{config}")
     print(f"  sconnect tools run {name}{config} --args '{{\"name\": \"Ada\"}}'")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """The path as the user would type it: relative when it is under the current directory."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _target(explicit: str | None) -> Path:
