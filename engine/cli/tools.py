@@ -1,4 +1,5 @@
-"""``sconnect tools ...``: list the declared tools; `run` lives in tools_run (it needs the server's action path)."""
+"""``sconnect tools ...``: list the declared tools; ``run`` (tools_run) calls one through the server's action
+path; ``new`` (tools_new) writes a new one."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def register(commands: Any) -> None:
     trying.add_argument("--role", action="append", metavar="ROLE", help="a role of it (repeatable; default admin)")
     trying.add_argument("--yes", action="store_true", help="approve what this subject may approve, without asking")
     trying.set_defaults(run=_run_tool)
+
+    from . import tools_new
+
+    tools_new.register(sub)
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -92,10 +92,10 @@ def check_tool_module(tool: Tool, doc: Document, root: Path) -> tuple[Located | 
     module, function = tool.python.split(":")
     top = module.split(".")[0]
     here = (root / doc.file).parent
-    located = locate(module, (str(here), *default_search()))
+    located = locate(module, (str(here), *default_search()), installed=True)
     where = ["python"]
     if located is None:
-        parent = locate(top, (str(here), *default_search())) if top != module else None
+        parent = locate(top, (str(here), *default_search()), installed=True) if top != module else None
         if parent is not None:
             return None, [doc.problem(where, f"no Python module named {module!r}: {parent.top} has no "
                                              f"{module.removeprefix(top + '.')!r}")]
@@ -247,7 +247,9 @@ def check_policy(policy: Policy, doc: Document) -> list[ConfigProblem]:
                     re.compile(condition.matches)
                 except re.error as exc:
                     problems.append(
-                        doc.problem(["rules", index, "conditions", c_index, "matches"], f"not a valid regular expression: {exc}")
+                        doc.problem(
+                            ["rules", index, "conditions", c_index, "matches"], f"not a valid regular expression: {exc}"
+                        )
                     )
     return problems
 
@@ -288,7 +290,9 @@ def check_agent_references(
         if name in resources:
             continue
         if name in failed:
-            problems.append(doc.problem(["resources", index], f"resource host {name!r} did not load (see {failed[name]})"))
+            problems.append(
+                doc.problem(["resources", index], f"resource host {name!r} did not load (see {failed[name]})")
+            )
         else:
             problems.append(doc.problem(["resources", index], f"unknown resource host {name!r}{_known(resources)}"))
     return problems
@@ -300,7 +304,7 @@ def check_policy_references(
     failed = failed or {}
     problems = []
     for index, rule in enumerate(policy.rules):
-        where = ["rules", index]
+        where: list[PathSegment] = ["rules", index]
         for r_index, role in enumerate(rule.subjects.roles):
             if role not in roles:
                 problems.append(
@@ -310,7 +314,9 @@ def check_policy_references(
             is_glob = any(char in pattern for char in GLOB_CHARS)
             if pattern in failed and pattern not in tools:
                 problems.append(
-                    doc.problem([*where, "targets", "tools", t_index], f"tool {pattern!r} did not load (see {failed[pattern]})")
+                    doc.problem(
+                        [*where, "targets", "tools", t_index], f"tool {pattern!r} did not load (see {failed[pattern]})"
+                    )
                 )
             elif not is_glob and pattern not in tools:
                 problems.append(

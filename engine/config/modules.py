@@ -14,11 +14,9 @@ file types are read; a module's source is read later by the caller, as text.
 
 The search path of a tool is the directory of the file that declares it (a
 ``greet.py`` beside ``greet.yaml`` in ``tools.d/``) and then the engine's
-``sys.path``, and last the import system's finders for the top-level name
-alone (an editable install, ``pip install -e .``, maps its packages with a
-meta-path finder, not a ``sys.path`` entry): asking a finder where a top-level
-package is runs none of its code, only naming a submodule would. Zip archives
-are not searched.
+``sys.path``; a top-level name found in none of them is asked of the import
+system's finders, which look without importing (an editable install maps
+names to directories on no ``sys.path`` entry).  Zip archives are not searched.
 """
 
 from __future__ import annotations
@@ -48,11 +46,15 @@ class Located:
     entry: str
 
 
-def locate(module: str, search: Sequence[str]) -> Located | None:
-    """The location of ``module`` (``a.b.c``) in ``search``, or None when it is not there."""
+def locate(module: str, search: Sequence[str], *, installed: bool = False) -> Located | None:
+    """The location of ``module`` (``a.b.c``) in ``search``, or None when it is not there.
+
+    With ``installed``, a top-level name found in no directory of ``search`` is
+    also asked of the import system's finders (:func:`_find_installed`).
+    """
     parts = module.split(".")
     locations: Sequence[str] = [entry or os.getcwd() for entry in search]
-    found = _find(parts[0], locations) or _find_by_finders(parts[0])
+    found = _find(parts[0], locations) or (_find_installed(parts[0]) if installed else None)
     if found is None:
         return None
     entry, kind, path = found
@@ -81,7 +83,7 @@ def locate(module: str, search: Sequence[str]) -> Located | None:
 @functools.lru_cache(maxsize=256)
 def locate_on_sys_path(module: str, path: tuple[str, ...]) -> Located | None:
     """``locate`` over the engine's own ``sys.path`` (pass ``tuple(sys.path)``), remembered."""
-    return locate(module, path)
+    return locate(module, path, installed=True)
 
 
 def default_search() -> tuple[str, ...]:
@@ -89,21 +91,28 @@ def default_search() -> tuple[str, ...]:
     return tuple(entry or os.getcwd() for entry in sys.path)
 
 
-def _find_by_finders(name: str) -> tuple[str, str, str] | None:
-    """(entry, kind, path) of the top-level ``name`` as the import system's finders see it."""
+def _find_installed(top: str) -> tuple[str, str, str] | None:
+    """Where the import system's finders would load the top-level ``top`` from (an editable install's
+    finder maps names to directories that are on no ``sys.path`` entry).
+
+    Safe for a top-level name only: ``find_spec`` imports a dotted name's parents,
+    but for ``top`` itself the finders only look (nothing runs, nothing is
+    imported); an already imported ``top`` answers from ``sys.modules``.
+    """
     try:
-        spec = importlib.util.find_spec(name)
+        spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
         return None
     if spec is None:
         return None
     if spec.submodule_search_locations:
-        path = next(iter(spec.submodule_search_locations))
-        kind = "package" if os.path.isfile(os.path.join(path, "__init__.py")) else "namespace"
-        return os.path.dirname(path), kind, path
-    if spec.origin and spec.origin.endswith(".py") and os.path.isfile(spec.origin):
-        return os.path.dirname(spec.origin), "module", spec.origin
-    return None
+        where = next(iter(spec.submodule_search_locations))
+        kind = "package" if spec.origin and spec.origin.endswith("__init__.py") else "namespace"
+        return os.path.dirname(where), kind, where
+    if spec.origin and os.path.isfile(spec.origin):
+        kind = "module" if spec.origin.endswith(".py") else "compiled"
+        return os.path.dirname(spec.origin), kind, spec.origin
+    return None  # built in or frozen: nothing on disk to bind
 
 
 def _find(name: str, search: Sequence[str]) -> tuple[str, str, str] | None:

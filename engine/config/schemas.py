@@ -89,10 +89,12 @@ def validate_parameters(doc: Document, prefix: list[PathSegment]) -> list[Config
 
 def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
     path: list[PathSegment] = list(error.absolute_path)
+    # Our own schemas are objects, never booleans, and every error names its keyword.
+    schema_here: Any = error.schema
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        known = sorted(error.schema.get("properties", {}))
+        known = sorted(schema_here.get("properties", {}))
         for key in error.instance:
-            if key not in known and isinstance(error.schema.get("additionalProperties"), bool):
+            if key not in known and isinstance(schema_here.get("additionalProperties"), bool):
                 hint = difflib.get_close_matches(str(key), known, n=1)
                 also = f" (did you mean {hint[0]!r}?)" if hint else f" (expected one of: {', '.join(known)})"
                 yield doc.problem([*path, key], f"unknown key {key!r}{also}", key=True)
@@ -101,7 +103,7 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         yield doc.problem(path, f"missing required key {missing!r}")
         return
-    if error.validator == "oneOf" and error.schema is schema("tool"):
+    if error.validator == "oneOf" and schema_here is schema("tool"):
         yield doc.problem(path, "declare exactly one of 'command' (an argv list) and 'python' (module:function)")
         return
     if error.validator in ("oneOf", "anyOf") and error.context:
@@ -109,11 +111,12 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
         yield from _problems(doc, best)
         return
     if error.validator == "enum":
-        choices = ", ".join(repr(choice) for choice in error.validator_value)
+        validator_value: Any = error.validator_value
+        choices = ", ".join(repr(choice) for choice in validator_value)
         yield doc.problem(path, f"{error.instance!r} is not one of {choices}")
         return
-    if error.validator == "type" and str(error.schema.get("description", "")).startswith(("A duration", "A size")):
-        example = "5s" if error.schema["description"].startswith("A duration") else "64MiB"
+    if error.validator == "type" and str(schema_here.get("description", "")).startswith(("A duration", "A size")):
+        example = "5s" if schema_here["description"].startswith("A duration") else "64MiB"
         yield doc.problem(path, f"{error.instance!r} needs its unit, e.g. {example}")
         return
     if error.validator == "pattern" and path and path[-1] == "python":

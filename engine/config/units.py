@@ -9,6 +9,7 @@ never a default: "5 parsecs" must not quietly become five seconds.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SIZE_UNITS = {
@@ -70,7 +71,7 @@ def format_size(size: int) -> str:
     return f"{size}B"
 
 
-def _split(text: object, units: dict[str, float | int], expected: str) -> tuple[float, str]:
+def _split(text: object, units: Mapping[str, float], expected: str) -> tuple[float, str]:
     if not isinstance(text, str):
         raise ValueError(f"{text!r} is not {expected}: write the unit too")
     match = _NUMBER_UNIT.fullmatch(text.strip())

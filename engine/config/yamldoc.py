@@ -182,7 +182,8 @@ def _bounds_problem(text: str, display: str) -> ConfigProblem | None:
 
 
 def _at(display: str, event: yaml.Event, message: str) -> ConfigProblem:
-    return ConfigProblem(display, event.start_mark.line + 1, event.start_mark.column + 1, "", message)
+    mark = event.start_mark
+    return ConfigProblem(display, mark.line + 1 if mark else 0, mark.column + 1 if mark else 0, "", message)
 
 
 # Quoted text in a YAML error is the file's own (a tag, a character); token names such

@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from ..config.bounds import within
 from ..config.model import DbResource
 from ..config.resource_kinds import ResourceKind, register
 from ..config.yamldoc import Document
@@ -58,8 +59,18 @@ def check(resource: DbResource, doc: Document, root: Path) -> list[ConfigProblem
     problems = []
     if ".." in Path(resource.database).parts:
         problems.append(doc.problem(["database"], f"{resource.database!r} must not climb out with '..'"))
-    if resource.seed is not None and not (root / resource.seed).is_file():
-        problems.append(doc.problem(["seed"], f"seed file {resource.seed!r} does not exist"))
+    if resource.seed is not None:
+        seed = root / resource.seed
+        if Path(resource.seed).is_absolute() or ".." in Path(resource.seed).parts:
+            problems.append(doc.problem(
+                ["seed"], f"{resource.seed!r} must be relative to the configuration directory, without '..'"
+            ))
+        elif not seed.is_file():
+            problems.append(doc.problem(["seed"], f"seed file {resource.seed!r} does not exist"))
+        # The directory the seed sits under (resources.d/) may itself be a link the operator made.
+        elif not within(seed, root, root / Path(resource.seed).parts[0]):
+            problems.append(doc.problem(["seed"], f"seed file {resource.seed!r} is a symbolic link leading "
+                                                  "outside the configuration directory: refused, not read"))
     for index, query in enumerate(resource.queries):
         used = set(re.findall(r":(\w+)", query.sql))
         problems += check_template(doc, ["queries", index], query.path, query.params, used)

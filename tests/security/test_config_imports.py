@@ -11,11 +11,16 @@ appears:
   once where the function exists (check passes) and once where it does not
   (check fails, located), and once with the package beside the tool in tools.d/;
 - a running server's hot reload of a tool naming the package, from ``sys.path``
-  and from beside the tool file.
+  and from beside the tool file;
+- a package an import-system finder maps to a directory on no ``sys.path``
+  entry (as an editable install's finder does): found, not imported.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
 import subprocess
 import sys
@@ -25,6 +30,7 @@ import pytest
 import trio
 
 from engine.audit import query
+from engine.config import load_config
 from tests.conftest import REPO
 from tests.engine.conftest import RunningServer, config_dir, start_server, state_dir  # noqa: F401
 
@@ -104,3 +110,31 @@ async def test_reload_does_not_import_the_tool_package(
     assert [record.outcome for record in records] == ["ok"]
     assert "sneaky" in records[0].to_dict()["details"]["tools"]
     assert not marker.exists(), "the reload imported the tool's package in the engine"
+
+
+class EditableFinder(importlib.abc.MetaPathFinder):
+    """What setuptools' editable-install finder does: map top-level names to directories."""
+
+    def __init__(self, mapping: dict[str, Path]) -> None:
+        self.mapping = mapping
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.mapping:
+            return None
+        where = self.mapping[fullname]
+        return importlib.util.spec_from_file_location(
+            fullname, where / "__init__.py", submodule_search_locations=[str(where)]
+        )
+
+
+def test_a_package_mapped_by_an_import_finder_is_found_not_imported(
+    minimal_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "imported.txt"
+    package = booby_trapped(tmp_path / "elsewhere", "trapped_editable", marker)
+    monkeypatch.setattr(sys, "meta_path", [EditableFinder({"trapped_editable": package}), *sys.meta_path])
+    (minimal_config / "tools.d" / "sneaky.yaml").write_text(TOOL.format(target="trapped_editable.sub:fn"))
+    assert load_config(minimal_config).tools["sneaky"].python_package == str(package)
+    assert not marker.exists()
