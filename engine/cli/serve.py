@@ -79,7 +79,9 @@ _SPELLING = {
 
 def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
     """File, then environment, then flags: the later wins (and says so when it overrides the file)."""
-    from ..server.options import limits_from_environment, limits_from_flags, read_server_file
+    from ..server.options import LIMITS, limits_from_environment, limits_from_flags, read_server_file
+
+    limit_names = {field: f"limits.{name}" for name, (field, _parse) in LIMITS.items()}
 
     env = os.environ
     chosen: dict[str, Any] = {"host": "127.0.0.1", "port": 8765, "state_dir": ".sconnect", "shutdown_grace": "10s"}
@@ -98,7 +100,7 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
     def layer(values: dict[str, Any], spelled: Any) -> None:
         for key, value in values.items():
             if key in from_file and from_file[key] != value:
-                overrides.append(f"{spelled(key)} overrides {key}: {from_file[key]}")
+                overrides.append(f"{spelled(key)} overrides {limit_names.get(key, key)}: {from_file[key]}")
             chosen[key] = value
             source[key] = spelled(key)
 
@@ -111,7 +113,7 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
     }
     layer({key: value for key, value in from_env.items() if value not in (None, "")},
           lambda key: f"{_SPELLING[key][1]}={env.get(_SPELLING[key][1])}")
-    layer(limits_from_environment(env), lambda key: f"an SCONNECT_LIMITS_* variable ({key})")
+    layer(limits_from_environment(env), lambda key: f"SCONNECT_{limit_names[key].upper().replace('.', '_')}")
     from_flags = {
         "host": args.host, "port": args.port, "health_port": args.health_port, "health_host": args.health_host,
         "state_dir": args.state_dir,
@@ -120,7 +122,7 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
     }
     layer({key: value for key, value in from_flags.items() if value is not None},
           lambda key: f"{_SPELLING[key][0]} {getattr(args, key)}")
-    layer(limits_from_flags(args.limit), lambda key: f"--limit ({key})")
+    layer(limits_from_flags(args.limit), lambda key: f"--limit {limit_names[key].removeprefix('limits.')}=...")
     for key in ("port", "health_port"):
         if chosen.get(key) is not None:
             chosen[key] = _port(chosen[key], source.get(key, key))

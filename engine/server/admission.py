@@ -7,8 +7,11 @@ connections: the count was checked before an await and registered after it).
 
 - A TCP connection takes a *handshake* slot as soon as it is accepted, overall and for
   its peer address, and gives it back when its WebSocket handshake ends (accepted,
-  refused or timed out).  Past either limit the connection is closed at once: an idle
-  connection that never speaks must not hold a descriptor.
+  refused or timed out).  Past its address's limit the connection is closed at once:
+  an idle connection that never speaks must not hold a descriptor.  When the overall
+  limit is reached, the *oldest* handshake still in progress is dropped to make room:
+  a real client completes its handshake in milliseconds, so connections from many
+  addresses that never speak cannot keep everybody else out.
 - An authenticated handshake takes a *connection* slot, overall and for its subject,
   before it is accepted, and keeps it until the connection closes.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import collections
 
 import attrs
+import trio
 
 from .settings import ServerSettings
 
@@ -34,7 +38,9 @@ class Admission:
     connections: int = 0
     by_peer: collections.Counter[str] = attrs.field(factory=collections.Counter)
     by_subject: collections.Counter[str] = attrs.field(factory=collections.Counter)
-    # Handshakes closed at once for want of a slot (the server logs these in aggregate).
+    # Handshakes in progress, oldest first: the peer and the scope that ends it if evicted.
+    _open: dict[object, tuple[str, trio.CancelScope]] = attrs.field(factory=dict)
+    # Handshakes closed (at once, or evicted) for want of a slot; logged in aggregate.
     turned_away: int = 0
     warned_at: float = float("-inf")
 
@@ -46,16 +52,31 @@ class Admission:
             settings.max_connections, settings.max_connections_per_subject,
         )
 
-    def begin_handshake(self, peer: str) -> bool:
-        """Take a handshake slot for ``peer``; False (nothing taken) when none is free."""
-        if self.handshakes >= self.max_handshakes or self.by_peer[peer] >= self.max_handshakes_per_peer:
+    def begin_handshake(self, peer: str, scope: trio.CancelScope) -> object | None:
+        """Take a handshake slot for ``peer``: a ticket for :meth:`end_handshake`, or None
+        (nothing taken) when its address has no slot left.  ``scope`` is cancelled if this
+        handshake is later evicted to make room."""
+        if self.by_peer[peer] >= self.max_handshakes_per_peer:
             self.turned_away += 1
-            return False
+            return None
+        while self.handshakes >= self.max_handshakes and self._open:
+            oldest = next(iter(self._open))
+            _peer, evicted = self._open[oldest]
+            self.end_handshake(oldest)
+            evicted.cancel()
+            self.turned_away += 1
+        ticket = object()
+        self._open[ticket] = (peer, scope)
         self.handshakes += 1
         self.by_peer[peer] += 1
-        return True
+        return ticket
 
-    def end_handshake(self, peer: str) -> None:
+    def end_handshake(self, ticket: object) -> None:
+        """Give the slot back (idempotent: an evicted handshake's ticket is already void)."""
+        entry = self._open.pop(ticket, None)
+        if entry is None:
+            return
+        peer = entry[0]
         self.handshakes -= 1
         self.by_peer[peer] -= 1
         if self.by_peer[peer] <= 0:

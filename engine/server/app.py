@@ -219,24 +219,26 @@ async def _handle_stream(hub: Hub, admission: Admission, stream: trio.SocketStre
     A connection past the handshake limits is closed at once, before a byte is read.
     """
     peer = _peer(stream, port=False)
-    if not admission.begin_handshake(peer):
+    scope = trio.CancelScope()
+    ticket = admission.begin_handshake(peer, scope)
+    if ticket is None:
         _turned_away(admission)
         await trio.aclose_forcefully(stream)
         return
-    handshaking = True
 
     def handshake_over() -> None:
-        nonlocal handshaking
-        if handshaking:
-            handshaking = False
-            admission.end_handshake(peer)
+        # Idempotent; once over, an eviction can no longer reach this connection.
+        admission.end_handshake(ticket)
 
     try:
-        async with trio.open_nursery() as nursery:
-            try:
-                await _handshake_and_serve(hub, admission, stream, nursery, handshake_over)
-            finally:
-                nursery.cancel_scope.cancel()
+        with scope:
+            async with trio.open_nursery() as nursery:
+                try:
+                    await _handshake_and_serve(hub, admission, stream, nursery, handshake_over)
+                finally:
+                    nursery.cancel_scope.cancel()
+        if scope.cancelled_caught:
+            _turned_away(admission)
     except Exception:
         # One broken connection must never end the server.
         log.exception("connection failed")

@@ -126,3 +126,46 @@ def test_a_second_server_on_the_same_state_dir_is_one_line(base: Path) -> None:
     finally:
         first.terminate()
         first.wait(timeout=15)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "file", "message"),
+    [
+        (["--port", "70000"], {}, None, "argument --port: '70000' is not a port number (0-65535"),
+        (["--health-port", "-1"], {}, None, "argument --health-port: '-1' is not a port number"),
+        ([], {"SCONNECT_PORT": "70001"}, None, "SCONNECT_PORT=70001: '70001' is not a port number (0-65535"),
+        ([], {"SCONNECT_HEALTH_PORT": "http"}, None, "SCONNECT_HEALTH_PORT=http: 'http' is not a port number"),
+        ([], {}, "port: 65536\n", "sconnect.yaml:1:7: port: 65536 is greater than the maximum of 65535"),
+    ],
+)
+def test_ports_are_validated_everywhere(
+    base: Path, args: list[str], env: dict[str, str], file: str | None, message: str
+) -> None:
+    config = copy_example_config(base / "config")
+    if file is not None:
+        (config / "sconnect.yaml").write_text(file)
+    done = serve("--config", str(config), "--state-dir", str(base / "s"), *args, env=env)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_a_flag_that_overrides_the_settings_file_says_so(base: Path) -> None:
+    config = copy_example_config(base / "config")
+    (config / "sconnect.yaml").write_text("port: 1\nhealth_port: 0\nlimits:\n  idle_timeout: 1h\n")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "engine", "serve", "--config", str(config), "--state-dir", str(base / "s"),
+         "--port", "0", "--limit", "idle_timeout=5m"],
+        cwd=REPO, env={**os.environ, "SCONNECT_JWT_SECRET": SECRET}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stderr is not None
+        assert (await trio.to_thread.run_sync(server.stdout.readline)).startswith("ws://127.0.0.1:")
+    finally:
+        server.terminate()
+        _, stderr = await trio.to_thread.run_sync(server.communicate)
+    notices = [line for line in stderr.splitlines() if "overrides" in line]
+    assert len(notices) == 1, stderr
+    assert "--port 0 overrides port: 1; --limit idle_timeout=... overrides limits.idle_timeout: 3600.0" in notices[0]
+    assert f"(from {config / 'sconnect.yaml'})" in notices[0]

@@ -17,6 +17,9 @@ import pytest
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "sconnect.service"
 ENV_EXAMPLE = UNIT.parent / "env.example"
+SETTINGS = UNIT.parent / "sconnect.yaml"
+VERIFY_SERVICE = UNIT.parent / "sconnect-audit-verify.service"
+VERIFY_TIMER = UNIT.parent / "sconnect-audit-verify.timer"
 DEFAULT_SHUTDOWN_GRACE_S = 10.0  # `sconnect serve --shutdown-grace` default
 
 
@@ -84,7 +87,38 @@ def test_exec_start_serves_the_state_directory(service: dict[str, list[str]]) ->
     assert state_dir == "/var/lib/" + state
     assert others == [state + "-keys"], "the audit key lives beside the state directory, writable to the service"
     assert option(argv, "--config") == "/etc/sconnect"
-    assert option(argv, "--health-port"), "the load balancer and Prometheus need /readyz and /metrics"
+
+
+def test_where_it_listens_comes_from_the_settings_file_only(service: dict[str, list[str]]) -> None:
+    """A flag in ExecStart would silently override /etc/sconnect/sconnect.yaml."""
+    from engine.server.options import read_server_file
+
+    argv = serve_argv(service)
+    for flag in ("--host", "--port", "--health-port", "--health-host", "--tls-cert", "--tls-key", "--limit",
+                 "--shutdown-grace", "--server-config"):
+        assert option(argv, flag) is None and flag not in argv, f"{flag} belongs in sconnect.yaml"
+    settings = read_server_file(SETTINGS)
+    assert settings["host"] == "127.0.0.1" and settings["port"] == 8765
+    assert settings["health_port"], "the load balancer and Prometheus need /readyz and /metrics"
+    assert settings["health_host"] == "127.0.0.1"
+
+
+def test_open_files_limit_is_raised(service: dict[str, list[str]]) -> None:
+    """Every connection is a descriptor; the server derives its limits from this one."""
+    limit = one(service, "LimitNOFILE")
+    soft, _, hard = limit.partition(":")
+    assert int(soft) >= 16384 and int(hard or soft) >= int(soft)
+
+
+def test_the_audit_verify_timer_sees_what_the_service_sees(service: dict[str, list[str]]) -> None:
+    verify = parse(VERIFY_SERVICE)["Service"]
+    assert one(verify, "EnvironmentFile") == one(service, "EnvironmentFile"), "the audit key location lives there"
+    argv = shlex.split(one(verify, "ExecStart"))
+    assert argv[0] == serve_argv(service)[0] and argv[1:3] == ["audit", "verify"]
+    assert option(argv, "--state-dir") == option(serve_argv(service), "--state-dir")
+    assert one(verify, "Type") == "oneshot"
+    timer = parse(VERIFY_TIMER)
+    assert one(timer["Timer"], "OnCalendar") and one(timer["Install"], "WantedBy") == "timers.target"
 
 
 def test_state_directory_mode_lets_the_sandbox_user_traverse_only(service: dict[str, list[str]]) -> None:
@@ -100,8 +134,9 @@ def test_stop_is_graceful_and_outlasts_the_grace_period(service: dict[str, list[
     assert service.get("KillSignal", ["SIGTERM"]) == ["SIGTERM"]
     # control-group (the default) would SIGTERM every sandboxed tool along with the server.
     assert one(service, "KillMode") == "mixed"
-    argv = serve_argv(service)
-    grace = seconds(option(argv, "--shutdown-grace") or "") or DEFAULT_SHUTDOWN_GRACE_S
+    from engine.server.options import read_server_file
+
+    grace = seconds(str(read_server_file(SETTINGS).get("shutdown_grace", ""))) or DEFAULT_SHUTDOWN_GRACE_S
     assert seconds(one(service, "TimeoutStopSec")) > grace
     assert one(service, "Restart") == "on-failure"
 
@@ -148,16 +183,18 @@ def test_env_example_sets_nothing_by_default() -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", [UNIT, VERIFY_SERVICE, VERIFY_TIMER], ids=lambda path: path.name)
+def test_systemd_analyze_verify(tmp_path: Path, source: Path) -> None:
     # verify checks that ExecStart's program exists: point it at one on this machine.
     program = shlex.split(one(parse(UNIT)["Service"], "ExecStart"))[0]
     stand_in = shutil.which("sconnect") or sys.executable
-    unit = tmp_path / "sconnect.service"
-    unit.write_text(UNIT.read_text(encoding="utf-8").replace(program, stand_in), encoding="utf-8")
+    for path in (UNIT, VERIFY_SERVICE, VERIFY_TIMER):
+        (tmp_path / path.name).write_text(path.read_text(encoding="utf-8").replace(program, stand_in), encoding="utf-8")
+    unit = tmp_path / source.name
     done = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit)],
         capture_output=True, text=True, timeout=30, check=False,
     )
     # An unknown key or a value that does not parse is only a warning ("ignoring"): fail on it too.
-    complaints = [line for line in (done.stdout + done.stderr).splitlines() if str(unit) in line or "sconnect.service" in line]
+    complaints = [line for line in (done.stdout + done.stderr).splitlines() if str(unit) in line or source.name in line]
     assert done.returncode == 0 and not complaints, done.stdout + done.stderr

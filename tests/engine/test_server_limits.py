@@ -152,3 +152,64 @@ async def test_tls(start_server, config_dir: Path, tmp_path: Path) -> None:  # t
             stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", port, ssl_context=ssl.create_default_context())
             await stream.do_handshake()
         assert isinstance(refused.value.__cause__, ssl.SSLCertVerificationError)
+
+
+async def test_a_client_answering_pings_is_not_idle(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """Sends nothing after the handshake but answers every ping: still connected after
+    several idle periods (counted in pings seen, 15 pings = 3 idle timeouts)."""
+    import wsproto
+    from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
+
+    server: RunningServer = await start_server(config_dir, idle_timeout_s=1.0, ping_interval_s=0.2, ping_timeout_s=5.0)
+    host_port, path = server.url.removeprefix("ws://").split("/", 1)
+    host, port = host_port.rsplit(":", 1)
+    with trio.fail_after(30):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            headers = [(b"authorization", f"Bearer {server.token()}".encode())]
+            await stream.send_all(ws.send(Request(host=host_port, target="/" + path, extra_headers=headers)))
+            accepted, pings = False, 0
+            while pings < 15:
+                data = await stream.receive_some(65536)
+                assert data, "the server closed the connection"
+                ws.receive_data(data)
+                for event in ws.events():
+                    assert not isinstance(event, CloseConnection), f"closed: {event.code} {event.reason}"
+                    if isinstance(event, AcceptConnection):
+                        accepted = True
+                    elif isinstance(event, Ping):
+                        await stream.send_all(ws.send(event.response()))
+                        pings += 1
+            assert accepted
+
+
+async def test_a_sequential_client_is_never_throttled(server: RunningServer) -> None:
+    """Default limits; 600 requests, each sent when the previous one is answered (faster
+    than the 50 frames/s refill): every one is answered, none is rate limited."""
+    with trio.fail_after(60):
+        async with open_client(server.url, server.token()) as client:
+            for index in range(600):
+                frame_id = f"seq-{index}"
+                await client.send_raw(json.dumps({"type": "tool_list", "id": frame_id, "payload": {}}))
+                async for event in client.events():
+                    assert not isinstance(event, ErrorFrame), event
+                    if getattr(event, "reply_to", None) == frame_id:
+                        break
+
+
+async def test_a_flooder_that_does_not_read_gets_rate_limited_first(server: RunningServer) -> None:
+    """Default limits; 400 requests sent without reading a byte, then reading: the client
+    finds a `rate_limited` notice in what it reads (it used to be cut off, its queue full of
+    replies and errors, before the notice could be sent)."""
+    request = json.dumps({"type": "tool_list", "payload": {}, "id": "flood"})
+    with trio.fail_after(60):
+        async with open_websocket_url(server.url, extra_headers=[("Authorization", f"Bearer {server.token()}")]) as ws:
+            for _ in range(400):
+                await ws.send_message(request)
+            codes = []
+            while "rate_limited" not in codes:
+                frame = json.loads(await ws.get_message())
+                if frame["type"] == "error":
+                    codes.append(frame["payload"]["code"])
+            assert codes == ["rate_limited"]
