@@ -313,3 +313,29 @@ async def test_a_torn_checkpoint_line_is_dropped_at_the_next_start(state: Path, 
     await write_log(state, nursery, 1)
     report = verify(state)
     assert report.ok and report.warnings == () and report.checkpoints == 4
+
+
+async def test_a_key_that_cannot_be_created_is_named(state: Path) -> None:
+    default_key_path(state).parent.write_text("a file where the key directory should be")
+    with pytest.raises(AuditKeyError, match=r"cannot read the audit head file .*state-keys/audit-head"):
+        await AuditLog.open(state)
+    default_key_path(state).parent.unlink()
+    os.symlink("/proc/self/nonexistent/dir", default_key_path(state).parent)  # a directory that cannot be made
+    with pytest.raises(AuditKeyError, match=r"cannot create the audit key .*state-keys/audit-key.*AUDIT_KEY_FILE"):
+        await AuditLog.open(state)
+
+
+async def test_a_key_in_the_state_directory_is_moved_out(state: Path, nursery: trio.Nursery,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """An earlier version's key at <state>/audit-key: moved beside the state directory, same bytes."""
+    await write_log(state, nursery, 2)
+    key = default_key_path(state)
+    old = state / "audit-key"
+    old.write_bytes(key.read_bytes())
+    os.chmod(old, 0o600)
+    key.unlink()
+    assert verify(state).ok  # a reader finds it in the old place until then
+    await write_log(state, nursery, 1)
+    assert not old.exists() and stat.S_IMODE(key.stat().st_mode) == 0o400
+    assert "moved the audit key out of the state directory" in caplog.text
+    assert verify(state).ok
