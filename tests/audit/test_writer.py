@@ -339,3 +339,17 @@ async def test_a_key_in_the_state_directory_is_moved_out(state: Path, nursery: t
     assert not old.exists() and stat.S_IMODE(key.stat().st_mode) == 0o400
     assert "moved the audit key out of the state directory" in caplog.text
     assert verify(state).ok
+
+
+async def test_secret_values_are_scrubbed_from_details(state: Path, nursery: trio.Nursery) -> None:
+    """A validation error that quotes a secret argument does not carry it into the record."""
+    log = await AuditLog.open(state)
+    await nursery.start(log.run)
+    record = await log.record(AuditEvent(
+        kind="decision", target="vault", arguments={"pin": "4711-long-one", "n": 12345}, secret={"pin", "n"},
+        outcome="invalid_arguments",
+        details={"problems": ["pin: '4711-long-one' is too long", "n: 12345 is not a string"], "4711-long-one": 1}))
+    await log.aclose()
+    problems = ["pin: '[redacted]' is too long", "n: [redacted] is not a string"]
+    assert json.loads(record.details) == {"problems": problems, "[redacted]": 1}
+    assert b"4711-long-one" not in (state / "audit.db").read_bytes()
