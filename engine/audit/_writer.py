@@ -169,6 +169,8 @@ class AuditLog:
             raise ValueError("queue_size and max_batch must be >= 1")
         state = Path(state_dir)
         opened = await trio.to_thread.run_sync(_open_files, state, key_file)
+        log.info("audit log %s: %d records, key %s, head file %s", audit_db_path(state), opened.head_seq,
+                 opened.key_path, head_path(state))
         send, receive = trio.open_memory_channel[_Pending](queue_size)
         return cls(
             state_dir=state, path=audit_db_path(state), key_path=opened.key_path, checkpoint_every=checkpoint_every,
