@@ -142,7 +142,17 @@ def load_or_create_key(state_dir: Path, key_file: str | os.PathLike[str] | None,
     legacy = legacy_key_path(state_dir)
     try:
         if not configured and not path.exists() and legacy.exists():
-            _move_legacy(legacy, path)
+            try:
+                _move_legacy(legacy, path)
+            except OSError as exc:
+                # An upgrade whose service cannot create the new directory yet (systemd's
+                # ProtectSystem=strict without the new StateDirectory): keep running on the
+                # old key rather than not at all, and say what to change.
+                log.error("audit: cannot move the audit key out of the state directory to %s (%s); still using "
+                          "%s, where whoever reads the state directory can read it. Create %s (under systemd: "
+                          "StateDirectory=... %s) and restart", path, exc.strerror, legacy, path.parent,
+                          path.parent.name)
+                path = legacy
         if not path.exists():
             if not may_create:
                 raise AuditKeyError(

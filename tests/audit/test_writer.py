@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import sys
@@ -353,3 +354,18 @@ async def test_secret_values_are_scrubbed_from_details(state: Path, nursery: tri
     problems = ["pin: '[redacted]' is too long", "n: [redacted] is not a string"]
     assert json.loads(record.details) == {"problems": problems, "[redacted]": 1}
     assert b"4711-long-one" not in (state / "audit.db").read_bytes()
+
+
+async def test_an_old_key_that_cannot_move_keeps_working(state: Path, nursery: trio.Nursery,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """An upgrade where the key's new directory cannot be created: the old key still serves, loudly."""
+    await write_log(state, nursery, 1)
+    key = default_key_path(state)
+    old = state / "audit-key"
+    old.write_bytes(key.read_bytes())
+    os.chmod(old, 0o600)
+    shutil.rmtree(key.parent)
+    os.symlink("/proc/self/nonexistent/dir", key.parent)  # a directory that cannot be made
+    await write_log(state, nursery, 1)
+    assert old.exists() and "cannot move the audit key out of the state directory" in caplog.text
+    assert verify(state).ok
