@@ -52,7 +52,7 @@ from typing import Any, Final, TypeVar
 import attrs
 import trio
 
-from .audit import REDACTED, redact
+from .audit import REDACTED, redact, scrub
 from .canonical import canonical_json, keyed_digest
 from .errors import ScalyticsError
 from .sqlite import connect, split_statements, transaction
@@ -386,17 +386,20 @@ class Store:
     # --- messages ---
 
     async def append_message(self, session_id: str, message: Mapping[str, Any], *,
-                             secret: Mapping[str, Iterable[str]] | None = None,
+                             secret: Mapping[str, Iterable[str]] | None = None, hide: Iterable[str] = (),
                              now: float | None = None) -> int:
         """Append one chat-completions message (``role``, ``content``, optionally
         ``tool_calls``, ``tool_call_id``, ``name``) and return its sequence number
         (1-based, gap-free per session, in call order). ``secret`` maps a tool name to
         its secret argument names: those arguments of its tool calls are stored as
-        ``"[redacted]"``. Raises :class:`UnknownSessionError`, or ``ValueError`` for a
-        malformed message."""
+        ``"[redacted]"``; every text in ``hide`` (the secret values of the call a tool
+        result answers, ``engine.audit.secret_values``) is too, wherever it appears.
+        Raises :class:`UnknownSessionError`, or ``ValueError`` for a malformed message."""
         _check_message(message)
         if secret:
             message = redact_tool_calls(message, secret)
+        if hide:
+            message = scrub(dict(message), hide)
         text = canonical_json(dict(message))  # fails here, in the caller, not in the thread
         at = time.time() if now is None else now
 

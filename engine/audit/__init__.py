@@ -40,6 +40,8 @@ from ._record import REDACTED as REDACTED
 from ._record import AuditEvent as AuditEvent
 from ._record import AuditRecord as AuditRecord
 from ._record import redact as redact
+from ._record import scrub as scrub
+from ._record import secret_values as secret_values
 from ._verify import Problem as Problem
 from ._verify import VerifyReport as VerifyReport
 from ._verify import verify as verify

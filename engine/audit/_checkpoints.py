@@ -3,7 +3,7 @@
 A hash chain proves that records were not changed *relative to each other*; someone who
 can write the file can still cut its tail or rewrite it whole and recompute every hash.
 A checkpoint pins the head — ``(seq, head_hash)`` — with an HMAC-SHA256 under a key kept
-outside the database (``<state>/audit-key``, or ``SCONNECT_AUDIT_KEY_FILE``), and names
+outside the database and the state directory (``_keys``), and names
 the previous checkpoint's MAC, so checkpoints form their own chain that cannot be
 forged, reordered or cut in the middle without the key.
 

@@ -140,18 +140,34 @@ def load_or_create_key(state_dir: Path, key_file: str | os.PathLike[str] | None,
     configured = is_configured(key_file)
     path = key_path(state_dir, key_file) if configured else default_key_path(state_dir)
     legacy = legacy_key_path(state_dir)
-    if not configured and not path.exists() and legacy.exists():
-        _move_legacy(legacy, path)
-    if not path.exists():
-        if not may_create:
-            raise AuditKeyError(
-                f"audit key {path} is missing but the audit log has checkpoints signed with it; "
-                f"restore the key (or set {KEY_ENV} to its path) — a new key would orphan them"
-            )
-        if not configured:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _create(path, secrets.token_bytes(KEY_BYTES))
-    mode = path.stat().st_mode
+    try:
+        if not configured and not path.exists() and legacy.exists():
+            try:
+                _move_legacy(legacy, path)
+            except OSError as exc:
+                # An upgrade whose service cannot create the new directory yet (systemd's
+                # ProtectSystem=strict without the new StateDirectory): keep running on the
+                # old key rather than not at all, and say what to change.
+                log.error("audit: cannot move the audit key out of the state directory to %s (%s); still using "
+                          "%s, where whoever reads the state directory can read it. Create %s (under systemd: "
+                          "StateDirectory=... %s) and restart", path, exc.strerror, legacy, path.parent,
+                          path.parent.name)
+                path = legacy
+        if not path.exists():
+            if not may_create:
+                raise AuditKeyError(
+                    f"audit key {path} is missing but the audit log has checkpoints signed with it; "
+                    f"restore the key (or set {KEY_ENV} to its path) — a new key would orphan them"
+                )
+            if not configured:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _create(path, secrets.token_bytes(KEY_BYTES))
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise AuditKeyError(
+            f"cannot create the audit key {path}: {exc.strerror}; create its directory (0700, owned by the "
+            f"service's user; under systemd: StateDirectory=... {path.parent.name}) or set {KEY_ENV}"
+        ) from None
     if stat.S_IMODE(mode) & 0o077:
         raise AuditKeyError(
             f"audit key {path} is accessible to other users (mode {stat.S_IMODE(mode):04o}); "

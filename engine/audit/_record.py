@@ -39,6 +39,8 @@ __all__ = [
     "Prepared",
     "iso_time",
     "redact",
+    "scrub",
+    "secret_values",
 ]
 
 #: The record format; hashed with every record so that a later format can change fields
@@ -68,6 +70,41 @@ def redact(arguments: Mapping[str, Any], secret: Iterable[str]) -> dict[str, Any
     (names of their parameters)."""
     hidden = frozenset(secret)
     return {key: REDACTED if key in hidden else value for key, value in arguments.items()}
+
+
+def secret_values(arguments: Mapping[str, Any], secret: Iterable[str]) -> list[str]:
+    """The texts of ``arguments``' secret fields as they could show up elsewhere (a
+    validation error quoting a value, a tool echoing it): strings as they are, other
+    values as their JSON. Empty ones are left out (they hide nothing)."""
+    found = []
+    for name in frozenset(secret):
+        if name in arguments:
+            value = arguments[name]
+            text = value if isinstance(value, str) else canonical_json(value)
+            if text:
+                found.append(text)
+    return sorted(found, key=len, reverse=True)  # a longer secret first, when one holds another
+
+
+def scrub(value: Any, hide: Iterable[str]) -> Any:
+    """A copy of a JSON value whose strings have every text in ``hide`` replaced by
+    :data:`REDACTED` (keys included)."""
+    needles = [h for h in hide if h]
+    if not needles:
+        return value
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, str):
+            for needle in needles:
+                item = item.replace(needle, REDACTED)
+            return item
+        if isinstance(item, Mapping):
+            return {clean(k): clean(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(v) for v in item]
+        return item
+
+    return clean(value)
 
 
 # Text fields must really be str: SQLite's TEXT affinity would store 5 as '5', and the
@@ -177,7 +214,9 @@ class AuditEvent:
             plain = dict(self.arguments)
             digest_of = keyed_digest(digest_key, plain)
             arguments = canonical_json(redact(plain, self.secret))
-        details = canonical_json(dict(self.details))
+        # A secret can also hide in details (a validation error quoting the value): scrubbed.
+        hide = secret_values(self.arguments, self.secret) if self.arguments is not None else []
+        details = canonical_json(scrub(dict(self.details), hide))
         if len(details.encode("utf-8")) > MAX_DETAILS_BYTES:
             raise ValueError(f"details must stay under {MAX_DETAILS_BYTES} bytes of JSON")
         decision = None

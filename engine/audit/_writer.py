@@ -68,7 +68,7 @@ from ._checkpoints import (
     write_head,
 )
 from ._db import audit_db_path, connect_writer
-from ._errors import AuditClosedError, AuditError, AuditLockedError, AuditWriteError
+from ._errors import AuditClosedError, AuditError, AuditKeyError, AuditLockedError, AuditWriteError
 from ._keys import derive, load_or_create_key
 from ._query import query, tail
 from ._record import COLUMNS, GENESIS_HASH, AuditEvent, AuditRecord, Prepared, iso_time
@@ -155,11 +155,13 @@ class AuditLog:
     ) -> AuditLog:
         """Open (creating if needed) ``<state_dir>/audit.db``, its checkpoint log and key.
 
-        ``key_file`` overrides ``$SCONNECT_AUDIT_KEY_FILE`` and ``<state>/audit-key``.
-        The key is created (32 random bytes, 0600) only for a log with no checkpoints.
-        Raises :class:`AuditLockedError` when another writer has the log open,
-        :class:`AuditKeyError` for a missing (with checkpoints), malformed or
-        group/world-accessible key, :class:`AuditError` for an unusable database.
+        ``key_file`` overrides ``$SCONNECT_AUDIT_KEY_FILE`` and ``<state>-keys/audit-key``
+        (``_keys``). The key is created (32 random bytes, 0400) only for a log with no
+        checkpoints and no head file. Raises :class:`AuditLockedError` when another
+        writer has the log open, :class:`AuditAdoptionError` for a log the key does not
+        vouch for (``_adopt``), :class:`AuditKeyError` for a missing (with checkpoints),
+        malformed, group/world-accessible or uncreatable key, :class:`AuditError` for an
+        unusable database.
         """
         if checkpoint_every < 1 or not checkpoint_interval_s > 0:
             raise ValueError("checkpoint_every must be >= 1 and checkpoint_interval_s > 0")
@@ -167,6 +169,8 @@ class AuditLog:
             raise ValueError("queue_size and max_batch must be >= 1")
         state = Path(state_dir)
         opened = await trio.to_thread.run_sync(_open_files, state, key_file)
+        log.info("audit log %s: %d records, key %s, head file %s", audit_db_path(state), opened.head_seq,
+                 opened.key_path, head_path(state))
         send, receive = trio.open_memory_channel[_Pending](queue_size)
         return cls(
             state_dir=state, path=audit_db_path(state), key_path=opened.key_path, checkpoint_every=checkpoint_every,
@@ -470,6 +474,9 @@ def _reconcile(conn: sqlite3.Connection, fd: int, state_dir: Path,
         head = read_head(head_path(state_dir))
     except ValueError as exc:
         raise refusal(state_dir, str(exc)) from None
+    except OSError as exc:
+        raise AuditKeyError(f"cannot read the audit head file {head_path(state_dir)}: {exc.strerror}; its directory "
+                            f"{head_path(state_dir).parent} is where the audit key lives by default") from None
     if head_seq and not table and not file.checkpoints:
         # Before the key is touched: a key created now would sign what someone else wrote.
         raise refusal(state_dir, f"it holds {head_seq} records but no checkpoint at all: they were not "

@@ -22,12 +22,14 @@ resumes it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
+from ..audit import secret_values
 from ..config.model import Agent
 from ..models import READ_RESOURCE, READ_RESOURCE_TOOL, ModelError, TextDelta, ToolCall, ToolDefinition, make_model
 from ..protocol import (
@@ -235,8 +237,11 @@ class Session:
                         outcome, _content = await read(caller, str(call.arguments["uri"]))
                     else:
                         outcome = await perform(caller, call.name, call.arguments)
+                    called = self.conn.hub.config.tools.get(call.name)
                     await self._remember(
-                        {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": outcome.for_model()}
+                        {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": outcome.for_model()},
+                        hide=secret_values(call.arguments, called.secret_arguments)
+                        if called is not None and isinstance(call.arguments, dict) else (),
                     )
                     unanswered.pop(call.id, None)
                 await self._set_state(S.PROCESSING)
@@ -276,12 +281,13 @@ class Session:
         system = [{"role": "system", "content": self.agent.system_prompt}] if self.agent.system_prompt else []
         return system + self.history
 
-    async def _remember(self, message: dict[str, Any]) -> None:
+    async def _remember(self, message: dict[str, Any], hide: Iterable[str] = ()) -> None:
         self.history.append(message)
-        # Persisted with each tool's secret arguments redacted; the clear ones stay in memory.
+        # Persisted with each tool's secret arguments redacted (and ``hide``, the secret
+        # values a tool result may quote); the clear ones stay in memory.
         tools = self.conn.hub.config.tools
         secret = {name: tool.secret_arguments for name, tool in tools.items() if tool.secret_arguments}
-        await self.conn.hub.store.append_message(self.session_id, message, secret=secret)
+        await self.conn.hub.store.append_message(self.session_id, message, secret=secret, hide=hide)
 
     async def _set_state(
         self, state: LifecycleState, *, reply_to: str | None = None, force: bool = False, announce: bool = True

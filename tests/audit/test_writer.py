@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import sys
@@ -313,3 +314,58 @@ async def test_a_torn_checkpoint_line_is_dropped_at_the_next_start(state: Path, 
     await write_log(state, nursery, 1)
     report = verify(state)
     assert report.ok and report.warnings == () and report.checkpoints == 4
+
+
+async def test_a_key_that_cannot_be_created_is_named(state: Path) -> None:
+    default_key_path(state).parent.write_text("a file where the key directory should be")
+    with pytest.raises(AuditKeyError, match=r"cannot read the audit head file .*state-keys/audit-head"):
+        await AuditLog.open(state)
+    default_key_path(state).parent.unlink()
+    os.symlink("/proc/self/nonexistent/dir", default_key_path(state).parent)  # a directory that cannot be made
+    with pytest.raises(AuditKeyError, match=r"cannot create the audit key .*state-keys/audit-key.*AUDIT_KEY_FILE"):
+        await AuditLog.open(state)
+
+
+async def test_a_key_in_the_state_directory_is_moved_out(state: Path, nursery: trio.Nursery,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """An earlier version's key at <state>/audit-key: moved beside the state directory, same bytes."""
+    await write_log(state, nursery, 2)
+    key = default_key_path(state)
+    old = state / "audit-key"
+    old.write_bytes(key.read_bytes())
+    os.chmod(old, 0o600)
+    key.unlink()
+    assert verify(state).ok  # a reader finds it in the old place until then
+    await write_log(state, nursery, 1)
+    assert not old.exists() and stat.S_IMODE(key.stat().st_mode) == 0o400
+    assert "moved the audit key out of the state directory" in caplog.text
+    assert verify(state).ok
+
+
+async def test_secret_values_are_scrubbed_from_details(state: Path, nursery: trio.Nursery) -> None:
+    """A validation error that quotes a secret argument does not carry it into the record."""
+    log = await AuditLog.open(state)
+    await nursery.start(log.run)
+    record = await log.record(AuditEvent(
+        kind="decision", target="vault", arguments={"pin": "4711-long-one", "n": 12345}, secret={"pin", "n"},
+        outcome="invalid_arguments",
+        details={"problems": ["pin: '4711-long-one' is too long", "n: 12345 is not a string"], "4711-long-one": 1}))
+    await log.aclose()
+    problems = ["pin: '[redacted]' is too long", "n: [redacted] is not a string"]
+    assert json.loads(record.details) == {"problems": problems, "[redacted]": 1}
+    assert b"4711-long-one" not in (state / "audit.db").read_bytes()
+
+
+async def test_an_old_key_that_cannot_move_keeps_working(state: Path, nursery: trio.Nursery,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """An upgrade where the key's new directory cannot be created: the old key still serves, loudly."""
+    await write_log(state, nursery, 1)
+    key = default_key_path(state)
+    old = state / "audit-key"
+    old.write_bytes(key.read_bytes())
+    os.chmod(old, 0o600)
+    shutil.rmtree(key.parent)
+    os.symlink("/proc/self/nonexistent/dir", key.parent)  # a directory that cannot be made
+    await write_log(state, nursery, 1)
+    assert old.exists() and "cannot move the audit key out of the state directory" in caplog.text
+    assert verify(state).ok

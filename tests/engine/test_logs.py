@@ -12,7 +12,8 @@ def test_json_lines_carry_extras_and_exceptions() -> None:
     record = logging.LogRecord("engine.test", logging.WARNING, __file__, 1, "refused %s", ("alice",), None)
     record.reason = "expired"
     line = json.loads(JsonFormatter().format(record))
-    assert (line["level"], line["logger"], line["message"], line["reason"]) == ("warning", "engine.test", "refused alice", "expired")
+    assert (line["level"], line["logger"], line["message"], line["reason"]) == (
+        "warning", "engine.test", "refused alice", "expired")
     assert line["time"].endswith("+00:00")
     try:
         raise ValueError("boom")

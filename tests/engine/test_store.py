@@ -236,6 +236,9 @@ async def test_secret_arguments_never_reach_the_file(tmp_path: Path) -> None:
         stored = (await store.messages("s1"))[0]["tool_calls"]
         assert [c["function"]["arguments"] for c in stored] == [
             '{"pin": "[redacted]", "to": "x"}', {"pin": "[redacted]"}, "[redacted]", {"pin": "public"}]
+        await store.append_message("s1", {"role": "tool", "tool_call_id": "c1", "name": "pay",
+                                          "content": '{"status": "ok", "output": {"pin": "4711"}}'}, hide=["4711"])
+        assert (await store.messages("s1"))[1]["content"] == '{"status": "ok", "output": {"pin": "[redacted]"}}'
     assert b"4711" not in _raw_bytes(tmp_path)
     async with await Store.open(path) as other:  # another key: the digest proves nothing
         again = await other.get_action(action.action_id)

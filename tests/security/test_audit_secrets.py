@@ -6,9 +6,11 @@ so a 4-digit PIN in a secret argument was recovered by hashing the 10,000 candid
 ``sconnect.db``.
 
 - ``test_secrets_never_reach_the_state_directory_and_digests_resist_guessing``: a real
-  server with a level-2 test tool whose ``pin`` is a secret argument. A user calls it
-  directly and through an agent turn (the agent's tool call carries the PIN); an admin
-  approves both. Then the raw bytes of every file under the state directory (databases,
+  server with a level-2 test tool whose ``pin`` is a secret argument and which echoes
+  its arguments. A user calls it directly, once more with a PIN too long (the
+  validation error quotes it), and through an agent turn (the agent's tool call carries
+  the PIN, the tool's result echoes it into the history); an admin approves. Then the
+  raw bytes of every file under the state directory (databases,
   their WAL files, the checkpoint log, workspace), while the server runs and after it
   stopped, and the server's log output do not contain the PIN. Trying all 10,000 PINs
   with the code's own hash (``engine.canonical.digest``) against the audit records' and
@@ -18,6 +20,7 @@ so a 4-digit PIN in a secret argument was recovered by hashing the 10,000 candid
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -36,15 +39,15 @@ from .cliserver import SECRET, place, serving
 PIN = "vault-pin-4711"
 VAULT_TOOL = """\
 name: vault_note
-description: Store a note under a PIN (test tool; answers with a fixed text).
+description: Store a note under a PIN (test tool; echoes its arguments, PIN included).
 permission_level: 2
-command: [/bin/echo, '{"stored": true}']
+command: [/bin/cat]
 secret_arguments: [pin]
 parameters:
   type: object
   properties:
     note: {type: string}
-    pin: {type: string}
+    pin: {type: string, maxLength: 24}
   required: [pin]
   additionalProperties: false
 """
@@ -97,10 +100,12 @@ async def test_secrets_never_reach_the_state_directory_and_digests_resist_guessi
                         open_client(served.url, _token("alice", "user")) as user, trio.open_nursery() as nursery:
                     nursery.start_soon(_approve, admin, 2)
                     result = await user.call_tool("vault_note", {"note": "groceries", "pin": PIN})
-                    assert str(result.status) == "ok", result
+                    assert str(result.status) == "ok" and result.output["pin"] == PIN, result  # echoed
+                    refused = await user.call_tool("vault_note", {"note": "groceries", "pin": PIN + "-" * 20})
+                    assert PIN in json.dumps(refused.output)  # the validation error quotes it
                     sid = (await user.start_session("vaulter")).session_id
                     turn = await user.converse(sid, "please store my note")
-                    assert [str(r.status) for r in turn.results] == ["ok"]
+                    assert [str(r.status) for r in turn.results] == ["ok"] and turn.results[0].output["pin"] == PIN
                     assert turn.actions[0].arguments["pin"] == PIN  # the model's call did carry it
             assert _files_holding(where.state, PIN.encode()) == []  # with the WAL files in place
         assert _files_holding(where.state, PIN.encode()) == []
@@ -117,7 +122,8 @@ async def test_secrets_never_reach_the_state_directory_and_digests_resist_guessi
         assert {r.kind for r in records} >= {"decision", "approval", "execution"}
         key = derive(default_key_path(where.state).read_bytes(), "arguments")
         fixed = {"note": "groceries"}
-        for stored in {r.arguments_digest for r in records} | {d for _, d in pending}:
-            assert stored is not None
-            assert _guess(stored, fixed) == []  # the code's own hash, no key: nothing
-            assert stored == keyed_digest(key, {**fixed, "pin": PIN})  # with the key: exactly this PIN
+        stored = {r.arguments_digest for r in records} | {d for _, d in pending}
+        with_key = {keyed_digest(key, {**fixed, "pin": pin}): pin for pin in (PIN, PIN + "-" * 20)}
+        assert {with_key.get(d) for d in stored} == {PIN, PIN + "-" * 20}  # with the key: these PINs exactly
+        for one in stored:
+            assert one is not None and _guess(one, fixed) == []  # the code's own hash, no key: nothing
