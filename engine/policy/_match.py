@@ -264,6 +264,23 @@ def condition_holds(condition: Condition, arguments: Mapping[str, Any] | None, *
     return f"{name} = {shown} fails {op} {operand!r}"
 
 
+def undecided_conditions(rule: PolicyRule, arguments: Mapping[str, Any]) -> list[str]:
+    """Why each of a deny's conditions held only because it could not be decided (for its reason)."""
+    found = []
+    for condition in rule.conditions:
+        if condition_holds(condition, arguments, deny=False) is None:
+            continue  # it holds on its own
+        op, operand = condition_operator(condition)
+        if condition.argument not in arguments:
+            found.append(f"argument {condition.argument!r} is missing")
+            continue
+        value = arguments[condition.argument]
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        if _holds(op, operand, value, True) is None:
+            found.append(f"{condition.argument} = {shown} cannot be decided by {op} {operand!r}")
+    return found
+
+
 def rule_miss(rule: PolicyRule, request: Request) -> Miss | None:
     """``None`` when ``rule`` matches ``request``, else the first aspect that does not."""
     miss = subject_miss(rule, request.sub, request.roles)
