@@ -243,14 +243,12 @@ def check_policy(policy: Policy, doc: Document) -> list[ConfigProblem]:
                 problems.append(doc.problem(["rules", index, "conditions", c_index, "path_prefix"],
                                             f"{base!r} must be a plain path (no '..', no backslash)"))
             if condition.matches is not None:
+                # Matched against client arguments: RE2, linear in the text (engine/linear_re.py).
                 try:
-                    re.compile(condition.matches)
-                except re.error as exc:
-                    problems.append(
-                        doc.problem(
-                            ["rules", index, "conditions", c_index, "matches"], f"not a valid regular expression: {exc}"
-                        )
-                    )
+                    compile_linear(condition.matches)
+                except RegexError as exc:
+                    problems.append(doc.problem(["rules", index, "conditions", c_index, "matches"],
+                                                f"not a valid regular expression: {exc}"))
     return problems
 
 

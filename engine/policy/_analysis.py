@@ -72,7 +72,10 @@ def _concrete(glob: str) -> str:
 
 
 def resource_probes(config: Config, host: str) -> list[str]:
-    """URIs that stand for reading under ``host``: a generic path, and one per rule glob reaching it."""
+    """URIs that stand for reading under ``host``: a generic path, and one per rule glob reaching it.
+
+    A glob with no path (``test://static-*``) stands for the host's own URI, which a static host serves.
+    """
     probes = [f"{host}/.any/path"]
     for rule in policy_rules(config):
         for pattern in rule.targets.resources:
@@ -80,7 +83,7 @@ def resource_probes(config: Config, host: str) -> list[str]:
             name, _, path = rest.partition("/")
             if not glob_matches(f"{scheme_host}://{name}", host):
                 continue
-            probe = f"{host}/{_concrete(path)}"
+            probe = f"{host}/{_concrete(path)}" if path else host
             if resource_matches(pattern, probe) and probe not in probes:
                 probes.append(probe)
     return probes

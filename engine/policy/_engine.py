@@ -46,7 +46,7 @@ import attrs
 
 from ..config.model import Config, PolicyRule
 from ._decision import APPROVER_RANK, LEVEL_APPROVER, Approver, Decision, Match
-from ._match import Miss, Request, names_tool, rule_miss
+from ._match import Miss, Request, names_tool, rule_miss, undecided_conditions
 from ._revision import policy_revision
 
 ACTIONS = ("tool.call", "resource.read")
@@ -89,10 +89,16 @@ def _approver_of(rule: PolicyRule) -> Approver:
 
 
 def evaluate(config: Config, request: Request) -> Evaluation:
-    """Decide ``request`` under ``config``'s policies; pure apart from the cached revision."""
+    """Decide ``request`` under ``config``'s policies (pure: the revision was hashed at load)."""
     considered = tuple(Considered(rule, rule_miss(rule, request)) for rule in policy_rules(config))
     matched = [c.rule for c in considered if c.matched]
     decision = _decide(request, matched)
+    deciding = next((rule for rule in matched if decision.deciding_rule and rule.id == decision.deciding_rule.id), None)
+    if decision.effect == "deny" and deciding is not None and request.arguments is not None:
+        unsure = undecided_conditions(deciding, request.arguments)
+        if unsure:
+            decision = attrs.evolve(decision, reason=f"{decision.reason}: {'; '.join(unsure)}, so the deny applies "
+                                    "(a deny that cannot be decided fails closed)")
     conditional = request.arguments is None and any(rule.conditions for rule in matched)
     if conditional and decision.allowed:
         decision = attrs.evolve(decision, reason=decision.reason + " (for arguments that meet the rules' conditions)")

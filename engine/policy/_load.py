@@ -39,7 +39,7 @@ def load_policy_set(directory: Path, fallback: Path) -> Config:
             raise ConfigError(
                 attrs.evolve(p, file=f"{_origin(p.file, directory, fallback)}/{p.file}") for p in exc.problems
             ) from None
-    # Policies always come from ``directory``, so the revision is hashed from there.
+    # The root names the directory the policies came from (the revision was hashed while loading them).
     return attrs.evolve(config, root=str(directory.resolve()))
 
 

@@ -22,7 +22,8 @@ Conditions (every one must hold for the rule to match):
   collapsed, as the kernel would for a path without symlinks).  A path that
   climbs above its start, holds a backslash or a control character, or is
   absolute where the operand is relative (or the reverse) cannot be placed;
-- ``matches``: a string the regular expression matches in full;
+- ``matches``: a string the regular expression matches in full (RE2 syntax,
+  linear in the value: no backreferences or lookarounds, checked at load);
 - ``max``: a number (not a boolean) at most the operand.
 
 ``prefix`` and ``matches`` compare raw strings, so in a *deny* rule a value not
@@ -47,6 +48,7 @@ import attrs
 
 from ..config.model import Condition, PolicyRule
 from ..globs import GLOB_CHARS, glob_matches
+from ..linear_re import compile_linear
 
 
 @attrs.frozen
@@ -239,7 +241,7 @@ def _holds(op: str, operand: Any, value: Any, deny: bool) -> bool | None:
         return value.startswith(operand) and ".." not in re.split(r"[/\\]", value)
     if op == "path_prefix":
         return path_under(value, operand)
-    return re.fullmatch(operand, value) is not None  # matches
+    return compile_linear(operand).fullmatch(value) is not None  # matches: RE2, linear in the value
 
 
 def condition_holds(condition: Condition, arguments: Mapping[str, Any] | None, *, deny: bool = False) -> str | None:
@@ -262,6 +264,23 @@ def condition_holds(condition: Condition, arguments: Mapping[str, Any] | None, *
     if verdict is None:
         return f"{name} = {shown} cannot be compared by {op} {operand!r}"
     return f"{name} = {shown} fails {op} {operand!r}"
+
+
+def undecided_conditions(rule: PolicyRule, arguments: Mapping[str, Any]) -> list[str]:
+    """Why each of a deny's conditions held only because it could not be decided (for its reason)."""
+    found = []
+    for condition in rule.conditions:
+        if condition_holds(condition, arguments, deny=False) is None:
+            continue  # it holds on its own
+        op, operand = condition_operator(condition)
+        if condition.argument not in arguments:
+            found.append(f"argument {condition.argument!r} is missing")
+            continue
+        value = arguments[condition.argument]
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        if _holds(op, operand, value, True) is None:
+            found.append(f"{condition.argument} = {shown} cannot be decided by {op} {operand!r}")
+    return found
 
 
 def rule_miss(rule: PolicyRule, request: Request) -> Miss | None:

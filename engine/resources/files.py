@@ -209,7 +209,11 @@ def _misplaced_root(config: Config, resource: FileResource, resolved: Path, stat
         return []
     line, column = resource.source.line, 1
     # Only the root key's line is wanted: a file that cannot be re-read keeps the host's line.
-    doc = read_document(Path(config.root) / resource.source.file, resource.source.file)
+    try:
+        doc = read_document(Path(config.root) / resource.source.file, resource.source.file) if (
+            resource.source.file) else None
+    except OSError:
+        doc = None
     if isinstance(doc, Document):
         line, column = doc.locate(["root"])
     return [ConfigProblem(resource.source.file, line, column, "root", why)]

@@ -168,6 +168,14 @@ async def test_through_a_real_server_under_policy_listing_and_audit(
     }
 
 
+def test_the_policy_matrix_shows_a_host_served_at_its_own_uri(tmp_path: Path) -> None:
+    from engine.policy import cell
+
+    config = load_config(static_config(tmp_path / "config"))
+    assert cell(config, "member", "test://static-text/**").label == "allow"
+    assert cell(config, "member", "test://template/**").label == "allow"
+
+
 BAD = [
     ("documents: []\n", 5, "documents", "should be non-empty"),
     ("documents:\n  - text: a\n    base64: YQ==\n", 6, "documents[0]", "declare exactly one of 'text', 'base64'"),

@@ -8,7 +8,8 @@ and a deny on ``secret/``:
   ``x/../secret/x`` and ``secret//x``, by real policy decisions.
 - test_path_prefix_deny_normalises: the same with ``path_prefix``, which also
   keeps ``secretive/x`` allowed (whole segments) and refuses a climb out.
-- test_a_deny_that_cannot_be_decided_denies: argument missing, or not a string.
+- test_a_deny_that_cannot_be_decided_denies: argument missing, or not a string; the
+  reason says the deny failed closed.
 - test_a_path_prefix_grant_never_holds_for_a_climb: an allow with path_prefix
   does not grant ``docs/../secret/x``.
 - test_can_i_denies_both_spellings: ``sconnect policy can-i`` as a subprocess
@@ -99,7 +100,10 @@ def test_path_prefix_deny_normalises(tmp_path: Path) -> None:
 @pytest.mark.parametrize("condition", ["prefix: secret/", "path_prefix: secret", "matches: 'secret/.*'"])
 def test_a_deny_that_cannot_be_decided_denies(tmp_path: Path, condition: str) -> None:
     config = load_config(write_config(tmp_path, condition))
-    assert effect(config, {}) == "deny"  # argument missing
+    missing = decide(config, "alice", USER, "tool.call", "read_file", {})
+    assert missing.effect == "deny"
+    assert "argument 'path' is missing, so the deny applies (a deny that cannot be decided fails closed)" in (
+        missing.reason)
     assert effect(config, {"path": 7}) == "deny"  # not a string
     assert effect(config, {"path": ["secret", "x"]}) == "deny"
     assert effect(config, {"path": "docs/a.txt"}) == "allow"
