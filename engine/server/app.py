@@ -43,6 +43,7 @@ class ServerHandle:
 
     websocket: str
     health: str | None
+    mcp: str | None = None
     _stop_requested: trio.Event = attrs.field(factory=trio.Event)
 
     def stop(self) -> None:
@@ -112,6 +113,14 @@ async def serve(
                 await nursery.start(
                     partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
                 )
+                mcp_stop = trio.Event()
+                if settings.mcp_port is not None:
+                    from ..mcp import serve_mcp  # the MCP SDK loads only when MCP is on
+
+                    handle.mcp = await nursery.start(partial(
+                        serve_mcp, hub, settings.host, settings.mcp_port, mcp_stop,
+                        anonymous_role=settings.mcp_anonymous_role,
+                    ))
                 accepting = trio.CancelScope()
                 port = await nursery.start(_accept, hub, accepting)
                 scheme = "wss" if settings.tls_cert is not None else "ws"
@@ -120,6 +129,7 @@ async def serve(
                 log.info("serving %s (%s)", handle.websocket, caps.summary)
                 task_status.started(handle)
                 await handle._stop_requested.wait()
+                mcp_stop.set()
                 await _drain(hub, accepting)
                 nursery.cancel_scope.cancel()
             root.cancel_scope.cancel()

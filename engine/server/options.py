@@ -48,6 +48,7 @@ LIMITS: dict[str, tuple[str, Any]] = {
     "send_queue": ("send_queue_frames", int),
     "send_timeout": ("send_timeout_s", _seconds),
     "approval_timeout": ("approval_timeout_s", _seconds),
+    "mcp_approval_wait": ("mcp_approval_wait_s", _seconds),
 }
 
 
@@ -68,7 +69,7 @@ def read_server_file(path: Path) -> dict[str, Any]:
     if problems:
         raise ConfigError(problems)
     settings: dict[str, Any] = {}
-    for key in ("host", "port", "health_port", "health_host", "state_dir", "insecure_public"):
+    for key in ("host", "port", "health_port", "health_host", "state_dir", "insecure_public", "mcp_port"):
         if key in data:
             settings[key] = data[key]
     problems = []
