@@ -208,7 +208,9 @@ async def serve_mcp(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     async with trio.open_nursery() as nursery:
-        held: HeldCalls[Any] = HeldCalls(nursery, budget_s=hub.settings.mcp_approval_wait_s,
+        budget = hub.settings.mcp_approval_wait_s
+        # Several keep-alives within the budget, at most every 10 s (proxies cut idle streams).
+        held: HeldCalls[Any] = HeldCalls(nursery, budget_s=budget, keepalive_s=min(10.0, budget / 4),
                                          keep_s=hub.settings.approval_timeout_s)
         app = build_app(hub, held, host, anonymous_role)
         binds = await nursery.start(partial(hypercorn.trio.serve, app, config, shutdown_trigger=shutdown.wait))
