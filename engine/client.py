@@ -264,13 +264,14 @@ class Client:
 
 @asynccontextmanager
 async def open_client(
-    url: str, token: str | None, *, in_query: bool = False, event_buffer: int = 1024
+    url: str, token: str | None, *, in_query: bool = False, event_buffer: int = 1024,
+    extra_headers: Iterable[tuple[str, str]] = (),
 ) -> AsyncIterator[Client]:
     """Connect, authenticate with ``token`` (header, or ``token`` query parameter), and read.
 
     Raises ``trio_websocket.ConnectionRejected`` (``.status_code`` 401) when the token is refused.
     """
-    headers: list[tuple[str, str]] = []
+    headers: list[tuple[str, str]] = list(extra_headers)
     if token is not None and in_query:
         url += ("&" if "?" in url else "?") + f"token={token}"
     elif token is not None:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ScalyticsError
-from . import audit, chat, check, policy, protocol, serve, token, tools
+from . import audit, chat, check, mcp, policy, protocol, serve, token, tools
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.register(commands)
     audit.register(commands)
     policy.register(commands)
+    mcp.register(commands)
     return parser
 
 

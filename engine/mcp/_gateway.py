@@ -148,7 +148,7 @@ class Gateway:
 
         async def ask_in_band(call: HeldCall[Outcome]) -> None:
             await call.approval_requested.wait()
-            if call.approver == "user" and _can_elicit(ctx):
+            if call.approver == "user" and can_elicit(ctx):
                 await self._elicit_approval(ctx, principal, call, name, arguments)
 
         async def watch(call: HeldCall[Outcome]) -> None:
@@ -290,7 +290,7 @@ async def _client_gone(ctx: ServerRequestContext[Any]) -> None:
         await trio.sleep_forever()
 
 
-def _can_elicit(ctx: ServerRequestContext[Any]) -> bool:
+def can_elicit(ctx: ServerRequestContext[Any]) -> bool:
     capabilities = ctx.session.client_capabilities
     return ctx.session.can_send_request and capabilities is not None and capabilities.elicitation is not None
 

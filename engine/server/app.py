@@ -222,7 +222,9 @@ async def _handshake_and_serve(hub: Hub, stream: trio.SocketStream, nursery: tri
         return
     ws = await request.accept()
     hub.metrics.connections_accepted_total.inc()
-    await Connection(hub, ws, principal).serve()
+    from ..mcp._via import parse_via  # no MCP SDK import: the stdio bridge's audit note
+
+    await Connection(hub, ws, principal, audit_context=parse_via(request.headers)).serve()
 
 
 def _over_limit(hub: Hub, sub: str) -> tuple[int, str] | None:

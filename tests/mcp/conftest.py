@@ -51,7 +51,7 @@ async def wait_until(condition: Callable[[], Any], interval_s: float = 0.02) -> 
 @attrs.frozen
 class McpServer:
     url: str  # the WebSocket endpoint
-    mcp: str  # http://127.0.0.1:PORT/mcp
+    mcp: str  # http://127.0.0.1:PORT/mcp ("" when the MCP listener is off)
     settings: ServerSettings
 
     def token(self, sub: str = "alice", roles: tuple[str, ...] = ("user",), ttl_s: float = 600) -> str:
@@ -64,8 +64,8 @@ def start_mcp(nursery: trio.Nursery, state_dir: Path) -> Callable[..., Any]:  # 
         options: dict[str, Any] = {"auth": AuthSettings(secret=SECRET), "port": 0, "mcp_port": 0, **overrides}
         settings = ServerSettings(config_dir=config, state_dir=state_dir, **options)
         handle = await nursery.start(serve, settings)
-        assert handle.mcp is not None
-        return McpServer(handle.websocket, handle.mcp, settings)
+        assert (handle.mcp is None) == (settings.mcp_port is None)
+        return McpServer(handle.websocket, handle.mcp or "", settings)
 
     return start
 
