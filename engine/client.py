@@ -396,6 +396,7 @@ async def open_client(
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout_s: float = 10.0,
     keepalive_s: float | None = None,
+    extra_headers: Iterable[tuple[str, str]] = (),
 ) -> AsyncIterator[Client]:
     """Connect, authenticate with ``token`` (header, or ``token`` query parameter), and read.
 
@@ -404,7 +405,7 @@ async def open_client(
     :class:`ConnectTimeout` and :class:`TLSFailed`), :class:`TokenRefused` for a 401
     and :class:`Refused` for another HTTP status.
     """
-    headers: list[tuple[bytes, bytes]] = []
+    headers: list[tuple[bytes, bytes]] = [(name.encode(), value.encode()) for name, value in extra_headers]
     if token is not None and in_query:
         url += ("&" if "?" in url else "?") + f"token={quote(token, safe='')}"
     elif token is not None:

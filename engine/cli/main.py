@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("chat", "talk to an agent from the terminal"),
     "audit": ("audit", "verify and read the audit log"),
     "policy": ("policy", "explain, test, lint and compare the policies"),
+    "mcp": ("mcp", "speak MCP: the stdio bridge to a running server"),
 }
 
 

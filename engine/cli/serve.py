@@ -39,6 +39,11 @@ def register(commands: Any) -> None:
     parser.add_argument("--health-host", metavar="ADDRESS",
                         help="address of the health/metrics listener (env SCONNECT_HEALTH_HOST; default 127.0.0.1: "
                         "metrics are not for the public)")
+    parser.add_argument("--mcp-port", type=int,
+                        help="serve MCP (Streamable HTTP, path /mcp) on this port of --host, 0 picks one "
+                        "(env SCONNECT_MCP_PORT; default off; needs the 'mcp' extra)")
+    parser.add_argument("--mcp-anonymous-role", metavar="ROLE",
+                        help="give MCP callers without a token this role (loopback --host only; for local trials)")
     parser.add_argument("--shutdown-grace", metavar="DURATION",
                         help="on SIGTERM/SIGINT, how long running turns may finish (env SCONNECT_SHUTDOWN_GRACE; default 10s)")
     parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain for wss:// (env SCONNECT_TLS_CERT)")
@@ -106,7 +111,7 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
 
     from_env = {
         "host": env.get("SCONNECT_HOST"), "port": env.get("SCONNECT_PORT"), "health_port": env.get("SCONNECT_HEALTH_PORT"),
-        "health_host": env.get("SCONNECT_HEALTH_HOST"),
+        "health_host": env.get("SCONNECT_HEALTH_HOST"), "mcp_port": env.get("SCONNECT_MCP_PORT"),
         "state_dir": env.get("SCONNECT_STATE_DIR"), "shutdown_grace": env.get("SCONNECT_SHUTDOWN_GRACE"),
         "tls_cert": env.get("SCONNECT_TLS_CERT"), "tls_key": env.get("SCONNECT_TLS_KEY"),
         "insecure_public": (env.get("SCONNECT_INSECURE_PUBLIC", "").lower() in ("1", "true", "yes")) or None,
@@ -118,12 +123,13 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
         "host": args.host, "port": args.port, "health_port": args.health_port, "health_host": args.health_host,
         "state_dir": args.state_dir,
         "shutdown_grace": args.shutdown_grace, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
-        "insecure_public": args.insecure_public,
+        "insecure_public": args.insecure_public, "mcp_port": args.mcp_port,
+        "mcp_anonymous_role": args.mcp_anonymous_role,
     }
     layer({key: value for key, value in from_flags.items() if value is not None},
           lambda key: f"{_SPELLING[key][0]} {getattr(args, key)}")
     layer(limits_from_flags(args.limit), lambda key: f"--limit {limit_names[key].removeprefix('limits.')}=...")
-    for key in ("port", "health_port"):
+    for key in ("port", "health_port", "mcp_port"):
         if chosen.get(key) is not None:
             chosen[key] = _port(chosen[key], source.get(key, key))
     if overrides:
@@ -177,6 +183,28 @@ def _check_exposure(chosen: dict[str, Any]) -> None:
     log.warning("serving %s without TLS (--insecure-public): put a TLS-terminating proxy in front", host)
 
 
+def _check_mcp(chosen: dict[str, Any]) -> None:
+    """MCP needs its optional dependencies; an anonymous role needs MCP on a loopback address."""
+    if chosen.get("mcp_anonymous_role") is not None:
+        from ..mcp._loopback import is_loopback
+
+        if chosen.get("mcp_port") is None:
+            raise UsageError("--mcp-anonymous-role needs --mcp-port")
+        if not is_loopback(chosen["host"]):
+            raise UsageError(
+                f"--mcp-anonymous-role: refusing to serve callers without a token on {chosen['host']}: "
+                "only a loopback --host may"
+            )
+    if chosen.get("mcp_port") is not None:
+        import importlib.util
+
+        missing = [name for name in ("mcp", "hypercorn") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise UsageError(
+                f"--mcp-port needs {' and '.join(missing)}: pip install 'scalytics-connect[mcp]'"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..logs import configure
 
@@ -185,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     load_config(config_dir)  # refuse to start on a broken configuration, with every error
     chosen = _layers(args, config_dir)
     _check_exposure(chosen)
+    _check_mcp(chosen)
     chosen.pop("insecure_public", None)
     state_dir = Path(chosen.pop("state_dir"))
     from ..toolrun import state_dir_problem
@@ -245,6 +274,8 @@ async def _main(settings: ServerSettings, dev: bool) -> None:
             print(url, flush=True)
             if handle.health:
                 print(f"health and metrics: {handle.health} (/healthz /readyz /metrics)", flush=True)
+            if handle.mcp:
+                print(f"mcp: {handle.mcp}", flush=True)
             print(f"config: {settings.config_dir}  state: {settings.state_dir}", flush=True)
             print(sandbox.detect().summary, flush=True)
             if dev:

@@ -289,6 +289,18 @@ async def _client_tool(caller: Caller, action_id: str, tool: OfferedTool, argume
     return outcome
 
 
+async def refuse_hidden(caller: Caller, name: str, arguments: Any) -> None:
+    """Record a call to a tool this caller cannot see (denied, level 3, or unknown): nothing runs.
+
+    For front doors that list only what a caller may call and answer anything else as
+    an unknown tool, without announcing an action.
+    """
+    caller = caller.pinned()
+    tool = caller.snap.config.tools.get(name)
+    await _audit(caller, "decision", "tool.call", name, arguments, tool=tool, effect="deny", outcome="unknown_tool",
+                 details={"reason": "not offered to this caller"})
+
+
 # --- resources --------------------------------------------------------------------------
 
 

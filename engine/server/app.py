@@ -66,6 +66,7 @@ class ServerHandle:
 
     websocket: str
     health: str | None
+    mcp: str | None = None
     _stop_requested: trio.Event = attrs.field(factory=trio.Event)
 
     def stop(self) -> None:
@@ -145,6 +146,14 @@ async def serve(
                     partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
                 )
                 await nursery.start(maintain, hub)
+                mcp_stop = trio.Event()
+                if settings.mcp_port is not None:
+                    from ..mcp import serve_mcp  # the MCP SDK loads only when MCP is on
+
+                    handle.mcp = await nursery.start(partial(
+                        serve_mcp, hub, settings.host, settings.mcp_port, mcp_stop,
+                        anonymous_role=settings.mcp_anonymous_role,
+                    ))
                 accepting = trio.CancelScope()
                 port = await nursery.start(_accept, hub, admission, accepting)
                 scheme = "wss" if settings.tls_cert is not None else "ws"
@@ -153,6 +162,7 @@ async def serve(
                 log.info("serving %s (%s)", handle.websocket, caps.summary)
                 task_status.started(handle)
                 await handle._stop_requested.wait()
+                mcp_stop.set()
                 await _drain(hub, accepting)
                 nursery.cancel_scope.cancel()
             root.cancel_scope.cancel()
@@ -296,7 +306,9 @@ async def _handshake_and_serve(
         ws = await request.accept()
         handshake_over()
         hub.metrics.connections_accepted_total.inc()
-        await Connection(hub, ws, principal).serve()
+        from ..mcp._via import parse_via  # no MCP SDK import: the stdio bridge's audit note
+
+        await Connection(hub, ws, principal, audit_context=parse_via(request.headers)).serve()
     finally:
         admission.leave(principal.sub)
 

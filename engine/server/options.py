@@ -59,6 +59,7 @@ LIMITS: dict[str, tuple[str, Any]] = {
     "send_queue": ("send_queue_frames", _count),
     "send_timeout": ("send_timeout_s", _seconds),
     "approval_timeout": ("approval_timeout_s", _seconds),
+    "mcp_approval_wait": ("mcp_approval_wait_s", _seconds),
 }
 
 
@@ -79,7 +80,7 @@ def read_server_file(path: Path) -> dict[str, Any]:
     if problems:
         raise ConfigError(problems)
     settings: dict[str, Any] = {}
-    for key in ("host", "port", "health_port", "health_host", "state_dir", "insecure_public"):
+    for key in ("host", "port", "health_port", "health_host", "state_dir", "insecure_public", "mcp_port"):
         if key in data:
             settings[key] = data[key]
     problems = []

@@ -92,6 +92,12 @@ class ServerSettings:
     shutdown_grace_s: float = 10.0
     # How long a direct tool_call outside a session waits for its approval.
     approval_timeout_s: float = 120.0
+    # MCP over Streamable HTTP on the same host (path /mcp); None: off (0 picks a free port).
+    mcp_port: int | None = None
+    # Callers without a token get this role (loopback listeners only; None: a token is required).
+    mcp_anonymous_role: str | None = None
+    # How long an MCP tools/call is held open waiting (for an approval) before "call again".
+    mcp_approval_wait_s: float = 50.0
 
     @property
     def workspace(self) -> Path:

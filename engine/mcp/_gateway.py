@@ -1,0 +1,311 @@
+"""The MCP front door's handlers: our tools and resources, per caller, through the shared action path.
+
+Every ``tools/call`` and ``resources/read`` is a :func:`engine.server.actions.perform`
+/ :func:`~engine.server.actions.read` for an :class:`McpRequester`: the same schema
+check, policy decision, approval, sandbox and audit as a WebSocket ``tool_call``.
+This module only translates.
+
+What a caller sees: ``tools/list`` holds the tools policy lets this caller call,
+below level 3; anything else is answered as an unknown tool (and audited as a
+refused decision).  Approvals: a level-1 action is put to the caller in-band
+(elicitation) when its client can answer, else it waits like a level-2 one, which
+only an admin answers (on the WebSocket side, where it shows in ``action_list``
+like any pending action).  While an action waits, the request is held open with
+progress notifications up to ``mcp_approval_wait_s``; past it the client gets a
+"call again" result and a retry with the same arguments attaches to the same
+action (:mod:`engine.mcp._held`).
+
+Cancellation: cancelling the request (``notifications/cancelled``, or the client
+leaving) cancels the action: its sandbox is killed, its pending approval closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import mcp_types as types
+import trio
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+
+from ..auth import Principal
+from ..canonical import canonical_json
+from ..decision import decide
+from ..protocol import AgentAction, OfferedTool, ProtocolError, ServerFrame
+from ..server.actions import Caller, Outcome, Snapshot, perform, read, refuse_hidden
+from ..server.hub import Hub
+from . import _convert as convert
+from ._held import HeldCall, HeldCalls, Phase, StillWaiting
+
+log = logging.getLogger(__name__)
+
+# Where the HTTP layer leaves the authenticated principal in the ASGI scope.
+PRINCIPAL_SCOPE_KEY = "sconnect.principal"
+# ... and a trio.Event set when the client of that request goes away.
+DISCONNECTED_SCOPE_KEY = "sconnect.disconnected"
+KEEPALIVE_S = 10.0
+
+
+@attrs.define(eq=False)
+class McpRequester:
+    """One MCP request's side of an action: who asks, and what its action events say."""
+
+    hub: Hub
+    principal: Principal
+    audit_context: Mapping[str, Any]
+    call: HeldCall[Outcome] | None = None
+    client_tools: Mapping[str, OfferedTool] = attrs.field(factory=dict)
+    client_results: dict[str, trio.MemorySendChannel[Any]] = attrs.field(factory=dict)
+
+    @property
+    def slot_key(self) -> str:
+        # Direct MCP calls count against their subject's limit of tool runs at once.
+        return f"mcp:{self.principal.sub}"
+
+    def send(self, frame: ServerFrame) -> None:
+        """Follow the action: its id, and whether it now waits for somebody's approval."""
+        if self.call is None or not isinstance(frame, AgentAction):
+            return
+        self.call.action_id = frame.action_id
+        if frame.requires_approval:
+            self.call.phase = Phase.WAITING_FOR_APPROVAL
+            self.call.approver = str(frame.approver)
+            self.call.approval_requested.set()
+
+
+@attrs.define(eq=False)
+class Gateway:
+    """The handlers of one MCP listener over the hub (one engine, one audit chain)."""
+
+    hub: Hub
+    held: HeldCalls[Outcome]
+    transport: str = "mcp-http"
+
+    def server(self) -> Server[Any]:
+        return Server(
+            "scalytics-connect",
+            version=_version(),
+            instructions="Tools and resources of Scalytics Connect: every call is decided by policy, "
+            "may wait for an approval, runs in a sandbox and is audited.",
+            on_list_tools=self.list_tools,
+            on_call_tool=self.call_tool,
+            on_list_resources=self.list_resources,
+            on_list_resource_templates=self.list_resource_templates,
+            on_read_resource=self.read_resource,
+        )
+
+    # --- tools --------------------------------------------------------------------------
+
+    def _visible(self, snap: Snapshot, principal: Principal, name: str) -> bool:
+        tool = snap.config.tools.get(name)
+        return (
+            tool is not None
+            and tool.permission_level < 3
+            and decide(snap.config, principal.sub, principal.roles, "tool.call", name).effect != "deny"
+        )
+
+    async def list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        principal = principal_of(ctx)
+        snap = Snapshot.of(self.hub)
+        tools = [
+            convert.tool_entry(tool.name, tool.description, tool.parameters)
+            for tool in sorted(snap.config.tools.values(), key=lambda t: t.name)
+            if self._visible(snap, principal, tool.name)
+        ]
+        return types.ListToolsResult(tools=tools)
+
+    async def call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        principal = principal_of(ctx)
+        snap = Snapshot.of(self.hub)
+        name, arguments = params.name, params.arguments if params.arguments is not None else {}
+        context = self._audit_context(ctx)
+        if not self._visible(snap, principal, name):
+            requester = McpRequester(self.hub, principal, context)
+            await refuse_hidden(Caller(requester, snapshot=snap), name, arguments)
+            raise convert.unknown_tool(name)
+        key = (principal.sub, name, canonical_json(arguments))
+
+        async def work(call: HeldCall[Outcome]) -> Outcome:
+            requester = McpRequester(self.hub, principal, context, call)
+            caller = Caller(requester, approval_timeout_s=self.hub.settings.approval_timeout_s, snapshot=snap)
+            self.hub.inflight += 1
+            try:
+                return await perform(caller, name, arguments)
+            finally:
+                self.hub.inflight -= 1
+                _release_slots(self.hub, requester.slot_key)
+
+        async def keepalive(call: HeldCall[Outcome], beat: int) -> None:
+            waiting = convert.describe(StillWaiting(call.action_id, call.phase, call.approver))
+            await ctx.session.report_progress(beat, None, waiting)
+
+        async def ask_in_band(call: HeldCall[Outcome]) -> None:
+            await call.approval_requested.wait()
+            if call.approver == "user" and can_elicit(ctx):
+                await self._elicit_approval(ctx, principal, call, name, arguments)
+
+        async def watch(call: HeldCall[Outcome]) -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask_in_band, call)
+                await _client_gone(ctx)
+                # The client left without cancelling: the same as cancelling.
+                leaving.cancel()
+
+        with trio.CancelScope() as leaving:
+            outcome = await self.held.run(key, work, keepalive=keepalive, alongside=watch)
+        if leaving.cancelled_caught:
+            # Nobody reads this: the action was cancelled (and audited) because the client left.
+            return convert.call_result("cancelled", {"error": "the client went away"})
+        if isinstance(outcome, StillWaiting):
+            return convert.pending_result(outcome)
+        if outcome.refusal == "invalid_arguments":
+            raise convert.invalid_arguments(name, list(outcome.output.get("problems", [])))
+        if outcome.refusal == "unknown_tool":
+            raise convert.unknown_tool(name)
+        return convert.call_result(str(outcome.status), outcome.output, outcome.reason)
+
+    async def _elicit_approval(
+        self, ctx: ServerRequestContext[Any], principal: Principal, call: HeldCall[Outcome], name: str, arguments: Any
+    ) -> None:
+        """Ask the caller to approve their own level-1 action; no clear answer leaves it waiting."""
+        assert call.action_id is not None
+        pending = self.hub.approvals.pending.get(call.action_id)
+        level = pending.frame.level if pending is not None else 1
+        message, schema = convert.approval_form(call.action_id, name, arguments, level)
+        try:
+            answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)  # type: ignore[arg-type]
+        except Exception as exc:
+            log.info("in-band approval of %s not possible (%s): it waits for an answer elsewhere", call.action_id, exc)
+            return
+        if answer.action == "accept" and isinstance(answer.content, Mapping):
+            approved = answer.content.get("approve") is True
+        elif answer.action == "decline":
+            approved = False
+        else:
+            return
+        try:
+            self.hub.approvals.answer(
+                call.action_id, approved, principal.sub, principal.roles, "answered in the MCP client", reply_to=""
+            )
+        except ProtocolError as exc:
+            log.info("in-band answer to %s refused: %s", call.action_id, exc)
+
+    # --- resources ----------------------------------------------------------------------
+
+    def _readable(self, snap: Snapshot, principal: Principal) -> list[Any]:
+        return [
+            template
+            for template in snap.resources.templates()
+            if decide(
+                snap.config, principal.sub, principal.roles, "resource.read",
+                template.uri_template.replace("{", "").replace("}", ""),
+            ).effect != "deny"
+        ]
+
+    async def list_resources(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        # Only the fixed URIs: everything with a placeholder is a template.
+        readable = self._readable(Snapshot.of(self.hub), principal_of(ctx))
+        return types.ListResourcesResult(
+            resources=[
+                convert.resource_entry(t.uri_template, t.description) for t in readable if "{" not in t.uri_template
+            ]
+        )
+
+    async def list_resource_templates(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        readable = self._readable(Snapshot.of(self.hub), principal_of(ctx))
+        return types.ListResourceTemplatesResult(
+            resource_templates=[
+                convert.template_entry(t.uri_template, t.description) for t in readable if "{" in t.uri_template
+            ]
+        )
+
+    async def read_resource(
+        self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        principal = principal_of(ctx)
+        # Our own URI parser is the authority (the SDK's template matcher accepts '..').
+        uri = str(params.uri)
+        requester = McpRequester(self.hub, principal, self._audit_context(ctx))
+        caller = Caller(requester, approval_timeout_s=self.hub.settings.approval_timeout_s)
+        self.hub.inflight += 1
+        try:
+            outcome, content = await read(caller, uri)
+        finally:
+            self.hub.inflight -= 1
+        if content is None:
+            output = outcome.output if isinstance(outcome.output, Mapping) else {}
+            fallback = {"denied": "forbidden", "timeout": "timeout"}.get(str(outcome.status), "internal")
+            code = str(output.get("code") or fallback)
+            raise convert.resource_error(uri, code, outcome.reason or str(outcome.status))
+        return convert.resource_contents(content.uri, content.mime_type, content.data)
+
+    # --- context ------------------------------------------------------------------------
+
+    def _audit_context(self, ctx: ServerRequestContext[Any]) -> dict[str, Any]:
+        context: dict[str, Any] = {"transport": self.transport, "mcp_request_id": ctx.request_id}
+        client = client_name(ctx)
+        if client is not None:
+            context["mcp_client"] = client
+        return context
+
+
+def principal_of(ctx: ServerRequestContext[Any]) -> Principal:
+    """The principal the HTTP layer authenticated for this request (never absent: it refuses first)."""
+    request = ctx.request
+    principal = request.scope.get(PRINCIPAL_SCOPE_KEY) if request is not None else None
+    if not isinstance(principal, Principal):
+        raise RuntimeError("an MCP request reached a handler without an authenticated principal")
+    return principal
+
+
+def client_name(ctx: ServerRequestContext[Any]) -> str | None:
+    """The client's self-reported name: from ``initialize`` (2025) or the request's ``_meta`` (2026)."""
+    params = ctx.session.client_params
+    if params is not None and params.client_info is not None:
+        return str(params.client_info.name)[:200]
+    meta = ctx.params.get("_meta") if ctx.params is not None else None
+    info = meta.get(types.CLIENT_INFO_META_KEY) if isinstance(meta, Mapping) else None
+    name = info.get("name") if isinstance(info, Mapping) else None
+    return str(name)[:200] if name is not None else None
+
+
+async def _client_gone(ctx: ServerRequestContext[Any]) -> None:
+    """Return when the HTTP client of this request has gone away (never, where nobody can tell)."""
+    request = ctx.request
+    gone = request.scope.get(DISCONNECTED_SCOPE_KEY) if request is not None else None
+    if isinstance(gone, trio.Event):
+        await gone.wait()
+    else:
+        await trio.sleep_forever()
+
+
+def can_elicit(ctx: ServerRequestContext[Any]) -> bool:
+    capabilities = ctx.session.client_capabilities
+    return ctx.session.can_send_request and capabilities is not None and capabilities.elicitation is not None
+
+
+def _release_slots(hub: Hub, key: str) -> None:
+    """Forget a subject's run limiter once nobody holds or waits for it (keys must not pile up)."""
+    limiter = hub.run_slots.get(key)
+    if limiter is not None and limiter.borrowed_tokens == 0 and limiter.statistics().tasks_waiting == 0:
+        del hub.run_slots[key]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scalytics-connect")
+    except PackageNotFoundError:
+        return "0"

@@ -1,0 +1,220 @@
+"""MCP over Streamable HTTP: the listener, its authentication gate, and the SDK's transport.
+
+``serve_mcp`` runs hypercorn's Trio worker inside the caller's nursery
+(``nursery.start``): started means listening, and it reports its URL.  In front of
+the SDK's app sits :class:`AuthGate`, an ASGI middleware that lets through only
+requests to ``/mcp`` carrying ``Authorization: Bearer <jwt>`` that
+:func:`engine.auth.verify` accepts (the WebSocket handshake's check), else answers
+401 with a JSON reason and audits the failure.  A 2025-11-25 session (``Mcp-Session-Id``)
+belongs to the subject that opened it: another token presenting its id is refused.
+The SDK checks Host and Origin (DNS rebinding), Content-Type, body size and JSON-RPC.
+
+Graceful stop: ``shutdown`` (a ``trio.Event``) set makes hypercorn stop accepting
+and gives open requests ``grace_s`` to finish before they are cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+
+from ..audit import AuditEvent
+from ..auth import AuthError, Principal, token_from_request, verify
+from ..server.hub import Hub
+from ._gateway import DISCONNECTED_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, Gateway
+from ._held import HeldCalls
+from ._loopback import is_loopback
+
+log = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+# Sessions remembered for the subject check; the SDK's own limit on sessions is lower.
+_MAX_SESSIONS = 10_000
+
+Scope = dict[str, Any]
+
+
+@attrs.define(eq=False)
+class AuthGate:
+    """ASGI middleware: only authenticated requests to ``/mcp`` reach the SDK."""
+
+    app: Any
+    hub: Hub
+    anonymous_role: str | None = None
+    # Mcp-Session-Id -> the subject that opened it.
+    sessions: OrderedDict[str, str] = attrs.field(factory=OrderedDict)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan
+            return
+        if scope.get("path") != MCP_PATH:
+            await _json(send, 404, {"code": "not_found", "message": f"the MCP endpoint is {MCP_PATH}"})
+            return
+        headers = scope.get("headers", [])
+        try:
+            # Header only: a token in a URL ends up in logs.
+            token = token_from_request(MCP_PATH, headers)
+            if token is None and self.anonymous_role is not None:
+                principal = Principal(
+                    sub="anonymous", roles=frozenset({self.anonymous_role}), expires_at=float("inf"), claims={}
+                )
+            else:
+                principal = verify(token, self.hub.settings.auth)
+        except AuthError as exc:
+            await self._refuse(scope, send, exc)
+            return
+        session = _header(headers, b"mcp-session-id")
+        if session is not None and self.sessions.get(session, principal.sub) != principal.sub:
+            await _json(send, 404, {"code": "not_found", "message": "no such MCP session for this subject"})
+            return
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        gone = scope[DISCONNECTED_SCOPE_KEY] = trio.Event()
+        if session is None:
+            send = self._remembering(principal.sub, send)
+        async with trio.open_nursery() as nursery:
+            await self.app(scope, _watching(nursery, receive, gone), send)
+            nursery.cancel_scope.cancel()
+
+    def _remembering(self, sub: str, send: Any) -> Any:
+        """Wrap ``send`` to note the subject of a session this response opens."""
+
+        async def remember_session(message: dict[str, Any]) -> None:
+            if message.get("type") == "http.response.start":
+                opened = _header(message.get("headers", []), b"mcp-session-id")
+                if opened is not None:
+                    self.sessions[opened] = sub
+                    while len(self.sessions) > _MAX_SESSIONS:
+                        self.sessions.popitem(last=False)
+            await send(message)
+
+        return remember_session
+
+    async def _refuse(self, scope: Scope, send: Any, exc: AuthError) -> None:
+        peer = scope.get("client")
+        where = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        log.warning("MCP authentication failed from %s: %s (%s)", where, exc.reason, exc)
+        self.hub.metrics.auth_failures_total.inc(reason=str(exc.reason))
+        await self.hub.audit.record(
+            AuditEvent(
+                kind="auth_failure", outcome=str(exc.reason),
+                details={"peer": where, "path": MCP_PATH, "message": str(exc), "transport": "mcp-http"},
+            )
+        )
+        await _json(
+            send, 401, {"code": "unauthorized", "reason": str(exc.reason), "message": str(exc)},
+            extra=[(b"www-authenticate", b'Bearer error="invalid_token"')],
+        )
+
+
+def _watching(nursery: trio.Nursery, receive: Any, gone: trio.Event) -> Any:
+    """``receive`` for the app that also notices the client leaving while its response is held.
+
+    The 2025-11-25 transport stops reading once it has the body, so a client that goes
+    away mid-call would go unnoticed: after the body, one task keeps reading, sets
+    ``gone`` on ``http.disconnect`` (a held ``tools/call`` is then cancelled) and
+    passes what it read on to the app, which remains the only consumer.
+    """
+    after_body: trio.MemoryReceiveChannel[dict[str, Any]] | None = None
+
+    async def pump(out: trio.MemorySendChannel[dict[str, Any]]) -> None:
+        async with out:
+            while True:
+                message = await receive()
+                if message.get("type") == "http.disconnect":
+                    gone.set()
+                    await out.send(message)
+                    return
+                await out.send(message)
+
+    async def wrapped() -> dict[str, Any]:
+        nonlocal after_body
+        if after_body is not None:
+            try:
+                return await after_body.receive()
+            except trio.EndOfChannel:
+                return {"type": "http.disconnect"}
+        message: dict[str, Any] = await receive()
+        if message.get("type") == "http.disconnect":
+            gone.set()
+        elif message.get("type") == "http.request" and not message.get("more_body", False):
+            out, after_body = trio.open_memory_channel[dict[str, Any]](1)
+            nursery.start_soon(pump, out)
+        return message
+
+    return wrapped
+
+
+def _header(headers: Any, name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _json(send: Any, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+def build_app(hub: Hub, held: HeldCalls[Any], host: str, anonymous_role: str | None) -> Any:
+    """The SDK's Streamable HTTP app for our gateway, behind the authentication gate."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    hosts = {host, "127.0.0.1", "localhost", "[::1]"} if is_loopback(host) else {host}
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=sorted(f"{h}:*" for h in hosts),
+        allowed_origins=sorted(f"{scheme}://{h}:*" for h in hosts for scheme in ("http", "https")),
+    )
+    server = Gateway(hub, held).server()
+    app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH, transport_security=security, host=host,
+        max_request_body_size=hub.settings.max_frame_bytes,
+    )
+    return AuthGate(app, hub, anonymous_role)
+
+
+async def serve_mcp(
+    hub: Hub,
+    host: str,
+    port: int,
+    shutdown: trio.Event,
+    *,
+    anonymous_role: str | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve MCP until ``shutdown`` is set (then drain for the hub's grace period) or cancelled.
+
+    ``task_status.started`` gets the endpoint's URL (port 0 resolved).  An anonymous
+    role is refused on a listener that is not loopback (ValueError).
+    """
+    if anonymous_role is not None and not is_loopback(host):
+        raise ValueError(f"an anonymous MCP role is allowed only on a loopback address, not {host}")
+    import hypercorn.trio
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = hub.settings.shutdown_grace_s
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    async with trio.open_nursery() as nursery:
+        budget = hub.settings.mcp_approval_wait_s
+        # Several keep-alives within the budget, at most every 10 s (proxies cut idle streams).
+        held: HeldCalls[Any] = HeldCalls(nursery, budget_s=budget, keepalive_s=min(10.0, budget / 4),
+                                         keep_s=hub.settings.approval_timeout_s)
+        app = build_app(hub, held, host, anonymous_role)
+        binds = await nursery.start(partial(hypercorn.trio.serve, app, config, shutdown_trigger=shutdown.wait))
+        task_status.started(f"{binds[0]}{MCP_PATH}")
+        # Calls detached from their request (waiting for an approval) count in hub.inflight:
+        # the server's drain waits for them, then cancels this nursery with everything else.
+        await trio.sleep_forever()
