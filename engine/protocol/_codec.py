@@ -89,7 +89,7 @@ def _omit_overrides(cls: type) -> dict[str, Any]:
     }
 
 
-for _item in (m.ToolInfo, m.OfferedTool, m.ResourceInfo):
+for _item in (m.ToolInfo, m.OfferedTool, m.ResourceInfo, m.PendingActionInfo):
     _conv.register_unstructure_hook(
         _item, make_dict_unstructure_fn(_item, _conv, **_omit_overrides(_item))
     )
