@@ -617,3 +617,58 @@ async def test_the_chat_gives_up_after_its_reconnection_attempts(
     assert "reconnecting in 0.5s (attempt 1 of 2)\n" in out and "reconnecting in 1s (attempt 2 of 2)\n" in out
     assert errors.startswith("sconnect chat: cannot reach the server (")
     assert errors.endswith(f"); resume later with --session {session_id} (gave up after 2 reconnection attempts)\n")
+
+
+# --- at a terminal -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+async def test_at_a_terminal_lines_are_edited_and_output_coloured(
+    server: RunningServer, nursery: trio.Nursery, no_color: bool
+) -> None:
+    """The chat on a pseudo-terminal: prompt_toolkit reads the lines (editing keys work), colour
+    unless NO_COLOR."""
+    master, slave = os.openpty()
+    env = {**_env(server.token()), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    if no_color:
+        env["NO_COLOR"] = "1"
+    argv = [sys.executable, "-m", "engine", "chat", "--url", server.url]
+    process = await trio.lowlevel.open_process(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO)
+    os.close(slave)
+    terminal = trio.lowlevel.FdStream(master)
+    seen = b""
+
+    async def expect(text: bytes) -> bytes:
+        nonlocal seen
+        with trio.move_on_after(15) as waited:
+            while text not in seen:
+                try:
+                    chunk = await terminal.receive_some()
+                except OSError:  # EIO: the chat closed the terminal
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"the chat ended before printing {text!r}: {seen!r}")
+                seen += chunk
+        if waited.cancelled_caught:
+            raise AssertionError(f"no {text!r} within 15 s: {seen!r}")
+        before, seen = seen.split(text, 1)
+        return before + text
+
+    try:
+        with trio.fail_after(30):
+            await expect(b"anything else is a message to the agent\r\n")
+            # Typed with a mistake, fixed with backspace: the line as edited is what is sent.
+            await terminal.send_all(b"what is 2+3\x7f2\r")
+            await expect(b"2+2 = 4")
+            await terminal.send_all(b'/call calculator {"expression": "3*3"}\r')
+            shown = await expect(b"result: 9")
+            assert (b"\x1b[33m[action]\x1b[0m" in shown) is not no_color
+            assert (b"\x1b[32m[result] calculator ok\x1b[0m" in shown) is not no_color
+            # Not Ctrl-D here: while prompt_toolkit prints above the prompt the terminal is in cooked
+            # mode for a moment, where the line discipline itself would take a Ctrl-D.
+            await terminal.send_all(b"/quit\r")
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await terminal.aclose()
