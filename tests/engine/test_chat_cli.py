@@ -353,9 +353,324 @@ async def test_server_shutdown_says_how_to_resume(config_dir: Path, state_dir: P
 
 
 async def test_token_expiry_says_to_get_a_new_one(server: RunningServer, nursery: trio.Nursery) -> None:
+    """The token must live until the chat has started its session and die after. Starting Python
+    takes seconds on a loaded machine, so a token that died first (refused at the handshake, or
+    closed before the session started) is tried again with twice the life, until one outlives the
+    start-up: the outcome waited for is an event, whatever the machine's speed."""
+    ttl_s = 2.0
+    with trio.fail_after(120):
+        for _attempt in range(6):
+            chat = await _open_chat(nursery, _argv(server, token=server.token(ttl_s=ttl_s)), stderr=subprocess.PIPE)
+            code, out, errors = await chat.ended()
+            assert code == 1, errors
+            if out.startswith("session "):
+                session_id = out.split()[1]
+                assert errors == (
+                    f"sconnect chat: your token expired; get a new one and resume with --session {session_id}\n"
+                )
+                return
+            # Expired before the session started: said so, then tried with a longer life.
+            assert errors in (
+                "sconnect chat: the server refused the token (HTTP 401): the token has expired\n",
+                "sconnect chat: your token expired; get a new one\n",
+            )
+            ttl_s *= 2
+    pytest.fail("no token outlived the chat's start-up")
+
+
+# --- the token on the command line -------------------------------------------------------------
+
+
+async def test_token_on_the_command_line_warns_once(server: RunningServer) -> None:
+    command = _argv(server, "--token", server.token())
+    del command.env["SCONNECT_TOKEN"]
     with trio.fail_after(15):
-        chat = await _open_chat(nursery, _argv(server, token=server.token(ttl_s=3)), stderr=subprocess.PIPE)
-        session_id = (await chat.expect("> ")).split()[1]
-        code, _, errors = await chat.ended()
+        done = await _run_chat(command, "what is 1+1\n")
+    assert done.returncode == 0
+    assert done.stderr.decode() == (
+        "sconnect chat: warning: --token puts the token in the process list, readable by every local user; "
+        "set SCONNECT_TOKEN or use --token-file FILE instead\n"
+    )
+    assert "1+1 = 2" in done.stdout.decode()
+
+
+async def test_token_file(server: RunningServer, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token() + "\n")
+    command = _argv(server, "--token-file", str(token_file))
+    del command.env["SCONNECT_TOKEN"]
+    with trio.fail_after(15):
+        done = await _run_chat(command, "what is 1+1\n")
+        missing = await _run_chat(Command([*command.argv[:-1], str(tmp_path / "none")], command.env), "")
+        token_file.write_text("two tokens\n")
+        garbled = await _run_chat(command, "")
+        nothing = await _run_chat(Command(command.argv[:-2], command.env), "")
+    assert (done.returncode, done.stderr) == (0, b"") and "1+1 = 2" in done.stdout.decode()
+    assert missing.returncode == 2 and missing.stderr.decode().startswith(
+        f"sconnect chat: cannot read --token-file {tmp_path / 'none'}: "
+    )
+    assert garbled.returncode == 2 and garbled.stderr.decode() == (
+        f"sconnect chat: --token-file {token_file} must hold one token\n"
+    )
+    assert nothing.returncode == 2 and nothing.stderr.decode() == (
+        "sconnect chat: no token: set SCONNECT_TOKEN or pass --token-file FILE\n"
+    )
+
+
+# --- direct calls, reads and approvals -----------------------------------------------------------
+
+
+async def test_call_shows_the_result_readably_and_refuses_bad_input(server: RunningServer) -> None:
+    lines = "\n".join([
+        '/call calculator {"expression": "6*7"}',
+        "/call calculator {bad json",
+        "/call calculator [1, 2]",
+        "/call calculatr {}",
+        '/call calculator {"formula": 1}',
+        "/call",
+        "/quit",
+    ]) + "\n"
+    with trio.fail_after(20):
+        done = await _run_chat(_argv(server), lines)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    usage = 'usage: /call TOOL {json arguments}, e.g. /call calculator {"expression": "2+2"}'
+    assert '[action] calculator {"expression": "6*7"} level 0\n' in out
+    assert "[result] calculator ok\n  expression: 6*7\n  result: 42\n" in out
+    assert ("the arguments are not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
+            + usage + "\n") in out
+    assert f"the arguments must be a JSON object, not list; {usage}\n" in out
+    assert "no tool named 'calculatr' (did you mean 'calculator'? known: " in out and "; /tools lists them\n" in out
+    assert "[result] calculator error: invalid arguments (" in out and "formula" in out
+    assert out.count(usage) == 3
+
+
+async def test_call_of_a_level_1_tool_asks_first(server: RunningServer) -> None:
+    _write_notes(server, "first line\nsecond line\n")
+    with trio.fail_after(20):
+        done = await _run_chat(_argv(server), '/call read_file {"path": "notes.txt"}\ny\n/quit\n')
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    question = '[action] read_file {"path": "notes.txt"} level 1 — needs approval by user: approve? [y/N] '
+    assert question + "y\napproved\n" in out
+    result = out.split("[result] read_file ok\n", 1)[1]
+    # The file's text as text, not as an escaped JSON string.
+    assert "first line\n" in result and "second line\n" in result and "\\n" not in result
+
+
+async def test_read_shows_text_and_escapes_control_characters(server: RunningServer) -> None:
+    documents = server.settings.config_dir / "resources.d" / "data" / "documents"
+    (documents / "evil.md").write_text("title\n\x1b[2Jcleared?\n")
+    lines = "/read file://local/documents/evil.md\n/read file://local/secrets/x\n/read\n/quit\n"
+    with trio.fail_after(20):
+        done = await _run_chat(_argv(server), lines)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert "[resource] file://local/documents/evil.md (text/markdown)\n  title\n  \\x1b[2Jcleared?\n" in out
+    assert "\x1b" not in out
+    assert "[error forbidden]" in out
+    assert "usage: /read URI, e.g. /read file://workspace/notes.txt\n" in out
+
+
+async def test_admin_lists_approves_and_denies_by_id(server: RunningServer, nursery: trio.Nursery) -> None:
+    from engine.client import open_client
+    from engine.protocol import AgentResult, ToolCall
+
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token("alice")) as alice:
+            for name in ("one", "two"):
+                arguments = {"path": f"{name}.txt", "content": name}
+                await alice.send(ToolCall(id=name, name="write_file", arguments=arguments))
+            listed: list[str] = []
+            async with open_client(server.url, server.token("root", ("admin",))) as probe:
+                while len(listed) < 2:  # both recorded as pending before the chat starts
+                    listed = [a.action_id for a in (await probe.list_actions()).actions]
+            admin = await _open_chat(nursery, _argv(server, token=server.token("root", ("admin",))))
+            await admin.expect("approve? [y/N] ")
+            await admin.send("/pending")
+            pending = await admin.expect("approve? [y/N] ")
+            assert "2 action(s) wait for your answer (/approve ID, /deny ID reason):\n" in pending
+            assert pending.count("— requested by alice (a direct tool call), approver admin, expires in ") == 2
+            by_path = {
+                line.split('"path": "')[1].split('"')[0]: line.split()[0]
+                for line in pending.splitlines() if line.startswith("  ") and "write_file" in line
+            }
+            assert set(by_path) == {"one.txt", "two.txt"}
+            await admin.send(f"/approve {by_path['one.txt']}")
+            await admin.expect("approved\n")
+            await admin.send(f"/deny {by_path['two.txt']} not today")
+            await admin.expect("denied\n")
+            await admin.send("/approve 0123456789abcdef")
+            await admin.expect("[error not_found] no action '0123456789abcdef' is waiting for approval\n")
+            await admin.send("/deny")
+            await admin.expect("usage: /deny ID [reason]")
+            results = {}
+            while len(results) < 2:
+                result = await alice.next_event_of(AgentResult)
+                results[result.reply_to] = result
+            assert str(results["one"].status) == "ok"
+            denied = results["two"]
+            assert (str(denied.status), denied.output["error"]) == ("denied", "denied by root: not today")
+            code, _ = await admin.finish()
+    assert code == 0
+    assert (server.settings.workspace / "one.txt").read_text() == "one"
+    assert not (server.settings.workspace / "two.txt").exists()
+
+
+async def test_a_question_answered_by_another_admin_is_withdrawn(server: RunningServer, nursery: trio.Nursery) -> None:
+    from engine.client import open_client
+    from engine.protocol import AgentAction, ToolCall
+
+    with trio.fail_after(30):
+        admin = await _open_chat(nursery, _argv(server, token=server.token("root", ("admin",))))
+        await admin.expect("> ")
+        async with open_client(server.url, server.token("alice")) as alice, \
+                open_client(server.url, server.token("other-admin", ("admin",))) as other:
+            await alice.send(ToolCall(id="w", name="write_file", arguments={"path": "w.txt", "content": "w"}))
+            question = await admin.expect("approve? [y/N] ")
+            assert "(requested by alice, a direct tool call)" in question
+            seen = await other.next_event_of(AgentAction)
+            await other.answer(seen.action_id, True)
+            withdrawn = await admin.expect("answered by another admin, cancelled or expired\n")
+            assert f"[action] write_file ({seen.action_id[:8]}) no longer waits for your answer" in withdrawn
+            await admin.expect("> ")
+        code, _ = await admin.finish()
+    assert code == 0
+
+
+async def test_json_mode_writes_one_object_per_event(server: RunningServer) -> None:
+    import json
+
+    with trio.fail_after(20):
+        done = await _run_chat(_argv(server, "--json"), 'what is 2+2\n/call calculator {"expression": "1+1"}\n/quit\n')
+    assert done.returncode == 0, done.stderr.decode()
+    events = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert events[0]["type"] == "chat" and events[0]["event"] == "session"
+    types = [event["type"] for event in events]
+    assert {"tool_list", "agent_action", "agent_result", "response_token", "agent_response"} <= set(types)
+    answer = next(event for event in events if event["type"] == "agent_response")
+    assert answer["payload"]["content"] == "2+2 = 4"
+    call = [event for event in events if event["type"] == "agent_result" and event["payload"].get("reply_to")]
+    assert call[0]["payload"]["output"] == {"expression": "1+1", "result": 2}
+
+
+# --- connections ---------------------------------------------------------------------------------
+
+
+async def test_wss_with_a_private_ca_needs_cacert(
+    start_server: Callable[..., object], config_dir: Path, tmp_path: Path
+) -> None:
+    from tests.engine.tls import self_signed
+
+    cert, key = self_signed(tmp_path)
+    server: RunningServer = await start_server(config_dir, tls_cert=cert, tls_key=key)  # type: ignore[operator]
+    with trio.fail_after(20):
+        refused = await _run_chat(_argv(server), "what is 1+1\n")
+        trusted = await _run_chat(_argv(server, "--cacert", str(cert)), "what is 1+1\n")
+    assert refused.returncode == 1 and refused.stdout == b""
+    assert refused.stderr.decode() == (
+        f"sconnect chat: cannot reach {server.url}: TLS: certificate verify failed (self-signed certificate); "
+        "pass its CA with --cacert FILE\n"
+    )
+    assert trusted.returncode == 0, trusted.stderr.decode()
+    assert "1+1 = 2" in trusted.stdout.decode()
+
+
+async def test_the_chat_reconnects_to_a_restarted_server_and_resumes(
+    config_dir: Path, state_dir: Path, nursery: trio.Nursery
+) -> None:
+    settings = ServerSettings(config_dir=config_dir, state_dir=state_dir, auth=AuthSettings(secret=SECRET), port=0)
+    token = issue(settings.auth, "alice", ["user"], 600)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as first:
+            handle = await first.start(serve, settings)
+            argv = [sys.executable, "-m", "engine", "chat", "--url", handle.websocket]
+            chat = await _open_chat(nursery, Command(argv, _env(token)))
+            session_id = (await chat.expect("> ")).split()[1]
+            await chat.send("what is 1+1")
+            await chat.expect("1+1 = 2\n> ")
+            first.cancel_scope.cancel()
+        await chat.expect("reconnecting in 0.5s (attempt 1 of 5)\n")
+        port = int(handle.websocket.rsplit(":", 1)[1].split("/")[0])
+        async with trio.open_nursery() as second:
+            await second.start(serve, attrs.evolve(settings, port=port))
+            await chat.expect(f"[connection] reconnected; session {session_id} resumed (active)\n")
+            await chat.send("what is 2+3")
+            await chat.expect("2+3 = 5\n> ")
+            code, _ = await chat.finish()
+            second.cancel_scope.cancel()
+    assert code == 0
+
+
+async def test_the_chat_gives_up_after_its_reconnection_attempts(
+    config_dir: Path, state_dir: Path, nursery: trio.Nursery
+) -> None:
+    settings = ServerSettings(config_dir=config_dir, state_dir=state_dir, auth=AuthSettings(secret=SECRET), port=0)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as server_nursery:
+            handle = await server_nursery.start(serve, settings)
+            argv = [sys.executable, "-m", "engine", "chat", "--url", handle.websocket, "--reconnect", "2"]
+            chat = await _open_chat(nursery, Command(argv, _env(issue(settings.auth, "alice", ["user"], 600))),
+                                    stderr=subprocess.PIPE)
+            session_id = (await chat.expect("> ")).split()[1]
+            server_nursery.cancel_scope.cancel()
+        code, out, errors = await chat.ended()
     assert code == 1
-    assert errors == f"sconnect chat: your token expired; get a new one and resume with --session {session_id}\n"
+    assert "reconnecting in 0.5s (attempt 1 of 2)\n" in out and "reconnecting in 1s (attempt 2 of 2)\n" in out
+    assert errors.startswith("sconnect chat: cannot reach the server (")
+    assert errors.endswith(f"); resume later with --session {session_id} (gave up after 2 reconnection attempts)\n")
+
+
+# --- at a terminal -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+async def test_at_a_terminal_lines_are_edited_and_output_coloured(
+    server: RunningServer, nursery: trio.Nursery, no_color: bool
+) -> None:
+    """The chat on a pseudo-terminal: prompt_toolkit reads the lines (editing keys work), colour
+    unless NO_COLOR."""
+    master, slave = os.openpty()
+    env = {**_env(server.token()), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    if no_color:
+        env["NO_COLOR"] = "1"
+    argv = [sys.executable, "-m", "engine", "chat", "--url", server.url]
+    process = await trio.lowlevel.open_process(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO)
+    os.close(slave)
+    terminal = trio.lowlevel.FdStream(master)
+    seen = b""
+
+    async def expect(text: bytes) -> bytes:
+        nonlocal seen
+        with trio.move_on_after(15) as waited:
+            while text not in seen:
+                try:
+                    chunk = await terminal.receive_some()
+                except OSError:  # EIO: the chat closed the terminal
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"the chat ended before printing {text!r}: {seen!r}")
+                seen += chunk
+        if waited.cancelled_caught:
+            raise AssertionError(f"no {text!r} within 15 s: {seen!r}")
+        before, seen = seen.split(text, 1)
+        return before + text
+
+    try:
+        with trio.fail_after(30):
+            await expect(b"anything else is a message to the agent\r\n")
+            # Typed with a mistake, fixed with backspace: the line as edited is what is sent.
+            await terminal.send_all(b"what is 2+3\x7f2\r")
+            await expect(b"2+2 = 4")
+            await terminal.send_all(b'/call calculator {"expression": "3*3"}\r')
+            shown = await expect(b"result: 9")
+            assert (b"\x1b[33m[action]\x1b[0m" in shown) is not no_color
+            assert (b"\x1b[32m[result] calculator ok\x1b[0m" in shown) is not no_color
+            # Not Ctrl-D here: while prompt_toolkit prints above the prompt the terminal is in cooked
+            # mode for a moment, where the line discipline itself would take a Ctrl-D.
+            await terminal.send_all(b"/quit\r")
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await terminal.aclose()

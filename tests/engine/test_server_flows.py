@@ -139,7 +139,8 @@ async def test_level_2_needs_an_admin_and_the_user_cannot_approve(server: Runnin
                 assert (await _next_error(admin)).code == "already_decided"
     assert (subject_workspace(server.settings.workspace, "alice") / "greeting.txt").read_text() == "hello"
     record = await stored_action(server, action.action_id)
-    assert (record.status, record.decided_by, record.approver, record.name) == ("approved", "root", "admin", "write_file")
+    decided = (record.status, record.decided_by, record.approver, record.name)
+    assert decided == ("approved", "root", "admin", "write_file")
     # Keyed with a key derived from the audit key (kept beside the state directory).
     key = derive(default_key_path(server.settings.state_dir).read_bytes(), "arguments")
     assert record.arguments_digest == keyed_digest(key, {"path": "greeting.txt", "content": "hello"})
@@ -219,7 +220,9 @@ async def test_closing_the_connection_kills_its_tools(start_server, config_dir: 
     server = await start_server(config_dir)
     with trio.fail_after(20):
         async with open_client(server.url, server.token()) as client:
-            await client.send(__import__("engine.protocol", fromlist=["ToolCall"]).ToolCall(id="t1", name="sleeper", arguments={}))
+            from engine.protocol import ToolCall
+
+            await client.send(ToolCall(id="t1", name="sleeper", arguments={}))
             with trio.fail_after(5):
                 while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
                     await trio.sleep(0.05)
@@ -524,3 +527,15 @@ async def test_cancel_of_an_idle_or_foreign_session_is_refused(server: RunningSe
                 with pytest.raises(ServerError) as foreign:
                     await mallory.cancel_turn(sid)
                 assert foreign.value.code == "forbidden"
+
+
+async def test_action_list_names_direct_calls_without_a_session(server: RunningServer) -> None:
+    from engine.protocol import ToolCall
+
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token("alice")) as alice:
+            await alice.send(ToolCall(id="direct", name="write_file", arguments={"path": "d.txt", "content": "d"}))
+            async with open_client(server.url, server.token("root", ("admin",))) as admin:
+                seen = await admin.next_event_of(AgentAction)
+                [listed] = (await admin.list_actions()).actions
+                assert (listed.action_id, listed.session_id, listed.requester) == (seen.action_id, None, "alice")
