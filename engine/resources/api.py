@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
-import httpx
-
 from ..config.model import ApiResource
 from ..config.resource_kinds import ResourceKind, register
 from ..config.yamldoc import Document
@@ -117,6 +115,8 @@ class ApiHost:
         return await self._get(str(uri), self.config.base_url.rstrip("/") + target)
 
     async def _get(self, uri: str, url: str) -> Content:
+        import httpx  # only where a read needs it: loading the configuration must not pay for it
+
         cached = self.cache.get(url)
         if cached is not None:
             return cached

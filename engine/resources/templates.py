@@ -71,7 +71,8 @@ R = TypeVar("R", bound=_Routed)
 
 def host_templates(key: str, routes: Sequence[_Routed], fallback: str) -> list[Template]:
     """The URI templates a db:// or api:// host serves, one per query or route."""
-    return [Template(f"{key}/{route.path}" if route.path.strip("/") else key, route.description or fallback, key)
+    return [Template(f"{key}/{route.path.strip('/')}" if route.path.strip("/") else key,
+                     route.description or fallback, key)
             for route in routes]
 
 

@@ -217,3 +217,35 @@ def test_shipped_policy_keeps_the_server_flows(tmp_path):
     labels = {tool: decide(config, "alice", USER, "tool.call", tool, {}).label for tool in config.tools}
     assert labels["calculator"] == "allow" and labels["http_get"] == "user"
     assert labels["shell"] == "admin" and labels["send_payment"] == "deny"
+
+
+def test_one_glob_syntax_for_tools_and_resources(policy, tmp_path):
+    from engine.errors import ConfigError
+
+    config = policy("  - id: globs\n    effect: allow\n    subjects: {roles: [user]}\n"
+                    "    actions: [tool.call, resource.read]\n"
+                    "    targets: {tools: ['?al*'], resources: ['file://docs/[a].txt']}\n")
+    assert decide(config, "a", USER, "tool.call", "calc", {}).effect == "allow"  # ? and * as for URIs
+    read = lambda uri: decide(config, "a", USER, "resource.read", uri).effect  # noqa: E731
+    assert read("file://docs/[a].txt") == "allow"  # [ is literal, as for tool names
+    assert read("file://docs/a.txt") == "deny"
+    with pytest.raises(ConfigError, match="unknown tool 'c\\[a\\]lc'"):  # not a character class
+        policy("  - id: cls\n    effect: allow\n    subjects: {roles: [user]}\n    targets: {tools: ['c[a]lc']}\n")
+
+
+def test_the_loader_warns_for_a_level_3_tool_reached_only_by_a_glob(policy):
+    config = policy("  - id: star\n    effect: allow\n    subjects: {subs: [alice]}\n    targets: {tools: ['pay*']}\n")
+    assert any("tools.d/pay.yaml" in w and "no policy rule allows" in w for w in config.warnings)
+    named = policy("  - id: named\n    effect: allow\n    subjects: {subs: [alice]}\n    targets: {tools: [pay]}\n")
+    assert not any("tools.d/pay.yaml" in w for w in named.warnings)
+
+
+def test_the_revision_is_hashed_at_load_and_never_re_read(policy, tmp_path):
+    from engine.policy import revision_of
+
+    first = policy(ALLOW_ALL_LOW)
+    loaded = revision_of(tmp_path / "cfg", ["policies/p.yaml"])
+    (tmp_path / "cfg" / "policies" / "p.yaml").write_text("edited after the load")
+    assert revision_of(tmp_path / "cfg", ["policies/p.yaml"]) != loaded
+    assert policy_revision(first) == loaded
+    assert decide(first, "a", USER, "tool.call", "calc", {}).policy_revision == loaded
