@@ -79,6 +79,8 @@ _SPELLING = {
     "state_dir": ("--state-dir", "SCONNECT_STATE_DIR"), "shutdown_grace": ("--shutdown-grace", "SCONNECT_SHUTDOWN_GRACE"),
     "tls_cert": ("--tls-cert", "SCONNECT_TLS_CERT"), "tls_key": ("--tls-key", "SCONNECT_TLS_KEY"),
     "insecure_public": ("--insecure-public", "SCONNECT_INSECURE_PUBLIC"),
+    "mcp_port": ("--mcp-port", "SCONNECT_MCP_PORT"),
+    "mcp_anonymous_role": ("--mcp-anonymous-role", "SCONNECT_MCP_ANONYMOUS_ROLE"),
 }
 
 
@@ -112,6 +114,7 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
     from_env = {
         "host": env.get("SCONNECT_HOST"), "port": env.get("SCONNECT_PORT"), "health_port": env.get("SCONNECT_HEALTH_PORT"),
         "health_host": env.get("SCONNECT_HEALTH_HOST"), "mcp_port": env.get("SCONNECT_MCP_PORT"),
+        "mcp_anonymous_role": env.get("SCONNECT_MCP_ANONYMOUS_ROLE"),
         "state_dir": env.get("SCONNECT_STATE_DIR"), "shutdown_grace": env.get("SCONNECT_SHUTDOWN_GRACE"),
         "tls_cert": env.get("SCONNECT_TLS_CERT"), "tls_key": env.get("SCONNECT_TLS_KEY"),
         "insecure_public": (env.get("SCONNECT_INSECURE_PUBLIC", "").lower() in ("1", "true", "yes")) or None,

@@ -513,8 +513,9 @@ async def test_admin_lists_approves_and_denies_by_id(server: RunningServer, nurs
             assert (str(denied.status), denied.output["error"]) == ("denied", "denied by root: not today")
             code, _ = await admin.finish()
     assert code == 0
-    assert (server.settings.workspace / "one.txt").read_text() == "one"
-    assert not (server.settings.workspace / "two.txt").exists()
+    alices = subject_workspace(server.settings.workspace, "alice")
+    assert (alices / "one.txt").read_text() == "one"
+    assert not (alices / "two.txt").exists()
 
 
 async def test_a_question_answered_by_another_admin_is_withdrawn(server: RunningServer, nursery: trio.Nursery) -> None:
