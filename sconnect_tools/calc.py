@@ -138,7 +138,7 @@ def _eval(node: ast.AST) -> Number:
     if isinstance(node, ast.Constant):
         value = node.value
         # bool is an int subclass; True + 1 is not arithmetic a user meant.
-        if type(value) in (int, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
             return _checked(value)
         raise ValueError(f"only numbers are allowed, not {value!r}")
     if isinstance(node, ast.BinOp):

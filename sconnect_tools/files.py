@@ -34,6 +34,8 @@ name the path as the caller gave it, never the host's absolute path.
 
 from __future__ import annotations
 
+import builtins
+
 import codecs
 import contextlib
 import errno
@@ -69,7 +71,7 @@ def read(path: str, max_bytes: int = 65536) -> dict[str, object]:
         try:
             info = os.fstat(fd)
             _require_regular(info, shown)
-            chunks: list[bytes] = []
+            chunks: builtins.list[bytes] = []
             remaining = max_bytes + 1  # one byte more tells us whether we truncated
             while remaining > 0:
                 chunk = os.read(fd, min(remaining, 65536))
@@ -140,7 +142,7 @@ def write(path: str, content: str, append: bool = False) -> dict[str, object]:
 def list_dir(path: str = ".") -> dict[str, object]:
     """List the workspace directory ``path`` (default: the workspace itself)."""
     shown, parts = _resolve(path)
-    entries: list[dict[str, object]] = []
+    entries: builtins.list[dict[str, object]] = []
     with _errors(shown), _directory(parts) as fd, os.scandir(fd) as scan:
         for entry in scan:
             info = entry.stat(follow_symlinks=False)

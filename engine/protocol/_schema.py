@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
@@ -101,13 +101,15 @@ def _describe(err: ValidationError) -> tuple[str, str]:
     client needs the name of the missing or unexpected field itself.
     """
     parts: list[str | int] = list(err.absolute_path)
-    kind, value, inst = err.validator, err.validator_value, err.instance
+    # jsonschema types these as "maybe unset"; a ValidationError from iter_errors has them all.
+    kind, value, inst = err.validator, cast(Any, err.validator_value), err.instance
+    schema = cast(Mapping[str, Any], err.schema)
     if kind == "required" and isinstance(inst, Mapping):
         missing = [k for k in value if k not in inst]
         parts.append(missing[0] if missing else "?")
         return json_path(parts), "missing field"
     if kind == "additionalProperties" and isinstance(inst, Mapping):
-        known = err.schema.get("properties", {})
+        known = schema.get("properties", {})
         extra = sorted(k for k in inst if k not in known)
         parts.append(extra[0] if extra else "?")
         return json_path(parts), "unexpected field"
