@@ -96,6 +96,33 @@ def test_a_policy_with_a_bad_condition_still_has_its_references_checked(minimal_
     ]
 
 
+def test_a_schema_error_does_not_hide_an_agents_unknown_tool(minimal_config: Path) -> None:
+    (minimal_config / "agents.d" / "muddled.yaml").write_text(
+        MUDDLED.replace("tools: [echo, teleport]", "tools: [echo, teleport, Bad Name]\nmax_step: 3")
+    )
+    assert messages(minimal_config) == [
+        "agents.d/muddled.yaml:3:15: tools[1]: unknown tool 'teleport' (known: echo, notes)",
+        "agents.d/muddled.yaml:3:25: tools[2]: 'Bad Name' does not match '^[a-z][a-z0-9_-]{0,63}$'",
+        "agents.d/muddled.yaml:4:1: max_step: unknown key 'max_step' (did you mean 'max_steps'?)",
+    ]
+
+
+def test_a_schema_error_does_not_hide_a_policys_unknown_role(minimal_config: Path) -> None:
+    (minimal_config / "policies" / "more.yaml").write_text(
+        "name: more\n"
+        "description: A wrong effect and an unknown role in one file.\n"
+        "rules:\n"
+        "  - id: more-echo\n"
+        "    effect: permit\n"
+        "    subjects: {roles: [wizard]}\n"
+        "    targets: {tools: [echo]}\n"
+    )
+    assert messages(minimal_config) == [
+        "policies/more.yaml:5:13: rules[0].effect: 'permit' is not one of 'allow', 'deny', 'require_approval'",
+        "policies/more.yaml:6:24: rules[0].subjects.roles[0]: unknown role 'wizard' (known: member)",
+    ]
+
+
 # --- invalid regular expressions ----------------------------------------------------------
 
 
