@@ -16,7 +16,7 @@ import pytest
 
 from engine.config import load_config
 from engine.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import DATA, REPO
 
 
 def messages(root: Path) -> list[str]:
@@ -27,18 +27,8 @@ def messages(root: Path) -> list[str]:
 
 # --- every error of a file at once -------------------------------------------------------
 
-MUDDLED = """\
-name: muddled
-description: Names a tool nobody declared, and a rule uses a tool it did not list.
-tools: [echo, teleport]
-model:
-  provider: rules
-  rules:
-    - match: 'note (?P<text>.+)'
-      tool: notes
-      arguments: {text: '{text}'}
-      answer: Noted.
-"""
+# The agent of issue 13.14: an unknown tool in `tools`, and a rule using a tool `tools` lacks.
+MUDDLED = (DATA / "broken" / "agent_two_mistakes.yaml").read_text()
 
 MUDDLED_ERRORS = [
     "agents.d/muddled.yaml:3:15: tools[1]: unknown tool 'teleport' (known: echo, notes)",
