@@ -3,10 +3,12 @@
 Layout: ``agents.d/``, ``tools.d/``, ``resources.d/`` and ``policies/`` under one
 root, one YAML document per ``*.yaml``/``*.yml`` file; other files, hidden
 files and sub-directories (``policies/tests/`` holds policy test cases) are not
-loaded.  Each file goes through: YAML with node marks and duplicate-key
-refusal -> the kind's JSON Schema -> cattrs structuring (units parsed) ->
-checks within the file.  Checks across files run last.  Every problem of the
-load is collected and raised together as one :class:`ConfigError`.
+loaded.  Each file goes through: where its links lead (never out of the
+configuration) -> YAML with node marks and duplicate-key refusal, within the
+bounds of :mod:`.bounds` -> the kind's JSON Schema -> cattrs structuring
+(units parsed) -> checks within the file (a ``python:`` tool's module is
+located without importing it).  Checks across files run last.  Every problem
+of the load is collected and raised together as one :class:`ConfigError`.
 """
 
 from __future__ import annotations

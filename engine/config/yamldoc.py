@@ -3,6 +3,12 @@
 PyYAML's ``safe_load`` throws marks away and silently keeps the last of two
 duplicate keys (pyyaml#165).  Composing the node tree first lets us refuse
 duplicates and later point an error at the exact key or value it is about.
+
+Whoever can write a configuration file controls what this module reads inside
+the server, so reading is bounded before each costly step (see
+:mod:`.bounds`): the size on the open descriptor before reading, then the
+parser's events (aliases, tags, value count, depth) before composing.  Errors
+never quote the file's text.
 """
 
 from __future__ import annotations
