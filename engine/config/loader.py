@@ -209,8 +209,9 @@ def _load_file(
             display, 0, 0, "", "is a symbolic link leading outside the configuration directory: refused, not read"
         ))
         return None, None
-    # Resolved and checked above; opening without following a last link closes most of the race.
-    doc = read_document(path.resolve(), display, follow_symlinks=False)
+    # Checked above for a clear error; checked again on the open descriptor, so that a link
+    # swapped in between is refused too.
+    doc = read_document(path, display, inside=(root, path.parent))
     if isinstance(doc, list):
         problems += doc
         return None, None

@@ -19,7 +19,8 @@ the costly step: nothing is timed).
 - a symlink in ``tools.d/`` to a secret file outside the configuration (as
   ``/etc/shadow`` was) is refused unread, naming the link: the secret's marker
   appears nowhere - not in ``check``'s output, the server's log or the audit
-  log; the same for a ``.py`` beside a tool linked to the secret.
+  log; the same for a ``.py`` beside a tool linked to the secret, and for a link
+  swapped in after the loader looked (checked on the opened descriptor).
 - a file that does not parse never has its text echoed: YAML errors say file,
   line, column and what is wrong, never the content or PyYAML's snippet.
 """
@@ -39,6 +40,7 @@ import trio
 from engine.audit import query
 from engine.client import open_client
 from engine.config import load_config
+from engine.config.yamldoc import read_document
 from engine.errors import ConfigError
 from tests.conftest import REPO
 from tests.engine.conftest import RunningServer, config_dir, start_server, state_dir  # noqa: F401
@@ -201,6 +203,20 @@ def test_a_symlink_to_a_secret_is_refused_unread(minimal_config: Path, secret_fi
     as_json = sconnect("check", "--config", str(minimal_config), "--json")
     for output in (done.stdout, done.stderr, as_json.stdout, as_json.stderr):
         assert MARKER not in output
+
+
+def test_a_link_swapped_in_after_the_check_is_refused_on_its_descriptor(
+    minimal_config: Path, secret_file: Path
+) -> None:
+    # The loader looks at where a link leads, then opens it: an attacker may swap the link
+    # in between. The reader checks what it actually opened, so the swap is refused too.
+    link = minimal_config / "tools.d" / "swapped.yaml"
+    link.symlink_to(secret_file)
+    found = read_document(link, "tools.d/swapped.yaml", inside=(minimal_config, minimal_config / "tools.d"))
+    assert isinstance(found, list)
+    assert [str(problem) for problem in found] == [
+        "tools.d/swapped.yaml: is a symbolic link leading outside the configuration directory: refused, not read"
+    ]
 
 
 def test_a_symlink_through_a_linked_subdirectory_is_refused(minimal_config: Path, secret_file: Path) -> None:
