@@ -270,6 +270,22 @@ def test_a_module_beside_a_tool_may_not_link_out(minimal_config: Path, secret_fi
     assert MARKER not in "".join(found)
 
 
+def test_a_package_beside_a_tool_may_not_link_out(minimal_config: Path, tmp_path: Path) -> None:
+    # A linked package directory would be bound whole into the sandbox: it must be the operator's.
+    outside = tmp_path / "elsewhere" / "mytools"
+    outside.mkdir(parents=True)
+    (outside / "greet.py").write_text("def run():\n    return 1\n")
+    (minimal_config / "tools.d" / "mytools").symlink_to(outside, target_is_directory=True)
+    (minimal_config / "tools.d" / "greet.yaml").write_text(
+        "name: greet\ndescription: Greets.\npermission_level: 0\npython: mytools.greet:run\n"
+        "parameters: {type: object}\n"
+    )
+    assert problems(minimal_config) == [
+        "tools.d/greet.yaml:4:9: python: tools.d/mytools is a symbolic link outside the configuration "
+        "directory: refused, not read"
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
