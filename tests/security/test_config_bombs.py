@@ -32,6 +32,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -131,14 +132,14 @@ async def test_reload_of_a_bomb_keeps_serving_and_tool_list_stays_small(
             before = await client.list_tools()
             (config_dir / "tools.d" / "lol.yaml").write_text(laughing_tool())
             (config_dir / "tools.d" / "laughs.yaml").write_text(billion_laughs())
-            records = await _reload_records(server, "error")
-            errors = records[0].to_dict()["details"]["errors"]
-            assert errors == [
+            expected = [
                 "tools.d/laughs.yaml:1:4: YAML anchors and aliases are not allowed in configuration files: "
                 "write each value out",
                 "tools.d/lol.yaml:8:7: YAML anchors and aliases are not allowed in configuration files: "
                 "write each value out",
             ]
+            # The watcher may see one file before the other: wait for the reload that saw both.
+            await _reload_records(server, "error", lambda errors: errors == expected)
             # The old configuration still serves, and what a client is sent stays its old size.
             result = await client.call_tool("calculator", {"expression": "2+2"})
             assert str(result.status) == "ok"
@@ -311,11 +312,19 @@ def test_unparseable_content_is_never_echoed(minimal_config: Path, text: str, ex
         assert message == expected
 
 
-async def _reload_records(server: RunningServer, outcome: str) -> list:  # type: ignore[type-arg]
-    """The audited reloads with ``outcome``, once there is one (polled: the watcher decides when)."""
+async def _reload_records(
+    server: RunningServer, outcome: str, errors: Callable[[list[str]], bool] = lambda _: True
+) -> list:  # type: ignore[type-arg]
+    """The audited reloads with ``outcome`` (and ``errors`` to match), once there is one.
+
+    Polled: the watcher decides when it reloads.  Callers bound the wait with ``fail_after``.
+    """
     while True:
         records = await trio.to_thread.run_sync(lambda: query(server.settings.state_dir, kind="config_reload"))
-        matching = [record for record in records if record.outcome == outcome]
+        matching = [
+            record for record in records
+            if record.outcome == outcome and errors(record.to_dict()["details"].get("errors", []))
+        ]
         if matching:
             return matching
         await trio.sleep(0.05)
