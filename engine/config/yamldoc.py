@@ -135,14 +135,17 @@ def _read_bounded(
         if exc.errno == errno.ELOOP and not follow_symlinks:
             return [ConfigProblem(display, 0, 0, "", "is a symbolic link here: refused, not read")]
         return [ConfigProblem(display, 0, 0, "", f"cannot read: {exc.strerror}")]
+    if inside and not _opened_inside(fd, inside):
+        os.close(fd)
+        return [ConfigProblem(
+            display, 0, 0, "", "is a symbolic link leading outside the configuration directory: refused, not read"
+        )]
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        # Checked on the bare descriptor: a file object cannot even be made for a directory.
+        os.close(fd)
+        return [ConfigProblem(display, 0, 0, "", "not a regular file: refused, not read")]
     with os.fdopen(fd, "rb") as stream:
-        if inside and not _opened_inside(stream.fileno(), inside):
-            return [ConfigProblem(
-                display, 0, 0, "", "is a symbolic link leading outside the configuration directory: refused, not read"
-            )]
-        info = os.fstat(stream.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            return [ConfigProblem(display, 0, 0, "", "not a regular file: refused, not read")]
         too_big = ConfigProblem(
             display, 0, 0, "",
             f"file is {format_bytes(max(info.st_size, MAX_FILE_BYTES + 1))}; a configuration file may be at most "
