@@ -24,7 +24,8 @@ MAX_DEPTH = 64
 MAX_FILES_PER_DIR = 1_000
 # A tool's `parameters` JSON Schema, as compact JSON: it is sent in every tool_list.
 MAX_PARAMETERS_BYTES = 32 * 1024
-# A Python tool's module source, read (never run) to check that its function exists.
+# A Python tool's module source beside it in tools.d/, read (never run) to check that its
+# function exists; an installed module past it is trusted unread, like a compiled one.
 MAX_MODULE_BYTES = 1024 * 1024
 
 

@@ -117,8 +117,11 @@ def check_tool_module(tool: Tool, doc: Document, root: Path) -> tuple[Located | 
         return None, [doc.problem(where, f"the source of {module!r} is a symbolic link outside the configuration "
                                          "directory: refused, not read")]
     source = _read_source(located.source)
-    if isinstance(source, str):
-        return None, [doc.problem(where, f"module {module!r} cannot be read: {source}")]
+    if source is None and not beside:
+        return located, []  # an installed module past the bound: as trusted as a compiled one
+    if not isinstance(source, bytes):
+        reason = source or f"larger than {format_bytes(MAX_MODULE_BYTES)}"
+        return None, [doc.problem(where, f"module {module!r} cannot be read: {reason}")]
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
@@ -131,8 +134,8 @@ def check_tool_module(tool: Tool, doc: Document, root: Path) -> tuple[Located | 
     return located, []
 
 
-def _read_source(path: str) -> bytes | str:
-    """The file's bytes, or why they cannot be had (not a regular file, too big, unreadable)."""
+def _read_source(path: str) -> bytes | str | None:
+    """The file's bytes, None when it is past ``MAX_MODULE_BYTES``, or why it cannot be read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
@@ -142,9 +145,7 @@ def _read_source(path: str) -> bytes | str:
         if not stat.S_ISREG(info.st_mode):
             return "not a regular file"
         data = stream.read(MAX_MODULE_BYTES + 1)
-    if len(data) > MAX_MODULE_BYTES:
-        return f"larger than {format_bytes(MAX_MODULE_BYTES)}"
-    return data
+    return None if len(data) > MAX_MODULE_BYTES else data
 
 
 def _top_level_names(tree: ast.Module) -> set[str]:

@@ -3,10 +3,12 @@
 Layout: ``agents.d/``, ``tools.d/``, ``resources.d/`` and ``policies/`` under one
 root, one YAML document per ``*.yaml``/``*.yml`` file; other files, hidden
 files and sub-directories (``policies/tests/`` holds policy test cases) are not
-loaded.  Each file goes through: YAML with node marks and duplicate-key
-refusal -> the kind's JSON Schema -> cattrs structuring (units parsed) ->
-checks within the file.  Checks across files run last.  Every problem of the
-load is collected and raised together as one :class:`ConfigError`.
+loaded.  Each file goes through: where its links lead (never out of the
+configuration) -> YAML with node marks and duplicate-key refusal, within the
+bounds of :mod:`.bounds` -> the kind's JSON Schema -> cattrs structuring
+(units parsed) -> checks within the file (a ``python:`` tool's module is
+located without importing it).  Checks across files run last.  Every problem
+of the load is collected and raised together as one :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..policy._revision import revision_of
 from . import checks
 from .bounds import MAX_FILES_PER_DIR, within
 from .converter import converter, structure_errors
-from .model import Agent, Config, Policy, PolicyRule, Resource, Source, Tool
+from .model import Agent, Config, Policy, PolicyRule, Resource, Role, RulesModel, Source, Subjects, Targets, Tool
 from .schemas import validate
 from .yamldoc import Document, read_document
 
@@ -79,14 +81,18 @@ def load_config(root: Path | str) -> Config:
 
     problems: list[ConfigProblem] = []
     # Files that loaded cleanly make the configuration; every file that could be
-    # structured is checked against the others, so that one file's mistakes are
-    # all reported in one run, not one kind of mistake per run.
+    # structured is checked against the others, and so are the well-formed
+    # references of agents and policies that failed their schema, so that one
+    # file's mistakes are all reported in one run, not one kind per run.
     loaded: dict[str, list[tuple[Any, Document]]] = {}
     checked: dict[str, list[tuple[Any, Document]]] = {}
+    partial: dict[str, list[tuple[Any, Document]]] = {}
     # Names declared in files that did not load: references to them say so instead of "unknown".
     failed: dict[str, str] = {}
+    # Places in files that failed their schema, already reported: a reference check says no more there.
+    reported: set[tuple[str, int, int]] = set()
     for kind in KIND_DIRS:
-        loaded[kind], checked[kind] = [], []
+        loaded[kind], checked[kind], partial[kind] = [], [], []
         paths, refused = _scan(root, kind)
         problems += refused
         for path in paths:
@@ -97,6 +103,10 @@ def load_config(root: Path | str) -> Config:
                 if len(problems) == before:
                     loaded[kind].append((obj, doc))
                     continue
+            elif doc is not None and (stand_in := _stand_in(kind, doc.data)) is not None:
+                # Not even structured (a schema error): its references are still worth checking.
+                partial[kind].append((stand_in, doc))
+                reported.update((p.file, p.line, p.column) for p in problems[before:])
             name = _declared_name(kind, obj, doc)
             if name:
                 failed[name] = path.relative_to(root).as_posix()
@@ -105,7 +115,7 @@ def load_config(root: Path | str) -> Config:
     agents = {agent.name: agent for agent, _ in loaded["agent"]}
     resources = {f"{res.scheme}://{res.name}": res for res, _ in loaded["resource"]}
     policies = [policy for policy, _ in loaded["policy"]]
-    roles = {role for policy, _ in checked["policy"] for role in policy.roles}
+    roles = {role for policy, _ in checked["policy"] + partial["policy"] for role in policy.roles}
 
     problems += checks.check_duplicates("tool", ((t.name, d) for t, d in checked["tool"]))
     problems += checks.check_duplicates("agent", ((a.name, d) for a, d in checked["agent"]))
@@ -114,10 +124,12 @@ def load_config(root: Path | str) -> Config:
     )
     problems += checks.check_duplicates("policy", ((p.name, d) for p, d in checked["policy"]))
     problems += _duplicate_rule_ids(checked["policy"])
-    for agent, doc in checked["agent"]:
-        problems += checks.check_agent_references(agent, doc, tools, resources, failed)
-    for policy, doc in checked["policy"]:
-        problems += checks.check_policy_references(policy, doc, tools, roles, failed)
+    references: list[ConfigProblem] = []
+    for agent, doc in checked["agent"] + partial["agent"]:
+        references += checks.check_agent_references(agent, doc, tools, resources, failed)
+    for policy, doc in checked["policy"] + partial["policy"]:
+        references += checks.check_policy_references(policy, doc, tools, roles, failed)
+    problems += [p for p in references if (p.file, p.line, p.column) not in reported]
     if problems:
         raise ConfigError(problems)
 
@@ -136,6 +148,43 @@ def load_config(root: Path | str) -> Config:
         warnings=tuple(warnings),
         policy_revision=revision_of(root, (policy.source.file for policy in policies)),
     )
+
+
+def _stand_in(kind: str, data: Any) -> Agent | Policy | None:
+    """An agent or policy holding only the references of a file that failed its schema.
+
+    Only well-shaped parts are kept (a list of strings where names belong);
+    a malformed rule becomes an empty one, so that indices, and so lines, stay right.
+    """
+    if not isinstance(data, dict):
+        return None
+
+    def names(value: Any) -> tuple[str, ...]:
+        return tuple(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else ()
+
+    def part(value: Any, key: str) -> Any:
+        return value.get(key) if isinstance(value, dict) else None
+
+    if kind == "agent":
+        return Agent(
+            name="", description="", model=RulesModel(provider="rules"),
+            tools=names(data.get("tools")), resources=names(data.get("resources")),
+        )
+    if kind == "policy":
+        rules: list[Any] = data["rules"] if isinstance(data.get("rules"), list) else []
+        return Policy(
+            name="", description="",
+            roles={str(role): Role() for role in data.get("roles", {})} if isinstance(data.get("roles"), dict) else {},
+            rules=tuple(
+                PolicyRule(
+                    id="", effect="allow",
+                    subjects=Subjects(roles=names(part(part(rule, "subjects"), "roles"))),
+                    targets=Targets(tools=names(part(part(rule, "targets"), "tools"))),
+                )
+                for rule in rules
+            ),
+        )
+    return None
 
 
 def _declared_name(kind: str, obj: Any, doc: Document | None) -> str | None:
@@ -164,8 +213,9 @@ def _load_file(
             display, 0, 0, "", "is a symbolic link leading outside the configuration directory: refused, not read"
         ))
         return None, None
-    # Resolved and checked above; opening without following a last link closes most of the race.
-    doc = read_document(path.resolve(), display, follow_symlinks=False)
+    # Checked above for a clear error; checked again on the open descriptor, so that a link
+    # swapped in between is refused too.
+    doc = read_document(path, display, inside=(root, path.parent))
     if isinstance(doc, list):
         problems += doc
         return None, None

@@ -3,6 +3,12 @@
 PyYAML's ``safe_load`` throws marks away and silently keeps the last of two
 duplicate keys (pyyaml#165).  Composing the node tree first lets us refuse
 duplicates and later point an error at the exact key or value it is about.
+
+Whoever can write a configuration file controls what this module reads inside
+the server, so reading is bounded before each costly step (see
+:mod:`.bounds`): the size on the open descriptor before reading, then the
+parser's events (aliases, tags, value count, depth) before composing.  Errors
+never quote the file's text.
 """
 
 from __future__ import annotations
@@ -65,19 +71,24 @@ def format_path(path: Sequence[PathSegment]) -> str:
     return text
 
 
-def read_document(path: Path, display: str, *, follow_symlinks: bool = True) -> Document | list[ConfigProblem]:
+def read_document(
+    path: Path, display: str, *, follow_symlinks: bool = True, inside: Sequence[Path] = ()
+) -> Document | list[ConfigProblem]:
     """Parse ``path``; on failure return the problems instead of raising.
 
     The file is opened once and checked on its descriptor (a regular file, at
     most ``MAX_FILE_BYTES``) before it is read; with ``follow_symlinks=False`` a
-    symbolic link in its last component is refused unread.  Its events are
+    symbolic link in its last component is refused unread; with ``inside``,
+    the file actually opened (as the kernel names its descriptor) must lie in
+    one of those directories, so a link swapped in after the caller looked is
+    refused unread too.  Its events are
     then counted before anything is composed: aliases, anchors and unknown
     tags are refused, and so is a file past ``MAX_NODES`` values or
     ``MAX_DEPTH`` levels.  No problem ever quotes the file's content: an
     unparseable file may not be configuration at all (a link to a secret), so
     errors say where and what, never which text.
     """
-    raw = _read_bounded(path, display, follow_symlinks=follow_symlinks)
+    raw = _read_bounded(path, display, follow_symlinks=follow_symlinks, inside=inside)
     if isinstance(raw, list):
         return raw
     try:
@@ -112,7 +123,9 @@ def read_document(path: Path, display: str, *, follow_symlinks: bool = True) -> 
     return Document(display, data, root)
 
 
-def _read_bounded(path: Path, display: str, *, follow_symlinks: bool) -> bytes | list[ConfigProblem]:
+def _read_bounded(
+    path: Path, display: str, *, follow_symlinks: bool, inside: Sequence[Path]
+) -> bytes | list[ConfigProblem]:
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO must not block the reload
     if not follow_symlinks:
         flags |= os.O_NOFOLLOW
@@ -122,6 +135,11 @@ def _read_bounded(path: Path, display: str, *, follow_symlinks: bool) -> bytes |
         if exc.errno == errno.ELOOP and not follow_symlinks:
             return [ConfigProblem(display, 0, 0, "", "is a symbolic link here: refused, not read")]
         return [ConfigProblem(display, 0, 0, "", f"cannot read: {exc.strerror}")]
+    if inside and not _opened_inside(fd, inside):
+        os.close(fd)
+        return [ConfigProblem(
+            display, 0, 0, "", "is a symbolic link leading outside the configuration directory: refused, not read"
+        )]
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         # Checked on the bare descriptor: a file object cannot even be made for a directory.
@@ -140,6 +158,18 @@ def _read_bounded(path: Path, display: str, *, follow_symlinks: bool) -> bytes |
         except OSError as exc:
             return [ConfigProblem(display, 0, 0, "", f"cannot read: {exc.strerror}")]
     return [too_big] if len(raw) > MAX_FILE_BYTES else raw
+
+
+def _opened_inside(fd: int, inside: Sequence[Path]) -> bool:
+    """Whether the file open on ``fd`` lies in one of ``inside`` (checked on what was opened, not on a name)."""
+    try:
+        opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return True  # no /proc: the caller's check of the path before opening is all there is
+    try:
+        return any(opened.is_relative_to(directory.resolve(strict=True)) for directory in inside)
+    except (OSError, RuntimeError):
+        return False
 
 
 _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map"))

@@ -16,7 +16,7 @@ import pytest
 
 from engine.config import load_config
 from engine.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import DATA, REPO
 
 
 def messages(root: Path) -> list[str]:
@@ -27,18 +27,8 @@ def messages(root: Path) -> list[str]:
 
 # --- every error of a file at once -------------------------------------------------------
 
-MUDDLED = """\
-name: muddled
-description: Names a tool nobody declared, and a rule uses a tool it did not list.
-tools: [echo, teleport]
-model:
-  provider: rules
-  rules:
-    - match: 'note (?P<text>.+)'
-      tool: notes
-      arguments: {text: '{text}'}
-      answer: Noted.
-"""
+# The agent of issue 13.14: an unknown tool in `tools`, and a rule using a tool `tools` lacks.
+MUDDLED = (DATA / "broken" / "agent_two_mistakes.yaml").read_text()
 
 MUDDLED_ERRORS = [
     "agents.d/muddled.yaml:3:15: tools[1]: unknown tool 'teleport' (known: echo, notes)",
@@ -93,6 +83,33 @@ def test_a_policy_with_a_bad_condition_still_has_its_references_checked(minimal_
         "policies/more.yaml:7:23: rules[0].targets.tools[0]: unknown tool 'teleport' (known: echo, notes)",
         "policies/more.yaml:9:35: rules[0].conditions[0].matches: not a valid regular expression: "
         "missing ]: [a-" + RE2,
+    ]
+
+
+def test_a_schema_error_does_not_hide_an_agents_unknown_tool(minimal_config: Path) -> None:
+    (minimal_config / "agents.d" / "muddled.yaml").write_text(
+        MUDDLED.replace("tools: [echo, teleport]", "tools: [echo, teleport, Bad Name]\nmax_step: 3")
+    )
+    assert messages(minimal_config) == [
+        "agents.d/muddled.yaml:3:15: tools[1]: unknown tool 'teleport' (known: echo, notes)",
+        "agents.d/muddled.yaml:3:25: tools[2]: 'Bad Name' does not match '^[a-z][a-z0-9_-]{0,63}$'",
+        "agents.d/muddled.yaml:4:1: max_step: unknown key 'max_step' (did you mean 'max_steps'?)",
+    ]
+
+
+def test_a_schema_error_does_not_hide_a_policys_unknown_role(minimal_config: Path) -> None:
+    (minimal_config / "policies" / "more.yaml").write_text(
+        "name: more\n"
+        "description: A wrong effect and an unknown role in one file.\n"
+        "rules:\n"
+        "  - id: more-echo\n"
+        "    effect: permit\n"
+        "    subjects: {roles: [wizard]}\n"
+        "    targets: {tools: [echo]}\n"
+    )
+    assert messages(minimal_config) == [
+        "policies/more.yaml:5:13: rules[0].effect: 'permit' is not one of 'allow', 'deny', 'require_approval'",
+        "policies/more.yaml:6:24: rules[0].subjects.roles[0]: unknown role 'wizard' (known: member)",
     ]
 
 

@@ -19,7 +19,8 @@ the costly step: nothing is timed).
 - a symlink in ``tools.d/`` to a secret file outside the configuration (as
   ``/etc/shadow`` was) is refused unread, naming the link: the secret's marker
   appears nowhere - not in ``check``'s output, the server's log or the audit
-  log; the same for a ``.py`` beside a tool linked to the secret.
+  log; the same for a ``.py`` beside a tool linked to the secret, and for a link
+  swapped in after the loader looked (checked on the opened descriptor).
 - a file that does not parse never has its text echoed: YAML errors say file,
   line, column and what is wrong, never the content or PyYAML's snippet.
 """
@@ -31,6 +32,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,7 @@ import trio
 from engine.audit import query
 from engine.client import open_client
 from engine.config import load_config
+from engine.config.yamldoc import read_document
 from engine.errors import ConfigError
 from tests.conftest import REPO
 from tests.engine.conftest import RunningServer, config_dir, start_server, state_dir  # noqa: F401
@@ -129,14 +132,14 @@ async def test_reload_of_a_bomb_keeps_serving_and_tool_list_stays_small(
             before = await client.list_tools()
             (config_dir / "tools.d" / "lol.yaml").write_text(laughing_tool())
             (config_dir / "tools.d" / "laughs.yaml").write_text(billion_laughs())
-            records = await _reload_records(server, "error")
-            errors = records[0].to_dict()["details"]["errors"]
-            assert errors == [
+            expected = [
                 "tools.d/laughs.yaml:1:4: YAML anchors and aliases are not allowed in configuration files: "
                 "write each value out",
                 "tools.d/lol.yaml:8:7: YAML anchors and aliases are not allowed in configuration files: "
                 "write each value out",
             ]
+            # The watcher may see one file before the other: wait for the reload that saw both.
+            await _reload_records(server, "error", lambda errors: errors == expected)
             # The old configuration still serves, and what a client is sent stays its old size.
             result = await client.call_tool("calculator", {"expression": "2+2"})
             assert str(result.status) == "ok"
@@ -203,6 +206,20 @@ def test_a_symlink_to_a_secret_is_refused_unread(minimal_config: Path, secret_fi
         assert MARKER not in output
 
 
+def test_a_link_swapped_in_after_the_check_is_refused_on_its_descriptor(
+    minimal_config: Path, secret_file: Path
+) -> None:
+    # The loader looks at where a link leads, then opens it: an attacker may swap the link
+    # in between. The reader checks what it actually opened, so the swap is refused too.
+    link = minimal_config / "tools.d" / "swapped.yaml"
+    link.symlink_to(secret_file)
+    found = read_document(link, "tools.d/swapped.yaml", inside=(minimal_config, minimal_config / "tools.d"))
+    assert isinstance(found, list)
+    assert [str(problem) for problem in found] == [
+        "tools.d/swapped.yaml: is a symbolic link leading outside the configuration directory: refused, not read"
+    ]
+
+
 def test_a_symlink_through_a_linked_subdirectory_is_refused(minimal_config: Path, secret_file: Path) -> None:
     # A link to a directory outside, then a file link through it: still outside, still refused.
     (minimal_config / "tools.d" / "outside").symlink_to(secret_file.parent, target_is_directory=True)
@@ -254,6 +271,22 @@ def test_a_module_beside_a_tool_may_not_link_out(minimal_config: Path, secret_fi
     assert MARKER not in "".join(found)
 
 
+def test_a_package_beside_a_tool_may_not_link_out(minimal_config: Path, tmp_path: Path) -> None:
+    # A linked package directory would be bound whole into the sandbox: it must be the operator's.
+    outside = tmp_path / "elsewhere" / "mytools"
+    outside.mkdir(parents=True)
+    (outside / "greet.py").write_text("def run():\n    return 1\n")
+    (minimal_config / "tools.d" / "mytools").symlink_to(outside, target_is_directory=True)
+    (minimal_config / "tools.d" / "greet.yaml").write_text(
+        "name: greet\ndescription: Greets.\npermission_level: 0\npython: mytools.greet:run\n"
+        "parameters: {type: object}\n"
+    )
+    assert problems(minimal_config) == [
+        "tools.d/greet.yaml:4:9: python: tools.d/mytools is a symbolic link outside the configuration "
+        "directory: refused, not read"
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -279,11 +312,19 @@ def test_unparseable_content_is_never_echoed(minimal_config: Path, text: str, ex
         assert message == expected
 
 
-async def _reload_records(server: RunningServer, outcome: str) -> list:  # type: ignore[type-arg]
-    """The audited reloads with ``outcome``, once there is one (polled: the watcher decides when)."""
+async def _reload_records(
+    server: RunningServer, outcome: str, errors: Callable[[list[str]], bool] = lambda _: True
+) -> list:  # type: ignore[type-arg]
+    """The audited reloads with ``outcome`` (and ``errors`` to match), once there is one.
+
+    Polled: the watcher decides when it reloads.  Callers bound the wait with ``fail_after``.
+    """
     while True:
         records = await trio.to_thread.run_sync(lambda: query(server.settings.state_dir, kind="config_reload"))
-        matching = [record for record in records if record.outcome == outcome]
+        matching = [
+            record for record in records
+            if record.outcome == outcome and errors(record.to_dict()["details"].get("errors", []))
+        ]
         if matching:
             return matching
         await trio.sleep(0.05)

@@ -102,13 +102,12 @@ async def test_reload_does_not_import_the_tool_package(
     server: RunningServer = await start_server(config_dir, reload_interval_s=0.1)
     (config_dir / "tools.d" / "sneaky.yaml").write_text(TOOL.format(target=target))
     with trio.fail_after(30):
+        # Polled until the reload that took the new tool in (the watcher decides when it reloads).
         while True:
             records = await trio.to_thread.run_sync(lambda: query(server.settings.state_dir, kind="config_reload"))
-            if records:
+            if any(r.outcome == "ok" and "sneaky" in r.to_dict()["details"]["tools"] for r in records):
                 break
             await trio.sleep(0.05)
-    assert [record.outcome for record in records] == ["ok"]
-    assert "sneaky" in records[0].to_dict()["details"]["tools"]
     assert not marker.exists(), "the reload imported the tool's package in the engine"
 
 
