@@ -15,7 +15,9 @@ Every attack runs as a real tool under both backends (`backend` fixture) and mus
   --disable-userns turned off, the same io_uring/unshare attacks succeed here, so the
   tests above can fail;
 - test_missing_filter_is_refused_by_default: a host without the filter gets
-  IsolationUnavailable, unless the operator opted out (SCONNECT_SANDBOX_ALLOW_WEAK).
+  IsolationUnavailable, unless the operator opted out (SCONNECT_SANDBOX_ALLOW_WEAK);
+- test_old_bubblewrap_is_not_used: a bubblewrap older than 0.8 (no --size,
+  --disable-userns) makes the namespaces backend unavailable rather than unbounded.
 """
 
 from __future__ import annotations
@@ -192,3 +194,12 @@ def test_missing_filter_is_refused_by_default(isolation: str) -> None:
     weak = sandbox.backend_for(spec, attrs.evolve(caps, allow_weak=True))
     assert weak.seccomp is False  # type: ignore[attr-defined]
     assert "NO seccomp filter" not in sandbox.detect().summary or caps.seccomp_problem
+
+
+def test_old_bubblewrap_is_not_used() -> None:
+    """A bwrap without --size/--disable-userns (< 0.8) cannot bound scratch space: refused."""
+    caps = attrs.evolve(sandbox.detect(), disable_userns=False)
+    if caps.bwrap is None:
+        pytest.skip("bubblewrap is not installed")
+    with pytest.raises(sandbox.IsolationUnavailable, match="older than bubblewrap 0.8"):
+        sandbox.backend_for(sandbox.Spec(argv=("/bin/true",)), caps)
