@@ -11,7 +11,10 @@
   directory name cannot hold get different directories;
 - test_a_call_writing_past_the_quota_is_stopped: a 1 MiB quota stops one 3 MB file
   (file size limit), then a call writing several files under the per-file cap but over
-  the quota is `limit_exceeded`, after which no file can grow and deleting still works.
+  the quota is `limit_exceeded`, after which no file can grow and deleting still works;
+- test_a_call_writing_files_forever_is_killed: a tool that writes small files in an
+  endless loop (each under the per-file cap) is killed by the quota watcher long before
+  its timeout, and is `limit_exceeded`.
 """
 
 from __future__ import annotations
@@ -134,3 +137,14 @@ async def test_a_call_writing_past_the_quota_is_stopped(state: Path) -> None:
     assert cleanup.status == "ok", cleanup
     again = await _call(_sh("echo fine > small", quota), state, "carol")
     assert again.status == "ok", again
+
+
+async def test_a_call_writing_files_forever_is_killed(state: Path) -> None:
+    quota = 2**20
+    forever = "i=0; while :; do i=$((i+1)); head -c 100000 /dev/zero > f$i || exit 1; done"
+    tool = _sh(forever, quota)
+    tool = attrs.evolve(tool, sandbox=attrs.evolve(tool.sandbox, timeout=60))
+    result = await _call(tool, state, "dave")
+    assert result.status == "limit_exceeded", result
+    assert "quota" in result.message and "killed" in result.message
+    assert result.wall_time_s < 60  # ended by the watcher, not by its timeout
