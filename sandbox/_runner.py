@@ -89,6 +89,7 @@ def _new_pid_namespace() -> str | None:
     if os.geteuid() == 0:
         if libc.unshare(_CLONE_NEWPID) == 0:
             return None
+        return _ROOT_WITHOUT_SYS_ADMIN
     else:
         uid, gid = os.geteuid(), os.getegid()
         if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWPID) == 0:
@@ -103,6 +104,62 @@ def _new_pid_namespace() -> str | None:
     import ctypes
 
     return os.strerror(ctypes.get_errno())
+
+
+# Root without CAP_SYS_ADMIN (the shipped systemd unit's capability set): the pid
+# namespace is made inside a user namespace whose maps the supervisor writes.
+_ROOT_WITHOUT_SYS_ADMIN = "root without CAP_SYS_ADMIN"
+
+
+def _fork_in_user_namespace(config: dict, handoff: int) -> tuple[int, str | None]:
+    """Fork a child that makes a user + pid namespace (maps written by us, who keep
+    CAP_SETUID/CAP_SETGID here: 0 and the drop uid/gid only) and forks the tool's
+    namespace init; returns (child pid, None or why there is no namespace)."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r)
+        os.close(go_w)
+        made = _libc().unshare(_CLONE_NEWUSER | _CLONE_NEWPID) == 0
+        import ctypes
+
+        why = None if made else os.strerror(ctypes.get_errno())
+        os.write(ready_w, b"1" if made else b"0")
+        if os.read(go_r, 1) != b"1" and why is None:
+            why = "the supervisor could not write the user namespace maps"
+        os.close(ready_w)
+        os.close(go_r)
+        if why is not None:
+            _tool_child(config, why, handoff)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stay until the init is gone
+        init = os.fork()
+        if init == 0:
+            _tool_child(config, None, handoff)
+        os.closerange(0, 1 << 16)
+        while True:
+            try:
+                if os.waitpid(init, 0)[0] == init:
+                    os._exit(0)
+            except ChildProcessError:
+                os._exit(0)
+    os.close(ready_w)
+    os.close(go_r)
+    ok = os.read(ready_r, 1) == b"1"
+    os.close(ready_r)
+    why = None if ok else "unshare(CLONE_NEWUSER|CLONE_NEWPID) failed"
+    if ok:
+        drop = config.get("drop_to") or [0, 0]
+        try:
+            for name, ident in (("uid_map", drop[0]), ("gid_map", drop[1])):
+                lines = "0 0 1\n" + (f"{ident} {ident} 1\n" if ident else "")
+                with open(f"/proc/{pid}/{name}", "w") as handle:
+                    handle.write(lines)
+        except OSError as exc:
+            ok, why = False, f"user namespace maps: {exc.strerror}"
+    os.write(go_w, b"1" if ok else b"0")
+    os.close(go_w)
+    return pid, why
 
 
 def _private_mounts(work: dict | None) -> None:
@@ -387,10 +444,13 @@ def _supervise(config: dict) -> None:
     status_fd = int(config["status_fd"])
     namespace = _new_pid_namespace() if config.get("private_proc") else "not asked for"
     handoff_r, handoff_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(handoff_r)
-        _tool_child(config, namespace, handoff_w)
+    if namespace == _ROOT_WITHOUT_SYS_ADMIN:
+        pid, namespace = _fork_in_user_namespace(config, handoff_w)
+    else:
+        pid = os.fork()
+        if pid == 0:
+            os.close(handoff_r)
+            _tool_child(config, namespace, handoff_w)
     os.close(handoff_w)
     status: int | None = None
     try:

@@ -11,13 +11,18 @@
 - test_host_command_lines_are_invisible: a host process carries a marker in its command
   line (as `sconnect chat --token ...` would); a tool scanning every /proc/*/cmdline it
   can see does not find it, under both backends (the process backend gets its own pid
-  namespace and /proc); the host itself sees the marker (control).
+  namespace and /proc); the host itself sees the marker (control);
+- test_process_backend_hides_processes_without_cap_sys_admin (root): under the shipped
+  systemd unit's capability set (no CAP_SYS_ADMIN, so no plain pid namespace: control),
+  a process-backend tool still sees only its own processes and runs as the sandbox uid.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -162,3 +167,36 @@ def processes_with_cmdline(marker: str) -> list[int]:
                 continue
     return found
 
+
+
+NO_SYS_ADMIN_CALL = """
+import json, os, sys, tempfile, trio
+import sandbox
+root = tempfile.mkdtemp(prefix="sconnect-nsa-")
+os.chmod(root, 0o755)
+code = ("import os, json; print(json.dumps({'uid': os.getuid(), "
+        "'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}))")
+spec = sandbox.Spec(argv=("/usr/bin/python3", "-I", "-S", "-c", code), isolation="process",
+                    work_root=root + "/work")
+result = trio.run(sandbox.run, spec, {})
+print(json.dumps({"status": result.status, "output": result.output, "message": result.message}))
+"""
+
+
+def test_process_backend_hides_processes_without_cap_sys_admin() -> None:
+    _root()
+    _usable("process")
+    no_admin = ["/usr/bin/setpriv", "--bounding-set", "-sys_admin", "--"]
+    control = subprocess.run([*no_admin, "/usr/bin/unshare", "-p", "/bin/true"],
+                             capture_output=True, check=False)  # fmt: skip
+    assert control.returncode != 0  # control: no plain pid namespace without the capability
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [*no_admin, sys.executable, "-c", NO_SYS_ADMIN_CALL], capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": repo}, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["status"] == "ok", report
+    assert report["output"]["uid"] == sandbox.SANDBOX_UID
+    assert report["output"]["pids"] == [1, 2]  # the namespace's init and the tool itself
