@@ -44,7 +44,8 @@ _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND = 2, 4, 8, 32, 4096
+_MS_REC, _MS_PRIVATE = 1 << 14, 1 << 18
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
@@ -162,8 +163,9 @@ def _fork_in_user_namespace(config: dict, handoff: int) -> tuple[int, str | None
     return pid, why
 
 
-def _private_mounts(work: dict | None) -> None:
-    """A private mount namespace with its own /proc and a sized tmpfs on the work dir."""
+def _private_mounts(work: dict | None, writable: list) -> None:
+    """A private mount namespace with its own /proc, a sized tmpfs on the work dir, and
+    the writable paths re-bound nosuid,nodev (as bubblewrap binds them)."""
     libc = _libc()
     _check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
@@ -178,6 +180,13 @@ def _private_mounts(work: dict | None) -> None:
                        options.encode()),  # fmt: skip
             "mount the work dir",
         )
+    for path in writable:
+        target = os.fsencode(path)
+        if not os.path.isdir(path):
+            continue
+        _check(libc.mount(target, target, None, _MS_BIND | _MS_REC, None), f"bind {path}")
+        flags = _MS_REMOUNT | _MS_BIND | _MS_NOSUID | _MS_NODEV
+        _check(libc.mount(None, target, None, flags, None), f"remount {path} nosuid,nodev")
 
 
 def _clear_capabilities() -> None:
@@ -348,7 +357,7 @@ def _tool_child(config: dict, namespace: str | None, handoff: int | None) -> Non
                 if config["private_proc"] == "require":
                     raise OSError(f"cannot hide the host's processes: {namespace}")
             else:
-                _private_mounts(config.get("work_tmpfs"))
+                _private_mounts(config.get("work_tmpfs"), config.get("nosuid_paths", []))
                 tool = os.fork()
                 if tool != 0:
                     _init(tool, handoff)

@@ -5,6 +5,8 @@
 - test_setuid_program_cannot_be_planted: a tool copies a program into a host-visible
   writable directory and sets its set-uid / set-gid bit (chmod, and create with the mode):
   refused, and on the host the file carries no set-id bit;
+- test_writable_paths_are_nosuid: inside the sandbox, the host-visible writable
+  directory is mounted nosuid,nodev, so a set-id bit there would be inert anyway;
 - test_nobody_cannot_read_a_running_tool_environment (root): while a tool holding a
   secret in its environment runs, a process running as 65534 tries to read its
   /proc/PID/environ and fails;
@@ -88,6 +90,15 @@ async def test_setuid_program_cannot_be_planted(tool: Runner, drop_dir: str) -> 
     assert result.output["text"].split() == ["1", "1", "1"], result
     for name in os.listdir(drop_dir):
         assert os.stat(os.path.join(drop_dir, name)).st_mode & 0o6000 == 0, name
+
+
+async def test_writable_paths_are_nosuid(tool: Runner, drop_dir: str) -> None:  # noqa: F811
+    _usable(tool.isolation)
+    result = await tool.run(argv=("/bin/cat", "/proc/self/mountinfo"), writable_paths=(drop_dir,))
+    assert result.status == "ok", result
+    [line] = [line for line in result.output["text"].splitlines() if line.split()[4] == drop_dir]
+    options = line.split()[5].split(",")
+    assert "nosuid" in options and "nodev" in options
 
 
 async def test_nobody_cannot_read_a_running_tool_environment(
