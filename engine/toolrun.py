@@ -150,9 +150,17 @@ def subject_workspace(root: Path, subject: str) -> Path:
     return _area(root / subject_dir_name(subject))
 
 
+@functools.cache
+def _private_root(root: Path) -> None:
+    """The workspace root: traversable, never listable (user names are no one's business)."""
+    root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    os.chmod(root, 0o711)
+
+
 def _area(path: Path) -> Path:
+    _private_root(path.parent)
     try:
-        path.mkdir(mode=0o700, parents=True)
+        path.mkdir(mode=0o700)
     except FileExistsError:
         pass
     else:

@@ -4,7 +4,8 @@
   `write_file`; bob's `read_file` of the same path fails and his `list_files` is empty,
   while alice reads her file back;
 - test_payment_ledger_is_private: alice's `send_payment` memo lands in her own
-  workspace, in a 0600 ledger; bob's `read_file` of `payments.jsonl` fails;
+  workspace (0700, under a workspace root nobody can list), in a 0600 ledger; bob's
+  `read_file` of `payments.jsonl` fails;
 - test_shared_scope_is_shared: a tool declaring `workspace_scope: shared` sees one area
   for everyone;
 - test_workspace_directories_never_collide: subjects differing only in characters the
@@ -87,6 +88,7 @@ async def test_payment_ledger_is_private(tools: dict[str, Tool], state: Path) ->
     assert "PIN 4711" in ledger.read_text()
     assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
     assert stat.S_IMODE(ledger.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(ledger.parent.parent.stat().st_mode) == 0o711  # who has one: unlisted
     theirs = await _call(tools["read_file"], state, "bob", path="payments.jsonl")
     assert theirs.status == "error"
     assert "4711" not in str(theirs.output) + theirs.stderr_tail
