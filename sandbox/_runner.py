@@ -163,9 +163,10 @@ def _fork_in_user_namespace(config: dict, handoff: int) -> tuple[int, str | None
     return pid, why
 
 
-def _private_mounts(work: dict | None, writable: list) -> None:
-    """A private mount namespace with its own /proc, a sized tmpfs on the work dir, and
-    the writable paths re-bound nosuid,nodev (as bubblewrap binds them)."""
+def _private_mounts(work: dict | None, writable: list, shm_bytes: int | None) -> bool:
+    """A private mount namespace with its own /proc, sized tmpfs mounts on the work dir
+    and /dev/shm, and the writable paths re-bound nosuid,nodev (as bubblewrap binds
+    them). True when /dev/shm is the private one (the tool may then write there)."""
     libc = _libc()
     _check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
@@ -187,6 +188,14 @@ def _private_mounts(work: dict | None, writable: list) -> None:
         _check(libc.mount(target, target, None, _MS_BIND | _MS_REC, None), f"bind {path}")
         flags = _MS_REMOUNT | _MS_BIND | _MS_NOSUID | _MS_NODEV
         _check(libc.mount(None, target, None, flags, None), f"remount {path} nosuid,nodev")
+    if shm_bytes is None or not os.path.isdir("/dev/shm"):
+        return False
+    _check(
+        libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                   f"size={int(shm_bytes)},mode=1777".encode()),  # fmt: skip
+        "mount /dev/shm",
+    )
+    return True
 
 
 def _clear_capabilities() -> None:
@@ -352,12 +361,15 @@ def _tool_child(config: dict, namespace: str | None, handoff: int | None) -> Non
         # file size limit must kill the tool, not make write() fail quietly.
         for sig in (signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
+        private_shm = False
         if config.get("private_proc"):
             if namespace is not None:
                 if config["private_proc"] == "require":
                     raise OSError(f"cannot hide the host's processes: {namespace}")
             else:
-                _private_mounts(config.get("work_tmpfs"), config.get("nosuid_paths", []))
+                private_shm = _private_mounts(
+                    config.get("work_tmpfs"), config.get("nosuid_paths", []), config.get("shm_bytes")
+                )
                 tool = os.fork()
                 if tool != 0:
                     _init(tool, handoff)
@@ -379,7 +391,7 @@ def _tool_child(config: dict, namespace: str | None, handoff: int | None) -> Non
             del sys.path[0]
             _landlock.restrict(
                 read_paths=tuple(rules["read"]),
-                write_paths=tuple(rules["write"]),
+                write_paths=tuple(rules["write"]) + (("/dev/shm",) if private_shm else ()),
                 block_tcp=bool(rules["block_tcp"]),
             )
         os.chdir(config["cwd"])
