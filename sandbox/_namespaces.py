@@ -3,7 +3,8 @@
 Launch: when the engine runs as root, `setpriv` drops to `SANDBOX_UID` before exec'ing
 bwrap (bwrap run by real root maps the sandbox onto host uid 0 — trap 1); bwrap itself
 gets an empty environment (its pid 1 would leak it — trap 2) and reads its options from
-a memfd (`--args 3`); `--json-status-fd 4` reports the host pid of the sandbox's pid 1.
+a memfd (`--args 3`); `--json-status-fd 4` reports the host pid of the sandbox's pid 1;
+the seccomp program (`_seccomp`) is another memfd (`--seccomp 6`).
 The launcher is spawned from the Trio thread, so `--die-with-parent` follows the
 engine's lifetime, not a worker thread's (trap 5).
 
