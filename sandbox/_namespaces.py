@@ -162,7 +162,7 @@ class NamespacesBackend:
         else:
             exit_code, sig = None, os.WTERMSIG(raw)
         if exit_code is not None and 128 < exit_code < 128 + 65:
-            exit_code, sig = None, exit_code - 128
+            sig, exit_code = exit_code - 128, None
         setup_error = None
         if not started and not collected.timed_out:
             stderr = bytes(collected.stderr).decode("utf-8", "replace").strip()

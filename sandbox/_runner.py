@@ -386,7 +386,7 @@ def _tool_child(config: dict, namespace: str | None, handoff: int | None) -> Non
         rules = config.get("landlock")
         if rules is not None:
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-            import _landlock
+            import _landlock  # type: ignore[import-not-found]  # the runner's sibling copy
 
             del sys.path[0]
             _landlock.restrict(
