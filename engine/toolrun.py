@@ -12,11 +12,12 @@ one directory.
 
 Quota (``workspace_quota``), enforced around each call of a ``workspace: write``
 tool: the workspace's disk use is measured before the call and every file the
-call writes is capped (RLIMIT_FSIZE) at what is left; measured again after, a
-workspace over its quota makes the call ``limit_exceeded``, and later calls can
-no longer grow any file (removing files still works).  Within one call the bound
-is per file, so a call creating many files can overshoot by up to that many
-times the remainder: a filesystem quota is the tool for a hard bound.  Scratch
+call writes is capped (RLIMIT_FSIZE) at what is left; while the call runs it is
+measured again every 100 ms (or less often for a large workspace) and the call is
+killed once over; measured after, a workspace that grew past its quota makes the
+call ``limit_exceeded``, and later calls can no longer grow any file (removing
+files still works).  So one call can overshoot by what it writes between two
+measurements, not more: a filesystem quota is the tool for a hard bound.  Scratch
 space (the per-call work dir, /tmp) is a sized tmpfs and never reaches the disk.
 """
 
@@ -155,9 +156,17 @@ def subject_workspace(root: Path, subject: str) -> Path:
     return _area(root / subject_dir_name(subject))
 
 
+@functools.cache
+def _private_root(root: Path) -> None:
+    """The workspace root: traversable, never listable (user names are no one's business)."""
+    root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    os.chmod(root, 0o711)
+
+
 def _area(path: Path) -> Path:
+    _private_root(path.parent)
     try:
-        path.mkdir(mode=0o700, parents=True)
+        path.mkdir(mode=0o700)
     except FileExistsError:
         pass
     else:
@@ -204,9 +213,42 @@ async def run_tool(
     quota = int(needs.workspace_quota)
     used = await trio.to_thread.run_sync(disk_usage, own)
     spec = attrs.evolve(spec, max_file_bytes=max(1, min(spec.max_file_bytes, quota - used)))
-    result = await sandbox.run(spec, arguments)
+    started = trio.current_time()
+    over: list[int] = []
+    result: sandbox.Result | None = None
+    async with trio.open_nursery() as nursery:
+        # A call that starts over quota may still remove files: only growth is stopped.
+        nursery.start_soon(_watch_quota, own, max(quota, used), nursery.cancel_scope, over)
+        result = await sandbox.run(spec, arguments)
+        nursery.cancel_scope.cancel()
     after = await trio.to_thread.run_sync(disk_usage, own)
-    if after > quota:
+    if over or result is None:
+        # The watcher cancelled the call: the sandbox killed the tool and re-raised
+        # Cancelled, which the nursery absorbed.
+        return sandbox.Result(
+            status="limit_exceeded", output=None, stderr_tail="", exit_code=None, signal=None,
+            wall_time_s=round(trio.current_time() - started, 6), cpu_time_s=0.0,
+            peak_memory_bytes=0, truncated=False, backend=spec.isolation,
+            message=f"workspace quota of {quota} bytes exceeded ({max([*over, after])} bytes used): killed",
+        )  # fmt: skip
+    if after > quota and after > used:
         message = f"workspace quota of {quota} bytes exceeded ({after} bytes used)"
         result = attrs.evolve(result, status="limit_exceeded", message=message)
     return result
+
+
+async def _watch_quota(path: Path, limit: int, call: trio.CancelScope, over: list[int]) -> None:
+    """Measure ``path`` while a call runs; past ``limit``, record the usage and end the call.
+
+    Polls every 100 ms, or five times the last measurement's duration when that is longer,
+    so a large workspace costs at most a fifth of a core.  Bounds what one call can write
+    to about its write rate times that interval (files are capped one by one as well).
+    """
+    while True:
+        begun = trio.current_time()
+        used = await trio.to_thread.run_sync(disk_usage, path)
+        if used > limit:
+            over.append(used)
+            call.cancel()
+            return
+        await trio.sleep(max(0.1, 5 * (trio.current_time() - begun)))

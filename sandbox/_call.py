@@ -47,7 +47,7 @@ def reachable_spec(spec: Spec, work_root: str) -> Spec:
     packages = tuple(reachable_package(path, work_root) for path in spec.python_packages)
     if packages == spec.python_packages:
         return spec
-    return attrs.evolve(spec, python_packages=packages)  # type: ignore[arg-type]
+    return attrs.evolve(spec, python_packages=packages)
 
 
 def memfd(data: bytes, name: str) -> int:

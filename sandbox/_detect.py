@@ -44,7 +44,7 @@ class Capabilities:
     running_as_root: bool = attrs.field(factory=lambda: os.geteuid() == 0)
     # why the seccomp filter cannot be built here; None = it is loaded into every tool
     seccomp_problem: str | None = None
-    # bwrap honours --disable-userns (bubblewrap >= 0.8): no nested user namespaces
+    # bwrap honours --disable-userns and --size (bubblewrap >= 0.8); required by the backend
     disable_userns: bool = True
     # the operator set SCONNECT_SANDBOX_ALLOW_WEAK=1: run without what is missing
     allow_weak: bool = False
@@ -67,13 +67,18 @@ class Capabilities:
             return "prlimit (util-linux) is not installed"
         if not self.user_namespaces:
             return f"{self.bwrap} cannot create user namespaces on this host"
+        if not self.disable_userns:
+            return (
+                f"{self.bwrap} is older than bubblewrap 0.8 (no --size, --disable-userns): "
+                "it cannot bound a tool's scratch space"
+            )
         return None
 
 
 def _probe(bwrap: str, setpriv: str | None, *, disable_userns: bool) -> bool:
     argv = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
     if disable_userns:
-        argv.append("--disable-userns")
+        argv += ["--disable-userns", "--size", str(2**20), "--tmpfs", "/tmp"]
     argv += ["--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
     argv += ["--cap-drop", "ALL", "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/lib", "/lib64"):

@@ -3,7 +3,8 @@
 Launch: when the engine runs as root, `setpriv` drops to `SANDBOX_UID` before exec'ing
 bwrap (bwrap run by real root maps the sandbox onto host uid 0 — trap 1); bwrap itself
 gets an empty environment (its pid 1 would leak it — trap 2) and reads its options from
-a memfd (`--args 3`); `--json-status-fd 4` reports the host pid of the sandbox's pid 1.
+a memfd (`--args 3`); `--json-status-fd 4` reports the host pid of the sandbox's pid 1;
+the seccomp program (`_seccomp`) is another memfd (`--seccomp 6`).
 The launcher is spawned from the Trio thread, so `--die-with-parent` follows the
 engine's lifetime, not a worker thread's (trap 5).
 
@@ -161,7 +162,7 @@ class NamespacesBackend:
         else:
             exit_code, sig = None, os.WTERMSIG(raw)
         if exit_code is not None and 128 < exit_code < 128 + 65:
-            exit_code, sig = None, exit_code - 128
+            sig, exit_code = exit_code - 128, None
         setup_error = None
         if not started and not collected.timed_out:
             stderr = bytes(collected.stderr).decode("utf-8", "replace").strip()

@@ -2,10 +2,11 @@
 
 The launcher is the runner (`python3 -I -S _runner.py --config-fd=3`, empty
 environment), which stays outside the tool's restrictions as its supervisor: it becomes
-a child subreaper, puts the tool in a new pid namespace (as root; as another user inside
-a user namespace that maps only its own uid) with a private mount namespace holding a
-fresh /proc — the tool sees its own processes only, never another process's command
-line — and a sized tmpfs on the work dir; forks the tool into its own session, and in
+a child subreaper, puts the tool in a new pid namespace (as root; as root without
+CAP_SYS_ADMIN, or as another user, inside a user namespace mapping only the uids in use)
+with a private mount namespace holding a fresh /proc — the tool sees its own processes
+only, never another process's command line — sized tmpfs mounts on the work dir and
+/dev/shm, and `writable_paths` re-bound nosuid,nodev; forks the tool into its own session, and in
 the tool's process sets the rlimits, creates a new network namespace when the tool has
 no network, drops to `SANDBOX_UID` when the engine is root, sets no_new_privs, applies
 Landlock (reads limited to the system dirs, /etc, /dev, /proc, the runner, the declared
@@ -25,7 +26,8 @@ Weaker than namespaces, and said so in `Result.message`:
 - without Landlock the filesystem is confined by file permissions alone;
 - RLIMIT_NPROC counts every process of the tool's uid, shared by concurrent calls;
 - the system directories are the host's (readable), there is no private /tmp: tools
-  should write under their work dir (Python's `tempfile` falls back to the cwd).
+  should write under their work dir or /dev/shm (Python's `tempfile` falls back to the
+  cwd).
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ class ProcessBackend:
                     "gid": user[1] if user is not None else os.getegid(),
                 },
                 "seccomp": _seccomp.compiled() if self.seccomp else None,
+                "nosuid_paths": list(spec.writable_paths),
+                "shm_bytes": tmpfs_sizes(spec)["shm"],
                 "landlock": None
                 if self.landlock_abi is None
                 else {

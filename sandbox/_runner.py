@@ -44,7 +44,8 @@ _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND = 2, 4, 8, 32, 4096
+_MS_REC, _MS_PRIVATE = 1 << 14, 1 << 18
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
@@ -89,6 +90,7 @@ def _new_pid_namespace() -> str | None:
     if os.geteuid() == 0:
         if libc.unshare(_CLONE_NEWPID) == 0:
             return None
+        return _ROOT_WITHOUT_SYS_ADMIN
     else:
         uid, gid = os.geteuid(), os.getegid()
         if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWPID) == 0:
@@ -105,8 +107,66 @@ def _new_pid_namespace() -> str | None:
     return os.strerror(ctypes.get_errno())
 
 
-def _private_mounts(work: dict | None) -> None:
-    """A private mount namespace with its own /proc and a sized tmpfs on the work dir."""
+# Root without CAP_SYS_ADMIN (the shipped systemd unit's capability set): the pid
+# namespace is made inside a user namespace whose maps the supervisor writes.
+_ROOT_WITHOUT_SYS_ADMIN = "root without CAP_SYS_ADMIN"
+
+
+def _fork_in_user_namespace(config: dict, handoff: int) -> tuple[int, str | None]:
+    """Fork a child that makes a user + pid namespace (maps written by us, who keep
+    CAP_SETUID/CAP_SETGID here: 0 and the drop uid/gid only) and forks the tool's
+    namespace init; returns (child pid, None or why there is no namespace)."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r)
+        os.close(go_w)
+        made = _libc().unshare(_CLONE_NEWUSER | _CLONE_NEWPID) == 0
+        import ctypes
+
+        why = None if made else os.strerror(ctypes.get_errno())
+        os.write(ready_w, b"1" if made else b"0")
+        if os.read(go_r, 1) != b"1" and why is None:
+            why = "the supervisor could not write the user namespace maps"
+        os.close(ready_w)
+        os.close(go_r)
+        if why is not None:
+            _tool_child(config, why, handoff)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stay until the init is gone
+        init = os.fork()
+        if init == 0:
+            _tool_child(config, None, handoff)
+        os.closerange(0, 1 << 16)
+        while True:
+            try:
+                if os.waitpid(init, 0)[0] == init:
+                    os._exit(0)
+            except ChildProcessError:
+                os._exit(0)
+    os.close(ready_w)
+    os.close(go_r)
+    ok = os.read(ready_r, 1) == b"1"
+    os.close(ready_r)
+    why = None if ok else "unshare(CLONE_NEWUSER|CLONE_NEWPID) failed"
+    if ok:
+        drop = config.get("drop_to") or [0, 0]
+        try:
+            for name, ident in (("uid_map", drop[0]), ("gid_map", drop[1])):
+                lines = "0 0 1\n" + (f"{ident} {ident} 1\n" if ident else "")
+                with open(f"/proc/{pid}/{name}", "w") as handle:
+                    handle.write(lines)
+        except OSError as exc:
+            ok, why = False, f"user namespace maps: {exc.strerror}"
+    os.write(go_w, b"1" if ok else b"0")
+    os.close(go_w)
+    return pid, why
+
+
+def _private_mounts(work: dict | None, writable: list, shm_bytes: int | None) -> bool:
+    """A private mount namespace with its own /proc, sized tmpfs mounts on the work dir
+    and /dev/shm, and the writable paths re-bound nosuid,nodev (as bubblewrap binds
+    them). True when /dev/shm is the private one (the tool may then write there)."""
     libc = _libc()
     _check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
@@ -121,6 +181,21 @@ def _private_mounts(work: dict | None) -> None:
                        options.encode()),  # fmt: skip
             "mount the work dir",
         )
+    for path in writable:
+        target = os.fsencode(path)
+        if not os.path.isdir(path):
+            continue
+        _check(libc.mount(target, target, None, _MS_BIND | _MS_REC, None), f"bind {path}")
+        flags = _MS_REMOUNT | _MS_BIND | _MS_NOSUID | _MS_NODEV
+        _check(libc.mount(None, target, None, flags, None), f"remount {path} nosuid,nodev")
+    if shm_bytes is None or not os.path.isdir("/dev/shm"):
+        return False
+    _check(
+        libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                   f"size={int(shm_bytes)},mode=1777".encode()),  # fmt: skip
+        "mount /dev/shm",
+    )
+    return True
 
 
 def _clear_capabilities() -> None:
@@ -286,12 +361,15 @@ def _tool_child(config: dict, namespace: str | None, handoff: int | None) -> Non
         # file size limit must kill the tool, not make write() fail quietly.
         for sig in (signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
+        private_shm = False
         if config.get("private_proc"):
             if namespace is not None:
                 if config["private_proc"] == "require":
                     raise OSError(f"cannot hide the host's processes: {namespace}")
             else:
-                _private_mounts(config.get("work_tmpfs"))
+                private_shm = _private_mounts(
+                    config.get("work_tmpfs"), config.get("nosuid_paths", []), config.get("shm_bytes")
+                )
                 tool = os.fork()
                 if tool != 0:
                     _init(tool, handoff)
@@ -308,12 +386,12 @@ def _tool_child(config: dict, namespace: str | None, handoff: int | None) -> Non
         rules = config.get("landlock")
         if rules is not None:
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-            import _landlock
+            import _landlock  # type: ignore[import-not-found]  # the runner's sibling copy
 
             del sys.path[0]
             _landlock.restrict(
                 read_paths=tuple(rules["read"]),
-                write_paths=tuple(rules["write"]),
+                write_paths=tuple(rules["write"]) + (("/dev/shm",) if private_shm else ()),
                 block_tcp=bool(rules["block_tcp"]),
             )
         os.chdir(config["cwd"])
@@ -387,10 +465,13 @@ def _supervise(config: dict) -> None:
     status_fd = int(config["status_fd"])
     namespace = _new_pid_namespace() if config.get("private_proc") else "not asked for"
     handoff_r, handoff_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(handoff_r)
-        _tool_child(config, namespace, handoff_w)
+    if namespace == _ROOT_WITHOUT_SYS_ADMIN:
+        pid, namespace = _fork_in_user_namespace(config, handoff_w)
+    else:
+        pid = os.fork()
+        if pid == 0:
+            os.close(handoff_r)
+            _tool_child(config, namespace, handoff_w)
     os.close(handoff_w)
     status: int | None = None
     try:

@@ -9,7 +9,8 @@ thing under both backends.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import attrs
 
@@ -18,13 +19,13 @@ from ._errors import SpecError
 Isolation = Literal["namespaces", "process"]
 
 
-def _positive(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
         raise SpecError(f"{attribute.name} must be a positive number, got {value!r}")
 
 
 def _absolute_paths(
-    instance: object, attribute: attrs.Attribute[object], value: tuple[str, ...]
+    instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]
 ) -> None:
     for path in value:
         if not isinstance(path, str) or not os.path.isabs(path):
@@ -32,7 +33,7 @@ def _absolute_paths(
 
 
 def _env(
-    instance: object, attribute: attrs.Attribute[object], value: tuple[tuple[str, str], ...]
+    instance: object, attribute: attrs.Attribute[Any], value: tuple[tuple[str, str], ...]
 ) -> None:
     for item in value:
         if (
@@ -46,9 +47,13 @@ def _env(
             raise SpecError(f"env: {item!r} is not a (NAME, value) pair of strings")
 
 
-def _env_pairs(value: object) -> tuple[tuple[str, str], ...]:
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _env_pairs(value: Any) -> tuple[tuple[str, str], ...]:
     items = value.items() if isinstance(value, dict) else value
-    return tuple(tuple(item) for item in items)  # type: ignore[union-attr, misc]
+    return tuple(tuple(item) for item in items)
 
 
 @attrs.frozen
@@ -61,13 +66,13 @@ class Spec:
     """
 
     # program + arguments to exec (argv[0] is looked up on the sandbox's PATH if relative)
-    argv: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    argv: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     # "package.module:function", called by the runner with the JSON arguments as kwargs
     python: str | None = None
     # host directories (or single-module files) bound read-only and put on sys.path;
     # only these are exposed, never their parent
     python_packages: tuple[str, ...] = attrs.field(
-        default=(), converter=tuple, validator=_absolute_paths
+        default=(), converter=_strings, validator=_absolute_paths
     )
     timeout_s: float = attrs.field(default=10.0, validator=_positive)  # wall clock
     cpu_time_s: float = attrs.field(default=5.0, validator=_positive)  # RLIMIT_CPU
@@ -81,11 +86,11 @@ class Spec:
     isolation: Isolation = "namespaces"
     # extra host paths visible read-only / read-write
     readable_paths: tuple[str, ...] = attrs.field(
-        default=(), converter=tuple, validator=_absolute_paths
+        default=(), converter=_strings, validator=_absolute_paths
     )
     # must be writable by the sandbox user (SANDBOX_UID when the engine runs as root)
     writable_paths: tuple[str, ...] = attrs.field(
-        default=(), converter=tuple, validator=_absolute_paths
+        default=(), converter=_strings, validator=_absolute_paths
     )
     # host path to start in; None = the fresh per-call work dir. Must lie inside the work
     # dir, a writable path, a readable path or a python package dir.

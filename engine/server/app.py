@@ -81,7 +81,7 @@ class ServerHandle:
 def prepare_state_dir(state_dir: Path) -> None:
     """The state directory with the tools' shared ``workspace/`` and per-call ``work/`` root.
 
-    The directory is 0711: the sandbox user (uid 65534) must traverse it to reach
+    The directory is 0711: the sandbox user (sandbox.SANDBOX_UID) must traverse it to reach
     ``workspace/`` and ``work/``, but may not list it; everything secret in it
     (database, JWT secret) is created 0600 so that only the service reads it.
     """

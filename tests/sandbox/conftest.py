@@ -21,6 +21,19 @@ import pytest
 import sandbox
 
 TOKEN_VAR = "SCONNECT_SANDBOX_TEST"
+# the uid tools run as: the sandbox's own when the engine (here: the tests) is root
+TOOL_UID = sandbox.SANDBOX_UID if os.geteuid() == 0 else os.geteuid()
+
+
+def give_to_sandbox(path: str) -> None:
+    """Make `path` the tools' own (a chown only a root engine needs, and can, do)."""
+    if os.geteuid() == 0:
+        os.chown(path, sandbox.SANDBOX_UID, sandbox.SANDBOX_GID)
+
+
+def require_root(why: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip(f"needs root: {why}")
 PY = ("/usr/bin/python3", "-I", "-S", "-c")
 BACKENDS = ("namespaces", "process")
 

@@ -11,6 +11,7 @@ import attrs
 import pytest
 
 import sandbox
+from tests.sandbox.conftest import TOOL_UID, give_to_sandbox
 
 
 async def test_json_output_and_arguments_on_stdin(tool: Any) -> None:
@@ -110,7 +111,7 @@ async def test_python_function_with_package(tool: Any, package: str) -> None:
     )
     assert result.status == "ok", result
     assert result.output["greeting"] == "hello ada hello ada"
-    assert result.output["uid"] == sandbox.SANDBOX_UID
+    assert result.output["uid"] == TOOL_UID
     assert result.peak_memory_bytes > 1_000_000
 
 
@@ -167,7 +168,7 @@ async def test_cwd_outside_visible_paths_is_refused(tool: Any) -> None:
 async def test_cwd_in_a_writable_path(tool: Any, shared_dir: str) -> None:
     shared = os.path.join(shared_dir, "workspace")
     os.mkdir(shared)
-    os.chown(shared, sandbox.SANDBOX_UID, sandbox.SANDBOX_GID)
+    give_to_sandbox(shared)
     result = await tool.run(
         argv=("/bin/sh", "-c", "pwd; echo made > out.txt"), writable_paths=(shared,), cwd=shared
     )

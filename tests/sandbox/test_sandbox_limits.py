@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-import sandbox
+from tests.sandbox.conftest import give_to_sandbox
 
 PY = ("/usr/bin/python3", "-I", "-S", "-c")
 
@@ -147,7 +147,7 @@ print("{}")
 def pid_dir(shared_dir: str) -> str:
     path = os.path.join(shared_dir, "pids")
     os.mkdir(path)
-    os.chown(path, sandbox.SANDBOX_UID, sandbox.SANDBOX_GID)
+    give_to_sandbox(path)
     return path
 
 

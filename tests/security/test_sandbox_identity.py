@@ -5,19 +5,26 @@
 - test_setuid_program_cannot_be_planted: a tool copies a program into a host-visible
   writable directory and sets its set-uid / set-gid bit (chmod, and create with the mode):
   refused, and on the host the file carries no set-id bit;
+- test_writable_paths_are_nosuid: inside the sandbox, the host-visible writable
+  directory is mounted nosuid,nodev, so a set-id bit there would be inert anyway;
 - test_nobody_cannot_read_a_running_tool_environment (root): while a tool holding a
   secret in its environment runs, a process running as 65534 tries to read its
   /proc/PID/environ and fails;
 - test_host_command_lines_are_invisible: a host process carries a marker in its command
   line (as `sconnect chat --token ...` would); a tool scanning every /proc/*/cmdline it
   can see does not find it, under both backends (the process backend gets its own pid
-  namespace and /proc); the host itself sees the marker (control).
+  namespace and /proc); the host itself sees the marker (control);
+- test_process_backend_hides_processes_without_cap_sys_admin (root): under the shipped
+  systemd unit's capability set (no CAP_SYS_ADMIN, so no plain pid namespace: control),
+  a process-backend tool still sees only its own processes and runs as the sandbox uid.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -83,6 +90,15 @@ async def test_setuid_program_cannot_be_planted(tool: Runner, drop_dir: str) -> 
     assert result.output["text"].split() == ["1", "1", "1"], result
     for name in os.listdir(drop_dir):
         assert os.stat(os.path.join(drop_dir, name)).st_mode & 0o6000 == 0, name
+
+
+async def test_writable_paths_are_nosuid(tool: Runner, drop_dir: str) -> None:  # noqa: F811
+    _usable(tool.isolation)
+    result = await tool.run(argv=("/bin/cat", "/proc/self/mountinfo"), writable_paths=(drop_dir,))
+    assert result.status == "ok", result
+    [line] = [line for line in result.output["text"].splitlines() if line.split()[4] == drop_dir]
+    options = line.split()[5].split(",")
+    assert "nosuid" in options and "nodev" in options
 
 
 async def test_nobody_cannot_read_a_running_tool_environment(
@@ -162,3 +178,36 @@ def processes_with_cmdline(marker: str) -> list[int]:
                 continue
     return found
 
+
+
+NO_SYS_ADMIN_CALL = """
+import json, os, sys, tempfile, trio
+import sandbox
+root = tempfile.mkdtemp(prefix="sconnect-nsa-")
+os.chmod(root, 0o755)
+code = ("import os, json; print(json.dumps({'uid': os.getuid(), "
+        "'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}))")
+spec = sandbox.Spec(argv=("/usr/bin/python3", "-I", "-S", "-c", code), isolation="process",
+                    work_root=root + "/work")
+result = trio.run(sandbox.run, spec, {})
+print(json.dumps({"status": result.status, "output": result.output, "message": result.message}))
+"""
+
+
+def test_process_backend_hides_processes_without_cap_sys_admin() -> None:
+    _root()
+    _usable("process")
+    no_admin = ["/usr/bin/setpriv", "--bounding-set", "-sys_admin", "--"]
+    control = subprocess.run([*no_admin, "/usr/bin/unshare", "-p", "/bin/true"],
+                             capture_output=True, check=False)  # fmt: skip
+    assert control.returncode != 0  # control: no plain pid namespace without the capability
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [*no_admin, sys.executable, "-c", NO_SYS_ADMIN_CALL], capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": repo}, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["status"] == "ok", report
+    assert report["output"]["uid"] == sandbox.SANDBOX_UID
+    assert report["output"]["pids"] == [1, 2]  # the namespace's init and the tool itself

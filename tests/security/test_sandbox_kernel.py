@@ -15,12 +15,22 @@ Every attack runs as a real tool under both backends (`backend` fixture) and mus
   --disable-userns turned off, the same io_uring/unshare attacks succeed here, so the
   tests above can fail;
 - test_missing_filter_is_refused_by_default: a host without the filter gets
-  IsolationUnavailable, unless the operator opted out (SCONNECT_SANDBOX_ALLOW_WEAK).
+  IsolationUnavailable, unless the operator opted out (SCONNECT_SANDBOX_ALLOW_WEAK);
+- test_check_says_loudly_when_the_filter_is_missing: `sconnect check` on a host where
+  libseccomp cannot be loaded says "NO seccomp filter ... tools are refused", its trial
+  call fails and it exits 1; with SCONNECT_SANDBOX_ALLOW_WEAK=1 the call runs and the
+  summary still says NO seccomp filter;
+- test_old_bubblewrap_is_not_used: a bubblewrap older than 0.8 (no --size,
+  --disable-userns) makes the namespaces backend unavailable rather than unbounded.
 """
 
 from __future__ import annotations
 
+import os
 import platform
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import attrs
@@ -191,4 +201,43 @@ def test_missing_filter_is_refused_by_default(isolation: str) -> None:
         sandbox.backend_for(spec, caps)
     weak = sandbox.backend_for(spec, attrs.evolve(caps, allow_weak=True))
     assert weak.seccomp is False  # type: ignore[attr-defined]
-    assert "NO seccomp filter" not in sandbox.detect().summary or caps.seccomp_problem
+
+
+def test_old_bubblewrap_is_not_used() -> None:
+    """A bwrap without --size/--disable-userns (< 0.8) cannot bound scratch space: refused."""
+    caps = attrs.evolve(sandbox.detect(), disable_userns=False)
+    if caps.bwrap is None:
+        pytest.skip("bubblewrap is not installed")
+    with pytest.raises(sandbox.IsolationUnavailable, match="older than bubblewrap 0.8"):
+        sandbox.backend_for(sandbox.Spec(argv=("/bin/true",)), caps)
+
+
+def _check_without_libseccomp(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    blocker = tmp_path / "no_libseccomp"
+    blocker.mkdir(exist_ok=True)
+    # What pyseccomp itself raises at import when libseccomp.so.2 is not installed.
+    (blocker / "pyseccomp.py").write_text("raise RuntimeError('Unable to find libseccomp')\n")
+    config = tmp_path / "config"
+    if not config.exists():
+        for name in ("agents.d", "tools.d", "resources.d", "policies"):
+            shutil.copytree(REPO / name, config / name)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "check", "--config", str(config)],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+             "PYTHONPATH": f"{blocker}{os.pathsep}{REPO}", **env},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_check_says_loudly_when_the_filter_is_missing(tmp_path: Path) -> None:
+    if sandbox.detect().namespaces_problem() is not None:
+        pytest.skip(f"namespaces backend unusable here: {sandbox.detect().namespaces_problem()}")
+    refused = _check_without_libseccomp(tmp_path)
+    assert refused.returncode == 1, refused.stderr
+    assert "NO seccomp filter" in refused.stdout and "tools are refused" in refused.stdout
+    assert "seccomp filter in force: NO (pyseccomp/libseccomp not usable" in refused.stdout
+    assert "trial call: FAILED" in refused.stdout
+    weak = _check_without_libseccomp(tmp_path, SCONNECT_SANDBOX_ALLOW_WEAK="1")
+    assert weak.returncode == 0, weak.stderr + weak.stdout
+    assert "NO seccomp filter" in weak.stdout and "SCONNECT_SANDBOX_ALLOW_WEAK=1" in weak.stdout
+    assert "trial call: calculator 6*7 = 42 ok" in weak.stdout

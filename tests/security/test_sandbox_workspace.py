@@ -4,14 +4,18 @@
   `write_file`; bob's `read_file` of the same path fails and his `list_files` is empty,
   while alice reads her file back;
 - test_payment_ledger_is_private: alice's `send_payment` memo lands in her own
-  workspace, in a 0600 ledger; bob's `read_file` of `payments.jsonl` fails;
+  workspace (0700, under a workspace root nobody can list), in a 0600 ledger; bob's
+  `read_file` of `payments.jsonl` fails;
 - test_shared_scope_is_shared: a tool declaring `workspace_scope: shared` sees one area
   for everyone;
 - test_workspace_directories_never_collide: subjects differing only in characters the
   directory name cannot hold get different directories;
 - test_a_call_writing_past_the_quota_is_stopped: a 1 MiB quota stops one 3 MB file
   (file size limit), then a call writing several files under the per-file cap but over
-  the quota is `limit_exceeded`, after which no file can grow and deleting still works.
+  the quota is `limit_exceeded`, after which no file can grow and deleting still works;
+- test_a_call_writing_files_forever_is_killed: a tool that writes small files in an
+  endless loop (each under the per-file cap) is killed by the quota watcher long before
+  its timeout, and is `limit_exceeded`.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ async def test_payment_ledger_is_private(tools: dict[str, Tool], state: Path) ->
     assert "PIN 4711" in ledger.read_text()
     assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
     assert stat.S_IMODE(ledger.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(ledger.parent.parent.stat().st_mode) == 0o711  # who has one: unlisted
     theirs = await _call(tools["read_file"], state, "bob", path="payments.jsonl")
     assert theirs.status == "error"
     assert "4711" not in str(theirs.output) + theirs.stderr_tail
@@ -134,3 +139,14 @@ async def test_a_call_writing_past_the_quota_is_stopped(state: Path) -> None:
     assert cleanup.status == "ok", cleanup
     again = await _call(_sh("echo fine > small", quota), state, "carol")
     assert again.status == "ok", again
+
+
+async def test_a_call_writing_files_forever_is_killed(state: Path) -> None:
+    quota = 2**20
+    forever = "i=0; while :; do i=$((i+1)); head -c 100000 /dev/zero > f$i || exit 1; done"
+    tool = _sh(forever, quota)
+    tool = attrs.evolve(tool, sandbox=attrs.evolve(tool.sandbox, timeout=60))
+    result = await _call(tool, state, "dave")
+    assert result.status == "limit_exceeded", result
+    assert "quota" in result.message and "killed" in result.message
+    assert result.wall_time_s < 60  # ended by the watcher, not by its timeout
