@@ -9,6 +9,9 @@
   authenticated client from 127.0.0.1 gets a round trip, a changed tools.d/ is reloaded
   and pushed to that client, and /healthz answers. The limits derived from the budget
   are logged at start.
+- test_the_config_watcher_survives_emfile: the (in-process) server runs out of descriptors
+  while a tool file changes; the watcher logs EMFILE instead of ending the server, and
+  reloads the change once descriptors are free.
 """
 
 from __future__ import annotations
@@ -118,3 +121,37 @@ async def test_idle_connections_past_the_descriptor_budget(base: Path) -> None:
         _, stderr = await trio.to_thread.run_sync(server.communicate)
     assert "Traceback" not in stderr, stderr[-3000:]
     assert "open files: 256; at most 96 connections, 32 handshakes at once (4 per address)" in stderr
+
+
+async def test_the_config_watcher_survives_emfile(start_server, config_dir: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The process runs out of descriptors while a config file changes: the watcher's
+    listdir fails with EMFILE (it used to end the server); it logs, retries, and reloads
+    the change once descriptors are free again."""
+    import logging
+    import resource
+
+    caplog.set_level(logging.WARNING, logger="engine.server.reload")
+    server = await start_server(config_dir, reload_interval_s=0.05)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token()) as client:
+            assert (await client.list_tools()).tools
+            # The new file is opened first: writing it needs a descriptor too.
+            hogs = [os.open(config_dir / "tools.d" / "added.yaml", os.O_WRONLY | os.O_CREAT, 0o644)]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 4096), hard))
+            try:
+                while True:  # every descriptor this process may still open
+                    try:
+                        hogs.append(os.open("/dev/null", os.O_RDONLY))
+                    except OSError:
+                        break
+                os.write(hogs[0], NEW_TOOL.encode())
+                while not any("Too many open files" in record.getMessage() for record in caplog.records):
+                    await trio.sleep(0.05)
+            finally:
+                for fd in hogs:
+                    os.close(fd)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            async for event in client.events():
+                if isinstance(event, ToolList) and "added_during_attack" in [t.name for t in event.tools]:
+                    break
