@@ -114,10 +114,10 @@ async def main(samples: int) -> None:
     state = tempfile.mkdtemp(prefix="sconnect-bench-", dir="/tmp")
     os.chmod(state, 0o711)
     env = {**os.environ, "SCONNECT_JWT_SECRET": SECRET}
-    server = subprocess.Popen(
+    server = await trio.to_thread.run_sync(lambda: subprocess.Popen(
         [sys.executable, "-m", "engine", "serve", "--port", "0", "--state-dir", f"{state}/state"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-    )
+    ))
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
@@ -132,10 +132,10 @@ async def main(samples: int) -> None:
         async with open_client(url, token("victim")) as victim:
             _report("no attack", await _victim(victim, samples), 0)
             for label in labels:
-                attacker = subprocess.Popen(
-                    [sys.executable, __file__, "--attack", label, "--url", url, "--token", token("attacker")],
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                )
+                argv = [sys.executable, __file__, "--attack", label, "--url", url, "--token", token("attacker")]
+                attacker = await trio.to_thread.run_sync(lambda: subprocess.Popen(
+                    argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                ))
                 assert attacker.stdout is not None
                 assert (await trio.to_thread.run_sync(attacker.stdout.readline)).strip() == "ready"
                 try:

@@ -107,7 +107,7 @@ _short.maxstring, _short.maxother, _short.maxlist, _short.maxdict, _short.maxlev
 
 
 def _any_of(validator: Any, branches: list[Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
-    context = []
+    context: list[ValidationError] = []
     for index, branch in enumerate(branches):
         first = next(validator.descend(instance, branch, schema_path=index), None)
         if first is None:
@@ -118,7 +118,8 @@ def _any_of(validator: Any, branches: list[Any], instance: Any, schema: Any) -> 
 
 
 def _one_of(validator: Any, branches: list[Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
-    context, valid = [], []
+    context: list[ValidationError] = []
+    valid: list[int] = []
     for index, branch in enumerate(branches):
         first = next(validator.descend(instance, branch, schema_path=index), None)
         if first is None:
