@@ -33,7 +33,8 @@ def register(commands: Any) -> None:
     parser.add_argument("--server-config", metavar="FILE", help="server settings file (default: <config>/sconnect.yaml if present)")
     parser.add_argument("--state-dir", metavar="DIR", help="state directory (env SCONNECT_STATE_DIR; default ./.sconnect)")
     parser.add_argument("--host", help="address to bind (env SCONNECT_HOST; default 127.0.0.1)")
-    parser.add_argument("--port", type=_port_argument, help="port, 0 picks a free one (env SCONNECT_PORT; default 8765)")
+    parser.add_argument("--port", type=_port_argument,
+                        help="port, 0 picks a free one (env SCONNECT_PORT; default 8765)")
     parser.add_argument("--health-port", type=_port_argument,
                         help="serve /healthz, /readyz and /metrics on this port, 0 picks one (env SCONNECT_HEALTH_PORT; default off)")
     parser.add_argument("--health-host", metavar="ADDRESS",
@@ -76,7 +77,8 @@ def _port_argument(text: str) -> int:
 _SPELLING = {
     "host": ("--host", "SCONNECT_HOST"), "port": ("--port", "SCONNECT_PORT"),
     "health_port": ("--health-port", "SCONNECT_HEALTH_PORT"), "health_host": ("--health-host", "SCONNECT_HEALTH_HOST"),
-    "state_dir": ("--state-dir", "SCONNECT_STATE_DIR"), "shutdown_grace": ("--shutdown-grace", "SCONNECT_SHUTDOWN_GRACE"),
+    "state_dir": ("--state-dir", "SCONNECT_STATE_DIR"),
+    "shutdown_grace": ("--shutdown-grace", "SCONNECT_SHUTDOWN_GRACE"),
     "tls_cert": ("--tls-cert", "SCONNECT_TLS_CERT"), "tls_key": ("--tls-key", "SCONNECT_TLS_KEY"),
     "insecure_public": ("--insecure-public", "SCONNECT_INSECURE_PUBLIC"),
     "mcp_port": ("--mcp-port", "SCONNECT_MCP_PORT"),

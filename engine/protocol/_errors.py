@@ -24,7 +24,7 @@ class ErrorCode(enum.StrEnum):
     Frame-level (raised by :func:`engine.protocol.decode`):
 
     - ``bad_json``: the frame is not JSON text (syntax error, bytes that are not UTF-8,
-      NaN/Infinity, duplicate keys, lone surrogate escapes, nesting too deep).
+      NaN/Infinity, duplicate keys, lone surrogate escapes).
     - ``invalid_message``: valid JSON that is not a valid frame: not an object, missing or
       wrongly typed envelope or payload field, an extra field, or a type only the server
       sends. ``details["path"]`` is the JSON path of the offending field.
@@ -40,7 +40,8 @@ class ErrorCode(enum.StrEnum):
       to a paused agent, resuming an active one, anything to a terminated one).
     - ``invalid_arguments``: tool arguments that do not satisfy the tool's schema.
     - ``rate_limited``: too many requests or sessions; retry later.
-    - ``too_large``: the frame or a field exceeds a size limit.
+    - ``too_large``: the frame or a field exceeds a size limit (also: more arrays and
+      objects in one frame, or nested deeper, than the decoder accepts).
     - ``timeout``: the request took longer than allowed.
     - ``already_decided``: an approval for an action that was already approved, denied or
       cancelled (a double approval); nothing runs twice.

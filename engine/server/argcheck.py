@@ -23,7 +23,9 @@ Python's ``re`` internally), and the metaschema -- under the same deadline.
 
 from __future__ import annotations
 
+import itertools
 import json
+import reprlib
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -96,6 +98,40 @@ def _pattern_properties(validator: Any, properties: Mapping[str, Any], instance:
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
 
+# Sub-errors kept under an anyOf/oneOf error (jsonschema keeps every error of every branch:
+# 200 failing branches x 40,000 items is 8 million objects, and their garbage collection
+# alone holds the interpreter -- every thread, the event loop's included -- for a second).
+_CONTEXT = 8
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlist, _short.maxdict, _short.maxlevel = 60, 60, 4, 4, 2
+
+
+def _any_of(validator: Any, branches: list[Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
+    context: list[ValidationError] = []
+    for index, branch in enumerate(branches):
+        first = next(validator.descend(instance, branch, schema_path=index), None)
+        if first is None:
+            return
+        if len(context) < _CONTEXT:
+            context.append(first)
+    yield ValidationError(f"{_short.repr(instance)} is not valid under any of the given schemas", context=context)
+
+
+def _one_of(validator: Any, branches: list[Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
+    context: list[ValidationError] = []
+    valid: list[int] = []
+    for index, branch in enumerate(branches):
+        first = next(validator.descend(instance, branch, schema_path=index), None)
+        if first is None:
+            valid.append(index)
+        elif len(context) < _CONTEXT:
+            context.append(first)
+    if not valid:
+        yield ValidationError(f"{_short.repr(instance)} is not valid under any of the given schemas", context=context)
+    elif len(valid) > 1:
+        yield ValidationError(f"{_short.repr(instance)} is valid under each of the subschemas {valid} (oneOf)")
+
+
 def _canonical(value: Any) -> str:
     # JSON Schema equality: 1 == 1.0, but true != 1 (json.dumps keeps them apart).
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
@@ -131,7 +167,10 @@ def _format_checker() -> jsonschema.FormatChecker:
 
 
 _KEYWORDS = dict(jsonschema.Draft202012Validator.VALIDATORS)
-_KEYWORDS.update({"pattern": _pattern, "patternProperties": _pattern_properties, "uniqueItems": _unique_items})
+_KEYWORDS.update({
+    "pattern": _pattern, "patternProperties": _pattern_properties, "uniqueItems": _unique_items,
+    "anyOf": _any_of, "oneOf": _one_of,
+})
 BoundedValidator: Any = extend(
     jsonschema.Draft202012Validator, {name: _timed(fn) for name, fn in _KEYWORDS.items()}
 )
@@ -147,14 +186,20 @@ def problems_now(schema: Mapping[str, Any], arguments: Any, budget_s: float) -> 
     _deadline.at = time.monotonic() + budget_s
     try:
         validator = BoundedValidator(schema, format_checker=FORMATS)
-        errors = sorted(validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.absolute_path])
+        found = list(itertools.islice(validator.iter_errors(arguments), MAX_PROBLEMS + 1))
+        errors = sorted(found[:MAX_PROBLEMS], key=lambda e: [str(p) for p in e.absolute_path])
     except RecursionError:
         raise BudgetExceeded from None
     finally:
         _deadline.at = None
-    return [_line(error) for error in errors]
+    lines = [_line(error) for error in errors]
+    if len(found) > MAX_PROBLEMS:
+        lines.append(f"arguments: (more problems not listed: the first {MAX_PROBLEMS} are shown)")
+    return lines
 
 
+# Problems reported for one call (the rest are counted as "more"): enough to fix the call.
+MAX_PROBLEMS = 20
 # jsonschema quotes the whole offending value ("[...10,000 items...] is too long"): a problem
 # line goes to the client, the model and the audit log, so it is cut.
 MAX_PROBLEM_CHARS = 300

@@ -153,12 +153,12 @@ def test_ports_are_validated_everywhere(
 async def test_a_flag_that_overrides_the_settings_file_says_so(base: Path) -> None:
     config = copy_example_config(base / "config")
     (config / "sconnect.yaml").write_text("port: 1\nhealth_port: 0\nlimits:\n  idle_timeout: 1h\n")
-    server = subprocess.Popen(
+    server = await trio.to_thread.run_sync(lambda: subprocess.Popen(
         [sys.executable, "-m", "engine", "serve", "--config", str(config), "--state-dir", str(base / "s"),
          "--port", "0", "--limit", "idle_timeout=5m"],
         cwd=REPO, env={**os.environ, "SCONNECT_JWT_SECRET": SECRET}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
-    )
+    ))
     try:
         assert server.stdout is not None and server.stderr is not None
         assert (await trio.to_thread.run_sync(server.stdout.readline)).startswith("ws://127.0.0.1:")

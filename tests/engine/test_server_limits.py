@@ -25,7 +25,8 @@ async def test_a_frame_flood_is_rate_limited_then_closed(start_server, config_di
             # Offers get no answer, so no token comes back: only the time refill (10/s) lets frames in.
             for index in range(2000):
                 try:
-                    await client.send_raw(json.dumps({"type": "tool_list", "id": f"f{index}", "payload": {"tools": []}}))
+                    offer = {"type": "tool_list", "id": f"f{index}", "payload": {"tools": []}}
+                    await client.send_raw(json.dumps(offer))
                 except Exception:
                     break
                 await trio.sleep(0.001)

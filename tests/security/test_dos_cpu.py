@@ -13,9 +13,9 @@ for seconds to hours; the latencies are measured by bench/bench_attacks.py, not 
   `pattern: ^(a+)+$` and calls it with 30 a's and '!'; the call is refused as invalid.
 - test_a_quadratic_unique_items_check_is_linear: `uniqueItems` over 10,000 distinct objects
   (quadratic in jsonschema) is checked, and the call refused for its other problem.
-- test_a_validation_past_its_budget_is_stopped: a schema whose check costs minutes (200
-  failing `anyOf` branches for each of 40,000 items) is stopped at its deadline and the call
-  refused with a message saying so.
+- test_a_validation_past_its_budget_is_stopped: a check that costs seconds (40,000 items,
+  each valid only under the last of 200 `anyOf` branches) is stopped at its deadline and
+  the call refused with a message saying so.
 - test_oversized_and_unsupported_offers_are_refused: a 600 KiB schema (`too_large`), more
   tools than allowed (`too_large`), a lookahead pattern and `unevaluatedProperties`
   (`invalid_message`, with the reason) are refused when offered.
@@ -140,12 +140,12 @@ async def test_a_quadratic_unique_items_check_is_linear(server: RunningServer) -
 
 
 async def test_a_validation_past_its_budget_is_stopped(server: RunningServer) -> None:
-    branches = [{"type": "string", "minLength": length} for length in range(200)]
+    branches = [{"const": value} for value in range(200)]
     schema = {"type": "object", "properties": {"v": {"type": "array", "items": {"anyOf": branches}}}}
 
     async def attack(client: Client) -> AgentResult:
         await offer(client, offered("get_location", schema))
-        return await call_raw(client, "get_location", {"v": [1] * 40_000})
+        return await call_raw(client, "get_location", {"v": [199] * 40_000})
 
     with trio.fail_after(60):
         result, _ = await while_served(server, attack)

@@ -28,7 +28,6 @@ from engine.protocol import AgentAction, AgentResult, new_id
 from engine.server.settings import DATABASE_NAME
 from engine.store import Store
 from tests.engine.conftest import RunningServer
-from tests.security.conftest import reply_to
 
 
 async def test_concurrent_handshakes_cannot_pass_the_per_subject_limit(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
@@ -114,7 +113,7 @@ async def test_the_pending_approval_cap(start_server, config_dir: Path) -> None:
 async def test_approvals_left_pending_by_a_previous_run_are_cancelled(  # type: ignore[no-untyped-def]
     start_server, config_dir: Path, state_dir: Path
 ) -> None:
-    state_dir.mkdir(parents=True)
+    await trio.Path(state_dir).mkdir(parents=True)
     async with await Store.open(state_dir / DATABASE_NAME) as store:
         left = await store.add_pending_action(
             session_id=None, subject="alice", kind="tool", name="shell", arguments={"command": "ls"},
@@ -128,7 +127,7 @@ async def test_approvals_left_pending_by_a_previous_run_are_cancelled(  # type: 
 
 
 async def test_old_sessions_are_pruned(start_server, config_dir: Path, state_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    state_dir.mkdir(parents=True)
+    await trio.Path(state_dir).mkdir(parents=True)
     async with await Store.open(state_dir / DATABASE_NAME) as store:
         await store.create_session("old-one", "alice", "assistant", now=time.time() - 7200)
         await store.append_message("old-one", {"role": "user", "content": "hello"}, now=time.time() - 7200)
@@ -136,7 +135,9 @@ async def test_old_sessions_are_pruned(start_server, config_dir: Path, state_dir
     server: RunningServer = await start_server(config_dir, retention_s=3600, maintenance_interval_s=0.05)
     with trio.fail_after(20):
         async with await Store.open(state_dir / DATABASE_NAME) as store:
-            while await store.get_session("old-one") is not None:
+            while True:  # until the sweep has run
+                if await store.get_session("old-one") is None:
+                    break
                 await trio.sleep(0.05)
             assert await store.get_session("recent") is not None
             assert await store.messages("old-one") == []
