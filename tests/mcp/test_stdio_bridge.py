@@ -134,3 +134,25 @@ async def test_a_refused_token_ends_the_bridge_with_a_reason(start_mcp, config_d
     )
     assert done.returncode == 1 and b"HTTP 401" in done.stderr, done.stderr
     assert done.stdout == b""
+
+
+async def test_an_unreachable_server_is_named(tmp_path: Path) -> None:
+    import subprocess
+
+    env = {**os.environ, "SCONNECT_TOKEN": "x", "PYTHONPATH": str(REPO)}
+    done = await trio.run_process(
+        [sys.executable, "-m", "engine", "mcp", "stdio", "--url", "ws://127.0.0.1:1/ws"], env=env, cwd=REPO,
+        stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False,
+    )
+    assert done.returncode == 1 and b"cannot reach ws://127.0.0.1:1/ws: all attempts" in done.stderr, done.stderr
+
+
+async def test_no_token_is_a_usage_error(tmp_path: Path) -> None:
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "SCONNECT_TOKEN"} | {"PYTHONPATH": str(REPO)}
+    done = await trio.run_process(
+        [sys.executable, "-m", "engine", "mcp", "stdio", "--url", "ws://127.0.0.1:1/ws"], env=env, cwd=REPO,
+        stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False,
+    )
+    assert done.returncode == 2 and b"no token: set SCONNECT_TOKEN or pass --token-file" in done.stderr
