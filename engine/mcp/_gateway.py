@@ -38,7 +38,7 @@ from ..protocol import AgentAction, OfferedTool, ProtocolError, ServerFrame
 from ..server.actions import Caller, Outcome, Snapshot, perform, read, refuse_hidden
 from ..server.hub import Hub
 from . import _convert as convert
-from ._held import HeldCall, HeldCalls, Phase, StillWaiting
+from ._held import HeldCall, HeldCalls, Phase, StillWaiting, describe
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class Gateway:
                 _release_slots(self.hub, requester.slot_key)
 
         async def keepalive(call: HeldCall[Outcome], beat: int) -> None:
-            waiting = convert.describe(StillWaiting(call.action_id, call.phase, call.approver))
+            waiting = describe(StillWaiting(call.action_id, call.phase, call.approver))
             await ctx.session.report_progress(beat, None, waiting)
 
         async def ask_in_band(call: HeldCall[Outcome]) -> None:
@@ -180,7 +180,7 @@ class Gateway:
         level = pending.frame.level if pending is not None else 1
         message, schema = convert.approval_form(call.action_id, name, arguments, level)
         try:
-            answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)  # type: ignore[arg-type]
+            answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
         except Exception as exc:
             log.info("in-band approval of %s not possible (%s): it waits for an answer elsewhere", call.action_id, exc)
             return
