@@ -89,14 +89,16 @@ class HeldCalls(Generic[T]):
         work: Callable[[HeldCall[T]], Awaitable[T]],
         *,
         keepalive: Callable[[HeldCall[T], int], Awaitable[None]],
-        alongside: Callable[[HeldCall[T]], Awaitable[None]] | None = None,
+        alongside: Callable[[HeldCall[T]], Awaitable[bool | None]] | None = None,
     ) -> T | StillWaiting:
         """Attach to the detached call with ``key``, else start ``work``; wait up to the budget.
 
         ``keepalive(call, n)`` runs every ``keepalive_s`` while waiting (progress
         notifications keep the client's request alive); ``alongside(call)`` runs
         while this request waits (an in-band approval) and is cancelled when it
-        stops waiting.  Errors of the work are raised to the waiter that collects them.
+        stops waiting; when it returns True this request stops waiting at once
+        (detached, as if its budget had run out).  Errors of the work are raised to
+        the waiter that collects them.
         """
         call = self.attachable(key)
         if call is not None:
@@ -107,11 +109,17 @@ class HeldCalls(Generic[T]):
                 # A second identical call while the first is still attached runs on its own.
                 self._calls[key] = call
             self.nursery.start_soon(self._work, call, work)
+        waiting = trio.CancelScope(deadline=trio.current_time() + self.budget_s)
+
+        async def side(alongside: Callable[[HeldCall[T]], Awaitable[bool | None]]) -> None:
+            if await alongside(call):
+                waiting.cancel()
+
         try:
             async with trio.open_nursery() as nursery:
                 if alongside is not None:
-                    nursery.start_soon(alongside, call)
-                with trio.move_on_after(self.budget_s):
+                    nursery.start_soon(side, alongside)
+                with waiting:
                     beats = 0
                     while not call.finished.is_set():
                         with trio.move_on_after(self.keepalive_s):
