@@ -50,6 +50,7 @@ PRINCIPAL_SCOPE_KEY = "sconnect.principal"
 # ... and a trio.Event set when the client of that request goes away.
 DISCONNECTED_SCOPE_KEY = "sconnect.disconnected"
 KEEPALIVE_S = 10.0
+_MAX_LISTINGS = 4096
 # The key of our approval form among an input_required result's input requests.
 APPROVAL_INPUT = "sconnect_approval"
 
@@ -88,6 +89,10 @@ class Gateway:
     hub: Hub
     held: HeldCalls[Outcome]
     transport: str = "mcp-http"
+    # tools/list per caller, for the configuration in force (the 2026-07-28 transport also
+    # lists before every tools/call to check Mcp-Param headers): (sub, roles) -> listing.
+    _listings: dict[tuple[str, frozenset[str]], types.ListToolsResult] = attrs.field(factory=dict)
+    _listed_config: Any = None
 
     def server(self) -> Server[Any]:
         from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
@@ -126,12 +131,19 @@ class Gateway:
     ) -> types.ListToolsResult:
         principal = principal_of(ctx)
         snap = Snapshot.of(self.hub)
-        tools = [
-            convert.tool_entry(tool.name, tool.description, tool.parameters)
-            for tool in sorted(snap.config.tools.values(), key=lambda t: t.name)
-            if self._visible(snap, principal, tool.name)
-        ]
-        return types.ListToolsResult(tools=tools)
+        if self._listed_config is not snap.config or len(self._listings) >= _MAX_LISTINGS:
+            self._listings, self._listed_config = {}, snap.config
+        key = (principal.sub, principal.roles)
+        listing = self._listings.get(key)
+        if listing is None:
+            tools = [
+                convert.tool_entry(tool.name, tool.description, tool.parameters)
+                for tool in sorted(snap.config.tools.values(), key=lambda t: t.name)
+                if self._visible(snap, principal, tool.name)
+            ]
+            listing = self._listings[key] = types.ListToolsResult(tools=tools)
+        # A copy: the SDK may fill in fields of the result it is handed.
+        return listing.model_copy()
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams

@@ -154,3 +154,14 @@ async def test_with_tls_mcp_is_https(start_mcp, config_dir: Path, tmp_path: Path
         with pytest.raises(httpx.ConnectError):
             async with httpx.AsyncClient() as untrusting:
                 await untrusting.post(server.mcp, json={})
+
+
+async def test_a_reload_changes_the_listing(start_mcp, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """The per-caller listing is kept for the configuration in force, and only for it."""
+    server: McpServer = await start_mcp(config_dir, reload_interval_s=0.1)
+    with trio.fail_after(30):
+        async with mcp_client(server.mcp, server.token()) as client:
+            assert "failing" not in {t.name for t in (await client.list_tools()).tools}
+            (config_dir / "tools.d" / "failing.yaml").write_text(FAILING)
+            while "failing" not in {t.name for t in (await client.list_tools()).tools}:  # noqa: ASYNC110
+                await trio.sleep(0.05)  # the reload sends MCP clients no event
