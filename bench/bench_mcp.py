@@ -11,7 +11,9 @@ Two servers run side by side as subprocesses, both on hypercorn's Trio worker:
 
 The same client (the SDK's `Client`, in this process) calls each: sequentially on one
 session, then from --clients sessions at once. Prints p50/p99 latency of one
-`tools/call` and calls per second, and the ratios ours/SDK.
+`tools/call` and calls per second, and the ratios ours/SDK. For reference, the same
+call through our own WebSocket protocol (`engine.client`): the difference is what the
+MCP layer costs on top of the engine.
 """
 
 from __future__ import annotations
@@ -115,6 +117,24 @@ async def _calls(
                     raise SystemExit(f"{url}: unexpected result {result}")
 
 
+async def _ws_calls(
+    url: str, token: str | None, mode: str, tool: str, count: int, latencies: list[float],
+    ready: _Countdown, go: trio.Event,
+) -> None:
+    """The same call through our own WebSocket protocol: what the MCP layer adds on top of the engine."""
+    from engine.client import open_client
+
+    async with open_client(url, token) as client:
+        await client.list_tools()
+        await _arrive(ready, go)
+        for i in range(count):
+            started = time.perf_counter()
+            result = await client.call_tool(tool, {"expression": f"{i}+1"})
+            latencies.append(time.perf_counter() - started)
+            if str(result.status) != "ok":
+                raise SystemExit(f"{url}: unexpected result {result}")
+
+
 class _Countdown:
     def __init__(self, count: int) -> None:
         self.count = count
@@ -130,6 +150,7 @@ async def _arrive(ready: _Countdown, go: trio.Event) -> None:
 async def _measure(
     url: str, token: str | None, mode: str, tool: str, calls: int, clients: int
 ) -> dict[str, tuple[float, float, float]]:
+    caller = _ws_calls if url.startswith("ws") else _calls
     found = {}
     for label, sessions in (("sequential", 1), (f"{clients} clients", clients)):
         latencies: list[float] = []
@@ -137,7 +158,7 @@ async def _measure(
         waiting = _Countdown(sessions)
         async with trio.open_nursery() as nursery:
             for _ in range(sessions):
-                nursery.start_soon(_calls, url, token, mode, tool, max(1, calls // sessions), latencies, waiting, go)
+                nursery.start_soon(caller, url, token, mode, tool, max(1, calls // sessions), latencies, waiting, go)
             await go.wait()
             began = time.perf_counter()
         elapsed = time.perf_counter() - began
@@ -145,15 +166,18 @@ async def _measure(
     return found
 
 
-def _start(argv: list[str], env: dict[str, str], prefix: str) -> tuple[subprocess.Popen[str], str]:
+def _start(argv: list[str], env: dict[str, str], prefix: str) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """The process, the line starting with ``prefix`` (prefix removed), and the lines before it."""
     process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert process.stdout is not None
+    before = []
     while True:
         line = process.stdout.readline()
         if not line:
             raise SystemExit(f"{argv[2:4]} did not start")
         if line.startswith(prefix):
-            return process, line.strip().removeprefix(prefix)
+            return process, line.strip().removeprefix(prefix), before
+        before.append(line.strip())
 
 
 def main() -> None:
@@ -179,7 +203,7 @@ def main() -> None:
             shutil.copytree(REPO / name, base / "config" / name)
         (base / "config" / "tools.d" / "echo.yaml").write_text(ECHO)
         env = {**os.environ, "SCONNECT_JWT_SECRET": SECRET, "PYTHONPATH": str(REPO)}
-        ours, ours_url = _start(
+        ours, ours_url, printed = _start(
             [sys.executable, "-m", "engine", "serve", "--port", "0", "--mcp-port", "0", "--config",
              str(base / "config"), "--state-dir", str(base / "state"),
              # A benchmark floods on purpose: let every call run at once, none rate-limited.
@@ -187,7 +211,8 @@ def main() -> None:
             env, "mcp: ",
         )
         processes.append(ours)
-        sdk, sdk_url = _start([sys.executable, __file__, "--serve-sdk"], env, "http://")
+        ws_url = printed[0]
+        sdk, sdk_url, _ = _start([sys.executable, __file__, "--serve-sdk"], env, "http://")
         sdk_url = "http://" + sdk_url
         processes.append(sdk)
         token = jwt.encode({"sub": "bench", "roles": ["user"], "exp": int(time.time()) + 3600}, SECRET, "HS256")
@@ -198,6 +223,7 @@ def main() -> None:
         results = {}
         servers = (
             ("sdk (in-process, no isolation)", sdk_url, None), ("ours (policy, sandbox, audit)", ours_url, token),
+            ("ours over our WebSocket protocol", ws_url, token),
         )
         for label, url, tok in servers:
             trio.run(_measure, url, tok, args.mode, args.tool, 10, 1)  # warm-up
@@ -206,7 +232,7 @@ def main() -> None:
         for label, found in results.items():
             for variant, (p50, p99, rate) in found.items():
                 print(f"{label:34} {variant:12} {p50 * 1000:8.2f} {p99 * 1000:8.2f} {rate:9.1f}")
-        (sdk_label, sdk_found), (ours_label, ours_found) = results.items()
+        sdk_found, ours_found = results[servers[0][0]], results[servers[1][0]]
         for variant in ours_found:
             p50 = ours_found[variant][0] / sdk_found[variant][0]
             rate = ours_found[variant][2] / sdk_found[variant][2]

@@ -68,8 +68,19 @@ def run_stdio(args: argparse.Namespace) -> int:
         body = rejected.body.decode("utf-8", "replace") if rejected.body else ""
         problems.append(f"the server refused the connection (HTTP {rejected.status_code}){': ' + body if body else ''}")
     except* (HandshakeError, OSError) as group:
-        problems.append(f"cannot reach {args.url}: {group.exceptions[0]}")
+        problems.append(f"cannot reach {args.url}: {_reason(group.exceptions[0])}")
     if problems:
         print(f"sconnect mcp: {problems[0]}", file=sys.stderr)
         return 1
     return 0
+
+
+def _reason(exc: BaseException) -> str:
+    """The first cause that says something (a HandshakeError itself is often blank)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen).strip()
+        if text:
+            return text
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__

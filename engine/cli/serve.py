@@ -188,11 +188,15 @@ def _check_exposure(chosen: dict[str, Any]) -> None:
     log.warning("serving %s without TLS (--insecure-public): put a TLS-terminating proxy in front", host)
 
 
-def _check_mcp(chosen: dict[str, Any]) -> None:
+def _check_mcp(chosen: dict[str, Any], roles: frozenset[str]) -> None:
     """MCP needs its optional dependencies; an anonymous role needs MCP on a loopback address."""
-    if chosen.get("mcp_anonymous_role") is not None:
+    role = chosen.get("mcp_anonymous_role")
+    if role is not None:
         from ..mcp._loopback import is_loopback
 
+        if role not in roles:
+            raise UsageError(f"--mcp-anonymous-role: no policy declares the role {role!r} "
+                             f"(declared: {', '.join(sorted(roles))})")
         if chosen.get("mcp_port") is None:
             raise UsageError("--mcp-anonymous-role needs --mcp-port")
         if not is_loopback(chosen["host"]):
@@ -215,10 +219,10 @@ def run(args: argparse.Namespace) -> int:
 
     configure(args.log_format or os.environ.get("SCONNECT_LOG_FORMAT", "text"))
     config_dir = resolve_config_dir(args.config)
-    load_config(config_dir)  # refuse to start on a broken configuration, with every error
+    config = load_config(config_dir)  # refuse to start on a broken configuration, with every error
     chosen = _layers(args, config_dir)
     _check_exposure(chosen)
-    _check_mcp(chosen)
+    _check_mcp(chosen, frozenset(config.roles))
     chosen.pop("insecure_public", None)
     state_dir = Path(chosen.pop("state_dir"))
     from ..toolrun import state_dir_problem

@@ -119,7 +119,7 @@ class Bridge:
             assert call.action_id is not None
             message, schema = convert.approval_form(call.action_id, name, arguments, 1)
             try:
-                answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)  # type: ignore[arg-type]
+                answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
             except Exception as exc:
                 log.info("in-band approval not possible (%s): the action waits for an answer elsewhere", exc)
                 return

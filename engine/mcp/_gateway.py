@@ -8,7 +8,9 @@ This module only translates.
 What a caller sees: ``tools/list`` holds the tools policy lets this caller call,
 below level 3; anything else is answered as an unknown tool (and audited as a
 refused decision).  Approvals: a level-1 action is put to the caller in-band
-(elicitation) when its client can answer, else it waits like a level-2 one, which
+(elicitation on a 2025-11-25 session; on the stateless 2026-07-28 revision, an
+``input_required`` result carrying the same form, answered by the client's retry)
+when its client can answer, else it waits like a level-2 one, which
 only an admin answers (on the WebSocket side, where it shows in ``action_list``
 like any pending action).  While an action waits, the request is held open with
 progress notifications up to ``mcp_approval_wait_s``; past it the client gets a
@@ -22,6 +24,7 @@ leaving) cancels the action: its sandbox is killed, its pending approval closed.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +41,7 @@ from ..protocol import AgentAction, OfferedTool, ProtocolError, ServerFrame
 from ..server.actions import Caller, Outcome, Snapshot, perform, read, refuse_hidden
 from ..server.hub import Hub
 from . import _convert as convert
-from ._held import HeldCall, HeldCalls, Phase, StillWaiting
+from ._held import HeldCall, HeldCalls, Phase, StillWaiting, describe
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,9 @@ PRINCIPAL_SCOPE_KEY = "sconnect.principal"
 # ... and a trio.Event set when the client of that request goes away.
 DISCONNECTED_SCOPE_KEY = "sconnect.disconnected"
 KEEPALIVE_S = 10.0
+_MAX_LISTINGS = 4096
+# The key of our approval form among an input_required result's input requests.
+APPROVAL_INPUT = "sconnect_approval"
 
 
 @attrs.define(eq=False)
@@ -83,9 +89,15 @@ class Gateway:
     hub: Hub
     held: HeldCalls[Outcome]
     transport: str = "mcp-http"
+    # tools/list per caller, for the configuration in force (the 2026-07-28 transport also
+    # lists before every tools/call to check Mcp-Param headers): (sub, roles) -> listing.
+    _listings: dict[tuple[str, frozenset[str]], types.ListToolsResult] = attrs.field(factory=dict)
+    _listed_config: Any = None
 
     def server(self) -> Server[Any]:
-        return Server(
+        from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
+
+        server: Server[Any] = Server(
             "scalytics-connect",
             version=_version(),
             instructions="Tools and resources of Scalytics Connect: every call is decided by policy, "
@@ -96,6 +108,13 @@ class Gateway:
             on_list_resource_templates=self.list_resource_templates,
             on_read_resource=self.read_resource,
         )
+        # The input_required round trip's state is sealed, bound to the subject, and expires.
+        security = RequestStateSecurity(
+            keys=[os.urandom(32)], ttl=max(60.0, self.hub.settings.approval_timeout_s),
+            bind_principal=lambda ctx: principal_of(ctx).sub,
+        )
+        server.middleware.append(RequestStateBoundary(security, default_audience="scalytics-connect"))
+        return server
 
     # --- tools --------------------------------------------------------------------------
 
@@ -112,16 +131,23 @@ class Gateway:
     ) -> types.ListToolsResult:
         principal = principal_of(ctx)
         snap = Snapshot.of(self.hub)
-        tools = [
-            convert.tool_entry(tool.name, tool.description, tool.parameters)
-            for tool in sorted(snap.config.tools.values(), key=lambda t: t.name)
-            if self._visible(snap, principal, tool.name)
-        ]
-        return types.ListToolsResult(tools=tools)
+        if self._listed_config is not snap.config or len(self._listings) >= _MAX_LISTINGS:
+            self._listings, self._listed_config = {}, snap.config
+        key = (principal.sub, principal.roles)
+        listing = self._listings.get(key)
+        if listing is None:
+            tools = [
+                convert.tool_entry(tool.name, tool.description, tool.parameters)
+                for tool in sorted(snap.config.tools.values(), key=lambda t: t.name)
+                if self._visible(snap, principal, tool.name)
+            ]
+            listing = self._listings[key] = types.ListToolsResult(tools=tools)
+        # A copy: the SDK may fill in fields of the result it is handed.
+        return listing.model_copy()
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         principal = principal_of(ctx)
         snap = Snapshot.of(self.hub)
         name, arguments = params.name, params.arguments if params.arguments is not None else {}
@@ -131,6 +157,9 @@ class Gateway:
             await refuse_hidden(Caller(requester, snapshot=snap), name, arguments)
             raise convert.unknown_tool(name)
         key = (principal.sub, name, canonical_json(arguments))
+        # The stateless revision asks by input_required round trips; this request may carry the answer.
+        round_trip = not ctx.session.can_send_request and declares_elicitation(ctx)
+        answered = round_trip and self._take_answer(principal, key, params)
 
         async def work(call: HeldCall[Outcome]) -> Outcome:
             requester = McpRequester(self.hub, principal, context, call)
@@ -143,20 +172,34 @@ class Gateway:
                 _release_slots(self.hub, requester.slot_key)
 
         async def keepalive(call: HeldCall[Outcome], beat: int) -> None:
-            waiting = convert.describe(StillWaiting(call.action_id, call.phase, call.approver))
+            waiting = describe(StillWaiting(call.action_id, call.phase, call.approver))
             await ctx.session.report_progress(beat, None, waiting)
 
-        async def ask_in_band(call: HeldCall[Outcome]) -> None:
+        async def ask_in_band(call: HeldCall[Outcome]) -> bool:
             await call.approval_requested.wait()
-            if call.approver == "user" and can_elicit(ctx):
+            if call.approver != "user":
+                return False
+            if can_elicit(ctx):
                 await self._elicit_approval(ctx, principal, call, name, arguments)
+                return False
+            # Stop waiting and answer input_required, unless this request brought the answer already.
+            return round_trip and not answered and call.action_id in self.hub.approvals.pending
 
-        async def watch(call: HeldCall[Outcome]) -> None:
+        async def watch(call: HeldCall[Outcome]) -> bool:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(ask_in_band, call)
+
+                async def ask() -> None:
+                    if await ask_in_band(call):
+                        release.set()
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(ask)
                 await _client_gone(ctx)
                 # The client left without cancelling: the same as cancelling.
                 leaving.cancel()
+            return release.is_set()
+
+        release = trio.Event()
 
         with trio.CancelScope() as leaving:
             outcome = await self.held.run(key, work, keepalive=keepalive, alongside=watch)
@@ -164,12 +207,46 @@ class Gateway:
             # Nobody reads this: the action was cancelled (and audited) because the client left.
             return convert.call_result("cancelled", {"error": "the client went away"})
         if isinstance(outcome, StillWaiting):
+            if release.is_set() and outcome.action_id is not None:
+                return self._input_required(outcome.action_id, name, arguments)
             return convert.pending_result(outcome)
         if outcome.refusal == "invalid_arguments":
             raise convert.invalid_arguments(name, list(outcome.output.get("problems", [])))
         if outcome.refusal == "unknown_tool":
             raise convert.unknown_tool(name)
         return convert.call_result(str(outcome.status), outcome.output, outcome.reason)
+
+    def _input_required(self, action_id: str, name: str, arguments: Any) -> types.InputRequiredResult:
+        """Ask for the approval in the result; the client retries the call with the answer."""
+        message, schema = convert.approval_form(action_id, name, arguments, 1)
+        form = types.ElicitRequest(params=types.ElicitRequestFormParams(message=message, requested_schema=schema))
+        return types.InputRequiredResult(input_requests={APPROVAL_INPUT: form}, request_state=action_id)
+
+    def _take_answer(self, principal: Principal, key: Any, params: types.CallToolRequestParams) -> bool:
+        """Give the approval a retry carries to the action it was asked for; whether it carried one.
+
+        The answer counts only for the same subject's detached call with the same tool and
+        arguments whose pending action is the one named in the (sealed) request state.
+        """
+        answer = (params.input_responses or {}).get(APPROVAL_INPUT)
+        if not isinstance(answer, types.ElicitResult):
+            return False
+        call = self.held.attachable(key)
+        if call is None or call.action_id is None or call.action_id != params.request_state:
+            return False
+        if answer.action == "accept" and isinstance(answer.content, Mapping):
+            approved = answer.content.get("approve") is True
+        elif answer.action == "decline":
+            approved = False
+        else:
+            return True  # dismissed: it waits for an answer elsewhere, without asking again
+        try:
+            self.hub.approvals.answer(
+                call.action_id, approved, principal.sub, principal.roles, "answered in the MCP client", reply_to=""
+            )
+        except ProtocolError as exc:
+            log.info("in-band answer to %s refused: %s", call.action_id, exc)
+        return True
 
     async def _elicit_approval(
         self, ctx: ServerRequestContext[Any], principal: Principal, call: HeldCall[Outcome], name: str, arguments: Any
@@ -180,7 +257,7 @@ class Gateway:
         level = pending.frame.level if pending is not None else 1
         message, schema = convert.approval_form(call.action_id, name, arguments, level)
         try:
-            answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)  # type: ignore[arg-type]
+            answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
         except Exception as exc:
             log.info("in-band approval of %s not possible (%s): it waits for an answer elsewhere", call.action_id, exc)
             return
@@ -290,9 +367,14 @@ async def _client_gone(ctx: ServerRequestContext[Any]) -> None:
         await trio.sleep_forever()
 
 
-def can_elicit(ctx: ServerRequestContext[Any]) -> bool:
+def declares_elicitation(ctx: ServerRequestContext[Any]) -> bool:
     capabilities = ctx.session.client_capabilities
-    return ctx.session.can_send_request and capabilities is not None and capabilities.elicitation is not None
+    return capabilities is not None and capabilities.elicitation is not None
+
+
+def can_elicit(ctx: ServerRequestContext[Any]) -> bool:
+    """Whether the server can send this client an elicitation request now (a back-channel)."""
+    return ctx.session.can_send_request and declares_elicitation(ctx)
 
 
 def _release_slots(hub: Hub, key: str) -> None:

@@ -12,9 +12,10 @@ Cancellation: a waiter that is cancelled (the client cancelled the request, or w
 away) cancels the work too: its sandbox is killed, its pending approval closed.  A
 waiter whose budget ran out detaches without cancelling anything.
 
-Bounds: at most ``max_detached`` detached calls are remembered; the oldest finished
-ones are forgotten first, and a finished outcome nobody claims is forgotten after
-``keep_s``.
+Bounds: at most ``max_detached`` detached calls are remembered per subject (the first
+part of the key), so one caller cannot push out another's; past it that subject's
+oldest finished ones are forgotten first, then its oldest still waiting are cancelled.
+A finished outcome nobody claims is forgotten after ``keep_s``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class HeldCall(Generic[T]):
     approval_requested: trio.Event = attrs.field(factory=trio.Event)
     # Whether a request is waiting for it right now (only a detached call can be attached to).
     attached: bool = True
+    started_at: float = attrs.field(factory=trio.current_time)
     finished_at: float | None = None
     result: T | None = None
     error: BaseException | None = None
@@ -72,7 +74,7 @@ class HeldCalls(Generic[T]):
     budget_s: float
     keepalive_s: float = 10.0
     keep_s: float = 600.0
-    max_detached: int = 1024
+    max_detached: int = 64
     _calls: dict[Key, HeldCall[T]] = attrs.field(factory=dict)
 
     def attachable(self, key: Key) -> HeldCall[T] | None:
@@ -87,14 +89,16 @@ class HeldCalls(Generic[T]):
         work: Callable[[HeldCall[T]], Awaitable[T]],
         *,
         keepalive: Callable[[HeldCall[T], int], Awaitable[None]],
-        alongside: Callable[[HeldCall[T]], Awaitable[None]] | None = None,
+        alongside: Callable[[HeldCall[T]], Awaitable[bool | None]] | None = None,
     ) -> T | StillWaiting:
         """Attach to the detached call with ``key``, else start ``work``; wait up to the budget.
 
         ``keepalive(call, n)`` runs every ``keepalive_s`` while waiting (progress
         notifications keep the client's request alive); ``alongside(call)`` runs
         while this request waits (an in-band approval) and is cancelled when it
-        stops waiting.  Errors of the work are raised to the waiter that collects them.
+        stops waiting; when it returns True this request stops waiting at once
+        (detached, as if its budget had run out).  Errors of the work are raised to
+        the waiter that collects them.
         """
         call = self.attachable(key)
         if call is not None:
@@ -105,11 +109,17 @@ class HeldCalls(Generic[T]):
                 # A second identical call while the first is still attached runs on its own.
                 self._calls[key] = call
             self.nursery.start_soon(self._work, call, work)
+        waiting = trio.CancelScope(deadline=trio.current_time() + self.budget_s)
+
+        async def side(alongside: Callable[[HeldCall[T]], Awaitable[bool | None]]) -> None:
+            if await alongside(call):
+                waiting.cancel()
+
         try:
             async with trio.open_nursery() as nursery:
                 if alongside is not None:
-                    nursery.start_soon(alongside, call)
-                with trio.move_on_after(self.budget_s):
+                    nursery.start_soon(side, alongside)
+                with waiting:
                     beats = 0
                     while not call.finished.is_set():
                         with trio.move_on_after(self.keepalive_s):
@@ -125,6 +135,7 @@ class HeldCalls(Generic[T]):
             raise
         if not call.finished.is_set():
             call.attached = False
+            self._forget_stale()
             return StillWaiting(call.action_id, call.phase, call.approver)
         self._drop(call)
         if call.error is not None:
@@ -152,13 +163,17 @@ class HeldCalls(Generic[T]):
         for key, call in list(self._calls.items()):
             if not call.attached and call.finished_at is not None and now - call.finished_at > self.keep_s:
                 del self._calls[key]
-        detached = [c for c in self._calls.values() if not c.attached]
-        if len(detached) > self.max_detached:
-            # Finished ones first (oldest first), then the oldest still running: they are cancelled.
-            detached.sort(key=lambda c: (c.finished_at is None, c.finished_at or 0.0))
-            for call in detached[: len(detached) - self.max_detached]:
-                call.scope.cancel()
-                self._drop(call)
+        by_subject: dict[str, list[HeldCall[T]]] = {}
+        for call in self._calls.values():
+            if not call.attached:
+                by_subject.setdefault(call.key[0], []).append(call)
+        for detached in by_subject.values():
+            if len(detached) > self.max_detached:
+                # Finished ones first (oldest first), then the oldest still running: they are cancelled.
+                detached.sort(key=lambda c: (c.finished_at is None, c.finished_at or c.started_at))
+                for call in detached[: len(detached) - self.max_detached]:
+                    call.scope.cancel()
+                    self._drop(call)
 
 
 def describe(waiting: StillWaiting) -> str:

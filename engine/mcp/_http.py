@@ -9,6 +9,8 @@ requests to ``/mcp`` carrying ``Authorization: Bearer <jwt>`` that
 belongs to the subject that opened it: another token presenting its id is refused.
 The SDK checks Host and Origin (DNS rebinding), Content-Type, body size and JSON-RPC.
 
+TLS: with the server's certificate configured (``wss://``), MCP is served as ``https://``.
+
 Graceful stop: ``shutdown`` (a ``trio.Event``) set makes hypercorn stop accepting
 and gives open requests ``grace_s`` to finish before they are cancelled.
 """
@@ -207,6 +209,9 @@ async def serve_mcp(
     config.graceful_timeout = hub.settings.shutdown_grace_s
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    if hub.settings.tls_cert is not None:
+        # The WebSocket's certificate: tokens never cross the network in clear on either door.
+        config.certfile, config.keyfile = str(hub.settings.tls_cert), str(hub.settings.tls_key)
     async with trio.open_nursery() as nursery:
         budget = hub.settings.mcp_approval_wait_s
         # Several keep-alives within the budget, at most every 10 s (proxies cut idle streams).

@@ -76,6 +76,7 @@ async def test_serve_prints_the_mcp_url_serves_it_and_drains_on_sigterm(base: Pa
     (("--host", "0.0.0.0", "--insecure-public", "--mcp-port", "0", "--mcp-anonymous-role", "user"),
      "only a loopback --host may"),
     (("--mcp-anonymous-role", "user"), "--mcp-anonymous-role needs --mcp-port"),
+    (("--mcp-port", "0", "--mcp-anonymous-role", "usr"), "no policy declares the role 'usr' (declared: admin, user)"),
 ])
 def test_an_anonymous_role_is_refused_where_it_is_not_safe(base: Path, flags: tuple[str, ...], message: str) -> None:
     server = _serve(base, *flags)

@@ -122,7 +122,9 @@ async def test_past_the_budget_a_retry_attaches_and_gets_the_outcome_once(start_
     assert len([r for r in query(server.settings.state_dir, kind="execution") if r.target == "echo2"]) == 1
 
 
-async def test_level_1_is_asked_in_band_when_the_client_can_answer(start_mcp, echo_config: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("mode", MODES)
+async def test_level_1_is_asked_in_band_when_the_client_can_answer(start_mcp, echo_config: Path, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """2025-11-25: an elicitation request on the session; 2026-07-28: an input_required round trip."""
     import mcp_types as types
 
     server: McpServer = await start_mcp(echo_config)
@@ -134,7 +136,7 @@ async def test_level_1_is_asked_in_band_when_the_client_can_answer(start_mcp, ec
         return types.ElicitResult(action="accept", content=answer)
 
     with trio.fail_after(30):
-        async with mcp_client(server.mcp, server.token(), elicitation_callback=elicit) as client:
+        async with mcp_client(server.mcp, server.token(), mode=mode, elicitation_callback=elicit) as client:
             yes = await client.call_tool("echo1", {"text": "ok?"})
             answer["approve"] = False
             no = await client.call_tool("echo1", {"text": "not this"})
@@ -166,3 +168,36 @@ async def test_level_1_without_in_band_support_waits_for_the_user_elsewhere(star
                 await same_user.answer(mine[0].action_id, True)
     [result] = outcome
     assert not result.is_error and result.structured_content == {"text": "from chat"}
+
+
+async def test_a_forged_request_state_answers_nothing(start_mcp, echo_config: Path) -> None:  # type: ignore[no-untyped-def]
+    """2026-07-28 by hand: the approval form comes back as input_required; a retry with a made-up state is refused."""
+    import mcp_types as types
+    from mcp.shared.exceptions import MCPError
+
+    server: McpServer = await start_mcp(echo_config)
+
+    async def elicit(context: Any, params: Any) -> types.ElicitResult:  # declares the capability; never called
+        raise AssertionError("the stateless revision has no back-channel")
+
+    yes = {"sconnect_approval": types.ElicitResult(action="accept", content={"approve": True})}
+    with trio.fail_after(30):
+        async with mcp_client(server.mcp, server.token(), mode="2026-07-28", elicitation_callback=elicit) as client:
+            first = await client.session.call_tool("echo1", {"text": "x"}, allow_input_required=True)
+            assert isinstance(first, types.InputRequiredResult)
+            form = first.input_requests["sconnect_approval"]
+            assert "echo1" in form.params.message
+            with pytest.raises(MCPError) as forged:
+                await client.session.call_tool("echo1", {"text": "x"}, input_responses=yes, request_state="forged",
+                                               allow_input_required=True)
+            assert forged.value.error.code == -32602
+            # Nothing was approved by it: the action still waits.
+            assert [a.name for a in (await _list(server)).actions] == ["echo1"]
+            done = await client.session.call_tool("echo1", {"text": "x"}, input_responses=yes,
+                                                  request_state=first.request_state, allow_input_required=True)
+    assert isinstance(done, types.CallToolResult) and not done.is_error and done.structured_content == {"text": "x"}
+
+
+async def _list(server: McpServer) -> Any:
+    async with open_client(server.url, server.token()) as same_user:
+        return await same_user.list_actions()

@@ -162,3 +162,26 @@ async def test_the_anonymous_role_is_refused_on_a_public_address(nursery, state_
     hub: Any = object.__new__(Hub)  # serve_mcp refuses before it touches the hub
     with pytest.raises(ValueError, match="only on a loopback address"):
         await serve_mcp(hub, "0.0.0.0", 0, trio.Event(), anonymous_role="user")
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_session_open_during_all_of_it_carries_on(mcp_server: McpServer, mode: str) -> None:
+    """One well-behaved session stays open while every kind of bad request arrives; it is served after."""
+    init = json.dumps(INIT)
+    with trio.fail_after(60):
+        async with mcp_client(mcp_server.mcp, mcp_server.token("bystander"), mode=mode) as bystander:
+            assert not (await bystander.call_tool("calculator", {"expression": "1+1"})).is_error
+            for body, options in [
+                (init, {"token": None}),
+                (init, {"token": "garbage"}),
+                (init, {"headers": {"Host": "evil.example:80"}}),
+                (init, {"headers": {"Content-Type": "text/plain"}}),
+                ('{"jsonrpc": "2.0", "id": 1, "method": ', {}),
+                (json.dumps({"jsonrpc": "2.0", "id": 3, "method": "nope/nope"}), {}),
+                ("[" * 10_000 + "]" * 10_000, {}),
+                ("x" * (2 * 2**20), {}),
+            ]:
+                response = await _post(mcp_server, body, **options)
+                assert response.status_code >= 400 or "error" in response.text, (body[:40], response.status_code)
+            result = await bystander.call_tool("calculator", {"expression": "2+2"})
+            assert not result.is_error and result.structured_content["result"] == 4

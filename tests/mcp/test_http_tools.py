@@ -134,3 +134,34 @@ async def _execution_recorded(server: McpServer, target: str, outcome: str) -> N
             assert [r.outcome for r in found] == [outcome]
             return
         await trio.sleep(0.02)
+
+
+async def test_with_tls_mcp_is_https(start_mcp, config_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import ssl
+
+    import httpx
+
+    from tests.engine.test_server_limits import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    server: McpServer = await start_mcp(config_dir, tls_cert=cert, tls_key=key)
+    assert server.mcp.startswith("https://127.0.0.1:")
+    with trio.fail_after(30):
+        context = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(verify=context) as http:
+            response = await http.post(server.mcp, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert response.status_code == 401  # TLS works; the gate answers
+        with pytest.raises(httpx.ConnectError):
+            async with httpx.AsyncClient() as untrusting:
+                await untrusting.post(server.mcp, json={})
+
+
+async def test_a_reload_changes_the_listing(start_mcp, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """The per-caller listing is kept for the configuration in force, and only for it."""
+    server: McpServer = await start_mcp(config_dir, reload_interval_s=0.1)
+    with trio.fail_after(30):
+        async with mcp_client(server.mcp, server.token()) as client:
+            assert "failing" not in {t.name for t in (await client.list_tools()).tools}
+            (config_dir / "tools.d" / "failing.yaml").write_text(FAILING)
+            while "failing" not in {t.name for t in (await client.list_tools()).tools}:  # noqa: ASYNC110
+                await trio.sleep(0.05)  # the reload sends MCP clients no event

@@ -134,3 +134,45 @@ async def test_a_refused_token_ends_the_bridge_with_a_reason(start_mcp, config_d
     )
     assert done.returncode == 1 and b"HTTP 401" in done.stderr, done.stderr
     assert done.stdout == b""
+
+
+async def test_an_unreachable_server_is_named(tmp_path: Path) -> None:
+    import subprocess
+
+    env = {**os.environ, "SCONNECT_TOKEN": "x", "PYTHONPATH": str(REPO)}
+    done = await trio.run_process(
+        [sys.executable, "-m", "engine", "mcp", "stdio", "--url", "ws://127.0.0.1:1/ws"], env=env, cwd=REPO,
+        stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False,
+    )
+    assert done.returncode == 1 and b"cannot reach ws://127.0.0.1:1/ws: all attempts" in done.stderr, done.stderr
+
+
+async def test_no_token_is_a_usage_error(tmp_path: Path) -> None:
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "SCONNECT_TOKEN"} | {"PYTHONPATH": str(REPO)}
+    done = await trio.run_process(
+        [sys.executable, "-m", "engine", "mcp", "stdio", "--url", "ws://127.0.0.1:1/ws"], env=env, cwd=REPO,
+        stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False,
+    )
+    assert done.returncode == 2 and b"no token: set SCONNECT_TOKEN or pass --token-file" in done.stderr
+
+
+async def test_level_1_through_the_bridge_is_asked_in_band(start_mcp, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    import mcp_types as types
+
+    (config_dir / "tools.d" / "echo1.yaml").write_text(ECHO2.replace("echo2", "echo1").replace("level 2", "level 1")
+                                                       .replace("permission_level: 2", "permission_level: 1"))
+    server: McpServer = await start_mcp(config_dir, mcp_port=None)
+    asked: list[str] = []
+
+    async def elicit(context: Any, params: Any) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"approve": True})
+
+    with trio.fail_after(60):
+        async with bridged(server, server.token(), elicitation_callback=elicit) as client:
+            result = await client.call_tool("echo1", {"text": "asked"})
+    assert not result.is_error and result.structured_content == {"text": "asked"} and len(asked) == 1
+    [approval] = query(server.settings.state_dir, kind="approval", tool="echo1")
+    assert (approval.outcome, approval.approver) == ("approved", "alice")
