@@ -236,12 +236,13 @@ async def chat(options: ChatOptions, *, stdin_fd: int = 0, out: Any = None) -> i
         session = Chat(output, reader, admin=admin, retries=options.retries)
         async with trio.open_nursery() as nursery:
             await nursery.start(reader.run)
+            nursery.start_soon(reader.watch_interrupts)
             try:
                 code = await session.run(connect, options.agent, options.session_id)
             finally:
                 await reader.close()
                 nursery.cancel_scope.cancel()
-    return 130 if reader.interrupted else code
+    return code
 
 
 def _token_roles(token: str) -> frozenset[str]:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ...suggest import unknown_name
-from ._input import LineReader, TerminalReader
+from ._input import INTERRUPT, LineReader, TerminalReader
 from ._output import Output, shown, shown_body
 from ._render import compact, error_text, short, value_lines
 
@@ -65,6 +65,7 @@ Connect = Callable[[], AbstractAsyncContextManager["Client"]]
 
 def closed_text(code: int | None, reason: str | None, session_id: str) -> str:
     """Why the connection closed, in words, with how to resume ``session_id`` (when there is one)."""
+    session_id = shown(session_id)
     resume = f"; resume later with --session {session_id}" if session_id else ""
     if code in _CLOSE_NORMAL:
         return f"the server closed the connection{resume}"
@@ -172,8 +173,9 @@ class Chat:
                 return 1
             failures += 1
             if failures > self.retries:
+                resume = f"resume later with --session {shown(self.session_id)}"
                 why = closed_text(self._lost_code, self._lost, self.session_id) if self._lost is not None else (
-                    f"cannot reach the server ({shown(last_error)}); resume later with --session {self.session_id}"
+                    f"cannot reach the server ({shown(last_error)}); {resume}"
                 )
                 gave_up = f" (gave up after {self.retries} reconnection attempts)" if self.retries else ""
                 print(f"sconnect chat: {why}{gave_up}", file=sys.stderr)
@@ -201,7 +203,7 @@ class Chat:
             else:
                 state = await self.client.start_session(self.agent)
         except ServerError as exc:
-            verb = f"resume session {wanted}" if wanted else f"start agent {self.agent!r}"
+            verb = f"resume session {shown(wanted)}" if wanted else f"start agent {shown(repr(self.agent))}"
             print(f"sconnect chat: cannot {verb}: [{exc.code}] {shown(exc.message)}", file=sys.stderr)
             return "fatal"
         except (ClientClosed, ConnectionClosed):
@@ -216,7 +218,7 @@ class Chat:
             self._set_busy("", "turn")
         if again:
             self.out.note(
-                "reconnected", f"[connection] reconnected; session {self.session_id} resumed ({self.state})",
+                "reconnected", f"[connection] reconnected; session {shown(self.session_id)} resumed ({self.state})",
                 colour="green", session_id=self.session_id, state=self.state,
             )
             try:
@@ -226,8 +228,8 @@ class Chat:
                 return "lost"
             return "ok"
         self.out.note(
-            "session", f"session {self.session_id} (agent {shown(state.agent)}, {self.state}); "
-            f"resume later with --session {self.session_id}", session_id=self.session_id, state=self.state,
+            "session", f"session {shown(self.session_id)} (agent {shown(state.agent)}, {self.state}); "
+            f"resume later with --session {shown(self.session_id)}", session_id=self.session_id, state=self.state,
         )
         self.out.line(HELP)
         if self.admin:
@@ -561,6 +563,13 @@ class Chat:
                     self.out.end_line()
                     self._over = True
                     return
+                if self.terminal and line == INTERRUPT:
+                    # Ctrl-C at the terminal: stop the turn when one runs, else leave (exit 130).
+                    if self.busy is None or self.busy_kind != "turn":
+                        self.out.end_line()
+                        self.exit_code, self._over = 130, True
+                        return
+                    line = "/stop"
                 if self.lines.echo:
                     if self.pending or self.busy is None:
                         self.out.write(line + "\n")  # after the prompt or the question
@@ -733,7 +742,7 @@ class Chat:
         matches = sorted(action_id for action_id in known if action_id.startswith(given))
         if len(matches) > 1 and given not in matches:
             self.out.line(f"{len(matches)} actions start with {shown(given)!r}: "
-                          f"{', '.join(matches)}; give more of the id")
+                          f"{', '.join(map(shown, matches))}; give more of the id")
             return
         # An id unknown here is sent as typed: the server has the last word (not_found, forbidden, ...).
         action_id = matches[0] if len(matches) == 1 else given
