@@ -727,3 +727,67 @@ async def test_ctrl_c_stops_the_turn_then_leaves(
             assert await chat.process.wait() == 130
     finally:
         await chat.aclose()
+
+
+@attrs.define(eq=False)
+class CuttableProxy:
+    """A TCP forwarder to the server whose connections the test can cut (a network blip)."""
+
+    target_port: int
+    port: int = 0
+    _scopes: list[trio.CancelScope] = attrs.field(factory=list)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._forward, listeners)
+
+    async def _forward(self, client: trio.SocketStream) -> None:
+        async with client, await trio.open_tcp_stream("127.0.0.1", self.target_port) as upstream:
+            with trio.CancelScope() as scope:
+                self._scopes.append(scope)
+
+                async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+                    async for chunk in source:
+                        await sink.send_all(chunk)
+                    scope.cancel()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(pipe, client, upstream)
+                    nursery.start_soon(pipe, upstream, client)
+
+    def cut(self) -> None:
+        """Drop every connection now open (both ends see it closed without a close frame)."""
+        for scope in self._scopes:
+            scope.cancel()
+        self._scopes.clear()
+
+
+async def test_after_a_network_cut_the_chat_asks_again_what_waits(server: RunningServer, nursery: trio.Nursery) -> None:
+    from engine.client import open_client
+    from engine.protocol import AgentResult, ToolCall
+
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    proxy = CuttableProxy(port)
+    await nursery.start(proxy.run)
+    command = _argv(server, token=server.token("root", ("admin",)))
+    command.argv[command.argv.index(server.url)] = server.url.replace(str(port), str(proxy.port))
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token("alice")) as alice:
+            admin = await _open_chat(nursery, command)
+            session_id = (await admin.expect("> ")).split()[1]
+            await alice.send(ToolCall(id="w", name="write_file", arguments={"path": "cut.txt", "content": "x"}))
+            await admin.expect("(requested by alice, a direct tool call) — needs approval by admin: approve? [y/N] ")
+            proxy.cut()
+            await admin.expect("reconnecting in 0.5s (attempt 1 of 5)\n")
+            await admin.expect(f"[connection] reconnected; session {session_id} resumed (active)\n")
+            await admin.expect("[connection] 1 action(s) still wait for your answer\n")
+            await admin.expect("(requested by alice, a direct tool call) — needs approval by admin: approve? [y/N] ")
+            await admin.send("y")
+            await admin.expect("approved\n")
+            result = await alice.next_event_of(AgentResult)
+            assert (result.reply_to, str(result.status)) == ("w", "ok")
+            code, _ = await admin.finish()
+    assert code == 0
+    assert (server.settings.workspace / "cut.txt").read_text() == "x"

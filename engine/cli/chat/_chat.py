@@ -525,7 +525,8 @@ class Chat:
             self.names[item.action_id] = item.name
             self.seen_actions[item.action_id] = item.name
             self._seq += 1
-            foreign = item.session_id != self.session_id or str(item.approver) == "admin"
+            # Level 1 is always this user's own; a level-2 action listed here is another user's.
+            foreign = str(item.approver) == "admin"
             self.pending.append(Asked(action, item.requester if foreign else None, self._seq))
         if self.pending:
             self.out.note("waiting", f"[connection] {len(self.pending)} action(s) still wait for your answer")
