@@ -57,6 +57,10 @@ _CLOSE_TOKEN_EXPIRED = 4001
 _BUSY_STATES = ("processing", "tool_use")
 # Error codes answering an approval that mean: it no longer waits.
 _GONE = ("already_decided", "expired", "not_found")
+# A full server (too many connections) refuses for now: worth another attempt.
+_BUSY_STATUS = (429, 503)
+# A connection that lasted this long resets the count of reconnection attempts.
+STABLE_S = 30.0
 # How often the chat asks whether other users' actions it shows still wait (nobody tells it otherwise).
 FOREIGN_POLL_S = 2.0
 
@@ -155,13 +159,19 @@ class Chat:
                     if attached == "fatal":
                         return 1
                     if attached == "ok":
-                        failures = 0
+                        connected_at = trio.current_time()
                         await self._converse_while_connected()
                         if self._over:
                             return self.exit_code
+                        if trio.current_time() - connected_at >= STABLE_S:
+                            # A connection that held for a while starts a new count: a server
+                            # that drops every connection at once still exhausts the attempts.
+                            failures = 0
             except Refused as exc:
-                print(f"sconnect chat: {rejection(exc.status_code, exc.reason)}", file=sys.stderr)
-                return 1
+                if not self.session_id or exc.status_code not in _BUSY_STATUS:
+                    print(f"sconnect chat: {rejection(exc.status_code, exc.reason)}", file=sys.stderr)
+                    return 1
+                last_error = rejection(exc.status_code, exc.reason)
             except CannotConnect as exc:
                 if not self.session_id:
                     print(f"sconnect chat: {exc}", file=sys.stderr)
