@@ -17,9 +17,9 @@ calling tools and reading resources directly.
     [result] calculator ok
       391
     > run sleep 15
-    [action] shell {"command": "sleep 15"} level 0
+    [action] shell {"command": "sleep 15"} level 2 — needs approval by an admin: waiting for one to answer
     /stop
-    [result] shell cancelled: cancelled while running
+    [result] shell cancelled: cancelled while waiting for approval
     [turn cancelled]
     > /end
     [state] terminated
