@@ -791,3 +791,13 @@ async def test_after_a_network_cut_the_chat_asks_again_what_waits(server: Runnin
             code, _ = await admin.finish()
     assert code == 0
     assert (server.settings.workspace / "cut.txt").read_text() == "x"
+
+
+async def test_a_mistyped_agent_gets_a_suggestion(server: RunningServer) -> None:
+    with trio.fail_after(15):
+        done = await _run_chat(_argv(server, "--agent", "asistant"), "hello\n")
+    assert done.returncode == 1 and done.stdout == b""
+    assert done.stderr.decode() == (
+        "sconnect chat: cannot start agent 'asistant': [not_found] no agent named 'asistant' "
+        "(did you mean 'assistant'? known: assistant, bookkeeper)\n"
+    )
