@@ -348,4 +348,5 @@ def _print_dev_help(settings: ServerSettings, url: str) -> None:
     print(f"user token (alice, 12h):  {user}", flush=True)
     print(f"admin token (root-admin, 12h): {admin}", flush=True)
     print("try:", flush=True)
-    print(f"  sconnect chat --url {shlex.quote(url)} --token {user} --agent assistant", flush=True)
+    # In the environment, not on the command line: a process list shows every argument to every user.
+    print(f"  SCONNECT_TOKEN={user} sconnect chat --url {shlex.quote(url)} --agent assistant", flush=True)

@@ -392,6 +392,11 @@ class Connection:
             await session._set_state(LifecycleState.ACTIVE, reply_to=frame.id)
             return
         live = hub.sessions.get(frame.session_id)
+        if live is not None and live.ending:
+            # Still winding down on the connection it lost (a quick reconnect): taking it over now
+            # would lose it when it leaves the hub; let it end, then resume it from the store.
+            await live.wait_ended()
+            live = None
         record = await hub.store.get_session(frame.session_id)
         if record is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {frame.session_id!r}", reply_to=frame.id)

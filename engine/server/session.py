@@ -93,6 +93,15 @@ class Session:
                 self.conn.hub.run_slots.pop(self.session_id, None)
                 self._done.set()
 
+    @property
+    def ending(self) -> bool:
+        """Stopped or detached: its work is being cancelled and it is about to leave the hub."""
+        return self._done.is_set() or (self._scope is not None and self._scope.cancel_called)
+
+    async def wait_ended(self) -> None:
+        """Until the session has left the hub (its tools dead, its state stored)."""
+        await self._done.wait()
+
     async def detach(self) -> None:
         """The connection is gone: cancel the session's work and wait until its tools are dead."""
         if self._scope is not None:

@@ -370,10 +370,10 @@ async def test_token_expiry_says_to_get_a_new_one(server: RunningServer, nursery
                 )
                 return
             # Expired before the session started: said so, then tried with a longer life.
-            assert errors in (
-                "sconnect chat: the server refused the token (HTTP 401): the token has expired\n",
-                "sconnect chat: your token expired; get a new one\n",
-            )
+            refused = errors.startswith("sconnect chat: the server refused the token (HTTP 401): ")
+            assert (refused and "the token has expired" in errors) or (
+                errors == "sconnect chat: your token expired; get a new one\n"
+            ), errors
             ttl_s *= 2
     pytest.fail("no token outlived the chat's start-up")
 
@@ -625,53 +625,182 @@ async def test_the_chat_gives_up_after_its_reconnection_attempts(
 # --- at a terminal -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("no_color", [False, True])
-async def test_at_a_terminal_lines_are_edited_and_output_coloured(
-    server: RunningServer, nursery: trio.Nursery, no_color: bool
-) -> None:
-    """The chat on a pseudo-terminal: prompt_toolkit reads the lines (editing keys work), colour
-    unless NO_COLOR."""
-    master, slave = os.openpty()
-    env = {**_env(server.token()), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
-    if no_color:
-        env["NO_COLOR"] = "1"
-    argv = [sys.executable, "-m", "engine", "chat", "--url", server.url]
-    process = await trio.lowlevel.open_process(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO)
-    os.close(slave)
-    terminal = trio.lowlevel.FdStream(master)
-    seen = b""
+@attrs.define(eq=False)
+class TerminalChat:
+    """A chat on a pseudo-terminal that is its controlling terminal, as in a real shell."""
 
-    async def expect(text: bytes) -> bytes:
-        nonlocal seen
+    process: trio.Process
+    terminal: trio.lowlevel.FdStream
+    seen: bytes = b""
+
+    @classmethod
+    async def open(cls, server: RunningServer, **env: str) -> TerminalChat:
+        master, slave = os.openpty()
+        argv = [sys.executable, "-m", "engine", "chat", "--url", server.url]
+        process = await trio.lowlevel.open_process(
+            argv, stdin=slave, stdout=slave, stderr=slave, cwd=REPO, start_new_session=True,
+            preexec_fn=_take_terminal,
+            env={**_env(server.token()), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1", **env},
+        )
+        os.close(slave)
+        return cls(process, trio.lowlevel.FdStream(master))
+
+    async def send(self, keys: bytes) -> None:
+        await self.terminal.send_all(keys)
+
+    async def expect(self, text: bytes) -> bytes:
+        """Read until ``text`` appears; what came before it, and it."""
         with trio.move_on_after(15) as waited:
-            while text not in seen:
+            while text not in self.seen:
                 try:
-                    chunk = await terminal.receive_some()
+                    chunk = await self.terminal.receive_some()
                 except OSError:  # EIO: the chat closed the terminal
                     chunk = b""
                 if not chunk:
-                    raise AssertionError(f"the chat ended before printing {text!r}: {seen!r}")
-                seen += chunk
+                    raise AssertionError(f"the chat ended before printing {text!r}: {self.seen!r}")
+                self.seen += chunk
         if waited.cancelled_caught:
-            raise AssertionError(f"no {text!r} within 15 s: {seen!r}")
-        before, seen = seen.split(text, 1)
+            raise AssertionError(f"no {text!r} within 15 s: {self.seen!r}")
+        before, self.seen = self.seen.split(text, 1)
         return before + text
 
+    async def aclose(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        await self.terminal.aclose()
+
+
+def _take_terminal() -> None:
+    """In the child, a session leader: make its stdin (the pty) its controlling terminal."""
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+async def test_at_a_terminal_lines_are_edited_and_output_coloured(server: RunningServer, no_color: bool) -> None:
+    """The chat on a pseudo-terminal: prompt_toolkit reads the lines (editing keys work), colour
+    unless NO_COLOR."""
+    chat = await TerminalChat.open(server, **({"NO_COLOR": "1"} if no_color else {}))
     try:
         with trio.fail_after(30):
-            await expect(b"anything else is a message to the agent\r\n")
+            await chat.expect(b"anything else is a message to the agent\r\n")
             # Typed with a mistake, fixed with backspace: the line as edited is what is sent.
-            await terminal.send_all(b"what is 2+3\x7f2\r")
-            await expect(b"2+2 = 4")
-            await terminal.send_all(b'/call calculator {"expression": "3*3"}\r')
-            shown = await expect(b"result: 9")
+            await chat.send(b"what is 2+3\x7f2\r")
+            await chat.expect(b"2+2 = 4")
+            await chat.send(b'/call calculator {"expression": "3*3"}\r')
+            shown = await chat.expect(b"result: 9")
             assert (b"\x1b[33m[action]\x1b[0m" in shown) is not no_color
             assert (b"\x1b[32m[result] calculator ok\x1b[0m" in shown) is not no_color
-            # Not Ctrl-D here: while prompt_toolkit prints above the prompt the terminal is in cooked
-            # mode for a moment, where the line discipline itself would take a Ctrl-D.
-            await terminal.send_all(b"/quit\r")
-            assert await process.wait() == 0
+            await chat.send(b"/quit\r")
+            assert await chat.process.wait() == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-        await terminal.aclose()
+        await chat.aclose()
+
+
+async def test_ctrl_c_stops_the_turn_then_leaves(
+    start_server: Callable[..., object], config_dir: Path
+) -> None:
+    """Ctrl-C while a tool runs cancels the turn (the tool dies, the session stays); Ctrl-C at an
+    idle prompt leaves with 130."""
+    marker = f"1732.{os.getpid():08d}"
+    (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
+    assistant = config_dir / "agents.d" / "assistant.yaml"
+    text = assistant.read_text().replace("tools: [clock,", "tools: [sleeper, clock,")
+    text = text.replace("  rules:\n", "  rules:\n    - match: 'nap'\n      tool: sleeper\n      answer: rested\n", 1)
+    assistant.write_text(text)
+    server: RunningServer = await start_server(config_dir)  # type: ignore[operator]
+    chat = await TerminalChat.open(server, NO_COLOR="1")
+    try:
+        with trio.fail_after(30):
+            await chat.expect(b"anything else is a message to the agent\r\n")
+            await chat.send(b"take a nap\r")
+            await chat.expect(b"[action] sleeper {} level 0")
+            with trio.fail_after(5):
+                while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
+                    await trio.sleep(0.05)
+            await chat.send(b"\x03")
+            await chat.expect(b"[turn cancelled]")
+            assert processes_with(marker) == []
+            await chat.send(b"what is 2+2\r")
+            await chat.expect(b"2+2 = 4")
+            await chat.send(b"\x03")
+            assert await chat.process.wait() == 130
+    finally:
+        await chat.aclose()
+
+
+@attrs.define(eq=False)
+class CuttableProxy:
+    """A TCP forwarder to the server whose connections the test can cut (a network blip)."""
+
+    target_port: int
+    port: int = 0
+    _scopes: list[trio.CancelScope] = attrs.field(factory=list)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._forward, listeners)
+
+    async def _forward(self, client: trio.SocketStream) -> None:
+        async with client, await trio.open_tcp_stream("127.0.0.1", self.target_port) as upstream:
+            with trio.CancelScope() as scope:
+                self._scopes.append(scope)
+
+                async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+                    async for chunk in source:
+                        await sink.send_all(chunk)
+                    scope.cancel()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(pipe, client, upstream)
+                    nursery.start_soon(pipe, upstream, client)
+
+    def cut(self) -> None:
+        """Drop every connection now open (both ends see it closed without a close frame)."""
+        for scope in self._scopes:
+            scope.cancel()
+        self._scopes.clear()
+
+
+async def test_after_a_network_cut_the_chat_asks_again_what_waits(server: RunningServer, nursery: trio.Nursery) -> None:
+    from engine.client import open_client
+    from engine.protocol import AgentResult, ToolCall
+
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    proxy = CuttableProxy(port)
+    await nursery.start(proxy.run)
+    command = _argv(server, token=server.token("root", ("admin",)))
+    command.argv[command.argv.index(server.url)] = server.url.replace(str(port), str(proxy.port))
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token("alice")) as alice:
+            admin = await _open_chat(nursery, command)
+            session_id = (await admin.expect("> ")).split()[1]
+            await alice.send(ToolCall(id="w", name="write_file", arguments={"path": "cut.txt", "content": "x"}))
+            await admin.expect("(requested by alice, a direct tool call) — needs approval by admin: approve? [y/N] ")
+            proxy.cut()
+            await admin.expect("reconnecting in 0.5s (attempt 1 of 5)\n")
+            await admin.expect(f"[connection] reconnected; session {session_id} resumed (active)\n")
+            await admin.expect("[connection] 1 action(s) still wait for your answer\n")
+            await admin.expect("(requested by alice, a direct tool call) — needs approval by admin: approve? [y/N] ")
+            await admin.send("y")
+            await admin.expect("approved\n")
+            result = await alice.next_event_of(AgentResult)
+            assert (result.reply_to, str(result.status)) == ("w", "ok")
+            code, _ = await admin.finish()
+    assert code == 0
+    assert (server.settings.workspace / "cut.txt").read_text() == "x"
+
+
+async def test_a_mistyped_agent_gets_a_suggestion(server: RunningServer) -> None:
+    with trio.fail_after(15):
+        done = await _run_chat(_argv(server, "--agent", "asistant"), "hello\n")
+    assert done.returncode == 1 and done.stdout == b""
+    assert done.stderr.decode() == (
+        "sconnect chat: cannot start agent 'asistant': [not_found] no agent named 'asistant' "
+        "(did you mean 'assistant'? known: assistant, bookkeeper)\n"
+    )

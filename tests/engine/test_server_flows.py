@@ -539,3 +539,24 @@ async def test_action_list_names_direct_calls_without_a_session(server: RunningS
                 seen = await admin.next_event_of(AgentAction)
                 [listed] = (await admin.list_actions()).actions
                 assert (listed.action_id, listed.session_id, listed.requester) == (seen.action_id, None, "alice")
+
+
+async def test_resuming_a_session_still_winding_down_waits_for_it(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """A client that reconnects at once (as the chat does) while the server is still killing the
+    old connection's tool: the resume waits for the session to wind down, then takes messages."""
+    marker = f"2236.{os.getpid():08d}"
+    _with_sleeper(config_dir, marker)
+    server = await start_server(config_dir)
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token()) as first:
+            sid = (await first.start_session("assistant")).session_id
+            await first.send_message(sid, "take a nap")
+            with trio.fail_after(5):
+                while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
+                    await trio.sleep(0.05)
+        # The first connection is closed; its tool is being killed while we resume.
+        async with open_client(server.url, server.token()) as second:
+            state = await second.resume_session(sid, "assistant")
+            assert (state.session_id, str(state.state)) == (sid, "active")
+            assert processes_with(marker) == []
+            assert (await second.converse(sid, "what is 3+4")).response.content == "3+4 = 7"

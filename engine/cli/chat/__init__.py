@@ -17,9 +17,9 @@ calling tools and reading resources directly.
     [result] calculator ok
       391
     > run sleep 15
-    [action] shell {"command": "sleep 15"} level 0
+    [action] shell {"command": "sleep 15"} level 2 — needs approval by an admin: waiting for one to answer
     /stop
-    [result] shell cancelled: cancelled while running
+    [result] shell cancelled: cancelled while waiting for approval
     [turn cancelled]
     > /end
     [state] terminated
@@ -236,12 +236,13 @@ async def chat(options: ChatOptions, *, stdin_fd: int = 0, out: Any = None) -> i
         session = Chat(output, reader, admin=admin, retries=options.retries)
         async with trio.open_nursery() as nursery:
             await nursery.start(reader.run)
+            nursery.start_soon(reader.watch_interrupts)
             try:
                 code = await session.run(connect, options.agent, options.session_id)
             finally:
                 await reader.close()
                 nursery.cancel_scope.cancel()
-    return 130 if reader.interrupted else code
+    return code
 
 
 def _token_roles(token: str) -> frozenset[str]:

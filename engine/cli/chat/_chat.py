@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ...suggest import unknown_name
-from ._input import LineReader, TerminalReader
+from ._input import INTERRUPT, LineReader, TerminalReader
 from ._output import Output, shown, shown_body
 from ._render import compact, error_text, short, value_lines
 
@@ -57,6 +57,10 @@ _CLOSE_TOKEN_EXPIRED = 4001
 _BUSY_STATES = ("processing", "tool_use")
 # Error codes answering an approval that mean: it no longer waits.
 _GONE = ("already_decided", "expired", "not_found")
+# A full server (too many connections) refuses for now: worth another attempt.
+_BUSY_STATUS = (429, 503)
+# A connection that lasted this long resets the count of reconnection attempts.
+STABLE_S = 30.0
 # How often the chat asks whether other users' actions it shows still wait (nobody tells it otherwise).
 FOREIGN_POLL_S = 2.0
 
@@ -65,6 +69,7 @@ Connect = Callable[[], AbstractAsyncContextManager["Client"]]
 
 def closed_text(code: int | None, reason: str | None, session_id: str) -> str:
     """Why the connection closed, in words, with how to resume ``session_id`` (when there is one)."""
+    session_id = shown(session_id)
     resume = f"; resume later with --session {session_id}" if session_id else ""
     if code in _CLOSE_NORMAL:
         return f"the server closed the connection{resume}"
@@ -154,13 +159,19 @@ class Chat:
                     if attached == "fatal":
                         return 1
                     if attached == "ok":
-                        failures = 0
+                        connected_at = trio.current_time()
                         await self._converse_while_connected()
                         if self._over:
                             return self.exit_code
+                        if trio.current_time() - connected_at >= STABLE_S:
+                            # A connection that held for a while starts a new count: a server
+                            # that drops every connection at once still exhausts the attempts.
+                            failures = 0
             except Refused as exc:
-                print(f"sconnect chat: {rejection(exc.status_code, exc.reason)}", file=sys.stderr)
-                return 1
+                if not self.session_id or exc.status_code not in _BUSY_STATUS:
+                    print(f"sconnect chat: {rejection(exc.status_code, exc.reason)}", file=sys.stderr)
+                    return 1
+                last_error = rejection(exc.status_code, exc.reason)
             except CannotConnect as exc:
                 if not self.session_id:
                     print(f"sconnect chat: {exc}", file=sys.stderr)
@@ -172,8 +183,9 @@ class Chat:
                 return 1
             failures += 1
             if failures > self.retries:
+                resume = f"resume later with --session {shown(self.session_id)}"
                 why = closed_text(self._lost_code, self._lost, self.session_id) if self._lost is not None else (
-                    f"cannot reach the server ({shown(last_error)}); resume later with --session {self.session_id}"
+                    f"cannot reach the server ({shown(last_error)}); {resume}"
                 )
                 gave_up = f" (gave up after {self.retries} reconnection attempts)" if self.retries else ""
                 print(f"sconnect chat: {why}{gave_up}", file=sys.stderr)
@@ -201,7 +213,7 @@ class Chat:
             else:
                 state = await self.client.start_session(self.agent)
         except ServerError as exc:
-            verb = f"resume session {wanted}" if wanted else f"start agent {self.agent!r}"
+            verb = f"resume session {shown(wanted)}" if wanted else f"start agent {shown(repr(self.agent))}"
             print(f"sconnect chat: cannot {verb}: [{exc.code}] {shown(exc.message)}", file=sys.stderr)
             return "fatal"
         except (ClientClosed, ConnectionClosed):
@@ -216,7 +228,7 @@ class Chat:
             self._set_busy("", "turn")
         if again:
             self.out.note(
-                "reconnected", f"[connection] reconnected; session {self.session_id} resumed ({self.state})",
+                "reconnected", f"[connection] reconnected; session {shown(self.session_id)} resumed ({self.state})",
                 colour="green", session_id=self.session_id, state=self.state,
             )
             try:
@@ -226,8 +238,8 @@ class Chat:
                 return "lost"
             return "ok"
         self.out.note(
-            "session", f"session {self.session_id} (agent {shown(state.agent)}, {self.state}); "
-            f"resume later with --session {self.session_id}", session_id=self.session_id, state=self.state,
+            "session", f"session {shown(self.session_id)} (agent {shown(state.agent)}, {self.state}); "
+            f"resume later with --session {shown(self.session_id)}", session_id=self.session_id, state=self.state,
         )
         self.out.line(HELP)
         if self.admin:
@@ -523,7 +535,8 @@ class Chat:
             self.names[item.action_id] = item.name
             self.seen_actions[item.action_id] = item.name
             self._seq += 1
-            foreign = item.session_id != self.session_id or str(item.approver) == "admin"
+            # Level 1 is always this user's own; a level-2 action listed here is another user's.
+            foreign = str(item.approver) == "admin"
             self.pending.append(Asked(action, item.requester if foreign else None, self._seq))
         if self.pending:
             self.out.note("waiting", f"[connection] {len(self.pending)} action(s) still wait for your answer")
@@ -561,6 +574,13 @@ class Chat:
                     self.out.end_line()
                     self._over = True
                     return
+                if self.terminal and line == INTERRUPT:
+                    # Ctrl-C at the terminal: stop the turn when one runs, else leave (exit 130).
+                    if self.busy is None or self.busy_kind != "turn":
+                        self.out.end_line()
+                        self.exit_code, self._over = 130, True
+                        return
+                    line = "/stop"
                 if self.lines.echo:
                     if self.pending or self.busy is None:
                         self.out.write(line + "\n")  # after the prompt or the question
@@ -733,7 +753,7 @@ class Chat:
         matches = sorted(action_id for action_id in known if action_id.startswith(given))
         if len(matches) > 1 and given not in matches:
             self.out.line(f"{len(matches)} actions start with {shown(given)!r}: "
-                          f"{', '.join(matches)}; give more of the id")
+                          f"{', '.join(map(shown, matches))}; give more of the id")
             return
         # An id unknown here is sent as typed: the server has the last word (not_found, forbidden, ...).
         action_id = matches[0] if len(matches) == 1 else given

@@ -28,6 +28,8 @@ from typing import Any
 
 import attrs
 
+# The line a terminal reader hands over for Ctrl-C (never a typed line: typed lines hold no \x03).
+INTERRUPT = "\x03"
 SLASH_COMMANDS = (
     "/call", "/read", "/pending", "/approve", "/deny", "/tools", "/stop", "/end", "/pause", "/resume",
     "/help", "/quit",
@@ -157,13 +159,13 @@ class TerminalReader:
     """Lines typed at a terminal, with editing, history and completion of the slash commands.
 
     Every line is fresh (typed after what came before); nothing is written ahead.
-    End of input is Ctrl-D; Ctrl-C at the prompt ends the chat like it does elsewhere.
+    End of input is Ctrl-D; Ctrl-C is handed over as :data:`INTERRUPT` (the chat stops
+    the running turn, or leaves when none runs).
     """
 
     echo: bool = False
     _lines: deque[str] = attrs.field(factory=deque)
     _eof: bool = False
-    interrupted: bool = False
     _message: str = "> "
     _session: Any = None
     _changed: Any = None
@@ -208,8 +210,7 @@ class TerminalReader:
             except EOFError:
                 line = None
             except KeyboardInterrupt:
-                self.interrupted = True
-                line = None
+                line = INTERRUPT
             try:
                 trio.from_thread.run_sync(self._deliver, line, trio_token=token)
             except trio.RunFinishedError:
@@ -226,6 +227,17 @@ class TerminalReader:
             self._lines.append(line)
         self._changed.set()
         self._changed = trio.Event()
+
+    async def watch_interrupts(self) -> None:
+        """SIGINT as Ctrl-C: while prompt_toolkit prints above the prompt the terminal is briefly
+        in cooked mode, where Ctrl-C is a signal rather than a key; both mean :data:`INTERRUPT`."""
+        import signal
+
+        import trio
+
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            async for _ in signals:
+                self._deliver(INTERRUPT)
 
     async def close(self) -> None:
         """End the prompt (the terminal is restored) and wait, briefly, for its thread to finish."""

@@ -76,4 +76,4 @@ def error_text(output: Any) -> str:
 
 def short(identifier: str | None) -> str:
     """The first 8 characters of an id: enough to name it in /approve, short enough to read."""
-    return (identifier or "")[:8]
+    return shown((identifier or "")[:8])
