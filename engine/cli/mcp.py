@@ -55,18 +55,19 @@ def run_stdio(args: argparse.Namespace) -> int:
     from functools import partial
 
     import trio
-    from trio_websocket import ConnectionRejected, HandshakeError
+    from trio_websocket import HandshakeError
 
+    from ..client import CannotConnect, Refused
     from ..mcp._bridge import run_bridge
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="sconnect mcp: %(message)s")
     problems: list[str] = []
     try:
         trio.run(partial(run_bridge, args.url, token, budget_s=budget_s))
-    except* ConnectionRejected as group:
-        rejected: Any = group.exceptions[0]
-        body = rejected.body.decode("utf-8", "replace") if rejected.body else ""
-        problems.append(f"the server refused the connection (HTTP {rejected.status_code}){': ' + body if body else ''}")
+    except* Refused as group:
+        problems.append(f"the server refused the connection ({group.exceptions[0]})")
+    except* CannotConnect as group:
+        problems.append(str(group.exceptions[0]))
     except* (HandshakeError, OSError) as group:
         problems.append(f"cannot reach {args.url}: {_reason(group.exceptions[0])}")
     if problems:

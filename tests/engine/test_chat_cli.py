@@ -793,7 +793,7 @@ async def test_after_a_network_cut_the_chat_asks_again_what_waits(server: Runnin
             assert (result.reply_to, str(result.status)) == ("w", "ok")
             code, _ = await admin.finish()
     assert code == 0
-    assert (server.settings.workspace / "cut.txt").read_text() == "x"
+    assert (subject_workspace(server.settings.workspace, "alice") / "cut.txt").read_text() == "x"
 
 
 async def test_a_mistyped_agent_gets_a_suggestion(server: RunningServer) -> None:
