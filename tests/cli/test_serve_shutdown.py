@@ -15,7 +15,7 @@ import trio
 from engine.audit import query, verify
 from engine.client import open_client
 from engine.protocol import AgentAction, ToolCall
-from tests.conftest import REPO, processes_with
+from tests.conftest import REPO, processes_with, sleep_marker
 from tests.engine.conftest import SLEEPER, copy_example_config
 
 SECRET = "shutdown-test-secret-0123456789abcdef0123456789"
@@ -28,7 +28,7 @@ async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
     os.chmod(base, 0o711)
     try:
         config = copy_example_config(base / "config")
-        marker = "4669.2016"
+        marker = sleep_marker()
         (config / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
         state = base / "state"
         env = {**os.environ, "SCONNECT_JWT_SECRET": SECRET}

@@ -15,7 +15,7 @@ from engine.canonical import keyed_digest
 from engine.client import ClientClosed, ServerError, open_client
 from engine.protocol import AgentAction, AgentResult, OfferedTool
 from engine.toolrun import subject_workspace
-from tests.conftest import processes_with
+from tests.conftest import processes_with, sleep_marker
 from tests.engine.conftest import SLEEPER, RunningServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
@@ -179,7 +179,7 @@ async def test_level_3_is_refused(server: RunningServer) -> None:
 
 
 async def test_stop_during_a_running_tool_leaves_no_process(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    marker = "3141.5926"
+    marker = sleep_marker()
     (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
     assistant = config_dir / "agents.d" / "assistant.yaml"
     text = assistant.read_text().replace("tools: [clock,", "tools: [sleeper, clock,")
@@ -215,7 +215,7 @@ async def test_stop_during_a_running_tool_leaves_no_process(start_server, config
 
 
 async def test_closing_the_connection_kills_its_tools(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    marker = "2718.2818"
+    marker = sleep_marker()
     (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
     server = await start_server(config_dir)
     with trio.fail_after(20):
