@@ -57,7 +57,7 @@ def run_stdio(args: argparse.Namespace) -> int:
     import trio
     from trio_websocket import ConnectionRejected, HandshakeError
 
-    from ..mcp._bridge import run_bridge
+    from ..mcp._bridge import BridgeClosed, run_bridge
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="sconnect mcp: %(message)s")
     problems: list[str] = []
@@ -67,6 +67,8 @@ def run_stdio(args: argparse.Namespace) -> int:
         rejected: Any = group.exceptions[0]
         body = rejected.body.decode("utf-8", "replace") if rejected.body else ""
         problems.append(f"the server refused the connection (HTTP {rejected.status_code}){': ' + body if body else ''}")
+    except* BridgeClosed as group:
+        problems.append(str(group.exceptions[0]))
     except* (HandshakeError, OSError) as group:
         problems.append(f"cannot reach {args.url}: {_reason(group.exceptions[0])}")
     if problems:
