@@ -58,7 +58,7 @@ def run_stdio(args: argparse.Namespace) -> int:
     from trio_websocket import HandshakeError
 
     from ..client import CannotConnect, Refused
-    from ..mcp._bridge import run_bridge
+    from ..mcp._bridge import BridgeClosed, run_bridge
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="sconnect mcp: %(message)s")
     problems: list[str] = []
@@ -66,7 +66,7 @@ def run_stdio(args: argparse.Namespace) -> int:
         trio.run(partial(run_bridge, args.url, token, budget_s=budget_s))
     except* Refused as group:
         problems.append(f"the server refused the connection ({group.exceptions[0]})")
-    except* CannotConnect as group:
+    except* (CannotConnect, BridgeClosed) as group:
         problems.append(str(group.exceptions[0]))
     except* (HandshakeError, OSError) as group:
         problems.append(f"cannot reach {args.url}: {_reason(group.exceptions[0])}")

@@ -18,6 +18,7 @@ identical retry attaches (:mod:`engine.mcp._held`).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -190,20 +191,85 @@ class Bridge:
         return convert.resource_contents(response.uri, response.mime_type, data)
 
 
-async def _drain_events(client: Client) -> None:
-    """The shared connection's unsolicited frames (tool lists after a reload, ...) are not needed here."""
-    async for _frame in client.events():
+# One JSON-RPC message per line; a longer line is a client error, not a reason to grow without bound.
+MAX_LINE_BYTES = 16 * 2**20
+
+
+class _Lines:
+    """stdin as lines, read by Trio itself (cancellable, unlike a worker thread blocked in read())."""
+
+    def __init__(self, stream: trio.lowlevel.FdStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> str:
+        while (end := self._buffer.find(b"\n")) < 0:
+            if len(self._buffer) > MAX_LINE_BYTES:
+                raise BridgeClosed(f"a line on stdin is longer than {MAX_LINE_BYTES} bytes")
+            chunk = await self._stream.receive_some(65536)
+            if not chunk:
+                if not self._buffer:
+                    raise StopAsyncIteration
+                end = len(self._buffer)
+                self._buffer.extend(b"\n")
+                break
+            self._buffer.extend(chunk)
+        line = bytes(self._buffer[: end + 1])
+        del self._buffer[: end + 1]
+        return line.decode("utf-8", "replace")
+
+
+class _Out:
+    """stdout for the SDK's stdio transport, written by Trio."""
+
+    def __init__(self, stream: trio.lowlevel.FdStream) -> None:
+        self._stream = stream
+
+    async def write(self, text: str) -> None:
+        await self._stream.send_all(text.encode("utf-8"))
+
+    async def flush(self) -> None:
         pass
 
 
+class BridgeClosed(Exception):
+    """The server closed the bridge's connection (token expired, server stopping, ...)."""
+
+
+async def _follow(client: Client, closed: list[str]) -> None:
+    """Read the shared connection's unsolicited frames (not needed here) until it closes."""
+    async for _frame in client.events():
+        pass
+    code = client.ws.closed.code if client.ws.closed is not None else None
+    reason = client.ws.closed.reason if client.ws.closed is not None else None
+    closed.append(f"the server closed the connection ({code}{': ' + reason if reason else ''})")
+
+
 async def run_bridge(url: str, token: str, *, budget_s: float = 50.0) -> None:
-    """Serve MCP on stdin/stdout until stdin closes; raises what connecting to ``url`` raises."""
+    """Serve MCP on stdin/stdout until stdin closes; raises what connecting to ``url`` raises.
+
+    Raises :class:`BridgeClosed` when the server closes the connection (a token that
+    expired, a server that stops): the client then sees the bridge go, not a string of
+    failing calls.
+    """
     from mcp.server.stdio import stdio_server
 
+    closed: list[str] = []
     async with open_client(url, token) as client, trio.open_nursery() as nursery:
-        nursery.start_soon(_drain_events, client)
         held: HeldCalls[Answer] = HeldCalls(nursery, budget_s=budget_s, keepalive_s=min(10.0, budget_s / 4))
         server = Bridge(url, token, client, held).server()
-        async with stdio_server() as (read, write):
+
+        async def follow() -> None:
+            await _follow(client, closed)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(follow)
+        stdin, stdout = trio.lowlevel.FdStream(os.dup(0)), trio.lowlevel.FdStream(os.dup(1))
+        async with stdin, stdout, stdio_server(_Lines(stdin), _Out(stdout)) as (read, write):  # type: ignore[arg-type]
             await server.run(read, write, server.create_initialization_options())
         nursery.cancel_scope.cancel()
+    if closed:
+        raise BridgeClosed(closed[0])

@@ -73,7 +73,8 @@ class AuthGate:
             await self._refuse(scope, send, exc)
             return
         session = _header(headers, b"mcp-session-id")
-        if session is not None and self.sessions.get(session, principal.sub) != principal.sub:
+        # Fail closed: a session id we did not see opened (or have forgotten) is nobody's.
+        if session is not None and self.sessions.get(session) != principal.sub:
             await _json(send, 404, {"code": "not_found", "message": "no such MCP session for this subject"})
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal

@@ -53,6 +53,7 @@ class McpServer:
     url: str  # the WebSocket endpoint
     mcp: str  # http://127.0.0.1:PORT/mcp ("" when the MCP listener is off)
     settings: ServerSettings
+    handle: Any = None  # engine.server.app.ServerHandle: .stop() begins a graceful stop
 
     def token(self, sub: str = "alice", roles: tuple[str, ...] = ("user",), ttl_s: float = 600) -> str:
         return issue(self.settings.auth, sub, list(roles), ttl_s)
@@ -65,7 +66,7 @@ def start_mcp(nursery: trio.Nursery, state_dir: Path) -> Callable[..., Any]:  # 
         settings = ServerSettings(config_dir=config, state_dir=state_dir, **options)
         handle = await nursery.start(serve, settings)
         assert (handle.mcp is None) == (settings.mcp_port is None)
-        return McpServer(handle.websocket, handle.mcp or "", settings)
+        return McpServer(handle.websocket, handle.mcp or "", settings, handle)
 
     return start
 

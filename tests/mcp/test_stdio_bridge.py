@@ -178,3 +178,31 @@ async def test_level_1_through_the_bridge_is_asked_in_band(start_mcp, config_dir
     assert not result.is_error and result.structured_content == {"text": "asked"} and len(asked) == 1
     [approval] = query(server.settings.state_dir, kind="approval", tool="echo1")
     assert (approval.outcome, approval.approver) == ("approved", "alice")
+
+
+async def test_the_bridge_ends_when_the_server_closes_its_connection(start_mcp, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """A server that stops (or a token that expires) ends the bridge with the reason, stdin still open."""
+    import json
+    import subprocess
+
+    server: McpServer = await start_mcp(config_dir, mcp_port=None, shutdown_grace_s=0.5)
+    env = {**os.environ, "SCONNECT_TOKEN": server.token(), "PYTHONPATH": str(REPO)}
+    with trio.fail_after(60):
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "engine", "mcp", "stdio", "--url", server.url], env=env, cwd=REPO,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        try:
+            assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+            ping = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+            await process.stdin.send_all(json.dumps(ping).encode() + b"\n")
+            answer = await process.stdout.receive_some(65536)  # the bridge is connected and serving
+            assert b'"id":1' in answer.replace(b" ", b"")
+            server.handle.stop()
+            code = await process.wait()
+            err = await process.stderr.receive_some(4096)
+        finally:
+            if process.returncode is None:
+                process.kill()
+    assert code == 1 and b"the server closed the connection (1001: server shutting down)" in err, err
