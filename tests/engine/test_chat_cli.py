@@ -736,6 +736,8 @@ class CuttableProxy:
     target_port: int
     port: int = 0
     _scopes: list[trio.CancelScope] = attrs.field(factory=list)
+    # Set: the connections open now stop forwarding but stay open (a silent network).
+    _frozen: list[trio.Event] = attrs.field(factory=list)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -747,15 +749,25 @@ class CuttableProxy:
         async with client, await trio.open_tcp_stream("127.0.0.1", self.target_port) as upstream:
             with trio.CancelScope() as scope:
                 self._scopes.append(scope)
+                frozen = trio.Event()
+                self._frozen.append(frozen)
 
                 async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
                     async for chunk in source:
+                        if frozen.is_set():
+                            continue  # swallowed: nothing gets through, nothing is closed
                         await sink.send_all(chunk)
                     scope.cancel()
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(pipe, client, upstream)
                     nursery.start_soon(pipe, upstream, client)
+
+    def freeze(self) -> None:
+        """The connections open now go silent in both directions, without closing."""
+        for frozen in self._frozen:
+            frozen.set()
+        self._frozen.clear()
 
     def cut(self) -> None:
         """Drop every connection now open (both ends see it closed without a close frame)."""
@@ -801,3 +813,25 @@ async def test_a_mistyped_agent_gets_a_suggestion(server: RunningServer) -> None
         "sconnect chat: cannot start agent 'asistant': [not_found] no agent named 'asistant' "
         "(did you mean 'assistant'? known: assistant, bookkeeper)\n"
     )
+
+
+async def test_a_connection_gone_silent_is_noticed_by_its_pings(server: RunningServer, nursery: trio.Nursery) -> None:
+    """The network stops carrying anything, TCP stays open: the chat's unanswered ping ends the
+    connection and it reconnects, resuming its session."""
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    proxy = CuttableProxy(port)
+    await nursery.start(proxy.run)
+    command = _argv(server, "--keepalive", "0.5")
+    command.argv[command.argv.index(server.url)] = server.url.replace(str(port), str(proxy.port))
+    with trio.fail_after(30):
+        chat = await _open_chat(nursery, command)
+        session_id = (await chat.expect("> ")).split()[1]
+        proxy.freeze()
+        await chat.expect(
+            "[connection] the connection was lost (the server did not answer a ping within 0.5s); reconnecting in 0.5s"
+        )
+        await chat.expect(f"[connection] reconnected; session {session_id} resumed (active)\n")
+        await chat.send("what is 4*5")
+        await chat.expect("4*5 = 20\n")
+        code, _ = await chat.finish()
+    assert code == 0
