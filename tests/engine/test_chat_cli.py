@@ -15,8 +15,9 @@ import trio
 
 from engine.auth import AuthSettings, issue
 from engine.server import ServerSettings, serve
-from tests.conftest import REPO, processes_with
+from tests.conftest import REPO
 from tests.engine.conftest import SECRET, SLEEPER, RunningServer
+from tests.engine.processes import unique_marker, until_gone, until_running
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
@@ -290,7 +291,7 @@ async def test_approval_takes_only_yes_or_no(server: RunningServer) -> None:
 async def test_commands_act_while_a_tool_runs(
     start_server: Callable[..., object], config_dir: Path, nursery: trio.Nursery
 ) -> None:
-    marker = f"1414.{os.getpid():08d}"  # unique per test run: concurrent runs must not see each other's sleeper
+    marker = unique_marker("1414")
     (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
     assistant = config_dir / "agents.d" / "assistant.yaml"
     text = assistant.read_text().replace("tools: [clock,", "tools: [sleeper, clock,")
@@ -302,9 +303,7 @@ async def test_commands_act_while_a_tool_runs(
         await chat.expect("> ")
         await chat.send("take a nap")
         await chat.expect("[action] sleeper {} level 0\n")
-        with trio.fail_after(5):
-            while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
-                await trio.sleep(0.05)
+        await until_running(marker)
         # A message is not sent while the turn runs; the server refuses to pause a busy session.
         await chat.send("what is 2+2")
         await chat.expect("a turn is running; wait for the answer or /stop it\n")
@@ -316,14 +315,14 @@ async def test_commands_act_while_a_tool_runs(
         await chat.send("/stop")
         stopped = await chat.expect("[turn cancelled]\n")
         assert "[result] sleeper cancelled: cancelled while running\n" in stopped
-        assert processes_with(marker) == []
+        await until_gone(marker)
         await chat.send("what is 2+2")
         await chat.expect("2+2 = 4\n> ")
         await chat.send("/end")
         await chat.expect("[state] terminated\nthe session is over\n")
         code, rest = await chat.finish()
     assert code == 0 and "rested" not in rest
-    assert processes_with(marker) == []
+    await until_gone(marker)
 
 
 async def test_stop_when_idle_says_no_turn_runs(server: RunningServer) -> None:
@@ -702,7 +701,7 @@ async def test_ctrl_c_stops_the_turn_then_leaves(
 ) -> None:
     """Ctrl-C while a tool runs cancels the turn (the tool dies, the session stays); Ctrl-C at an
     idle prompt leaves with 130."""
-    marker = f"1732.{os.getpid():08d}"
+    marker = unique_marker("1732")
     (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
     assistant = config_dir / "agents.d" / "assistant.yaml"
     text = assistant.read_text().replace("tools: [clock,", "tools: [sleeper, clock,")
@@ -715,12 +714,10 @@ async def test_ctrl_c_stops_the_turn_then_leaves(
             await chat.expect(b"anything else is a message to the agent\r\n")
             await chat.send(b"take a nap\r")
             await chat.expect(b"[action] sleeper {} level 0")
-            with trio.fail_after(5):
-                while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
-                    await trio.sleep(0.05)
+            await until_running(marker)
             await chat.send(b"\x03")
             await chat.expect(b"[turn cancelled]")
-            assert processes_with(marker) == []
+            await until_gone(marker)
             await chat.send(b"what is 2+2\r")
             await chat.expect(b"2+2 = 4")
             await chat.send(b"\x03")
