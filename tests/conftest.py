@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from pathlib import Path
 
@@ -23,15 +22,6 @@ def processes_with(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
-
-
-def sleep_marker() -> str:
-    """A `sleep` duration (over 1,000 s) unique to this call, to find its process in /proc.
-
-    Fixed markers collided when two test runs shared the machine: one run's sleeper
-    looked like the other's leftover.
-    """
-    return f"{1000 + secrets.randbelow(9000)}.{secrets.randbelow(10**9):09d}"
 
 
 @pytest.fixture

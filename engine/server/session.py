@@ -13,8 +13,9 @@ reported, for a stop).  ``cancel`` cancels only the running turn, in its own
 cancel scope: its tools are killed and its pending approvals cancelled (each
 reported as an ``agent_result`` with status ``cancelled``), then the turn ends
 with an ``agent_response`` marked ``cancelled`` and the session is ``active``
-again, which answers the ``cancel``.  A client that reconnects while the session is still
-live takes it over, pending approvals included.  History and state are
+again, which answers the ``cancel``.  A client that reconnects while the
+session is still live takes it over, pending approvals included (one that
+comes back while the session is still winding down waits for it to end).  History and state are
 persisted in the store, so a later ``agent_connect`` with the session id
 resumes it.
 """
@@ -189,7 +190,10 @@ class Session:
         reply_to, self._cancel_reply = self._cancel_reply, None
         # Shielded: a stop or a closed connection arriving now must not leave the history half-written.
         with trio.move_on_after(2, shield=True):
+            answered = {m.get("tool_call_id") for m in self.history if m.get("role") == "tool"}
             for call_id, name in unanswered.items():
+                if call_id in answered:
+                    continue  # remembered just before the cancel reached the turn
                 await self._remember({
                     "role": "tool", "tool_call_id": call_id, "name": name,
                     "content": '{"status": "cancelled", "output": {"error": "the user cancelled the turn"}}',

@@ -15,8 +15,9 @@ import trio
 from engine.audit import query, verify
 from engine.client import open_client
 from engine.protocol import AgentAction, ToolCall
-from tests.conftest import REPO, processes_with, sleep_marker
+from tests.conftest import REPO, processes_with
 from tests.engine.conftest import SLEEPER, copy_example_config
+from tests.engine.processes import unique_marker
 
 SECRET = "shutdown-test-secret-0123456789abcdef0123456789"
 
@@ -28,7 +29,7 @@ async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
     os.chmod(base, 0o711)
     try:
         config = copy_example_config(base / "config")
-        marker = sleep_marker()
+        marker = unique_marker("4669")
         (config / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
         state = base / "state"
         env = {**os.environ, "SCONNECT_JWT_SECRET": SECRET}

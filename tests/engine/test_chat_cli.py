@@ -17,8 +17,9 @@ import sandbox
 from engine.auth import AuthSettings, issue
 from engine.server import ServerSettings, serve
 from engine.toolrun import subject_workspace
-from tests.conftest import REPO, processes_with
+from tests.conftest import REPO
 from tests.engine.conftest import SECRET, SLEEPER, RunningServer
+from tests.engine.processes import unique_marker, until_gone, until_running
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
@@ -292,7 +293,7 @@ async def test_approval_takes_only_yes_or_no(server: RunningServer) -> None:
 async def test_commands_act_while_a_tool_runs(
     start_server: Callable[..., object], config_dir: Path, nursery: trio.Nursery
 ) -> None:
-    marker = f"1414.{os.getpid():08d}"  # unique per test run: concurrent runs must not see each other's sleeper
+    marker = unique_marker("1414")
     (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
     assistant = config_dir / "agents.d" / "assistant.yaml"
     text = assistant.read_text().replace("tools: [clock,", "tools: [sleeper, clock,")
@@ -304,9 +305,7 @@ async def test_commands_act_while_a_tool_runs(
         await chat.expect("> ")
         await chat.send("take a nap")
         await chat.expect("[action] sleeper {} level 0\n")
-        with trio.fail_after(5):
-            while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
-                await trio.sleep(0.05)
+        await until_running(marker)
         # A message is not sent while the turn runs; the server refuses to pause a busy session.
         await chat.send("what is 2+2")
         await chat.expect("a turn is running; wait for the answer or /stop it\n")
@@ -318,14 +317,14 @@ async def test_commands_act_while_a_tool_runs(
         await chat.send("/stop")
         stopped = await chat.expect("[turn cancelled]\n")
         assert "[result] sleeper cancelled: cancelled while running\n" in stopped
-        assert processes_with(marker) == []
+        await until_gone(marker)
         await chat.send("what is 2+2")
         await chat.expect("2+2 = 4\n> ")
         await chat.send("/end")
         await chat.expect("[state] terminated\nthe session is over\n")
         code, rest = await chat.finish()
     assert code == 0 and "rested" not in rest
-    assert processes_with(marker) == []
+    await until_gone(marker)
 
 
 async def test_stop_when_idle_says_no_turn_runs(server: RunningServer) -> None:
@@ -705,7 +704,7 @@ async def test_ctrl_c_stops_the_turn_then_leaves(
 ) -> None:
     """Ctrl-C while a tool runs cancels the turn (the tool dies, the session stays); Ctrl-C at an
     idle prompt leaves with 130."""
-    marker = f"1732.{os.getpid():08d}"
+    marker = unique_marker("1732")
     (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
     assistant = config_dir / "agents.d" / "assistant.yaml"
     text = assistant.read_text().replace("tools: [clock,", "tools: [sleeper, clock,")
@@ -718,12 +717,10 @@ async def test_ctrl_c_stops_the_turn_then_leaves(
             await chat.expect(b"anything else is a message to the agent\r\n")
             await chat.send(b"take a nap\r")
             await chat.expect(b"[action] sleeper {} level 0")
-            with trio.fail_after(5):
-                while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
-                    await trio.sleep(0.05)
+            await until_running(marker)
             await chat.send(b"\x03")
             await chat.expect(b"[turn cancelled]")
-            assert processes_with(marker) == []
+            await until_gone(marker)
             await chat.send(b"what is 2+2\r")
             await chat.expect(b"2+2 = 4")
             await chat.send(b"\x03")
@@ -739,6 +736,8 @@ class CuttableProxy:
     target_port: int
     port: int = 0
     _scopes: list[trio.CancelScope] = attrs.field(factory=list)
+    # Set: the connections open now stop forwarding but stay open (a silent network).
+    _frozen: list[trio.Event] = attrs.field(factory=list)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -750,15 +749,25 @@ class CuttableProxy:
         async with client, await trio.open_tcp_stream("127.0.0.1", self.target_port) as upstream:
             with trio.CancelScope() as scope:
                 self._scopes.append(scope)
+                frozen = trio.Event()
+                self._frozen.append(frozen)
 
                 async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
                     async for chunk in source:
+                        if frozen.is_set():
+                            continue  # swallowed: nothing gets through, nothing is closed
                         await sink.send_all(chunk)
                     scope.cancel()
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(pipe, client, upstream)
                     nursery.start_soon(pipe, upstream, client)
+
+    def freeze(self) -> None:
+        """The connections open now go silent in both directions, without closing."""
+        for frozen in self._frozen:
+            frozen.set()
+        self._frozen.clear()
 
     def cut(self) -> None:
         """Drop every connection now open (both ends see it closed without a close frame)."""
@@ -804,3 +813,25 @@ async def test_a_mistyped_agent_gets_a_suggestion(server: RunningServer) -> None
         "sconnect chat: cannot start agent 'asistant': [not_found] no agent named 'asistant' "
         "(did you mean 'assistant'? known: assistant, bookkeeper)\n"
     )
+
+
+async def test_a_connection_gone_silent_is_noticed_by_its_pings(server: RunningServer, nursery: trio.Nursery) -> None:
+    """The network stops carrying anything, TCP stays open: the chat's unanswered ping ends the
+    connection and it reconnects, resuming its session."""
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    proxy = CuttableProxy(port)
+    await nursery.start(proxy.run)
+    command = _argv(server, "--keepalive", "0.5")
+    command.argv[command.argv.index(server.url)] = server.url.replace(str(port), str(proxy.port))
+    with trio.fail_after(30):
+        chat = await _open_chat(nursery, command)
+        session_id = (await chat.expect("> ")).split()[1]
+        proxy.freeze()
+        await chat.expect(
+            "[connection] the connection was lost (the server did not answer a ping within 0.5s); reconnecting in 0.5s"
+        )
+        await chat.expect(f"[connection] reconnected; session {session_id} resumed (active)\n")
+        await chat.send("what is 4*5")
+        await chat.expect("4*5 = 20\n")
+        code, _ = await chat.finish()
+    assert code == 0

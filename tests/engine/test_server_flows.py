@@ -15,8 +15,8 @@ from engine.canonical import keyed_digest
 from engine.client import ClientClosed, ServerError, open_client
 from engine.protocol import AgentAction, AgentResult, OfferedTool
 from engine.toolrun import subject_workspace
-from tests.conftest import processes_with, sleep_marker
 from tests.engine.conftest import SLEEPER, RunningServer
+from tests.engine.processes import unique_marker, until_gone, until_running
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
@@ -179,7 +179,7 @@ async def test_level_3_is_refused(server: RunningServer) -> None:
 
 
 async def test_stop_during_a_running_tool_leaves_no_process(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    marker = sleep_marker()
+    marker = unique_marker("3141")
     (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
     assistant = config_dir / "agents.d" / "assistant.yaml"
     text = assistant.read_text().replace("tools: [clock,", "tools: [sleeper, clock,")
@@ -190,12 +190,10 @@ async def test_stop_during_a_running_tool_leaves_no_process(start_server, config
         async with open_client(server.url, server.token()) as client:
             sid = (await client.start_session("assistant")).session_id
             await client.send_message(sid, "take a nap")
-            with trio.fail_after(5):
-                while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
-                    await trio.sleep(0.05)
+            await until_running(marker)
             state = await client.control(sid, "stop")
             assert str(state.state) == "terminated"
-            assert processes_with(marker) == []
+            await until_gone(marker)
             # The killed execution was reported (before 'terminated') and audited.
             results = []
             with trio.move_on_after(0.5):
@@ -215,7 +213,7 @@ async def test_stop_during_a_running_tool_leaves_no_process(start_server, config
 
 
 async def test_closing_the_connection_kills_its_tools(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    marker = sleep_marker()
+    marker = unique_marker("2718")
     (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker=marker))
     server = await start_server(config_dir)
     with trio.fail_after(20):
@@ -223,12 +221,8 @@ async def test_closing_the_connection_kills_its_tools(start_server, config_dir: 
             from engine.protocol import ToolCall
 
             await client.send(ToolCall(id="t1", name="sleeper", arguments={}))
-            with trio.fail_after(5):
-                while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
-                    await trio.sleep(0.05)
-        with trio.fail_after(5):
-            while processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
-                await trio.sleep(0.05)
+            await until_running(marker)
+        await until_gone(marker)
 
 
 async def test_pause_and_resume(server: RunningServer) -> None:
@@ -457,20 +451,18 @@ def _with_sleeper(config_dir: Path, marker: str) -> None:
 async def test_cancel_during_a_running_tool_kills_it_and_keeps_the_session(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
     from engine.protocol import AgentResponse
 
-    marker = f"1618.{os.getpid():08d}"
+    marker = unique_marker("1618")
     _with_sleeper(config_dir, marker)
     server = await start_server(config_dir)
     with trio.fail_after(20):
         async with open_client(server.url, server.token()) as client:
             sid = (await client.start_session("assistant")).session_id
             await client.send_message(sid, "take a nap")
-            with trio.fail_after(5):
-                while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
-                    await trio.sleep(0.05)
+            await until_running(marker)
             state = await client.cancel_turn(sid)
             assert (str(state.state), state.session_id) == ("active", sid)
             # The tool was killed before the answer; its result and the turn's end came first.
-            assert processes_with(marker) == []
+            await until_gone(marker)
             result = await client.next_event_of(AgentResult, session_id=sid)
             assert str(result.status) == "cancelled"
             response = await client.next_event_of(AgentResponse, session_id=sid)
@@ -544,19 +536,17 @@ async def test_action_list_names_direct_calls_without_a_session(server: RunningS
 async def test_resuming_a_session_still_winding_down_waits_for_it(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
     """A client that reconnects at once (as the chat does) while the server is still killing the
     old connection's tool: the resume waits for the session to wind down, then takes messages."""
-    marker = f"2236.{os.getpid():08d}"
+    marker = unique_marker("2236")
     _with_sleeper(config_dir, marker)
     server = await start_server(config_dir)
     with trio.fail_after(30):
         async with open_client(server.url, server.token()) as first:
             sid = (await first.start_session("assistant")).session_id
             await first.send_message(sid, "take a nap")
-            with trio.fail_after(5):
-                while not processes_with(marker):  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
-                    await trio.sleep(0.05)
+            await until_running(marker)
         # The first connection is closed; its tool is being killed while we resume.
         async with open_client(server.url, server.token()) as second:
             state = await second.resume_session(sid, "assistant")
             assert (state.session_id, str(state.state)) == (sid, "active")
-            assert processes_with(marker) == []
+            await until_gone(marker)
             assert (await second.converse(sid, "what is 3+4")).response.content == "3+4 = 7"
