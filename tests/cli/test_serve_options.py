@@ -169,3 +169,11 @@ async def test_a_flag_that_overrides_the_settings_file_says_so(base: Path) -> No
     assert len(notices) == 1, stderr
     assert "--port 0 overrides port: 1; --limit idle_timeout=... overrides limits.idle_timeout: 3600.0" in notices[0]
     assert f"(from {config / 'sconnect.yaml'})" in notices[0]
+
+
+def test_an_os_error_that_is_not_about_listening_is_named_as_such(base: Path) -> None:
+    (base / "a-file").write_text("not a directory")
+    done = serve("--port", "0", "--state-dir", str(base / "a-file"))
+    assert done.returncode == 1
+    assert f"sconnect: stopped by an operating system error: File exists ({base / 'a-file'}) [FileExistsError" in done.stderr
+    assert "cannot listen" not in done.stderr
