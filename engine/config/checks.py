@@ -209,8 +209,8 @@ def check_policy(policy: Policy, doc: Document) -> list[ConfigProblem]:
         for c_index, condition in enumerate(rule.conditions):
             if condition.matches is not None:
                 try:
-                    re.compile(condition.matches)
-                except re.error as exc:
+                    compile_linear(condition.matches)
+                except RegexError as exc:
                     problems.append(
                         doc.problem(["rules", index, "conditions", c_index, "matches"], f"not a valid regular expression: {exc}")
                     )

@@ -21,6 +21,7 @@ import attrs
 
 from ..config.model import Condition, PolicyRule
 from ..globs import glob_regex
+from ..linear_re import compile_linear
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -163,7 +164,8 @@ def condition_holds(condition: Condition, arguments: Mapping[str, Any] | None) -
         # A ".." segment could climb out of the prefix (documents/../secrets), so it never counts as under it.
         ok = isinstance(value, str) and value.startswith(operand) and ".." not in re.split(r"[/\\]", value)
     elif op == "matches":
-        ok = isinstance(value, str) and re.fullmatch(operand, value) is not None
+        # RE2: the value comes from a client; a backtracking match could hold the event loop.
+        ok = isinstance(value, str) and compile_linear(operand).fullmatch(value) is not None
     else:  # max
         ok = _is_number(value) and value <= operand
     if ok:
