@@ -164,17 +164,17 @@ async def _keep_health(hub: Hub, *, task_status: trio.TaskStatus[str]) -> None:
     port, url, delay = settings.health_port, None, 1.0
     while True:
         try:
-            with _listening(settings.health_host, port, "--health-port"):
-                async with trio.open_nursery() as nursery:
-                    listener = partial(
-                        serve_health, settings.health_host, port, metrics=hub.metrics, ready=partial(_ready, hub)
-                    )
+            async with trio.open_nursery() as nursery:
+                listener = partial(
+                    serve_health, settings.health_host, port, metrics=hub.metrics, ready=partial(_ready, hub)
+                )
+                with _listening(settings.health_host, port, "--health-port"):
                     started = await nursery.start(listener)
-                    if url is None:
-                        url = started
-                        port = int(started.rsplit(":", 1)[1])  # port 0 resolved: restarts keep the URL
-                        task_status.started(started)
-                    delay = 1.0
+                if url is None:
+                    url = started
+                    port = int(started.rsplit(":", 1)[1])  # port 0 resolved: restarts keep the URL
+                    task_status.started(started)
+                delay = 1.0
         except Exception as exc:
             if url is None:
                 raise
