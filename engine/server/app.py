@@ -10,8 +10,9 @@ Descriptors: the limits on connections are derived from the open-files limit at
 start (:mod:`.fdbudget`), and a TCP connection past the handshake limits (overall,
 per peer address: :mod:`.admission`) is closed the moment it is accepted.
 
-Background tasks (the config watcher, the retention sweep) log a failure and retry
-with a backoff: a transient error (EMFILE, a locked database) never ends the server.
+Background tasks (the config watcher, the retention sweep, the health listener) log a
+failure and retry with a backoff: a transient error (EMFILE, a locked database) never
+ends the server.
 A listener that cannot be opened is a :class:`ListenError` naming the address.
 """
 
@@ -137,11 +138,7 @@ async def serve(
                     pending_approvals=lambda: len(hub.approvals.pending),
                 )
                 if settings.health_port is not None:
-                    with _listening(settings.health_host, settings.health_port, "--health-port"):
-                        handle.health = await nursery.start(
-                            partial(serve_health, settings.health_host, settings.health_port, metrics=hub.metrics,
-                                    ready=partial(_ready, hub))
-                        )
+                    handle.health = await nursery.start(_keep_health, hub)
                 await nursery.start(
                     partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
                 )
@@ -167,6 +164,35 @@ async def serve(
                 nursery.cancel_scope.cancel()
             root.cancel_scope.cancel()
     log.info("stopped")
+
+
+async def _keep_health(hub: Hub, *, task_status: trio.TaskStatus[str]) -> None:
+    """The health listener; restarted on the same port (with a backoff) if it ever fails.
+
+    A failure to open it at start is a ListenError, as for the WebSocket port.
+    """
+    settings = hub.settings
+    assert settings.health_port is not None
+    port, url, delay = settings.health_port, None, 1.0
+    while True:
+        try:
+            async with trio.open_nursery() as nursery:
+                listener = partial(
+                    serve_health, settings.health_host, port, metrics=hub.metrics, ready=partial(_ready, hub)
+                )
+                with _listening(settings.health_host, port, "--health-port"):
+                    started = await nursery.start(listener)
+                if url is None:
+                    url = started
+                    port = int(started.rsplit(":", 1)[1])  # port 0 resolved: restarts keep the URL
+                    task_status.started(started)
+                delay = 1.0
+        except Exception as exc:
+            if url is None:
+                raise
+            log.warning("health listener failed (%s: %s); restarting in %gs", type(exc).__name__, exc, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
 
 @contextlib.contextmanager

@@ -169,3 +169,24 @@ async def test_a_flag_that_overrides_the_settings_file_says_so(base: Path) -> No
     assert len(notices) == 1, stderr
     assert "--port 0 overrides port: 1; --limit idle_timeout=... overrides limits.idle_timeout: 3600.0" in notices[0]
     assert f"(from {config / 'sconnect.yaml'})" in notices[0]
+
+
+def test_an_os_error_that_is_not_about_listening_is_named_as_such(base: Path) -> None:
+    (base / "a-file").write_text("not a directory")
+    done = serve("--port", "0", "--state-dir", str(base / "a-file"))
+    assert done.returncode == 1
+    assert f"sconnect: stopped by an operating system error: File exists ({base / 'a-file'}) [FileExistsError" in done.stderr
+    assert "cannot listen" not in done.stderr
+
+
+def test_a_health_port_in_use_is_named(base: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = serve("--port", "0", "--health-port", str(port), "--state-dir", str(base / "s"))
+    assert done.returncode == 2
+    assert (f"sconnect: cannot listen on 127.0.0.1:{port}: Address already in use "
+            "(pick another --health-port, or 0 for a free one)") in done.stderr

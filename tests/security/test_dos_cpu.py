@@ -21,7 +21,9 @@ for seconds to hours; the latencies are measured by bench/bench_attacks.py, not 
   (`invalid_message`, with the reason) are refused when offered.
 - test_a_user_message_over_the_cap_is_refused: a 100 KiB message is `too_large` before any
   model sees it.
-- test_a_rule_rre2_cannot_run_is_a_located_config_error: a rule with a backreference is
+- test_a_policy_condition_is_matched_in_linear_time: a `matches` condition that backtracks
+  exponentially under `re`, against a client-chosen argument, is decided at once.
+- test_a_rule_re2_cannot_run_is_a_located_config_error: a rule with a backreference is
   refused at load time with its file and line.
 """
 
@@ -200,3 +202,21 @@ def test_a_rule_re2_cannot_run_is_a_located_config_error(tmp_path: Path) -> None
         load_config(tmp_path)
     assert f"agents.d/assistant.yaml:{line}:" in str(refused.value)
     assert "invalid escape sequence: \\1" in str(refused.value)
+
+
+def test_a_policy_condition_is_matched_in_linear_time(tmp_path: Path) -> None:
+    """A `matches` condition that backtracks exponentially under `re` ((a|aa)*c on 40 a's:
+    ~10^8 steps) against an argument the client chose: decided at once, as a miss."""
+    from engine.decision import decide
+
+    for name in ("agents.d", "tools.d", "resources.d", "policies"):
+        shutil.copytree(REPO / name, tmp_path / name)
+    (tmp_path / "policies" / "shell-pattern.yaml").write_text(
+        "name: shell-pattern\ndescription: Deny shell commands of a shape (test).\nrules:\n"
+        "  - id: odd-commands\n    effect: deny\n    subjects: {roles: [user]}\n    targets: {tools: [shell]}\n"
+        "    conditions: [{argument: command, matches: '(a|aa)*c'}]\n"
+    )
+    config = load_config(tmp_path)
+    decision = decide(config, "alice", frozenset({"user"}), "tool.call", "shell", {"command": "a" * 40})
+    assert decision.effect == "require_approval"  # the deny did not match; level 2 asks an admin
+    assert decide(config, "alice", frozenset({"user"}), "tool.call", "shell", {"command": "aac"}).effect == "deny"
