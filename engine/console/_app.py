@@ -263,7 +263,9 @@ class ConsoleApp:
             from ..server.connection import Connection
 
             ws = AsgiWebSocket(receive, send)
-            await Connection(self.hub, cast(Any, ws), session.principal,
+            # The connection ends when the console session does (never later than the token).
+            principal = attrs.evolve(session.principal, expires_at=session.expires_at)
+            await Connection(self.hub, cast(Any, ws), principal,
                              audit_context={"transport": "console"}).serve()
         finally:
             self.leave(sub)

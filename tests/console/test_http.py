@@ -1,0 +1,157 @@
+"""The console's HTTP side against a real server, with a real HTTP client (no browser).
+
+Sign-in exchanges a token for a cookie naming a server-side session (never the JWT), and
+refuses what it must: a bad token (401, a clear message, an audit record), a POST without
+its CSRF token or from another origin (403), a used one-time code (401); the JSON
+endpoints need the cookie (401) and the audit role (403); the WebSocket needs the cookie
+and the console's own Origin; every response carries the Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+import trio
+from trio_websocket import ConnectionRejected, open_websocket_url
+
+from engine.audit import query
+from engine.auth import issue
+from engine.console._app import CSRF_COOKIE, SESSION_COOKIE
+
+from .conftest import Console, sign_in
+
+
+def client(console: Console) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=console.url.rstrip("/"), timeout=10)
+
+
+async def test_page_and_files_carry_a_strict_csp(console: Console) -> None:
+    async with client(console) as http:
+        page = await http.get("/")
+        script = await http.get("/static/app.js")
+        missing = await http.get("/static/../_app.py")
+    assert page.status_code == 200 and "<script type=\"module\" src=\"/static/app.js\">" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "connect-src 'self'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert missing.status_code == 404
+
+
+async def test_sign_in_sets_an_opaque_httponly_strict_cookie(console: Console) -> None:
+    token = console.token("alice")
+    async with client(console) as http:
+        me = await sign_in(http, token)
+        cookie = next(c for c in http.cookies.jar if c.name == SESSION_COOKIE)
+        raw = (await http.post("/api/signout", headers={"X-CSRF-Token": me["csrf"]})).status_code
+        after = await http.get("/api/me")
+    assert me["sub"] == "alice" and me["roles"] == ["user"]
+    assert token not in str(cookie.value) and len(cookie.value) >= 40
+    assert cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite") == "Strict"
+    assert not cookie.secure  # plain http on loopback; under TLS the cookie is Secure (test_tls_cookie_is_secure)
+    assert raw == 200 and after.status_code == 401
+
+
+async def test_bad_token_is_refused_with_a_message_and_audited(console: Console) -> None:
+    async with client(console) as http:
+        csrf = (await http.get("/api/csrf")).json()["csrf"]
+        response = await http.post("/api/signin", data={"token": "not.a.jwt"}, headers={"X-CSRF-Token": csrf})
+        old = issue(console.settings.auth, "alice", ["user"], 10, now=time.time() - 60)
+        expired = await http.post("/api/signin", data={"token": old}, headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 401 and response.json()["message"].startswith("sign-in refused:")
+    assert expired.status_code == 401 and "expired" in expired.json()["message"]
+    assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
+    # Committed before the refusal was sent.
+    records = query(console.settings.state_dir, kind="auth_failure")
+    assert len(records) == 2
+    assert {json.loads(r.details)["path"] for r in records} == {"/api/signin"}
+
+
+@pytest.mark.parametrize("attack", ["no_header", "wrong_header", "no_cookie", "cross_site", "cross_origin"])
+async def test_sign_in_without_its_csrf_token_is_403(console: Console, attack: str) -> None:
+    async with client(console) as http:
+        csrf = (await http.get("/api/csrf")).json()["csrf"]
+        headers = {"X-CSRF-Token": csrf}
+        if attack == "no_header":
+            headers = {}
+        elif attack == "wrong_header":
+            headers = {"X-CSRF-Token": csrf[::-1]}
+        elif attack == "no_cookie":
+            http.cookies.delete(CSRF_COOKIE)
+        elif attack == "cross_site":
+            headers["Sec-Fetch-Site"] = "cross-site"
+        else:
+            headers["Origin"] = "http://evil.example"
+        response = await http.post("/api/signin", data={"token": console.token()}, headers=headers)
+    assert response.status_code == 403, response.text
+    assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
+
+
+async def test_one_time_code_signs_in_once(console: Console) -> None:
+    code = console.link("root-admin", ("admin", "user")).split("#code=", 1)[1]
+    async with client(console) as first, client(console) as second:
+        for http in (first, second):
+            csrf = (await http.get("/api/csrf")).json()["csrf"]
+            http.headers["X-CSRF-Token"] = csrf
+        used = await first.post("/api/signin", data={"code": code})
+        again = await second.post("/api/signin", data={"code": code})
+        guessed = await second.post("/api/signin", data={"code": "x" * len(code)})
+        me = (await first.get("/api/me")).json()
+    assert used.status_code == 200 and me["sub"] == "root-admin"
+    assert again.status_code == 401 and "used already" in again.json()["message"]
+    assert guessed.status_code == 401
+
+
+async def test_endpoints_need_the_cookie_and_the_audit_role(console: Console) -> None:
+    async with client(console) as anonymous, client(console) as alice, client(console) as auditor:
+        for path in ("/api/me", "/api/agents", "/api/sessions", "/api/audit", "/api/audit/verify"):
+            assert (await anonymous.get(path)).status_code == 401, path
+        await sign_in(alice, console.token("alice"))
+        await sign_in(auditor, console.token("carol", ("auditor",)))
+        assert (await alice.get("/api/audit")).status_code == 403
+        assert (await alice.get("/api/audit/verify")).status_code == 403
+        anonymous.cookies.set(SESSION_COOKIE, "guessed-session-id")
+        forged = await anonymous.get("/api/me")
+        records = await auditor.get("/api/audit", params={"kind": "decision"})
+        bad_kind = await auditor.get("/api/audit", params={"kind": "nonsense"})
+        report = await auditor.get("/api/audit/verify")
+        agents = (await alice.get("/api/agents")).json()["agents"]
+    assert forged.status_code == 401
+    assert records.status_code == 200 and records.json()["records"] == []
+    assert bad_kind.status_code == 400 and "kind must be one of" in bad_kind.json()["message"]
+    assert report.status_code == 200 and report.json()["ok"] is True
+    assert "assistant" in {a["name"] for a in agents}
+
+
+async def test_a_foreign_host_header_is_refused(console: Console) -> None:
+    async with client(console) as http:
+        response = await http.get("/", headers={"Host": "evil.example"})
+    assert response.status_code == 421
+
+
+async def test_websocket_needs_the_cookie_and_the_console_origin(console: Console) -> None:
+    ws_url = console.url.replace("http://", "ws://") + "ws"
+    origin = console.url.rstrip("/")
+    async with client(console) as http:
+        await sign_in(http, console.token("alice"))
+        cookie = f"{SESSION_COOKIE}={http.cookies[SESSION_COOKIE]}"
+    refused = [
+        [("Origin", origin)],  # no cookie
+        [("Origin", "http://evil.example"), ("Cookie", cookie)],  # another site's page
+        [("Cookie", cookie)],  # no Origin: not a page of the console
+    ]
+    for headers in refused:
+        with pytest.raises(ConnectionRejected) as caught:
+            async with open_websocket_url(ws_url, extra_headers=[(k.encode(), v.encode()) for k, v in headers]):
+                pass
+        assert caught.value.status_code == 403
+    with trio.fail_after(10):
+        async with open_websocket_url(ws_url, extra_headers=[(b"Origin", origin.encode()),
+                                                             (b"Cookie", cookie.encode())]) as ws:
+            await ws.send_message(json.dumps({"type": "agent_connect", "id": "c1", "payload": {"agent": "assistant"}}))
+            while (frame := json.loads(await ws.get_message()))["type"] != "agent_state":
+                pass
+    assert frame["payload"]["reply_to"] == "c1" and frame["payload"]["agent"] == "assistant"
