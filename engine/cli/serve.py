@@ -44,7 +44,7 @@ def register(commands: Any) -> None:
                         "(env SCONNECT_MCP_PORT; default off; needs the 'mcp' extra)")
     parser.add_argument("--console-port", type=_port_argument,
                         help="serve the browser console (chat, approvals, audit) on this port, 0 picks one "
-                        "(env SCONNECT_CONSOLE_PORT; default off; needs hypercorn, the 'mcp' extra)")
+                        "(env SCONNECT_CONSOLE_PORT; default off; needs the 'console' extra)")
     parser.add_argument("--console-host", metavar="ADDRESS",
                         help="address of the console listener (env SCONNECT_CONSOLE_HOST; default 127.0.0.1)")
     parser.add_argument("--mcp-anonymous-role", metavar="ROLE",
@@ -203,7 +203,7 @@ def _check_console(chosen: dict[str, Any]) -> None:
     import ipaddress
 
     if importlib.util.find_spec("hypercorn") is None:
-        raise UsageError("--console-port needs hypercorn: pip install 'scalytics-connect[mcp]'")
+        raise UsageError("--console-port needs hypercorn: pip install 'scalytics-connect[console]'")
     host = chosen.get("console_host", "127.0.0.1")
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback

@@ -34,7 +34,7 @@ export class AuditPage {
             : `${first.kind}: ${first.message}` }),
         );
       }
-      for (const warning of report.warnings) box.append(el("div", { text: `warning: ${warning}` }));
+      for (const warning of report.warnings) box.append(el("div", { className: "warning", text: `note: ${warning}` }));
     } catch (error) {
       box.className = "verify bad";
       box.textContent = `Could not verify: ${error.message}`;
@@ -72,7 +72,7 @@ export class AuditPage {
     const row = el("tr", { "data-seq": record.seq, className: this.bad.has(record.seq) ? "bad" : undefined },
       el("td", { text: record.seq }), el("td", { text: record.time_iso }), el("td", { text: record.kind }),
       el("td", { text: record.subject ?? "" }), el("td", { text: record.target ?? "" }),
-      el("td", { text: record.outcome ?? "" }), el("td", {}, details));
+      el("td", { text: record.outcome ?? "" }), el("td", { text: record.decided_by ?? "" }), el("td", {}, details));
     return row;
   }
 }
