@@ -27,6 +27,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from typing import Any, cast
@@ -39,6 +40,7 @@ from ..audit import KINDS, AuditError, AuditEvent, query, verify
 from ..auth import AuthError, Principal
 from ..auth import verify as verify_token
 from ..server.hub import Hub
+from . import _policy
 from ._bridge import AsgiWebSocket, Receive, Send
 from ._signin import ConsoleSession, SignIns
 
@@ -155,6 +157,10 @@ class ConsoleApp:
         if path == "/api/sessions":
             records = await self.hub.store.sessions_of(principal.sub)
             return _json({"sessions": [attrs.asdict(r) for r in records]})
+        if path.startswith("/api/policy/"):
+            if not principal.roles & AUDIT_ROLES:
+                raise HttpError(403, "the policy views are for the roles admin and auditor")
+            return _json(await self._policy(path.removeprefix("/api/policy/"), _query_params(scope)))
         if path in ("/api/audit", "/api/audit/verify"):
             if not principal.roles & AUDIT_ROLES:
                 raise HttpError(403, "the audit log is for the roles admin and auditor")
@@ -227,6 +233,29 @@ class ConsoleApp:
         except AuditError as exc:
             raise HttpError(404, str(exc)) from None
         return {"records": [r.to_dict() for r in records], "limit": limit, "kinds": sorted(KINDS)}
+
+    async def _policy(self, question: str, params: Mapping[str, str]) -> dict[str, Any]:
+        config = self.hub.config  # one snapshot: a reload swaps the hub's, never this one
+        target = params.get("target", "").strip()
+        answer: Callable[[], dict[str, Any]]
+        if question == "matrix":
+            answer = partial(_policy.matrix_json, config)
+        elif question in ("explain", "who-can") and not target:
+            raise HttpError(400, "name a tool or a resource URI")
+        elif question == "explain":
+            roles = frozenset(r.strip() for r in params.get("roles", "").split(",") if r.strip())
+            sub = params.get("subject", "").strip() or None
+            answer = partial(_policy.explain_json, config, sub, roles, target, params.get("arguments"))
+        elif question == "who-can":
+            answer = partial(_policy.who_can_json, config, target)
+        else:
+            raise HttpError(404, "no such policy question")
+        try:
+            # Matching every rule against every subject is CPU work: off the event loop.
+            result = await trio.to_thread.run_sync(answer)
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
+        return {**result, "policy_revision": self.hub.policy_revision, "reload_errors": list(self.hub.reload_errors)}
 
     # --- WebSocket ---------------------------------------------------------------------------
 

@@ -195,3 +195,44 @@ async def test_a_tampered_copy_of_the_log_names_the_bad_record(
     assert "Log NOT intact" in verdict and "First bad record: seq 2 (edited)" in verdict
     assert bad_row.startswith("2\t") and problems == []
 
+
+
+def _policies_and_tools(link: str, shots: Path) -> list[str]:
+    problems: list[str] = []
+    with chromium() as browser:
+        page = new_page(browser, problems)
+        page.goto(link)
+        page.get_by_role("link", name="Policies").click()
+        page.locator("#policy-matrix tbody tr", has_text="send_payment").wait_for()
+        matrix = page.locator("#policy-matrix").inner_text()
+        assert "shell\tadmin approves\tadmin approves" in matrix and "send_payment\tdenied\tdenied" in matrix
+        assert "Policy revision in force: sha256:" in page.locator("#policy-revision").inner_text()
+        page.get_by_label("Subject (sub)").fill("alice")
+        page.get_by_label("Roles (comma separated)").fill("user")
+        page.locator("#policy-explain").get_by_label("Tool or resource URI").fill("read_file")
+        page.get_by_role("button", name="Explain").click()
+        page.locator("#policy-explain-result .decision", has_text="require_approval (approver: user)").wait_for()
+        assert "tools-up-to-level-2" in page.locator("#policy-explain-result table").inner_text()
+        page.locator("#policy-who").get_by_label("Tool or resource URI").fill("nosuchtool")
+        page.get_by_role("button", name="Who can").click()
+        page.locator("#policy-who-result .error", has_text="unknown tool 'nosuchtool'").wait_for()
+        page.screenshot(path=str(shots / "policies.png"), full_page=True)
+
+        # A form generated from the tool's schema; markup typed into it comes back as text.
+        page.get_by_role("link", name="Tools").click()
+        page.get_by_role("button", name="text_stats", exact=True).click()
+        page.get_by_label("text (required)").fill(f"hello {MARKUP} <img src=x onerror=alert(2)>")
+        page.get_by_role("button", name="Call text_stats").click()
+        call = page.locator("#tools-calls li.action", has_text="text_stats")
+        call.get_by_text("Result: ok").wait_for()
+        assert MARKUP in call.locator("pre.arguments").inner_text()
+        assert page.locator("#tools-calls script, #tools-calls img").count() == 0
+        page.locator("#resources-list li", has_text="db://users/profile/{id}").wait_for()
+        page.screenshot(path=str(shots / "tools.png"), full_page=True)
+    return problems
+
+
+async def test_policies_and_tools_pages(console: Console, tmp_path: Path) -> None:
+    link = console.link("root-admin", ("admin", "user"))
+    problems = await trio.to_thread.run_sync(_policies_and_tools, link, tmp_path)
+    assert problems == []

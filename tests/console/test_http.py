@@ -155,3 +155,26 @@ async def test_websocket_needs_the_cookie_and_the_console_origin(console: Consol
             while (frame := json.loads(await ws.get_message()))["type"] != "agent_state":
                 pass
     assert frame["payload"]["reply_to"] == "c1" and frame["payload"]["agent"] == "assistant"
+
+
+async def test_policy_questions_need_the_role_and_name_what_they_do_not_know(console: Console) -> None:
+    async with client(console) as alice, client(console) as auditor:
+        await sign_in(alice, console.token("alice"))
+        await sign_in(auditor, console.token("carol", ("auditor",)))
+        refused = await alice.get("/api/policy/matrix")
+        explained = (await auditor.get("/api/policy/explain", params={
+            "subject": "alice", "roles": "user", "target": "read_file", "arguments": '{"path": "notes.txt"}'})).json()
+        who = (await auditor.get("/api/policy/who-can", params={"target": "db://users/profile/7"})).json()
+        unknown = await auditor.get("/api/policy/explain", params={"target": "nosuchtool", "roles": "user"})
+        bad_args = await auditor.get("/api/policy/explain", params={"target": "read_file", "arguments": "[1"})
+        matrix = (await auditor.get("/api/policy/matrix")).json()
+    assert refused.status_code == 403
+    assert explained["decision"]["effect"] == "require_approval" and explained["decision"]["approver"] == "user"
+    assert explained["request"]["arguments"] == {"path": "notes.txt"}
+    assert [c["id"] for c in explained["considered"] if c["matched"]] == ["tools-up-to-level-2"]
+    assert who["target"] == "db://users/**" and {s["subject"] for s in who["subjects"]} == {"admin", "user"}
+    assert unknown.status_code == 400 and "unknown tool 'nosuchtool'" in unknown.json()["message"]
+    assert bad_args.status_code == 400 and "not JSON" in bad_args.json()["message"]
+    send_payment = next(r for r in matrix["rows"] if r["target"] == "send_payment")
+    assert send_payment["cells"]["user"]["label"] == "deny"
+    assert matrix["policy_revision"].startswith("sha256:") and matrix["reload_errors"] == []

@@ -3,6 +3,8 @@ import { ApiError, Protocol, getJson, postForm, setCsrf } from "./api.js";
 import { ChatPage } from "./chat.js";
 import { ApprovalsPage } from "./approvals.js";
 import { AuditPage } from "./audit.js";
+import { PoliciesPage } from "./policies.js";
+import { ToolsPage } from "./tools.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { me: null, protocol: null, pages: {} };
@@ -51,7 +53,11 @@ async function signedIn(me) {
   const context = { me, protocol: state.protocol, notice };
   state.pages.chat = new ChatPage(context);
   if (me.roles.includes("admin")) state.pages.approvals = new ApprovalsPage(context);
-  if (me.roles.includes("admin") || me.roles.includes("auditor")) state.pages.audit = new AuditPage(context);
+  if (me.roles.includes("admin") || me.roles.includes("auditor")) {
+    state.pages.audit = new AuditPage(context);
+    state.pages.policies = new PoliciesPage(context);
+  }
+  state.pages.tools = new ToolsPage(context);
   try { await state.protocol.connect(); } catch (error) { notice(error.message); }
   route();
   $("main").focus();

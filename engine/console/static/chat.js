@@ -1,5 +1,6 @@
 // Chat: pick an agent (or an earlier session), stream the answers, show and answer each action, stop a turn.
-import { el, facts, getJson, pretty } from "./api.js";
+import { el, getJson } from "./api.js";
+import { actionCard, approvalPayload, showResult } from "./actions.js";
 
 const $ = (id) => document.getElementById(id);
 const BUSY = new Set(["processing", "tool_use"]);
@@ -117,44 +118,13 @@ export class ChatPage {
   }
 
   action(p) {
-    const card = el("li", { className: "action", "aria-label": `Action ${p.name}` });
-    const who = p.requires_approval ? (p.approver === "admin" ? "an admin" : "you") : "nobody (allowed)";
-    card.append(
-      el("strong", { text: `${p.kind === "resource" ? "Read" : "Tool"}: ${p.name}` }),
-      facts([["level", String(p.level)], ["approval by", who], ["runs on", p.executor], ["why", p.reason]]),
-      el("pre", { className: "arguments", "aria-label": "Arguments", text: pretty(p.arguments) }),
-    );
-    const status = el("p", { className: "action-status", role: "status" });
-    card.append(status);
-    if (p.requires_approval && p.approver === "user") {
-      const reasonId = `reason-${p.action_id}`;
-      const reason = el("input", { id: reasonId, type: "text", placeholder: "optional" });
-      const approve = el("button", { type: "button", className: "approve", text: "Approve" });
-      const deny = el("button", { type: "button", className: "deny", text: "Deny" });
-      const answer = async (approved) => {
-        approve.disabled = deny.disabled = reason.disabled = true;
-        status.textContent = approved ? "Approved by you" : "Denied by you";
-        const payload = { action_id: p.action_id, approved };
-        if (reason.value.trim()) payload.reason = reason.value.trim();
-        await this.send("action_approval", payload);
-      };
-      approve.addEventListener("click", () => answer(true));
-      deny.addEventListener("click", () => answer(false));
-      card.append(el("div", { className: "row" }, el("label", { for: reasonId, text: "Reason" }), reason, approve, deny));
-      status.textContent = "Waiting for your answer";
-    } else if (p.requires_approval) {
-      status.textContent = "Waiting for an admin";
-    }
+    const card = actionCard(p, (approved, reason) => this.send("action_approval", approvalPayload(p.action_id, approved, reason)));
     this.actions.set(p.action_id, card);
     $("chat-log").append(card);
   }
 
   result(p) {
     const card = this.actions.get(p.action_id);
-    if (!card) return;
-    for (const control of card.querySelectorAll("button, input")) control.disabled = true;
-    card.querySelector(".action-status").textContent = `Result: ${p.status}`;
-    card.querySelector(".action-status").className = `action-status ${p.status === "ok" ? "status-ok" : "status-bad"}`;
-    card.append(el("pre", { className: "output", "aria-label": "Output", text: pretty(p.output) }));
+    if (card) showResult(card, p);
   }
 }
