@@ -98,6 +98,8 @@ class ConsoleApp:
     static: dict[str, tuple[bytes, str]] = attrs.field(factory=load_static)
     # One verification at a time: it reads the whole log.
     _verifying: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
+    # The WebSocket connections of each session (cookie value), so that signing out ends them.
+    _live: dict[str, set[tuple[trio.CancelScope, AsgiWebSocket]]] = attrs.field(factory=dict)
 
     async def __call__(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -137,6 +139,9 @@ class ConsoleApp:
             session_id, session = self._session(headers)
             self._check_post(headers, session.csrf)
             self.signins.close(session_id)
+            for scope_, ws in self._live.get(session_id, ()):
+                ws.close_as(4001, "signed out")
+                scope_.cancel()
             return _json({"signed_out": True}, [_cookie(SESSION_COOKIE, "", self.secure, max_age=0)])
         if path == "/api/csrf":
             _need(method, "GET")
@@ -268,7 +273,8 @@ class ConsoleApp:
         host = headers.get("host", "")
         origin = headers.get("origin")
         expected = f"{'https' if self.secure else 'http'}://{host}"
-        session = self.signins.get(_cookies(headers).get(SESSION_COOKIE))
+        session_id = _cookies(headers).get(SESSION_COOKIE)
+        session = self.signins.get(session_id)
         refusal = None
         if scope["path"] != "/ws":
             refusal = "the console's WebSocket is /ws"
@@ -280,23 +286,31 @@ class ConsoleApp:
             admitted = self.admit(session.principal.sub)
             if admitted is not None:
                 refusal = admitted[1]
-        if refusal is not None or session is None:
+        if refusal is not None or session is None or session_id is None:
             log.warning("console WebSocket refused: %s", refusal)
             # Closing before accepting: hypercorn answers the handshake with 403.
             await send({"type": "websocket.close", "code": 1008})
             return
         sub = session.principal.sub
+        # Signing out ends this page's connection too: the scope is cancelled by /api/signout.
+        live = self._live.setdefault(session_id, set())
+        ws = AsgiWebSocket(receive, send)
+        scope_ = trio.CancelScope()
+        live.add((scope_, ws))
         try:
             await send({"type": "websocket.accept"})
             self.hub.metrics.connections_accepted_total.inc()
             from ..server.connection import Connection
 
-            ws = AsgiWebSocket(receive, send)
             # The connection ends when the console session does (never later than the token).
             principal = attrs.evolve(session.principal, expires_at=session.expires_at)
-            await Connection(self.hub, cast(Any, ws), principal,
-                             audit_context={"transport": "console"}).serve()
+            with scope_:
+                await Connection(self.hub, cast(Any, ws), principal,
+                                 audit_context={"transport": "console"}).serve()
         finally:
+            live.discard((scope_, ws))
+            if not live:
+                self._live.pop(session_id, None)
             self.leave(sub)
 
 

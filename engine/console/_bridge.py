@@ -30,6 +30,8 @@ class AsgiWebSocket:
         self._receive = receive
         self._send = send
         self._closed: CloseReason | None = None
+        # Set when the server ends the connection for a reason of its own (sign-out).
+        self._close_as: tuple[int, str] | None = None
 
     @property
     def closed(self) -> CloseReason | None:
@@ -67,9 +69,15 @@ class AsgiWebSocket:
         if self._closed is not None:
             raise ConnectionClosed(self._closed)
 
+    def close_as(self, code: int, reason: str) -> None:
+        """The close code and reason of the next ``aclose``, whatever its caller asks for."""
+        self._close_as = (code, reason)
+
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         if self._closed is not None:
             return
+        if self._close_as is not None:
+            code, reason = self._close_as
         self._closed = CloseReason(code, reason)
         try:
             await self._send({"type": "websocket.close", "code": code, "reason": reason or ""})

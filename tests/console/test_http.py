@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from engine.audit import query
 from engine.auth import issue
@@ -49,7 +49,7 @@ async def test_sign_in_sets_an_opaque_httponly_strict_cookie(console: Console) -
         raw = (await http.post("/api/signout", headers={"X-CSRF-Token": me["csrf"]})).status_code
         after = await http.get("/api/me")
     assert me["sub"] == "alice" and me["roles"] == ["user"]
-    assert token not in str(cookie.value) and len(cookie.value) >= 40
+    assert cookie.value is not None and token not in cookie.value and len(cookie.value) >= 40
     assert cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite") == "Strict"
     assert not cookie.secure  # plain http on loopback; under TLS the cookie is Secure (test_tls_cookie_is_secure)
     assert raw == 200 and after.status_code == 401
@@ -178,3 +178,20 @@ async def test_policy_questions_need_the_role_and_name_what_they_do_not_know(con
     send_payment = next(r for r in matrix["rows"] if r["target"] == "send_payment")
     assert send_payment["cells"]["user"]["label"] == "deny"
     assert matrix["policy_revision"].startswith("sha256:") and matrix["reload_errors"] == []
+
+
+async def test_signing_out_ends_the_pages_websocket(console: Console) -> None:
+    ws_url = console.url.replace("http://", "ws://") + "ws"
+    origin = console.url.rstrip("/")
+    async with client(console) as http:
+        me = await sign_in(http, console.token("alice"))
+        cookie = f"{SESSION_COOKIE}={http.cookies[SESSION_COOKIE]}"
+        with trio.fail_after(10):
+            async with open_websocket_url(ws_url, extra_headers=[(b"Origin", origin.encode()),
+                                                                 (b"Cookie", cookie.encode())]) as ws:
+                assert json.loads(await ws.get_message())["type"] == "tool_list"
+                assert (await http.post("/api/signout", headers={"X-CSRF-Token": me["csrf"]})).status_code == 200
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await ws.get_message()
+                assert ws.closed is not None and ws.closed.code == 4001
