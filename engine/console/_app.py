@@ -54,6 +54,9 @@ CSRF_HEADER = b"x-csrf-token"
 MAX_BODY_BYTES = 64 * 1024
 AUDIT_ROLES = frozenset({"admin", "auditor"})
 AUDIT_MAX_ROWS = 1000
+# "Decided before" on the Approvals page: the latest approval records looked at, and kept.
+DECIDED_SCAN = 2000
+DECIDED_SHOWN = 50
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -162,6 +165,10 @@ class ConsoleApp:
         if path == "/api/sessions":
             records = await self.hub.store.sessions_of(principal.sub)
             return _json({"sessions": [attrs.asdict(r) for r in records]})
+        if path == "/api/approvals/decided":
+            if "admin" not in principal.roles:
+                raise HttpError(403, "the approval queue is for admins")
+            return _json({"decided": await self._decided_by(principal.sub)})
         if path.startswith("/api/policy/"):
             if not principal.roles & AUDIT_ROLES:
                 raise HttpError(403, "the policy views are for the roles admin and auditor")
@@ -238,6 +245,16 @@ class ConsoleApp:
         except AuditError as exc:
             raise HttpError(404, str(exc)) from None
         return {"records": [r.to_dict() for r in records], "limit": limit, "kinds": sorted(KINDS)}
+
+    async def _decided_by(self, sub: str) -> list[dict[str, Any]]:
+        """The approvals this person gave or refused, most recent first (from the audit log)."""
+        try:
+            records = await trio.to_thread.run_sync(
+                lambda: query(self.hub.settings.state_dir, kind="approval", limit=DECIDED_SCAN))
+        except AuditError as exc:
+            raise HttpError(404, str(exc)) from None
+        mine = [r.to_dict() for r in reversed(records) if r.approver == sub]
+        return mine[:DECIDED_SHOWN]
 
     async def _policy(self, question: str, params: Mapping[str, str]) -> dict[str, Any]:
         config = self.hub.config  # one snapshot: a reload swaps the hub's, never this one

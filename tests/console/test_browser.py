@@ -17,6 +17,7 @@ A screenshot of each page is saved under the test's tmp_path.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -92,6 +93,11 @@ def _chat_and_approvals(url: str, alice_token: str, admin_link: str, shots: Path
         shell.get_by_text("Result: ok").wait_for()
         alice.locator("li.agent", has_text="exited with 0").wait_for()
         assert alice.locator("#chat-log script").count() == 0
+        # "Decided before" comes from the audit log (ISO times) when the page is opened again.
+        admin.get_by_role("link", name="Chat").click()
+        admin.get_by_role("link", name="Approvals").click()
+        admin.locator("#approvals-decided li",
+                      has_text=re.compile(r"T\d\d:\d\d:\d\d.*approved shell for alice \(harmless echo\)")).wait_for()
         assert MARKUP in alice.locator("li.agent", has_text="exited with 0").inner_text()
 
         # Stop: a long command, approved, then alice stops the turn.

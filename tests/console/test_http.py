@@ -107,12 +107,15 @@ async def test_one_time_code_signs_in_once(console: Console) -> None:
 
 async def test_endpoints_need_the_cookie_and_the_audit_role(console: Console) -> None:
     async with client(console) as anonymous, client(console) as alice, client(console) as auditor:
-        for path in ("/api/me", "/api/agents", "/api/sessions", "/api/audit", "/api/audit/verify"):
+        for path in ("/api/me", "/api/agents", "/api/sessions", "/api/audit", "/api/audit/verify",
+                     "/api/approvals/decided", "/api/policy/matrix"):
             assert (await anonymous.get(path)).status_code == 401, path
         await sign_in(alice, console.token("alice"))
         await sign_in(auditor, console.token("carol", ("auditor",)))
         assert (await alice.get("/api/audit")).status_code == 403
         assert (await alice.get("/api/audit/verify")).status_code == 403
+        assert (await alice.get("/api/approvals/decided")).status_code == 403
+        assert (await auditor.get("/api/approvals/decided")).status_code == 403  # auditors read, never approve
         anonymous.cookies.set(SESSION_COOKIE, "guessed-session-id")
         forged = await anonymous.get("/api/me")
         records = await auditor.get("/api/audit", params={"kind": "decision"})

@@ -1,5 +1,5 @@
 // Approvals (admins): what waits for them, live; approve or deny with a reason; what they decided here.
-import { el, facts, pretty } from "./api.js";
+import { el, facts, getJson, pretty } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -10,13 +10,24 @@ export class ApprovalsPage {
     this.listId = null;
     this.answering = new Map();  // approval frame id -> { action, approved, reason }
     protocol.on((frame) => this.frame(frame));
-    $("approvals-refresh").addEventListener("click", () => this.refresh());
-    this.refresh();
+    $("approvals-refresh").addEventListener("click", () => { this.refresh(); this.history(); });
   }
 
-  shown() { this.refresh(); }
+  shown() { this.refresh(); this.history(); }
 
   async refresh() { this.listId = await this.protocol.send("action_list", {}); }
+
+  async history() {
+    try {
+      const { decided } = await getJson("/api/approvals/decided");
+      $("approvals-decided").replaceChildren(...decided.map((r) => {
+        const reason = r.details && r.details.reason ? ` (${r.details.reason})` : "";
+        return el("li", { text: `${r.time_iso}: ${r.outcome} ${r.target} for ${r.subject}${reason}` });
+      }));
+    } catch (error) {
+      this.notice(error.message);
+    }
+  }
 
   frame(frame) {
     const p = frame.payload || {};
@@ -54,9 +65,9 @@ export class ApprovalsPage {
       if (reason.value.trim()) payload.reason = reason.value.trim();
       const id = await this.protocol.send("action_approval", payload);
       this.answering.set(id, { action, approved });
-      const when = new Date().toLocaleTimeString();
+      // At once on the page; the audit log has it by the time the requester sees the result.
       $("approvals-decided").prepend(el("li", {
-        text: `${when}: ${approved ? "approved" : "denied"} ${action.name} for ${action.requester}${payload.reason ? ` (${payload.reason})` : ""}`,
+        text: `${new Date().toLocaleTimeString()}: ${approved ? "approved" : "denied"} ${action.name} for ${action.requester}${payload.reason ? ` (${payload.reason})` : ""}`,
       }));
       card.remove();
       this.refresh();
