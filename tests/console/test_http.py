@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -198,3 +200,46 @@ async def test_signing_out_ends_the_pages_websocket(console: Console) -> None:
                     while True:
                         await ws.get_message()
                 assert ws.closed is not None and ws.closed.code == 4001
+
+
+async def test_console_websockets_count_against_the_connection_limits(
+    start_console: Any, config_dir: Path, state_dir: Path,
+) -> None:
+    console: Console = await start_console(config_dir, state_dir, max_connections_per_subject=1)
+    ws_url = console.url.replace("http://", "ws://") + "ws"
+    async with client(console) as http:
+        await sign_in(http, console.token("alice"))
+        headers = [(b"Origin", console.url.rstrip("/").encode()),
+                   (b"Cookie", f"{SESSION_COOKIE}={http.cookies[SESSION_COOKIE]}".encode())]
+    with trio.fail_after(15):
+        async with open_websocket_url(ws_url, extra_headers=headers) as first:
+            assert json.loads(await first.get_message())["type"] == "tool_list"
+            with pytest.raises(ConnectionRejected) as caught:
+                async with open_websocket_url(ws_url, extra_headers=headers):
+                    pass
+            assert caught.value.status_code == 403
+        # The slot is given back when the page leaves.
+        for _ in range(200):
+            try:
+                async with open_websocket_url(ws_url, extra_headers=headers) as again:
+                    assert json.loads(await again.get_message())["type"] == "tool_list"
+                    break
+            except ConnectionRejected:
+                await trio.sleep(0.05)  # the first connection's slot is released as its handler ends
+        else:
+            raise AssertionError("the console never gave the connection slot back")
+
+
+async def test_audit_time_filters(console: Console) -> None:
+    async with client(console) as http:
+        await sign_in(http, console.token("root-admin", ("admin",)))
+        await http.post("/api/signin", data={"token": "bad"}, headers={"X-CSRF-Token": "x"})  # 403, no record
+        csrf = (await http.get("/api/csrf")).json()["csrf"]
+        await http.post("/api/signin", data={"token": "bad"}, headers={"X-CSRF-Token": csrf})
+        recent = (await http.get("/api/audit", params={"since": "1h", "kind": "auth_failure"})).json()
+        future = (await http.get("/api/audit", params={"since": "2999-01-01T00:00:00"})).json()
+        bad = await http.get("/api/audit", params={"since": "last tuesday"})
+        limit = await http.get("/api/audit", params={"limit": "many"})
+    assert [r["kind"] for r in recent["records"]] == ["auth_failure"]
+    assert future["records"] == []
+    assert bad.status_code == 400 and limit.status_code == 400
