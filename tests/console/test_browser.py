@@ -6,11 +6,15 @@
 - alice asks for a level-2 command whose argument holds ``<script>`` markup: an admin, in a
   second browser context signed in with a one-time link, sees it in the queue (as text:
   no script runs), approves it with a reason, and alice's page goes on;
-- alice stops a running turn with the Stop button;
+- alice stops a running turn with the Stop button; after a reload (still signed in) she
+  resumes that session from the list of earlier ones and goes on chatting;
+- the admin's Approvals page lists, from the audit log, what they decided before;
 - the admin's audit page shows those records and "intact"; the pages fit a phone's width;
 - a bad token gets a clear message on the sign-in page;
 - after a copy of the log is tampered with, the console served from that copy names the
-  bad record.
+  bad record;
+- the Policies page explains a decision, says who can, shows the matrix; the Tools page
+  calls a tool from a form generated from its schema, and markup typed into it stays text.
 
 A screenshot of each page is saved under the test's tmp_path.
 """
@@ -107,6 +111,18 @@ def _chat_and_approvals(url: str, alice_token: str, admin_link: str, shots: Path
         alice.get_by_role("button", name="Stop").click()
         alice.locator("li.agent", has_text="(stopped)").wait_for()
         alice.wait_for_selector("#chat-stop[disabled]")
+
+        # Resume: after a reload (still signed in: the cookie), the earlier session is offered.
+        session_id = re.search(r"Session (\w+) with", alice.locator("#chat-state").inner_text())
+        assert session_id is not None
+        alice.reload()
+        alice.wait_for_selector("#page-chat:not([hidden])")
+        alice.locator(f"#chat-session option[value='{session_id[1]}']").wait_for(state="attached")
+        alice.get_by_label("Session", exact=True).select_option(session_id[1])
+        alice.get_by_role("button", name="Open").click()
+        alice.locator("#chat-state", has_text=f"Session {session_id[1]} with assistant: active").wait_for()
+        say(alice, "what is 6*7")
+        alice.locator("li.agent", has_text="6*7 = 42").wait_for()
 
         # The audit page: the records of all this, and the verification.
         admin.get_by_role("link", name="Audit").click()
