@@ -48,12 +48,15 @@ async def test_sign_in_sets_an_opaque_httponly_strict_cookie(console: Console) -
     async with client(console) as http:
         me = await sign_in(http, token)
         cookie = next(c for c in http.cookies.jar if c.name == SESSION_COOKIE)
+        forged = (await http.post("/api/signout")).status_code  # a cross-site form could send no header
+        still = (await http.get("/api/me")).status_code
         raw = (await http.post("/api/signout", headers={"X-CSRF-Token": me["csrf"]})).status_code
         after = await http.get("/api/me")
     assert me["sub"] == "alice" and me["roles"] == ["user"]
     assert cookie.value is not None and token not in cookie.value and len(cookie.value) >= 40
     assert cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite") == "Strict"
     assert not cookie.secure  # plain http on loopback; under TLS the cookie is Secure (test_tls_cookie_is_secure)
+    assert (forged, still) == (403, 200)
     assert raw == 200 and after.status_code == 401
 
 

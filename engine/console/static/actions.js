@@ -17,8 +17,8 @@ export function actionCard(p, answer) {
   if (p.requires_approval && p.approver === "user") {
     const reasonId = `reason-${++counter}`;
     const reason = el("input", { id: reasonId, type: "text", placeholder: "optional" });
-    const approve = el("button", { type: "button", className: "approve", text: "Approve" });
-    const deny = el("button", { type: "button", className: "deny", text: "Deny" });
+    const approve = el("button", { type: "button", className: "approve", text: "Approve", "aria-label": `Approve ${p.name}` });
+    const deny = el("button", { type: "button", className: "deny", text: "Deny", "aria-label": `Deny ${p.name}` });
     const decide = (approved) => {
       approve.disabled = deny.disabled = reason.disabled = true;
       status.textContent = approved ? "Approved by you" : "Denied by you";

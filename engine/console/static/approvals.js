@@ -57,8 +57,9 @@ export class ApprovalsPage {
     const card = el("li", { "data-action": action.action_id, "aria-label": `${action.name} asked by ${action.requester}` });
     const reasonId = `approval-reason-${action.action_id}`;
     const reason = el("input", { id: reasonId, type: "text", placeholder: "optional" });
-    const approve = el("button", { type: "button", className: "approve", text: "Approve" });
-    const deny = el("button", { type: "button", className: "deny", text: "Deny" });
+    const what = `${action.name} for ${action.requester}`;
+    const approve = el("button", { type: "button", className: "approve", text: "Approve", "aria-label": `Approve ${what}` });
+    const deny = el("button", { type: "button", className: "deny", text: "Deny", "aria-label": `Deny ${what}` });
     const answer = async (approved) => {
       approve.disabled = deny.disabled = reason.disabled = true;
       const payload = { action_id: action.action_id, approved };
