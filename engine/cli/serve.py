@@ -63,7 +63,7 @@ def register(commands: Any) -> None:
         "--dev",
         action="store_true",
         help="development mode: create a JWT secret in the state directory when none is configured "
-        "and print ready tokens for a user and an admin",
+        "and print ready tokens for a user and an admin (and one-time console links with --console-port)",
     )
     parser.set_defaults(run=run)
 

@@ -54,6 +54,8 @@ CSRF_HEADER = b"x-csrf-token"
 MAX_BODY_BYTES = 64 * 1024
 AUDIT_ROLES = frozenset({"admin", "auditor"})
 AUDIT_MAX_ROWS = 1000
+# Earlier sessions offered on the Chat page, most recent first.
+SESSIONS_SHOWN = 100
 # "Decided before" on the Approvals page: the latest approval records looked at, and kept.
 DECIDED_SCAN = 2000
 DECIDED_SHOWN = 50
@@ -163,8 +165,8 @@ class ConsoleApp:
             agents = self.hub.config.agents
             return _json({"agents": [{"name": a.name, "description": a.description} for a in agents.values()]})
         if path == "/api/sessions":
-            records = await self.hub.store.sessions_of(principal.sub)
-            return _json({"sessions": [attrs.asdict(r) for r in records]})
+            records = sorted(await self.hub.store.sessions_of(principal.sub), key=lambda r: -r.updated_at)
+            return _json({"sessions": [attrs.asdict(r) for r in records[:SESSIONS_SHOWN]]})
         if path == "/api/approvals/decided":
             if "admin" not in principal.roles:
                 raise HttpError(403, "the approval queue is for admins")
@@ -179,7 +181,10 @@ class ConsoleApp:
             if path == "/api/audit":
                 return _json(await self._audit(_query_params(scope)))
             async with self._verifying:
-                report = await trio.to_thread.run_sync(verify, self.hub.settings.state_dir)
+                try:
+                    report = await trio.to_thread.run_sync(verify, self.hub.settings.state_dir)
+                except AuditError as exc:
+                    raise HttpError(404, str(exc)) from None
             return _json(report.to_dict())
         raise HttpError(404, "no such endpoint")
 
