@@ -6,10 +6,10 @@ trio-websocket connection. This adapter offers ``get_message``, ``send_message``
 ``ping`` and ``aclose`` and raises trio-websocket's ``ConnectionClosed`` once the
 peer has gone, which is all ``Connection`` relies on.
 
-Keepalive: hypercorn answers the browser's pings and ASGI gives the application no
-pong, so ``ping`` returns at once while the socket is open; a browser that vanished
-is noticed when its TCP connection ends (or the write to it fails), not by a missed
-pong.
+Keepalive: hypercorn answers the browser's pings and sends its own (every
+``ping_interval``), but ASGI gives the application no pong, so ``ping`` returns at once
+while the socket is open; a browser that vanished is noticed when its TCP connection
+ends or a write to it fails, not by a missed pong.
 """
 
 from __future__ import annotations

@@ -58,6 +58,9 @@ async def serve_console(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.websocket_max_message_size = settings.max_frame_bytes
+    # hypercorn pings the pages itself (ASGI shows the application no pong): a peer that
+    # vanished is then found when a ping cannot be written.
+    config.websocket_ping_interval = settings.ping_interval_s
     secure = settings.tls_cert is not None
     if secure:
         config.certfile, config.keyfile = str(settings.tls_cert), str(settings.tls_key)
