@@ -44,6 +44,11 @@ def register(commands: Any) -> None:
     parser.add_argument("--mcp-port", type=int,
                         help="serve MCP (Streamable HTTP, path /mcp) on this port of --host, 0 picks one "
                         "(env SCONNECT_MCP_PORT; default off; needs the 'mcp' extra)")
+    parser.add_argument("--console-port", type=_port_argument,
+                        help="serve the browser console (chat, approvals, audit) on this port, 0 picks one "
+                        "(env SCONNECT_CONSOLE_PORT; default off; needs the 'console' extra)")
+    parser.add_argument("--console-host", metavar="ADDRESS",
+                        help="address of the console listener (env SCONNECT_CONSOLE_HOST; default 127.0.0.1)")
     parser.add_argument("--mcp-anonymous-role", metavar="ROLE",
                         help="give MCP callers without a token this role (loopback --host only; for local trials)")
     parser.add_argument("--shutdown-grace", metavar="DURATION",
@@ -60,7 +65,7 @@ def register(commands: Any) -> None:
         "--dev",
         action="store_true",
         help="development mode: create a JWT secret in the state directory when none is configured "
-        "and print ready tokens for a user and an admin",
+        "and print ready tokens for a user and an admin (and one-time console links with --console-port)",
     )
     parser.set_defaults(run=run)
 
@@ -84,6 +89,8 @@ _SPELLING = {
     "insecure_public": ("--insecure-public", "SCONNECT_INSECURE_PUBLIC"),
     "mcp_port": ("--mcp-port", "SCONNECT_MCP_PORT"),
     "mcp_anonymous_role": ("--mcp-anonymous-role", "SCONNECT_MCP_ANONYMOUS_ROLE"),
+    "console_port": ("--console-port", "SCONNECT_CONSOLE_PORT"),
+    "console_host": ("--console-host", "SCONNECT_CONSOLE_HOST"),
 }
 
 
@@ -118,6 +125,7 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
         "host": env.get("SCONNECT_HOST"), "port": env.get("SCONNECT_PORT"), "health_port": env.get("SCONNECT_HEALTH_PORT"),
         "health_host": env.get("SCONNECT_HEALTH_HOST"), "mcp_port": env.get("SCONNECT_MCP_PORT"),
         "mcp_anonymous_role": env.get("SCONNECT_MCP_ANONYMOUS_ROLE"),
+        "console_port": env.get("SCONNECT_CONSOLE_PORT"), "console_host": env.get("SCONNECT_CONSOLE_HOST"),
         "state_dir": env.get("SCONNECT_STATE_DIR"), "shutdown_grace": env.get("SCONNECT_SHUTDOWN_GRACE"),
         "tls_cert": env.get("SCONNECT_TLS_CERT"), "tls_key": env.get("SCONNECT_TLS_KEY"),
         "insecure_public": (env.get("SCONNECT_INSECURE_PUBLIC", "").lower() in ("1", "true", "yes")) or None,
@@ -131,11 +139,12 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
         "shutdown_grace": args.shutdown_grace, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
         "insecure_public": args.insecure_public, "mcp_port": args.mcp_port,
         "mcp_anonymous_role": args.mcp_anonymous_role,
+        "console_port": args.console_port, "console_host": args.console_host,
     }
     layer({key: value for key, value in from_flags.items() if value is not None},
           lambda key: f"{_SPELLING[key][0]} {getattr(args, key)}")
     layer(limits_from_flags(args.limit), lambda key: f"--limit {limit_names[key].removeprefix('limits.')}=...")
-    for key in ("port", "health_port", "mcp_port"):
+    for key in ("port", "health_port", "mcp_port", "console_port"):
         if chosen.get(key) is not None:
             chosen[key] = _port(chosen[key], source.get(key, key))
     if overrides:
@@ -189,6 +198,27 @@ def _check_exposure(chosen: dict[str, Any]) -> None:
     log.warning("serving %s without TLS (--insecure-public): put a TLS-terminating proxy in front", host)
 
 
+def _check_console(chosen: dict[str, Any]) -> None:
+    """The console needs hypercorn; off loopback it needs TLS (a session cookie in clear is a token in clear)."""
+    if chosen.get("console_port") is None:
+        return
+    import importlib.util
+    import ipaddress
+
+    if importlib.util.find_spec("hypercorn") is None:
+        raise UsageError("--console-port needs hypercorn: pip install 'scalytics-connect[console]'")
+    host = chosen.get("console_host", "127.0.0.1")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not chosen.get("tls_cert") and not chosen.get("insecure_public"):
+        raise UsageError(
+            f"refusing to serve the console on {host} without TLS: its session cookie would cross the network "
+            "in clear. Give --tls-cert and --tls-key, or --insecure-public if something in front terminates TLS"
+        )
+
+
 def _check_mcp(chosen: dict[str, Any], roles: frozenset[str]) -> None:
     """MCP needs its optional dependencies; an anonymous role needs MCP on a loopback address."""
     role = chosen.get("mcp_anonymous_role")
@@ -222,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     config_dir = resolve_config_dir(args.config)
     config = load_config(config_dir)  # refuse to start on a broken configuration, with every error
     chosen = _layers(args, config_dir)
+    _check_console(chosen)
     _check_exposure(chosen)
     _check_mcp(chosen, frozenset(config.roles))
     chosen.pop("insecure_public", None)
@@ -292,10 +323,12 @@ async def _main(settings: ServerSettings, dev: bool) -> None:
                 print(f"health and metrics: {handle.health} (/healthz /readyz /metrics)", flush=True)
             if handle.mcp:
                 print(f"mcp: {handle.mcp}", flush=True)
+            if handle.console:
+                print(f"console: {handle.console.url}", flush=True)
             print(f"config: {settings.config_dir}  state: {settings.state_dir}", flush=True)
             print(sandbox.detect().summary, flush=True)
             if dev:
-                _print_dev_help(settings, url)
+                _print_dev_help(settings, url, handle.console)
             async for signum in signals:
                 if not handle.stopping:
                     log.info("received %s: shutting down gracefully (up to %gs; again to stop at once)",
@@ -347,13 +380,18 @@ def _duration(option: str, text: str) -> float:
         raise UsageError(f"{option}: {exc}") from None
 
 
-def _print_dev_help(settings: ServerSettings, url: str) -> None:
-    from ..auth import issue
+def _print_dev_help(settings: ServerSettings, url: str, console: Any = None) -> None:
+    from ..auth import issue, verify
 
     user = issue(settings.auth, "alice", ["user"], DEV_TOKEN_TTL_S)
     admin = issue(settings.auth, "root-admin", ["admin", "user"], DEV_TOKEN_TTL_S)
     print(f"user token (alice, 12h):  {user}", flush=True)
     print(f"admin token (root-admin, 12h): {admin}", flush=True)
+    if console is not None:
+        # One-time links: the code (in the fragment, never sent in a request line) is spent at sign-in.
+        print(f"console for alice (one-time link):  {console.signin_link(verify(user, settings.auth))}", flush=True)
+        print(f"console for root-admin (one-time link): {console.signin_link(verify(admin, settings.auth))}",
+              flush=True)
     print("try:", flush=True)
     # In the environment, not on the command line: a process list shows every argument to every user.
     print(f"  SCONNECT_TOKEN={user} sconnect chat --url {shlex.quote(url)} --agent assistant", flush=True)

@@ -68,6 +68,8 @@ class ServerHandle:
     websocket: str
     health: str | None
     mcp: str | None = None
+    # The browser console (engine.console.ConsoleHandle): its URL and one-time sign-in links.
+    console: Any = None
     _stop_requested: trio.Event = attrs.field(factory=trio.Event)
 
     def stop(self) -> None:
@@ -143,6 +145,7 @@ async def serve(
                     partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
                 )
                 await nursery.start(maintain, hub)
+                # Set on a graceful stop: the HTTP listeners (MCP, console) stop accepting and drain.
                 mcp_stop = trio.Event()
                 if settings.mcp_port is not None:
                     from ..mcp import serve_mcp  # the MCP SDK loads only when MCP is on
@@ -151,6 +154,14 @@ async def serve(
                         serve_mcp, hub, settings.host, settings.mcp_port, mcp_stop,
                         anonymous_role=settings.mcp_anonymous_role,
                     ))
+                if settings.console_port is not None:
+                    from ..console import serve_console  # hypercorn loads only when the console is on
+
+                    with _listening(settings.console_host, settings.console_port, "--console-port"):
+                        handle.console = await nursery.start(partial(
+                            serve_console, hub, settings.console_host, settings.console_port, mcp_stop,
+                            admit=admission.admit, leave=admission.leave,
+                        ))
                 accepting = trio.CancelScope()
                 port = await nursery.start(_accept, hub, admission, accepting)
                 scheme = "wss" if settings.tls_cert is not None else "ws"

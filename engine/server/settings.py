@@ -96,6 +96,10 @@ class ServerSettings:
     mcp_port: int | None = None
     # Callers without a token get this role (loopback listeners only; None: a token is required).
     mcp_anonymous_role: str | None = None
+    # The browser console (engine.console) on its own listener; None: off (0 picks a free port).
+    # Loopback by default like the health listener; TLS when the server has a certificate.
+    console_port: int | None = attrs.field(default=None, validator=attrs.validators.optional(_port))
+    console_host: str = "127.0.0.1"
     # How long an MCP tools/call is held open waiting (for an approval) before "call again".
     mcp_approval_wait_s: float = 50.0
 

@@ -1,0 +1,90 @@
+// Approvals (admins): what waits for them, live; approve or deny with a reason; what they decided here.
+import { el, facts, getJson, pretty } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+
+export class ApprovalsPage {
+  constructor({ protocol, notice }) {
+    this.protocol = protocol;
+    this.notice = notice;
+    this.listId = null;
+    this.answering = new Map();  // approval frame id -> { action, approved, reason }
+    protocol.on((frame) => this.frame(frame));
+    $("approvals-refresh").addEventListener("click", () => { this.refresh(); this.history(); });
+  }
+
+  shown() { this.refresh(); this.history(); }
+
+  async refresh() { this.listId = await this.protocol.send("action_list", {}); }
+
+  async history() {
+    try {
+      const { decided } = await getJson("/api/approvals/decided");
+      $("approvals-decided").replaceChildren(...decided.map((r) => {
+        const reason = r.details && r.details.reason ? ` (${r.details.reason})` : "";
+        return el("li", { text: `${r.time_iso}: ${r.outcome} ${r.target} for ${r.subject}${reason}` });
+      }));
+    } catch (error) {
+      this.notice(error.message);
+    }
+  }
+
+  frame(frame) {
+    const p = frame.payload || {};
+    if (frame.type === "action_list" && p.reply_to === this.listId) {
+      this.render(p.actions.filter((a) => a.approver === "admin"));
+    } else if (frame.type === "agent_action" && p.requires_approval && p.approver === "admin") {
+      this.refresh();  // the list carries who asked; the event alone does not
+    } else if (frame.type === "agent_result") {
+      const card = document.querySelector(`#approvals-queue li[data-action="${CSS.escape(p.action_id || "")}"]`);
+      if (card) this.refresh();
+    } else if (frame.type === "error" && this.answering.has(p.reply_to)) {
+      const { action } = this.answering.get(p.reply_to);
+      this.notice(`${action.name}: ${p.code}: ${p.message}`);
+      this.refresh();
+    }
+  }
+
+  render(actions) {
+    const queue = $("approvals-queue");
+    queue.replaceChildren(...actions.map((action) => this.card(action)));
+    $("approvals-empty").textContent = actions.length
+      ? `${actions.length} action${actions.length === 1 ? "" : "s"} waiting for an admin.`
+      : "Nothing waits for you.";
+  }
+
+  card(action) {
+    const card = el("li", { "data-action": action.action_id, "aria-label": `${action.name} asked by ${action.requester}` });
+    const reasonId = `approval-reason-${action.action_id}`;
+    const reason = el("input", { id: reasonId, type: "text", placeholder: "optional" });
+    const what = `${action.name} for ${action.requester}`;
+    const approve = el("button", { type: "button", className: "approve", text: "Approve", "aria-label": `Approve ${what}` });
+    const deny = el("button", { type: "button", className: "deny", text: "Deny", "aria-label": `Deny ${what}` });
+    const answer = async (approved) => {
+      approve.disabled = deny.disabled = reason.disabled = true;
+      const payload = { action_id: action.action_id, approved };
+      if (reason.value.trim()) payload.reason = reason.value.trim();
+      const id = await this.protocol.send("action_approval", payload);
+      this.answering.set(id, { action, approved });
+      // At once on the page; the audit log has it by the time the requester sees the result.
+      $("approvals-decided").prepend(el("li", {
+        text: `${new Date().toLocaleTimeString()}: ${approved ? "approved" : "denied"} ${action.name} for ${action.requester}${payload.reason ? ` (${payload.reason})` : ""}`,
+      }));
+      card.remove();
+      this.refresh();
+    };
+    approve.addEventListener("click", () => answer(true));
+    deny.addEventListener("click", () => answer(false));
+    card.append(
+      el("strong", { text: `${action.kind === "resource" ? "Read" : "Tool"}: ${action.name}` }),
+      facts([
+        ["asked by", action.requester], ["session", action.session_id || "(a direct call)"],
+        ["level", String(action.level)], ["rule", action.reason],
+        ["expires in", `${Math.round(action.expires_in_s)} s`],
+      ]),
+      el("pre", { "aria-label": "Arguments", text: pretty(action.arguments) }),
+      el("div", { className: "row" }, el("label", { for: reasonId, text: "Reason" }), reason, approve, deny),
+    );
+    return card;
+  }
+}

@@ -1,0 +1,76 @@
+// Policies (admins, auditors): explain one request, the matrix of roles × tools, who can; the revision in force.
+import { el, getJson } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+const LABELS = { allow: "allowed", user: "user approves", admin: "admin approves", deny: "denied" };
+
+export class PoliciesPage {
+  constructor({ notice }) {
+    this.notice = notice;
+    $("policy-explain").addEventListener("submit", (event) => { event.preventDefault(); this.explain(); });
+    $("policy-who").addEventListener("submit", (event) => { event.preventDefault(); this.whoCan(); });
+  }
+
+  shown() { this.matrix(); }
+
+  revision(answer) {
+    const box = $("policy-revision");
+    box.replaceChildren(el("span", { text: `Policy revision in force: ${answer.policy_revision}` }));
+    if (answer.reload_errors.length) {
+      box.append(el("p", { className: "error", text: "The last reload was refused; the configuration above still serves:" }),
+        el("ul", {}, ...answer.reload_errors.map((e) => el("li", { text: e }))));
+    }
+  }
+
+  async matrix() {
+    try {
+      const answer = await getJson("/api/policy/matrix");
+      this.revision(answer);
+      const head = el("tr", {}, el("th", { scope: "col", text: "Tool or resource" }),
+        ...answer.subjects.map((s) => el("th", { scope: "col", text: s })));
+      const rows = answer.rows.map((row) => el("tr", {}, el("th", { scope: "row", text: row.target }),
+        ...answer.subjects.map((s) => {
+          const cell = row.cells[s];
+          return el("td", { className: `cell-${cell.label}`, title: cell.reason,
+            text: `${LABELS[cell.label] || cell.label}${cell.conditional ? " *" : ""}` });
+        })));
+      $("policy-matrix").replaceChildren(el("caption", { text: "Who may do what (* depends on the arguments or the path)" }),
+        el("thead", {}, head), el("tbody", {}, ...rows));
+    } catch (error) {
+      this.notice(error.message);
+    }
+  }
+
+  async explain() {
+    const form = $("policy-explain").elements;
+    const out = $("policy-explain-result");
+    try {
+      const answer = await getJson("/api/policy/explain", {
+        subject: form.subject.value, roles: form.roles.value, target: form.target.value, arguments: form.arguments.value,
+      });
+      const d = answer.decision;
+      out.replaceChildren(
+        el("p", { className: "decision", text: `${d.effect}${d.effect === "require_approval" ? ` (approver: ${d.approver})` : ""}: ${d.reason}` }),
+        el("table", {}, el("caption", { text: "Rules considered, in policy order" }),
+          el("thead", {}, el("tr", {}, ...["Rule", "Effect", "Where", "Matched", "Why not"].map((h) => el("th", { scope: "col", text: h })))),
+          el("tbody", {}, ...answer.considered.map((c) => el("tr", {},
+            el("td", { text: c.id }), el("td", { text: c.effect }), el("td", { text: c.source }),
+            el("td", { text: c.matched ? "yes" : "no" }), el("td", { text: c.why_not || "" }))))),
+      );
+    } catch (error) {
+      out.replaceChildren(el("p", { className: "error", role: "alert", text: error.message }));
+    }
+  }
+
+  async whoCan() {
+    const out = $("policy-who-result");
+    try {
+      const answer = await getJson("/api/policy/who-can", { target: $("policy-who").elements.target.value });
+      out.replaceChildren(answer.subjects.length
+        ? el("ul", {}, ...answer.subjects.map((s) => el("li", { text: `${s.subject}: ${LABELS[s.label] || s.label}${s.conditional ? " *" : ""} (${s.reason})` })))
+        : el("p", { text: `Nobody may use ${answer.target}.` }));
+    } catch (error) {
+      out.replaceChildren(el("p", { className: "error", role: "alert", text: error.message }));
+    }
+  }
+}
