@@ -133,7 +133,7 @@ async def main(samples: int) -> None:
             _report("no attack", await _victim(victim, samples), 0)
             for label in labels:
                 argv = [sys.executable, __file__, "--attack", label, "--url", url, "--token", token("attacker")]
-                attacker = await trio.to_thread.run_sync(lambda: subprocess.Popen(
+                attacker = await trio.to_thread.run_sync(lambda argv=argv: subprocess.Popen(  # type: ignore[misc]
                     argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                 ))
                 assert attacker.stdout is not None

@@ -126,7 +126,7 @@ class NamespacesBackend:
             # bwrap is our unreaped child, so its child (pid 1) cannot have been reused.
             tools: list[int] = []
             try:
-                with open(f"/proc/{pid1}/task/{pid1}/children") as handle:
+                with open(f"/proc/{pid1}/task/{pid1}/children") as handle:  # noqa: ASYNC230 (procfs, no disk)
                     tools = [int(pid) for pid in handle.read().split()]
             except OSError:
                 pass

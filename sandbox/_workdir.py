@@ -92,8 +92,10 @@ def first_untraversable(path: str) -> str | None:
     for directory in reversed(ancestors):
         try:
             info = os.stat(directory)
-        except FileNotFoundError:
-            return None  # the rest is still to be created (by us, traversable)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # the rest is still to be created (by us, traversable), or cannot be: not ours to say
+        if not stat.S_ISDIR(info.st_mode):
+            return None  # a file in the way: creating the directory will fail and say so
         if info.st_uid == SANDBOX_UID or info.st_mode & 0o001:
             continue
         return directory

@@ -35,7 +35,6 @@ name the path as the caller gave it, never the host's absolute path.
 from __future__ import annotations
 
 import builtins
-
 import codecs
 import contextlib
 import errno

@@ -331,11 +331,15 @@ async def _read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
     try:
         parsed, _host = resources.resolve(uri)
     except ResourceError as exc:
-        await _audit(caller, "resource_read", "resource.read", uri, None, outcome=exc.code, details={"error": exc.message})
+        await _audit(
+            caller, "resource_read", "resource.read", uri, None, outcome=exc.code, details={"error": exc.message}
+        )
         return _refuse_read(caller, action_id, uri, exc.code, exc.message, announce)
     if caller.agent_resources is not None and parsed.key not in caller.agent_resources:
         why = f"agent {caller.agent} may not read {parsed.key}"
-        await _audit(caller, "decision", "resource.read", uri, None, effect="deny", outcome="deny", details={"reason": why})
+        await _audit(
+            caller, "decision", "resource.read", uri, None, effect="deny", outcome="deny", details={"reason": why}
+        )
         return _refuse_read(caller, action_id, uri, "forbidden", why, announce)
     decision = decide(caller.snap.config, caller.sub, caller.conn.principal.roles, "resource.read", str(parsed))
     frame = _action_frame(caller, action_id, ActionKind.RESOURCE, uri, arguments, 0, decision)
@@ -377,7 +381,9 @@ def content_output(content: Content) -> dict[str, Any]:
     return body
 
 
-def _refuse_read(caller: Caller, action_id: str, uri: str, code: str, message: str, announce: bool) -> tuple[Outcome, None]:
+def _refuse_read(
+    caller: Caller, action_id: str, uri: str, code: str, message: str, announce: bool
+) -> tuple[Outcome, None]:
     status = ResultStatus.DENIED if code == "forbidden" else ResultStatus.ERROR
     output = {"error": message, "code": code}
     if announce:

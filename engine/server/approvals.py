@@ -45,7 +45,9 @@ class PendingAction:
         # Nobody approves their own level-2 request unless a policy rule says so.
         return ADMIN_ROLE in roles and (sub != self.requester or self.self_approval)
 
-    def finish(self, status: Literal["approved", "denied", "expired", "cancelled"], by: str | None, reason: str | None) -> None:
+    def finish(
+        self, status: Literal["approved", "denied", "expired", "cancelled"], by: str | None, reason: str | None
+    ) -> None:
         self.status, self.decided_by, self.reason = status, by, reason
         self.event.set()
 
@@ -62,8 +64,7 @@ class ApprovalBroker:
     def waiting_for(self, sub: str, roles: frozenset[str], *, admin_only: bool = True) -> list[PendingAction]:
         """Actions this person could answer now (sent to an approver who connects; listed on request)."""
         return [
-            p for p in self.pending.values()
-            if (p.approver == "admin" or not admin_only) and p.may_answer(sub, roles)
+            p for p in self.pending.values() if (p.approver == "admin" or not admin_only) and p.may_answer(sub, roles)
         ]
 
     def close(self, action: PendingAction, status: Literal["expired", "cancelled"], reason: str) -> None:
@@ -71,14 +72,20 @@ class ApprovalBroker:
             action.finish(status, None, reason)
         self._retire(action)
 
-    def answer(self, action_id: str, approved: bool, sub: str, roles: frozenset[str], reason: str | None, reply_to: str) -> PendingAction:
+    def answer(
+        self, action_id: str, approved: bool, sub: str, roles: frozenset[str], reason: str | None, reply_to: str
+    ) -> PendingAction:
         action = self.pending.get(action_id)
         if action is None:
             done = self.finished.get(action_id)
             if done is None:
-                raise ProtocolError(ErrorCode.NOT_FOUND, f"no action {action_id!r} is waiting for approval", reply_to=reply_to)
+                raise ProtocolError(
+                    ErrorCode.NOT_FOUND, f"no action {action_id!r} is waiting for approval", reply_to=reply_to
+                )
             if done.status == "expired":
-                raise ProtocolError(ErrorCode.EXPIRED, f"action {action_id!r} expired before it was answered", reply_to=reply_to)
+                raise ProtocolError(
+                    ErrorCode.EXPIRED, f"action {action_id!r} expired before it was answered", reply_to=reply_to
+                )
             raise ProtocolError(
                 ErrorCode.ALREADY_DECIDED, f"action {action_id!r} was already {done.status}", reply_to=reply_to
             )

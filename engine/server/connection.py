@@ -290,7 +290,8 @@ class Connection:
                 self._rate_limited()
                 continue
             if isinstance(message, bytes):
-                self.send(ErrorFrame(code=ErrorCode.BAD_JSON, message="binary frames are not supported: send JSON as text"))
+                binary = "binary frames are not supported: send JSON as text"
+                self.send(ErrorFrame(code=ErrorCode.BAD_JSON, message=binary))
                 continue
             try:
                 frame = decode(message)
@@ -305,11 +306,14 @@ class Connection:
         if self._outbox is None or self._outbox.control_pending:
             return
         settings = self.hub.settings
-        self.send(ErrorFrame(
-            code=ErrorCode.RATE_LIMITED,
-            message=f"frames dropped: more than {settings.frame_burst} requests without waiting for their answers, "
-            f"and more than {settings.frames_per_second:g} a second; wait for answers before sending more",
-        ), control=True)
+        self.send(
+            ErrorFrame(
+                code=ErrorCode.RATE_LIMITED,
+                message=f"frames dropped: more than {settings.frame_burst} requests without waiting for their answers, "
+                f"and more than {settings.frames_per_second:g} a second; wait for answers before sending more",
+            ),
+            control=True,
+        )
 
     def _count_unanswered(self, frame_id: str) -> None:
         self._unanswered[frame_id] = None
@@ -331,13 +335,20 @@ class Connection:
                     await (await self._session(frame.session_id, frame.id)).control(str(frame.command), frame.id)
                 case ActionApproval():
                     self.hub.approvals.answer(
-                        frame.action_id, frame.approved, self.principal.sub, self.principal.roles, frame.reason, frame.id
+                        frame.action_id,
+                        frame.approved,
+                        self.principal.sub,
+                        self.principal.roles,
+                        frame.reason,
+                        frame.id,
                     )
                 case ClientAgentResult():
                     waiter = self.client_results.get(frame.action_id)
                     if waiter is None:
                         raise ProtocolError(
-                            ErrorCode.NOT_FOUND, f"no client-run action {frame.action_id!r} is waiting", reply_to=frame.id
+                            ErrorCode.NOT_FOUND,
+                            f"no client-run action {frame.action_id!r} is waiting",
+                            reply_to=frame.id,
                         )
                     waiter.send_nowait(frame)
                 case ClientToolList():
@@ -358,10 +369,18 @@ class Connection:
         except ProtocolError as exc:
             self.send(error_frame(exc if exc.reply_to else exc.replying_to(frame.id)))
         except trio.WouldBlock:
-            self.send(ErrorFrame(code=ErrorCode.ALREADY_DECIDED, message="a result for this action was already sent", reply_to=frame.id))
+            self.send(
+                ErrorFrame(
+                    code=ErrorCode.ALREADY_DECIDED,
+                    message="a result for this action was already sent",
+                    reply_to=frame.id,
+                )
+            )
         except Exception:
             log.exception("handler failed", extra={"type": type(frame).__name__})
-            self.send(ErrorFrame(code=ErrorCode.INTERNAL, message="internal error; see the server log", reply_to=frame.id))
+            self.send(
+                ErrorFrame(code=ErrorCode.INTERNAL, message="internal error; see the server log", reply_to=frame.id)
+            )
 
     async def _guarded(self, handler: Any, frame: Any) -> None:
         """Run a handler as its own task; its failure is this frame's error, not the connection's."""
@@ -372,7 +391,9 @@ class Connection:
             self.send(error_frame(exc if exc.reply_to else exc.replying_to(frame.id)))
         except Exception:
             log.exception("handler failed", extra={"type": type(frame).__name__})
-            self.send(ErrorFrame(code=ErrorCode.INTERNAL, message="internal error; see the server log", reply_to=frame.id))
+            self.send(
+                ErrorFrame(code=ErrorCode.INTERNAL, message="internal error; see the server log", reply_to=frame.id)
+            )
         finally:
             self.hub.inflight -= 1
 
@@ -404,7 +425,9 @@ class Connection:
             raise ProtocolError(ErrorCode.FORBIDDEN, "this session belongs to another subject", reply_to=frame.id)
         if record.agent != frame.agent:
             raise ProtocolError(
-                ErrorCode.NOT_FOUND, f"session {frame.session_id!r} is not a session of agent {frame.agent!r}", reply_to=frame.id
+                ErrorCode.NOT_FOUND,
+                f"session {frame.session_id!r} is not a session of agent {frame.agent!r}",
+                reply_to=frame.id,
             )
         if live is not None:
             # Still running on another connection of the same subject: follow it here.
@@ -419,7 +442,9 @@ class Connection:
             raise ProtocolError(ErrorCode.INVALID_STATE, "this session has terminated", reply_to=frame.id)
         agent = hub.config.agents.get(record.agent)
         if agent is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"the session's agent {record.agent!r} no longer exists", reply_to=frame.id)
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"the session's agent {record.agent!r} no longer exists", reply_to=frame.id
+            )
         if state in (LifecycleState.PROCESSING, LifecycleState.TOOL_USE, LifecycleState.INITIALIZED):
             state = LifecycleState.ACTIVE
         self._check_session_room(frame.id)
@@ -436,7 +461,8 @@ class Connection:
                 ErrorCode.RATE_LIMITED,
                 f"{self.principal.sub} already has {live} live sessions, the maximum (limit sessions_per_subject): "
                 "stop one (agent_control stop) or close the connection that holds it",
-                reply_to=reply_to, details={"limit": "sessions_per_subject", "maximum": limit},
+                reply_to=reply_to,
+                details={"limit": "sessions_per_subject", "maximum": limit},
             )
 
     def _check_message_size(self, frame: UserMessage) -> None:
@@ -444,8 +470,10 @@ class Connection:
         # Characters first (free); UTF-8 bytes only when the text could be too long.
         if len(frame.content) * 4 > limit and len(frame.content.encode("utf-8", "surrogatepass")) > limit:
             raise ProtocolError(
-                ErrorCode.TOO_LARGE, f"the message is longer than {limit} bytes (limit user_message)",
-                reply_to=frame.id, details={"path": "$.payload.content", "maximum": limit},
+                ErrorCode.TOO_LARGE,
+                f"the message is longer than {limit} bytes (limit user_message)",
+                reply_to=frame.id,
+                details={"path": "$.payload.content", "maximum": limit},
             )
 
     async def _start(self, session: Session, reply_to: str) -> None:
@@ -466,7 +494,9 @@ class Connection:
         if owner is not None and owner != self.principal.sub:
             raise ProtocolError(ErrorCode.FORBIDDEN, "this session belongs to another subject", reply_to=reply_to)
         hint = " (send agent_connect with its session_id to resume it here)" if owner else ""
-        raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r} on this connection{hint}", reply_to=reply_to)
+        raise ProtocolError(
+            ErrorCode.NOT_FOUND, f"no session {session_id!r} on this connection{hint}", reply_to=reply_to
+        )
 
     async def _tool_call(self, frame: ToolCall) -> None:
         if frame.name not in self.hub.config.tools and frame.name not in self.client_tools:
@@ -484,8 +514,12 @@ class Connection:
         if frame.session_id is not None:
             session = await self._session(frame.session_id, frame.id)
             caller = Caller(
-                self, session.session_id, session.agent.name, float(session.agent.approval_timeout),
-                reply_to=frame.id, agent_resources=tuple(session.agent.resources),
+                self,
+                session.session_id,
+                session.agent.name,
+                float(session.agent.approval_timeout),
+                reply_to=frame.id,
+                agent_resources=tuple(session.agent.resources),
             )
         outcome, content = await read(caller, frame.uri)
         if content is None:
@@ -495,7 +529,10 @@ class Connection:
             raise ProtocolError(ErrorCode(code), outcome.reason or str(outcome.status), reply_to=frame.id)
         self.send(
             ResourceResponse.of(
-                uri=content.uri, mime_type=content.mime_type, data=content.data, truncated=content.truncated,
+                uri=content.uri,
+                mime_type=content.mime_type,
+                data=content.data,
+                truncated=content.truncated,
                 reply_to=frame.id,
             )
         )
@@ -507,9 +544,16 @@ class Connection:
         return ActionList(
             actions=tuple(
                 PendingActionInfo(
-                    action_id=p.action_id, kind=p.frame.kind, name=p.frame.name, arguments=p.frame.arguments,
-                    level=p.frame.level, approver=Approver(p.approver), requester=p.requester, reason=p.frame.reason,
-                    expires_in_s=max(0.0, round(p.expires_at - now, 3)), session_id=p.frame.session_id,
+                    action_id=p.action_id,
+                    kind=p.frame.kind,
+                    name=p.frame.name,
+                    arguments=p.frame.arguments,
+                    level=p.frame.level,
+                    approver=Approver(p.approver),
+                    requester=p.requester,
+                    reason=p.frame.reason,
+                    expires_in_s=max(0.0, round(p.expires_at - now, 3)),
+                    session_id=p.frame.session_id,
                 )
                 for p in waiting
             ),
@@ -522,9 +566,13 @@ class Connection:
             template
             for template in self.hub.resources.templates()
             if decide(
-                self.hub.config, self.principal.sub, self.principal.roles, "resource.read",
+                self.hub.config,
+                self.principal.sub,
+                self.principal.roles,
+                "resource.read",
                 template.uri_template.replace("{", "").replace("}", ""),
-            ).effect != "deny"
+            ).effect
+            != "deny"
         ]
         return ResourceList(
             resources=tuple(ResourceInfo(uri_template=t.uri_template, description=t.description) for t in readable),
@@ -542,7 +590,8 @@ class Connection:
             raise ProtocolError(
                 ErrorCode.TOO_LARGE,
                 f"{len(frame.tools)} tools offered; at most {settings.max_offered_tools} (limit offered_tools)",
-                reply_to=frame.id, details={"path": "$.payload.tools", "maximum": settings.max_offered_tools},
+                reply_to=frame.id,
+                details={"path": "$.payload.tools", "maximum": settings.max_offered_tools},
             )
         for index, tool in enumerate(frame.tools):
             problem = await argcheck.offered_schema_problem(
@@ -551,7 +600,9 @@ class Connection:
             if problem is not None:
                 code = ErrorCode.TOO_LARGE if "at most" in problem else ErrorCode.INVALID_MESSAGE
                 raise ProtocolError(
-                    code, f"tool {tool.name!r}: {problem}", reply_to=frame.id,
+                    code,
+                    f"tool {tool.name!r}: {problem}",
+                    reply_to=frame.id,
                     details={"path": f"$.payload.tools[{index}].parameters"},
                 )
         return {tool.name: tool for tool in frame.tools}

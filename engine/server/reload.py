@@ -80,7 +80,9 @@ async def reload_config(hub: Hub, reason: str) -> bool:
     )
     for pending in list(hub.approvals.pending.values()):
         if pending.frame.kind == "tool" and pending.frame.name in removed:
-            hub.approvals.close(pending, "cancelled", f"the tool {pending.frame.name!r} was removed from the configuration")
+            hub.approvals.close(
+                pending, "cancelled", f"the tool {pending.frame.name!r} was removed from the configuration"
+            )
     for conn in list(hub.connections):
         conn.send(conn.tool_list())
     log.info("configuration reloaded (%s): %d tools, policy %s", reason, len(config.tools), revision[:19])

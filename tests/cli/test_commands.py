@@ -19,7 +19,9 @@ from tests.conftest import DATA, REPO
 SECRET = "cli-test-secret-0123456789abcdef0123456789"
 
 
-def sconnect(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def sconnect(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "engine", *args],
         cwd=cwd or REPO,
@@ -144,10 +146,12 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(state_dir: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = sconnect("serve", "--port", str(port), "--state-dir", str(state_dir), env={"SCONNECT_JWT_SECRET": SECRET})
+        env = {"SCONNECT_JWT_SECRET": SECRET}
+        done = sconnect("serve", "--port", str(port), "--state-dir", str(state_dir), env=env)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        f"sconnect: cannot listen on 127.0.0.1:{port}: Address already in use (pick another --port, or 0 for a free one)"
+        f"sconnect: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(pick another --port, or 0 for a free one)"
     )
     assert "Traceback" not in done.stderr
 

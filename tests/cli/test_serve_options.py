@@ -83,7 +83,8 @@ async def test_file_then_environment_then_flags(base: Path) -> None:
         assert server.stdout is not None
         url = (await trio.to_thread.run_sync(server.stdout.readline)).strip()
         assert url.startswith("ws://127.0.0.1:") and not url.startswith("ws://127.0.0.1:1/")
-        token = jwt.encode({"sub": "alice", "roles": ["user"], "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+        claims = {"sub": "alice", "roles": ["user"], "exp": int(time.time()) + 600}
+        token = jwt.encode(claims, SECRET, algorithm="HS256")
         with trio.fail_after(10):
             async with open_client(url, token):
                 with pytest.raises(ConnectionRejected) as caught:
@@ -175,7 +176,8 @@ def test_an_os_error_that_is_not_about_listening_is_named_as_such(base: Path) ->
     (base / "a-file").write_text("not a directory")
     done = serve("--port", "0", "--state-dir", str(base / "a-file"))
     assert done.returncode == 1
-    assert f"sconnect: stopped by an operating system error: File exists ({base / 'a-file'}) [FileExistsError" in done.stderr
+    expected = f"sconnect: stopped by an operating system error: File exists ({base / 'a-file'}) [FileExistsError"
+    assert expected in done.stderr
     assert "cannot listen" not in done.stderr
 
 

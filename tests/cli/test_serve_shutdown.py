@@ -1,4 +1,5 @@
-"""``sconnect serve`` as a process: SIGTERM during a running tool exits cleanly, kills the tool, keeps the audit intact."""
+"""``sconnect serve`` as a process: SIGTERM during a running tool exits cleanly, kills the tool, keeps the audit
+intact."""
 
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ from tests.engine.processes import unique_marker
 SECRET = "shutdown-test-secret-0123456789abcdef0123456789"
 
 
-
-
 async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
     base = Path(tempfile.mkdtemp(prefix="sconnect-term-", dir="/tmp"))
     os.chmod(base, 0o711)
@@ -34,9 +33,25 @@ async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
         state = base / "state"
         env = {**os.environ, "SCONNECT_JWT_SECRET": SECRET}
         server = subprocess.Popen(
-            [sys.executable, "-m", "engine", "serve", "--port", "0", "--config", str(config), "--state-dir", str(state),
-             "--shutdown-grace", "1s"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "serve",
+                "--port",
+                "0",
+                "--config",
+                str(config),
+                "--state-dir",
+                str(state),
+                "--shutdown-grace",
+                "1s",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             assert server.stdout is not None
@@ -45,14 +60,16 @@ async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
 
             import jwt
 
-            token = jwt.encode({"sub": "alice", "roles": ["user"], "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+            token = jwt.encode(
+                {"sub": "alice", "roles": ["user"], "exp": int(time.time()) + 600}, SECRET, algorithm="HS256"
+            )
             with trio.fail_after(20):
                 async with open_client(url.strip(), token) as client:
                     await client.send(ToolCall(id="long", name="sleeper", arguments={}))
                     event = await client.next_event()
                     while not isinstance(event, AgentAction):
                         event = await client.next_event()
-                    while not processes_with(marker):
+                    while not processes_with(marker):  # noqa: ASYNC110 (polling /proc)
                         await trio.sleep(0.05)
                     server.send_signal(signal.SIGTERM)
                     code = await trio.to_thread.run_sync(lambda: server.wait(timeout=15))
@@ -60,7 +77,9 @@ async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
                     seen = []
                     with trio.move_on_after(2):
                         async for frame in client.events():
-                            seen.append((type(frame).__name__, str(getattr(frame, "code", getattr(frame, "status", "")))))
+                            seen.append(
+                                (type(frame).__name__, str(getattr(frame, "code", getattr(frame, "status", ""))))
+                            )
                     assert ("ErrorFrame", "unavailable") in seen
                     assert ("AgentResult", "cancelled") in seen
             err = server.stderr.read() if server.stderr else ""

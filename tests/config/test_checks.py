@@ -214,7 +214,8 @@ def edit(path: Path, old: str, new: str) -> None:
          "resources.d/people.yaml:9:33: queries[0].params.team: 'team' is not a {placeholder} of path "
          "'profile/{id}'"),
         ("weather.yaml", "base_url: https://wttr.in", "base_url: https://wttr.in\nallowed_hosts: [example.com]",
-         "resources.d/weather.yaml:5:16: allowed_hosts: the base URL's origin https://wttr.in:443 is not in allowed_hosts"),
+         "resources.d/weather.yaml:5:16: allowed_hosts: the base URL's origin https://wttr.in:443 is not in "
+         "allowed_hosts"),
         ("weather.yaml", "target: /{city}?format=j1", "target: /{city}?format={format}",
          "resources.d/weather.yaml:6:5: routes[0]: 'format' is used but is not a {placeholder} of path "
          "'current/{city}'"),

@@ -78,7 +78,11 @@ async def test_audience_and_issuer_when_configured(start_server, config_dir) -> 
     good = _token({"aud": "sconnect", "iss": "https://id.example"})
     async with open_client(server.url, good) as client:
         assert (await client.list_tools()).tools
-    for claims in ({"aud": "other", "iss": "https://id.example"}, {"aud": "sconnect", "iss": "https://evil.example"}, {}):
+    for claims in (
+        {"aud": "other", "iss": "https://id.example"},
+        {"aud": "sconnect", "iss": "https://evil.example"},
+        {},
+    ):
         rejected = await _rejected(server.url, [("Authorization", f"Bearer {_token(claims)}")])
         assert rejected.status_code == 401
 
@@ -108,18 +112,29 @@ BAD_FRAMES = [
     ('{"type": "teleport", "id": "f1", "payload": {}}', "unknown_type", "f1"),
     ('{"type": "user_message", "id": "f2", "payload": {"session_id": "x"}}', "invalid_message", "f2"),
     ('{"type": "user_message", "id": "f3", "payload": {"session_id": 5, "content": "hi"}}', "invalid_message", "f3"),
-    ('{"type": "response_token", "id": "f4", "payload": {"session_id": "s", "turn_id": "t", "token": "x"}}', "invalid_message", "f4"),
+    (
+        '{"type": "response_token", "id": "f4", "payload": {"session_id": "s", "turn_id": "t", "token": "x"}}',
+        "invalid_message",
+        "f4",
+    ),
     ('{"type": "user_message", "id": "f5", "payload": {"session_id": "nope", "content": "hi"}}', "not_found", "f5"),
     ('{"type": "action_approval", "id": "f6", "payload": {"action_id": "nope", "approved": true}}', "not_found", "f6"),
     ('{"type": "agent_control", "id": "f7", "payload": {"session_id": "nope", "command": "pause"}}', "not_found", "f7"),
-    ('{"type": "agent_control", "id": "f8", "payload": {"session_id": "s", "command": "explode"}}', "invalid_message", "f8"),
+    (
+        '{"type": "agent_control", "id": "f8", "payload": {"session_id": "s", "command": "explode"}}',
+        "invalid_message",
+        "f8",
+    ),
     ('{"type": "agent_connect", "id": "f9", "payload": {"agent": "nobody"}}', "not_found", "f9"),
 ]
 
 
 async def test_each_bad_frame_gets_its_code_and_the_other_session_carries_on(server: RunningServer) -> None:
     with trio.fail_after(30):
-        async with open_client(server.url, server.token()) as client, open_client(server.url, server.token("bob")) as other:
+        async with (
+            open_client(server.url, server.token()) as client,
+            open_client(server.url, server.token("bob")) as other,
+        ):
             sid = (await client.start_session("assistant")).session_id
             for text, code, reply_to in BAD_FRAMES:
                 await client.send_raw(text)
@@ -133,7 +148,9 @@ async def test_each_bad_frame_gets_its_code_and_the_other_session_carries_on(ser
                 event = await client.next_event()
             assert str(event.code) == "bad_json" and "binary frames" in event.message
             # An illegal lifecycle transition is refused too.
-            await client.send_raw(json.dumps({"type": "agent_control", "id": "r1", "payload": {"session_id": sid, "command": "resume"}}))
+            await client.send_raw(
+                json.dumps({"type": "agent_control", "id": "r1", "payload": {"session_id": sid, "command": "resume"}})
+            )
             event = await client.next_event()
             while not isinstance(event, ErrorFrame):
                 event = await client.next_event()
@@ -143,7 +160,9 @@ async def test_each_bad_frame_gets_its_code_and_the_other_session_carries_on(ser
             other_sid = (await other.start_session("assistant")).session_id
             assert (await other.converse(other_sid, "what is 4*4")).response.content == "4*4 = 16"
             # Another subject's session is not yours.
-            await other.send_raw(json.dumps({"type": "user_message", "id": "x1", "payload": {"session_id": sid, "content": "hi"}}))
+            await other.send_raw(
+                json.dumps({"type": "user_message", "id": "x1", "payload": {"session_id": sid, "content": "hi"}})
+            )
             event = await other.next_event()
             while not isinstance(event, ErrorFrame):
                 event = await other.next_event()

@@ -47,7 +47,9 @@ async def test_a_client_that_never_reads_does_not_stall_another(start_server, co
     )
     request = json.dumps({"type": "tool_list", "id": "x", "payload": {}})
     with trio.fail_after(30):
-        async with open_websocket_url(server.url, extra_headers=[("Authorization", f"Bearer {server.token('slow')}")]) as slow:
+        async with open_websocket_url(
+            server.url, extra_headers=[("Authorization", f"Bearer {server.token('slow')}")]
+        ) as slow:
             # Ask for far more than the socket and the queue can hold, and never read:
             # the server cuts this client off instead of letting it hold anything up.
             with pytest.raises(ConnectionClosed):
@@ -59,7 +61,7 @@ async def test_a_client_that_never_reads_does_not_stall_another(start_server, co
                     turn = await fast.converse(sid, "what is 2*21")
                 assert turn.response.content == "2*21 = 42"
             with trio.fail_after(10):
-                while slow.closed is None:
+                while slow.closed is None:  # noqa: ASYNC110 (bounded poll)
                     await trio.sleep(0.05)
 
 
@@ -79,7 +81,7 @@ async def test_1000_idle_connections_at_once(start_server, config_dir: Path) -> 
         async with trio.open_nursery() as nursery:
             for index in range(1000):
                 nursery.start_soon(hold, index)
-            while opened < 1000:
+            while opened < 1000:  # noqa: ASYNC110 (bounded poll)
                 await trio.sleep(0.05)
             async with open_client(server.url, server.token("probe")) as probe:
                 sid = (await probe.start_session("assistant")).session_id
@@ -122,18 +124,23 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -143,8 +150,9 @@ async def test_tls(start_server, config_dir: Path, tmp_path: Path) -> None:  # t
     assert server.url.startswith("wss://127.0.0.1:")
     context = ssl.create_default_context(cafile=str(cert))
     with trio.fail_after(10):
-        async with open_websocket_url(server.url, ssl_context=context,
-                                      extra_headers=[("Authorization", f"Bearer {server.token()}")]) as ws:
+        async with open_websocket_url(
+            server.url, ssl_context=context, extra_headers=[("Authorization", f"Bearer {server.token()}")]
+        ) as ws:
             first = json.loads(await ws.get_message())
             assert first["type"] == "tool_list"
         # A client that does not trust the certificate cannot connect.

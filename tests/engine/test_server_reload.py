@@ -1,4 +1,5 @@
-"""Hot reload: a dropped tool file appears and can be called; a broken file changes nothing; a removed tool ends its pending approval."""
+"""Hot reload: a dropped tool file appears and can be called; a broken file changes nothing; a removed tool ends
+its pending approval."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ async def test_a_broken_file_leaves_the_old_config_serving(start_server, config_
             calculator.write_text(calculator.read_text().replace("timeout: 5s", "timeout: 5 parsecs"))
             await _touch_later(calculator)
             with trio.fail_after(5):
-                while not await _audited_reload(server, "error"):
+                while not await _audited_reload(server, "error"):  # noqa: ASYNC110 (reads the database)
                     await trio.sleep(0.1)
             result = await client.call_tool("calculator", {"expression": "2+2"})
             assert str(result.status) == "ok" and result.output["result"] == 4

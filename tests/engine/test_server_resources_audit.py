@@ -99,7 +99,9 @@ async def test_the_audit_trail_of_a_session_verifies(server: RunningServer) -> N
     assert ("resource_read", "file://local/documents/welcome.md", "ok") in kinds
     [approval] = [r for r in records if r.kind == "approval"]
     assert (approval.decided_by, approval.approver, approval.outcome) == ("person", "root", "approved")
-    assert all(r.policy_revision and r.policy_revision.startswith("sha256:") for r in records if r.kind != "auth_failure")
+    assert all(
+        r.policy_revision and r.policy_revision.startswith("sha256:") for r in records if r.kind != "auth_failure"
+    )
     report = await trio.to_thread.run_sync(verify, state)
     assert report.ok, report
 

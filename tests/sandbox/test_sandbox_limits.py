@@ -195,7 +195,7 @@ async def test_setsid_grandchild_dies_on_cancellation(
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call)
-            while not os.path.exists(pidfile):
+            while not os.path.exists(pidfile):  # noqa: ASYNC110 (another process)
                 await trio.sleep(0.01)
             seen_alive.extend(token_processes())
             nursery.cancel_scope.cancel()
