@@ -108,7 +108,8 @@ def render(summary: dict[str, Any]) -> str:
     agents = summary["agents"]
     lines.append(f"agents ({len(agents)}):")
     for name, agent in agents.items():
-        lines.append(f"  {name:<14} model {agent['model']}, {len(agent['tools'])} tools, {len(agent['resources'])} resources")
+        counts = f"{len(agent['tools'])} tools, {len(agent['resources'])} resources"
+        lines.append(f"  {name:<14} model {agent['model']}, {counts}")
     count = sum(map(len, summary["tools_by_level"].values()))
     lines.append(f"tools ({count}) by permission level:")
     for level, names in summary["tools_by_level"].items():

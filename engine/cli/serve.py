@@ -31,13 +31,18 @@ def register(commands: Any) -> None:
         "directory's sconnect.yaml), then SCONNECT_* environment variables, then these flags.",
     )
     add_config_option(parser)
-    parser.add_argument("--server-config", metavar="FILE", help="server settings file (default: <config>/sconnect.yaml if present)")
-    parser.add_argument("--state-dir", metavar="DIR", help="state directory (env SCONNECT_STATE_DIR; default ./.sconnect)")
+    parser.add_argument(
+        "--server-config", metavar="FILE", help="server settings file (default: <config>/sconnect.yaml if present)"
+    )
+    parser.add_argument(
+        "--state-dir", metavar="DIR", help="state directory (env SCONNECT_STATE_DIR; default ./.sconnect)"
+    )
     parser.add_argument("--host", help="address to bind (env SCONNECT_HOST; default 127.0.0.1)")
     parser.add_argument("--port", type=_port_argument,
                         help="port, 0 picks a free one (env SCONNECT_PORT; default 8765)")
     parser.add_argument("--health-port", type=_port_argument,
-                        help="serve /healthz, /readyz and /metrics on this port, 0 picks one (env SCONNECT_HEALTH_PORT; default off)")
+                        help="serve /healthz, /readyz and /metrics on this port, 0 picks one "
+                        "(env SCONNECT_HEALTH_PORT; default off)")
     parser.add_argument("--health-host", metavar="ADDRESS",
                         help="address of the health/metrics listener (env SCONNECT_HEALTH_HOST; default 127.0.0.1: "
                         "metrics are not for the public)")
@@ -52,13 +57,15 @@ def register(commands: Any) -> None:
     parser.add_argument("--mcp-anonymous-role", metavar="ROLE",
                         help="give MCP callers without a token this role (loopback --host only; for local trials)")
     parser.add_argument("--shutdown-grace", metavar="DURATION",
-                        help="on SIGTERM/SIGINT, how long running turns may finish (env SCONNECT_SHUTDOWN_GRACE; default 10s)")
+                        help="on SIGTERM/SIGINT, how long running turns may finish "
+                        "(env SCONNECT_SHUTDOWN_GRACE; default 10s)")
     parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain for wss:// (env SCONNECT_TLS_CERT)")
     parser.add_argument("--tls-key", metavar="PEM", help="its private key (env SCONNECT_TLS_KEY)")
     parser.add_argument("--insecure-public", action="store_true", default=None,
                         help="allow a non-loopback --host without TLS (tokens would cross the network in clear)")
     parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
-                        help="override one limit, e.g. --limit idle_timeout=5m (env SCONNECT_LIMITS_<NAME>); see README")
+                        help="override one limit, e.g. --limit idle_timeout=5m (env SCONNECT_LIMITS_<NAME>); "
+                        "see README")
     parser.add_argument("--log-format", choices=("text", "json"),
                         help="stderr log lines as text or one JSON object each (env SCONNECT_LOG_FORMAT; default text)")
     parser.add_argument(
@@ -122,7 +129,8 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
             source[key] = spelled(key)
 
     from_env = {
-        "host": env.get("SCONNECT_HOST"), "port": env.get("SCONNECT_PORT"), "health_port": env.get("SCONNECT_HEALTH_PORT"),
+        "host": env.get("SCONNECT_HOST"), "port": env.get("SCONNECT_PORT"),
+        "health_port": env.get("SCONNECT_HEALTH_PORT"),
         "health_host": env.get("SCONNECT_HEALTH_HOST"), "mcp_port": env.get("SCONNECT_MCP_PORT"),
         "mcp_anonymous_role": env.get("SCONNECT_MCP_ANONYMOUS_ROLE"),
         "console_port": env.get("SCONNECT_CONSOLE_PORT"), "console_host": env.get("SCONNECT_CONSOLE_HOST"),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -39,7 +39,7 @@ class RulesProvider:
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
-    ) -> AsyncIterator[TextDelta | ToolCall]:
+    ) -> AsyncGenerator[TextDelta | ToolCall, None]:
         offered = {tool.name: tool for tool in tools}
         user_text = _last_user_text(messages)
         found = self._match(user_text)
@@ -83,7 +83,8 @@ class RulesProvider:
         status = outcome.get("status", "ok")
         if status != "ok":
             reason = outcome.get("reason") or outcome.get("output") or status
-            what = "read that resource" if message.get("name") == READ_RESOURCE else f"use the tool {message.get('name', '')!r}"
+            name = message.get("name", "")
+            what = "read that resource" if name == READ_RESOURCE else f"use the tool {name!r}"
             return f"I could not {what}: {template.as_text(reason)}".rstrip()
         if found is None:
             return template.as_text(outcome.get("output"))

@@ -359,7 +359,8 @@ def _ready(hub: Hub) -> tuple[bool, str]:
     if not hub.audit.running:
         return False, "the audit writer is not running"
     if hub.reload_errors:
-        return True, f"serving the last good configuration; the last reload was refused ({len(hub.reload_errors)} errors)"
+        refused = len(hub.reload_errors)
+        return True, f"serving the last good configuration; the last reload was refused ({refused} errors)"
     return True, "configuration loaded, audit writer running"
 
 
