@@ -66,9 +66,7 @@ async def test_sigterm_during_a_running_tool(tmp_path: Path) -> None:
             with trio.fail_after(20):
                 async with open_client(url.strip(), token) as client:
                     await client.send(ToolCall(id="long", name="sleeper", arguments={}))
-                    event = await client.next_event()
-                    while not isinstance(event, AgentAction):
-                        event = await client.next_event()
+                    await client.next_event_of(AgentAction)
                     while not processes_with(marker):  # noqa: ASYNC110 (polling /proc)
                         await trio.sleep(0.05)
                     server.send_signal(signal.SIGTERM)

@@ -44,16 +44,14 @@ async def test_a_reload_during_an_approval_does_not_change_the_calls_revision(  
         async with open_client(server.url, server.token("alice")) as alice, \
                 open_client(server.url, server.token("boss", ("admin",))) as admin:
             await alice.send(ToolCall(id="c1", name="echo", arguments={"text": "hi"}))
-            while not isinstance(action := await alice.next_event(), AgentAction):
-                pass
+            action = await alice.next_event_of(AgentAction)
             assert action.requires_approval
             policy.write_text(policy.read_text().replace("Levels 0-2 are allowed", "Levels 0 to 2 are allowed"))
             with trio.fail_after(10):
                 while not await _reloaded(server):  # noqa: ASYNC110  (the audit log sends no event)
                     await trio.sleep(0.05)
             await admin.answer(action.action_id, True)
-            while not isinstance(result := await alice.next_event(), AgentResult):
-                pass
+            result = await alice.next_event_of(AgentResult)
             assert str(result.status) == "ok", result
     [new_revision] = await _reloaded(server)
     records = [r for r in query(server.settings.state_dir) if r.target == "echo"]

@@ -36,12 +36,6 @@ sandbox:
 """
 
 
-async def _next(client, kind):  # type: ignore[no-untyped-def]
-    while True:
-        event = await client.next_event()
-        if isinstance(event, kind):
-            return event
-
 
 async def test_resuming_with_the_wrong_agent_is_not_found(server: RunningServer) -> None:
     with trio.fail_after(20):
@@ -66,13 +60,13 @@ async def test_a_second_client_result_is_refused_and_the_first_counts(server: Ru
             await client.offer_tools([where])
             sid = (await client.start_session("assistant")).session_id
             await client.send_message(sid, "where am i?")
-            action = await _next(client, AgentAction)
+            action = await client.next_event_of(AgentAction)
             # Both results go out back to back, before the server has read either.
             await client.send_result(action.action_id, "ok", {"city": "Lisbon"}, session_id=sid)
             second = await client.send_result(action.action_id, "ok", {"city": "Atlantis"}, session_id=sid)
-            error = await _next(client, ErrorFrame)
+            error = await client.next_event_of(ErrorFrame)
             assert (error.code, error.reply_to) == ("not_found", second)
-            response = await _next(client, AgentResponse)
+            response = await client.next_event_of(AgentResponse)
             assert response.content == "You are in Lisbon."
             # The connection is fine afterwards.
             assert (await client.converse(sid, "what is 1+1")).response.content == "1+1 = 2"
@@ -107,12 +101,12 @@ async def test_sighup_reloads_at_once(start_server, config_dir: Path) -> None:  
     server: RunningServer = await start_server(config_dir, reload_interval_s=3600.0, reload_signals=(signal.SIGHUP,))
     with trio.fail_after(20):
         async with open_client(server.url, server.token()) as client:
-            first = await _next(client, ToolList)
+            first = await client.next_event_of(ToolList)
             assert "echo" not in {t.name for t in first.tools}
             echo = (config_dir / "tools.d" / "calculator.yaml").read_text().replace("name: calculator", "name: echo")
             (config_dir / "tools.d" / "echo.yaml").write_text(echo)
             os.kill(os.getpid(), signal.SIGHUP)
-            fresh = await _next(client, ToolList)
+            fresh = await client.next_event_of(ToolList)
             assert "echo" in {t.name for t in fresh.tools}
 
 
@@ -131,9 +125,9 @@ async def test_a_second_call_waits_for_the_only_tool_slot(start_server, config_d
             # Both are decided at once; only one may run. Open the gate once both are announced.
             announced = set()
             while len(announced) < 2:
-                announced.add((await _next(client, AgentAction)).reply_to)
+                announced.add((await client.next_event_of(AgentAction)).reply_to)
             gate.touch()
-            first = await _next(client, AgentResult)
-            second = await _next(client, AgentResult)
+            first = await client.next_event_of(AgentResult)
+            second = await client.next_event_of(AgentResult)
             assert (first.reply_to, second.reply_to) == ("slow", "fast")
             assert str(second.status) == "ok" and second.output["result"] == 2

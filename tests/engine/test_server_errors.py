@@ -138,22 +138,16 @@ async def test_each_bad_frame_gets_its_code_and_the_other_session_carries_on(ser
             sid = (await client.start_session("assistant")).session_id
             for text, code, reply_to in BAD_FRAMES:
                 await client.send_raw(text)
-                event = await client.next_event()
-                while not isinstance(event, ErrorFrame):
-                    event = await client.next_event()
+                event = await client.next_event_of(ErrorFrame)
                 assert (str(event.code), event.reply_to) == (code, reply_to), text
             await client.send_raw(b'{"type": "tool_list", "id": "b1", "payload": {}}')
-            event = await client.next_event()
-            while not isinstance(event, ErrorFrame):
-                event = await client.next_event()
+            event = await client.next_event_of(ErrorFrame)
             assert str(event.code) == "bad_json" and "binary frames" in event.message
             # An illegal lifecycle transition is refused too.
             await client.send_raw(
                 json.dumps({"type": "agent_control", "id": "r1", "payload": {"session_id": sid, "command": "resume"}})
             )
-            event = await client.next_event()
-            while not isinstance(event, ErrorFrame):
-                event = await client.next_event()
+            event = await client.next_event_of(ErrorFrame)
             assert (str(event.code), event.reply_to) == ("invalid_state", "r1")
             # The same connection's session still works, and so does another connection.
             assert (await client.converse(sid, "what is 3*3")).response.content == "3*3 = 9"
@@ -163,9 +157,7 @@ async def test_each_bad_frame_gets_its_code_and_the_other_session_carries_on(ser
             await other.send_raw(
                 json.dumps({"type": "user_message", "id": "x1", "payload": {"session_id": sid, "content": "hi"}})
             )
-            event = await other.next_event()
-            while not isinstance(event, ErrorFrame):
-                event = await other.next_event()
+            event = await other.next_event_of(ErrorFrame)
             assert str(event.code) == "forbidden"
 
 

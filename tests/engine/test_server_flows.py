@@ -13,7 +13,7 @@ from engine.audit import default_key_path
 from engine.audit._keys import derive
 from engine.canonical import keyed_digest
 from engine.client import ClientClosed, ServerError, open_client
-from engine.protocol import AgentAction, AgentResult, OfferedTool
+from engine.protocol import AgentAction, AgentResponse, AgentResult, ErrorFrame, OfferedTool
 from engine.toolrun import subject_workspace
 from tests.engine.conftest import SLEEPER, RunningServer
 from tests.engine.processes import unique_marker, until_gone, until_running
@@ -90,25 +90,14 @@ async def test_level_1_times_out(start_server, tmp_path: Path) -> None:  # type:
         async with open_client(server.url, server.token()) as client:
             sid = (await client.start_session("assistant")).session_id
             await client.send_message(sid, "read notes.txt")
-            while True:
-                event = await client.next_event()
-                if isinstance(event, AgentResult):
-                    break
+            event = await client.next_event_of(AgentResult)
             assert str(event.status) == "timeout"
             # Answering after the timeout is refused with its own code, and nothing runs.
             await client.answer(event.action_id, True)
-            error = await _next_error(client)
+            error = await client.next_event_of(ErrorFrame)
             assert error.code == "expired"
     assert (await stored_action(server, event.action_id)).status == "expired"
 
-
-async def _next_error(client):  # type: ignore[no-untyped-def]
-    from engine.protocol import ErrorFrame
-
-    while True:
-        event = await client.next_event()
-        if isinstance(event, ErrorFrame):
-            return event
 
 
 async def test_level_2_needs_an_admin_and_the_user_cannot_approve(server: RunningServer) -> None:
@@ -117,26 +106,20 @@ async def test_level_2_needs_an_admin_and_the_user_cannot_approve(server: Runnin
             async with open_client(server.url, server.token("alice", ("user",))) as user:
                 sid = (await user.start_session("assistant")).session_id
                 await user.send_message(sid, 'write "hello" to greeting.txt')
-                action = await user.next_event()
-                while not isinstance(action, AgentAction):
-                    action = await user.next_event()
+                action = await user.next_event_of(AgentAction)
                 assert (action.requires_approval, str(action.approver)) == (True, "admin")
                 # The requesting user may not approve a level-2 action.
                 await user.answer(action.action_id, True)
-                assert (await _next_error(user)).code == "forbidden"
+                assert (await user.next_event_of(ErrorFrame)).code == "forbidden"
                 # The admin sees the same action and approves it.
-                seen = await admin.next_event()
-                while not isinstance(seen, AgentAction):
-                    seen = await admin.next_event()
+                seen = await admin.next_event_of(AgentAction)
                 assert seen.action_id == action.action_id
                 await admin.answer(action.action_id, True)
-                result = await user.next_event()
-                while not isinstance(result, AgentResult):
-                    result = await user.next_event()
+                result = await user.next_event_of(AgentResult)
                 assert str(result.status) == "ok" and result.output["bytes_written"] == 5
                 # A second approval of the same action is refused; nothing runs twice.
                 await admin.answer(action.action_id, True)
-                assert (await _next_error(admin)).code == "already_decided"
+                assert (await admin.next_event_of(ErrorFrame)).code == "already_decided"
     assert (subject_workspace(server.settings.workspace, "alice") / "greeting.txt").read_text() == "hello"
     record = await stored_action(server, action.action_id)
     decided = (record.status, record.decided_by, record.approver, record.name)
@@ -153,14 +136,10 @@ async def test_level_2_waits_for_an_admin_who_connects_later(server: RunningServ
             await user.send_message(sid, 'write "later" to later.txt')
             await trio.sleep(0.3)
             async with open_client(server.url, server.token("root", ("admin",))) as admin:
-                seen = await admin.next_event()
-                while not isinstance(seen, AgentAction):
-                    seen = await admin.next_event()
+                seen = await admin.next_event_of(AgentAction)
                 assert seen.name == "write_file"
                 await admin.answer(seen.action_id, True)
-                result = await user.next_event()
-                while not isinstance(result, AgentResult):
-                    result = await user.next_event()
+                result = await user.next_event_of(AgentResult)
                 assert str(result.status) == "ok"
 
 
@@ -299,19 +278,14 @@ async def test_client_offered_tool(server: RunningServer) -> None:
             )
             sid = (await client.start_session("assistant")).session_id
             await client.send_message(sid, "where am i?")
-            action = await client.next_event()
-            while not isinstance(action, AgentAction):
-                action = await client.next_event()
+            action = await client.next_event_of(AgentAction)
             assert str(action.executor) == "client"
             await client.send_result(action.action_id, "ok", {"city": "Lisbon"}, session_id=sid)
-            while True:
-                event = await client.next_event()
-                if type(event).__name__ == "AgentResponse":
-                    break
+            event = await client.next_event_of(AgentResponse)
             assert event.content == "You are in Lisbon."
             # A result for an action nobody waits for is an error.
             await client.send_result("nope", "ok", {})
-            assert (await _next_error(client)).code == "not_found"
+            assert (await client.next_event_of(ErrorFrame)).code == "not_found"
 
 
 async def test_unknown_agent(server: RunningServer) -> None:
@@ -385,21 +359,14 @@ async def test_reconnecting_client_takes_over_a_live_session_with_its_pending_ap
             async with open_client(server.url, server.token("alice")) as first:
                 sid = (await first.start_session("assistant")).session_id
                 await first.send_message(sid, "read notes.txt")
-                action = await first.next_event()
-                while not isinstance(action, AgentAction):
-                    action = await first.next_event()
+                action = await first.next_event_of(AgentAction)
                 state = await second.resume_session(sid, "assistant")
                 assert str(state.state) == "tool_use"
-                again = await second.next_event()
-                while not isinstance(again, AgentAction):
-                    again = await second.next_event()
+                again = await second.next_event_of(AgentAction)
                 assert again.action_id == action.action_id
             # The first connection is gone; the session lives on with the second.
             await second.answer(action.action_id, True)
-            while True:
-                event = await second.next_event()
-                if type(event).__name__ == "AgentResponse":
-                    break
+            event = await second.next_event_of(AgentResponse)
             assert "carried over" in event.content
 
 
@@ -410,7 +377,7 @@ async def test_client_tool_offers_and_arguments_are_checked(server: RunningServe
         async with open_client(server.url, server.token()) as client:
             bad = OfferedTool(name="get_location", description="x", parameters={"type": "strin"})
             await client.send(ClientToolList(id="offer1", tools=(bad,)))
-            error = await _next_error(client)
+            error = await client.next_event_of(ErrorFrame)
             assert (error.code, error.reply_to) == ("invalid_message", "offer1")
             schema = {"type": "object", "properties": {"precise": {"type": "boolean"}}, "additionalProperties": False}
             await client.offer_tools([OfferedTool(name="get_location", description="Where.", parameters=schema)])
@@ -424,9 +391,7 @@ async def test_approvers_list_what_waits_for_them(server: RunningServer) -> None
         async with open_client(server.url, server.token("alice", ("user",))) as user:
             sid = (await user.start_session("assistant")).session_id
             await user.send_message(sid, 'write "x" to listed.txt')
-            action = await user.next_event()
-            while not isinstance(action, AgentAction):
-                action = await user.next_event()
+            action = await user.next_event_of(AgentAction)
             # The requester cannot answer a level-2 action: it is not listed for her.
             assert (await user.list_actions()).actions == ()
             async with open_client(server.url, server.token("root", ("admin",))) as admin:
@@ -499,7 +464,7 @@ async def test_cancel_while_waiting_for_approval_cancels_the_approval(server: Ru
                 assert (await user.next_event_of(AgentResponse, session_id=sid)).cancelled is True
                 assert (await admin.list_actions()).actions == ()
                 await admin.answer(action.action_id, True)
-                assert (await _next_error(admin)).code == "already_decided"
+                assert (await admin.next_event_of(ErrorFrame)).code == "already_decided"
     assert (await stored_action(server, action.action_id)).status == "cancelled"
     assert not (server.settings.workspace / "never.txt").exists()
 

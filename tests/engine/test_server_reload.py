@@ -10,7 +10,7 @@ import trio
 
 from engine.audit import query
 from engine.client import open_client
-from engine.protocol import AgentAction, AgentResult, ToolCall, ToolList
+from engine.protocol import AgentAction, AgentResult, ErrorFrame, ToolCall, ToolList
 from tests.engine.conftest import RunningServer
 
 ECHO = """\
@@ -26,12 +26,6 @@ sandbox: {timeout: 5s, isolation: process}
 """
 
 
-async def _next(client, kind):  # type: ignore[no-untyped-def]
-    while True:
-        event = await client.next_event()
-        if isinstance(event, kind):
-            return event
-
 
 async def _touch_later(path: Path) -> None:
     # Some filesystems keep mtimes in coarse steps: make sure the change is seen.
@@ -43,10 +37,10 @@ async def test_a_dropped_tool_file_appears_and_runs(start_server, config_dir: Pa
     server: RunningServer = await start_server(config_dir, reload_interval_s=0.1)
     with trio.fail_after(20):
         async with open_client(server.url, server.token()) as client:
-            first = await _next(client, ToolList)
+            first = await client.next_event_of(ToolList)
             assert "echo" not in {t.name for t in first.tools}
             (config_dir / "tools.d" / "echo.yaml").write_text(ECHO)
-            fresh = await _next(client, ToolList)
+            fresh = await client.next_event_of(ToolList)
             assert "echo" in {t.name for t in fresh.tools}
             result = await client.call_tool("echo", {"text": "hello"})
             assert str(result.status) == "ok" and result.output == {"text": "hello"}
@@ -81,7 +75,7 @@ async def test_removing_a_tool_ends_its_pending_approval(start_server, config_di
     with trio.fail_after(20):
         async with open_client(server.url, server.token()) as client:
             await client.send(ToolCall(id="e1", name="echo", arguments={"text": "never"}))
-            action = await _next(client, AgentAction)
+            action = await client.next_event_of(AgentAction)
             assert action.requires_approval
             tool.unlink()
             seen: dict[type, object] = {}
@@ -94,7 +88,5 @@ async def test_removing_a_tool_ends_its_pending_approval(start_server, config_di
             assert "echo" not in {t.name for t in fresh.tools}  # type: ignore[attr-defined]
             # Approving it now is refused, and nothing runs.
             await client.answer(action.action_id, True)
-            event = await client.next_event()
-            while type(event).__name__ != "ErrorFrame":
-                event = await client.next_event()
+            event = await client.next_event_of(ErrorFrame)
             assert event.code == "already_decided"

@@ -10,7 +10,17 @@ import trio
 
 from engine.audit import query, verify
 from engine.client import ServerError, open_client
-from engine.protocol import AgentAction, ResourceList, ResourceListRequest, ResourceRequest, ResourceResponse, new_id
+from engine.protocol import (
+    AgentAction,
+    AgentResponse,
+    AgentResult,
+    ErrorFrame,
+    ResourceList,
+    ResourceListRequest,
+    ResourceRequest,
+    ResourceResponse,
+    new_id,
+)
 from tests.engine.conftest import RunningServer
 
 
@@ -82,12 +92,9 @@ async def test_the_audit_trail_of_a_session_verifies(server: RunningServer) -> N
                 sid = (await user.start_session("assistant")).session_id
                 await user.converse(sid, "what is 6*7")
                 await user.send_message(sid, 'write "audited" to trail.txt')
-                seen = await admin.next_event()
-                while not isinstance(seen, AgentAction):
-                    seen = await admin.next_event()
+                seen = await admin.next_event_of(AgentAction)
                 await admin.answer(seen.action_id, True)
-                while type(await user.next_event()).__name__ != "AgentResponse":
-                    pass
+                await user.next_event_of(AgentResponse)
                 await user.converse(sid, "show the document welcome.md")
     state = server.settings.state_dir
     records = await trio.to_thread.run_sync(lambda: query(state))
@@ -124,26 +131,18 @@ async def test_self_approval_only_where_a_rule_allows_it(start_server, config_di
             from engine.protocol import ToolCall
 
             await user.send(ToolCall(id="u1", name="write_file", arguments={"path": "theirs.txt", "content": "x"}))
-            action = await user.next_event()
-            while not isinstance(action, AgentAction):
-                action = await user.next_event()
+            action = await user.next_event_of(AgentAction)
             await user.answer(action.action_id, True)
-            error = await user.next_event()
-            while type(error).__name__ != "ErrorFrame":
-                error = await user.next_event()
+            error = await user.next_event_of(ErrorFrame)
             assert error.code == "forbidden"
     with trio.fail_after(20):
         async with open_client(server.url, server.token("root", ("admin",))) as admin:
             from engine.protocol import ToolCall
 
             await admin.send(ToolCall(id="w1", name="write_file", arguments={"path": "mine.txt", "content": "x"}))
-            action = await admin.next_event()
-            while not isinstance(action, AgentAction):
-                action = await admin.next_event()
+            action = await admin.next_event_of(AgentAction)
             await admin.answer(action.action_id, True)
-            result = await admin.next_event()
-            while type(result).__name__ != "AgentResult":
-                result = await admin.next_event()
+            result = await admin.next_event_of(AgentResult)
             assert str(result.status) == "ok"
 
 
@@ -153,11 +152,7 @@ async def test_an_admin_cannot_approve_their_own_request_without_a_rule(server: 
     with trio.fail_after(20):
         async with open_client(server.url, server.token("root", ("admin",))) as admin:
             await admin.send(ToolCall(id="a1", name="write_file", arguments={"path": "x.txt", "content": "x"}))
-            action = await admin.next_event()
-            while not isinstance(action, AgentAction):
-                action = await admin.next_event()
+            action = await admin.next_event_of(AgentAction)
             await admin.answer(action.action_id, True)
-            error = await admin.next_event()
-            while type(error).__name__ != "ErrorFrame":
-                error = await admin.next_event()
+            error = await admin.next_event_of(ErrorFrame)
             assert error.code == "forbidden"
