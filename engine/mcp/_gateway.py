@@ -164,11 +164,10 @@ class Gateway:
         async def work(call: HeldCall[Outcome]) -> Outcome:
             requester = McpRequester(self.hub, principal, context, call)
             caller = Caller(requester, approval_timeout_s=self.hub.settings.approval_timeout_s, snapshot=snap)
-            self.hub.inflight += 1
             try:
-                return await perform(caller, name, arguments)
+                with self.hub.call_in_flight():
+                    return await perform(caller, name, arguments)
             finally:
-                self.hub.inflight -= 1
                 _release_slots(self.hub, requester.slot_key)
 
         async def keepalive(call: HeldCall[Outcome], beat: int) -> None:
@@ -315,11 +314,8 @@ class Gateway:
         uri = str(params.uri)
         requester = McpRequester(self.hub, principal, self._audit_context(ctx))
         caller = Caller(requester, approval_timeout_s=self.hub.settings.approval_timeout_s)
-        self.hub.inflight += 1
-        try:
+        with self.hub.call_in_flight():
             outcome, content = await read(caller, uri)
-        finally:
-            self.hub.inflight -= 1
         if content is None:
             output = outcome.output if isinstance(outcome.output, Mapping) else {}
             fallback = {"denied": "forbidden", "timeout": "timeout"}.get(str(outcome.status), "internal")

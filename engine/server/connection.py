@@ -384,18 +384,16 @@ class Connection:
 
     async def _guarded(self, handler: Any, frame: Any) -> None:
         """Run a handler as its own task; its failure is this frame's error, not the connection's."""
-        self.hub.inflight += 1
-        try:
-            await handler(frame)
-        except ProtocolError as exc:
-            self.send(error_frame(exc if exc.reply_to else exc.replying_to(frame.id)))
-        except Exception:
-            log.exception("handler failed", extra={"type": type(frame).__name__})
-            self.send(
-                ErrorFrame(code=ErrorCode.INTERNAL, message="internal error; see the server log", reply_to=frame.id)
-            )
-        finally:
-            self.hub.inflight -= 1
+        with self.hub.call_in_flight():
+            try:
+                await handler(frame)
+            except ProtocolError as exc:
+                self.send(error_frame(exc if exc.reply_to else exc.replying_to(frame.id)))
+            except Exception:
+                log.exception("handler failed", extra={"type": type(frame).__name__})
+                self.send(
+                    ErrorFrame(code=ErrorCode.INTERNAL, message="internal error; see the server log", reply_to=frame.id)
+                )
 
     async def _agent_connect(self, frame: AgentConnect) -> None:
         hub = self.hub
@@ -410,7 +408,7 @@ class Connection:
             await hub.store.create_session(session_id, self.principal.sub, agent.name)
             session = Session(session_id, agent, self, LifecycleState.INITIALIZED, [])
             await self._start(session, frame.id)
-            await session._set_state(LifecycleState.ACTIVE, reply_to=frame.id)
+            await session.open(frame.id)
             return
         live = hub.sessions.get(frame.session_id)
         if live is not None and live.ending:
@@ -431,8 +429,7 @@ class Connection:
             )
         if live is not None:
             # Still running on another connection of the same subject: follow it here.
-            live.conn = self
-            live.announce(frame.id)
+            live.follow(self, frame.id)
             for pending in list(hub.approvals.pending.values()):
                 if pending.frame.session_id == live.session_id:
                     self.send(pending.frame)
@@ -451,7 +448,7 @@ class Connection:
         history = list(await hub.store.messages(frame.session_id))
         session = Session(frame.session_id, agent, self, state, history)
         await self._start(session, frame.id)
-        await session._set_state(state, reply_to=frame.id, force=True)
+        await session.open(frame.id)
 
     def _check_session_room(self, reply_to: str) -> None:
         limit = self.hub.settings.max_sessions_per_subject

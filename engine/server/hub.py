@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import attrs
@@ -49,6 +51,27 @@ class Hub:
     inflight: int = 0
     # The errors of the last refused reload (empty once a reload succeeds), for /readyz and logs.
     reload_errors: tuple[str, ...] = ()
+
+    # --- changes, each through its owner's method ------------------------------------------
+
+    def swap_config(self, config: Config, resources: ResourceHosts, revision: str) -> None:
+        """Put a reloaded configuration in force for the next turn or call (one synchronous
+        step, so that a call taking its snapshot sees all three from the same load)."""
+        self.config, self.resources, self.policy_revision = config, resources, revision
+        self.reload_errors = ()
+
+    def refuse_reload(self, errors: tuple[str, ...]) -> None:
+        """A reload was refused: the last good configuration keeps serving; say why in /readyz."""
+        self.reload_errors = errors
+
+    @contextlib.contextmanager
+    def call_in_flight(self) -> Iterator[None]:
+        """Count a direct call or read while it runs: a graceful stop waits for it."""
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
 
     def busy(self) -> bool:
         """Whether any turn, tool call or read is running (what a graceful stop waits for)."""

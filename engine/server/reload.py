@@ -59,7 +59,7 @@ async def reload_config(hub: Hub, reason: str) -> bool:
         resources = ResourceHosts(config, hub.settings.state_dir)
     except ConfigError as exc:
         log.error("configuration reload refused (%s); the previous configuration keeps serving:\n%s", reason, exc)
-        hub.reload_errors = tuple(str(problem) for problem in exc.problems)
+        hub.refuse_reload(tuple(str(problem) for problem in exc.problems))
         hub.metrics.record_config_reload(ok=False)
         await hub.audit.record(
             AuditEvent(
@@ -69,8 +69,7 @@ async def reload_config(hub: Hub, reason: str) -> bool:
         )
         return False
     removed = set(hub.config.tools) - set(config.tools)
-    hub.config, hub.resources, hub.policy_revision = config, resources, revision
-    hub.reload_errors = ()
+    hub.swap_config(config, resources, revision)
     hub.metrics.record_config_reload(ok=True)
     await hub.audit.record(
         AuditEvent(

@@ -150,6 +150,19 @@ class Session:
             AgentState(session_id=self.session_id, agent=self.agent.name, state=self.state, reply_to=reply_to)
         )
 
+    async def open(self, reply_to: str | None) -> None:
+        """Tell the client this session is there: a new one becomes active; a resumed one
+        keeps the state it was stored in (the caller maps a turn cut short to active)."""
+        if self.state == S.INITIALIZED:
+            await self._set_state(S.ACTIVE, reply_to=reply_to)
+        else:
+            await self._set_state(self.state, reply_to=reply_to, force=True)
+
+    def follow(self, conn: Connection, reply_to: str | None) -> None:
+        """Move this live session to ``conn`` (its subject reconnected) and say so there."""
+        self.conn = conn
+        self.announce(reply_to)
+
     # --- the turn loop ----------------------------------------------------------------
 
     def _cancel(self, reply_to: str) -> None:
