@@ -23,8 +23,9 @@ from typing import Any
 from ..errors import ConfigProblem
 from ..globs import GLOB_CHARS, glob_matches
 from ..linear_re import RegexError, compile_linear
+from ..suggest import unknown_name
 from .bounds import MAX_MODULE_BYTES, MAX_PARAMETERS_BYTES, format_bytes, within
-from .model import Agent, Policy, Resource, RulesModel, Tool
+from .model import Agent, NamedModel, Policy, Resource, RulesModel, Tool
 from .modules import Located, default_search, locate
 from .resource_kinds import kind_of
 from .schemas import validate_parameters
@@ -174,24 +175,39 @@ def _command_problem(program: str, path: str) -> str | None:
 
 def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
     """Every rule's mistakes, all of them: one bad part of a rule never hides another."""
-    problems: list[ConfigProblem] = []
     if not isinstance(agent.model, RulesModel):
-        return problems
-    for index, rule in enumerate(agent.model.rules):
-        where: list[PathSegment] = ["model", "rules", index]
+        return []
+    return rules_problems(agent.model, doc, ["model"], agent)
+
+
+def check_model(model: NamedModel, doc: Document) -> list[ConfigProblem]:
+    """A models.d/ file's own mistakes; whether its rules' tools are an agent's is checked per agent."""
+    if not isinstance(model.model, RulesModel):
+        return []
+    return rules_problems(model.model, doc, [], None)
+
+
+def rules_problems(
+    model: RulesModel, doc: Document, prefix: list[PathSegment], agent: Agent | None
+) -> list[ConfigProblem]:
+    """The rules' patterns and templates; with ``agent``, also that each tool and host is the agent's."""
+    problems: list[ConfigProblem] = []
+    for index, rule in enumerate(model.rules):
+        where: list[PathSegment] = [*prefix, "rules", index]
         groups: set[str] | None  # None: the pattern does not compile, so no placeholder can be judged
         try:
             groups = set(compile_linear(rule.match).groupindex)
         except RegexError as exc:
             problems.append(doc.problem([*where, "match"], f"not a valid regular expression: {exc}"))
             groups = None
-        if rule.tool is not None and rule.tool not in agent.tools and rule.tool not in agent.client_tools:
+        if agent is not None and rule.tool is not None and rule.tool not in agent.tools \
+                and rule.tool not in agent.client_tools:
             problems.append(
                 doc.problem([*where, "tool"], f"tool {rule.tool!r} is not in this agent's tools or client_tools")
             )
         if rule.resource is not None:
             host = "/".join(rule.resource.split("/")[:3])
-            if host not in agent.resources:
+            if agent is not None and host not in agent.resources:
                 problems.append(
                     doc.problem([*where, "resource"], f"resource host {host!r} is not in this agent's resources")
                 )
@@ -210,6 +226,35 @@ def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
                         )
                     )
         problems += _answer_problems(doc, [*where, "answer"], rule.answer, groups, rule.tool or rule.resource)
+    return problems
+
+
+def check_agent_models(
+    agent: Agent, doc: Document, models: Mapping[str, NamedModel], failed: Mapping[str, str] | None = None,
+) -> list[ConfigProblem]:
+    """Each model name the agent uses is declared in models.d/; a named rules model's tools are the agent's."""
+    failed = failed or {}
+    refs: list[tuple[list[PathSegment], str]] = [(["models", i], name) for i, name in enumerate(agent.models)]
+    if isinstance(agent.model, str):
+        refs.insert(0, (["model"], agent.model))
+    problems = []
+    for where, name in refs:
+        named = models.get(name)
+        if named is None:
+            if name in failed:
+                problems.append(doc.problem(where, f"model {name!r} did not load (see {failed[name]})"))
+            else:
+                problems.append(doc.problem(where, unknown_name("model", name, models)))
+            continue
+        if isinstance(named.model, RulesModel):
+            for rule in named.model.rules:
+                if rule.tool is not None and rule.tool not in agent.tools and rule.tool not in agent.client_tools:
+                    problems.append(doc.problem(where, f"model {name!r} ({named.source}) calls tool {rule.tool!r}, "
+                                                       "which is not in this agent's tools or client_tools"))
+                if rule.resource is not None and (host := "/".join(rule.resource.split("/")[:3])) \
+                        not in agent.resources:
+                    problems.append(doc.problem(where, f"model {name!r} ({named.source}) reads {host!r}, "
+                                                       "which is not in this agent's resources"))
     return problems
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -39,7 +39,7 @@ class RulesProvider:
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
-    ) -> AsyncIterator[TextDelta | ToolCall]:
+    ) -> AsyncGenerator[TextDelta | ToolCall, None]:
         offered = {tool.name: tool for tool in tools}
         user_text = _last_user_text(messages)
         found = self._match(user_text)

@@ -214,7 +214,7 @@ def test_yml_extension_loads(minimal_config: Path) -> None:
 
 def test_not_a_config_directory(tmp_path: Path) -> None:
     assert messages(tmp_path) == [
-        f"{tmp_path}: not a configuration directory: expected agents.d/, tools.d/, resources.d/, policies/"
+        f"{tmp_path}: not a configuration directory: expected agents.d/, tools.d/, resources.d/, policies/, models.d/"
     ]
     assert messages(tmp_path / "nope") == [f"{tmp_path / 'nope'}: configuration directory does not exist"]
 
