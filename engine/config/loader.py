@@ -145,6 +145,8 @@ def load_config(root: Path | str) -> Config:
     for agent, doc in checked["agent"] + partial["agent"]:
         references += checks.check_agent_references(agent, doc, tools, resources, failed)
         references += checks.check_agent_models(agent, doc, models, failed)
+    for tool, doc in checked["tool"]:
+        references += checks.check_chain_references(tool, doc, tools, failed)
     for policy, doc in checked["policy"] + partial["policy"]:
         references += checks.check_policy_references(policy, doc, tools, roles, failed)
     problems += [p for p in references if (p.file, p.line, p.column) not in reported]

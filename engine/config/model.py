@@ -59,6 +59,24 @@ class SandboxNeeds:
 
 
 @attrs.frozen
+class ChainStep:
+    """One step of a chain tool: another tool, with arguments templated from the chain's.
+
+    String values of ``arguments`` may hold ``{args.NAME}`` (the chain's own
+    arguments) and ``{steps.REF.result...}`` / ``{steps.REF.status}`` (an
+    earlier step's output or status; REF is its index from 0 or its ``id``).  A
+    value that is exactly one placeholder keeps the JSON type of what it names.
+    """
+
+    tool: str
+    arguments: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda v: MappingProxyType(dict(v)))
+    id: str | None = None
+
+    def label(self, index: int) -> str:
+        return f"{index} ({self.id}: {self.tool})" if self.id else f"{index} ({self.tool})"
+
+
+@attrs.frozen
 class Tool:
     """A callable tool: its contract with the model, its risk level, and how it runs."""
 
@@ -68,6 +86,8 @@ class Tool:
     permission_level: Level
     command: tuple[str, ...] = ()
     python: str | None = None
+    # Instead of a program: steps, each a full action of its own (engine/server/chains.py).
+    chain: tuple[ChainStep, ...] = ()
     secret_arguments: tuple[str, ...] = ()
     sandbox: SandboxNeeds = SandboxNeeds()
     source: Source = Source()
@@ -80,6 +100,8 @@ class Tool:
     @property
     def runs(self) -> str:
         """How the tool runs, in one line: the module function or the argv."""
+        if self.chain:
+            return "chain " + " -> ".join(step.tool for step in self.chain)
         return f"python {self.python}" if self.python else " ".join(self.command)
 
 

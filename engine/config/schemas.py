@@ -104,7 +104,8 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
         yield doc.problem(path, f"missing required key {missing!r}")
         return
     if error.validator == "oneOf" and schema_here is schema("tool"):
-        yield doc.problem(path, "declare exactly one of 'command' (an argv list) and 'python' (module:function)")
+        yield doc.problem(path, "declare exactly one of 'command' (an argv list), 'python' (module:function) and "
+                                "'chain' (a list of steps, with no sandbox of its own)")
         return
     if error.validator == "oneOf" and schema_here is schema("agent"):
         yield doc.problem(

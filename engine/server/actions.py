@@ -234,6 +234,14 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         return refused
     started = time.monotonic()
     output: Any
+    if tool.chain:
+        # Each step is an action of its own through perform() (engine/server/chains.py); the chain takes no slot.
+        from .chains import run_chain
+
+        done = await run_chain(caller, tool, arguments)
+        await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome=str(done.status),
+                     duration_ms=(time.monotonic() - started) * 1000, decision=decision)
+        return _result(caller, frame, done.status, done.output, done.reason)
     try:
         # Bounded concurrency: a call past the limits waits for a slot (backpressure, not refusal).
         async with hub.tool_runs, hub.slots_for(caller.session_id or caller.conn.slot_key):

@@ -70,8 +70,8 @@ def test_minimal_configuration_loads_with_sources(minimal_config: Path) -> None:
         (
             "both_runners.yaml",
             "tools.d",
-            "tools.d/both_runners.yaml:1:1: declare exactly one of 'command' (an argv list) and 'python' "
-            "(module:function)",
+            "tools.d/both_runners.yaml:1:1: declare exactly one of 'command' (an argv list), 'python' "
+            "(module:function) and 'chain' (a list of steps, with no sandbox of its own)",
         ),
         (
             "duplicate_name.yaml",
