@@ -208,3 +208,22 @@ async def test_the_shipped_agents_still_run_offline_beside_models_d(
             sid = (await client.start_session("assistant")).session_id
             turn = await client.converse(sid, "what is 17*23")
     assert turn.response.content == "17*23 = 391"
+
+
+async def test_a_slow_model_times_out_and_the_next_one_answers(
+    scripted: s.ScriptedServer, llm_config: Path, start_server: Callable[..., object]
+) -> None:
+    slow = model_file("slow", scripted.base_url).replace("timeout: 5s\n", "timeout: 300ms\n")
+    (llm_config / "models.d" / "slow.yaml").write_text(slow)
+    (llm_config / "models.d" / "b.yaml").write_text(model_file("b", scripted.base_url))
+    (llm_config / "agents.d" / "llm.yaml").write_text(agent_file("models: [slow, b]"))
+    scripted.script("slow", [s.hang()])
+    scripted.script("b", [s.text("b was quicker")])
+    server: RunningServer = await start_server(llm_config)  # type: ignore[operator]
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("llm")).session_id
+            turn = await client.converse(sid, "hi")
+    assert turn.response.content == "b was quicker"
+    # A slow answer is not retried (asking again would not make it faster): one request each.
+    assert [r.model for r in scripted.requests] == ["slow", "b"]
