@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
+from engine.config import load_config, resolve_config_dir
 from engine.config.model import NamedModel, OpenAIModel, RulesModel
 from engine.config.schemas import schema
 from engine.config.units import Seconds
@@ -186,3 +186,9 @@ def test_what_is_not_retried() -> None:
     assert retry_wait(_config(), ModelProtocolError("garbage"), 0, rng) is None
     assert retry_wait(_config(), ModelTimeout("slow answer"), 0, rng) is None
     assert retry_wait(_config(), ModelTimeout("cannot connect", connecting=True), 0, rng) is not None
+
+
+def test_a_directory_with_models_d_is_a_configuration_directory(tmp_path: Path) -> None:
+    write(tmp_path, "models.d/fast.yaml", FAST)
+    assert resolve_config_dir(None, cwd=tmp_path) == tmp_path
+    assert load_config(tmp_path).models["fast"].source.file == "models.d/fast.yaml"
