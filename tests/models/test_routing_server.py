@@ -9,6 +9,7 @@ which order) and on the frames the client got, never on wall time.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -227,3 +228,28 @@ async def test_a_slow_model_times_out_and_the_next_one_answers(
     assert turn.response.content == "b was quicker"
     # A slow answer is not retried (asking again would not make it faster): one request each.
     assert [r.model for r in scripted.requests] == ["slow", "b"]
+
+
+async def test_a_changed_model_file_is_used_from_the_next_turn(
+    scripted: s.ScriptedServer, llm_config: Path, start_server: Callable[..., object]
+) -> None:
+    from engine.protocol import ToolList
+
+    path = llm_config / "models.d" / "fast.yaml"
+    path.write_text(model_file("fast", scripted.base_url))
+    (llm_config / "agents.d" / "llm.yaml").write_text(agent_file("model: fast"))
+    scripted.script("fast", [s.text("from fast")])
+    scripted.script("bigger", [s.text("from bigger")])
+    server: RunningServer = await start_server(llm_config, reload_interval_s=0.1)  # type: ignore[operator]
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token()) as client:
+            await client.next_event_of(ToolList)
+            sid = (await client.start_session("llm")).session_id
+            assert (await client.converse(sid, "hi")).response.content == "from fast"
+            # Same name, another model behind it: a reload (announced by a fresh tool_list) takes it.
+            path.write_text(model_file("fast", scripted.base_url).replace("model: fast\n", "model: bigger\n"))
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+            await client.next_event_of(ToolList)
+            assert (await client.converse(sid, "hi")).response.content == "from bigger"
+    assert [r.model for r in scripted.requests] == ["fast", "bigger"]
