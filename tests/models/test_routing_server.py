@@ -18,7 +18,6 @@ import httpx
 import pytest
 import trio
 
-from engine.audit import query
 from engine.client import open_client
 from tests.engine.conftest import RunningServer
 from tests.models import scripted as s
@@ -158,30 +157,6 @@ async def test_every_model_failing_names_each(
             # The session is still usable.
             scripted.script("b", [s.text("back")])
             assert (await client.converse(sid, "hi")).response.content == "back"
-
-
-async def test_a_call_to_a_tool_the_agent_may_not_use_is_refused_and_the_model_reads_why(
-    scripted: s.ScriptedServer, llm_config: Path, start_server: Callable[..., object]
-) -> None:
-    (llm_config / "models.d" / "fast.yaml").write_text(model_file("fast", scripted.base_url))
-    (llm_config / "agents.d" / "llm.yaml").write_text(agent_file("model: fast"))
-    # system_info is configured and allowed to users at level 0, but it is not one of llm's tools.
-    scripted.script("fast", [s.tool_call("system_info", {}), s.text("I may not do that.")])
-    server: RunningServer = await start_server(llm_config)  # type: ignore[operator]
-    with trio.fail_after(20):
-        async with open_client(server.url, server.token()) as client:
-            sid = (await client.start_session("llm")).session_id
-            turn = await client.converse(sid, "tell me about the system")
-    assert turn.response.content == "I may not do that."
-    [action] = turn.actions
-    [result] = turn.results
-    assert action.name == "system_info" and str(result.status) == "denied"
-    assert "not one of the tools of agent 'llm'" in result.output["error"]
-    tool_message = scripted.requests[1].body["messages"][-1]
-    assert tool_message["role"] == "tool" and '"status": "denied"' in tool_message["content"]
-    assert query(server.settings.state_dir, kind="execution", tool="system_info") == []
-    [decision] = query(server.settings.state_dir, kind="decision", tool="system_info")
-    assert json.loads(decision.decision or "{}")["effect"] == "deny" and decision.agent == "llm"
 
 
 async def test_stream_false_asks_for_a_whole_answer(
