@@ -485,7 +485,8 @@ async def _status_error(
         detail = text
     if key:
         detail = detail.replace(key, "***")
-    message = f"HTTP {response.status_code} {response.reason_phrase} from {url}"
+    status = f"{response.status_code} {response.reason_phrase}".strip()
+    message = f"HTTP {status} from {url}"
     if detail.strip():
         message += f": {_quote(detail)}"
     if response.status_code in (401, 403):
