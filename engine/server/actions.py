@@ -238,7 +238,15 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         # Each step is an action of its own through perform() (engine/server/chains.py); the chain takes no slot.
         from .chains import run_chain
 
-        done = await run_chain(caller, tool, arguments)
+        try:
+            done = await run_chain(caller, tool, arguments)
+        except BaseException as exc:
+            if _cancellation(exc):  # the running step reported its own end; the chain reports its own
+                with trio.move_on_after(2, shield=True):
+                    await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome="cancelled",
+                                 duration_ms=(time.monotonic() - started) * 1000, decision=decision)
+                    _result(caller, frame, ResultStatus.CANCELLED, {"error": "cancelled while running"}, "cancelled")
+            raise
         await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome=str(done.status),
                      duration_ms=(time.monotonic() - started) * 1000, decision=decision)
         return _result(caller, frame, done.status, done.output, done.reason)

@@ -19,7 +19,7 @@ from engine.audit import query
 from engine.client import open_client
 from engine.protocol import AgentAction, AgentResult, ToolCall
 from engine.toolrun import subject_workspace
-from tests.engine.conftest import RunningServer
+from tests.engine.conftest import SLEEPER, RunningServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
@@ -110,3 +110,48 @@ async def test_a_placeholder_naming_nothing_at_run_time_stops_before_the_step(
     # Step frames are events, not the reply: only the chain's own result answers c1.
     assert [e.reply_to for e in seen if isinstance(e, AgentResult)] == [None, "c1"]
     assert query(server.settings.state_dir, kind="execution", tool="text_stats") == []
+
+
+NAP_CHAIN = """\
+name: nap_chain
+description: Sleeps in its only step (test).
+permission_level: 0
+parameters: {type: object}
+chain:
+  - tool: sleeper
+"""
+
+
+async def test_cancelling_the_turn_during_a_step_ends_the_step_and_the_chain(
+    start_server: Callable[..., object], config_dir: Path
+) -> None:
+    from engine.protocol import AgentResponse
+
+    (config_dir / "tools.d" / "sleeper.yaml").write_text(SLEEPER.format(marker="1618.0339"))
+    (config_dir / "tools.d" / "nap_chain.yaml").write_text(NAP_CHAIN)
+    assistant = config_dir / "agents.d" / "assistant.yaml"
+    text = assistant.read_text().replace("tools: [clock,", "tools: [nap_chain, clock,")
+    text = text.replace("  rules:\n", "  rules:\n    - match: 'nap'\n      tool: nap_chain\n      answer: rested\n", 1)
+    assistant.write_text(text)
+    server: RunningServer = await start_server(config_dir)  # type: ignore[operator]
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            await client.send_message(sid, "take a nap")
+            actions: list[AgentAction] = []
+            while len(actions) < 2:
+                event = await client.next_event()
+                if isinstance(event, AgentAction):
+                    actions.append(event)
+            assert [a.name for a in actions] == ["nap_chain", "sleeper"]
+            await client.cancel_turn(sid)
+            results: dict[str, str] = {}
+            while True:
+                event = await client.next_event()
+                if isinstance(event, AgentResult):
+                    results[event.action_id] = str(event.status)
+                if isinstance(event, AgentResponse):
+                    break
+    assert results == {actions[1].action_id: "cancelled", actions[0].action_id: "cancelled"}
+    executions = query(server.settings.state_dir, kind="execution")
+    assert [(r.target, r.outcome) for r in executions] == [("sleeper", "cancelled"), ("nap_chain", "cancelled")]
