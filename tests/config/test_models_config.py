@@ -192,3 +192,8 @@ def test_a_directory_with_models_d_is_a_configuration_directory(tmp_path: Path) 
     write(tmp_path, "models.d/fast.yaml", FAST)
     assert resolve_config_dir(None, cwd=tmp_path) == tmp_path
     assert load_config(tmp_path).models["fast"].source.file == "models.d/fast.yaml"
+
+
+def test_a_model_that_is_neither_a_name_nor_a_block_is_refused(minimal_config: Path) -> None:
+    helper_with(minimal_config, "model: 5\n")
+    assert messages(minimal_config) == ["agents.d/helper.yaml:5:8: model: 5 is not of type 'string', 'object'"]
