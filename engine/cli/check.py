@@ -59,8 +59,13 @@ def summarise(config: Config, caps: Any) -> dict[str, Any]:
     return {
         "config": config.root,
         "agents": {
-            agent.name: {"model": agent.model.provider, "tools": list(agent.tools), "resources": list(agent.resources)}
+            agent.name: {"model": agent.model_summary, "tools": list(agent.tools), "resources": list(agent.resources)}
             for agent in sorted(config.agents.values(), key=lambda a: a.name)
+        },
+        "models": {
+            name: {"provider": named.model.provider, "model": getattr(named.model, "model", ""),
+                   "base_url": getattr(named.model, "base_url", "")}
+            for name, named in sorted(config.models.items())
         },
         "tools_by_level": by_level,
         "resources": {key: res.description for key, res in sorted(config.resources.items())},
@@ -110,6 +115,10 @@ def render(summary: dict[str, Any]) -> str:
     for name, agent in agents.items():
         counts = f"{len(agent['tools'])} tools, {len(agent['resources'])} resources"
         lines.append(f"  {name:<14} model {agent['model']}, {counts}")
+    models = summary.get("models", {})
+    lines.append(f"models ({len(models)}): " + (", ".join(
+        f"{name} ({m['provider']}{' ' + m['model'] + ' at ' + m['base_url'] if m['base_url'] else ''})"
+        for name, m in models.items()) or "-"))
     count = sum(map(len, summary["tools_by_level"].values()))
     lines.append(f"tools ({count}) by permission level:")
     for level, names in summary["tools_by_level"].items():

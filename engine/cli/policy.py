@@ -148,6 +148,7 @@ def run_explain(args: argparse.Namespace) -> int:
     if isinstance(evaluation, Decision):  # only for an unknown tool or action, which _target refused
         raise UsageError(evaluation.reason)
     decision, considered, request = evaluation.decision, evaluation.considered, evaluation.request
+    steps = _chain_steps(config, args, action, target)
     if args.json:
         print_json({
             "request": {"sub": request.sub, "roles": sorted(request.roles), "action": action, "target": target,
@@ -158,6 +159,8 @@ def run_explain(args: argparse.Namespace) -> int:
                  "aspect": None if c.miss is None else c.miss.aspect, "why_not": None if c.miss is None else c.miss.why}
                 for c in considered
             ],
+            **({"steps": [{"step": i, "id": step.id, "tool": step.tool, "arguments": given,
+                           "decision": d.to_json()} for i, step, given, d in steps]} if steps else {}),
         })
         return 0
     print(f"request:  {request.describe()}")
@@ -177,7 +180,33 @@ def run_explain(args: argparse.Namespace) -> int:
         print(f"  {verdict} {c.rule.id:<{width}}  {c.rule.effect:<16} {c.rule.source}{why}")
     if not considered:
         print("  (no rules)")
+    if steps:
+        print("chain steps, each decided again when it runs (arguments from earlier steps not known here):")
+        for index, step, _given, d in steps:
+            approver = f" (approver: {d.approver})" if d.requires_approval else ""
+            print(f"  {step.label(index)}: {d.effect}{approver}: {d.reason}")
     return 0
+
+
+def _chain_steps(config: Config, args: argparse.Namespace, action: str, target: str) -> list[tuple[Any, ...]]:
+    """For a chain tool: (index, step, arguments or None, decision) of each step, for the same subject."""
+    tool = config.tools.get(target) if action == "tool.call" else None
+    if tool is None or not tool.chain:
+        return []
+    from ..models import template
+    from ..policy import decide
+
+    given = _arguments(args)
+    found = []
+    for index, step in enumerate(tool.chain):
+        try:
+            # Only what the chain's own arguments fill; a step reading an earlier result is judged without.
+            arguments = template.fill(dict(step.arguments), {"args": given, "steps": {}}) if given is not None else None
+        except template.Missing:
+            arguments = None
+        decision = decide(config, args.sub, frozenset(args.role), action, step.tool, arguments)
+        found.append((index, step, arguments, decision))
+    return found
 
 
 def run_can_i(args: argparse.Namespace) -> int:

@@ -70,6 +70,9 @@ def run_list(args: argparse.Namespace) -> int:
             for name in tool.parameters.get("properties", {})
         )
         print(f"    arguments: {args_list or 'none'}")
+        if tool.chain:
+            print(f"    runs: {tool.runs} (each step an action of its own, in its own sandbox)")
+            continue
         print(
             f"    runs: {tool.runs}; {box.isolation}, timeout {format_duration(box.timeout)}, "
             f"memory {format_size(box.memory)}, network {'on' if box.network else 'off'}, workspace {box.workspace}"

@@ -23,8 +23,9 @@ from typing import Any
 from ..errors import ConfigProblem
 from ..globs import GLOB_CHARS, glob_matches
 from ..linear_re import RegexError, compile_linear
+from ..suggest import unknown_name
 from .bounds import MAX_MODULE_BYTES, MAX_PARAMETERS_BYTES, format_bytes, within
-from .model import Agent, Policy, Resource, RulesModel, Tool
+from .model import Agent, NamedModel, Policy, Resource, RulesModel, Tool
 from .modules import Located, default_search, locate
 from .resource_kinds import kind_of
 from .schemas import validate_parameters
@@ -53,6 +54,7 @@ def _placeholders(value: Any) -> list[str]:
 
 def check_tool(tool: Tool, doc: Document) -> list[ConfigProblem]:
     problems = _parameters_problems(doc)
+    problems += chain_problems(tool, doc)
     if tool.command:
         problem = _command_problem(tool.command[0], tool.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
         if problem:
@@ -67,6 +69,97 @@ def check_tool(tool: Tool, doc: Document) -> list[ConfigProblem]:
 
 
 DEFAULT_TOOL_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def chain_problems(tool: Tool, doc: Document) -> list[ConfigProblem]:
+    """A chain's step ids and placeholders: each names an argument or an earlier step."""
+    problems: list[ConfigProblem] = []
+    properties = tool.parameters.get("properties")
+    arguments = set(properties) if isinstance(properties, Mapping) else None
+    earlier: set[str] = set()
+    for index, step in enumerate(tool.chain):
+        where: list[PathSegment] = ["chain", index]
+        if step.id is not None and (step.id in earlier or step.id.isdigit()):
+            problems.append(doc.problem([*where, "id"], f"step id {step.id!r} is already used by an earlier step"))
+        for key, field, error in _step_fields(step.arguments):
+            if error:
+                problems.append(doc.problem([*where, "arguments", key], f"not a valid template: {error}"))
+                continue
+            why = _chain_field_problem(field, arguments, earlier)
+            if why:
+                problems.append(doc.problem([*where, "arguments", key], f"placeholder {{{field}}} {why}"))
+        earlier.add(str(index))
+        if step.id is not None:
+            earlier.add(step.id)
+    return problems
+
+
+def _step_fields(arguments: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(argument, field, template error) for every placeholder in a step's argument values."""
+    found = []
+    for key, value in arguments.items():
+        for text in _strings(value):
+            try:
+                found += [(key, field, "") for field in template_fields(text)]
+            except ValueError as exc:
+                found.append((key, "", str(exc)))
+    return found
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+def _chain_field_problem(field: str, arguments: set[str] | None, earlier: set[str]) -> str:
+    parts = field.split(".")
+    if parts[0] == "args":
+        if len(parts) < 2:
+            return "names no argument: write {args.NAME}"
+        if arguments is not None and parts[1] not in arguments:
+            return f"names no argument of this tool (its parameters: {', '.join(sorted(arguments)) or 'none'})"
+        return ""
+    if parts[0] == "steps":
+        if len(parts) < 3 or parts[2] not in ("result", "status"):
+            return "must be {steps.N.result...} or {steps.N.status}"
+        if parts[1] not in earlier:
+            return f"names no earlier step (earlier: {', '.join(sorted(earlier)) or 'none'})"
+        return ""
+    return "names nothing: placeholders start with args. or steps."
+
+
+def check_chain_references(
+    tool: Tool, doc: Document, tools: Mapping[str, Tool], failed: Mapping[str, str] | None = None,
+) -> list[ConfigProblem]:
+    """Each step's tool is declared and is not a chain; the chain's level is at least each step's."""
+    failed = failed or {}
+    problems = []
+    highest: tuple[int, str] | None = None
+    for index, step in enumerate(tool.chain):
+        where: list[PathSegment] = ["chain", index, "tool"]
+        target = tools.get(step.tool)
+        if target is None:
+            if step.tool in failed:
+                problems.append(doc.problem(where, f"tool {step.tool!r} did not load (see {failed[step.tool]})"))
+            else:
+                others = (name for name in tools if name != tool.name)
+                problems.append(doc.problem(where, unknown_name("tool", step.tool, others)))
+            continue
+        if target.chain:
+            problems.append(doc.problem(where, f"tool {step.tool!r} is a chain itself: a step must be a program"))
+        if highest is None or target.permission_level > highest[0]:
+            highest = (target.permission_level, step.tool)
+    if highest is not None and tool.permission_level < highest[0]:
+        problems.append(doc.problem(["permission_level"], (
+            f"{tool.permission_level} is below the level of step tool {highest[1]!r} ({highest[0]}): "
+            "a chain's level must be at least its highest step's"
+        )))
+    return problems
 
 
 def _parameters_problems(doc: Document) -> list[ConfigProblem]:
@@ -174,24 +267,39 @@ def _command_problem(program: str, path: str) -> str | None:
 
 def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
     """Every rule's mistakes, all of them: one bad part of a rule never hides another."""
-    problems: list[ConfigProblem] = []
     if not isinstance(agent.model, RulesModel):
-        return problems
-    for index, rule in enumerate(agent.model.rules):
-        where: list[PathSegment] = ["model", "rules", index]
+        return []
+    return rules_problems(agent.model, doc, ["model"], agent)
+
+
+def check_model(model: NamedModel, doc: Document) -> list[ConfigProblem]:
+    """A models.d/ file's own mistakes; whether its rules' tools are an agent's is checked per agent."""
+    if not isinstance(model.model, RulesModel):
+        return []
+    return rules_problems(model.model, doc, [], None)
+
+
+def rules_problems(
+    model: RulesModel, doc: Document, prefix: list[PathSegment], agent: Agent | None
+) -> list[ConfigProblem]:
+    """The rules' patterns and templates; with ``agent``, also that each tool and host is the agent's."""
+    problems: list[ConfigProblem] = []
+    for index, rule in enumerate(model.rules):
+        where: list[PathSegment] = [*prefix, "rules", index]
         groups: set[str] | None  # None: the pattern does not compile, so no placeholder can be judged
         try:
             groups = set(compile_linear(rule.match).groupindex)
         except RegexError as exc:
             problems.append(doc.problem([*where, "match"], f"not a valid regular expression: {exc}"))
             groups = None
-        if rule.tool is not None and rule.tool not in agent.tools and rule.tool not in agent.client_tools:
+        if agent is not None and rule.tool is not None and rule.tool not in agent.tools \
+                and rule.tool not in agent.client_tools:
             problems.append(
                 doc.problem([*where, "tool"], f"tool {rule.tool!r} is not in this agent's tools or client_tools")
             )
         if rule.resource is not None:
             host = "/".join(rule.resource.split("/")[:3])
-            if host not in agent.resources:
+            if agent is not None and host not in agent.resources:
                 problems.append(
                     doc.problem([*where, "resource"], f"resource host {host!r} is not in this agent's resources")
                 )
@@ -210,6 +318,35 @@ def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
                         )
                     )
         problems += _answer_problems(doc, [*where, "answer"], rule.answer, groups, rule.tool or rule.resource)
+    return problems
+
+
+def check_agent_models(
+    agent: Agent, doc: Document, models: Mapping[str, NamedModel], failed: Mapping[str, str] | None = None,
+) -> list[ConfigProblem]:
+    """Each model name the agent uses is declared in models.d/; a named rules model's tools are the agent's."""
+    failed = failed or {}
+    refs: list[tuple[list[PathSegment], str]] = [(["models", i], name) for i, name in enumerate(agent.models)]
+    if isinstance(agent.model, str):
+        refs.insert(0, (["model"], agent.model))
+    problems = []
+    for where, name in refs:
+        named = models.get(name)
+        if named is None:
+            if name in failed:
+                problems.append(doc.problem(where, f"model {name!r} did not load (see {failed[name]})"))
+            else:
+                problems.append(doc.problem(where, unknown_name("model", name, models)))
+            continue
+        if isinstance(named.model, RulesModel):
+            for rule in named.model.rules:
+                if rule.tool is not None and rule.tool not in agent.tools and rule.tool not in agent.client_tools:
+                    problems.append(doc.problem(where, f"model {name!r} ({named.source}) calls tool {rule.tool!r}, "
+                                                       "which is not in this agent's tools or client_tools"))
+                if rule.resource is not None and (host := "/".join(rule.resource.split("/")[:3])) \
+                        not in agent.resources:
+                    problems.append(doc.problem(where, f"model {name!r} ({named.source}) reads {host!r}, "
+                                                       "which is not in this agent's resources"))
     return problems
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import cattrs
 
-from .model import ModelConfig, OpenAIModel, Resource, RulesModel
+from .model import AgentModel, ModelConfig, NamedModel, OpenAIModel, Resource, RulesModel
 from .resource_kinds import kind_name, kinds
 from .units import Bytes, Seconds, parse_duration, parse_size
 from .yamldoc import PathSegment
@@ -61,6 +61,29 @@ def _resource(value: Any, _: type) -> Any:
     return converter.structure(data, kind.config_class)
 
 
+def _agent_model(value: Any, _: type) -> Any:
+    """An agent's ``model:``: a models.d/ name (checked once every file has loaded) or an inline block."""
+    if value is None or isinstance(value, str):
+        return value
+    return converter.structure(value, ModelConfig)  # type: ignore[arg-type]
+
+
+def _named_model(value: Any, _: type) -> NamedModel:
+    """A models.d/ file: ``name`` and ``description`` beside one provider's keys, at the top level.
+
+    The provider's keys are structured on their own, so a failure's path is the
+    key as written in the file (``timeout``, not ``model.timeout``).
+    """
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping")
+    rest = {key: item for key, item in value.items() if key not in ("name", "description")}
+    return NamedModel(
+        name=_strict(str, "a string")(value.get("name"), str),
+        description=_strict(str, "a string")(value.get("description"), str),
+        model=converter.structure(rest, ModelConfig),  # type: ignore[arg-type]
+    )
+
+
 def make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
     conv.register_structure_hook(str, _strict(str, "a string"))
@@ -70,6 +93,8 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(Seconds, lambda value, _: parse_duration(value))
     conv.register_structure_hook(Bytes, lambda value, _: parse_size(value))
     conv.register_structure_hook(ModelConfig, _tagged("provider", _MODEL_PROVIDERS))
+    conv.register_structure_hook(AgentModel, _agent_model)
+    conv.register_structure_hook(NamedModel, _named_model)
     conv.register_structure_hook(Resource, _resource)
     return conv
 

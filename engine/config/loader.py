@@ -1,6 +1,6 @@
 """Load a configuration directory into a :class:`Config`, or report all that is wrong.
 
-Layout: ``agents.d/``, ``tools.d/``, ``resources.d/`` and ``policies/`` under one
+Layout: ``models.d/``, ``agents.d/``, ``tools.d/``, ``resources.d/`` and ``policies/`` under one
 root, one YAML document per ``*.yaml``/``*.yml`` file; other files, hidden
 files and sub-directories (``policies/tests/`` holds policy test cases) are not
 loaded.  Each file goes through: where its links lead (never out of the
@@ -27,12 +27,27 @@ from ..policy._revision import revision_of
 from . import checks
 from .bounds import MAX_FILES_PER_DIR, within
 from .converter import converter, structure_errors
-from .model import Agent, Config, Policy, PolicyRule, Resource, Role, RulesModel, Source, Subjects, Targets, Tool
+from .model import (
+    Agent,
+    Config,
+    NamedModel,
+    Policy,
+    PolicyRule,
+    Resource,
+    Role,
+    RulesModel,
+    Source,
+    Subjects,
+    Targets,
+    Tool,
+)
 from .schemas import validate
 from .yamldoc import Document, read_document
 
-KIND_DIRS = {"agent": "agents.d", "tool": "tools.d", "resource": "resources.d", "policy": "policies"}
-_TYPES: dict[str, Any] = {"agent": Agent, "tool": Tool, "resource": Resource, "policy": Policy}
+KIND_DIRS = {
+    "agent": "agents.d", "tool": "tools.d", "resource": "resources.d", "policy": "policies", "model": "models.d",
+}
+_TYPES: dict[str, Any] = {"model": NamedModel, "agent": Agent, "tool": Tool, "resource": Resource, "policy": Policy}
 T = TypeVar("T")
 
 
@@ -112,12 +127,14 @@ def load_config(root: Path | str) -> Config:
                 failed[name] = path.relative_to(root).as_posix()
 
     tools = {tool.name: tool for tool, _ in loaded["tool"]}
+    models = {model.name: model for model, _ in loaded["model"]}
     agents = {agent.name: agent for agent, _ in loaded["agent"]}
     resources = {f"{res.scheme}://{res.name}": res for res, _ in loaded["resource"]}
     policies = [policy for policy, _ in loaded["policy"]]
     roles = {role for policy, _ in checked["policy"] + partial["policy"] for role in policy.roles}
 
     problems += checks.check_duplicates("tool", ((t.name, d) for t, d in checked["tool"]))
+    problems += checks.check_duplicates("model", ((m.name, d) for m, d in checked["model"]))
     problems += checks.check_duplicates("agent", ((a.name, d) for a, d in checked["agent"]))
     problems += checks.check_duplicates(
         "resource host", ((f"{r.scheme}://{r.name}", d) for r, d in checked["resource"])
@@ -127,6 +144,9 @@ def load_config(root: Path | str) -> Config:
     references: list[ConfigProblem] = []
     for agent, doc in checked["agent"] + partial["agent"]:
         references += checks.check_agent_references(agent, doc, tools, resources, failed)
+        references += checks.check_agent_models(agent, doc, models, failed)
+    for tool, doc in checked["tool"]:
+        references += checks.check_chain_references(tool, doc, tools, failed)
     for policy, doc in checked["policy"] + partial["policy"]:
         references += checks.check_policy_references(policy, doc, tools, roles, failed)
     problems += [p for p in references if (p.file, p.line, p.column) not in reported]
@@ -145,6 +165,7 @@ def load_config(root: Path | str) -> Config:
         tools=MappingProxyType(tools),
         resources=MappingProxyType(resources),
         policies=tuple(policies),
+        models=MappingProxyType(models),
         warnings=tuple(warnings),
         policy_revision=revision_of(root, (policy.source.file for policy in policies)),
     )
@@ -167,7 +188,9 @@ def _stand_in(kind: str, data: Any) -> Agent | Policy | None:
 
     if kind == "agent":
         return Agent(
-            name="", description="", model=RulesModel(provider="rules"),
+            name="", description="",
+            model=data["model"] if isinstance(data.get("model"), str) else RulesModel(provider="rules"),
+            models=names(data.get("models")),
             tools=names(data.get("tools")), resources=names(data.get("resources")),
         )
     if kind == "policy":
@@ -235,6 +258,7 @@ def _load_file(
     if isinstance(obj, Policy):
         obj = attrs.evolve(obj, rules=tuple(_located_rules(obj, doc)))
     file_checks: dict[str, Callable[[], list[ConfigProblem]]] = {
+        "model": lambda: checks.check_model(obj, doc),
         "tool": lambda: checks.check_tool(obj, doc),
         "agent": lambda: checks.check_agent(obj, doc),
         "resource": lambda: checks.check_resource(obj, doc, root),

@@ -59,6 +59,24 @@ class SandboxNeeds:
 
 
 @attrs.frozen
+class ChainStep:
+    """One step of a chain tool: another tool, with arguments templated from the chain's.
+
+    String values of ``arguments`` may hold ``{args.NAME}`` (the chain's own
+    arguments) and ``{steps.REF.result...}`` / ``{steps.REF.status}`` (an
+    earlier step's output or status; REF is its index from 0 or its ``id``).  A
+    value that is exactly one placeholder keeps the JSON type of what it names.
+    """
+
+    tool: str
+    arguments: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda v: MappingProxyType(dict(v)))
+    id: str | None = None
+
+    def label(self, index: int) -> str:
+        return f"{index} ({self.id}: {self.tool})" if self.id else f"{index} ({self.tool})"
+
+
+@attrs.frozen
 class Tool:
     """A callable tool: its contract with the model, its risk level, and how it runs."""
 
@@ -68,6 +86,8 @@ class Tool:
     permission_level: Level
     command: tuple[str, ...] = ()
     python: str | None = None
+    # Instead of a program: steps, each a full action of its own (engine/server/chains.py).
+    chain: tuple[ChainStep, ...] = ()
     secret_arguments: tuple[str, ...] = ()
     sandbox: SandboxNeeds = SandboxNeeds()
     source: Source = Source()
@@ -80,6 +100,8 @@ class Tool:
     @property
     def runs(self) -> str:
         """How the tool runs, in one line: the module function or the argv."""
+        if self.chain:
+            return "chain " + " -> ".join(step.tool for step in self.chain)
         return f"python {self.python}" if self.python else " ".join(self.command)
 
 
@@ -118,17 +140,47 @@ class RulesModel:
 
 @attrs.frozen
 class OpenAIModel:
-    """An OpenAI-compatible chat-completions endpoint (the production seam)."""
+    """An OpenAI-compatible chat-completions endpoint (the production seam).
+
+    ``retries`` more attempts are made after a connection error, a connect
+    timeout, or an HTTP 408/429/5xx, but only before anything of the answer
+    has been passed on; each waits ``retry_backoff * 2**n`` (with jitter), or
+    what ``Retry-After`` asks, never more than ``retry_max_wait``.
+    """
 
     provider: Literal["openai"]
     model: str
     base_url: str = "https://api.openai.com/v1"
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = 0.0
-    request_timeout: Seconds = Seconds(60)
+    # The longest wait for the next data of an answer (not for the whole answer).
+    timeout: Seconds = Seconds(60)
+    connect_timeout: Seconds = Seconds(10)
+    # The former name of ``timeout``, still accepted; when set it wins.
+    request_timeout: Seconds | None = None
+    retries: int = 2
+    retry_backoff: Seconds = Seconds(0.5)
+    retry_max_wait: Seconds = Seconds(30)
+    stream: bool = True
+
+    @property
+    def read_timeout_s(self) -> float:
+        return float(self.request_timeout if self.request_timeout is not None else self.timeout)
 
 
 ModelConfig = RulesModel | OpenAIModel
+# An agent's ``model:``: an inline block, the name of a models.d/ file, or nothing (``models:`` instead).
+AgentModel = RulesModel | OpenAIModel | str | None
+
+
+@attrs.frozen
+class NamedModel:
+    """A model endpoint declared once in ``models.d/`` and named by agents (``model: fast``)."""
+
+    name: str
+    description: str
+    model: ModelConfig
+    source: Source = Source()
 
 
 @attrs.frozen
@@ -137,7 +189,10 @@ class Agent:
 
     name: str
     description: str
-    model: ModelConfig
+    # Exactly one of ``model`` (inline block or a models.d/ name) and ``models`` (names, tried per ``routing``).
+    model: AgentModel = None
+    models: tuple[str, ...] = ()
+    routing: Literal["first"] = "first"
     tools: tuple[str, ...] = ()
     client_tools: tuple[str, ...] = ()
     resources: tuple[str, ...] = ()
@@ -145,6 +200,19 @@ class Agent:
     max_steps: int = 8
     approval_timeout: Seconds = Seconds(120)
     source: Source = Source()
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The models.d/ names this agent uses, in routing order (none for an inline block)."""
+        return (self.model,) if isinstance(self.model, str) else self.models
+
+    @property
+    def model_summary(self) -> str:
+        """One word or line for listings: the inline block's provider, else the names."""
+        if self.model is not None and not isinstance(self.model, str):
+            return self.model.provider
+        names = self.model_names
+        return names[0] if len(names) == 1 else f"{', '.join(names)} ({self.routing})"
 
 
 # --- resources --------------------------------------------------------------
@@ -322,6 +390,9 @@ class Config:
     resources: Mapping[str, Resource]
     policies: tuple[Policy, ...]
     warnings: tuple[str, ...] = ()
+    models: Mapping[str, NamedModel] = attrs.field(
+        factory=dict, converter=lambda v: MappingProxyType(dict(v))
+    )
     # sha256 over the policy files' bytes, hashed by the loader (engine/policy/_revision.py).
     policy_revision: str = "sha256:" + "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 

@@ -15,6 +15,7 @@ from .loader import KIND_DIRS
 
 
 def is_config_dir(path: Path) -> bool:
+    """Whether ``path`` holds any of the kinds' directories (``models.d/`` included: see KIND_DIRS)."""
     return any((path / name).is_dir() for name in KIND_DIRS.values())
 
 

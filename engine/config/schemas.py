@@ -22,7 +22,7 @@ from ..errors import ConfigProblem
 from .resource_kinds import resource_schema
 from .yamldoc import Document, PathSegment
 
-KINDS = ("agent", "tool", "resource", "policy")
+KINDS = ("model", "agent", "tool", "resource", "policy")
 _JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
 
 
@@ -104,7 +104,13 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
         yield doc.problem(path, f"missing required key {missing!r}")
         return
     if error.validator == "oneOf" and schema_here is schema("tool"):
-        yield doc.problem(path, "declare exactly one of 'command' (an argv list) and 'python' (module:function)")
+        yield doc.problem(path, "declare exactly one of 'command' (an argv list), 'python' (module:function) and "
+                                "'chain' (a list of steps, with no sandbox of its own)")
+        return
+    if error.validator == "oneOf" and schema_here is schema("agent"):
+        yield doc.problem(
+            path, "declare exactly one of 'model' (a name or an inline block) and 'models' (a list of names)"
+        )
         return
     if error.validator in ("oneOf", "anyOf") and error.context:
         best = jsonschema.exceptions.best_match(error.context)

@@ -12,4 +12,6 @@ from .base import ModelError as ModelError
 from .base import TextDelta as TextDelta
 from .base import ToolCall as ToolCall
 from .base import ToolDefinition as ToolDefinition
+from .factory import agent_model as agent_model
 from .factory import make_model as make_model
+from .routed import Routed as Routed

@@ -1,18 +1,28 @@
-"""From an agent's ``model:`` block to a running provider.
+"""From configuration to a running model: a provider block, or an agent's whole model choice.
 
 Providers import :mod:`engine.models.base` for the interface; only this module imports
 providers, each lazily (the OpenAI-compatible one pulls in httpx), so there is no cycle
 between the interface and its implementations.
+
+:func:`agent_model` is what a turn uses: it resolves the agent's ``model:`` (an
+inline block or a models.d/ name) or ``models:`` list against the configuration
+snapshot of the turn, and wraps the result in a :class:`~.routed.Routed` model
+so that every step is observed (which model served it) and a list is routed.
 """
 
 from __future__ import annotations
 
-from ..config.model import ModelConfig, OpenAIModel, RulesModel
-from .base import Model
+from ..config.model import Agent, Config, ModelConfig, OpenAIModel, RulesModel
+from .base import Model, ModelError
+from .routed import ROUTINGS, NoObserver, Observer, Routed
+
+
+class UnknownModel(ModelError):
+    """An agent names a model the configuration does not declare (``check`` refuses this first)."""
 
 
 def make_model(config: ModelConfig) -> Model:
-    """The provider named by an agent's ``model:`` block."""
+    """The provider named by a ``model:`` block or a models.d/ file."""
     if isinstance(config, RulesModel):
         from .rules import RulesProvider
 
@@ -22,3 +32,24 @@ def make_model(config: ModelConfig) -> Model:
 
         return OpenAIProvider(config)
     raise TypeError(f"unknown model configuration {config!r}")
+
+
+def inline_label(agent: Agent) -> str:
+    """The metrics label of an agent's inline ``model:`` block (bounded: one per agent)."""
+    return f"{agent.name}/inline"
+
+
+def agent_model(agent: Agent, config: Config, observer: Observer | None = None) -> Model:
+    """The model one turn of ``agent`` uses, resolved against ``config`` (the turn's snapshot)."""
+    observer = observer or NoObserver()
+    if agent.model is not None and not isinstance(agent.model, str):
+        return Routed({inline_label(agent): make_model(agent.model)}, ROUTINGS["first"](), observer)
+    candidates: dict[str, Model] = {}
+    for name in agent.model_names:
+        named = config.models.get(name)
+        if named is None:
+            raise UnknownModel(f"the agent {agent.name!r} names the model {name!r}, which is not declared")
+        candidates[name] = make_model(named.model)
+    if not candidates:
+        raise UnknownModel(f"the agent {agent.name!r} has no model")
+    return Routed(candidates, ROUTINGS[agent.routing](), observer)

@@ -44,10 +44,14 @@ An error the server reports inside an otherwise good stream
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import functools
 import json
+import logging
 import os
+import random
 import re
+import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import Any
@@ -59,6 +63,8 @@ import trio
 from ..config.model import OpenAIModel
 from .base import Message, ModelError, TextDelta, ToolCall, ToolDefinition
 
+log = logging.getLogger(__name__)
+
 # How much of an error body is read, and how much of its message is quoted.
 _MAX_ERROR_BODY_BYTES = 64 * 1024
 _MAX_QUOTED_CHARS = 300
@@ -69,56 +75,181 @@ class ModelUnavailable(ModelError):
 
 
 class ModelTimeout(ModelError, TimeoutError):
-    """No connection or no data within ``request_timeout``."""
+    """No connection within ``connect_timeout``, or no data within ``timeout``."""
+
+    def __init__(self, message: str, *, connecting: bool = False) -> None:
+        super().__init__(message)
+        self.connecting = connecting
 
 
 class ModelHTTPError(ModelError):
     """The server answered with a status other than 2xx."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        # What the server's Retry-After asked for, in seconds from now (None: it did not say).
+        self.retry_after_s = retry_after_s
 
 
 class ModelProtocolError(ModelError):
     """The answer was not a well-formed stream of chat-completion chunks."""
 
 
-class OpenAIProvider:
-    """A chat-completions endpoint as a :class:`~engine.models.base.Model`."""
+# Statuses worth another attempt (as openai-python): request timeout, rate limit, server errors.
+RETRY_STATUSES = frozenset({408, 429})
+# A whole (non-streamed) answer is read up to this size.
+MAX_ANSWER_BYTES = 8 * 2**20
 
-    def __init__(self, config: OpenAIModel) -> None:
+
+class OpenAIProvider:
+    """A chat-completions endpoint as a :class:`~engine.models.base.Model`.
+
+    Retries: a failure before anything of the answer was yielded (cannot
+    connect, connect timeout, HTTP 408/429/5xx) is tried again up to
+    ``retries`` times, after :func:`retry_wait`.  Once a piece of the answer
+    has been yielded, a failure ends the step: it is never replayed.
+    """
+
+    def __init__(self, config: OpenAIModel, *, rng: random.Random | None = None) -> None:
         self._config = config
         self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._rng = rng or random.Random()
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
     ) -> AsyncGenerator[TextDelta | ToolCall, None]:
         config = self._config
+        attempts = config.retries + 1
+        for attempt in range(attempts):
+            passed_on = False
+            try:
+                async with contextlib.aclosing(self._attempt(messages, tools)) as items:
+                    async for item in items:
+                        passed_on = True
+                        yield item
+                return
+            except ModelError as exc:
+                wait_s = None if passed_on or attempt + 1 == attempts else retry_wait(config, exc, attempt, self._rng)
+                if wait_s is None:
+                    raise
+                log.info("model %s: attempt %d failed (%s); again in %.3fs", config.model, attempt + 1, exc, wait_s)
+            await trio.sleep(wait_s)
+
+    async def _attempt(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
+    ) -> AsyncGenerator[TextDelta | ToolCall, None]:
+        config = self._config
         content = encode_request(config, messages, tools)
-        headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+        headers = {"Accept": "text/event-stream" if config.stream else "application/json",
+                   "Content-Type": "application/json"}
         key = os.environ.get(config.api_key_env) or None
         if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         chunks = ChunkStream()
-        timeout_s = float(config.request_timeout)
+        timeout_s, connect_s = config.read_timeout_s, float(config.connect_timeout)
         tls = await trio.to_thread.run_sync(_default_tls)
-        with _map_exceptions(_shown(self._url), timeout_s):
-            async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), verify=tls) as client:
+        answer: list[TextDelta | ToolCall] = []
+        with _map_exceptions(_shown(self._url), timeout_s, connect_s):
+            timeout = httpx.Timeout(timeout_s, connect=connect_s)
+            async with httpx.AsyncClient(timeout=timeout, verify=tls) as client:
                 async with client.stream("POST", self._url, content=content, headers=headers) as response:
                     if not response.is_success:
                         raise await _status_error(response, _shown(self._url), config.api_key_env, key)
-                    # After [DONE] the rest is read and ignored (it is only the end of the body),
-                    # as openai-python does: leaving httpx's nested async generators half-consumed
-                    # makes trio warn when it finalizes them (encode/httpx#3686). They are left so
-                    # only on error, cancellation or an early aclose(), where the response itself is
-                    # still closed at once by the ``async with`` blocks.
-                    async for line in response.aiter_lines():
-                        for delta in chunks.feed(line):
-                            yield delta
+                    if not config.stream:
+                        answer = parse_completion(await _read_bounded(response, MAX_ANSWER_BYTES))
+                    else:
+                        # After [DONE] the rest is read and ignored (it is only the end of the body),
+                        # as openai-python does: leaving httpx's nested async generators half-consumed
+                        # makes trio warn when it finalizes them (encode/httpx#3686). They are left so
+                        # only on error, cancellation or an early aclose(), where the response itself is
+                        # still closed at once by the ``async with`` blocks.
+                        async for line in response.aiter_lines():
+                            for delta in chunks.feed(line):
+                                yield delta
+        if not config.stream:
+            for item in answer:
+                yield item
+            return
         # The connection is closed by now: the calls are complete only at the stream's end.
         for call in chunks.finish():
             yield call
+
+
+def retry_wait(config: OpenAIModel, error: ModelError, attempt: int, rng: random.Random) -> float | None:
+    """Seconds to wait before attempt ``attempt + 2``, or None when ``error`` is not worth another try.
+
+    Retry-After (already in seconds) is honoured, capped at ``retry_max_wait``;
+    otherwise ``retry_backoff * 2**attempt``, capped, with "equal jitter" (half
+    fixed, half random) so that clients failed together do not return together.
+    """
+    cap = float(config.retry_max_wait)
+    if isinstance(error, ModelHTTPError):
+        if error.status not in RETRY_STATUSES and error.status < 500:
+            return None
+        if error.retry_after_s is not None:
+            return min(max(error.retry_after_s, 0.0), cap)
+    elif isinstance(error, ModelTimeout):
+        if not error.connecting:
+            return None  # a slow answer is not made faster by asking again
+    elif not isinstance(error, ModelUnavailable):
+        return None
+    ceiling = min(cap, float(config.retry_backoff) * 2**attempt)
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+    body = bytearray()
+    async for piece in response.aiter_bytes():
+        body += piece
+        if len(body) > limit:
+            raise ModelProtocolError(f"the answer is larger than {limit} bytes")
+    return bytes(body)
+
+
+def parse_completion(body: bytes) -> list[TextDelta | ToolCall]:
+    """A whole (``stream: false``) chat completion as its text and tool calls."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ModelProtocolError(f"the answer is not JSON: {_quote(body.decode('utf-8', 'replace'))}") from None
+    if isinstance(data, dict) and data.get("error"):
+        raise ModelError(f"the server reported an error: {_quote(_message_of(data['error']))}")
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ModelProtocolError(f"the answer has no choices: {_quote(body.decode('utf-8', 'replace'))}")
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise ModelProtocolError("the answer's first choice has no message object")
+    items: list[TextDelta | ToolCall] = []
+    text = message.get("content")
+    if isinstance(text, str) and text:
+        items.append(TextDelta(text))
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise ModelProtocolError("the answer's tool_calls is not a list")
+    stream = ChunkStream()
+    for position, call in enumerate(calls):
+        stream._tool_fragment(position, call)
+    stream.done = True
+    items += stream.finish()
+    return items
 
 
 # Loading the CA bundle takes ~25 ms: done once, in a worker thread, not on the event loop
@@ -141,7 +272,7 @@ def encode_request(
     """
     body: dict[str, Any] = {
         "model": config.model,
-        "stream": True,
+        "stream": bool(config.stream),
         "temperature": float(config.temperature),
         "messages": [_wire_message(message) for message in messages],
     }
@@ -320,15 +451,17 @@ def parse_arguments(text: str) -> Any:
 
 
 @contextlib.contextmanager
-def _map_exceptions(url: str, timeout_s: float) -> Iterator[None]:
+def _map_exceptions(url: str, timeout_s: float, connect_s: float) -> Iterator[None]:
     """httpx's exceptions as ours (httpcore ``map_exceptions``); their text never holds headers."""
     try:
         yield
     except httpx.ConnectTimeout:
-        raise ModelTimeout(f"could not connect to {url} within {timeout_s:g}s (request_timeout)") from None
+        raise ModelTimeout(
+            f"could not connect to {url} within {connect_s:g}s (connect_timeout)", connecting=True
+        ) from None
     except httpx.TimeoutException as exc:
         what = "no data" if isinstance(exc, httpx.ReadTimeout) else "no progress"
-        raise ModelTimeout(f"{what} from {url} within {timeout_s:g}s (request_timeout)") from None
+        raise ModelTimeout(f"{what} from {url} within {timeout_s:g}s (timeout)") from None
     except httpx.ConnectError as exc:
         raise ModelUnavailable(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
@@ -352,14 +485,15 @@ async def _status_error(
         detail = text
     if key:
         detail = detail.replace(key, "***")
-    message = f"HTTP {response.status_code} {response.reason_phrase} from {url}"
+    status = f"{response.status_code} {response.reason_phrase}".strip()
+    message = f"HTTP {status} from {url}"
     if detail.strip():
         message += f": {_quote(detail)}"
     if response.status_code in (401, 403):
         message += (
             f" (the API key comes from ${key_env})" if key else f" (${key_env} is not set: no API key was sent)"
         )
-    return ModelHTTPError(message, response.status_code)
+    return ModelHTTPError(message, response.status_code, parse_retry_after(response.headers.get("retry-after")))
 
 
 def _message_of(detail: Any) -> str:

@@ -1,4 +1,4 @@
-"""The ``{placeholder}`` templates of the rules model.
+"""The ``{placeholder}`` templates of the rules model and of chain tools' steps.
 
 ``str.format`` syntax (``{{`` escapes a brace) but no attribute access or
 indexing into Python objects: a field is a group name, or ``result`` followed
@@ -62,3 +62,20 @@ def sole_field(template: str) -> str | None:
     if len(parsed) == 1 and parsed[0][0] == "" and parsed[0][1]:
         return parsed[0][1]
     return None
+
+
+def fill(value: Any, context: Mapping[str, Any]) -> Any:
+    """A JSON value with every string's placeholders filled; raises :class:`Missing`.
+
+    A string that is exactly one placeholder becomes the value it names, with
+    its JSON type (a number stays a number); other strings are rendered as text.
+    Mappings and lists are filled item by item.
+    """
+    if isinstance(value, str):
+        sole = sole_field(value)
+        return lookup(sole, context) if sole is not None else render(value, context)
+    if isinstance(value, Mapping):
+        return {key: fill(item, context) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [fill(item, context) for item in value]
+    return value

@@ -117,6 +117,8 @@ class Caller:
     reply_to: str | None = None
     # Resource hosts the agent may read; None for a client reading directly.
     agent_resources: tuple[str, ...] | None = None
+    # Tools offered to the agent's model; None for a client calling directly (or a chain's step).
+    agent_tools: tuple[str, ...] | None = None
     # Taken when the call starts (perform/read) unless the caller brings one (a turn's).
     snapshot: Snapshot | None = None
 
@@ -197,6 +199,13 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
             _refuse(caller, action_id, ActionKind.TOOL, name, arguments, 0, {"error": f"unknown tool {name!r}"}),
             refusal="unknown_tool",
         )
+    if caller.agent_tools is not None and name not in caller.agent_tools:
+        # A model asked for a tool it was not offered: refused like an unknown one, and the model reads why.
+        why = f"tool {name!r} is not one of the tools of agent {caller.agent!r}"
+        await _audit(caller, "decision", "tool.call", name, arguments, tool=tool, effect="deny", outcome="deny",
+                     details={"reason": why})
+        return _refuse(caller, action_id, ActionKind.TOOL, name, arguments, tool.permission_level if tool else 0,
+                       {"error": why}, status=ResultStatus.DENIED)
     # Off the loop and under a deadline when it may be costly (engine.server.argcheck).
     problems = await argcheck.tool_argument_problems(
         (tool or offered).parameters, arguments, trusted_schema=tool is not None  # type: ignore[union-attr]
@@ -225,6 +234,22 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         return refused
     started = time.monotonic()
     output: Any
+    if tool.chain:
+        # Each step is an action of its own through perform() (engine/server/chains.py); the chain takes no slot.
+        from .chains import run_chain
+
+        try:
+            done = await run_chain(caller, tool, arguments)
+        except BaseException as exc:
+            if _cancellation(exc):  # the running step reported its own end; the chain reports its own
+                with trio.move_on_after(2, shield=True):
+                    await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome="cancelled",
+                                 duration_ms=(time.monotonic() - started) * 1000, decision=decision)
+                    _result(caller, frame, ResultStatus.CANCELLED, {"error": "cancelled while running"}, "cancelled")
+            raise
+        await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome=str(done.status),
+                     duration_ms=(time.monotonic() - started) * 1000, decision=decision)
+        return _result(caller, frame, done.status, done.output, done.reason)
     try:
         # Bounded concurrency: a call past the limits waits for a slot (backpressure, not refusal).
         async with hub.tool_runs, hub.slots_for(caller.session_id or caller.conn.slot_key):

@@ -468,6 +468,12 @@ class ServerMetrics:
         self.tool_call_seconds = r.histogram(
             "sconnect_tool_call_seconds", "Duration of a tool's execution (after approval), in seconds.", ("tool",)
         )
+        self.model_steps_total = r.counter(
+            "sconnect_model_steps_total",
+            "Model steps by model (a models.d/ name, or AGENT/inline) and outcome: served, fell_back (failed"
+            " before answering, the next model took over) or failed.",
+            ("model", "outcome"),
+        )
         self.resource_reads_total = r.counter(
             "sconnect_resource_reads_total", "Resource reads by URI scheme and outcome.", ("scheme", "outcome")
         )
@@ -520,6 +526,10 @@ class ServerMetrics:
         self.tool_calls_total.inc(tool=tool, status=status)
         if seconds is not None:
             self.tool_call_seconds.observe(seconds, tool=tool)
+
+    def model_step(self, model: str, outcome: str) -> None:
+        """Count one model step (the label comes from the configuration: bounded)."""
+        self.model_steps_total.inc(model=model, outcome=outcome)
 
     def record_resource_read(self, scheme: str | None, outcome: str) -> None:
         """Count one read; pass the scheme only once the URI resolved to a configured host."""

@@ -32,7 +32,7 @@ import trio
 
 from ..audit import secret_values
 from ..config.model import Agent
-from ..models import READ_RESOURCE, READ_RESOURCE_TOOL, ModelError, TextDelta, ToolCall, ToolDefinition, make_model
+from ..models import READ_RESOURCE, READ_RESOURCE_TOOL, ModelError, TextDelta, ToolCall, ToolDefinition, agent_model
 from ..protocol import (
     AgentResponse,
     AgentState,
@@ -227,7 +227,7 @@ class Session:
             await self._set_state(S.ACTIVE)
             return
         self.agent = current
-        model = make_model(self.agent.model)
+        model = agent_model(self.agent, self.conn.hub.config, self.conn.hub.metrics)
         definitions = self._tool_definitions()
         answer = ""
         try:
@@ -256,7 +256,7 @@ class Session:
                 await self._set_state(S.TOOL_USE)
                 caller = Caller(
                     self.conn, self.session_id, self.agent.name, float(self.agent.approval_timeout),
-                    agent_resources=tuple(self.agent.resources),
+                    agent_resources=tuple(self.agent.resources), agent_tools=tuple(d.name for d in definitions),
                 )
                 for call in calls:
                     if call.name == READ_RESOURCE and isinstance(call.arguments, dict) and "uri" in call.arguments:

@@ -70,8 +70,8 @@ def test_minimal_configuration_loads_with_sources(minimal_config: Path) -> None:
         (
             "both_runners.yaml",
             "tools.d",
-            "tools.d/both_runners.yaml:1:1: declare exactly one of 'command' (an argv list) and 'python' "
-            "(module:function)",
+            "tools.d/both_runners.yaml:1:1: declare exactly one of 'command' (an argv list), 'python' "
+            "(module:function) and 'chain' (a list of steps, with no sandbox of its own)",
         ),
         (
             "duplicate_name.yaml",
@@ -214,7 +214,7 @@ def test_yml_extension_loads(minimal_config: Path) -> None:
 
 def test_not_a_config_directory(tmp_path: Path) -> None:
     assert messages(tmp_path) == [
-        f"{tmp_path}: not a configuration directory: expected agents.d/, tools.d/, resources.d/, policies/"
+        f"{tmp_path}: not a configuration directory: expected agents.d/, tools.d/, resources.d/, policies/, models.d/"
     ]
     assert messages(tmp_path / "nope") == [f"{tmp_path / 'nope'}: configuration directory does not exist"]
 
