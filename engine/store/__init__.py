@@ -1,0 +1,32 @@
+"""Durable engine state: sessions and their history, pending approvals.
+
+SQLite in the state directory by default (:meth:`Store.open`); PostgreSQL, shared by
+several instances, when a ``postgresql://`` database URL is configured
+(:meth:`Store.connect`). :func:`open_store` picks by configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ._model import ACTION_STATUSES as ACTION_STATUSES
+from ._model import SCHEMA_VERSION as SCHEMA_VERSION
+from ._model import DuplicateError as DuplicateError
+from ._model import PendingAction as PendingAction
+from ._model import SchemaVersionError as SchemaVersionError
+from ._model import SessionRecord as SessionRecord
+from ._model import StoreClosedError as StoreClosedError
+from ._model import StoreError as StoreError
+from ._model import StoreUnavailableError as StoreUnavailableError
+from ._model import UnknownSessionError as UnknownSessionError
+from ._model import redact_tool_calls as redact_tool_calls
+from ._store import Store as Store
+
+
+async def open_store(database: str | os.PathLike[str], database_url: str | None, *,
+                     digest_key: bytes | None = None) -> Store:
+    """PostgreSQL at ``database_url`` when one is given, else the SQLite file ``database``."""
+    if database_url:
+        return await Store.connect(database_url, digest_key=digest_key)
+    return await Store.open(Path(database), digest_key=digest_key)
