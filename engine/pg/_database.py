@@ -60,13 +60,14 @@ def is_postgres_url(url: str) -> bool:
 
 def describe(url: str) -> str:
     """``user@host:port/dbname`` for messages: the password never appears."""
-    from psycopg.conninfo import conninfo_to_dict
+    from urllib.parse import urlsplit
 
     try:
-        info = conninfo_to_dict(url)
-    except Exception:  # noqa: BLE001 - a malformed URL: say so without echoing it
+        parts = urlsplit(url)
+        port = parts.port or 5432
+    except ValueError:
         return "postgresql (unparsable URL)"
-    return f"{info.get('user', '')}@{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+    return f"{parts.username or ''}@{parts.hostname or 'localhost'}:{port}{parts.path or '/'}"
 
 
 def connect_kwargs(application: str) -> dict[str, Any]:

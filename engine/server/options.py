@@ -80,7 +80,8 @@ def read_server_file(path: Path) -> dict[str, Any]:
     if problems:
         raise ConfigError(problems)
     settings: dict[str, Any] = {}
-    for key in ("host", "port", "health_port", "health_host", "state_dir", "insecure_public", "mcp_port"):
+    for key in ("host", "port", "health_port", "health_host", "state_dir", "insecure_public", "mcp_port",
+                "database_url"):
         if key in data:
             settings[key] = data[key]
     problems = []

@@ -1,0 +1,83 @@
+"""``sconnect serve`` on PostgreSQL, as real processes: two instances on one database share
+sessions (a session started on A resumes on B, history included); a database that is down,
+a wrong password, and a schema newer than the code each stop the start with exit 2 and one
+clear line, never a traceback and never the password."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import psycopg
+import trio
+
+from engine.client import open_client
+from tests.pg.cluster import PASSWORD
+from tests.security.cliserver import SECRET, place, refused_start, serving
+
+
+def _token(sub: str = "alice") -> str:
+    return jwt.encode({"sub": sub, "roles": ["user"], "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+
+
+async def test_a_session_started_on_one_instance_resumes_on_another(pg_url: str) -> None:
+    env = {"SCONNECT_DATABASE_URL": pg_url}
+    with place() as a_place, place() as b_place:
+        async with serving(a_place, env=env) as a, serving(b_place, env=env) as b:
+            with trio.fail_after(30):
+                async with open_client(a.url, _token()) as client:
+                    sid = (await client.start_session("assistant")).session_id
+                    await client.converse(sid, "what is 6*7")
+                async with open_client(b.url, _token()) as client:
+                    state = await client.resume_session(sid, "assistant")
+                    assert (state.session_id, str(state.state)) == (sid, "active")
+                    assert (await client.converse(sid, "what is 2*3")).response.content == "2*3 = 6"
+                async with open_client(b.url, _token("mallory")) as intruder:
+                    try:
+                        await intruder.resume_session(sid, "assistant")
+                    except Exception as exc:  # noqa: BLE001 - the code is what matters
+                        assert getattr(exc, "code", None) == "forbidden"
+                    else:
+                        raise AssertionError("another subject resumed alice's session")
+    with psycopg.connect(pg_url) as conn:
+        roles = [r[0] for r in conn.execute(
+            "SELECT message::json->>'role' FROM messages WHERE session_id = %s ORDER BY seq", (sid,))]
+    assert roles == ["user", "assistant", "tool", "assistant"] * 2
+
+
+async def test_database_down_at_start_exits_2(pg_url: str) -> None:
+    with trio.socket.socket() as sock:  # bound, never listening: nothing answers there
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        with place() as where:
+            done = await refused_start(where, env={
+                "SCONNECT_DATABASE_URL": f"postgresql://sconnect_test:{PASSWORD}@127.0.0.1:{port}/x"})
+    assert done.code == 2, done.stderr
+    assert f"cannot connect to PostgreSQL sconnect_test@127.0.0.1:{port}/x" in done.stderr
+    assert "Traceback" not in done.stderr and PASSWORD not in done.stderr
+
+
+async def test_wrong_password_exits_2_without_the_password(pg_url: str) -> None:
+    with place() as where:
+        done = await refused_start(where, env={"SCONNECT_DATABASE_URL": pg_url.replace(PASSWORD, "guess-123")})
+    assert done.code == 2, done.stderr
+    assert "password authentication failed" in done.stderr
+    assert "guess-123" not in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_schema_newer_than_the_code_refuses_to_start(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (component TEXT, version INTEGER, description TEXT, "
+                     "applied_at DOUBLE PRECISION, PRIMARY KEY (component, version))")
+        conn.execute("INSERT INTO schema_migrations VALUES ('store', 1, 'x', 0), ('store', 7, 'future', 0)")
+    with place() as where:
+        done = await refused_start(where, env={"SCONNECT_DATABASE_URL": pg_url})
+    assert done.code == 2, done.stderr
+    assert "schema in the database is at version 7, newer than this program's (1)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_a_url_that_is_not_postgresql_is_refused(pg_url: str) -> None:
+    with place() as where:
+        done = await refused_start(where, env={"SCONNECT_DATABASE_URL": "mysql://x@y/z"})
+    assert done.code == 2 and "starts with postgresql://" in done.stderr, done.stderr
