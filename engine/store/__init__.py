@@ -21,7 +21,12 @@ from ._model import StoreError as StoreError
 from ._model import StoreUnavailableError as StoreUnavailableError
 from ._model import UnknownSessionError as UnknownSessionError
 from ._model import redact_tool_calls as redact_tool_calls
+from ._pg import COMPONENT as _PG_COMPONENT
+from ._pg import MIGRATIONS as _PG_MIGRATIONS
 from ._store import Store as Store
+
+#: What ``sconnect db migrate`` migrates on PostgreSQL: (component, its migrations).
+PG_COMPONENTS = ((_PG_COMPONENT, _PG_MIGRATIONS),)
 
 
 async def open_store(database: str | os.PathLike[str], database_url: str | None, *,
