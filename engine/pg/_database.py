@@ -40,6 +40,10 @@ T = TypeVar("T")
 
 #: How long a connection attempt may take before the server counts as unreachable.
 CONNECT_TIMEOUT_S: Final = 10
+#: How long a call waits for a pooled connection. Calls never queue inside the pool (the
+#: limiter is no larger than it), so this only runs out when no connection can be made:
+#: the database is down, and the caller should hear so soon.
+POOL_WAIT_S: Final = 3.0
 #: The longest one statement may run (server side); a lock wait counts.
 STATEMENT_TIMEOUT_MS: Final = 30_000
 #: How long the cancel request itself may take once the caller was cancelled.
@@ -107,7 +111,10 @@ class Database:
             connect_once(url, application).close()
             pool: ConnectionPool[Any] = ConnectionPool(
                 url, min_size=1, max_size=max_size, open=False, kwargs=connect_kwargs(application),
-                timeout=CONNECT_TIMEOUT_S, name=application)
+                timeout=POOL_WAIT_S, name=application,
+                # A connection the server dropped (restart, failover) is replaced when taken,
+                # instead of failing the call that happens to get it.
+                check=ConnectionPool.check_connection)
             pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
             return pool
 

@@ -38,7 +38,7 @@ from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
 from ..errors import ScalyticsError
 from ..protocol import ErrorCode, ErrorFrame
-from ..store import open_store
+from ..store import Store, StoreError, open_store
 from . import fdbudget
 from .admission import Admission
 from .connection import Connection
@@ -149,6 +149,7 @@ async def serve(
                     partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
                 )
                 await nursery.start(maintain, hub)
+                nursery.start_soon(_watch_database, store)
                 mcp_stop = trio.Event()
                 if settings.mcp_port is not None:
                     from ..mcp import serve_mcp  # the MCP SDK loads only when MCP is on
@@ -316,6 +317,16 @@ async def _handshake_and_serve(
         admission.leave(principal.sub)
 
 
+async def _watch_database(store: Store) -> None:
+    """While the database is unavailable (a call failed), try it every second, so that
+    /readyz turns ready again when it is back even if the balancer sends no traffic."""
+    while True:
+        await trio.sleep(1.0 if not store.available else 5.0)
+        if not store.available:
+            with contextlib.suppress(StoreError):
+                await store.ping()
+
+
 def _ready(hub: Hub) -> tuple[bool, str]:
     """For load balancers: take traffic only when serving; a refused reload stays ready (old config serves)."""
     if hub.shutting_down:
@@ -324,6 +335,8 @@ def _ready(hub: Hub) -> tuple[bool, str]:
         return False, "starting"
     if not hub.audit.running:
         return False, "the audit writer is not running"
+    if not hub.store.available:
+        return False, f"the database {hub.store.where} is unavailable"
     if hub.reload_errors:
         return True, f"serving the last good configuration; the last reload was refused ({len(hub.reload_errors)} errors)"
     return True, "configuration loaded, audit writer running"

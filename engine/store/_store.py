@@ -53,6 +53,7 @@ from ._model import (
     DuplicateError,
     PendingAction,
     SessionRecord,
+    StoreUnavailableError,
     UnknownSessionError,
     action_row,
     check_message,
@@ -85,6 +86,9 @@ class Store:
     path: Path | None  # the SQLite file; None on PostgreSQL
     _backend: Backend = attrs.field(repr=False)
     _digest_key: bytes = attrs.field(repr=False)
+    #: Whether the last call reached the database (False after StoreUnavailableError,
+    #: True again after the next call that succeeds): for readiness checks.
+    available: bool = True
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, digest_key: bytes | None = None) -> Store:
@@ -132,7 +136,21 @@ class Store:
             await self.aclose()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._backend.run(fn, *args)
+        try:
+            result = await self._backend.run(fn, *args)
+        except StoreUnavailableError:
+            self.available = False
+            raise
+        self.available = True
+        return result
+
+    async def ping(self) -> None:
+        """One round trip to the database; raises :class:`StoreUnavailableError` when it
+        cannot be reached (and so updates :attr:`available`)."""
+        def work(tx: Tx) -> None:
+            tx.execute("SELECT 1").fetchone()
+
+        await self._run(work)
 
     # --- sessions ---
 

@@ -57,6 +57,7 @@ class Cluster:
     data_dir: Path | None = None
     bin_dir: Path | None = None
     owner: str | None = None
+    options: str = ""
 
     @classmethod
     def start(cls, bin_dir: Path) -> Cluster:
@@ -83,7 +84,14 @@ class Cluster:
             log = (root / "log").read_text() if (root / "log").exists() else ""
             shutil.rmtree(root, ignore_errors=True)
             raise RuntimeError(f"could not start a test PostgreSQL: {exc.stderr}\n{log}") from None
-        return cls(f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/postgres", data, bin_dir, owner)
+        return cls(f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/postgres", data, bin_dir, owner, options)
+
+    def pg_ctl(self, *args: str) -> None:
+        """``pg_ctl stop`` / ``start`` on this cluster (to take the database away and back)."""
+        assert self.data_dir is not None and self.bin_dir is not None, "not a cluster of ours"
+        extra = ["-l", str(self.data_dir.parent / "log"), "-o", self.options] if args[0] == "start" else []
+        subprocess.run(_as_owner([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *extra, "-w",
+                                  "-t", "60", *args], self.owner), check=True, capture_output=True, timeout=90, cwd="/")
 
     def stop(self) -> None:
         if self.data_dir is None or self.bin_dir is None:

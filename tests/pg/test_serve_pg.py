@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import jwt
 import psycopg
+import pytest
 import trio
 
-from engine.client import open_client
-from tests.pg.cluster import PASSWORD
+from engine.client import ServerError, open_client
+from tests.pg.cluster import PASSWORD, Cluster
 from tests.security.cliserver import SECRET, place, refused_start, serving
 
 
@@ -81,3 +83,35 @@ async def test_a_url_that_is_not_postgresql_is_refused(pg_url: str) -> None:
     with place() as where:
         done = await refused_start(where, env={"SCONNECT_DATABASE_URL": "mysql://x@y/z"})
     assert done.code == 2 and "starts with postgresql://" in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+async def test_database_going_away_while_serving(own_cluster: Cluster) -> None:
+    """The database stops under a running server: the call fails (the server stays up),
+    /readyz says the database is unavailable (so a balancer drains this instance), and
+    once the database is back the server serves again without a restart."""
+    url = own_cluster.create_database()
+    with place() as where:
+        async with serving(where, "--health-port", "0", env={"SCONNECT_DATABASE_URL": url}) as server:
+            assert server.process.stdout is not None
+            line = await trio.to_thread.run_sync(server.process.stdout.readline)
+            health = line.split()[3]
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(f"{health}/readyz")).status_code == 200
+                with trio.fail_after(60):
+                    async with open_client(server.url, _token()) as client:
+                        await trio.to_thread.run_sync(own_cluster.pg_ctl, "stop", "-m", "fast")
+                        with pytest.raises(ServerError):
+                            await client.start_session("assistant")
+                        ready = await http.get(f"{health}/readyz")
+                        assert ready.status_code == 503 and "database" in ready.text, ready.text
+                        assert server.process.poll() is None
+                        await trio.to_thread.run_sync(own_cluster.pg_ctl, "start")
+                        # Ready again without traffic: the server re-tries the database itself.
+                        for _ in range(200):  # bounded: fail_after above ends it in time
+                            if (await http.get(f"{health}/readyz")).status_code == 200:
+                                break
+                            await trio.sleep(0.1)
+                        assert (await http.get(f"{health}/readyz")).status_code == 200
+                        sid = (await client.start_session("assistant")).session_id
+                        assert (await client.converse(sid, "what is 2*3")).response.content == "2*3 = 6"

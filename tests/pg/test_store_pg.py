@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from engine.store import SchemaVersionError, Store, StoreUnavailableError
-from tests.pg.cluster import PASSWORD
+from tests.pg.cluster import PASSWORD, Cluster
 
 T0 = 1_700_000_000.0
 
@@ -153,3 +153,21 @@ async def test_secret_arguments_never_reach_the_tables(pg_url: str) -> None:
         dump = " ".join(str(row) for table in ("sessions", "messages", "pending_actions")
                         for row in conn.execute(f"SELECT * FROM {table}"))  # noqa: S608 - fixed names
     assert "acct-7" in dump and "4711" not in dump
+
+
+@pytest.mark.slow
+async def test_database_going_away_fails_calls_then_recovers(own_cluster: Cluster) -> None:
+    """The server stops under an open store: calls fail with StoreUnavailableError (the
+    store says it is unavailable, for /readyz); once the server is back, the next call
+    works on fresh connections and nothing was half-written."""
+    url = own_cluster.create_database()
+    async with await Store.connect(url) as store:
+        await store.create_session("s1", "alice", "assistant", now=T0)
+        await trio.to_thread.run_sync(own_cluster.pg_ctl, "stop", "-m", "fast")
+        with pytest.raises(StoreUnavailableError, match="unavailable|cannot connect|no connection"):
+            await store.append_message("s1", {"role": "user", "content": "while down"})
+        assert not store.available
+        await trio.to_thread.run_sync(own_cluster.pg_ctl, "start")
+        assert await store.append_message("s1", {"role": "user", "content": "back"}) == 1
+        assert store.available
+        assert [m["content"] for m in await store.messages("s1")] == ["back"]
