@@ -60,7 +60,8 @@ class Cluster:
     options: str = ""
 
     @classmethod
-    def start(cls, bin_dir: Path) -> Cluster:
+    def start(cls, bin_dir: Path, *, durable: bool = False) -> Cluster:
+        """``durable``: fsync on, as in production (for bench/bench_pg.py)."""
         owner = "nobody" if os.geteuid() == 0 else None
         root = Path(tempfile.mkdtemp(prefix="sconnect-pg-", dir="/tmp"))
         data = root / "data"
@@ -77,7 +78,9 @@ class Cluster:
                                       "-E", "UTF8", "--no-sync"], owner), **run)
             port = _free_port()
             options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} "
-                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                       "-c max_connections=200")
+            if not durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             subprocess.run(_as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
                                       "-o", options, "-w", "-t", "60", "start"], owner), **run)
         except subprocess.CalledProcessError as exc:
