@@ -5,6 +5,7 @@ clear line, never a traceback and never the password."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import httpx
@@ -115,3 +116,32 @@ async def test_database_going_away_while_serving(own_cluster: Cluster) -> None:
                         assert (await http.get(f"{health}/readyz")).status_code == 200
                         sid = (await client.start_session("assistant")).session_id
                         assert (await client.converse(sid, "what is 2*3")).response.content == "2*3 = 6"
+
+
+async def test_an_instance_killed_mid_session_loses_nothing(pg_url: str) -> None:
+    """SIGKILL one instance right after a turn: the session, its history and its state
+    resume on the other, and the conversation continues there."""
+    env = {"SCONNECT_DATABASE_URL": pg_url}
+    with place() as a_place, place() as b_place:
+        async with serving(b_place, env=env) as b:
+            a_cm = serving(a_place, env=env)
+            a = await a_cm.__aenter__()
+            try:
+                with trio.fail_after(30):
+                    async with open_client(a.url, _token()) as client:
+                        sid = (await client.start_session("assistant")).session_id
+                        await client.converse(sid, "what is 6*7")
+                        a.process.kill()
+                        await trio.to_thread.run_sync(a.process.wait)
+            finally:
+                a.process.kill()
+                with contextlib.suppress(AssertionError):  # its exit status is SIGKILL's, by design
+                    await a_cm.__aexit__(None, None, None)
+            with trio.fail_after(30):
+                async with open_client(b.url, _token()) as client:
+                    state = await client.resume_session(sid, "assistant")
+                    assert str(state.state) == "active"
+                    assert (await client.converse(sid, "what is 2*3")).response.content == "2*3 = 6"
+    with psycopg.connect(pg_url) as conn:
+        count = conn.execute("SELECT count(*) FROM messages WHERE session_id = %s", (sid,)).fetchone()
+    assert count == (8,)
