@@ -109,7 +109,7 @@ async def test_database_going_away_while_serving(own_cluster: Cluster) -> None:
                         assert server.process.poll() is None
                         await trio.to_thread.run_sync(own_cluster.pg_ctl, "start")
                         # Ready again without traffic: the server re-tries the database itself.
-                        for _ in range(200):  # bounded: fail_after above ends it in time
+                        for _ in range(400):  # bounded (and fail_after above): the pool reconnects with a back-off
                             if (await http.get(f"{health}/readyz")).status_code == 200:
                                 break
                             await trio.sleep(0.1)

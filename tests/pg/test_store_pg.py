@@ -6,6 +6,8 @@ the tables."""
 
 from __future__ import annotations
 
+import contextlib
+
 import psycopg
 import pytest
 import trio
@@ -158,8 +160,9 @@ async def test_secret_arguments_never_reach_the_tables(pg_url: str) -> None:
 @pytest.mark.slow
 async def test_database_going_away_fails_calls_then_recovers(own_cluster: Cluster) -> None:
     """The server stops under an open store: calls fail with StoreUnavailableError (the
-    store says it is unavailable, for /readyz); once the server is back, the next call
-    works on fresh connections and nothing was half-written."""
+    store says it is unavailable, for /readyz); once the server is back, calls work
+    again on fresh connections (after the pool's reconnect back-off) and nothing was
+    half-written."""
     url = own_cluster.create_database()
     async with await Store.connect(url) as store:
         await store.create_session("s1", "alice", "assistant", now=T0)
@@ -168,6 +171,11 @@ async def test_database_going_away_fails_calls_then_recovers(own_cluster: Cluste
             await store.append_message("s1", {"role": "user", "content": "while down"})
         assert not store.available
         await trio.to_thread.run_sync(own_cluster.pg_ctl, "start")
+        # The pool reconnects with a back-off: wait for that event (a ping that succeeds).
+        for _ in range(20):  # bounded: each failing ping takes at most the pool's 3 s wait
+            with contextlib.suppress(StoreUnavailableError):
+                await store.ping()
+                break
         assert await store.append_message("s1", {"role": "user", "content": "back"}) == 1
         assert store.available
         assert [m["content"] for m in await store.messages("s1")] == ["back"]
