@@ -16,3 +16,6 @@ from ._migrate import Migration as Migration
 from ._migrate import SchemaTooNewError as SchemaTooNewError
 from ._migrate import migrate as migrate
 from ._migrate import pending as pending
+from ._notify import Notification as Notification
+from ._notify import listen as listen
+from ._notify import notify as notify
