@@ -307,7 +307,8 @@ async def _main(settings: ServerSettings, dev: bool) -> None:
                 print(f"health and metrics: {handle.health} (/healthz /readyz /metrics)", flush=True)
             if handle.mcp:
                 print(f"mcp: {handle.mcp}", flush=True)
-            print(f"config: {settings.config_dir}  state: {settings.state_dir}", flush=True)
+            shared = f"  database: {_shown('database_url', settings.database_url)}" if settings.database_url else ""
+            print(f"config: {settings.config_dir}  state: {settings.state_dir}{shared}", flush=True)
             print(sandbox.detect().summary, flush=True)
             if dev:
                 _print_dev_help(settings, url)

@@ -97,6 +97,8 @@ async def test_database_going_away_while_serving(own_cluster: Cluster) -> None:
             assert server.process.stdout is not None
             line = await trio.to_thread.run_sync(server.process.stdout.readline)
             health = line.split()[3]
+            config_line = await trio.to_thread.run_sync(server.process.stdout.readline)
+            assert "  database: sconnect_test@127.0.0.1:" in config_line and PASSWORD not in config_line
             async with httpx.AsyncClient() as http:
                 assert (await http.get(f"{health}/readyz")).status_code == 200
                 with trio.fail_after(60):
