@@ -38,7 +38,7 @@ from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
 from ..errors import ScalyticsError
 from ..protocol import ErrorCode, ErrorFrame
-from ..store import Store, StoreError, open_store
+from ..store import Store, StoreError, instance_id, open_store
 from . import fdbudget
 from .admission import Admission
 from .connection import Connection
@@ -119,16 +119,16 @@ async def serve(
     admission = Admission.for_settings(settings)
     # The audit log first: its key (never stored in either database) keys the store's digests.
     async with await AuditLog.open(settings.state_dir) as audit, \
-            await open_store(settings.database, settings.database_url, digest_key=audit.digest_key) as store:
+            await open_store(settings.database, settings.database_url, digest_key=audit.digest_key,
+                             instance=instance_id(settings.state_dir) if settings.database_url else None) as store:
         hub = Hub(settings=settings, config=config, store=store, audit=audit)
         handle = ServerHandle(websocket="", health=None)
-        if settings.database_url is None:
-            # Approvals live in memory: nobody waits any more for those a previous run left pending.
-            orphans = await store.cancel_pending_actions("the server restarted before it was answered")
-            if orphans:
-                log.info("%d approval requests left pending by the previous run: cancelled", orphans)
-        # On PostgreSQL the pending actions may be other instances' live ones: those an
-        # instance left behind when it died expire at their expires_at (maintenance).
+        # Approvals live in memory: nobody waits any more for those a previous run left pending.
+        # On PostgreSQL only this instance's (store.instance): the others' may be live; those of
+        # an instance that died and does not come back expire at their expires_at (maintenance).
+        orphans = await store.cancel_pending_actions("the server restarted before it was answered")
+        if orphans:
+            log.info("%d approval requests left pending by the previous run: cancelled", orphans)
         async with trio.open_nursery() as root:
             # The audit writer first: nothing may be decided before it can record.
             await root.start(audit.run)

@@ -79,6 +79,11 @@ MIGRATIONS: Final = (
     CREATE INDEX pending_actions_by_status ON pending_actions (status, expires_at);
     CREATE INDEX pending_actions_by_session ON pending_actions (session_id, status)
     """),
+    Migration(2, "pending actions name the instance that waits for them", """
+    -- NULL: written by a store opened without an instance id (sconnect db copy, tools).
+    ALTER TABLE pending_actions ADD COLUMN instance TEXT;
+    CREATE INDEX pending_actions_by_instance ON pending_actions (instance, status)
+    """),
 )
 
 

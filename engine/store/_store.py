@@ -86,6 +86,9 @@ class Store:
     path: Path | None  # the SQLite file; None on PostgreSQL
     _backend: Backend = attrs.field(repr=False)
     _digest_key: bytes = attrs.field(repr=False)
+    #: PostgreSQL: this instance's id, recorded with the actions it waits for, so that its
+    #: restart cancels its own orphans and never another instance's live ones.
+    instance: str | None = None
     #: Whether the last call reached the database (False after StoreUnavailableError,
     #: True again after the next call that succeeds): for readiness checks.
     available: bool = True
@@ -103,15 +106,17 @@ class Store:
         return cls(path, await SqliteBackend.open(path), key)
 
     @classmethod
-    async def connect(cls, url: str, *, digest_key: bytes | None = None, max_connections: int = 8) -> Store:
+    async def connect(cls, url: str, *, digest_key: bytes | None = None, max_connections: int = 8,
+                      instance: str | None = None) -> Store:
         """Connect to the PostgreSQL database at ``url`` (a pool of up to
         ``max_connections``) and bring its schema up to date, under an advisory lock.
-        Raises :class:`StoreUnavailableError` (down, wrong password) or
+        ``instance`` names this server among those sharing the database (stable across
+        its restarts). Raises :class:`StoreUnavailableError` (down, wrong password) or
         :class:`SchemaVersionError` (migrated by a newer program)."""
         from ._pg import PgBackend
 
         key = _key(digest_key)
-        return cls(None, await PgBackend.open(url, max_size=max_connections), key)
+        return cls(None, await PgBackend.open(url, max_size=max_connections), key, instance=instance)
 
     @property
     def where(self) -> str:
@@ -290,10 +295,16 @@ class Store:
                r.arguments_digest, r.level, r.approver, r.created_at, r.expires_at, r.status,
                r.decided_by, r.decided_at, r.reason)
 
+        instance = self.instance
+
         def work(tx: Tx) -> None:
             try:
-                tx.execute(f"INSERT INTO pending_actions ({ACTION_COLS}) "
-                             f"VALUES ({', '.join('?' * 16)})", row)
+                if tx.dialect == "postgresql":
+                    tx.execute(f"INSERT INTO pending_actions ({ACTION_COLS}, instance) "
+                               f"VALUES ({', '.join('?' * 17)})", (*row, instance))
+                else:
+                    tx.execute(f"INSERT INTO pending_actions ({ACTION_COLS}) "
+                               f"VALUES ({', '.join('?' * 16)})", row)
             except IntegrityViolation as exc:
                 if exc.foreign_key:
                     raise UnknownSessionError(f"no session {session_id!r}") from None
@@ -393,14 +404,20 @@ class Store:
 
     async def cancel_pending_actions(self, reason: str, now: float | None = None) -> int:
         """Mark every still-``pending`` action ``cancelled`` (at start: nobody waits for the
-        ones a previous run left behind). Returns how many."""
+        ones a previous run left behind). Returns how many. On PostgreSQL with an
+        :attr:`instance`, only that instance's: the others' may be live."""
         at = time.time() if now is None else now
+        instance = self.instance
 
         def work(tx: Tx) -> int:
+            mine, params = "", [at, reason]
+            if tx.dialect == "postgresql" and instance is not None:
+                mine = " AND instance = ?"
+                params.append(instance)
             with tx.transaction():
                 return tx.execute(
                     "UPDATE pending_actions SET status = 'cancelled', decided_at = ?, reason = ? "
-                    "WHERE status = 'pending'", (at, reason)).rowcount
+                    f"WHERE status = 'pending'{mine}", params).rowcount
 
         return await self._run(work)
 

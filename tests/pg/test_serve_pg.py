@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from engine.client import ServerError, open_client
+from engine.protocol import AgentAction, ToolCall
 from tests.pg.cluster import PASSWORD, Cluster
 from tests.security.cliserver import SECRET, place, refused_start, serving
 
@@ -76,7 +77,7 @@ async def test_a_schema_newer_than_the_code_refuses_to_start(pg_url: str) -> Non
     with place() as where:
         done = await refused_start(where, env={"SCONNECT_DATABASE_URL": pg_url})
     assert done.code == 2, done.stderr
-    assert "schema in the database is at version 7, newer than this program's (1)" in done.stderr
+    assert "schema in the database is at version 7, newer than this program's (2)" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -147,3 +148,36 @@ async def test_an_instance_killed_mid_session_loses_nothing(pg_url: str) -> None
     with psycopg.connect(pg_url) as conn:
         count = conn.execute("SELECT count(*) FROM messages WHERE session_id = %s", (sid,)).fetchone()
     assert count == (8,)
+
+
+async def test_a_restarted_instance_cancels_its_own_orphans_only(pg_url: str) -> None:
+    """A approval waits on A and one on B; A is SIGKILLed and started again on the same
+    state directory: its orphan is cancelled at start, B's live one stays pending."""
+    env = {"SCONNECT_DATABASE_URL": pg_url}
+
+    async def ask(url: str) -> str:
+        async with open_client(url, _token()) as client:
+            await client.send(ToolCall(id="ask", name="read_file", arguments={"path": "x.txt"}))
+            return str((await client.next_event_of(AgentAction)).action_id)
+
+    with place() as a_place, place() as b_place:
+        async with serving(b_place, env=env) as b:
+            with trio.fail_after(60):
+                a_cm = serving(a_place, env=env)
+                a = await a_cm.__aenter__()
+                try:
+                    orphan = await ask(a.url)
+                    a.process.kill()
+                    await trio.to_thread.run_sync(a.process.wait)
+                finally:
+                    with contextlib.suppress(AssertionError):  # its exit status is SIGKILL's, by design
+                        await a_cm.__aexit__(None, None, None)
+                async with open_client(b.url, _token()) as client:
+                    await client.send(ToolCall(id="ask", name="read_file", arguments={"path": "y.txt"}))
+                    live = str((await client.next_event_of(AgentAction)).action_id)
+                    async with serving(a_place, env=env):
+                        with psycopg.connect(pg_url) as conn:
+                            status = dict(conn.execute(
+                                "SELECT action_id, status FROM pending_actions WHERE action_id IN (%s, %s)",
+                                (orphan, live)).fetchall())
+    assert status == {orphan: "cancelled", live: "pending"}

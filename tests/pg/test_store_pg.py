@@ -30,7 +30,7 @@ async def test_concurrent_starts_apply_each_migration_once(pg_url: str) -> None:
     try:
         with psycopg.connect(pg_url) as conn:
             rows = conn.execute("SELECT component, version FROM schema_migrations").fetchall()
-        assert rows == [("store", 1)]
+        assert sorted(rows) == [("store", 1), ("store", 2)]
         await stores[0].create_session("s1", "alice", "assistant")
         assert all([await s.get_session("s1") is not None for s in stores])
     finally:
@@ -42,8 +42,8 @@ async def test_newer_schema_refused(pg_url: str) -> None:
     async with await Store.connect(pg_url):
         pass
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO schema_migrations VALUES ('store', 2, 'from the future', 0)")
-    with pytest.raises(SchemaVersionError, match="version 2, newer than this program's .1.*refusing to start"):
+        conn.execute("INSERT INTO schema_migrations VALUES ('store', 3, 'from the future', 0)")
+    with pytest.raises(SchemaVersionError, match="version 3, newer than this program's .2.*refusing to start"):
         await Store.connect(pg_url)
 
 
@@ -179,3 +179,21 @@ async def test_database_going_away_fails_calls_then_recovers(own_cluster: Cluste
         assert await store.append_message("s1", {"role": "user", "content": "back"}) == 1
         assert store.available
         assert [m["content"] for m in await store.messages("s1")] == ["back"]
+
+
+async def test_a_restart_cancels_only_its_own_orphaned_approvals(pg_url: str) -> None:
+    """Two instances share the database; one restarts and cancels what it left pending,
+    never the other's live approvals (nor those written without an instance)."""
+    async with await Store.connect(pg_url, instance="a") as a, await Store.connect(pg_url, instance="b") as b, \
+            await Store.connect(pg_url) as anonymous:
+        fields = dict(session_id=None, subject="alice", kind="tool", name="shell", arguments={}, level=1,
+                      approver="user", expires_at=T0 + 3600, now=T0)
+        mine = [(await a.add_pending_action(**fields)).action_id for _ in range(2)]  # type: ignore[arg-type]
+        theirs = (await b.add_pending_action(**fields)).action_id  # type: ignore[arg-type]
+        unnamed = (await anonymous.add_pending_action(**fields)).action_id  # type: ignore[arg-type]
+    async with await Store.connect(pg_url, instance="a") as restarted:
+        assert await restarted.cancel_pending_actions("restarted", now=T0 + 1) == 2
+        for action_id, status in [(mine[0], "cancelled"), (mine[1], "cancelled"), (theirs, "pending"),
+                                  (unnamed, "pending")]:
+            action = await restarted.get_action(action_id)
+            assert action is not None and action.status == status, (action_id, status)
