@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,41 @@ def minimal_config(tmp_path: Path) -> Path:
     root = tmp_path / "config"
     shutil.copytree(DATA / "minimal", root)
     return root
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """A PostgreSQL server for the run (tests/pg/cluster.py): ``SCONNECT_TEST_DATABASE_URL``
+    or a throwaway cluster started here and stopped at the end; skips with the reason
+    when neither is possible."""
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg 3 / psycopg_pool not installed (pip install -e '.[postgres]')")
+    from tests.pg.cluster import ENV_URL, Cluster, find_bin
+
+    if os.environ.get(ENV_URL):
+        yield Cluster(os.environ[ENV_URL])
+        return
+    bin_dir = find_bin()
+    if bin_dir is None:
+        pytest.skip(f"no PostgreSQL: set {ENV_URL} or install the server (apt-get install postgresql)")
+    cluster = Cluster.start(bin_dir)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: object) -> Iterator[str]:
+    """The URL of a fresh, empty database, dropped after the test."""
+    from tests.pg.cluster import Cluster
+
+    assert isinstance(pg_cluster, Cluster)
+    url = pg_cluster.create_database()
+    try:
+        yield url
+    finally:
+        pg_cluster.drop_database(url)

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("audit", "verify and read the audit log"),
     "policy": ("policy", "explain, test, lint and compare the policies"),
     "mcp": ("mcp", "speak MCP: the stdio bridge to a running server"),
+    "db": ("db", "the state database: schema migrations (sconnect db migrate --dry-run)"),
 }
 
 

@@ -98,7 +98,18 @@ _SPELLING = {
     "mcp_anonymous_role": ("--mcp-anonymous-role", "SCONNECT_MCP_ANONYMOUS_ROLE"),
     "console_port": ("--console-port", "SCONNECT_CONSOLE_PORT"),
     "console_host": ("--console-host", "SCONNECT_CONSOLE_HOST"),
+    # No flag: a command line is visible to every user of the host, and the URL may hold a password.
+    "database_url": ("SCONNECT_DATABASE_URL", "SCONNECT_DATABASE_URL"),
 }
+
+
+def _shown(key: str, value: Any) -> Any:
+    """A value as messages may show it: a database URL without its password."""
+    if key == "database_url" and isinstance(value, str):
+        from ..pg import describe
+
+        return describe(value)
+    return value
 
 
 def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
@@ -124,7 +135,7 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
     def layer(values: dict[str, Any], spelled: Any) -> None:
         for key, value in values.items():
             if key in from_file and from_file[key] != value:
-                overrides.append(f"{spelled(key)} overrides {limit_names.get(key, key)}: {from_file[key]}")
+                overrides.append(f"{spelled(key)} overrides {limit_names.get(key, key)}: {_shown(key, from_file[key])}")
             chosen[key] = value
             source[key] = spelled(key)
 
@@ -134,12 +145,13 @@ def _layers(args: argparse.Namespace, config_dir: Path) -> dict[str, Any]:
         "health_host": env.get("SCONNECT_HEALTH_HOST"), "mcp_port": env.get("SCONNECT_MCP_PORT"),
         "mcp_anonymous_role": env.get("SCONNECT_MCP_ANONYMOUS_ROLE"),
         "console_port": env.get("SCONNECT_CONSOLE_PORT"), "console_host": env.get("SCONNECT_CONSOLE_HOST"),
+        "database_url": env.get("SCONNECT_DATABASE_URL"),
         "state_dir": env.get("SCONNECT_STATE_DIR"), "shutdown_grace": env.get("SCONNECT_SHUTDOWN_GRACE"),
         "tls_cert": env.get("SCONNECT_TLS_CERT"), "tls_key": env.get("SCONNECT_TLS_KEY"),
         "insecure_public": (env.get("SCONNECT_INSECURE_PUBLIC", "").lower() in ("1", "true", "yes")) or None,
     }
     layer({key: value for key, value in from_env.items() if value not in (None, "")},
-          lambda key: f"{_SPELLING[key][1]}={env.get(_SPELLING[key][1])}")
+          lambda key: f"{_SPELLING[key][1]}={_shown(key, env.get(_SPELLING[key][1]))}")
     layer(limits_from_environment(env), lambda key: f"SCONNECT_{limit_names[key].upper().replace('.', '_')}")
     from_flags = {
         "host": args.host, "port": args.port, "health_port": args.health_port, "health_host": args.health_host,
@@ -253,6 +265,22 @@ def _check_mcp(chosen: dict[str, Any], roles: frozenset[str]) -> None:
             )
 
 
+def _check_database(chosen: dict[str, Any]) -> None:
+    """A PostgreSQL URL needs the optional driver; anything else is a typo to name now."""
+    url = chosen.get("database_url")
+    if url is None:
+        return
+    from ..pg import is_postgres_url
+
+    if not is_postgres_url(url):
+        raise UsageError("database_url (SCONNECT_DATABASE_URL): a PostgreSQL URL starts with postgresql://")
+    import importlib.util
+
+    missing = [name for name in ("psycopg", "psycopg_pool") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"database_url needs {' and '.join(missing)}: pip install 'scalytics-connect[postgres]'")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..logs import configure
 
@@ -263,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
     _check_console(chosen)
     _check_exposure(chosen)
     _check_mcp(chosen, frozenset(config.roles))
+    _check_database(chosen)
     chosen.pop("insecure_public", None)
     state_dir = Path(chosen.pop("state_dir"))
     from ..toolrun import state_dir_problem
@@ -333,7 +362,8 @@ async def _main(settings: ServerSettings, dev: bool) -> None:
                 print(f"mcp: {handle.mcp}", flush=True)
             if handle.console:
                 print(f"console: {handle.console.url}", flush=True)
-            print(f"config: {settings.config_dir}  state: {settings.state_dir}", flush=True)
+            shared = f"  database: {_shown('database_url', settings.database_url)}" if settings.database_url else ""
+            print(f"config: {settings.config_dir}  state: {settings.state_dir}{shared}", flush=True)
             print(sandbox.detect().summary, flush=True)
             if dev:
                 _print_dev_help(settings, url, handle.console)

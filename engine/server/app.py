@@ -39,7 +39,7 @@ from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
 from ..errors import ScalyticsError
 from ..protocol import ErrorCode, ErrorFrame
-from ..store import Store
+from ..store import Store, StoreError, instance_id, open_store
 from . import fdbudget
 from .admission import Admission
 from .connection import Connection
@@ -122,10 +122,13 @@ async def serve(
     admission = Admission.for_settings(settings)
     # The audit log first: its key (never stored in either database) keys the store's digests.
     async with await AuditLog.open(settings.state_dir) as audit, \
-            await Store.open(settings.database, digest_key=audit.digest_key) as store:
+            await open_store(settings.database, settings.database_url, digest_key=audit.digest_key,
+                             instance=instance_id(settings.state_dir) if settings.database_url else None) as store:
         hub = Hub(settings=settings, config=config, store=store, audit=audit)
         handle = ServerHandle(websocket="", health=None)
         # Approvals live in memory: nobody waits any more for those a previous run left pending.
+        # On PostgreSQL only this instance's (store.instance): the others' may be live; those of
+        # an instance that died and does not come back expire at their expires_at (maintenance).
         orphans = await store.cancel_pending_actions("the server restarted before it was answered")
         if orphans:
             log.info("%d approval requests left pending by the previous run: cancelled", orphans)
@@ -145,6 +148,7 @@ async def serve(
                     partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
                 )
                 await nursery.start(maintain, hub)
+                nursery.start_soon(_watch_database, store)
                 # Set on a graceful stop: the HTTP listeners (MCP, console) stop accepting and drain.
                 mcp_stop = trio.Event()
                 if settings.mcp_port is not None:
@@ -350,6 +354,16 @@ async def _handshake_and_serve(
         admission.leave(principal.sub)
 
 
+async def _watch_database(store: Store) -> None:
+    """While the database is unavailable (a call failed), try it every second, so that
+    /readyz turns ready again when it is back even if the balancer sends no traffic."""
+    while True:
+        await trio.sleep(1.0 if not store.available else 5.0)
+        if not store.available:
+            with contextlib.suppress(StoreError):
+                await store.ping()
+
+
 def _ready(hub: Hub) -> tuple[bool, str]:
     """For load balancers: take traffic only when serving; a refused reload stays ready (old config serves)."""
     if hub.shutting_down:
@@ -358,6 +372,8 @@ def _ready(hub: Hub) -> tuple[bool, str]:
         return False, "starting"
     if not hub.audit.running:
         return False, "the audit writer is not running"
+    if not hub.store.available:
+        return False, f"the database {hub.store.where} is unavailable"
     if hub.reload_errors:
         refused = len(hub.reload_errors)
         return True, f"serving the last good configuration; the last reload was refused ({refused} errors)"

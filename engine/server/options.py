@@ -81,7 +81,7 @@ def read_server_file(path: Path) -> dict[str, Any]:
         raise ConfigError(problems)
     settings: dict[str, Any] = {}
     for key in ("host", "port", "health_port", "health_host", "state_dir", "insecure_public", "mcp_port",
-                "console_port", "console_host"):
+                "console_port", "console_host", "database_url"):
         if key in data:
             settings[key] = data[key]
     problems = []

@@ -26,6 +26,11 @@ def _port(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"{attribute.name}: {exc}") from None
 
 
+def _database_url(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not (isinstance(value, str) and value.startswith(("postgresql://", "postgres://"))):
+        raise ValueError(f"{attribute.name}: a PostgreSQL URL starts with postgresql://")
+
+
 @attrs.frozen
 class ServerSettings:
     # Absolute, so that paths handed to the sandbox mean the same thing everywhere.
@@ -92,6 +97,9 @@ class ServerSettings:
     shutdown_grace_s: float = 10.0
     # How long a direct tool_call outside a session waits for its approval.
     approval_timeout_s: float = 120.0
+    # Sessions, approvals and state in PostgreSQL, shared by every instance that names the same
+    # database (engine.store); None: SQLite in state_dir. Never in a repr: it may hold a password.
+    database_url: str | None = attrs.field(default=None, validator=_database_url, repr=False)
     # MCP over Streamable HTTP on the same host (path /mcp); None: off (0 picks a free port).
     mcp_port: int | None = None
     # Callers without a token get this role (loopback listeners only; None: a token is required).

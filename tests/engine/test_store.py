@@ -1,11 +1,16 @@
-"""SQLite state on real files: persistence, atomic decisions, expiry, WAL, ordering."""
+"""The state store on both backends — SQLite on real files and PostgreSQL on a real
+server (the suite's throwaway cluster): persistence, atomic decisions, expiry, ordering,
+secrets. Backend-specific cases (SQLite's file mode and WAL, PostgreSQL's server-side
+cancel and shared use by several stores) are named for their backend."""
 
 from __future__ import annotations
 
 import sqlite3
 import stat
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -32,16 +37,36 @@ async def _action(store: Store, **overrides: object) -> str:
     return (await store.add_pending_action(**fields)).action_id  # type: ignore[arg-type]
 
 
+@attrs.frozen
+class Where:
+    """One database of either backend, to open (and reopen) stores on."""
+
+    path: Path | None = None
+    url: str | None = None
+
+    async def open(self, **options: Any) -> Store:
+        if self.url is not None:
+            return await Store.connect(self.url, **options)
+        assert self.path is not None
+        return await Store.open(self.path, **options)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Where:
+    if request.param == "sqlite":
+        return Where(path=tmp_path / "state.db")
+    return Where(url=request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with await Store.open(tmp_path / "state.db") as s:
+async def store(where: Where):  # type: ignore[no-untyped-def]
+    async with await where.open() as s:
         await s.create_session("s1", "alice", "assistant", now=T0)
         yield s
 
 
-async def test_reopen_persists(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    async with await Store.open(path) as store:
+async def test_reopen_persists(where: Where) -> None:
+    async with await where.open() as store:
         await store.create_session("s1", "alice", "assistant", now=T0)
         await store.append_message("s1", {"role": "user", "content": "what is 17*23"})
         await store.append_message("s1", {"role": "assistant", "content": None, "tool_calls": [
@@ -51,7 +76,7 @@ async def test_reopen_persists(tmp_path: Path) -> None:
                                           "content": "391"})
         await store.set_session_state("s1", "paused", now=T0 + 5)
         action = await _action(store)
-    async with await Store.open(path) as store:
+    async with await where.open() as store:
         session = await store.get_session("s1")
         assert session is not None
         assert (session.subject, session.agent, session.state) == ("alice", "assistant", "paused")
@@ -201,8 +226,8 @@ async def test_concurrent_appends_keep_order(store: Store) -> None:
     assert seqs == list(range(1, 46))  # gap-free
 
 
-async def test_closed_store_refuses(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "state.db")
+async def test_closed_store_refuses(where: Where) -> None:
+    store = await where.open()
     await store.aclose()
     await store.aclose()  # idempotent
     with pytest.raises(StoreClosedError):
