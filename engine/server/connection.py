@@ -71,6 +71,7 @@ from ..protocol import (
     error_frame,
     new_id,
 )
+from ..store import StoreUnavailableError
 from ..suggest import unknown_name
 from . import argcheck
 from .actions import Caller, perform, read
@@ -366,8 +367,6 @@ class Connection:
                     self.send(self._resource_list(frame.id))
                 case ActionListRequest():
                     self.send(self._action_list(frame.id))
-        except ProtocolError as exc:
-            self.send(error_frame(exc if exc.reply_to else exc.replying_to(frame.id)))
         except trio.WouldBlock:
             self.send(
                 ErrorFrame(
@@ -376,8 +375,20 @@ class Connection:
                     reply_to=frame.id,
                 )
             )
-        except Exception:
-            log.exception("handler failed", extra={"type": type(frame).__name__})
+        except Exception as exc:
+            self._frame_failed(frame, exc)
+
+    def _frame_failed(self, frame: Any, exc: Exception) -> None:
+        """A handler's failure is this frame's error, never the connection's end."""
+        if isinstance(exc, ProtocolError):
+            self.send(error_frame(exc if exc.reply_to else exc.replying_to(frame.id)))
+        elif isinstance(exc, StoreUnavailableError):
+            log.warning("%s refused: %s", type(frame).__name__, exc)
+            self.send(ErrorFrame(
+                code=ErrorCode.UNAVAILABLE, message="the database is unavailable; try again shortly", reply_to=frame.id
+            ))
+        else:
+            log.error("handler failed", exc_info=exc, extra={"type": type(frame).__name__})
             self.send(
                 ErrorFrame(code=ErrorCode.INTERNAL, message="internal error; see the server log", reply_to=frame.id)
             )
@@ -387,13 +398,8 @@ class Connection:
         with self.hub.call_in_flight():
             try:
                 await handler(frame)
-            except ProtocolError as exc:
-                self.send(error_frame(exc if exc.reply_to else exc.replying_to(frame.id)))
-            except Exception:
-                log.exception("handler failed", extra={"type": type(frame).__name__})
-                self.send(
-                    ErrorFrame(code=ErrorCode.INTERNAL, message="internal error; see the server log", reply_to=frame.id)
-                )
+            except Exception as exc:
+                self._frame_failed(frame, exc)
 
     async def _agent_connect(self, frame: AgentConnect) -> None:
         hub = self.hub

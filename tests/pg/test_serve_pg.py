@@ -105,8 +105,9 @@ async def test_database_going_away_while_serving(own_cluster: Cluster) -> None:
                 with trio.fail_after(60):
                     async with open_client(server.url, _token()) as client:
                         await trio.to_thread.run_sync(own_cluster.pg_ctl, "stop", "-m", "fast")
-                        with pytest.raises(ServerError):
+                        with pytest.raises(ServerError) as refused:
                             await client.start_session("assistant")
+                        assert refused.value.code == "unavailable"
                         ready = await http.get(f"{health}/readyz")
                         assert ready.status_code == 503 and "database" in ready.text, ready.text
                         assert server.process.poll() is None
