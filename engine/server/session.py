@@ -31,7 +31,7 @@ import attrs
 import trio
 
 from ..audit import secret_values
-from ..config.model import Agent
+from ..config.model import Agent, Config
 from ..models import READ_RESOURCE, READ_RESOURCE_TOOL, ModelError, TextDelta, ToolCall, ToolDefinition, agent_model
 from ..protocol import (
     AgentResponse,
@@ -42,7 +42,7 @@ from ..protocol import (
     ResponseToken,
     new_id,
 )
-from .actions import Caller, perform, read
+from .actions import Caller, Snapshot, perform, read
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -218,8 +218,10 @@ class Session:
 
     async def _run_turn(self, content: str, turn_id: str, said: list[str], unanswered: dict[str, str]) -> None:
         await self._remember({"role": "user", "content": content})
-        # Each turn runs on the configuration in force when it starts (hot reload).
-        current = self.conn.hub.config.agents.get(self.agent.name)
+        # Each turn runs on one configuration, the one in force when it starts: a reload
+        # during the turn (while it waits for an approval, say) takes effect at the next.
+        snap = Snapshot.of(self.conn.hub)
+        current = snap.config.agents.get(self.agent.name)
         if current is None:
             answer = f"The agent {self.agent.name!r} was removed from the configuration; start another session."
             self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=answer))
@@ -227,8 +229,8 @@ class Session:
             await self._set_state(S.ACTIVE)
             return
         self.agent = current
-        model = agent_model(self.agent, self.conn.hub.config, self.conn.hub.metrics)
-        definitions = self._tool_definitions()
+        model = agent_model(self.agent, snap.config, self.conn.hub.metrics)
+        definitions = self._tool_definitions(snap.config)
         answer = ""
         try:
             for _step in range(self.agent.max_steps):
@@ -257,13 +259,14 @@ class Session:
                 caller = Caller(
                     self.conn, self.session_id, self.agent.name, float(self.agent.approval_timeout),
                     agent_resources=tuple(self.agent.resources), agent_tools=tuple(d.name for d in definitions),
+                    snapshot=snap,
                 )
                 for call in calls:
                     if call.name == READ_RESOURCE and isinstance(call.arguments, dict) and "uri" in call.arguments:
                         outcome, _content = await read(caller, str(call.arguments["uri"]))
                     else:
                         outcome = await perform(caller, call.name, call.arguments)
-                    called = self.conn.hub.config.tools.get(call.name)
+                    called = snap.config.tools.get(call.name)
                     await self._remember(
                         {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": outcome.for_model()},
                         hide=secret_values(call.arguments, called.secret_arguments)
@@ -288,8 +291,8 @@ class Session:
         with trio.CancelScope(shield=True):
             await self._set_state(S.ACTIVE)
 
-    def _tool_definitions(self) -> list[ToolDefinition]:
-        tools = self.conn.hub.config.tools
+    def _tool_definitions(self, config: Config) -> list[ToolDefinition]:
+        tools = config.tools
         builtin = [READ_RESOURCE_TOOL] if self.agent.resources else []
         found = [
             ToolDefinition(tools[name].name, tools[name].description, tools[name].parameters)
