@@ -71,5 +71,10 @@ async def run_tool(
     tool: Tool, arguments: Any, *, workspace: Path, work_root: Path
 ) -> sandbox.Result:
     """Run one call; raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable)."""
+    if tool.upstream is not None:
+        # A tool of an mcp_server file: its server's runtime (pool, shared, per call).
+        from .upstream import call_tool
+
+        return await call_tool(tool, arguments, workspace=workspace, work_root=work_root)
     spec = build_spec(tool, workspace=workspace, work_root=work_root)
     return await sandbox.run(spec, arguments)

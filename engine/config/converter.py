@@ -13,8 +13,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import cattrs
+from cattrs.gen import make_dict_structure_fn, override
 
-from .model import ApiResource, DbResource, FileResource, ModelConfig, OpenAIModel, Resource, RulesModel
+from .model import (
+    ApiResource,
+    DbResource,
+    FileResource,
+    ModelConfig,
+    OpenAIModel,
+    Resource,
+    RulesModel,
+    UpstreamTool,
+)
 from .units import Bytes, Seconds, parse_duration, parse_size
 from .yamldoc import PathSegment
 
@@ -58,6 +68,11 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(Bytes, lambda value, _: parse_size(value))
     conv.register_structure_hook(ModelConfig, _tagged("provider", _MODEL_PROVIDERS))
     conv.register_structure_hook(Resource, _tagged("scheme", _RESOURCE_SCHEMES))
+    # `as` is a Python keyword: the field is `as_`, the YAML key `as`.
+    conv.register_structure_hook(
+        UpstreamTool,
+        make_dict_structure_fn(UpstreamTool, conv, as_=override(rename="as"), _cattrs_forbid_extra_keys=True),
+    )
     return conv
 
 

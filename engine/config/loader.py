@@ -21,7 +21,7 @@ import attrs
 from ..errors import ConfigError, ConfigProblem
 from . import checks
 from .converter import converter, structure_errors
-from .model import Agent, Config, Policy, PolicyRule, Resource, Source, Tool
+from .model import Agent, Config, McpServerFile, Policy, PolicyRule, Resource, Source, Tool
 from .schemas import validate
 from .yamldoc import Document, read_document
 
@@ -67,13 +67,15 @@ def load_config(root: Path | str) -> Config:
                 if name:
                     failed[name] = path.relative_to(root).as_posix()
 
-    tools = {tool.name: tool for tool, _ in loaded["tool"]}
+    # An mcp_server file exposes several tools; every other tool file exactly one.
+    exposed = [(tool, doc) for obj, doc in loaded["tool"] for tool in _exposed_tools(obj, doc)]
+    tools = {tool.name: tool for tool, _ in exposed}
     agents = {agent.name: agent for agent, _ in loaded["agent"]}
     resources = {f"{res.scheme}://{res.name}": res for res, _ in loaded["resource"]}
     policies = [policy for policy, _ in loaded["policy"]]
     roles = {role for policy in policies for role in policy.roles}
 
-    problems += checks.check_duplicates("tool", ((t.name, d) for t, d in loaded["tool"]))
+    problems += checks.check_duplicates("tool", ((t.name, d) for t, d in exposed))
     problems += checks.check_duplicates("agent", ((a.name, d) for a, d in loaded["agent"]))
     problems += checks.check_duplicates(
         "resource host", ((f"{r.scheme}://{r.name}", d) for r, d in loaded["resource"])
@@ -130,8 +132,9 @@ def _load_file(kind: str, path: Path, root: Path, problems: list[ConfigProblem])
     if schema_problems:
         problems += schema_problems
         return None
+    kind_type = McpServerFile if kind == "tool" and "mcp_server" in doc.data else _TYPES[kind]
     try:
-        obj = converter.structure(doc.data, _TYPES[kind])
+        obj = converter.structure(doc.data, kind_type)
     except Exception as exc:  # cattrs raises ClassValidationError groups; all leaves are reported
         problems += [doc.problem(field, message) for field, message in structure_errors(exc)]
         return None
@@ -149,6 +152,16 @@ def _load_file(kind: str, path: Path, root: Path, problems: list[ConfigProblem])
         problems += found
         return None
     return obj, doc
+
+
+def _exposed_tools(obj: Tool | McpServerFile, doc: Document) -> tuple[Tool, ...]:
+    if isinstance(obj, Tool):
+        return (obj,)
+    return tuple(
+        attrs.evolve(tool, source=Source(doc.file, doc.locate(["mcp_server", "tools", tool.upstream.tool], key=True)[0]))
+        for tool in obj.tools()
+        if tool.upstream is not None
+    )
 
 
 def _located_rules(policy: Policy, doc: Document) -> list[PolicyRule]:

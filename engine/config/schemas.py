@@ -97,7 +97,14 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
         yield doc.problem(path, f"missing required key {missing!r}")
         return
     if error.validator == "oneOf" and error.schema is schema("tool"):
-        yield doc.problem(path, "declare exactly one of 'command' (an argv list) and 'python' (module:function)")
+        if isinstance(error.instance, dict) and "mcp_server" in error.instance:
+            yield doc.problem(path, "declare exactly one of 'command', 'python' and 'mcp_server'")
+        else:
+            yield doc.problem(path, "declare exactly one of 'command' (an argv list) and 'python' (module:function)")
+        return
+    if error.validator == "not" and error.validator_value == {} and path:
+        # A key a tool file with mcp_server must not have (tool.json's "then").
+        yield doc.problem(path, f"{path[-1]!r} is given per tool in an mcp_server file (see mcp_server.tools)", key=True)
         return
     if error.validator in ("oneOf", "anyOf") and error.context:
         best = jsonschema.exceptions.best_match(error.context)

@@ -28,6 +28,7 @@ from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
 from ..protocol import ErrorCode, ErrorFrame
 from ..store import Store
+from ..upstream import for_hub
 from .connection import Connection
 from .health import serve_health
 from .hub import Hub
@@ -93,6 +94,7 @@ async def serve(
     caps = sandbox.detect()
     async with await Store.open(settings.database) as store, await AuditLog.open(settings.state_dir) as audit:
         hub = Hub(settings=settings, config=config, store=store, audit=audit)
+        upstreams = for_hub(hub)  # MCP servers used as tools; current for every task below
         handle = ServerHandle(websocket="", health=None)
         async with trio.open_nursery() as root:
             # The audit writer first: nothing may be decided before it can record.
@@ -109,6 +111,7 @@ async def serve(
                         partial(serve_health, settings.health_host, settings.health_port, metrics=hub.metrics,
                                 ready=partial(_ready, hub))
                     )
+                await nursery.start(upstreams.run, config)
                 await nursery.start(
                     partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
                 )
