@@ -30,7 +30,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import attrs
@@ -114,6 +114,30 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+@contextlib.contextmanager
+def single_errors() -> Iterator[None]:
+    """Re-raise an exception group holding exactly one exception as that exception.
+
+    The nursery inside a context manager is an implementation detail: the caller sees its
+    own error (or ours) as raised, not wrapped. A group of several stays a group.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for item in group.exceptions:
+        if isinstance(item, BaseExceptionGroup):
+            yield from _leaves(item)
+        else:
+            yield item
+
+
 @contextlib.asynccontextmanager
 async def open_session(spec: Spec, *, backend: Any = None) -> AsyncIterator[Session]:
     """Start `spec.argv` in a sandbox and yield its Session; kill it on the way out.
@@ -195,20 +219,21 @@ async def open_session(spec: Spec, *, backend: Any = None) -> AsyncIterator[Sess
             status=collected.extra,
         )
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(wait_exit)
-                nursery.start_soon(read_stderr)
-                for target, fd in child.extra.items():
-                    nursery.start_soon(read_extra, target, fd)
-                try:
-                    yield session
-                finally:
-                    await kill()
-                    # The sandbox is gone, so its pipes reach EOF: let the readers take
-                    # the last of stderr (bounded: a leaked descriptor must not hang us).
-                    with trio.move_on_after(1.0, shield=True):
-                        await readers_done.wait()
-                    nursery.cancel_scope.cancel()
+            with single_errors():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(wait_exit)
+                    nursery.start_soon(read_stderr)
+                    for target, fd in child.extra.items():
+                        nursery.start_soon(read_extra, target, fd)
+                    try:
+                        yield session
+                    finally:
+                        await kill()
+                        # The sandbox is gone, so its pipes reach EOF: let the readers take
+                        # the last of stderr (bounded: a leaked descriptor must not hang us).
+                        with trio.move_on_after(1.0, shield=True):
+                            await readers_done.wait()
+                        nursery.cancel_scope.cancel()
         finally:
             for stream in (stdin, stdout):
                 with contextlib.suppress(OSError):

@@ -27,7 +27,7 @@ import trio
 import sandbox
 
 from ..config.model import definition_digest
-from ._errors import StartFailed
+from ._errors import StartFailed, single_errors
 from ._transport import Fault, mcp_streams
 
 # A JSON-RPC message may be this much larger than the tool's max_output (envelope, escaping).
@@ -201,43 +201,44 @@ async def open_connection(
     spec = attrs.evolve(spec, argv=command, python=None)  # type: ignore[arg-type]  # attrs: converter=tuple
     started = trio.current_time()
     fault = Fault()
-    async with sandbox.open_session(spec) as session:
-        async with mcp_streams(session, max_message_bytes=spec.max_output_bytes + _MESSAGE_SLACK, fault=fault) as (
-            read,
-            write,
-        ):
-            client = ClientSession(read, write, client_info=Implementation(name="scalytics-connect", version="1"))
-            async with client:
-                tools: dict[str, Definition] | None = None
-                problem = "did not start"
-                with trio.move_on_after(startup_timeout_s) as timer:
-                    async with trio.open_nursery() as nursery:
+    with single_errors():
+        async with sandbox.open_session(spec) as session:
+            async with mcp_streams(session, max_message_bytes=spec.max_output_bytes + _MESSAGE_SLACK, fault=fault) as (
+                read,
+                write,
+            ):
+                client = ClientSession(read, write, client_info=Implementation(name="scalytics-connect", version="1"))
+                async with client:
+                    tools: dict[str, Definition] | None = None
+                    problem = "did not start"
+                    with trio.move_on_after(startup_timeout_s) as timer:
+                        async with trio.open_nursery() as nursery:
 
-                        async def watch() -> None:
-                            async with trio.open_nursery() as inner:
-                                inner.start_soon(_wait_then_cancel, fault.event, inner.cancel_scope)
-                                inner.start_soon(_wait_then_cancel, session.exited, inner.cancel_scope)
+                            async def watch() -> None:
+                                async with trio.open_nursery() as inner:
+                                    inner.start_soon(_wait_then_cancel, fault.event, inner.cancel_scope)
+                                    inner.start_soon(_wait_then_cancel, session.exited, inner.cancel_scope)
+                                nursery.cancel_scope.cancel()
+
+                            nursery.start_soon(watch)
+                            try:
+                                await client.initialize()
+                                tools = await _list_tools(client)
+                            except MCPError as exc:
+                                problem = f"refused to start: {exc.error.message}"
+                            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                                problem = f"its connection broke: {exc}"
                             nursery.cancel_scope.cancel()
-
-                        nursery.start_soon(watch)
-                        try:
-                            await client.initialize()
-                            tools = await _list_tools(client)
-                        except MCPError as exc:
-                            problem = f"refused to start: {exc.error.message}"
-                        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                            problem = f"its connection broke: {exc}"
-                        nursery.cancel_scope.cancel()
-                if tools is None:
-                    if timer.cancelled_caught:
-                        reason = f"the MCP server did not start within {startup_timeout_s:g}s"
-                    else:
-                        with trio.move_on_after(0.5):
-                            await session.exited.wait()
-                        ended = session.exit_message()
-                        reason = f"the MCP server {problem}: " + "; ".join(
-                            part for part in (fault.message, f"server {ended}" if ended else None) if part
-                        )
-                    await session.kill()
-                    raise StartFailed(reason.rstrip(": "), session.stderr_tail())
-                yield Connection(client, session, fault, tools, trio.current_time() - started)
+                    if tools is None:
+                        if timer.cancelled_caught:
+                            reason = f"the MCP server did not start within {startup_timeout_s:g}s"
+                        else:
+                            with trio.move_on_after(0.5):
+                                await session.exited.wait()
+                            ended = session.exit_message()
+                            reason = f"the MCP server {problem}: " + "; ".join(
+                                part for part in (fault.message, f"server {ended}" if ended else None) if part
+                            )
+                        await session.kill()
+                        raise StartFailed(reason.rstrip(": "), session.stderr_tail())
+                    yield Connection(client, session, fault, tools, trio.current_time() - started)

@@ -14,6 +14,9 @@ with a `sandbox.Result` whose status and message say so, like any other tool.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from ..errors import ScalyticsError
 
 
@@ -27,3 +30,25 @@ class UpstreamError(ScalyticsError):
 
 class StartFailed(UpstreamError):
     """The server did not become ready (started, initialised, tools listed) in time."""
+
+
+@contextlib.contextmanager
+def single_errors() -> Iterator[None]:
+    """Re-raise an exception group holding exactly one exception as that exception, so
+    that `except StartFailed` works across the nurseries a connection is made of. A group
+    of several stays a group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for item in group.exceptions:
+        if isinstance(item, BaseExceptionGroup):
+            yield from _leaves(item)
+        else:
+            yield item

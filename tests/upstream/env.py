@@ -51,7 +51,7 @@ name: {name}
 description: The test MCP server (tests/data/upstream/server.py).
 mcp_server:
   # the server, on the system interpreter (readable by the sandbox user)
-  command: [{python}, -S, {server}, --start-file, {starts}, --descriptions, {descriptions}, --delay-file, {delay}]
+  command: [{python}, -S, {server}, --start-file, {starts}, --calls-file, {calls}, --descriptions, {descriptions}, --delay-file, {delay}]
   lifecycle: {lifecycle}
   startup_timeout: {startup_timeout}
   pool_size: {pool_size}
@@ -82,6 +82,10 @@ class UpstreamEnv:
         """One line per start of the server whose tool file was made with `tag`."""
         return self.writable / f"{tag}.starts"
 
+    def calls(self, tag: str) -> Path:
+        """One line per call the server of `tag` received (the tool's upstream name)."""
+        return self.writable / f"{tag}.calls"
+
     def descriptions(self, tag: str) -> Path:
         """JSON {tool: description} the server of `tag` offers instead of its own, when present."""
         return self.writable / f"{tag}.descriptions.json"
@@ -99,7 +103,7 @@ class UpstreamEnv:
         `tag` names this server's files and appears in its argv (find it in /proc with it).
         """
         return TOOL_FILE.format(
-            name=name, python=self.python, server=self.server, starts=self.starts(tag),
+            name=name, python=self.python, server=self.server, starts=self.starts(tag), calls=self.calls(tag),
             descriptions=self.descriptions(tag), delay=self.delay(tag),
             lifecycle=lifecycle, tools=tools, startup_timeout=startup_timeout, timeout=timeout,
             site=self.site, base=self.base, writable=self.writable, pool_size=pool_size,

@@ -11,6 +11,7 @@ Options:
   --delay-file FILE     sleep as many seconds as FILE says before serving, when it exists
                         (a server that starts too slowly, until the test says otherwise)
   --start-file FILE     append one line to FILE at every start (tests count starts)
+  --calls-file FILE     append the tool's name to FILE at every call (a call is in flight)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--descriptions")
     parser.add_argument("--delay-file")
     parser.add_argument("--start-file")
+    parser.add_argument("--calls-file")
     options = parser.parse_args()
     descriptions: dict[str, str] = {}
     if options.descriptions and os.path.exists(options.descriptions):
@@ -79,6 +81,9 @@ def main() -> None:
     async def call_tool(ctx: object, params: types.CallToolRequestParams) -> types.CallToolResult:
         arguments = params.arguments or {}
         name = params.name
+        if options.calls_file:
+            with open(options.calls_file, "a") as handle:
+                handle.write(f"{name}\n")
         if name == "echo":
             return text({"text": arguments["text"]})
         if name == "add":
