@@ -51,7 +51,8 @@ name: {name}
 description: The test MCP server (tests/data/upstream/server.py).
 mcp_server:
   # the server, on the system interpreter (readable by the sandbox user)
-  command: [{python}, -S, {server}, --start-file, {starts}, --calls-file, {calls}, --descriptions, {descriptions}, --delay-file, {delay}]
+  command: [{python}, -S, {server}, --start-file, {starts}, --calls-file, {calls},
+            --descriptions, {descriptions}, --delay-file, {delay}]
   lifecycle: {lifecycle}
   startup_timeout: {startup_timeout}
   pool_size: {pool_size}
