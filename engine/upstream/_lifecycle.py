@@ -14,7 +14,8 @@ A server that fails to start is retried with a growing pause (up to 30 s) so a b
 server cannot spin.
 
 Cancellation: a cancelled call on a single-use sandbox kills that sandbox before the
-cancellation goes on (the slot task is told, and awaited, shielded and bounded). On a
+cancellation goes on (the slot task is told, and awaited, shielded and bounded); after a
+completed call the slot kills it in the background, so the result is not held up. On a
 shared server a cancelled call only abandons its request (the SDK tells the server);
 the server keeps serving the others. Cancelling a pool or shared server's `run` (hub
 shutdown, a reload that removes or changes the file) kills its sandboxes.
@@ -89,7 +90,9 @@ async def call_once(
             ref.server.command, spec, startup_timeout_s=float(ref.server.startup_timeout)
         ) as conn:
             await report_mismatches(conn, [ref], on_mismatch)
-            return await checked_call(conn, ref, arguments, spec.timeout_s)
+            result = await checked_call(conn, ref, arguments, spec.timeout_s)
+        # The caller waited for the start too: the call's time includes it.
+        return attrs.evolve(result, wall_time_s=round(trio.current_time() - started, 6))
     except StartFailed as exc:
         return error_result("error", str(exc), exc.stderr, trio.current_time() - started)
 
@@ -166,15 +169,20 @@ class SingleUsePool:
                     why += f" (last start: {self.last_error})"
                     stderr = self.last_error.stderr
                 return error_result("error", why, stderr, trio.current_time() - started)
-            try:
-                if slot.conn.broken.is_set() or slot.conn.session.exited.is_set() or slot.conn.fault.event.is_set():
-                    continue
-                return await checked_call(slot.conn, ref, arguments, self.spec.timeout_s)
-            finally:
+            if slot.conn.broken.is_set() or slot.conn.session.exited.is_set() or slot.conn.fault.event.is_set():
                 slot.released.set()
-                # Single use means killed before the caller goes on, cancelled or not.
+                continue
+            try:
+                result = await checked_call(slot.conn, ref, arguments, self.spec.timeout_s)
+            except BaseException:
+                slot.released.set()
+                # Cancelled (or failed): the sandbox is killed before the caller goes on.
                 with trio.move_on_after(5, shield=True):
                     await slot.closed.wait()
+                raise
+            # Done with it: its slot task kills it and starts the next one meanwhile.
+            slot.released.set()
+            return result
         return error_result("error", "every pre-started sandbox of this MCP server had died", "")
 
 
