@@ -81,3 +81,20 @@ async def test_a_python_spec_is_not_a_session(isolation: str) -> None:
     with pytest.raises(sandbox.SpecError, match="argv program"):
         async with sandbox.open_session(spec):
             pass
+
+
+async def test_a_session_is_confined_like_a_one_shot_call(isolation: str) -> None:
+    """Same launcher as `sandbox.run`: the same uid, seccomp mode, no_new_privs and
+    capabilities inside (a guard that sessions keep up with the one-shot hardening)."""
+    probe = "grep -E '^(Uid|Gid|Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status"
+    spec = _spec(isolation, "/bin/sh", "-c", probe)
+    with trio.fail_after(20):
+        one_shot = await sandbox.run(spec, {})
+        assert one_shot.status == "ok", one_shot
+        async with sandbox.open_session(spec) as session:
+            received = b""
+            while chunk := await session.stdout.receive_some(4096):
+                received += chunk
+    shown = one_shot.output["text"] if isinstance(one_shot.output, dict) else str(one_shot.output)
+    assert received.decode() == shown
+    assert "Seccomp" in shown
