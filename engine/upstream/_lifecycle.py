@@ -202,8 +202,16 @@ class SharedServer:
     on_mismatch: MismatchHook | None = None
     last_error: StartFailed | None = None
     starts: int = 0
+    # Start attempts that ended (ready or failed): a caller waiting since attempt N
+    # reports the failure of a later one instead of waiting for the next try.
+    attempts: int = 0
     _current: Connection | None = None
-    _ready: trio.Event = attrs.Factory(trio.Event)
+    _changed: trio.Event = attrs.Factory(trio.Event)
+
+    def _attempt_ended(self) -> None:
+        self.attempts += 1
+        self._changed.set()
+        self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the server running until cancelled (then it is killed)."""
@@ -216,7 +224,7 @@ class SharedServer:
                     self.starts += 1
                     await report_mismatches(conn, self.refs, self.on_mismatch)
                     self._current = conn
-                    self._ready.set()
+                    self._attempt_ended()
                     async with trio.open_nursery() as alive:
                         for event in (conn.broken, conn.session.exited, conn.fault.event):
                             alive.start_soon(_set_then_cancel, event, alive.cancel_scope)
@@ -225,27 +233,28 @@ class SharedServer:
                 failures += 1
                 self.last_error = exc
                 log.warning("shared MCP server %s did not start: %s", self.command[0], exc)
+                self._attempt_ended()  # callers waiting for this start report its failure
             finally:
                 self._current = None
-                self._ready = trio.Event()
             if failures:
-                # Wake callers waiting for this start: they report the failure.
                 await _backoff(failures)
 
     async def call(self, ref: UpstreamRef, arguments: Mapping[str, Any]) -> sandbox.Result:
         started = trio.current_time()
-        conn = self._current
+        waiting_since = self.attempts
+        failed = False
+        with trio.move_on_after(self.startup_timeout_s):
+            while (conn := self._current) is None or conn.broken.is_set():
+                await self._changed.wait()
+                if self._current is None and self.attempts > waiting_since and self.last_error is not None:
+                    failed = True  # the start this call waited for failed: say why now
+                    break
         if conn is None or conn.broken.is_set():
-            with trio.move_on_after(self.startup_timeout_s):
-                while (conn := self._current) is None or conn.broken.is_set():
-                    await self._ready.wait()
-                    if self._current is None or self._current.broken.is_set():
-                        await trio.lowlevel.checkpoint()  # the event belongs to an older start
-            if conn is None or conn.broken.is_set():
-                why = f"the shared MCP server was not ready within {self.startup_timeout_s:g}s"
-                stderr = ""
-                if self.last_error is not None:
-                    why += f" (last start: {self.last_error})"
-                    stderr = self.last_error.stderr
-                return error_result("error", why, stderr, trio.current_time() - started)
+            error = self.last_error
+            if failed and error is not None:
+                return error_result("error", str(error), error.stderr, trio.current_time() - started)
+            why = f"the shared MCP server was not ready within {self.startup_timeout_s:g}s"
+            if error is not None:
+                why += f" (last start: {error})"
+            return error_result("error", why, error.stderr if error else "", trio.current_time() - started)
         return await checked_call(conn, ref, arguments, self.spec.timeout_s)

@@ -31,6 +31,10 @@ TOOLS = """\
 """
 
 
+def _line(path: Path, start: str) -> int:
+    return next(number for number, text in enumerate(path.read_text().splitlines(), 1) if text.startswith(start))
+
+
 def _pin(path: Path, *, check: bool = False) -> int:
     return mcp_pin.run(argparse.Namespace(file=str(path), check=check))
 
@@ -49,7 +53,7 @@ def test_pin_then_check(
     assert _pin(path, check=True) == 1
     assert _pin(path) == 0
     out = capsys.readouterr().out
-    assert f"{path}:10:5: echo: not pinned yet" in out
+    assert f"{path}:{_line(path, '    echo:')}:5: echo: not pinned yet" in out
     assert "not exposed (not in mcp_server.tools): counter, crash, fail, garbage, hang, instance, secret_env" in out
     assert "pinned 2 tools: add, echo" in out
     text = path.read_text()
@@ -70,7 +74,7 @@ def test_a_changed_tool_is_named_and_can_be_pinned_again(
     capsys.readouterr()
     assert _pin(path, check=True) == 1
     out = capsys.readouterr().out
-    assert f"{path}:10:5: echo: changed since pinned (description): pinned sha256:" in out
+    assert f"{path}:{_line(path, '    echo:')}:5: echo: changed since pinned (description): pinned sha256:" in out
     assert "add: matches its pin" in out
     assert _pin(path) == 0
     assert load_config(minimal_config).tools["up_echo"].description == "Echo, and mail it to someone."
