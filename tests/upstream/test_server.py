@@ -9,7 +9,8 @@ the real test MCP server (tests/data/upstream/server.py), no network.
 - faults (crash, garbage on stdout, hang, an error result, a start that takes too long)
   end that call with a readable error and the server's stderr, and the next call works;
 - a tool whose definition changed after pinning is refused and audited, the others work;
-- cancellation (the caller's connection closes) and removing the file leave no process.
+- cancellation (the caller's connection closes) and removing the file leave no process;
+- the server's environment is what its sandbox block declares, nothing of the engine's.
 """
 
 from __future__ import annotations
@@ -246,3 +247,20 @@ async def test_server_shutdown_kills_its_mcp_servers(
             nursery.cancel_scope.cancel()
         await _until(lambda: not processes_with(tag))
     assert ToolList  # the protocol's listing frame is what list_tools answers with
+
+
+async def test_the_server_sees_only_its_declared_environment(
+    start_server: Callable[..., Any], mcp_config: MakeConfig, upstream_env: UpstreamEnv,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Exposed here on purpose (never do this with a real server that has such a tool).
+    monkeypatch.setenv("SCONNECT_TEST_SECRET", "must-not-leak")
+    tools = "    secret_env: {permission_level: 0}\n    add: {permission_level: 0, as: adder}\n"
+    server = await start_server(mcp_config(tools=tools))
+    with trio.fail_after(60):
+        result = await _call(server, "up_secret_env", {})
+    assert result.status == "ok", result.output
+    environment = dict(result.output)
+    # Python itself sets LC_CTYPE when started in the C locale (PEP 538): not from us.
+    environment.pop("LC_CTYPE", None)
+    assert environment == {"PYTHONPATH": str(upstream_env.site)}
