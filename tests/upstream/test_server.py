@@ -261,6 +261,8 @@ async def test_the_server_sees_only_its_declared_environment(
         result = await _call(server, "up_secret_env", {})
     assert result.status == "ok", result.output
     environment = dict(result.output)
-    # Python itself sets LC_CTYPE when started in the C locale (PEP 538): not from us.
+    # Set inside the sandbox, not passed from the engine: Python sets LC_CTYPE in the C
+    # locale (PEP 538); bwrap's --chdir sets PWD to the call's own work dir.
     environment.pop("LC_CTYPE", None)
+    assert environment.pop("PWD", "").startswith(str(server.settings.work_root))
     assert environment == {"PYTHONPATH": str(upstream_env.site)}
