@@ -266,3 +266,20 @@ async def test_the_server_sees_only_its_declared_environment(
     environment.pop("LC_CTYPE", None)
     assert environment.pop("PWD", "").startswith(str(server.settings.work_root))
     assert environment == {"PYTHONPATH": str(upstream_env.site)}
+
+
+async def test_a_reload_that_changes_the_file_replaces_its_server(
+    start_server: Callable[..., Any], mcp_config: MakeConfig, upstream_env: UpstreamEnv, tag: str
+) -> None:
+    config = mcp_config(lifecycle="shared")
+    server = await start_server(config)
+    starts = upstream_env.starts(tag)
+    with trio.fail_after(90):
+        first = (await _call(server, "up_instance", {})).output["instance"]
+        old = set(processes_with(tag))
+        tool_file = config / "tools.d" / "up.yaml"
+        tool_file.write_text(tool_file.read_text().replace("startup_timeout: 20s", "startup_timeout: 21s"))
+        # The old server is stopped, a new one started for the new file.
+        await _until(lambda: len(_lines(starts)) >= 2 and not old & set(processes_with(tag)))
+        second = (await _call(server, "up_instance", {})).output["instance"]
+    assert first != second and _lines(starts)[-1] == second
