@@ -159,6 +159,13 @@ async def open_session(spec: Spec, *, backend: Any = None) -> AsyncIterator[Sess
         stderr = bytearray()
         exited = trio.Event()
         waiter = trio.CancelScope()
+        # The pipe readers are shielded until the sandbox is dead: an outer cancellation
+        # must not close the status pipe before the kill has read the sandbox's pid 1 in it.
+        pipes: list[trio.CancelScope] = []
+
+        def pipe_scope() -> trio.CancelScope:
+            pipes.append(trio.CancelScope(shield=True))
+            return pipes[-1]
         waiter_done = trio.Event()
         killed = trio.Event()
         readers_left = [1 + len(child.extra)]
@@ -194,22 +201,24 @@ async def open_session(spec: Spec, *, backend: Any = None) -> AsyncIterator[Sess
 
         async def read_stderr() -> None:
             try:
-                async with trio.lowlevel.FdStream(child.stderr) as stream:
-                    while chunk := await stream.receive_some(_READ_CHUNK):
-                        stderr.extend(chunk)
-                        if len(stderr) > spec.max_stderr_bytes:
-                            del stderr[: len(stderr) - spec.max_stderr_bytes]
+                with pipe_scope():
+                    async with trio.lowlevel.FdStream(child.stderr) as stream:
+                        while chunk := await stream.receive_some(_READ_CHUNK):
+                            stderr.extend(chunk)
+                            if len(stderr) > spec.max_stderr_bytes:
+                                del stderr[: len(stderr) - spec.max_stderr_bytes]
             finally:
                 reader_finished()
 
         async def read_extra(target: int, fd: int) -> None:
             # Status lines (bwrap's child pid, the supervisor's report): small, kept whole.
             try:
-                async with trio.lowlevel.FdStream(fd) as stream:
-                    while chunk := await stream.receive_some(_READ_CHUNK):
-                        buffer = collected.extra[target]
-                        if len(buffer) < 1 << 20:
-                            buffer.extend(chunk)
+                with pipe_scope():
+                    async with trio.lowlevel.FdStream(fd) as stream:
+                        while chunk := await stream.receive_some(_READ_CHUNK):
+                            buffer = collected.extra[target]
+                            if len(buffer) < 1 << 20:
+                                buffer.extend(chunk)
             finally:
                 reader_finished()
 
@@ -233,6 +242,8 @@ async def open_session(spec: Spec, *, backend: Any = None) -> AsyncIterator[Sess
                         # the last of stderr (bounded: a leaked descriptor must not hang us).
                         with trio.move_on_after(1.0, shield=True):
                             await readers_done.wait()
+                        for scope in pipes:
+                            scope.cancel()
                         nursery.cancel_scope.cancel()
         finally:
             for stream in (stdin, stdout):

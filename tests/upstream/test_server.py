@@ -52,6 +52,26 @@ async def _until(condition: Callable[[], bool], seconds: float = 30) -> None:
             await trio.sleep(0.05)
 
 
+async def _no_process(tag: str) -> None:
+    """Wait until no process holds `tag` in its argv; else fail naming what is left."""
+    try:
+        await _until(lambda: not processes_with(tag))
+    except trio.TooSlowError:
+        raise AssertionError(f"processes left behind: {_describe(processes_with(tag))}") from None
+
+
+def _describe(pids: list[int]) -> list[str]:
+    left = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as handle:
+                status = dict(line.split(":\t", 1) for line in handle.read().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        left.append(f"{pid} {status.get('Name')} ppid {status.get('PPid')} state {status.get('State')}")
+    return left
+
+
 def _lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
@@ -211,7 +231,7 @@ async def test_cancelling_a_call_leaves_no_process(
             # The server that took the call is killed; the pool starts others.
             await _until(lambda: not idle <= set(processes_with(tag)))
         else:
-            await _until(lambda: not processes_with(tag))
+            await _no_process(tag)
 
 
 async def test_stopping_the_server_and_removing_the_file_leave_no_process(
@@ -224,7 +244,7 @@ async def test_stopping_the_server_and_removing_the_file_leave_no_process(
         # The policy names `adder`: it goes first, or the reload would be refused.
         (config / "policies" / "upstream.yaml").unlink()
         (config / "tools.d" / "up.yaml").unlink()
-        await _until(lambda: not processes_with(tag))
+        await _no_process(tag)
         async with open_client(server.url, _token(server)) as client:
             assert "up_echo" not in {tool.name for tool in (await client.list_tools()).tools}
     assert isinstance(server, RunningServer)
@@ -245,7 +265,7 @@ async def test_server_shutdown_kills_its_mcp_servers(
             await nursery.start(serve, settings)
             await _until(lambda: len(processes_with(tag)) >= 2)
             nursery.cancel_scope.cancel()
-        await _until(lambda: not processes_with(tag))
+        await _no_process(tag)
     assert ToolList  # the protocol's listing frame is what list_tools answers with
 
 
