@@ -71,13 +71,24 @@ async def checked_call(
     return await conn.call(ref.tool, arguments, timeout_s=timeout_s)
 
 
+def _as_start_failure(exc: Exception) -> StartFailed:
+    if isinstance(exc, StartFailed):
+        return exc
+    return StartFailed(f"the MCP server's sandbox could not start: {exc}")
+
+
 async def report_mismatches(conn: Connection, refs: list[UpstreamRef], on_mismatch: MismatchHook | None) -> None:
+    """Log (and hand to `on_mismatch`, e.g. the audit) each exposed tool that no longer
+    matches its pin. The tool is refused whatever happens here; a failing hook is logged."""
     for ref in refs:
         reason = conn.mismatch(ref.tool, ref.pinned.digest)
         if reason is not None:
             log.error("%s: %s: the tool is refused until it is pinned again", ref.file, reason)
             if on_mismatch is not None:
-                await on_mismatch(ref, reason)
+                try:
+                    await on_mismatch(ref, reason)
+                except Exception:
+                    log.exception("%s: recording the pin mismatch of %r failed", ref.file, ref.tool)
 
 
 async def call_once(
@@ -146,9 +157,11 @@ class SingleUsePool:
                     async with trio.open_nursery() as idle:
                         for event in (slot.released, conn.session.exited, conn.fault.event):
                             idle.start_soon(_set_then_cancel, event, idle.cancel_scope)
-            except StartFailed as exc:
+            except (StartFailed, sandbox.SandboxError) as exc:
+                # A sandbox that cannot start (isolation unavailable, spawn failure) is a
+                # failed start too: it must not take the hub's nursery down.
                 failures += 1
-                self.last_error = exc
+                self.last_error = _as_start_failure(exc)
                 log.warning("MCP server %s did not start: %s", self.command[0], exc)
             finally:
                 if slot is not None:
@@ -229,9 +242,9 @@ class SharedServer:
                         for event in (conn.broken, conn.session.exited, conn.fault.event):
                             alive.start_soon(_set_then_cancel, event, alive.cancel_scope)
                     log.warning("shared MCP server %s stopped (%s): restarting", self.command[0], conn.failure())
-            except StartFailed as exc:
+            except (StartFailed, sandbox.SandboxError) as exc:
                 failures += 1
-                self.last_error = exc
+                self.last_error = _as_start_failure(exc)
                 log.warning("shared MCP server %s did not start: %s", self.command[0], exc)
                 self._attempt_ended()  # callers waiting for this start report its failure
             finally:
