@@ -10,8 +10,8 @@
 
 Every start lists the tools and compares each exposed one with its pin (`on_mismatch`
 reports the difference; the tool is refused on that server, the others still work).
-A server that fails to start is retried with a growing pause (up to 30 s) so a broken
-server cannot spin.
+A server that fails to start, or dies soon after starting, is retried with a growing
+pause (0.5 s doubling up to 30 s) so a broken server cannot spin.
 
 Cancellation: a cancelled call on a single-use sandbox kills that sandbox before the
 cancellation goes on (the slot task is told, and awaited, shielded and bounded); after a
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 # (exposed tool's ref, reason) -> audit/log it; called once per start per mismatch.
 MismatchHook = Callable[[UpstreamRef, str], Awaitable[None]]
 _MAX_BACKOFF_S = 30.0
+# A shared server that stops sooner than this after starting counts towards the back-off.
+_QUICK_STOP_S = 10.0
 
 
 def error_result(status: str, message: str, stderr: str = "", wall: float = 0.0) -> sandbox.Result:
@@ -145,6 +147,7 @@ class SingleUsePool:
 
     async def _slot(self) -> None:
         failures = 0
+        crashes = 0  # servers that died while idle, in a row: they back off like failed starts
         while True:
             slot: _Slot | None = None
             try:
@@ -157,6 +160,7 @@ class SingleUsePool:
                     async with trio.open_nursery() as idle:
                         for event in (slot.released, conn.session.exited, conn.fault.event):
                             idle.start_soon(_set_then_cancel, event, idle.cancel_scope)
+                    crashes = 0 if slot.released.is_set() else crashes + 1
             except (StartFailed, sandbox.SandboxError) as exc:
                 # A sandbox that cannot start (isolation unavailable, spawn failure) is a
                 # failed start too: it must not take the hub's nursery down.
@@ -166,8 +170,8 @@ class SingleUsePool:
             finally:
                 if slot is not None:
                     slot.closed.set()
-            if failures:
-                await _backoff(failures)
+            if failures or crashes:
+                await _backoff(failures + crashes)
 
     async def call(self, ref: UpstreamRef, arguments: Mapping[str, Any]) -> sandbox.Result:
         started = trio.current_time()
@@ -230,6 +234,7 @@ class SharedServer:
         """Keep the server running until cancelled (then it is killed)."""
         task_status.started()
         failures = 0
+        crashes = 0  # stops soon after a start, in a row: they back off like failed starts
         while True:
             try:
                 async with open_connection(self.command, self.spec, startup_timeout_s=self.startup_timeout_s) as conn:
@@ -238,9 +243,11 @@ class SharedServer:
                     await report_mismatches(conn, self.refs, self.on_mismatch)
                     self._current = conn
                     self._attempt_ended()
+                    ready_at = trio.current_time()
                     async with trio.open_nursery() as alive:
                         for event in (conn.broken, conn.session.exited, conn.fault.event):
                             alive.start_soon(_set_then_cancel, event, alive.cancel_scope)
+                    crashes = crashes + 1 if trio.current_time() - ready_at < _QUICK_STOP_S else 0
                     log.warning("shared MCP server %s stopped (%s): restarting", self.command[0], conn.failure())
             except (StartFailed, sandbox.SandboxError) as exc:
                 failures += 1
@@ -249,8 +256,8 @@ class SharedServer:
                 self._attempt_ended()  # callers waiting for this start report its failure
             finally:
                 self._current = None
-            if failures:
-                await _backoff(failures)
+            if failures or crashes:
+                await _backoff(failures + crashes)
 
     async def call(self, ref: UpstreamRef, arguments: Mapping[str, Any]) -> sandbox.Result:
         started = trio.current_time()
