@@ -207,6 +207,11 @@ async def run_tool(
     """
     needs = tool.sandbox
     own = workspace_for(tool, workspace, subject) if needs.workspace != "none" else workspace
+    if tool.upstream is not None:
+        # A tool of an mcp_server file: its server's runtime (pool, shared, per call).
+        from .upstream import call_tool
+
+        return await call_tool(tool, arguments, workspace=own, work_root=work_root)
     spec = build_spec(tool, workspace=own, work_root=work_root)
     if needs.workspace != "write":
         return await sandbox.run(spec, arguments)

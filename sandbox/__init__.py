@@ -1,4 +1,5 @@
-"""Subprocess isolation for tools: `await run(spec, arguments) -> Result`.
+"""Subprocess isolation for tools: `await run(spec, arguments) -> Result`, and
+`open_session(spec)` for a long-lived sandboxed program spoken to over stdin/stdout.
 
 Two backends: "namespaces" (bubblewrap, one fresh sandbox per call) and "process" (a
 supervised child with rlimits, uid drop, no_new_privs and Landlock). `detect()` reports
@@ -18,6 +19,8 @@ from ._result import Result as Result
 from ._run import Backend as Backend
 from ._run import backend_for as backend_for
 from ._run import run as run
+from ._session import Session as Session
+from ._session import open_session as open_session
 from ._spec import Spec as Spec
 from ._workdir import SANDBOX_GID as SANDBOX_GID
 from ._workdir import SANDBOX_UID as SANDBOX_UID

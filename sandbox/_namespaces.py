@@ -71,44 +71,7 @@ class NamespacesBackend:
         stdin_data = encode_arguments(arguments)
         async with call_dir(spec) as (work_root, work_dir):
             spec = reachable_spec(spec, work_root)
-            runner = runner_dir(work_root) if spec.python is not None else None
-            seccomp_fd = _SECCOMP_FD if self.seccomp else None
-            options = _bwrap.options(
-                spec,
-                work_dir=work_dir,
-                runner_dir=runner,
-                seccomp_fd=seccomp_fd,
-                disable_userns=self.disable_userns,
-            )
-            launcher = [self.bwrap, "--args", str(_ARGS_FD), "--json-status-fd", str(_STATUS_FD)]
-            python_tool = spec.python is not None
-            report_fd = _REPORT_FD if python_tool else None
-            launcher += _bwrap.command(spec, python=self.python, report_fd=report_fd)
-            user = sandbox_user()
-            if user is not None:
-                if self.setpriv is None:
-                    raise AssertionError("backend_for() never builds this without setpriv")
-                launcher = [
-                    self.setpriv,
-                    f"--reuid={user[0]}",
-                    f"--regid={user[1]}",
-                    "--clear-groups",
-                    "--",
-                    *launcher,
-                ]
-            args_fd = memfd(b"".join(arg.encode() + b"\0" for arg in options), "bwrap-args")
-            owned = [args_fd]
-            try:
-                fds = {_ARGS_FD: args_fd, _STATUS_FD: -1}
-                if python_tool:
-                    fds[_REPORT_FD] = -1
-                if seccomp_fd is not None:
-                    fds[seccomp_fd] = memfd(_seccomp.compiled(), "seccomp-bpf")
-                    owned.append(fds[seccomp_fd])
-                child = spawn(launcher[0], launcher, {}, fds=fds)
-            finally:
-                for fd in owned:
-                    os.close(fd)
+            child = self.start(spec, work_root=work_root, work_dir=work_dir)
             collected = await drive(
                 child,
                 stdin_data,
@@ -118,6 +81,52 @@ class NamespacesBackend:
                 terminate=self._terminate,
             )
         return self._result(spec, child, collected)
+
+    def start(self, spec: Spec, *, work_root: str, work_dir: str) -> Child:
+        """Spawn the launcher of one sandbox for `spec` in `work_dir`: the same for a
+        one-shot call (`run`) and a long-lived session (`sandbox.open_session`), seccomp
+        filter and all. The caller passes a spec through `reachable_spec` first.
+
+        Raises SpawnError when it cannot start; the caller owns and reaps the Child.
+        """
+        runner = runner_dir(work_root) if spec.python is not None else None
+        seccomp_fd = _SECCOMP_FD if self.seccomp else None
+        options = _bwrap.options(
+            spec,
+            work_dir=work_dir,
+            runner_dir=runner,
+            seccomp_fd=seccomp_fd,
+            disable_userns=self.disable_userns,
+        )
+        launcher = [self.bwrap, "--args", str(_ARGS_FD), "--json-status-fd", str(_STATUS_FD)]
+        python_tool = spec.python is not None
+        report_fd = _REPORT_FD if python_tool else None
+        launcher += _bwrap.command(spec, python=self.python, report_fd=report_fd)
+        user = sandbox_user()
+        if user is not None:
+            if self.setpriv is None:
+                raise AssertionError("backend_for() never builds this without setpriv")
+            launcher = [
+                self.setpriv,
+                f"--reuid={user[0]}",
+                f"--regid={user[1]}",
+                "--clear-groups",
+                "--",
+                *launcher,
+            ]
+        args_fd = memfd(b"".join(arg.encode() + b"\0" for arg in options), "bwrap-args")
+        owned = [args_fd]
+        try:
+            fds = {_ARGS_FD: args_fd, _STATUS_FD: -1}
+            if python_tool:
+                fds[_REPORT_FD] = -1
+            if seccomp_fd is not None:
+                fds[seccomp_fd] = memfd(_seccomp.compiled(), "seccomp-bpf")
+                owned.append(fds[seccomp_fd])
+            return spawn(launcher[0], launcher, {}, fds=fds)
+        finally:
+            for fd in owned:
+                os.close(fd)
 
     async def _terminate(self, child: Child, collected: Collected) -> None:
         status = _status_lines(bytes(collected.extra.get(_STATUS_FD, b"")))

@@ -103,53 +103,9 @@ class ProcessBackend:
     async def run(self, spec: Spec, arguments: Any) -> Result:
         """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers)."""
         stdin_data = encode_arguments(arguments)
-        user = sandbox_user()
         async with call_dir(spec) as (work_root, work_dir):
             spec = reachable_spec(spec, work_root)
-            runner = runner_dir(work_root)
-            read = [*_SYSTEM_READ, runner, *spec.readable_paths, *spec.python_packages]
-            sys_path: list[str] = []
-            if spec.python_packages:
-                farm = _package_farm(work_root, spec.python_packages)
-                read.append(farm)
-                sys_path.append(farm)
-            config = {
-                "supervise": True,
-                "status_fd": _STATUS_FD,
-                "mode": "call" if spec.python is not None else "exec",
-                "argv": list(spec.argv),
-                "target": spec.python,
-                "sys_path": sys_path,
-                "env": dict(spec.env),
-                "limits": rlimits(spec),
-                "drop_to": list(user) if user is not None else None,
-                "unshare_net": not spec.network,
-                "private_proc": "require" if self.require_private_proc else "try",
-                "work_tmpfs": {
-                    "path": work_dir,
-                    "size": tmpfs_sizes(spec)["work"],
-                    "uid": user[0] if user is not None else os.geteuid(),
-                    "gid": user[1] if user is not None else os.getegid(),
-                },
-                "seccomp": _seccomp.compiled() if self.seccomp else None,
-                "nosuid_paths": list(spec.writable_paths),
-                "shm_bytes": tmpfs_sizes(spec)["shm"],
-                "landlock": None
-                if self.landlock_abi is None
-                else {
-                    "read": read,
-                    "write": [work_dir, *spec.writable_paths],
-                    "block_tcp": not spec.network,
-                },
-                "cwd": check_cwd(spec, work_dir),
-                "grace_s": self.grace_s,
-            }
-            launcher = [self.python, "-I", "-S", f"{runner}/_runner.py", f"--config-fd={_CONFIG_FD}"]
-            config_fd = memfd(marshal.dumps(config), "runner-config")
-            try:
-                child = spawn(launcher[0], launcher, {}, fds={_CONFIG_FD: config_fd, _STATUS_FD: -1})
-            finally:
-                os.close(config_fd)
+            child = self.start(spec, work_root=work_root, work_dir=work_dir)
             collected = await drive(
                 child,
                 stdin_data,
@@ -159,6 +115,60 @@ class ProcessBackend:
                 terminate=self._terminate,
             )
         return self._result(spec, child, collected)
+
+    def start(self, spec: Spec, *, work_root: str, work_dir: str) -> Child:
+        """Spawn the supervising runner for `spec` in `work_dir`: the same for a one-shot
+        call (`run`) and a long-lived session (`sandbox.open_session`), seccomp filter,
+        Landlock and private /proc included. The caller passes a spec through
+        `reachable_spec` first.
+
+        Raises SpawnError when it cannot start; the caller owns and reaps the Child.
+        """
+        user = sandbox_user()
+        runner = runner_dir(work_root)
+        read = [*_SYSTEM_READ, runner, *spec.readable_paths, *spec.python_packages]
+        sys_path: list[str] = []
+        if spec.python_packages:
+            farm = _package_farm(work_root, spec.python_packages)
+            read.append(farm)
+            sys_path.append(farm)
+        config = {
+            "supervise": True,
+            "status_fd": _STATUS_FD,
+            "mode": "call" if spec.python is not None else "exec",
+            "argv": list(spec.argv),
+            "target": spec.python,
+            "sys_path": sys_path,
+            "env": dict(spec.env),
+            "limits": rlimits(spec),
+            "drop_to": list(user) if user is not None else None,
+            "unshare_net": not spec.network,
+            "private_proc": "require" if self.require_private_proc else "try",
+            "work_tmpfs": {
+                "path": work_dir,
+                "size": tmpfs_sizes(spec)["work"],
+                "uid": user[0] if user is not None else os.geteuid(),
+                "gid": user[1] if user is not None else os.getegid(),
+            },
+            "seccomp": _seccomp.compiled() if self.seccomp else None,
+            "nosuid_paths": list(spec.writable_paths),
+            "shm_bytes": tmpfs_sizes(spec)["shm"],
+            "landlock": None
+            if self.landlock_abi is None
+            else {
+                "read": read,
+                "write": [work_dir, *spec.writable_paths],
+                "block_tcp": not spec.network,
+            },
+            "cwd": check_cwd(spec, work_dir),
+            "grace_s": self.grace_s,
+        }
+        launcher = [self.python, "-I", "-S", f"{runner}/_runner.py", f"--config-fd={_CONFIG_FD}"]
+        config_fd = memfd(marshal.dumps(config), "runner-config")
+        try:
+            return spawn(launcher[0], launcher, {}, fds={_CONFIG_FD: config_fd, _STATUS_FD: -1})
+        finally:
+            os.close(config_fd)
 
     async def _terminate(self, child: Child, collected: Collected) -> None:
         # The supervisor forwards SIGTERM to the tool's tree, waits grace_s, SIGKILLs

@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("chat", "talk to an agent from the terminal"),
     "audit": ("audit", "verify and read the audit log"),
     "policy": ("policy", "explain, test, lint and compare the policies"),
-    "mcp": ("mcp", "speak MCP: the stdio bridge to a running server"),
+    "mcp": ("mcp", "MCP: the stdio bridge to a running server; pin an MCP server tool file"),
     "db": ("db", "the state database: schema migrations (sconnect db migrate --dry-run)"),
 }
 

@@ -1,4 +1,5 @@
-"""``sconnect mcp stdio``: the bridge a desktop MCP client launches (MCP on stdin/stdout, our protocol to a server).
+"""``sconnect mcp stdio``: the bridge a desktop MCP client launches (MCP on stdin/stdout, our protocol to a server);
+``sconnect mcp pin``: review an MCP server used as a tool (engine/cli/mcp_pin.py).
 
 stdout belongs to the MCP protocol: everything for people (errors, logs) goes to stderr.
 Exit codes: 0 when the client closed stdin, 1 when the server could not be reached or
@@ -17,7 +18,7 @@ from ..errors import UsageError
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser("mcp", help="MCP: serve a running server's tools to an MCP client")
+    parser = commands.add_parser("mcp", help="MCP: the stdio bridge to a running server; pin an MCP server tool file")
     sub = parser.add_subparsers(dest="mcp_command", required=True, metavar="SUBCOMMAND")
     stdio = sub.add_parser(
         "stdio", help="speak MCP on stdin/stdout, our protocol to a running server (for desktop MCP clients)",
@@ -28,6 +29,9 @@ def register(commands: Any) -> None:
     stdio.add_argument("--approval-wait", default="50s", metavar="DURATION",
                        help="how long a call waiting for an approval is held before 'call again' (default 50s)")
     stdio.set_defaults(run=run_stdio)
+    from .mcp_pin import register_pin
+
+    register_pin(sub)
 
 
 def _token(args: argparse.Namespace) -> str:

@@ -25,7 +25,7 @@ from ..globs import GLOB_CHARS, glob_matches
 from ..linear_re import RegexError, compile_linear
 from ..suggest import unknown_name
 from .bounds import MAX_MODULE_BYTES, MAX_PARAMETERS_BYTES, format_bytes, within
-from .model import Agent, NamedModel, Policy, Resource, RulesModel, Tool
+from .model import Agent, McpServerFile, NamedModel, Policy, Resource, RulesModel, Tool, definition_digest
 from .modules import Located, default_search, locate
 from .resource_kinds import kind_of
 from .schemas import validate_parameters
@@ -52,7 +52,12 @@ def _placeholders(value: Any) -> list[str]:
     return []
 
 
-def check_tool(tool: Tool, doc: Document) -> list[ConfigProblem]:
+_TOOL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+def check_tool(tool: Tool | McpServerFile, doc: Document) -> list[ConfigProblem]:
+    if isinstance(tool, McpServerFile):
+        return check_mcp_server(tool, doc)
     problems = _parameters_problems(doc)
     problems += chain_problems(tool, doc)
     if tool.command:
@@ -91,6 +96,46 @@ def chain_problems(tool: Tool, doc: Document) -> list[ConfigProblem]:
         earlier.add(str(index))
         if step.id is not None:
             earlier.add(step.id)
+    return problems
+
+
+def check_mcp_server(server_file: McpServerFile, doc: Document) -> list[ConfigProblem]:
+    """An mcp_server file: its program exists, every allowed tool is pinned, and each pin
+    is intact (its digest is that of its own description and parameters)."""
+    problems: list[ConfigProblem] = []
+    server = server_file.mcp_server
+    problem = _command_problem(server.command[0], server_file.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
+    if problem:
+        problems.append(doc.problem(["mcp_server", "command", 0], problem))
+    for upstream, entry in server.tools.items():
+        where: list[Any] = ["mcp_server", "tools", upstream]
+        if entry.as_ is None and not _TOOL_NAME.fullmatch(server_file.exposed_name(upstream)):
+            problems.append(
+                doc.problem(
+                    where,
+                    f"the exposed name {server_file.exposed_name(upstream)!r} is not a valid tool name: "
+                    "give one with 'as:'",
+                    key=True,
+                )
+            )
+        if entry.pinned is None:
+            problems.append(
+                doc.problem(
+                    where,
+                    f"not pinned: review the server's definition with `sconnect mcp pin {doc.file}`",
+                    key=True,
+                )
+            )
+            continue
+        problems += validate_parameters(doc, [*where, "pinned", "parameters"])
+        if entry.pinned.digest != definition_digest(entry.pinned.description, entry.pinned.parameters):
+            problems.append(
+                doc.problem(
+                    [*where, "pinned", "digest"],
+                    "does not match the pinned description and parameters (edited by hand?): "
+                    f"review and pin again with `sconnect mcp pin {doc.file}`",
+                )
+            )
     return problems
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import attrs
 import cattrs
+from cattrs.gen import make_dict_structure_fn, override
 
-from .model import AgentModel, ModelConfig, NamedModel, OpenAIModel, Resource, RulesModel
+from .model import AgentModel, ModelConfig, NamedModel, OpenAIModel, Resource, RulesModel, UpstreamTool
 from .resource_kinds import kind_name, kinds
 from .units import Bytes, Seconds, parse_duration, parse_size
 from .yamldoc import PathSegment
@@ -96,6 +97,11 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(AgentModel, _agent_model)
     conv.register_structure_hook(NamedModel, _named_model)
     conv.register_structure_hook(Resource, _resource)
+    # `as` is a Python keyword: the field is `as_`, the YAML key `as`.
+    conv.register_structure_hook(
+        UpstreamTool,
+        make_dict_structure_fn(UpstreamTool, conv, as_=override(rename="as"), _cattrs_forbid_extra_keys=True),
+    )
     return conv
 
 

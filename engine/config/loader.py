@@ -30,6 +30,7 @@ from .converter import converter, structure_errors
 from .model import (
     Agent,
     Config,
+    McpServerFile,
     NamedModel,
     Policy,
     PolicyRule,
@@ -126,14 +127,17 @@ def load_config(root: Path | str) -> Config:
             if name:
                 failed[name] = path.relative_to(root).as_posix()
 
-    tools = {tool.name: tool for tool, _ in loaded["tool"]}
+    # An mcp_server file exposes several tools; every other tool file exactly one.
+    exposed = [(tool, doc) for obj, doc in loaded["tool"] for tool in _exposed_tools(obj, doc)]
+    checked_tools = [(tool, doc) for obj, doc in checked["tool"] for tool in _exposed_tools(obj, doc)]
+    tools = {tool.name: tool for tool, _ in exposed}
     models = {model.name: model for model, _ in loaded["model"]}
     agents = {agent.name: agent for agent, _ in loaded["agent"]}
     resources = {f"{res.scheme}://{res.name}": res for res, _ in loaded["resource"]}
     policies = [policy for policy, _ in loaded["policy"]]
     roles = {role for policy, _ in checked["policy"] + partial["policy"] for role in policy.roles}
 
-    problems += checks.check_duplicates("tool", ((t.name, d) for t, d in checked["tool"]))
+    problems += checks.check_duplicates("tool", ((t.name, d) for t, d in checked_tools))
     problems += checks.check_duplicates("model", ((m.name, d) for m, d in checked["model"]))
     problems += checks.check_duplicates("agent", ((a.name, d) for a, d in checked["agent"]))
     problems += checks.check_duplicates(
@@ -145,7 +149,7 @@ def load_config(root: Path | str) -> Config:
     for agent, doc in checked["agent"] + partial["agent"]:
         references += checks.check_agent_references(agent, doc, tools, resources, failed)
         references += checks.check_agent_models(agent, doc, models, failed)
-    for tool, doc in checked["tool"]:
+    for tool, doc in checked_tools:
         references += checks.check_chain_references(tool, doc, tools, failed)
     for policy, doc in checked["policy"] + partial["policy"]:
         references += checks.check_policy_references(policy, doc, tools, roles, failed)
@@ -248,9 +252,9 @@ def _load_file(
     schema_problems = validate(kind, doc)
     if schema_problems:
         problems += schema_problems
-        return None, doc
+    kind_type = McpServerFile if kind == "tool" and "mcp_server" in doc.data else _TYPES[kind]
     try:
-        obj = converter.structure(doc.data, _TYPES[kind])
+        obj = converter.structure(doc.data, kind_type)
     except Exception as exc:  # cattrs raises ClassValidationError groups; all leaves are reported
         problems += [doc.problem(field, message) for field, message in structure_errors(exc)]
         return None, doc
@@ -271,6 +275,18 @@ def _load_file(
         if located is not None:
             obj = attrs.evolve(obj, python_package=located.top)
     return obj, doc
+
+
+def _exposed_tools(obj: Tool | McpServerFile, doc: Document) -> tuple[Tool, ...]:
+    if isinstance(obj, Tool):
+        return (obj,)
+    return tuple(
+        attrs.evolve(
+            tool, source=Source(doc.file, doc.locate(["mcp_server", "tools", tool.upstream.tool], key=True)[0])
+        )
+        for tool in obj.tools()
+        if tool.upstream is not None
+    )
 
 
 def _located_rules(policy: Policy, doc: Document) -> list[PolicyRule]:

@@ -96,13 +96,112 @@ class Tool:
     # sandbox.  Empty for a command tool, or for a Tool built in code (then it is
     # looked for on sys.path at call time).  Filled in by the loader, never by YAML.
     python_package: str = ""
+    # Set for a tool exposed from an ``mcp_server`` file (never written in YAML).
+    upstream: UpstreamRef | None = None
 
     @property
     def runs(self) -> str:
-        """How the tool runs, in one line: the module function or the argv."""
+        """How the tool runs, in one line: the module function, the argv, the chain or the MCP server."""
+        if self.upstream is not None:
+            return f"mcp {self.upstream.tool} of {' '.join(self.upstream.server.command)}"
         if self.chain:
             return "chain " + " -> ".join(step.tool for step in self.chain)
         return f"python {self.python}" if self.python else " ".join(self.command)
+
+
+# --- MCP servers as tools -------------------------------------------------------------
+
+Lifecycle = Literal["single_use", "shared", "per_call"]
+
+
+def definition_digest(description: str, parameters: Mapping[str, Any]) -> str:
+    """The pin of an upstream tool: SHA-256 of its description and input schema."""
+    from ..canonical import digest
+
+    return "sha256:" + digest({"description": description, "inputSchema": dict(parameters)})
+
+
+@attrs.frozen
+class PinnedDefinition:
+    """What ``sconnect mcp pin`` saw the server offer, as reviewed: checked at every start."""
+
+    digest: str
+    description: str
+    parameters: Mapping[str, Any] = attrs.field(converter=lambda v: MappingProxyType(dict(v)))
+
+
+@attrs.frozen
+class UpstreamTool:
+    """One allowlisted tool of an MCP server (``mcp_server.tools.<upstream name>``)."""
+
+    permission_level: Level
+    # The exposed name (YAML key ``as``); default ``<file name>_<upstream name>``.
+    as_: str | None = None
+    # What agents are shown; default the pinned upstream description.
+    description: str | None = None
+    pinned: PinnedDefinition | None = None
+
+
+@attrs.frozen
+class McpServer:
+    """How to run an MCP server over stdio, and which of its tools are exposed."""
+
+    command: tuple[str, ...]
+    tools: Mapping[str, UpstreamTool] = attrs.field(converter=lambda v: MappingProxyType(dict(v)))
+    lifecycle: Lifecycle = "per_call"
+    startup_timeout: Seconds = Seconds(10)
+    # single_use: sandboxes kept started ahead of calls.
+    pool_size: int = 2
+
+
+@attrs.frozen
+class UpstreamRef:
+    """Where an exposed tool's calls go: the server of file ``file`` and its tool ``tool``."""
+
+    name: str  # the exposed tool's name
+    file: str
+    server: McpServer
+    tool: str
+    sandbox: SandboxNeeds
+    # The pinned definition the upstream tool must still match at every start.
+    pinned: PinnedDefinition
+
+
+@attrs.frozen
+class McpServerFile:
+    """A ``tools.d`` file declaring ``mcp_server``: it exposes one Tool per allowed, pinned tool."""
+
+    name: str
+    description: str
+    mcp_server: McpServer
+    sandbox: SandboxNeeds = SandboxNeeds()
+    source: Source = Source()
+
+    def exposed_name(self, upstream: str) -> str:
+        entry = self.mcp_server.tools[upstream]
+        return entry.as_ or f"{self.name}_{upstream}"
+
+    def tools(self) -> tuple[Tool, ...]:
+        """The exposed Tools (pinned ones only: an unpinned tool is a config error)."""
+        exposed = []
+        for upstream, entry in self.mcp_server.tools.items():
+            if entry.pinned is None:
+                continue
+            exposed.append(
+                Tool(
+                    name=self.exposed_name(upstream),
+                    description=entry.description or entry.pinned.description,
+                    parameters=dict(entry.pinned.parameters),
+                    permission_level=entry.permission_level,
+                    sandbox=self.sandbox,
+                    source=self.source,
+                    upstream=UpstreamRef(
+                        name=self.exposed_name(upstream), file=self.source.file, server=self.mcp_server, tool=upstream,
+                        sandbox=self.sandbox, pinned=entry.pinned,
+                    ),
+                )
+            )
+        return tuple(exposed)
 
 
 # --- agents -----------------------------------------------------------------

@@ -104,12 +104,18 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
         yield doc.problem(path, f"missing required key {missing!r}")
         return
     if error.validator == "oneOf" and schema_here is schema("tool"):
-        yield doc.problem(path, "declare exactly one of 'command' (an argv list), 'python' (module:function) and "
-                                "'chain' (a list of steps, with no sandbox of its own)")
+        yield doc.problem(path, "declare exactly one of 'command' (an argv list), 'python' (module:function), "
+                                "'chain' (a list of steps, with no sandbox of its own) and 'mcp_server'")
         return
     if error.validator == "oneOf" and schema_here is schema("agent"):
         yield doc.problem(
             path, "declare exactly one of 'model' (a name or an inline block) and 'models' (a list of names)"
+        )
+        return
+    if error.validator == "not" and error.validator_value == {} and path:
+        # A key a tool file with mcp_server must not have (tool.json's "then").
+        yield doc.problem(
+            path, f"{path[-1]!r} is given per tool in an mcp_server file (see mcp_server.tools)", key=True
         )
         return
     if error.validator in ("oneOf", "anyOf") and error.context:

@@ -40,6 +40,7 @@ from ..config import load_config
 from ..errors import ScalyticsError
 from ..protocol import ErrorCode, ErrorFrame
 from ..store import Store, StoreError, instance_id, open_store
+from ..upstream import for_hub
 from . import fdbudget
 from .admission import Admission
 from .connection import Connection
@@ -125,6 +126,7 @@ async def serve(
             await open_store(settings.database, settings.database_url, digest_key=audit.digest_key,
                              instance=instance_id(settings.state_dir) if settings.database_url else None) as store:
         hub = Hub(settings=settings, config=config, store=store, audit=audit)
+        upstreams = for_hub(hub)  # MCP servers used as tools; current for every task below
         handle = ServerHandle(websocket="", health=None)
         # Approvals live in memory: nobody waits any more for those a previous run left pending.
         # On PostgreSQL only this instance's (store.instance): the others' may be live; those of
@@ -144,6 +146,7 @@ async def serve(
                 )
                 if settings.health_port is not None:
                     handle.health = await nursery.start(_keep_health, hub)
+                await nursery.start(upstreams.run, config)
                 await nursery.start(
                     partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
                 )

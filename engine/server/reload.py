@@ -26,6 +26,7 @@ from ..config.loader import KIND_DIRS
 from ..decision import policy_revision
 from ..errors import ConfigError
 from ..resources import ResourceHosts
+from ..upstream import sync_current
 from .hub import Hub
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ async def reload_config(hub: Hub, reason: str) -> bool:
         return False
     removed = set(hub.config.tools) - set(config.tools)
     hub.swap_config(config, resources, revision)
+    sync_current(config)  # MCP servers of removed or changed files stop, new ones start
     hub.metrics.record_config_reload(ok=True)
     await hub.audit.record(
         AuditEvent(
