@@ -147,8 +147,13 @@ def subject_dir_name(subject: str) -> str:
 def workspace_for(tool: Tool, root: Path, subject: str) -> Path:
     """The workspace directory a call of ``tool`` by ``subject`` uses (created 0700)."""
     if tool.sandbox.workspace_scope == "shared":
-        return _area(root / "shared")
+        return shared_workspace(root)
     return subject_workspace(root, subject)
+
+
+def shared_workspace(root: Path) -> Path:
+    """The area every subject's calls may share (tools with ``workspace_scope: shared``)."""
+    return _area(root / "shared")
 
 
 def subject_workspace(root: Path, subject: str) -> Path:

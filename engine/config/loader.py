@@ -252,6 +252,7 @@ def _load_file(
     schema_problems = validate(kind, doc)
     if schema_problems:
         problems += schema_problems
+        return None, doc
     kind_type = McpServerFile if kind == "tool" and "mcp_server" in doc.data else _TYPES[kind]
     try:
         obj = converter.structure(doc.data, kind_type)

@@ -112,12 +112,15 @@ class Upstreams:
         runtime = self._runtimes.get(runtime_key(ref))
         return runtime.runner if runtime is not None else None
 
-    async def call(self, tool: Tool, arguments: Mapping[str, Any]) -> sandbox.Result:
+    async def call(self, tool: Tool, arguments: Mapping[str, Any], *, workspace: Path) -> sandbox.Result:
+        """One call; a per_call server gets the caller's own ``workspace``, a server kept
+        running (shared, single_use) was started before anyone called and sees only the
+        shared area (``self.workspace``)."""
         ref = tool.upstream
         assert ref is not None
         runner = self.runner_for(ref)
         if runner is None:
-            spec = server_spec(ref, workspace=self.workspace, work_root=self.work_root)
+            spec = server_spec(ref, workspace=workspace, work_root=self.work_root)
             return await call_once(ref, spec, arguments, self.on_mismatch)
         return await runner.call(ref, arguments)
 
@@ -142,8 +145,12 @@ def for_hub(hub: Any) -> Upstreams:
             )
         )
 
+    from ..toolrun import shared_workspace
+
+    # Servers kept running serve every subject: they may see the shared area, never a user's own.
     upstreams = Upstreams(
-        workspace=hub.settings.workspace, work_root=hub.settings.work_root, on_mismatch=audit_mismatch
+        workspace=shared_workspace(hub.settings.workspace), work_root=hub.settings.work_root,
+        on_mismatch=audit_mismatch,
     )
     _CURRENT.set(upstreams)
     return upstreams
@@ -179,6 +186,6 @@ async def call_tool(tool: Tool, arguments: Any, *, workspace: Path, work_root: P
         arguments = {}
     upstreams = current()
     if upstreams is not None:
-        return await upstreams.call(tool, arguments)
+        return await upstreams.call(tool, arguments, workspace=workspace)
     spec = server_spec(ref, workspace=workspace, work_root=work_root)
     return await call_once(ref, spec, arguments)

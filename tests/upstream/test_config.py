@@ -90,7 +90,8 @@ def test_a_pin_edited_by_hand_is_an_error(minimal_config: Path) -> None:
 def test_command_and_mcp_server_together_are_refused(minimal_config: Path) -> None:
     _write(minimal_config, "command: [/bin/cat]\n" + write_pins(UNPINNED, {"echo": ECHO, "add": ADD}))
     assert _errors(minimal_config) == [
-        "tools.d/up.yaml:1:1: declare exactly one of 'command', 'python' and 'mcp_server'"
+        "tools.d/up.yaml:1:1: declare exactly one of 'command' (an argv list), 'python' (module:function), "
+        "'chain' (a list of steps, with no sandbox of its own) and 'mcp_server'",
     ]
 
 

@@ -28,13 +28,17 @@ async def test_a_call_without_a_server_and_its_cancellation(
     work.mkdir(mode=0o711)
     try:
         with trio.fail_after(60):
-            result = await run_tool(config.tools["adder"], {"a": 1, "b": 2}, workspace=work, work_root=work)
+            result = await run_tool(
+                config.tools["adder"], {"a": 1, "b": 2}, workspace=work, work_root=work, subject="alice"
+            )
             assert (result.status, result.output) == ("ok", {"sum": 3})
             assert result.backend.startswith("mcp+")
             with trio.move_on_after(60) as scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(
-                        functools.partial(run_tool, workspace=work, work_root=work), config.tools["up_hang"], {}
+                        functools.partial(run_tool, workspace=work, work_root=work, subject="alice"),
+                        config.tools["up_hang"],
+                        {},
                     )
                     calls = upstream_env.calls(tag)
                     # Polling a file the server writes: there is no event to wait on.
