@@ -1,0 +1,384 @@
+"""The pool's fork server: stdlib only, run inside one long-lived bubblewrap sandbox as
+``/usr/bin/python3 -S -I _forkserver.py CONFIG_FD CONTROL_FD``.
+
+It keeps ``k`` workers forked ahead of time. Each worker, before it takes a request:
+resets its signals, puts its stdio pipes on 0/1/2 and its request pipe on 3 and closes
+every other descriptor, takes its own process group, makes its own fresh work directory
+(a random name under the pool's tmpfs), sets no_new_privs, takes its own Landlock
+domain (reads: the system dirs and the declared paths; writes: its own directory, the
+declared writable paths and /dev/null; no TCP without network; ABI >= 6: no signals to,
+and no abstract sockets of, any process outside its domain — its siblings included),
+and stacks the pool's extra seccomp filter (no setsid/setpgid, so nothing leaves the
+group; without network no socket(AF_UNIX/AF_INET/AF_INET6)). Then it blocks on fd 3.
+The request sets the call's rlimits (RLIMIT_NOFILE last of all, after the descriptors
+are closed), and the worker calls the tool's function or execs its program.
+
+Protocol with the engine, over CONTROL_FD (SOCK_SEQPACKET): each request is one packet
+of JSON (the call's rlimits) carrying, by SCM_RIGHTS, one end of a socket pair made by
+the engine for that call (the "reply socket"). The server gives the request to a ready
+worker and answers on the reply socket with ``{"pid": N}`` plus the worker's stdin,
+stdout and stderr (SCM_RIGHTS), so the call's data never passes through the server.
+When the worker has ended the server kills its whole process group (grandchildren,
+double-forked ones included: they cannot leave it), reaps it and sends one status
+packet ``{"status": wait status, "cpu_time_s": .., "peak_memory_bytes": ..}`` on the
+reply socket, which the worker never held, so nothing the tool does can forge it. Any
+packet from the engine on a reply socket, or its closing, kills the worker's group
+(timeout, cancellation). The control socket's closing ends the server (and with it the
+sandbox: it is the sandbox's main process).
+
+The server is a child subreaper, so orphaned grandchildren are reaped here. It imports
+json, ctypes and the tool's module before `gc.freeze()`, so a forked worker pays no
+import at call time and few copy-on-write faults.
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import errno
+import gc
+import json
+import marshal
+import os
+import resource
+import secrets
+import selectors
+import signal
+import socket
+import sys
+
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_CHILD_SUBREAPER = 36
+_SETUP_FAILED = 125
+_MAX_SETUP_FAILURES = 20
+
+
+def _load(fd: int) -> dict:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return marshal.loads(b"".join(chunks))
+
+
+class Server:
+    def __init__(self, config: dict, control: socket.socket) -> None:
+        self.config = config
+        self.control = control
+        self.k = int(config["k"])
+        # ready workers: pid -> (request pipe write end, stdin w, stdout r, stderr r, dir)
+        self.ready: dict[int, tuple[int, int, int, int, str]] = {}
+        # busy workers: pid -> (reply socket or None when the engine gave up, dir)
+        self.busy: dict[int, tuple[socket.socket | None, str]] = {}
+        self.selector = selectors.DefaultSelector()
+        self.failures = 0
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake = wake_r
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(wake_w)
+        self.selector.register(wake_r, selectors.EVENT_READ, "wake")
+        self.selector.register(control, selectors.EVENT_READ, "control")
+
+    # -- workers ---------------------------------------------------------------------
+    def fork_worker(self) -> bool:
+        """Fork one worker that restricts itself and waits; False when fork failed."""
+        request_r, request_w = os.pipe2(os.O_CLOEXEC)
+        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
+        stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
+        work = os.path.join(self.config["pool_dir"], "w-" + secrets.token_hex(8))
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (request_r, request_w, stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w):
+                os.close(fd)
+            return False
+        if pid == 0:
+            _worker(self.config, work, stdin_r, stdout_w, stderr_w, request_r)
+        for fd in (request_r, stdin_r, stdout_w, stderr_w):
+            os.close(fd)
+        self.ready[pid] = (request_w, stdin_w, stdout_r, stderr_r, work)
+        return True
+
+    def refill(self) -> None:
+        while len(self.ready) < self.k and self.failures < _MAX_SETUP_FAILURES:
+            if not self.fork_worker():
+                return  # EAGAIN (a fork bomb's RLIMIT_NPROC): retried on the next event
+
+    # -- events ----------------------------------------------------------------------
+    def on_request(self) -> None:
+        fds = array.array("i")
+        try:
+            data, ancdata, _flags, _addr = self.control.recvmsg(1 << 16, socket.CMSG_SPACE(4 * fds.itemsize))
+        except BlockingIOError:
+            return
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        if not data:
+            raise SystemExit(0)  # the engine is gone
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            return
+        reply = socket.socket(fileno=fds[0])
+        if not self.ready:
+            self.fork_worker()
+        if not self.ready:
+            _send(reply, {"error": "the pool cannot fork a worker (process limit reached)"})
+            reply.close()
+            return
+        pid = next(iter(self.ready))
+        request_w, stdin_w, stdout_r, stderr_r, work = self.ready.pop(pid)
+        try:
+            _write_all(request_w, data)
+        except OSError:
+            pass  # the worker died in set-up; its status tells the engine
+        os.close(request_w)
+        try:
+            _send(reply, {"pid": pid}, [stdin_w, stdout_r, stderr_r])
+        except OSError:
+            reply.close()
+            reply = None  # type: ignore[assignment]
+            _killpg(pid)
+        for fd in (stdin_w, stdout_r, stderr_r):
+            os.close(fd)
+        self.busy[pid] = (reply, work)
+        if reply is not None:
+            self.selector.register(reply, selectors.EVENT_READ, pid)
+        self.refill()
+
+    def on_reply_readable(self, pid: int) -> None:
+        reply, work = self.busy[pid]
+        assert reply is not None
+        # Any packet, or the engine closing its end, means: kill the call.
+        try:
+            reply.recv(64)
+        except OSError:
+            pass
+        self.selector.unregister(reply)
+        _killpg(pid)
+
+    def on_children(self) -> None:
+        try:
+            while os.read(self.wake, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            pid = info.si_pid
+            if pid in self.busy or pid in self.ready:
+                # The unreaped leader keeps its group id from being reused: kill the
+                # group (its grandchildren) before reaping it.
+                _killpg(pid)
+            _, status, usage = os.wait4(pid, 0)
+            if pid in self.ready:
+                entry = self.ready.pop(pid)
+                for fd in entry[:4]:
+                    os.close(fd)
+                _remove(entry[4])
+                self.failures += 1
+                err = f"sconnect-pool: a worker died before its call (status {status})\n"
+                os.write(2, err.encode())
+            elif pid in self.busy:
+                reply, work = self.busy.pop(pid)
+                self.failures = 0
+                if reply is not None:
+                    try:
+                        self.selector.unregister(reply)
+                    except (KeyError, ValueError):
+                        pass
+                    try:
+                        _send(reply, {
+                            "status": status,
+                            "cpu_time_s": usage.ru_utime + usage.ru_stime,
+                            "peak_memory_bytes": usage.ru_maxrss * 1024,
+                        })  # fmt: skip
+                    except OSError:
+                        pass
+                    reply.close()
+                _remove(work)
+            # else: an orphaned grandchild re-parented to us (subreaper); reaped above.
+
+    def serve(self) -> None:
+        self.refill()
+        _send(self.control, {"ready": True, "workers": len(self.ready)})
+        while True:
+            for key, _events in self.selector.select():
+                if key.data == "wake":
+                    self.on_children()
+                elif key.data == "control":
+                    self.on_request()
+                elif isinstance(key.data, int) and key.data in self.busy:
+                    self.on_reply_readable(key.data)
+            self.on_children()
+            self.refill()
+
+
+def _send(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
+    data = json.dumps(message).encode()
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    sock.sendmsg([data], ancillary)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _killpg(pgid: int) -> None:
+    # Repeat until the group is empty: a fork bomb forks while we kill.
+    for _ in range(1000):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            return
+        # killpg succeeds while the unreaped (zombie) leader is in the group: stop once
+        # nothing else in it is alive.
+        if not _group_has_live_members(pgid):
+            return
+
+
+def _group_has_live_members(pgid: int) -> bool:
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _remove(path: str) -> None:
+    """Remove a worker's directory (its tool may have made parts of it unwritable)."""
+    if not os.path.lexists(path):
+        return
+    for top, dirs, files in os.walk(path, topdown=False, onerror=lambda exc: None):
+        for name in files:
+            try:
+                os.unlink(os.path.join(top, name))
+            except OSError:
+                pass
+        for name in dirs:
+            full = os.path.join(top, name)
+            try:
+                if os.path.islink(full):
+                    os.unlink(full)
+                else:
+                    os.rmdir(full)
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+    if os.path.isdir(path) and not os.path.islink(path):
+        # chmod 000 subdirectories: make everything ours again, then once more.
+        for top, dirs, _files in os.walk(path):
+            for name in dirs:
+                try:
+                    os.chmod(os.path.join(top, name), 0o700)
+                except OSError:
+                    pass
+        try:
+            os.chmod(path, 0o700)
+        except OSError:
+            pass
+
+
+def _worker(config: dict, work: str, stdin: int, stdout: int, stderr: int, request: int) -> None:
+    """In the forked worker: restrict, wait for the request, run. Never returns."""
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU):
+            signal.signal(sig, signal.SIG_DFL)
+        os.dup2(stdin, 0)
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        if request != 3:
+            os.dup2(request, 3)
+        os.closerange(4, 1 << 16)
+        os.setpgid(0, 0)
+        os.mkdir(work, 0o700)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+        rules = config["landlock"]
+        import _landlock  # type: ignore[import-not-found]  # the runner dir's copy
+
+        _landlock.restrict(
+            read_paths=tuple(rules["read"]),
+            write_paths=(work, *rules["write"]),
+            block_tcp=bool(rules["block_tcp"]),
+        )
+        _runner._load_seccomp(config["filter"])
+        chunks = []
+        while chunk := os.read(3, 1 << 16):
+            chunks.append(chunk)
+        os.close(3)
+        if not chunks:
+            os._exit(0)  # the server ended without giving us a call
+        limits = json.loads(b"".join(chunks))
+        # Every descriptor but 0/1/2 is closed by now, so a small RLIMIT_NOFILE cannot
+        # starve the set-up above (it ran before the limit).
+        _runner._set_limits(limits)
+        os.chdir(config["cwd"] or work)
+        env = dict(config["env"])
+        env.setdefault("TMPDIR", work)  # the pool's /tmp is shared, so Landlock hides it
+        call = {"mode": config["mode"], "target": config["target"], "argv": config["argv"],
+                "env": env, "sys_path": [], "report_fd": None}  # fmt: skip
+    except BaseException as exc:
+        os.write(2, f"sconnect-sandbox: setup failed: {exc!r}\n".encode())
+        os._exit(_SETUP_FAILED)
+    if call["mode"] == "call":
+        os.environ.clear()
+        os.environ.update(env)
+        _runner._call(call)
+    _runner._exec(call)
+
+
+def main() -> None:
+    config = _load(int(sys.argv[1]))
+    control = socket.socket(fileno=int(sys.argv[2]))
+    os.set_inheritable(control.fileno(), False)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for entry in reversed(config["sys_path"]):
+        sys.path.insert(0, entry)
+    import traceback  # noqa: F401  # a failing tool's traceback costs no import then
+
+    if config["target"]:
+        import importlib
+
+        try:
+            importlib.import_module(config["target"].partition(":")[0])
+        except BaseException:
+            pass  # the worker's own import reports the error on the call
+    gc.collect()
+    gc.freeze()
+    try:
+        Server(config, control).serve()
+    except OSError as exc:
+        if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+            raise
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _landlock  # type: ignore[import-not-found]  # noqa: E402,F401  # imported before fork
+import _runner  # type: ignore[import-not-found]  # noqa: E402
+
+if __name__ == "__main__":
+    main()
