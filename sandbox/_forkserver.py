@@ -109,7 +109,9 @@ class Server:
     def on_request(self) -> None:
         fds = array.array("i")
         try:
-            data, ancdata, _flags, _addr = self.control.recvmsg(1 << 16, socket.CMSG_SPACE(4 * fds.itemsize))
+            data, ancdata, _flags, _addr = self.control.recvmsg(
+                1 << 16, socket.CMSG_SPACE(4 * fds.itemsize), socket.MSG_CMSG_CLOEXEC
+            )
         except BlockingIOError:
             return
         for level, kind, payload in ancdata:

@@ -50,7 +50,7 @@ import trio
 
 from . import _bwrap, _seccomp
 from ._call import build_result, encode_arguments, memfd, reachable_spec
-from ._errors import SpawnError
+from ._errors import SpawnError, SpecError
 from ._limits import rlimits
 from ._pool_seccomp import worker_filter
 from ._process import Child, Collected, _read_capped, _write_all, spawn, wait_or_kill
@@ -103,6 +103,18 @@ def _pool_runner_dir(work_root: str) -> str:
     except OSError:  # another process won the race; its copy is identical
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def check_paths(spec: Spec, work_root: str) -> None:
+    """SpecError when a declared path holds the work root (and so the pool's directory):
+    through it, concurrent calls could reach each other's directories."""
+    for path in (*spec.writable_paths, *spec.readable_paths):
+        inside = os.path.normpath(path).rstrip("/") + "/"
+        if (work_root.rstrip("/") + "/").startswith(inside):
+            raise SpecError(
+                f"{path!r} holds the pool's work root {work_root!r}: concurrent calls could "
+                "reach each other's directories through it; choose another work_root"
+            )
 
 
 def _decode(data: bytes) -> dict[str, Any]:
@@ -264,7 +276,9 @@ class _Pool:
 
     async def _drive(self, spec: Spec, stdin_data: bytes, reply: Any) -> Result:
         fds = array.array("i")
-        data, ancdata, _flags, _addr = await reply.recvmsg(4096, socket.CMSG_SPACE(3 * fds.itemsize))
+        data, ancdata, _flags, _addr = await reply.recvmsg(
+            4096, socket.CMSG_SPACE(3 * fds.itemsize), socket.MSG_CMSG_CLOEXEC
+        )
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
@@ -426,9 +440,17 @@ class PoolBackend:
     async def run(self, spec: Spec, arguments: Any) -> Result:
         """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers)."""
         stdin_data = encode_arguments(arguments)
-        spec = reachable_spec(spec, prepare_work_root(spec.work_root or default_work_root()))
+        work_root = prepare_work_root(spec.work_root or default_work_root())
+        check_paths(spec, work_root)
+        spec = reachable_spec(spec, work_root)
         pools = _current.get()
         if pools is not None:
             return await pools.run(spec, stdin_data, self)
-        async with open_pools(max_pools=1) as temporary:
-            return await temporary.run(spec, stdin_data, self)
+        try:
+            async with open_pools(max_pools=1) as temporary:
+                return await temporary.run(spec, stdin_data, self)
+        except BaseExceptionGroup as group:
+            # The temporary set's nursery groups what the call raised: give it back alone.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
