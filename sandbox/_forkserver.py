@@ -196,6 +196,7 @@ class Server:
                         self.selector.unregister(reply)
                     except (KeyError, ValueError):
                         pass
+                    _drain(reply)  # unread packets would turn our close into a reset
                     try:
                         _send(reply, {
                             "status": status,
@@ -227,6 +228,15 @@ def _send(sock: socket.socket, message: dict, fds: list[int] | None = None) -> N
     data = json.dumps(message).encode()
     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
     sock.sendmsg([data], ancillary)
+
+
+def _drain(sock: socket.socket) -> None:
+    while True:
+        try:
+            if not sock.recv(64, socket.MSG_DONTWAIT):
+                return
+        except OSError:
+            return
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -337,8 +347,9 @@ def _worker(config: dict, work: str, stdin: int, stdout: int, stderr: int, reque
         # starve the set-up above (it ran before the limit).
         _runner._set_limits(limits)
         os.chdir(config["cwd"] or work)
+        # Exactly the tool's environment. /tmp is shared by the pool, so Landlock keeps
+        # calls out of it; Python's tempfile then falls back to the work dir (the cwd).
         env = dict(config["env"])
-        env.setdefault("TMPDIR", work)  # the pool's /tmp is shared, so Landlock hides it
         call = {"mode": config["mode"], "target": config["target"], "argv": config["argv"],
                 "env": env, "sys_path": [], "report_fd": None}  # fmt: skip
     except BaseException as exc:
@@ -367,8 +378,9 @@ def main() -> None:
 
         try:
             importlib.import_module(config["target"].partition(":")[0])
-        except BaseException:
-            pass  # the worker's own import reports the error on the call
+        except BaseException as exc:
+            # The worker's own import reports the error on each call; say it once here.
+            os.write(2, f"sconnect-pool: cannot preload {config['target']}: {exc!r}\n".encode())
     gc.collect()
     gc.freeze()
     try:

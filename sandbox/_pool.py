@@ -308,7 +308,11 @@ class _Pool:
             streams_done.set()
 
         async def wait_status() -> None:
-            status.update(_decode(await reply.recv(4096)) or {"gone": True})
+            try:
+                data = await reply.recv(4096)
+            except OSError:  # the server (and with it the sandbox) is gone
+                data = b""
+            status.update(_decode(data) or {"gone": True})
 
         async def kill_and_wait() -> None:
             with trio.CancelScope(shield=True):

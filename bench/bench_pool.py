@@ -1,0 +1,103 @@
+"""A level-0 Python tool call (`calculator`) through the pool backend vs the namespaces backend.
+
+Run by hand: `python bench/bench_pool.py [--calls 300] [--concurrency 20]`.
+
+The sandbox part only (no WebSocket, policy or audit): `sandbox.run` of the shipped
+`sconnect_tools.calc:evaluate`, sequentially and from --concurrency tasks at once, in
+one run, alternating backends. Prints p50/p99 of one call and calls per second. The
+pool is started (and warmed with one call) before timing; its start-up is printed apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import sandbox  # noqa: E402
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _spec(isolation: str, work_root: str) -> sandbox.Spec:
+    return sandbox.Spec(
+        python="sconnect_tools.calc:evaluate",
+        python_packages=(str(REPO / "sconnect_tools"),),
+        isolation=isolation,  # type: ignore[arg-type]
+        work_root=work_root,
+        timeout_s=5,
+        memory_bytes=256 * 2**20,
+    )
+
+
+async def _sequential(spec: sandbox.Spec, calls: int) -> tuple[list[float], float]:
+    times = []
+    began = time.perf_counter()
+    for i in range(calls):
+        start = time.perf_counter()
+        result = await sandbox.run(spec, {"expression": f"{i}*7"})
+        times.append(time.perf_counter() - start)
+        assert result.status == "ok", result
+    return times, calls / (time.perf_counter() - began)
+
+
+async def _concurrent(spec: sandbox.Spec, calls: int, concurrency: int) -> tuple[list[float], float]:
+    times: list[float] = []
+    todo = iter(range(calls))
+
+    async def client() -> None:
+        for i in todo:
+            start = time.perf_counter()
+            result = await sandbox.run(spec, {"expression": f"{i}*7"})
+            times.append(time.perf_counter() - start)
+            assert result.status == "ok", result
+
+    began = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(client)
+    return times, calls / (time.perf_counter() - began)
+
+
+def _line(name: str, times: list[float], rate: float) -> str:
+    return (
+        f"{name:<28} p50 {_percentile(times, 0.5) * 1000:7.2f} ms  "
+        f"p99 {_percentile(times, 0.99) * 1000:7.2f} ms  {rate:7.1f} calls/s"
+    )
+
+
+async def main(calls: int, concurrency: int) -> None:
+    root = tempfile.mkdtemp(prefix="bench-pool-")
+    os.chmod(root, 0o711)
+    print(sandbox.detect().summary)
+    async with sandbox.open_pools():
+        pool, ns = _spec("pool", root), _spec("namespaces", root)
+        start = time.perf_counter()
+        await sandbox.run(pool, {"expression": "1"})
+        print(f"pool start-up + first call: {(time.perf_counter() - start) * 1000:.1f} ms")
+        ns_calls = max(20, calls // 5)  # ~60 ms a call: fewer keep the run short
+        for label, spec, n in (("pool", pool, calls), ("namespaces", ns, ns_calls)):
+            times, rate = await _sequential(spec, n)
+            print(_line(f"{label} sequential ({n})", times, rate))
+        for label, spec, n in (("pool", pool, calls), ("namespaces", ns, ns_calls)):
+            times, rate = await _concurrent(spec, n, concurrency)
+            print(_line(f"{label} {concurrency} concurrent ({n})", times, rate))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=20)
+    args = parser.parse_args()
+    trio.run(main, args.calls, args.concurrency)
