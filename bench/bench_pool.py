@@ -6,6 +6,11 @@ The sandbox part only (no WebSocket, policy or audit): `sandbox.run` of the ship
 `sconnect_tools.calc:evaluate`, sequentially and from --concurrency tasks at once, in
 one run, alternating backends. Prints p50/p99 of one call and calls per second. The
 pool is started (and warmed with one call) before timing; its start-up is printed apart.
+
+When `mcp` is installed, the same run also measures the MCP SDK's own server with its
+tool in-process and unisolated (`bench_mcp.py`'s SDK server, over Streamable HTTP, the
+SDK's client): a whole protocol round trip, so not like for like with the sandbox
+part alone, but the reference issue 14 sets.
 """
 
 from __future__ import annotations
@@ -77,6 +82,34 @@ def _line(name: str, times: list[float], rate: float) -> str:
     )
 
 
+async def _sdk(calls: int, concurrency: int) -> None:
+    """The MCP SDK's unisolated server, measured with bench_mcp's own client loop."""
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        print("mcp is not installed: no SDK comparison")
+        return
+    import subprocess
+
+    import bench_mcp  # type: ignore[import-not-found]  # this directory's sibling
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process, url, _ = bench_mcp._start([sys.executable, bench_mcp.__file__, "--serve-sdk"], env, "http://")
+    try:
+        url = "http://" + url
+        await bench_mcp._measure(url, None, "legacy", "calculator", 10, 1)  # warm-up
+        found = await bench_mcp._measure(url, None, "legacy", "calculator", calls, concurrency)
+        for variant, (p50, p99, rate) in found.items():
+            print(f"{'MCP SDK ' + variant:<28} p50 {p50 * 1000:7.2f} ms  p99 {p99 * 1000:7.2f} ms  {rate:7.1f} calls/s")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 async def main(calls: int, concurrency: int) -> None:
     root = tempfile.mkdtemp(prefix="bench-pool-")
     os.chmod(root, 0o711)
@@ -93,6 +126,7 @@ async def main(calls: int, concurrency: int) -> None:
         for label, spec, n in (("pool", pool, calls), ("namespaces", ns, ns_calls)):
             times, rate = await _concurrent(spec, n, concurrency)
             print(_line(f"{label} {concurrency} concurrent ({n})", times, rate))
+    await _sdk(calls, concurrency)
 
 
 if __name__ == "__main__":

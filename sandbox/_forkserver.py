@@ -103,7 +103,7 @@ class Server:
     def refill(self) -> None:
         while len(self.ready) < self.k and self.failures < _MAX_SETUP_FAILURES:
             if not self.fork_worker():
-                return  # EAGAIN (a fork bomb's RLIMIT_NPROC): retried on the next event
+                return  # EAGAIN (a fork bomb's RLIMIT_NPROC): retried later
 
     # -- events ----------------------------------------------------------------------
     def on_request(self) -> None:
@@ -148,7 +148,6 @@ class Server:
         self.busy[pid] = (reply, work)
         if reply is not None:
             self.selector.register(reply, selectors.EVENT_READ, pid)
-        self.refill()
 
     def on_reply_readable(self, pid: int) -> None:
         reply, work = self.busy[pid]
@@ -213,15 +212,21 @@ class Server:
         self.refill()
         _send(self.control, {"ready": True, "workers": len(self.ready)})
         while True:
-            for key, _events in self.selector.select():
+            # Refills wait for a moment with nothing else to do, one fork at a time: a
+            # call's request or status is never queued behind a fork (two cores).
+            short = len(self.ready) < self.k and self.failures < _MAX_SETUP_FAILURES
+            events = self.selector.select(0 if short else None)
+            for key, _events in events:
                 if key.data == "wake":
                     self.on_children()
                 elif key.data == "control":
                     self.on_request()
                 elif isinstance(key.data, int) and key.data in self.busy:
                     self.on_reply_readable(key.data)
-            self.on_children()
-            self.refill()
+            if not events and short and not self.fork_worker():
+                # EAGAIN (a fork bomb's RLIMIT_NPROC): wait for the next event.
+                self.on_children()
+                self.selector.select(0.05)
 
 
 def _send(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
