@@ -377,7 +377,7 @@ class PoolSet:
     """The warm sandboxes of one service, keyed by profile. Build with `open_pools()`."""
 
     nursery: trio.Nursery
-    max_pools: int = 64
+    max_pools: int = 16  # beyond it the least recently used idle pool is closed
     pools: dict[Spec, _Pool] = attrs.Factory(dict)
     starting: dict[Spec, trio.Lock] = attrs.Factory(dict)
 
@@ -415,7 +415,7 @@ class PoolSet:
 
 
 @contextlib.asynccontextmanager
-async def open_pools(*, max_pools: int = 64) -> AsyncIterator[PoolSet]:
+async def open_pools(*, max_pools: int = 16) -> AsyncIterator[PoolSet]:
     """A PoolSet for the body; every pool sandbox is shut down and reaped on exit.
 
     Calls of ``isolation: pool`` tools made by tasks started inside the body use it.

@@ -12,6 +12,8 @@
 - test_nothing_outlives_open_pools / test_nothing_outlives_a_killed_engine: no process
   carrying the test's token is left after `open_pools()` ends, nor after the engine
   process holding a pool is SIGKILLed.
+- test_idle_pools_beyond_the_bound_are_closed: with room for one pool, a second tool's
+  pool closes the first (idle) one.
 - test_pool_is_refused_without_landlock_scoping: a host without Landlock ABI 6 gets
   IsolationUnavailable, never a weaker pool.
 """
@@ -137,3 +139,14 @@ def test_pool_is_refused_without_landlock_scoping(runner_for: Any) -> None:
     old = attrs.evolve(sandbox.detect(), landlock_abi=5)
     with pytest.raises(sandbox.IsolationUnavailable, match="ABI >= 6"):
         sandbox.backend_for(spec, old)
+
+
+async def test_idle_pools_beyond_the_bound_are_closed(runner_for: Any) -> None:
+    tool = runner_for("pool")
+    async with sandbox.open_pools(max_pools=1) as pools:
+        assert (await sandbox.run(tool.spec(argv=("/bin/echo", "a")), {})).output == {"text": "a\n"}
+        (first,) = pools.pools.values()
+        assert (await sandbox.run(tool.spec(argv=("/bin/echo", "b")), {})).output == {"text": "b\n"}
+        (second,) = pools.pools.values()
+        assert second is not first
+        assert await trio.to_thread.run_sync(wait_until, lambda: first.dead)
