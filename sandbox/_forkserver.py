@@ -41,7 +41,6 @@ import json
 import marshal
 import os
 import resource
-import secrets
 import selectors
 import signal
 import socket
@@ -86,7 +85,7 @@ class Server:
         stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
-        work = os.path.join(self.config["pool_dir"], "w-" + secrets.token_hex(8))
+        work = os.path.join(self.config["pool_dir"], "w-" + os.urandom(8).hex())
         try:
             pid = os.fork()
         except OSError:
