@@ -75,6 +75,50 @@ async def _concurrent(spec: sandbox.Spec, calls: int, concurrency: int) -> tuple
     return times, calls / (time.perf_counter() - began)
 
 
+def _cpu_of(pid: int) -> float:
+    """utime + stime of a live process, in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pool_processes(pools: sandbox.PoolSet) -> list[int]:
+    """bubblewrap, the sandbox's init and the fork server of every pool (host pids)."""
+    found = []
+    for pool in pools.pools.values():
+        if pool.child is None or pool.pid1 is None:
+            continue
+        found += [pool.child.pid, pool.pid1]
+        with open(f"/proc/{pool.pid1}/task/{pool.pid1}/children") as handle:
+            found += [int(pid) for pid in handle.read().split()]
+    return found
+
+
+async def _cpu_per_call(pools: sandbox.PoolSet, spec: sandbox.Spec, calls: int) -> str:
+    """CPU ms per sequential call: the engine, the fork server (+ bwrap), the workers."""
+    import resource
+
+    def engine() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    processes = _pool_processes(pools)
+    server_before = sum(_cpu_of(pid) for pid in processes)
+    engine_before = engine()
+    workers = 0.0
+    for i in range(calls):
+        result = await sandbox.run(spec, {"expression": f"{i}*7"})
+        workers += result.cpu_time_s
+    engine_ms = (engine() - engine_before) * 1000 / calls
+    server_ms = (sum(_cpu_of(pid) for pid in processes) - server_before) * 1000 / calls
+    workers_ms = workers * 1000 / calls
+    total = engine_ms + server_ms + workers_ms
+    return (
+        f"pool CPU per call ({calls} sequential): engine {engine_ms:.2f} ms, fork server + bwrap "
+        f"{server_ms:.2f} ms, worker {workers_ms:.2f} ms, total {total:.2f} ms"
+    )
+
+
 def _line(name: str, times: list[float], rate: float) -> str:
     return (
         f"{name:<28} p50 {_percentile(times, 0.5) * 1000:7.2f} ms  "
@@ -114,7 +158,7 @@ async def main(calls: int, concurrency: int) -> None:
     root = tempfile.mkdtemp(prefix="bench-pool-")
     os.chmod(root, 0o711)
     print(sandbox.detect().summary)
-    async with sandbox.open_pools():
+    async with sandbox.open_pools() as pools:
         pool, ns = _spec("pool", root), _spec("namespaces", root)
         start = time.perf_counter()
         await sandbox.run(pool, {"expression": "1"})
@@ -126,6 +170,7 @@ async def main(calls: int, concurrency: int) -> None:
         for label, spec, n in (("pool", pool, calls), ("namespaces", ns, ns_calls)):
             times, rate = await _concurrent(spec, n, concurrency)
             print(_line(f"{label} {concurrency} concurrent ({n})", times, rate))
+        print(await _cpu_per_call(pools, pool, calls))
     await _sdk(calls, concurrency)
 
 

@@ -1,15 +1,17 @@
 """The pool's fork server: stdlib only, run inside one long-lived bubblewrap sandbox as
 ``/usr/bin/python3 -S -I _forkserver.py CONFIG_FD CONTROL_FD``.
 
-It keeps ``k`` workers forked ahead of time. Each worker, before it takes a request:
-resets its signals, puts its stdio pipes on 0/1/2 and its request pipe on 3 and closes
-every other descriptor, takes its own process group, makes its own fresh work directory
-(a random name under the pool's tmpfs), sets no_new_privs, takes its own Landlock
-domain (reads: the system dirs and the declared paths; writes: its own directory, the
-declared writable paths and /dev/null; no TCP without network; ABI >= 6: no signals to,
-and no abstract sockets of, any process outside its domain — its siblings included),
-and stacks the pool's extra seccomp filter (no setsid/setpgid, so nothing leaves the
-group; without network no socket(AF_UNIX/AF_INET/AF_INET6)). Then it blocks on fd 3.
+It keeps ``k`` workers forked ahead of time. For each one the server makes a fresh work
+directory (a random name under the pool's tmpfs) and a fresh Landlock ruleset (reads:
+the system dirs and the declared paths; writes: that directory, the declared writable
+paths and /dev/null; no TCP without network; ABI >= 6: no signals to, and no abstract
+sockets of, any process outside the domain — its siblings included), the rules'
+paths opened once for the whole pool (`Restrictions`). The worker, before it takes a
+request: resets its signals, takes its own process group, sets no_new_privs, enters
+that ruleset's domain, stacks the pool's extra seccomp filter (no setsid/setpgid, so
+nothing leaves the group; without network no socket(AF_UNIX/AF_INET/AF_INET6)), puts
+its stdio pipes on 0/1/2 and its request pipe on 3 and closes every other descriptor.
+Then it blocks on fd 3.
 The request sets the call's rlimits (RLIMIT_NOFILE last of all, after the descriptors
 are closed), and the worker calls the tool's function or execs its program.
 
@@ -48,6 +50,8 @@ import sys
 
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
 _SETUP_FAILED = 125
 _MAX_SETUP_FAILURES = 20
 
@@ -60,9 +64,98 @@ def _load(fd: int) -> dict:
     return marshal.loads(b"".join(chunks))
 
 
+class _Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class Restrictions:
+    """What every worker of this pool applies, prepared once in the server.
+
+    The same rules `_landlock.restrict` makes (the paths opened once here, O_PATH), and
+    the worker filter as a ready `sock_fprog`. Per worker the server makes a fresh
+    ruleset holding these rules plus the worker's own directory (`ruleset_for`); the
+    worker only calls landlock_restrict_self and prctl(PR_SET_SECCOMP). A ruleset is
+    never shared: one worker's directory is never in another's domain.
+    """
+
+    def __init__(self, config: dict) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.syscall = libc.syscall
+        self.syscall.restype = ctypes.c_long
+        self.prctl = libc.prctl
+        numbers = _landlock._SYSCALLS.get(os.uname().machine)
+        abi = _landlock.abi_version()
+        if numbers is None or abi is None:
+            raise OSError(errno.ENOSYS, "Landlock is not available")
+        self.create, self.add_rule, self.restrict_self = numbers
+        self.handled = _landlock._handled_fs(abi)
+        rules = config["landlock"]
+        self.attr = _landlock._RulesetAttr(handled_access_fs=self.handled, handled_access_net=0, scoped=0)
+        self.size = 8
+        if abi >= 4:
+            self.size = 16
+            if rules["block_tcp"]:
+                self.attr.handled_access_net = _landlock.NET_BIND_TCP | _landlock.NET_CONNECT_TCP
+        if abi >= 6:
+            self.size = 24
+            self.attr.scoped = _landlock.SCOPE_ABSTRACT_UNIX_SOCKET | _landlock.SCOPE_SIGNAL
+        self.writable = _landlock._READ | (self.handled & ~_landlock._READ & ~_landlock.FS_IOCTL_DEV)
+        wanted = [(path, _landlock._READ) for path in rules["read"]]
+        wanted += [(path, self.writable) for path in rules["write"]]
+        wanted += [("/dev/null", _landlock.FS_READ_FILE | _landlock.FS_WRITE_FILE | _landlock.FS_TRUNCATE)]
+        self.rules = []
+        for path, access in wanted:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue  # missing paths are skipped, as _landlock.restrict does
+            if not os.path.isdir(path):
+                access &= _landlock._FILE_RIGHTS
+            rule = _landlock._PathBeneathAttr(allowed_access=access & self.handled, parent_fd=fd)
+            self.rules.append((fd, rule))
+        program = config["filter"]
+        self.filter = ctypes.create_string_buffer(program, len(program))
+        self.fprog = _Fprog(len(program) // 8, ctypes.cast(self.filter, ctypes.c_void_p))
+
+    def _call(self, *args: object) -> int:
+        result = int(self.syscall(*args))
+        if result < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        return result
+
+    def ruleset_for(self, work: str) -> int:
+        """A new ruleset fd: the pool's rules and `work` (made here, 0700) writable."""
+        os.mkdir(work, 0o700)
+        ruleset = self._call(self.create, ctypes.byref(self.attr), ctypes.c_size_t(self.size), ctypes.c_uint32(0))
+        try:
+            fd = os.open(work, os.O_PATH | os.O_CLOEXEC)
+            try:
+                own = _landlock._PathBeneathAttr(allowed_access=self.writable & self.handled, parent_fd=fd)
+                for rule in (*(rule for _fd, rule in self.rules), own):
+                    self._call(self.add_rule, ctypes.c_int(ruleset), ctypes.c_int(_landlock._RULE_PATH_BENEATH),
+                               ctypes.byref(rule), ctypes.c_uint32(0))  # fmt: skip
+            finally:
+                os.close(fd)
+        except BaseException:
+            os.close(ruleset)
+            raise
+        return ruleset
+
+    def apply(self, ruleset: int) -> None:
+        """In the worker: no_new_privs, the Landlock domain, the stacked seccomp filter."""
+        if self.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+        self._call(self.restrict_self, ctypes.c_int(ruleset), ctypes.c_uint32(0))
+        os.close(ruleset)
+        if self.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(self.fprog), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+
+
 class Server:
     def __init__(self, config: dict, control: socket.socket) -> None:
         self.config = config
+        self.restrictions = Restrictions(config)
         self.control = control
         self.k = int(config["k"])
         # ready workers: pid -> (request pipe write end, stdin w, stdout r, stderr r, dir)
@@ -86,15 +179,19 @@ class Server:
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
         work = os.path.join(self.config["pool_dir"], "w-" + os.urandom(8).hex())
+        ruleset = -1
         try:
+            ruleset = self.restrictions.ruleset_for(work)
             pid = os.fork()
         except OSError:
-            for fd in (request_r, request_w, stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w):
-                os.close(fd)
+            for fd in (request_r, request_w, stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w, ruleset):
+                if fd >= 0:
+                    os.close(fd)
+            _remove(work)
             return False
         if pid == 0:
-            _worker(self.config, work, stdin_r, stdout_w, stderr_w, request_r)
-        for fd in (request_r, stdin_r, stdout_w, stderr_w):
+            _worker(self.config, work, stdin_r, stdout_w, stderr_w, request_r, self.restrictions, ruleset)
+        for fd in (request_r, stdin_r, stdout_w, stderr_w, ruleset):
             os.close(fd)
         self.ready[pid] = (request_w, stdin_w, stdout_r, stderr_r, work)
         return True
@@ -314,32 +411,25 @@ def _remove(path: str) -> None:
             pass
 
 
-def _worker(config: dict, work: str, stdin: int, stdout: int, stderr: int, request: int) -> None:
+def _worker(
+    config: dict, work: str, stdin: int, stdout: int, stderr: int, request: int,
+    restrictions: Restrictions, ruleset: int,
+) -> None:
     """In the forked worker: restrict, wait for the request, run. Never returns."""
     try:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU):
             signal.signal(sig, signal.SIG_DFL)
+        os.setpgid(0, 0)
+        # Landlock (own domain: this worker's directory only) and the stacked filter
+        # (no setsid/setpgid from here on), both prepared by the server.
+        restrictions.apply(ruleset)
         os.dup2(stdin, 0)
         os.dup2(stdout, 1)
         os.dup2(stderr, 2)
         if request != 3:
             os.dup2(request, 3)
         os.closerange(4, 1 << 16)
-        os.setpgid(0, 0)
-        os.mkdir(work, 0o700)
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-        rules = config["landlock"]
-        import _landlock  # type: ignore[import-not-found]  # the runner dir's copy
-
-        _landlock.restrict(
-            read_paths=tuple(rules["read"]),
-            write_paths=(work, *rules["write"]),
-            block_tcp=bool(rules["block_tcp"]),
-        )
-        _runner._load_seccomp(config["filter"])
         chunks = []
         while chunk := os.read(3, 1 << 16):
             chunks.append(chunk)

@@ -249,15 +249,30 @@ class _Pool:
             return
         with trio.move_on_after(2.0):
             await child.wait()
-        if not child.reaped and self.pid1 is not None:
+        pid1 = self.pid1 if child.reaped else self._sandbox_init(child)
+        if not child.reaped and pid1 is not None:
             try:
-                os.kill(self.pid1, signal.SIGKILL)  # takes the whole pid namespace down
+                # bubblewrap is our unreaped child, so its child (pid 1) cannot be a reused
+                # pid; its death takes the whole pid namespace down before bwrap exits.
+                os.kill(pid1, signal.SIGKILL)
             except OSError:
                 pass
         await wait_or_kill(child, 2.0)
         if child.pidfd >= 0:
             os.close(child.pidfd)
             child.pidfd = -1
+
+    def _sandbox_init(self, child: Child) -> int | None:
+        """The host pid of the sandbox's pid 1: from bwrap's status, else its only child
+        (a pool stopped before the status line was read)."""
+        if self.pid1 is not None:
+            return self.pid1
+        try:
+            with open(f"/proc/{child.pid}/task/{child.pid}/children") as handle:
+                children = handle.read().split()
+        except OSError:
+            return None
+        return int(children[0]) if children else None
 
     async def call(self, spec: Spec, stdin_data: bytes) -> Result:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
