@@ -139,6 +139,7 @@ class _Pool:
     active: int = 0
     send_lock: trio.Lock = attrs.Factory(trio.Lock)
     stderr: bytearray = attrs.Factory(bytearray)
+    pid1_fd: int = -1  # pidfd of the sandbox's pid 1, once it is known alive
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start the sandbox, report ready, own it until cancelled or dead.
@@ -211,21 +212,40 @@ class _Pool:
         self.control = trio.socket.from_stdlib_socket(ours)
         child = self.child
         os.close(child.stdin)
+        stderr_done = trio.Event()
+        started = False
+
+        async def stderr() -> None:
+            await self._drain(child.stderr, self.stderr)
+            stderr_done.set()
+
+        # Errors are raised after the nursery, not inside it: a caller gets SpawnError
+        # itself, not a group around it.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._drain, child.stdout, None)
-            nursery.start_soon(self._drain, child.stderr, self.stderr)
+            nursery.start_soon(stderr)
             nursery.start_soon(self._status, child.extra[_STATUS_FD])
             ready = b""
             with trio.move_on_after(_START_TIMEOUT_S):
                 ready = await self.control.recv(4096)
-            if not _decode(ready).get("ready"):
-                tail = bytes(self.stderr).decode("utf-8", "replace").strip().splitlines()[-1:]
-                raise SpawnError(
-                    f"the pool sandbox did not start: {tail[0] if tail else 'no ready message'}"
-                )
-            task_status.started()
-            await child.wait()  # only an unexpected death gets past this
+            if _decode(ready).get("ready"):
+                started = True
+                # The sandbox's pid 1 is alive now (its child, the server, just spoke): a
+                # pidfd on it lets the stop wait for the whole namespace to be gone.
+                pid1 = self._sandbox_init(child)
+                if pid1 is not None:
+                    with contextlib.suppress(OSError):
+                        self.pid1_fd = os.pidfd_open(pid1)
+                task_status.started()
+                await child.wait()  # only an unexpected death gets past this
+            else:
+                with trio.move_on_after(2.0):
+                    await child.wait()
+                    await stderr_done.wait()
             nursery.cancel_scope.cancel()
+        if not started:
+            tail = bytes(self.stderr).decode("utf-8", "replace").strip().splitlines()[-1:]
+            raise SpawnError(f"the pool sandbox did not start: {tail[0] if tail else 'no ready message'}")
 
     async def _drain(self, fd: int, keep: bytearray | None) -> None:
         await _read_capped(fd, keep if keep is not None else bytearray(), 8192, tail=True)
@@ -241,23 +261,39 @@ class _Pool:
                         self.pid1 = pid
 
     async def _stop(self) -> None:
-        """Close the control socket (the server ends), then make sure the sandbox is gone."""
+        """End the sandbox: SIGKILL its pid 1 (the kernel then kills every process of the
+        namespace) and wait until pid 1 itself is gone, which is after the last of them.
+
+        bubblewrap's monitor exits as soon as the server does, before its pid 1 has torn
+        the namespace down: waiting for bubblewrap alone would return too early.
+        """
         if self.control is not None:
             self.control.close()
         child = self.child
         if child is None:
             return
-        with trio.move_on_after(2.0):
-            await child.wait()
-        pid1 = self.pid1 if child.reaped else self._sandbox_init(child)
-        if not child.reaped and pid1 is not None:
-            try:
-                # bubblewrap is our unreaped child, so its child (pid 1) cannot be a reused
-                # pid; its death takes the whole pid namespace down before bwrap exits.
-                os.kill(pid1, signal.SIGKILL)
-            except OSError:
-                pass
-        await wait_or_kill(child, 2.0)
+        if self.pid1_fd >= 0:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.pid1_fd, signal.SIGKILL)
+            with trio.move_on_after(30.0):
+                await trio.lowlevel.wait_readable(self.pid1_fd)
+            os.close(self.pid1_fd)
+            self.pid1_fd = -1
+        elif not child.try_reap():
+            # Stopped before it was ready. bubblewrap is our unreaped child, so its child
+            # (pid 1) has not been reaped and its pid cannot have been reused.
+            pid1 = self._sandbox_init(child)
+            pid1_fd = -1
+            if pid1 is not None:
+                with contextlib.suppress(OSError):
+                    pid1_fd = os.pidfd_open(pid1)
+            if pid1_fd >= 0:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pid1_fd, signal.SIGKILL)
+                with trio.move_on_after(30.0):
+                    await trio.lowlevel.wait_readable(pid1_fd)
+                os.close(pid1_fd)
+        await wait_or_kill(child, 30.0)
         if child.pidfd >= 0:
             os.close(child.pidfd)
             child.pidfd = -1

@@ -14,6 +14,8 @@
   process holding a pool is SIGKILLed.
 - test_idle_pools_beyond_the_bound_are_closed: with room for one pool, a second tool's
   pool closes the first (idle) one.
+- test_a_pool_that_cannot_start_raises_spawn_error: a sandbox whose interpreter is missing
+  gives SpawnError with bubblewrap's reason, inside `open_pools()` and without it.
 - test_pool_is_refused_without_landlock_scoping: a host without Landlock ABI 6 gets
   IsolationUnavailable, never a weaker pool.
 """
@@ -150,3 +152,13 @@ async def test_idle_pools_beyond_the_bound_are_closed(runner_for: Any) -> None:
         (second,) = pools.pools.values()
         assert second is not first
         assert await trio.to_thread.run_sync(wait_until, lambda: first.dead)
+
+
+async def test_a_pool_that_cannot_start_raises_spawn_error(runner_for: Any) -> None:
+    spec = runner_for("pool").spec(argv=("/bin/true",))
+    broken = sandbox.backend_for(spec, attrs.evolve(sandbox.detect(), python="/nonexistent/python3"))
+    async with sandbox.open_pools():
+        with pytest.raises(sandbox.SpawnError, match="did not start: .*nonexistent"):
+            await sandbox.run(spec, {}, backend=broken)
+    with pytest.raises(sandbox.SpawnError, match="did not start"):
+        await sandbox.run(spec, {}, backend=broken)  # a temporary pool set, the same error
