@@ -1,8 +1,10 @@
 """Subprocess isolation for tools: `await run(spec, arguments) -> Result`, and
 `open_session(spec)` for a long-lived sandboxed program spoken to over stdin/stdout.
 
-Two backends: "namespaces" (bubblewrap, one fresh sandbox per call) and "process" (a
-supervised child with rlimits, uid drop, no_new_privs and Landlock). `detect()` reports
+Three backends: "namespaces" (bubblewrap, one fresh sandbox per call), "process" (a
+supervised child with rlimits, uid drop, no_new_privs and Landlock) and "pool" (one warm
+bubblewrap sandbox per tool profile whose pre-forked workers each restrict themselves
+before taking one call; pools live in `open_pools()`). `detect()` reports
 what the host offers; `backend_for()` refuses, with `IsolationUnavailable`, to run a
 namespaces tool weaker than declared. No dependency on the engine.
 """
@@ -14,6 +16,9 @@ from ._errors import SandboxError as SandboxError
 from ._errors import SpawnError as SpawnError
 from ._errors import SpecError as SpecError
 from ._namespaces import NamespacesBackend as NamespacesBackend
+from ._pool import PoolBackend as PoolBackend
+from ._pool import PoolSet as PoolSet
+from ._pool import open_pools as open_pools
 from ._process_backend import ProcessBackend as ProcessBackend
 from ._result import Result as Result
 from ._run import Backend as Backend

@@ -74,6 +74,23 @@ class Capabilities:
             )
         return None
 
+    def pool_problem(self) -> str | None:
+        """Why the pool backend cannot run here, or None when it can.
+
+        Calls of one pool share a sandbox, so what keeps them apart must all be there:
+        bubblewrap as for namespaces, the seccomp filter, and Landlock ABI >= 6 (its
+        signal and abstract-socket scoping keeps a call from signalling a sibling).
+        """
+        problem = self.namespaces_problem()
+        if problem is not None:
+            return problem
+        if self.seccomp_problem is not None:
+            return f"no seccomp filter ({self.seccomp_problem})"
+        if self.landlock_abi is None or self.landlock_abi < 6:
+            found = "no Landlock" if self.landlock_abi is None else f"Landlock ABI {self.landlock_abi}"
+            return f"{found}; the pool needs ABI >= 6 (Linux 6.12) to keep calls apart"
+        return None
+
 
 def _probe(bwrap: str, setpriv: str | None, *, disable_userns: bool) -> bool:
     argv = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
@@ -174,8 +191,13 @@ def detect() -> Capabilities:
             f"NO seccomp filter ({draft.seccomp_problem}): tools are refused; install "
             f"pyseccomp and libseccomp2, or set {ALLOW_WEAK_ENV}=1 to run them without it"
         )
+    pool = draft.pool_problem()
+    pool_text = "pool: available" if pool is None else f"pool: unavailable ({pool})"
     if problem is None:
-        summary = f"sandbox: namespaces (bubblewrap at {bwrap}); {seccomp_text}; {landlock_text}; {who}"
+        summary = (
+            f"sandbox: namespaces (bubblewrap at {bwrap}); {pool_text}; {seccomp_text}; "
+            f"{landlock_text}; {who}"
+        )
     else:
         summary = f"sandbox: process only ({problem}); {seccomp_text}; {landlock_text}; {who}"
     return attrs.evolve(draft, default_backend=default, summary=summary)

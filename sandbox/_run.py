@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from ._detect import Capabilities, detect
 from ._errors import IsolationUnavailable
 from ._namespaces import NamespacesBackend
+from ._pool import PoolBackend
 from ._process_backend import ProcessBackend
 from ._result import Result
 from ._spec import Spec
@@ -39,7 +40,9 @@ def backend_for(spec: Spec, caps: Capabilities | None = None) -> Backend:
     """The backend that gives `spec` the isolation it declares.
 
     `isolation: namespaces` where bubblewrap is unusable raises `IsolationUnavailable`
-    (never a silent downgrade); `isolation: process` always gets the process backend.
+    (never a silent downgrade); `isolation: process` always gets the process backend;
+    `isolation: pool` needs what `Capabilities.pool_problem` lists (never weakened, even
+    with the opt-out).
     Without the seccomp filter every tool is refused the same way, unless the operator
     opted out (`Capabilities.allow_weak`, ``SCONNECT_SANDBOX_ALLOW_WEAK=1``).
     """
@@ -57,6 +60,20 @@ def backend_for(spec: Spec, caps: Capabilities | None = None) -> Backend:
             landlock_abi=caps.landlock_abi,
             seccomp=seccomp,
             require_private_proc=not caps.allow_weak,
+        )
+    if spec.isolation == "pool":
+        problem = caps.pool_problem()
+        if problem is not None:
+            raise IsolationUnavailable(
+                f"isolation 'pool' is unavailable: {problem}; "
+                "declare isolation: namespaces (or process) for this tool"
+            )
+        assert caps.bwrap is not None
+        return PoolBackend(
+            bwrap=caps.bwrap,
+            setpriv=caps.setpriv,
+            python=caps.python,
+            disable_userns=caps.disable_userns,
         )
     problem = caps.namespaces_problem()
     if problem is not None:

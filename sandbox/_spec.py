@@ -16,7 +16,7 @@ import attrs
 
 from ._errors import SpecError
 
-Isolation = Literal["namespaces", "process"]
+Isolation = Literal["namespaces", "process", "pool"]
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -113,8 +113,10 @@ class Spec:
                 raise SpecError(f"python: {module!r} is not a module name")
         if any(not isinstance(arg, str) or "\0" in arg for arg in self.argv):
             raise SpecError("argv items must be strings without NUL bytes")
-        if self.isolation not in ("namespaces", "process"):
-            raise SpecError(f"isolation: {self.isolation!r} is not 'namespaces' or 'process'")
+        if self.isolation not in ("namespaces", "process", "pool"):
+            raise SpecError(
+                f"isolation: {self.isolation!r} is not 'namespaces', 'process' or 'pool'"
+            )
         if self.cwd is not None and not os.path.isabs(self.cwd):
             raise SpecError(f"cwd: {self.cwd!r} is not an absolute path")
         if self.work_root is not None and not os.path.isabs(self.work_root):

@@ -84,6 +84,12 @@ def summarise(config: Config, caps: Any) -> dict[str, Any]:
             "nested_user_namespaces": "disabled" if caps.disable_userns else "denied by seccomp only",
             "scratch": "/tmp, /dev/shm and the work dir are tmpfs sized from each tool's memory budget",
             "memory_cgroup": caps.memory_cgroup,
+            "pool": {
+                "available": caps.pool_problem() is None,
+                "why": caps.pool_problem()
+                or "warm bubblewrap sandbox per tool, one pre-forked restricted worker per call",
+                "tools": sorted(t.name for t in config.tools.values() if t.sandbox.isolation == "pool"),
+            },
             "sandbox_uid": sandbox.SANDBOX_UID if caps.running_as_root else None,
         },
         "warnings": list(config.warnings),
@@ -135,6 +141,11 @@ def render(summary: dict[str, Any]) -> str:
     lines.append(f"  nested user namespaces: {box['nested_user_namespaces']}")
     lines.append(f"  scratch space: {box['scratch']}")
     lines.append(f"  {box['memory_cgroup']}")
+    pool = box["pool"]
+    lines.append(
+        f"  pool backend: {'available' if pool['available'] else 'UNAVAILABLE'} ({pool['why']}); "
+        f"tools on it: {', '.join(pool['tools']) or '-'}"
+    )
     if "trial_call" in box:
         lines.append(f"  trial call: {box['trial_call']}")
     for warning in summary["warnings"]:

@@ -41,7 +41,7 @@ class Source:
 class SandboxNeeds:
     """What a tool needs from its sandbox; every default is the safe choice."""
 
-    isolation: Literal["namespaces", "process"] = "namespaces"
+    isolation: Literal["namespaces", "process", "pool"] = "namespaces"
     timeout: Seconds = Seconds(10)
     cpu_time: Seconds = Seconds(5)
     memory: Bytes = Bytes(512 * 2**20)

@@ -134,7 +134,8 @@ async def serve(
         orphans = await store.cancel_pending_actions("the server restarted before it was answered")
         if orphans:
             log.info("%d approval requests left pending by the previous run: cancelled", orphans)
-        async with trio.open_nursery() as root:
+        # Warm sandboxes of `isolation: pool` tools live as long as the server, no longer.
+        async with sandbox.open_pools(), trio.open_nursery() as root:
             # The audit writer first: nothing may be decided before it can record.
             await root.start(audit.run)
             async with trio.open_nursery() as nursery:
