@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,34 @@ import pytest
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
+
+
+def _shipped_files(name: str) -> list[str] | None:
+    """The files of the checkout's ``name`` directory that the project ships (tracked by
+    git), or None outside a git checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "ls-files", "-z", "--", name], cwd=REPO, capture_output=True, check=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [path for path in done.stdout.decode().split("\0") if path]
+
+
+def copy_shipped(name: str, target: Path) -> Path:
+    """Copy the shipped example's ``name`` directory (``tools.d``, ``policies``, ...) to
+    ``target``: only what the project ships, never what a user added to their checkout
+    (a ``tools new`` of theirs must not change what the tests see)."""
+    files = _shipped_files(name)
+    if files is None:
+        shutil.copytree(REPO / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        destination = target / Path(path).relative_to(name)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / path, destination)
+    return target
 
 
 def processes_with(marker: str) -> list[int]:

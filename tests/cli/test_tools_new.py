@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import KIND_DIRS
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_shipped
 
 
 def sconnect(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -35,7 +35,7 @@ def reachable() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="sconnect-toolsnew-", dir="/tmp"))
     os.chmod(base, 0o755)
     for name in KIND_DIRS.values():
-        shutil.copytree(REPO / name, base / "config" / name)
+        copy_shipped(name, base / "config" / name)
     yield base
     shutil.rmtree(base, ignore_errors=True)
 

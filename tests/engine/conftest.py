@@ -14,7 +14,7 @@ import trio
 
 from engine.auth import AuthSettings, issue
 from engine.server import ServerSettings, serve
-from tests.conftest import REPO
+from tests.conftest import copy_shipped
 
 SECRET = b"test-secret-for-the-suite-0123456789abcdef-0123456789abcdef-0123"
 KIND_DIRS = ("agents.d", "tools.d", "resources.d", "policies")
@@ -43,7 +43,7 @@ class RunningServer:
 
 def copy_example_config(target: Path, *, approval_timeout: str = "3s") -> Path:
     for name in KIND_DIRS:
-        shutil.copytree(REPO / name, target / name)
+        copy_shipped(name, target / name)
     assistant = target / "agents.d" / "assistant.yaml"
     assistant.write_text(assistant.read_text().replace("approval_timeout: 2m", f"approval_timeout: {approval_timeout}"))
     return target

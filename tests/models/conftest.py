@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.conftest import REPO
+from tests.conftest import copy_shipped
 from tests.engine.conftest import copy_example_config, start_server, state_dir  # noqa: F401 (fixtures)
 from tests.models.scripted import ScriptedServer
 
@@ -40,5 +39,5 @@ def agent_file(model_line: str, tools: str = "[calculator]") -> str:
 def llm_config(tmp_path: Path) -> Path:
     """The shipped configuration (models.d/ included) in a private directory."""
     target = copy_example_config(tmp_path / "config")
-    shutil.copytree(REPO / "models.d", target / "models.d")
+    copy_shipped("models.d", target / "models.d")
     return target

@@ -30,7 +30,6 @@ for seconds to hours; the latencies are measured by bench/bench_attacks.py, not 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from engine.config import load_config
 from engine.errors import ConfigError
 from engine.models.rules import RulesProvider
 from engine.protocol import AgentResult, ClientToolList, ErrorFrame, OfferedTool, new_id
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_shipped
 from tests.engine.conftest import RunningServer
 from tests.security.conftest import reply_to
 
@@ -193,7 +192,7 @@ async def test_a_user_message_over_the_cap_is_refused(server: RunningServer) -> 
 
 def test_a_rule_re2_cannot_run_is_a_located_config_error(tmp_path: Path) -> None:
     for name in ("agents.d", "tools.d", "resources.d", "policies"):
-        shutil.copytree(REPO / name, tmp_path / name)
+        copy_shipped(name, tmp_path / name)
     agent = tmp_path / "agents.d" / "assistant.yaml"
     text = agent.read_text()
     agent.write_text(text.replace(r"'(?i)^\s*(hi|hello|hey)\b'", r"'(?i)^(hi)\s+\1'"))
@@ -210,7 +209,7 @@ def test_a_policy_condition_is_matched_in_linear_time(tmp_path: Path) -> None:
     from engine.decision import decide
 
     for name in ("agents.d", "tools.d", "resources.d", "policies"):
-        shutil.copytree(REPO / name, tmp_path / name)
+        copy_shipped(name, tmp_path / name)
     (tmp_path / "policies" / "shell-pattern.yaml").write_text(
         "name: shell-pattern\ndescription: Deny shell commands of a shape (test).\nrules:\n"
         "  - id: odd-commands\n    effect: deny\n    subjects: {roles: [user]}\n    targets: {tools: [shell]}\n"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +36,7 @@ import attrs
 import pytest
 
 import sandbox
+from tests.conftest import copy_shipped
 from tests.sandbox.conftest import (  # noqa: F401  (fixtures)
     BACKENDS,
     PY,
@@ -220,7 +220,7 @@ def _check_without_libseccomp(tmp_path: Path, **env: str) -> subprocess.Complete
     config = tmp_path / "config"
     if not config.exists():
         for name in ("agents.d", "tools.d", "resources.d", "policies"):
-            shutil.copytree(REPO / name, config / name)
+            copy_shipped(name, config / name)
     return subprocess.run(
         [sys.executable, "-m", "engine", "check", "--config", str(config)],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),

@@ -15,7 +15,6 @@ and `check` reported a healthy sandbox.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import sandbox
+from tests.conftest import copy_shipped
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def private_home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     for name in ("agents.d", "tools.d", "resources.d", "policies", "sconnect_tools"):
-        shutil.copytree(REPO / name, home / name, ignore=shutil.ignore_patterns("__pycache__"))
+        copy_shipped(name, home / name)
     return home
 
 

@@ -37,6 +37,7 @@ from engine.config.model import SandboxNeeds, Tool
 from engine.config.units import Bytes
 from engine.server.app import prepare_state_dir
 from engine.toolrun import run_tool, subject_dir_name, subject_workspace
+from tests.conftest import copy_shipped
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +57,7 @@ def state() -> Iterator[Path]:
 def tools(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tool]:
     config = tmp_path_factory.mktemp("config")
     for name in ("agents.d", "tools.d", "resources.d", "policies"):
-        shutil.copytree(REPO / name, config / name)
+        copy_shipped(name, config / name)
     return dict(load_config(config).tools)
 
 
