@@ -158,10 +158,11 @@ async def serve(
                 if settings.mcp_port is not None:
                     from ..mcp import serve_mcp  # the MCP SDK loads only when MCP is on
 
-                    handle.mcp = await nursery.start(partial(
-                        serve_mcp, hub, settings.host, settings.mcp_port, mcp_stop,
-                        anonymous_role=settings.mcp_anonymous_role,
-                    ))
+                    with _listening(settings.host, settings.mcp_port, "--mcp-port"):
+                        handle.mcp = await nursery.start(partial(
+                            serve_mcp, hub, settings.host, settings.mcp_port, mcp_stop,
+                            anonymous_role=settings.mcp_anonymous_role,
+                        ))
                 if settings.console_port is not None:
                     from ..console import serve_console  # hypercorn loads only when the console is on
 
@@ -216,16 +217,29 @@ async def _keep_health(hub: Hub, *, task_status: trio.TaskStatus[str]) -> None:
 
 @contextlib.contextmanager
 def _listening(host: str, port: int, flag: str) -> Iterator[None]:
-    """An OSError while opening a listener becomes a ListenError naming it."""
+    """An OSError while opening a listener (alone, or inside the exception group of the
+    HTTP server's own nursery) becomes a ListenError naming the address and the flag."""
     try:
         yield
-    except OSError as exc:
-        if isinstance(exc, ListenError):
+    except (OSError, BaseExceptionGroup) as exc:
+        cause = _os_error_in(exc)
+        if cause is None or isinstance(cause, ListenError):
             raise
-        reason = exc.strerror or str(exc)
+        reason = cause.strerror or str(cause)
         raise ListenError(
-            exc.errno, f"cannot listen on {host}:{port}: {reason} (pick another {flag}, or 0 for a free one)"
+            cause.errno, f"cannot listen on {host}:{port}: {reason} (pick another {flag}, or 0 for a free one)"
         ) from exc
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _os_error_in(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _accept(

@@ -181,14 +181,16 @@ def test_an_os_error_that_is_not_about_listening_is_named_as_such(base: Path) ->
     assert "cannot listen" not in done.stderr
 
 
-def test_a_health_port_in_use_is_named(base: Path) -> None:
+@pytest.mark.parametrize("flag", ["--health-port", "--mcp-port", "--console-port"])
+def test_a_port_in_use_is_named(base: Path, flag: str) -> None:
     import socket
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = serve("--port", "0", "--health-port", str(port), "--state-dir", str(base / "s"))
-    assert done.returncode == 2
+        done = serve("--port", "0", flag, str(port), "--state-dir", str(base / "s"))
+    assert done.returncode == 2, done.stderr
     assert (f"sconnect: cannot listen on 127.0.0.1:{port}: Address already in use "
-            "(pick another --health-port, or 0 for a free one)") in done.stderr
+            f"(pick another {flag}, or 0 for a free one)") in done.stderr
+    assert "Traceback" not in done.stderr
