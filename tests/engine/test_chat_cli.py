@@ -500,6 +500,8 @@ async def test_admin_lists_approves_and_denies_by_id(server: RunningServer, nurs
             await admin.send(f"/deny {by_path['two.txt']} not today")
             await admin.expect("denied\n")
             await admin.send("/approve 0123456789abcdef")
+            # Not an action the chat has seen: it says it asked, never that it approved.
+            await admin.expect("sent: approve 0123456789abcdef\n")
             await admin.expect("[error not_found] no action '0123456789abcdef' is waiting for approval\n")
             await admin.send("/deny")
             await admin.expect("usage: /deny ID [reason]")

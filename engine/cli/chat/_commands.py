@@ -126,7 +126,7 @@ class CommandsMixin(ChatState):
             return
         # An id unknown here is sent as typed: the server has the last word (not_found, forbidden, ...).
         action_id = matches[0] if len(matches) == 1 else given
-        await self._send_answer(action_id, approved, reason.strip() or None)
+        await self._send_answer(action_id, approved, reason.strip() or None, known=bool(matches))
 
     def _print_tools(self, tools: Any) -> None:
         # The server lists the tools this caller may call; it does not say which of them the agent uses.

@@ -183,7 +183,7 @@ class ChatState:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _send_answer(self, action_id: str, approved: bool, reason: str | None) -> None:
+    async def _send_answer(self, action_id: str, approved: bool, reason: str | None, *, known: bool = True) -> None:
         from ...protocol import ActionApproval, new_id
 
         assert self.client is not None
@@ -191,7 +191,11 @@ class ChatState:
         self.answers[frame.id] = action_id
         await self.client.send(frame)
         verdict = "approved" if approved else "denied"
-        self.out.note(verdict, verdict, action_id=action_id)
+        if known:
+            self.out.note(verdict, verdict, action_id=action_id)
+        else:
+            # Not an action this chat has seen: the server decides, and its error (if any) follows.
+            self.out.note(verdict, f"sent: {'approve' if approved else 'deny'} {action_id}", action_id=action_id)
         self._drop_pending(action_id, None)
 
     async def _start_request(self, frame: Any, kind: str) -> None:
