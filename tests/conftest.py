@@ -14,6 +14,28 @@ DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep the reason of a skip raised inside an async (Trio) test.
+
+    pytest-trio turns a lone ``Skipped`` leaving ``trio.run`` into a bare ``pytest.skip()``,
+    which drops its message: every root-only case would say just "Skipped". The original
+    is still the new exception's context; its reason goes back into the report.
+    """
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    excinfo = call.excinfo
+    if not (report.skipped and excinfo is not None and isinstance(report.longrepr, tuple)):
+        return
+    context: BaseException | None = excinfo.value.__context__
+    while isinstance(context, BaseExceptionGroup) and len(context.exceptions) == 1:
+        context = context.exceptions[0]
+    reason = getattr(context, "msg", None)
+    if context is not None and type(context) is type(excinfo.value) and reason:
+        where, line, _ = report.longrepr
+        report.longrepr = (where, line, f"Skipped: {reason}")
+
+
 def _shipped_files(name: str) -> list[str] | None:
     """The files of the checkout's ``name`` directory that the project ships (tracked by
     git), or None outside a git checkout."""
