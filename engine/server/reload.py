@@ -59,7 +59,11 @@ async def reload_config(hub: Hub, reason: str) -> bool:
         revision = await trio.to_thread.run_sync(policy_revision, config)
         resources = ResourceHosts(config, hub.settings.state_dir)
     except ConfigError as exc:
-        log.error("configuration reload refused (%s); the previous configuration keeps serving:\n%s", reason, exc)
+        # One log line per problem: a log line is one line (newlines inside would be escaped).
+        log.error("configuration reload refused (%s); the previous configuration keeps serving; %d problem(s):",
+                  reason, len(exc.problems))
+        for problem in exc.problems[:50]:
+            log.error("  %s", problem)
         hub.refuse_reload(tuple(str(problem) for problem in exc.problems))
         hub.metrics.record_config_reload(ok=False)
         await hub.audit.record(
