@@ -449,7 +449,8 @@ def _open_files(state_dir: Path, key_file: str | os.PathLike[str] | None) -> _Op
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise AuditLockedError(
-                    f"{state_dir}: another process is writing this audit log") from None
+                    f"{state_dir}: another process is writing this audit log (a server running on this state "
+                    "directory, or one still shutting down: it lets running work finish first)") from None
             raise
         conn = connect_writer(audit_db_path(state_dir))
         try:

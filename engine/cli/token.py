@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.units import parse_duration
+from ..errors import UsageError
 
 
 def register(commands: Any) -> None:
@@ -39,7 +40,7 @@ def run_issue(args: argparse.Namespace) -> int:
     try:
         ttl = parse_duration(args.ttl)
     except ValueError as exc:
-        raise SystemExit(f"sconnect: --ttl: {exc}") from None
+        raise UsageError(f"--ttl: {exc}") from None
     from ..auth import issue, key_configured, load_settings
     from ..config import load_config, resolve_config_dir
 
@@ -55,6 +56,6 @@ def run_issue(args: argparse.Namespace) -> int:
     try:
         token = issue(settings, args.sub, args.role, float(ttl))
     except ValueError as exc:
-        raise SystemExit(f"sconnect: {exc}") from None
+        raise UsageError(str(exc)) from None
     print(token)
     return 0

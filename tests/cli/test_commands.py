@@ -129,7 +129,7 @@ def test_token_issue_without_a_key_says_what_to_set(state_dir: Path) -> None:
 def test_token_issue_refuses_a_bad_ttl(state_dir: Path) -> None:
     done = sconnect("token", "issue", "--sub", "a", "--ttl", "5 parsecs", "--state-dir", str(state_dir),
                     env={"SCONNECT_JWT_SECRET": SECRET})
-    assert done.returncode != 0 and "is not a duration" in done.stderr
+    assert done.returncode == 2 and "is not a duration" in done.stderr
 
 
 def test_protocol_schema_is_json_schema() -> None:

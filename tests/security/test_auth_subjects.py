@@ -71,7 +71,7 @@ async def test_lookalike_and_escape_subjects_are_refused_with_a_reason() -> None
         assert "\x1b" not in served.stderr
         minted = await sconnect("token", "issue", "--sub", "root-admin ", "--role", "admin",
                                 "--state-dir", str(where.state), "--config", str(where.config))
-        assert minted.code != 0 and "surrounding whitespace" in minted.stderr and minted.stdout == ""
+        assert minted.code == 2 and "surrounding whitespace" in minted.stderr and minted.stdout == ""
 
 
 async def test_audit_tail_and_query_show_control_characters_escaped() -> None:
