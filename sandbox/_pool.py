@@ -34,14 +34,11 @@ import array
 import contextlib
 import contextvars
 import functools
-import hashlib
 import json
 import marshal
 import os
-import shutil
 import signal
 import socket
-import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -56,7 +53,14 @@ from ._pool_seccomp import worker_filter
 from ._process import Child, Collected, _read_capped, _write_all, spawn, wait_or_kill
 from ._result import Result
 from ._spec import Spec
-from ._workdir import default_work_root, make_call_dir, prepare_work_root, remove_call_dir, sandbox_user
+from ._workdir import (
+    default_work_root,
+    make_call_dir,
+    prepare_work_root,
+    remove_call_dir,
+    sandbox_user,
+    staged_copy,
+)
 
 _ARGS_FD = 3
 _STATUS_FD = 4
@@ -86,23 +90,7 @@ def profile(spec: Spec) -> Spec:
 @functools.cache
 def _pool_runner_dir(work_root: str) -> str:
     """Copies of the fork server and its two siblings, readable by the sandbox user."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sources = {name: open(os.path.join(here, name), "rb").read() for name in _POOL_FILES}
-    digest = hashlib.sha256(b"".join(sources[name] for name in _POOL_FILES)).hexdigest()
-    target = os.path.join(work_root, f".pool-{digest[:16]}")
-    if os.path.isdir(target) and not os.path.islink(target):
-        return target
-    staging = tempfile.mkdtemp(dir=work_root, prefix=".pool-tmp-")
-    for name, data in sources.items():
-        with open(os.path.join(staging, name), "wb") as handle:
-            handle.write(data)
-        os.chmod(os.path.join(staging, name), 0o644)
-    os.chmod(staging, 0o755)
-    try:
-        os.rename(staging, target)
-    except OSError:  # another process won the race; its copy is identical
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return staged_copy(work_root, _POOL_FILES, ".pool")
 
 
 def check_paths(spec: Spec, work_root: str) -> None:

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import socket
 from typing import Any
 
-from ._seccomp import SeccompUnavailable
+from ._seccomp import SeccompUnavailable, export
 
 
 @functools.cache
@@ -37,19 +36,6 @@ def worker_filter(*, network: bool) -> bytes:
         if not network:
             for family in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):
                 filt.add_rule(sc.ERRNO(errno.EPERM), "socket", sc.Arg(0, sc.EQ, int(family)))
-        fd = os.memfd_create("pool-seccomp-bpf", os.MFD_CLOEXEC)
-        try:
-            with open(fd, "w+b", closefd=False) as handle:
-                filt.export_bpf(handle)
-            os.lseek(fd, 0, os.SEEK_SET)
-            chunks = []
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
     except OSError as exc:
         raise SeccompUnavailable(f"libseccomp refused the pool filter: {exc}") from None
-    program = b"".join(chunks)
-    if not program or len(program) % 8:
-        raise SeccompUnavailable(f"libseccomp exported a malformed program ({len(program)} bytes)")
-    return program
+    return export(filt, "pool-seccomp-bpf")

@@ -89,7 +89,16 @@ def _build() -> bytes:
         for name, index in _MODE_ARG.items():
             for bit in (stat.S_ISUID, stat.S_ISGID):
                 _rule(sc, filt, sc.ERRNO(errno.EPERM), name, sc.Arg(index, sc.MASKED_EQ, bit, bit))
-        fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
+    except OSError as exc:
+        raise SeccompUnavailable(f"libseccomp refused the filter: {exc}") from None
+    return export(filt, "seccomp-bpf")
+
+
+def export(filt: Any, label: str) -> bytes:
+    """The BPF program libseccomp compiles from ``filt`` (through a memfd: its export
+    writes to a file descriptor). SeccompUnavailable when it fails or looks wrong."""
+    try:
+        fd = os.memfd_create(label, os.MFD_CLOEXEC)
         try:
             with open(fd, "w+b", closefd=False) as handle:
                 filt.export_bpf(handle)
@@ -100,7 +109,7 @@ def _build() -> bytes:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise SeccompUnavailable(f"libseccomp refused the filter: {exc}") from None
+        raise SeccompUnavailable(f"libseccomp could not export the {label} filter: {exc}") from None
     program = b"".join(chunks)
     if not program or len(program) % 8:
         raise SeccompUnavailable(f"libseccomp exported a malformed program ({len(program)} bytes)")

@@ -105,13 +105,23 @@ def first_untraversable(path: str) -> str | None:
 @functools.cache
 def runner_dir(work_root: str) -> str:
     """A directory holding copies of the runner scripts, readable by the sandbox user."""
+    return staged_copy(work_root, _RUNNER_FILES, ".runner")
+
+
+def staged_copy(work_root: str, names: tuple[str, ...], prefix: str) -> str:
+    """Copies of this package's files ``names`` in ``work_root``, readable by the sandbox
+    user (the package itself may sit where it cannot reach, e.g. under a 0700 home).
+
+    The directory is named by the files' digest and made by an atomic rename, so that
+    concurrent engines share one copy and a changed file gets a new one.
+    """
     here = os.path.dirname(os.path.abspath(__file__))
-    sources = {name: open(os.path.join(here, name), "rb").read() for name in _RUNNER_FILES}
-    digest = hashlib.sha256(b"".join(sources[name] for name in _RUNNER_FILES)).hexdigest()
-    target = os.path.join(work_root, f".runner-{digest[:16]}")
+    sources = {name: open(os.path.join(here, name), "rb").read() for name in names}
+    digest = hashlib.sha256(b"".join(sources[name] for name in names)).hexdigest()
+    target = os.path.join(work_root, f"{prefix}-{digest[:16]}")
     if os.path.isdir(target) and not os.path.islink(target):
         return target
-    staging = tempfile.mkdtemp(dir=work_root, prefix=".runner-tmp-")
+    staging = tempfile.mkdtemp(dir=work_root, prefix=f"{prefix}-tmp-")
     for name, data in sources.items():
         with open(os.path.join(staging, name), "wb") as handle:
             handle.write(data)
