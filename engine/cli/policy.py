@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +140,20 @@ def _approval_text(decision: Any) -> str:
 # --- explain / can-i / who-can ----------------------------------------------------
 
 
+def _warn_undeclared_roles(config: Any, roles: list[str]) -> None:
+    """A role no policy declares grants nothing: say so (it is usually a typo), on stderr."""
+    from ..suggest import unknown_name
+
+    for role in roles:
+        if role not in config.roles:
+            print(f"note: {unknown_name('role', role, config.roles)}: it grants nothing", file=sys.stderr)
+
+
 def run_explain(args: argparse.Namespace) -> int:
     from ..policy import Decision, explain
 
     config = _config(args)
+    _warn_undeclared_roles(config, args.role)
     action, target = _target(config, args)
     evaluation = explain(config, args.sub, frozenset(args.role), action, target, _arguments(args))
     if isinstance(evaluation, Decision):  # only for an unknown tool or action, which _target refused
@@ -213,6 +224,7 @@ def run_can_i(args: argparse.Namespace) -> int:
     from ..policy import decide
 
     config = _config(args)
+    _warn_undeclared_roles(config, args.role)
     action, target = _target(config, args)
     decision = decide(config, args.sub, frozenset(args.role), action, target, _arguments(args))
     if args.json:

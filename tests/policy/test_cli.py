@@ -289,3 +289,13 @@ def test_explain_and_can_i_need_a_target(command):
     with pytest.raises(SystemExit) as exited:
         main(["policy", command, "--role", "user"])
     assert exited.value.code == 2
+
+
+def test_an_undeclared_role_is_named_with_a_suggestion(capsys):
+    code, out, err = run(capsys, "can-i", "--role", "admn", "--tool", "calculator", "--config", str(SHIPPED))
+    assert code == 1 and out.startswith("no: ")
+    assert err == "note: no role named 'admn' (did you mean 'admin'? known: admin, user): it grants nothing\n"
+    code, _, err = run(capsys, "explain", "--role", "wizard", "--tool", "calculator", "--config", str(SHIPPED))
+    assert "note: no role named 'wizard' (known: admin, user): it grants nothing" in err
+    code, _, err = run(capsys, "can-i", "--role", "admin", "--tool", "calculator", "--config", str(SHIPPED))
+    assert code == 0 and err == ""
