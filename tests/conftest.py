@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +66,19 @@ def copy_shipped(name: str, target: Path) -> Path:
     return target
 
 
+_CONFIG_DIRS = ("agents.d", "tools.d", "resources.d", "policies", "models.d")
+
+
+def _pristine_example() -> Path:
+    """One copy per test run of the example configuration as the project ships it."""
+    root = Path(tempfile.mkdtemp(prefix="sconnect-shipped-"))
+    os.chmod(root, 0o755)
+    for name in _CONFIG_DIRS:
+        if (REPO / name).is_dir():
+            copy_shipped(name, root / name)
+    return root
+
+
 def processes_with(marker: str) -> list[int]:
     """Pids whose command line holds ``marker`` (how tests find a tool's process, or its absence)."""
     found = []
@@ -75,6 +90,13 @@ def processes_with(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+#: The shipped example configuration, copied once (read-only use): tests that need "the
+#: shipped config" read this, never the checkout's own directories, which a user may have
+#: changed (a `tools new greet` of theirs must not change what the tests see).
+SHIPPED_CONFIG = _pristine_example()
+atexit.register(shutil.rmtree, SHIPPED_CONFIG, True)
 
 
 @pytest.fixture

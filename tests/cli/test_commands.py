@@ -14,7 +14,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.conftest import DATA, REPO
+from tests.conftest import DATA, REPO, SHIPPED_CONFIG
 
 SECRET = "cli-test-secret-0123456789abcdef0123456789"
 
@@ -24,7 +24,7 @@ def sconnect(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "engine", *args],
-        cwd=cwd or REPO,
+        cwd=cwd or SHIPPED_CONFIG,
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,

@@ -17,7 +17,7 @@ import trio
 from trio_websocket import ConnectionRejected
 
 from engine.client import open_client
-from tests.conftest import REPO
+from tests.conftest import SHIPPED_CONFIG
 from tests.engine.conftest import copy_example_config
 
 SECRET = "options-test-secret-0123456789abcdef0123456789"
@@ -33,7 +33,11 @@ def base() -> Iterator[Path]:
 
 def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine", "serve", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "engine", "serve", *args],
+        cwd=SHIPPED_CONFIG,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "SCONNECT_JWT_SECRET": SECRET, **(env or {})},
     )
 
@@ -75,9 +79,25 @@ async def test_file_then_environment_then_flags(base: Path) -> None:
     (config / "sconnect.yaml").write_text("port: 1\nlimits:\n  connections_per_subject: 5\n  idle_timeout: 1h\n")
     env = {**os.environ, "SCONNECT_JWT_SECRET": SECRET, "SCONNECT_LIMITS_CONNECTIONS_PER_SUBJECT": "3"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "engine", "serve", "--config", str(config), "--state-dir", str(base / "s"),
-         "--port", "0", "--limit", "connections_per_subject=1"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(base / "s"),
+            "--port",
+            "0",
+            "--limit",
+            "connections_per_subject=1",
+        ],
+        cwd=SHIPPED_CONFIG,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdout is not None
@@ -97,8 +117,9 @@ async def test_file_then_environment_then_flags(base: Path) -> None:
 
 
 def test_bad_tls_files_are_named(base: Path) -> None:
-    done = serve("--tls-cert", str(base / "missing.pem"), "--tls-key", str(base / "missing.key"),
-                 "--state-dir", str(base / "s"))
+    done = serve(
+        "--tls-cert", str(base / "missing.pem"), "--tls-key", str(base / "missing.key"), "--state-dir", str(base / "s")
+    )
     assert done.returncode == 2
     assert f"TLS: {base / 'missing.pem'}: no such file" in done.stderr
 
@@ -116,7 +137,10 @@ def test_limits_have_minimums_and_every_problem_is_located(base: Path) -> None:
 def test_a_second_server_on_the_same_state_dir_is_one_line(base: Path) -> None:
     first = subprocess.Popen(
         [sys.executable, "-m", "engine", "serve", "--port", "0", "--state-dir", str(base / "s")],
-        cwd=REPO, env={**os.environ, "SCONNECT_JWT_SECRET": SECRET}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        cwd=SHIPPED_CONFIG,
+        env={**os.environ, "SCONNECT_JWT_SECRET": SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
@@ -154,12 +178,29 @@ def test_ports_are_validated_everywhere(
 async def test_a_flag_that_overrides_the_settings_file_says_so(base: Path) -> None:
     config = copy_example_config(base / "config")
     (config / "sconnect.yaml").write_text("port: 1\nhealth_port: 0\nlimits:\n  idle_timeout: 1h\n")
-    server = await trio.to_thread.run_sync(lambda: subprocess.Popen(
-        [sys.executable, "-m", "engine", "serve", "--config", str(config), "--state-dir", str(base / "s"),
-         "--port", "0", "--limit", "idle_timeout=5m"],
-        cwd=REPO, env={**os.environ, "SCONNECT_JWT_SECRET": SECRET}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    ))
+    server = await trio.to_thread.run_sync(
+        lambda: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "serve",
+                "--config",
+                str(config),
+                "--state-dir",
+                str(base / "s"),
+                "--port",
+                "0",
+                "--limit",
+                "idle_timeout=5m",
+            ],
+            cwd=SHIPPED_CONFIG,
+            env={**os.environ, "SCONNECT_JWT_SECRET": SECRET},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    )
     try:
         assert server.stdout is not None and server.stderr is not None
         assert (await trio.to_thread.run_sync(server.stdout.readline)).startswith("ws://127.0.0.1:")
@@ -191,6 +232,8 @@ def test_a_port_in_use_is_named(base: Path, flag: str) -> None:
         port = taken.getsockname()[1]
         done = serve("--port", "0", flag, str(port), "--state-dir", str(base / "s"))
     assert done.returncode == 2, done.stderr
-    assert (f"sconnect: cannot listen on 127.0.0.1:{port}: Address already in use "
-            f"(pick another {flag}, or 0 for a free one)") in done.stderr
+    assert (
+        f"sconnect: cannot listen on 127.0.0.1:{port}: Address already in use "
+        f"(pick another {flag}, or 0 for a free one)"
+    ) in done.stderr
     assert "Traceback" not in done.stderr

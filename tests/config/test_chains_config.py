@@ -10,7 +10,7 @@ import pytest
 from engine.cli.main import main
 from engine.config import load_config
 from tests.config.test_loader import messages
-from tests.conftest import REPO
+from tests.conftest import SHIPPED_CONFIG
 
 CHAIN = """\
 name: echo_twice
@@ -36,7 +36,7 @@ def chain(root: Path, *, level: int = 0, second: str = "echo", placeholder: str 
 
 
 def test_the_shipped_chain_loads() -> None:
-    tool = load_config(REPO).tools["count_file_words"]
+    tool = load_config(SHIPPED_CONFIG).tools["count_file_words"]
     assert [step.tool for step in tool.chain] == ["read_file", "text_stats"]
     assert tool.runs == "chain read_file -> text_stats"
 
@@ -113,14 +113,14 @@ def test_duplicate_step_ids_are_refused(minimal_config: Path) -> None:
 
 
 def test_policy_explain_shows_each_step(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["policy", "explain", "--role", "user", "--tool", "count_file_words", "--config", str(REPO)])
+    code = main(["policy", "explain", "--role", "user", "--tool", "count_file_words", "--config", str(SHIPPED_CONFIG)])
     out = capsys.readouterr().out
     assert code == 0
     assert "decision: require_approval (approver: user)" in out
     steps = out.split("chain steps, each decided again when it runs")[1].splitlines()[1:]
     assert steps[0].startswith("  0 (read: read_file): require_approval (approver: user): allowed by rule")
     assert steps[1].startswith("  1 (text_stats): allow: allowed by rule")
-    code = main(["policy", "explain", "--role", "user", "--tool", "count_file_words", "--config", str(REPO),
+    code = main(["policy", "explain", "--role", "user", "--tool", "count_file_words", "--config", str(SHIPPED_CONFIG),
                  "--args", '{"path": "notes.txt"}', "--json"])
     data = json.loads(capsys.readouterr().out)
     assert [(s["tool"], s["decision"]["effect"]) for s in data["steps"]] == [

@@ -10,7 +10,7 @@ import pytest
 from engine.config import load_config, resolve_config_dir
 from engine.config.model import RulesModel
 from engine.errors import ConfigError
-from tests.conftest import DATA, REPO
+from tests.conftest import DATA, REPO, SHIPPED_CONFIG
 
 BROKEN = DATA / "broken"
 
@@ -26,7 +26,7 @@ def drop(root: Path, fixture: str, directory: str) -> None:
 
 
 def test_shipped_configuration_loads() -> None:
-    config = load_config(REPO)
+    config = load_config(SHIPPED_CONFIG)
     assert {"assistant", "bookkeeper"} <= set(config.agents)
     levels = {tool.permission_level for tool in config.tools.values()}
     assert levels == {0, 1, 2, 3}

@@ -21,7 +21,7 @@ from engine.models.openai import (
     retry_wait,
 )
 from tests.config.test_loader import messages
-from tests.conftest import REPO
+from tests.conftest import SHIPPED_CONFIG
 
 FAST = """\
 name: fast
@@ -45,7 +45,7 @@ def helper_with(root: Path, model_lines: str) -> None:
 
 
 def test_shipped_models_d_loads_with_safe_defaults() -> None:
-    config = load_config(REPO)
+    config = load_config(SHIPPED_CONFIG)
     local = config.models["local"]
     assert isinstance(local, NamedModel) and local.source.file == "models.d/local.yaml"
     assert isinstance(local.model, OpenAIModel)

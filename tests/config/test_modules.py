@@ -10,7 +10,7 @@ from engine.config import load_config
 from engine.config.modules import locate
 from engine.errors import ConfigError
 from engine.toolrun import build_spec, package_dir
-from tests.conftest import REPO
+from tests.conftest import REPO, SHIPPED_CONFIG
 
 TOOL = "name: greet\ndescription: Greets.\npermission_level: 0\npython: {target}\nparameters: {{type: object}}\n"
 
@@ -46,7 +46,7 @@ def test_a_package_beside_the_tool_is_found(minimal_config: Path, init: bool) ->
 
 
 def test_the_shipped_tools_are_found_on_sys_path() -> None:
-    config = load_config(REPO)
+    config = load_config(SHIPPED_CONFIG)
     assert config.tools["calculator"].python_package == str(REPO / "sconnect_tools")
     assert package_dir(config.tools["calculator"]) == str(REPO / "sconnect_tools")
 

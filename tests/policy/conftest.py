@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from engine.config import Config, load_config
+from tests.conftest import SHIPPED_CONFIG
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FLAWED = DATA / "flawed-policy"
-SHIPPED = Path(__file__).resolve().parents[2]
+SHIPPED = SHIPPED_CONFIG  # a pristine copy of the shipped example, never the checkout itself
 
 HEADER = """\
 name: under-test
