@@ -16,6 +16,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
+from ..strict import strict_converter
 from .model import AgentModel, ModelConfig, NamedModel, OpenAIModel, Resource, RulesModel, UpstreamTool
 from .resource_kinds import kind_name, kinds
 from .units import Bytes, Seconds, parse_duration, parse_size
@@ -25,20 +26,11 @@ _MODEL_PROVIDERS: dict[str, type] = {"rules": RulesModel, "openai": OpenAIModel}
 _PATH_TOKEN = re.compile(r"\.(\w+)|\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
 
 
-def _strict(kind: type, name: str) -> Any:
-    def hook(value: Any, _: type) -> Any:
-        # bool is an int subclass: "permission_level: true" must not pass as 1.
-        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            raise ValueError(f"{value!r} is not {name}")
-        return value
-
-    return hook
+_WORDS = {str: "a string", int: "an integer", bool: "true or false", float: "a number"}
 
 
-def _number(value: Any, _: type) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{value!r} is not a number")
-    return float(value)
+def _refuse(value: Any, expected: type) -> Exception:
+    return ValueError(f"{value!r} is not {_WORDS[expected]}")
 
 
 def _tagged(tag: str, classes: dict[str, type]) -> Any:
@@ -79,18 +71,14 @@ def _named_model(value: Any, _: type) -> NamedModel:
         raise ValueError("expected a mapping")
     rest = {key: item for key, item in value.items() if key not in ("name", "description")}
     return NamedModel(
-        name=_strict(str, "a string")(value.get("name"), str),
-        description=_strict(str, "a string")(value.get("description"), str),
+        name=converter.structure(value.get("name"), str),
+        description=converter.structure(value.get("description"), str),
         model=converter.structure(rest, ModelConfig),  # type: ignore[arg-type]
     )
 
 
 def make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True)
-    conv.register_structure_hook(str, _strict(str, "a string"))
-    conv.register_structure_hook(int, _strict(int, "an integer"))
-    conv.register_structure_hook(bool, _strict(bool, "true or false"))
-    conv.register_structure_hook(float, _number)
+    conv = strict_converter(_refuse)
     conv.register_structure_hook(Seconds, lambda value, _: parse_duration(value))
     conv.register_structure_hook(Bytes, lambda value, _: parse_size(value))
     conv.register_structure_hook(ModelConfig, _tagged("provider", _MODEL_PROVIDERS))

@@ -33,6 +33,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.strategies import configure_tagged_union
 
+from ..strict import strict_converter
 from . import _messages as m
 from ._errors import ErrorCode, ProtocolError
 from ._fastcheck import compile_check
@@ -44,20 +45,11 @@ __all__ = ["decode", "decode_server", "encode", "error_frame"]
 # --- the converter ---------------------------------------------------------------------
 
 
-def _strict(expected: type, name: str) -> Callable[[Any, type], Any]:
-    # cattrs' defaults coerce: str(5) == "5", bool("false") is True. Refuse instead.
-    def hook(value: Any, _cl: type) -> Any:
-        if type(value) is not expected:
-            raise TypeError(f"expected {name}, got {type(value).__name__}")
-        return value
-
-    return hook
+_WORDS = {str: "a string", int: "an integer", bool: "a boolean", float: "a number"}
 
 
-def _structure_float(value: Any, _cl: type) -> float:
-    if type(value) not in (int, float):  # JSON numbers; bool is not one
-        raise TypeError(f"expected a number, got {type(value).__name__}")
-    return float(value)
+def _refuse(value: Any, expected: type) -> Exception:
+    return TypeError(f"expected {_WORDS[expected]}, got {type(value).__name__}")
 
 
 def _structure_enum(value: Any, cl: type[enum.Enum]) -> Any:
@@ -67,11 +59,7 @@ def _structure_enum(value: Any, cl: type[enum.Enum]) -> Any:
 
 
 def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True)
-    conv.register_structure_hook(str, _strict(str, "a string"))
-    conv.register_structure_hook(int, _strict(int, "an integer"))
-    conv.register_structure_hook(bool, _strict(bool, "a boolean"))
-    conv.register_structure_hook(float, _structure_float)
+    conv = strict_converter(_refuse)
     # StrEnums are str subclasses and would otherwise hit the str hook above and stay
     # plain strings; give each protocol enum its own hook.
     for enum_cls in (ErrorCode, m.LifecycleState, m.AgentCommand, m.ActionKind, m.Approver,
