@@ -131,6 +131,19 @@ class NamespacesBackend:
     async def _terminate(self, child: Child, collected: Collected) -> None:
         status = _status_lines(bytes(collected.extra.get(_STATUS_FD, b"")))
         pid1 = next((item["child-pid"] for item in status if "child-pid" in item), None)
+        if pid1 is None and not child.reaped:
+            # Stopped before bwrap reported its sandbox's pid 1 (a cancel right after the
+            # start). Killing bwrap alone would orphan a pid 1 it is still creating: its
+            # parent-death signal does not survive entering the user namespace. Freeze
+            # bwrap first, so that no child appears behind our back, then kill what it made.
+            await _freeze(child.pid)
+            for orphan in _children(child.pid):
+                try:
+                    os.kill(orphan, signal.SIGKILL)  # pid 1 of its pid namespace: all of it goes
+                except OSError:
+                    pass
+            await wait_or_kill(child, 0.0)
+            return
         if pid1 is not None and not child.reaped:
             # bwrap is our unreaped child, so its child (pid 1) cannot have been reused.
             tools: list[int] = []
@@ -194,3 +207,29 @@ class NamespacesBackend:
             peak_memory_bytes=peak,
             setup_error=setup_error,
         )
+
+
+async def _freeze(pid: int) -> None:
+    """SIGSTOP our unreaped child ``pid`` and wait (bounded) until it is stopped or gone."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except OSError:
+        return
+    for _ in range(100):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:  # noqa: ASYNC230 (procfs, no disk)
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in ("T", "t", "Z", "X"):
+            return
+        await trio.sleep(0.005)
+
+
+def _children(pid: int) -> list[int]:
+    """The children of our unreaped child ``pid`` (neither pid can have been reused)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:  # noqa: ASYNC230 (procfs, no disk)
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
