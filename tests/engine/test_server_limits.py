@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import ssl
 from pathlib import Path
@@ -15,6 +13,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from engine.client import open_client
 from engine.protocol import ErrorFrame
 from tests.engine.conftest import RunningServer
+from tests.engine.tls import self_signed
 
 
 async def test_a_frame_flood_is_rate_limited_then_closed(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
@@ -116,36 +115,8 @@ async def test_an_idle_client_is_disconnected(start_server, config_dir: Path) ->
             assert client.ws.closed is not None and client.ws.closed.code == 4002
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 async def test_tls(start_server, config_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     server: RunningServer = await start_server(config_dir, tls_cert=cert, tls_key=key)
     assert server.url.startswith("wss://127.0.0.1:")
     context = ssl.create_default_context(cafile=str(cert))
