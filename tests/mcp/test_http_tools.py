@@ -141,9 +141,9 @@ async def test_with_tls_mcp_is_https(start_mcp, config_dir: Path, tmp_path: Path
 
     import httpx
 
-    from tests.engine.test_server_limits import _self_signed
+    from tests.engine.tls import self_signed
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     server: McpServer = await start_mcp(config_dir, tls_cert=cert, tls_key=key)
     assert server.mcp.startswith("https://127.0.0.1:")
     with trio.fail_after(30):
