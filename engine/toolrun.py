@@ -208,8 +208,21 @@ async def run_tool(
 ) -> sandbox.Result:
     """Run one call by ``subject``; ``workspace`` is the root of every subject's workspace.
 
+    A tool with ``output: content`` has its MCP content blocks checked and split from
+    its output (``result.content``); one that breaks the contract is an ``error``.
     Raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable).
     """
+    result = await _run_tool(tool, arguments, workspace=workspace, work_root=work_root, subject=subject)
+    if tool.output == "content":
+        from .protocol.content import with_content
+
+        return with_content(result)  # type: ignore[no-any-return]
+    return result
+
+
+async def _run_tool(
+    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str
+) -> sandbox.Result:
     needs = tool.sandbox
     own = workspace_for(tool, workspace, subject) if needs.workspace != "none" else workspace
     if tool.upstream is not None:

@@ -34,6 +34,9 @@ class Result:
     truncated: bool  # stdout exceeded max_output_bytes; the excess was discarded
     backend: str  # "namespaces" | "process" | a later backend's name
     message: str  # human summary, e.g. "killed after 5s timeout"
+    # MCP content blocks, checked by the engine (engine/protocol/content.py), when the tool
+    # returned them; ``output`` is then what models and older clients read. None otherwise.
+    content: tuple[Any, ...] | None = None
 
 
 def decode_text(data: bytes) -> str:

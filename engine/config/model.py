@@ -89,6 +89,8 @@ class Tool:
     # Instead of a program: steps, each a full action of its own (engine/server/chains.py).
     chain: tuple[ChainStep, ...] = ()
     secret_arguments: tuple[str, ...] = ()
+    # ``content``: stdout is MCP content blocks (engine/protocol/content.py), not plain JSON.
+    output: Literal["json", "content"] = "json"
     sandbox: SandboxNeeds = SandboxNeeds()
     source: Source = Source()
     # Host path of the top-level package directory or module file ``python`` lives

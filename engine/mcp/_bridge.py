@@ -32,6 +32,7 @@ from mcp.shared.exceptions import MCPError
 from ..canonical import canonical_json
 from ..client import Client, ServerError, open_client
 from ..protocol import AgentAction, AgentResult, ErrorFrame, ToolCall, ToolList, new_id
+from ..protocol import content as blocks
 from . import _convert as convert
 from ._gateway import can_elicit, client_name
 from ._held import HeldCall, HeldCalls, Phase, StillWaiting, describe
@@ -48,6 +49,7 @@ class Answer:
     output: Any
     error_code: str | None = None
     message: str = ""
+    content: tuple[Any, ...] | None = None
 
 
 @attrs.define(eq=False)
@@ -106,7 +108,7 @@ class Bridge:
                             call.phase, call.approver = Phase.WAITING_FOR_APPROVAL, str(event.approver)
                             call.approval_requested.set()
                     elif isinstance(event, AgentResult):
-                        return Answer(str(event.status), event.output)
+                        return _answer(event)
             return Answer("error", None, "unavailable", "the server closed the connection")
 
         async def keepalive(call: HeldCall[Answer], beat: int) -> None:
@@ -144,7 +146,7 @@ class Bridge:
         if outcome.status == "denied" and name not in listed:
             raise convert.unknown_tool(name)
         reason = str(output.get("error", "")) if isinstance(output, Mapping) and outcome.status != "ok" else ""
-        return convert.call_result(outcome.status, output, reason)
+        return convert.call_result(outcome.status, output, reason, outcome.content)
 
     async def list_resources(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -189,6 +191,17 @@ class Bridge:
         else:
             data = response.content or ""
         return convert.resource_contents(response.uri, response.mime_type, data)
+
+
+def _answer(result: AgentResult) -> Answer:
+    """The server's result; its content blocks checked again (the bridge passes on nothing unchecked)."""
+    if result.content is None:
+        return Answer(str(result.status), result.output)
+    try:
+        content = blocks.check_blocks(result.content)
+    except blocks.ContentError as exc:
+        return Answer("error", {"error": str(exc)})
+    return Answer(str(result.status), result.output, content=content)
 
 
 # One JSON-RPC message per line; a longer line is a client error, not a reason to grow without bound.

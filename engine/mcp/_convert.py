@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
+from ..protocol import content as blocks
 from ._held import StillWaiting, describe
+
+_BLOCK_TYPES: dict[str, Any] = {
+    "text": types.TextContent,
+    "image": types.ImageContent,
+    "audio": types.AudioContent,
+    "resource": types.EmbeddedResource,
+    "resource_link": types.ResourceLink,
+}
 
 # How much of a failed tool's stderr an MCP client is shown (the audit log keeps its own).
 STDERR_TAIL_CHARS = 2000
@@ -24,8 +33,22 @@ def tool_entry(name: str, description: str, parameters: Mapping[str, Any]) -> ty
     return types.Tool(name=name, description=description, input_schema=dict(parameters))
 
 
-def call_result(status: str, output: Any, reason: str = "") -> types.CallToolResult:
-    """A finished action: ``ok`` is its output; anything else is ``isError`` with why (and stderr)."""
+def content_block(block: Mapping[str, Any]) -> types.ContentBlock:
+    """One of our checked content blocks (engine/protocol/content.py) as the SDK's type."""
+    model = _BLOCK_TYPES[str(block["type"])]
+    return model.model_validate(dict(block))  # type: ignore[return-value]
+
+
+def call_result(
+    status: str, output: Any, reason: str = "", content: Sequence[Mapping[str, Any]] | None = None
+) -> types.CallToolResult:
+    """A finished action: ``ok`` is its output (or its content blocks); anything else is
+    ``isError`` with why (and stderr)."""
+    if status == "ok" and content:
+        return types.CallToolResult(
+            content=[content_block(block) for block in content],
+            structured_content=blocks.structured_part(output, content),
+        )
     if status == "ok":
         text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False, default=str)
         structured = dict(output) if isinstance(output, Mapping) else None

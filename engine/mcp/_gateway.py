@@ -213,7 +213,7 @@ class Gateway:
             raise convert.invalid_arguments(name, list(outcome.output.get("problems", [])))
         if outcome.refusal == "unknown_tool":
             raise convert.unknown_tool(name)
-        return convert.call_result(str(outcome.status), outcome.output, outcome.reason)
+        return convert.call_result(str(outcome.status), outcome.output, outcome.reason, outcome.content)
 
     def _input_required(self, action_id: str, name: str, arguments: Any) -> types.InputRequiredResult:
         """Ask for the approval in the result; the client retries the call with the answer."""

@@ -6,11 +6,16 @@ calls :func:`decode` on every incoming text message, dispatches on the frame cla
 sends frames built from the server classes with :func:`encode`; a refused request is a
 :class:`ProtocolError`, sent back as :func:`error_frame`.
 
+Tool results may carry MCP content blocks beside ``output`` (``engine.protocol.content``:
+the contract, its checks, the text models read, audit digests).
+
 Exceptions::
 
     ProtocolError(Exception)   code: ErrorCode, message, reply_to, details
+    ContentError(ValueError)   content blocks that break the contract: problems
 """
 
+from . import content as content
 from ._codec import decode as decode
 from ._codec import decode_server as decode_server
 from ._codec import encode as encode
@@ -55,3 +60,4 @@ from ._messages import new_id as new_id
 from ._schema import SCHEMA_ID as SCHEMA_ID
 from ._schema import schema as schema
 from ._schema import schema_text as schema_text
+from .content import ContentError as ContentError

@@ -328,6 +328,9 @@ class AgentResult:
     output: Any = _json()
     session_id: str | None = _optional()
     reply_to: str | None = _optional()
+    # MCP content blocks the tool returned (checked: engine/protocol/content.py); absent
+    # otherwise.  ``output`` still holds what older clients read.
+    content: list[dict[str, Any]] | None = _optional(hash=False)
 
 
 @attrs.frozen(kw_only=True)

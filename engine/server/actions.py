@@ -45,6 +45,7 @@ from ..protocol import (
     ServerFrame,
     new_id,
 )
+from ..protocol.content import digests
 from ..resources import Content, ResourceError, ResourceHosts
 from ..toolrun import run_tool
 from . import argcheck
@@ -145,6 +146,8 @@ class Outcome:
     # "unknown_tool" or "invalid_arguments"; empty otherwise.
     refusal: str = ""
     action_id: str | None = None
+    # MCP content blocks of an ``ok`` tool result (``output`` is then their text); None otherwise.
+    content: tuple[Any, ...] | None = None
 
     def for_model(self) -> str:
         """The tool message content a model reads back (chat-completions ``role: tool``)."""
@@ -257,7 +260,7 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
                 tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root, subject=caller.sub
             )
     except sandbox.SandboxError as exc:
-        status, output, reason = ResultStatus.ERROR, {"error": str(exc)}, str(exc)
+        status, output, reason, content = ResultStatus.ERROR, {"error": str(exc)}, str(exc), None
     except BaseException as exc:
         if not _cancellation(exc):
             raise
@@ -276,11 +279,14 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         output = result.output if status == ResultStatus.OK else {
             "error": result.message, "stderr": result.stderr_tail, "exit_code": result.exit_code,
         }
+        content = result.content if status == ResultStatus.OK else None
     await _audit(
         caller, "execution", "tool.call", name, arguments, tool=tool, outcome=str(status),
         duration_ms=(time.monotonic() - started) * 1000, decision=decision,
+        # Content blocks by digest and size: the audit log never holds their bytes.
+        details={"content": digests(content)} if content else None,
     )
-    return _result(caller, frame, status, output, reason)
+    return _result(caller, frame, status, output, reason, content)
 
 
 async def _client_tool(caller: Caller, action_id: str, tool: OfferedTool, arguments: Any) -> Outcome:
@@ -530,14 +536,17 @@ def _action_name(frame: AgentAction) -> str:
     return "resource.read" if frame.kind == ActionKind.RESOURCE else "tool.call"
 
 
-def _result(caller: Caller, frame: AgentAction, status: ResultStatus, output: Any, reason: str) -> Outcome:
+def _result(
+    caller: Caller, frame: AgentAction, status: ResultStatus, output: Any, reason: str,
+    content: tuple[Any, ...] | None = None,
+) -> Outcome:
     caller.conn.send(
         AgentResult(
             action_id=frame.action_id, status=status, output=output,
-            session_id=frame.session_id, reply_to=frame.reply_to,
+            session_id=frame.session_id, reply_to=frame.reply_to, content=list(content) if content else None,
         )
     )
-    return Outcome(status, output, reason, action_id=frame.action_id)
+    return Outcome(status, output, reason, action_id=frame.action_id, content=content)
 
 
 def _refuse(

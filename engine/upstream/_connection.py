@@ -27,6 +27,7 @@ import trio
 import sandbox
 
 from ..config.model import definition_digest
+from ..protocol import content as mcp_content
 from ._errors import StartFailed, single_errors
 from ._transport import Fault, mcp_streams
 
@@ -137,7 +138,9 @@ async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-def _result(conn: Connection, status: str, message: str, wall: float, output: Any = None) -> sandbox.Result:
+def _result(
+    conn: Connection, status: str, message: str, wall: float, output: Any = None, content: tuple[Any, ...] | None = None
+) -> sandbox.Result:
     return sandbox.Result(
         status=status,  # type: ignore[arg-type]
         output=output,
@@ -150,27 +153,41 @@ def _result(conn: Connection, status: str, message: str, wall: float, output: An
         truncated=False,
         backend=f"mcp+{conn.session.backend}",
         message=message,
+        content=content,
     )
 
 
 def _from_call_result(outcome: Any, conn: Connection, wall: float) -> sandbox.Result:
-    """An MCP CallToolResult as a Result: structured content if given, else the content blocks."""
+    """An MCP CallToolResult as a Result.
+
+    One text block is the output (its JSON when it is JSON, what most servers print;
+    else ``{"text": ...}``), or the structured content when given.  Anything else (an
+    image, audio, a resource, several blocks) passes through as content blocks, checked
+    like our own tools' (engine/protocol/content.py): the output is then the structured
+    content, else the blocks' text.  Blocks that break the contract end the call as an
+    error naming the problem.
+    """
     blocks = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in outcome.content]
     if getattr(outcome, "is_error", False):
         text = " ".join(block.get("text", "") for block in blocks if block.get("type") == "text").strip()
         return _result(conn, "error", f"the tool reported an error: {text[:500] or '(no text)'}", wall)
     structured = getattr(outcome, "structured_content", None)
-    if structured is not None:
-        output: Any = structured
-    elif len(blocks) == 1 and blocks[0].get("type") == "text":
-        # One text block: JSON when it is JSON (what most servers print), else the text.
+    if len(blocks) == 1 and blocks[0].get("type") == "text" or not blocks:
+        if structured is not None:
+            return _result(conn, "ok", "ok", wall, structured)
+        if not blocks:
+            return _result(conn, "ok", "ok", wall, None)
         try:
-            output = json.loads(blocks[0]["text"])
+            output: Any = json.loads(blocks[0]["text"])
         except ValueError:
             output = {"text": blocks[0]["text"]}
-    else:
-        output = {"content": blocks}
-    return _result(conn, "ok", "ok", wall, output)
+        return _result(conn, "ok", "ok", wall, output)
+    try:
+        checked = mcp_content.check_blocks(blocks)
+    except mcp_content.ContentError as exc:
+        return _result(conn, "error", f"the server's result broke the content rules: {exc}", wall)
+    output = dict(structured) if structured is not None else mcp_content.text_output(checked)
+    return _result(conn, "ok", "ok", wall, output, checked)
 
 
 async def _list_tools(client: Any) -> dict[str, Definition]:

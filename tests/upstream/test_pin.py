@@ -54,7 +54,8 @@ def test_pin_then_check(
     assert _pin(path) == 0
     out = capsys.readouterr().out
     assert f"{path}:{_line(path, '    echo:')}:5: echo: not pinned yet" in out
-    assert "not exposed (not in mcp_server.tools): counter, crash, fail, garbage, hang, instance, secret_env" in out
+    hidden = "bad_picture, counter, crash, fail, garbage, hang, instance, picture, secret_env"
+    assert f"not exposed (not in mcp_server.tools): {hidden}" in out
     assert "pinned 2 tools: add, echo" in out
     text = path.read_text()
     assert "    echo:  # the one we need\n      permission_level: 1\n      pinned:\n" in text

@@ -112,7 +112,16 @@ class EventsMixin(ChatState):
         if status != "ok":
             text += f": {error_text(result.output)}"
         self.out.line(text)
-        if request is not None and status == "ok":
+        if status == "ok" and result.content:
+            # MCP content blocks: their text, and one line per image, audio, resource or link.
+            from ...protocol.content import describe, summary
+
+            shown_lines = value_lines(summary(result.content)) if request is not None else [
+                "  " + shown(describe(block)) for block in result.content if block.get("type") != "text"
+            ]
+            for line in shown_lines:
+                self.out.line(line)
+        elif request is not None and status == "ok":
             for line in value_lines(result.output):
                 self.out.line(line)
         self._drop_pending(result.action_id, f"{status} ({error_text(result.output)})" if status != "ok" else status)

@@ -3,7 +3,8 @@
 Tools: `echo`, `add`, `counter` (state kept for the process's life), `instance` (an id
 made at start-up: tells one process from another), `fail` (an error result), `crash`
 (the process exits mid-call), `garbage` (prints a line that is not JSON-RPC on stdout),
-`hang` (never answers), `secret_env` (returns the environment: must never be exposed).
+`hang` (never answers), `secret_env` (returns the environment: must never be exposed),
+`picture` (a text and an image block), `bad_picture` (an image block that is not base64).
 
 Options:
   --descriptions FILE   JSON object {tool: description} read at every start, overriding
@@ -45,7 +46,11 @@ TOOLS = {
     "garbage": ("Prints a line that is not JSON-RPC on stdout.", _OBJECT),
     "hang": ("Never answers.", _OBJECT),
     "secret_env": ("Returns the server's environment.", _OBJECT),
+    "picture": ("A caption and a 1x1 PNG, as content blocks.", _OBJECT),
+    "bad_picture": ("An image block whose data is not base64.", _OBJECT),
 }
+# A 1x1 red PNG.
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
 
 
 def main() -> None:
@@ -110,6 +115,15 @@ def main() -> None:
         if name == "hang":
             print("hanging on purpose", file=sys.stderr, flush=True)
             await anyio.sleep_forever()
+        if name == "picture":
+            return types.CallToolResult(content=[
+                types.TextContent(type="text", text="a red dot"),
+                types.ImageContent(type="image", data=PNG_B64, mime_type="image/png"),
+            ])
+        if name == "bad_picture":
+            return types.CallToolResult(
+                content=[types.ImageContent(type="image", data="not*base64", mime_type="image/png")]
+            )
         if name == "secret_env":
             return text(dict(os.environ))
         raise ValueError(f"unknown tool {name!r}")
