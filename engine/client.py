@@ -466,6 +466,11 @@ def _ssl_for(url: str, cacert: str | None, context: ssl.SSLContext | None) -> ss
         raise CannotConnect(url, f"cannot load the CA certificate {cacert}: {exc}") from None
 
 
+# The server's frames may be larger than the 1 MiB a client may send: a result's MCP content
+# blocks hold up to 8 MiB of data (engine/protocol/content.py), ~11 MiB as base64.
+MAX_SERVER_FRAME_BYTES = 16 * 2**20
+
+
 async def _connect(
     nursery: trio.Nursery,
     url: str,
@@ -494,7 +499,9 @@ async def _connect(
                 stream = trio.SSLStream(tcp, context, server_hostname=host, https_compatible=True)
                 await stream.do_handshake()
             step = "in the WebSocket handshake"
-            return await wrap_client_stream(nursery, stream, host, resource, extra_headers=headers)
+            return await wrap_client_stream(
+                nursery, stream, host, resource, extra_headers=headers, max_message_size=MAX_SERVER_FRAME_BYTES
+            )
     except trio.TooSlowError:
         hint = "; is it a wss:// server?" if context is None and step == "in the WebSocket handshake" else ""
         raise ConnectTimeout(url, f"no answer within {timeout_s:g}s ({step}{hint})") from None

@@ -39,6 +39,7 @@ def _png() -> bytes:
 
 PNG = _png()
 PNG_B64 = base64.b64encode(PNG).decode()
+LARGE = bytes(range(256)) * (6 * 1024)  # 1.5 MiB
 OVERSIZE_B64 = "A" * (4 * ((contract.MAX_BLOCK_BYTES + 2) // 3) + 4)
 
 # What the test tool prints for each `kind` (the tool reads this table from its own copy).
@@ -52,6 +53,8 @@ OUTPUTS: dict[str, Any] = {
     "no_mime_type": {"content": [{"type": "audio", "data": PNG_B64}]},
     "oversize": {"content": [{"type": "image", "data": OVERSIZE_B64, "mimeType": "image/png"}]},
     "plain": "just text",
+    # Larger than a WebSocket frame's default limit (1 MiB), within the contract's (2 MiB).
+    "large": {"content": [{"type": "image", "data": base64.b64encode(LARGE).decode(), "mimeType": "image/png"}]},
 }
 PROBLEMS = {
     "unknown_type": "content[0]: unknown block type 'video' (known: text, image, audio, resource, resource_link)",
@@ -207,3 +210,54 @@ async def test_the_websocket_result_carries_the_blocks_and_the_text(  # type: ig
     assert result.content == OUTPUTS["picture"]["content"]
     frame = json.loads(encode(result))
     assert list(validator_for("agent_result.server").iter_errors(frame)) == []
+
+
+async def test_a_large_image_reaches_a_websocket_client(start_mcp, config_with_pictures: Path) -> None:  # type: ignore[no-untyped-def]
+    server: McpServer = await start_mcp(config_with_pictures)
+    with trio.fail_after(60):
+        async with open_client(server.url, server.token()) as client:
+            result = await client.call_tool("pictures", {"kind": "large"})
+    assert str(result.status) == "ok", result.output
+    assert result.content is not None
+    assert base64.b64decode(result.content[0]["data"]) == LARGE
+    assert result.output == {"text": "[image/png, 1.5 MiB]"}
+
+
+@pytest.mark.slow
+async def test_blocks_pass_through_the_stdio_bridge(start_mcp, config_with_pictures: Path) -> None:  # type: ignore[no-untyped-def]
+    import mcp_types as types
+
+    from tests.mcp.test_stdio_bridge import bridged
+
+    server: McpServer = await start_mcp(config_with_pictures, mcp_port=None)
+    with trio.fail_after(60):
+        async with bridged(server, server.token()) as client:
+            result = await client.call_tool("pictures", {"kind": "picture"})
+            large = await client.call_tool("pictures", {"kind": "large"})
+            bad = await client.call_tool("pictures", {"kind": "bad_base64"})
+    assert not result.is_error and [type(block) for block in result.content] == [types.TextContent, types.ImageContent]
+    assert base64.b64decode(result.content[1].data) == PNG
+    assert base64.b64decode(large.content[0].data) == LARGE
+    assert bad.is_error and PROBLEMS["bad_base64"] in bad.content[0].text
+
+
+async def test_the_chat_shows_a_line_per_block(start_mcp, config_with_pictures: Path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import sys
+
+    from tests.conftest import REPO
+
+    server: McpServer = await start_mcp(config_with_pictures, mcp_port=None)
+    env = {k: v for k, v in os.environ.items() if k not in ("SCONNECT_TOKEN", "NO_COLOR")}
+    env.update(PYTHONPATH=str(REPO), SCONNECT_TOKEN=server.token())
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            [sys.executable, "-m", "engine", "chat", "--url", server.url],
+            stdin=b'/call pictures {"kind": "picture"}\n/call pictures {"kind": "large"}\n/quit\n',
+            capture_stdout=True, capture_stderr=True, check=False, cwd=REPO, env=env,
+        )
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert f"[result] pictures ok\n  a red dot\n  [image/png, {len(PNG)} B]\n" in out, out
+    assert "[result] pictures ok\n  [image/png, 1.5 MiB]\n" in out, out
+    assert PNG_B64 not in out
