@@ -112,6 +112,13 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
             path, "declare exactly one of 'model' (a name or an inline block) and 'models' (a list of names)"
         )
         return
+    if error.validator == "not" and error.validator_value == {} and path and path[-1] == "output":
+        # tool.json: output is for command and python tools.
+        yield doc.problem(
+            path, "'output' applies to command and python tools only (a chain's result is its last step's; "
+                  "an mcp_server's content blocks pass through as the server returns them)", key=True
+        )
+        return
     if error.validator == "not" and error.validator_value == {} and path:
         # A key a tool file with mcp_server must not have (tool.json's "then").
         yield doc.problem(

@@ -21,6 +21,8 @@ import trio
 
 from engine.audit import query
 from engine.client import open_client
+from engine.config import load_config
+from engine.errors import ConfigError
 from engine.protocol import content as contract
 from engine.protocol import encode
 from engine.protocol._schema import validator_for
@@ -261,3 +263,47 @@ async def test_the_chat_shows_a_line_per_block(start_mcp, config_with_pictures: 
     assert f"[result] pictures ok\n  a red dot\n  [image/png, {len(PNG)} B]\n" in out, out
     assert "[result] pictures ok\n  [image/png, 1.5 MiB]\n" in out, out
     assert PNG_B64 not in out
+
+
+# --- the tool file ---------------------------------------------------------------------------
+
+ECHO_BLOCKS = """\
+name: said
+description: A command tool printing a content block (test tool).
+permission_level: 0
+command: [/bin/echo, '{"content": [{"type": "text", "text": "said so"}]}']
+output: content
+parameters: {type: object}
+sandbox: {timeout: 5s, isolation: process}
+"""
+OUTPUT_MISTAKES = {
+    "pictures": ("name: p\ndescription: x\npermission_level: 0\ncommand: [/bin/true]\noutput: pictures\n"
+                 "parameters: {type: object}\n",
+                 "tools.d/p.yaml:5:9: output: 'pictures' is not one of 'json', 'content'"),
+    "chain": ("name: p\ndescription: x\npermission_level: 0\nchain:\n  - tool: calculator\noutput: content\n"
+              "parameters: {type: object}\n",
+              "tools.d/p.yaml:6:1: output: 'output' applies to command and python tools only"),
+    "mcp_server": ("name: p\ndescription: x\noutput: content\nmcp_server:\n  command: [/bin/false]\n"
+                   "  tools:\n    t: {permission_level: 0}\n",
+                   "tools.d/p.yaml:3:1: output: 'output' applies to command and python tools only"),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(OUTPUT_MISTAKES))
+def test_output_mistakes_in_a_tool_file(config_dir: Path, mistake: str) -> None:
+    text, message = OUTPUT_MISTAKES[mistake]
+    (config_dir / "tools.d" / "p.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_dir)
+    assert message in str(caught.value), str(caught.value)
+
+
+async def test_a_command_tool_prints_content_too(start_mcp, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    (config_dir / "tools.d" / "said.yaml").write_text(ECHO_BLOCKS)
+    assert load_config(config_dir).tools["said"].output == "content"
+    server: McpServer = await start_mcp(config_dir)
+    with trio.fail_after(30):
+        async with mcp_client(server.mcp, server.token()) as client:
+            result = await client.call_tool("said", {})
+    assert not result.is_error and result.content[0].text == "said so"
+    assert result.structured_content is None
