@@ -8,7 +8,8 @@
 set -euo pipefail
 SUITE_VERSION=0.1.16
 NODE_VERSION=22
-dir=${1:-${SCONNECT_CONFORMANCE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sconnect-conformance}}
+home=${HOME:-$(cd ~ && pwd)}  # ~ falls back to the passwd entry where HOME is unset
+dir=${1:-${SCONNECT_CONFORMANCE_DIR:-${XDG_CACHE_HOME:-$home/.cache}/sconnect-conformance}}
 suite="$dir/node_modules/@modelcontextprotocol/conformance/package.json"
 if [ -x "$dir/node_modules/.bin/node" ] && [ -f "$suite" ] \
     && grep -q "\"version\": \"$SUITE_VERSION\"" "$suite"; then
