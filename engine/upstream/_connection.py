@@ -89,6 +89,7 @@ class Connection:
         """One tools/call; a Result in every case (see the module docstring)."""
         from mcp.shared.exceptions import MCPError
         from mcp_types import CONNECTION_CLOSED
+        from pydantic import ValidationError
 
         started = trio.current_time()
         outcome: Any = None
@@ -111,6 +112,10 @@ class Connection:
                         error = f"the server answered with an error: {exc.error.message}"
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self.break_(f"the connection to the server broke: {exc}")
+                except ValidationError as exc:
+                    # Well-formed JSON-RPC, but not an MCP result: like garbage, the server is restarted.
+                    error = f"the server's result is not a valid MCP result: {_invalid_result(exc)}"
+                    self.break_(error)
             timed_out = timer.cancelled_caught
             nursery.cancel_scope.cancel()
         wall = trio.current_time() - started
@@ -155,6 +160,20 @@ def _result(
         message=message,
         content=content,
     )
+
+
+def _invalid_result(exc: Any) -> str:
+    """What is wrong with a result the SDK refused, in our words where we know them (a pydantic ValidationError)."""
+    for problem in exc.errors():
+        loc = problem.get("loc", ())
+        # A block whose type matches none of the union's members: every member reports its "type".
+        if (len(loc) >= 4 and loc[0] == "content" and loc[-1] == "type"
+                and problem.get("type") == "literal_error" and isinstance(problem.get("input"), str)):
+            shown = repr(problem["input"])[:40]
+            return f"content[{loc[1]}]: unknown block type {shown} (known: {', '.join(mcp_content.KINDS)})"
+    first = exc.errors()[0] if exc.error_count() else {}
+    where = ".".join(str(part) for part in first.get("loc", ())) or "result"
+    return f"{where}: {first.get('msg', 'invalid')} ({exc.error_count()} problems)"
 
 
 def _from_call_result(outcome: Any, conn: Connection, wall: float) -> sandbox.Result:

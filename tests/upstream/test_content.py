@@ -18,7 +18,9 @@ from tests.upstream.env import DEFAULT_TOOLS
 
 pytestmark = pytest.mark.slow
 
-TOOLS = DEFAULT_TOOLS + "    picture: {permission_level: 0}\n    bad_picture: {permission_level: 0}\n"
+TOOLS = DEFAULT_TOOLS + "".join(
+    f"    {name}: {{permission_level: 0}}\n" for name in ("picture", "bad_picture", "odd_block")
+)
 
 
 async def test_image_blocks_pass_through_and_bad_ones_are_refused(mcp_config: MakeConfig, tag: str) -> None:
@@ -29,6 +31,7 @@ async def test_image_blocks_pass_through_and_bad_ones_are_refused(mcp_config: Ma
         with trio.fail_after(60):
             good = await run_tool(config.tools["up_picture"], {}, workspace=work, work_root=work, subject="alice")
             bad = await run_tool(config.tools["up_bad_picture"], {}, workspace=work, work_root=work, subject="alice")
+            odd = await run_tool(config.tools["up_odd_block"], {}, workspace=work, work_root=work, subject="alice")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     assert good.status == "ok", good.message
@@ -41,3 +44,5 @@ async def test_image_blocks_pass_through_and_bad_ones_are_refused(mcp_config: Ma
     assert good.output == {"text": f"a red dot\n[image/png, {len(png)} B]"}
     assert bad.status == "error" and bad.content is None
     assert "content[0] (image): data: not valid base64" in bad.message, bad.message
+    assert odd.status == "error" and odd.content is None
+    assert "content[0]: unknown block type 'video'" in odd.message, odd.message

@@ -54,7 +54,7 @@ def test_pin_then_check(
     assert _pin(path) == 0
     out = capsys.readouterr().out
     assert f"{path}:{_line(path, '    echo:')}:5: echo: not pinned yet" in out
-    hidden = "bad_picture, counter, crash, fail, garbage, hang, instance, picture, secret_env"
+    hidden = "bad_picture, counter, crash, fail, garbage, hang, instance, odd_block, picture, secret_env"
     assert f"not exposed (not in mcp_server.tools): {hidden}" in out
     assert "pinned 2 tools: add, echo" in out
     text = path.read_text()

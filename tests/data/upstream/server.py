@@ -4,7 +4,8 @@ Tools: `echo`, `add`, `counter` (state kept for the process's life), `instance` 
 made at start-up: tells one process from another), `fail` (an error result), `crash`
 (the process exits mid-call), `garbage` (prints a line that is not JSON-RPC on stdout),
 `hang` (never answers), `secret_env` (returns the environment: must never be exposed),
-`picture` (a text and an image block), `bad_picture` (an image block that is not base64).
+`picture` (a text and an image block), `bad_picture` (an image block that is not base64),
+`odd_block` (a block of a type MCP does not have, written raw).
 
 Options:
   --descriptions FILE   JSON object {tool: description} read at every start, overriding
@@ -48,6 +49,7 @@ TOOLS = {
     "secret_env": ("Returns the server's environment.", _OBJECT),
     "picture": ("A caption and a 1x1 PNG, as content blocks.", _OBJECT),
     "bad_picture": ("An image block whose data is not base64.", _OBJECT),
+    "odd_block": ("Answers with a block of a type MCP does not have (written raw).", _OBJECT),
 }
 # A 1x1 red PNG.
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
@@ -124,6 +126,13 @@ def main() -> None:
             return types.CallToolResult(
                 content=[types.ImageContent(type="image", data="not*base64", mime_type="image/png")]
             )
+        if name == "odd_block":
+            # The SDK would refuse to send this: write the answer to this request ourselves.
+            answer = {"jsonrpc": "2.0", "id": ctx.request_id,  # type: ignore[attr-defined]
+                      "result": {"content": [{"type": "video", "data": PNG_B64, "mimeType": "video/mp4"}]}}
+            wire.write(json.dumps(answer) + "\n")
+            wire.flush()
+            await anyio.sleep_forever()
         if name == "secret_env":
             return text(dict(os.environ))
         raise ValueError(f"unknown tool {name!r}")
