@@ -216,7 +216,9 @@ async def run_tool(
     if tool.output == "content":
         from .protocol.content import with_content
 
-        return with_content(result)  # type: ignore[no-any-return]
+        # Linear in the output (megabytes of base64 at most): off the event loop.
+        checked: sandbox.Result = await trio.to_thread.run_sync(with_content, result)
+        return checked
     return result
 
 

@@ -280,11 +280,13 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
             "error": result.message, "stderr": result.stderr_tail, "exit_code": result.exit_code,
         }
         content = result.content if status == ResultStatus.OK else None
+    # Decoding and hashing up to 8 MiB of blocks: off the event loop.
+    digested = await trio.to_thread.run_sync(digests, content) if content else None
     await _audit(
         caller, "execution", "tool.call", name, arguments, tool=tool, outcome=str(status),
         duration_ms=(time.monotonic() - started) * 1000, decision=decision,
         # Content blocks by digest and size: the audit log never holds their bytes.
-        details={"content": digests(content)} if content else None,
+        details={"content": digested} if digested else None,
     )
     return _result(caller, frame, status, output, reason, content)
 

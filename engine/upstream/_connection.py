@@ -120,7 +120,10 @@ class Connection:
             nursery.cancel_scope.cancel()
         wall = trio.current_time() - started
         if outcome is not None:
-            return _from_call_result(outcome, self, wall)
+            if all(getattr(block, "type", None) == "text" for block in outcome.content):
+                return _from_call_result(outcome, self, wall)
+            # Images and the like: checking and copying megabytes of base64 stays off the event loop.
+            return await trio.to_thread.run_sync(_from_call_result, outcome, self, wall)
         if timed_out:
             self.break_(f"no answer within {timeout_s:g}s")
             return _result(self, "timeout", f"killed after {timeout_s:g}s timeout: the server did not answer", wall)
