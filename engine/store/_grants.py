@@ -24,19 +24,20 @@ GRANT_COLS: Final = (
     "ended_at, ended_by, end_reason"
 )
 
-# Appended to the SQLite migrations (engine/store/_sqlite.py) and, as is, to PostgreSQL's.
+# Appended to the SQLite migrations (engine/store/_sqlite.py) and, as is, to PostgreSQL's (which
+# splits statements at every ';': none in the comments).
 GRANTS_DDL: Final = """
 CREATE TABLE grants (
     grant_id         TEXT PRIMARY KEY,
     subject          TEXT NOT NULL,   -- whose actions it covers
-    -- the session a session grant covers; NULL for a grant by duration
+    -- the session a session grant covers, NULL for a grant by duration
     session_id       TEXT REFERENCES sessions (session_id) ON DELETE CASCADE,
     scope            TEXT NOT NULL CHECK (scope IN ('session', 'duration')),
     kind             TEXT NOT NULL CHECK (kind IN ('tool', 'resource')),
     name             TEXT NOT NULL,   -- tool name or resource URI
     arguments        TEXT NOT NULL,   -- canonical JSON of the approved arguments, secrets redacted
     arguments_digest TEXT NOT NULL,   -- keyed digest of the exact approved arguments
-    constraints      TEXT,            -- JSON list of argument constraints; NULL: exact arguments only
+    constraints      TEXT,            -- JSON list of argument constraints, NULL: exact arguments only
     level            INTEGER NOT NULL CHECK (level BETWEEN 0 AND 3),
     approver         TEXT NOT NULL CHECK (approver IN ('user', 'admin')),
     rule_id          TEXT NOT NULL,   -- the rule that required the approval
@@ -47,7 +48,7 @@ CREATE TABLE grants (
     expires_at       DOUBLE PRECISION NOT NULL,
     status           TEXT NOT NULL DEFAULT 'live' CHECK (status IN ('live', 'revoked', 'ended')),
     ended_at         DOUBLE PRECISION,
-    ended_by         TEXT,            -- who revoked it; NULL when a reload ended it
+    ended_by         TEXT,            -- who revoked it, NULL when a reload ended it
     end_reason       TEXT
 );
 CREATE INDEX grants_by_target ON grants (subject, kind, name, status, expires_at);
