@@ -1,5 +1,6 @@
 // Approvals (admins): what waits for them, live; approve or deny with a reason; what they decided here.
 import { el, facts, getJson, pretty } from "./api.js";
+import { rememberControls } from "./remember.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -60,15 +61,19 @@ export class ApprovalsPage {
     const what = `${action.name} for ${action.requester}`;
     const approve = el("button", { type: "button", className: "approve", text: "Approve", "aria-label": `Approve ${what}` });
     const deny = el("button", { type: "button", className: "deny", text: "Deny", "aria-label": `Deny ${what}` });
+    const remember = rememberControls(action);
     const answer = async (approved) => {
       approve.disabled = deny.disabled = reason.disabled = true;
+      remember.disable();
       const payload = { action_id: action.action_id, approved };
       if (reason.value.trim()) payload.reason = reason.value.trim();
+      const kept = approved ? remember.read() : undefined;
+      if (kept) payload.remember = kept;
       const id = await this.protocol.send("action_approval", payload);
       this.answering.set(id, { action, approved });
       // At once on the page; the audit log has it by the time the requester sees the result.
       $("approvals-decided").prepend(el("li", {
-        text: `${new Date().toLocaleTimeString()}: ${approved ? "approved" : "denied"} ${action.name} for ${action.requester}${payload.reason ? ` (${payload.reason})` : ""}`,
+        text: `${new Date().toLocaleTimeString()}: ${approved ? "approved" : "denied"} ${action.name} for ${action.requester}${payload.reason ? ` (${payload.reason})` : ""}${kept ? " and remembered" : ""}`,
       }));
       card.remove();
       this.refresh();
@@ -83,6 +88,7 @@ export class ApprovalsPage {
         ["expires in", `${Math.round(action.expires_in_s)} s`],
       ]),
       el("pre", { "aria-label": "Arguments", text: pretty(action.arguments) }),
+      remember.element,
       el("div", { className: "row" }, el("label", { for: reasonId, text: "Reason" }), reason, approve, deny),
     );
     return card;
