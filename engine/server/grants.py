@@ -32,7 +32,7 @@ from ..auth import Principal
 from ..config.model import Config, Tool
 from ..decision import ADMIN_ROLE, Decision
 from ..grants import GrantPlan, RememberContext, satisfies, shown_match
-from ..policy import find_rule, remember_bound, rule_fingerprint
+from ..policy import RememberBound, find_rule, remember_bound, rule_fingerprint
 from ..policy._decision import APPROVER_RANK
 from ..protocol import (
     AgentAction,
@@ -67,7 +67,8 @@ def remember_context(
         kind=str(frame.kind), name=frame.name, arguments=dict(arguments) if isinstance(arguments, dict) else {},
         secret=frozenset(tool.secret_arguments) if tool else frozenset(), level=frame.level,
         approver=decision.approver, session_id=caller.session_id, requester=caller.sub,
-        bound=remember_bound(config, decision, frame.level),
+        # No rule to rest on (cannot happen for an approval today): nothing may be remembered.
+        bound=remember_bound(config, decision, frame.level) if rule else RememberBound(None, "no rule asked for it"),
         rule_id=rule.id if rule else "", rule_digest=rule_fingerprint(rule) if rule else "",
         action_id=frame.action_id, digest=caller.conn.hub.store.digest,
     )

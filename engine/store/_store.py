@@ -495,6 +495,17 @@ class Store:
         at = time.time() if now is None else now
         return await self._run(_grants.end, grant_id, status, by, reason, at)
 
+    async def prune_grants(self, before: float) -> int:
+        """Delete grants that ended or expired before ``before`` (the retention sweep). Returns how many."""
+
+        def work(tx: Tx) -> int:
+            with tx.transaction():
+                return int(tx.execute(
+                    "DELETE FROM grants WHERE expires_at < ? OR (status != 'live' AND ended_at < ?)",
+                    (before, before)).rowcount)
+
+        return await self._run(work)
+
 
 def _key(digest_key: bytes | None) -> bytes:
     if digest_key is not None and len(digest_key) < 32:

@@ -98,6 +98,16 @@ async def test_a_session_grant_needs_its_session_and_goes_with_it(where: Where) 
         assert await store.get_grant("g1") is None
 
 
+async def test_the_retention_sweep_removes_old_grants_only(where: Where) -> None:
+    async with await where.open() as store:
+        await store.add_grant(_grant(store, "expired", expires_at=T0 + 10))
+        await store.add_grant(_grant(store, "revoked"))
+        await store.add_grant(_grant(store, "live"))
+        assert await store.end_grant("revoked", "revoked", "alice", "done", now=T0 + 5)
+        assert await store.prune_grants(T0 + 20) == 2
+        assert [g.grant_id for g in await store.grants(live=False)] == ["live"]
+
+
 async def test_secrets_stay_out_of_the_table(where: Where) -> None:
     async with await where.open() as store:
         await store.add_grant(_grant(store, "g1"))
