@@ -7,6 +7,7 @@ lists, revokes and ends them in ``engine/server/grants.py``.
 """
 
 from ._match import MATCH_KINDS as MATCH_KINDS
+from ._match import exactly as exactly
 from ._match import program_of as program_of
 from ._match import satisfies as satisfies
 from ._match import shown_match as shown_match

@@ -1,11 +1,10 @@
 """What a grant reaches: exactly the approved arguments, or the constraints a person confirmed.
 
-A grant made without ``match`` covers the tool with exactly the approved arguments
-(their keyed digest). With ``match``, it covers the tool with any arguments that keep
-what each named argument says, and leaves the others free:
+A grant made without ``match`` covers the tool with exactly the approved arguments.
+With ``match``, it covers the tool with any arguments that keep what each named argument
+says, and leaves the others free:
 
-- ``same``: the argument holds the same JSON value as in the approved action (compared
-  by keyed digest, so a secret argument is pinned without being stored);
+- ``same``: the argument holds the same JSON value as in the approved action;
 - ``program``: the argument is a command line of plain words (letters, digits and
   ``_ . / : = @ % + , -``, separated by spaces) whose first word is the approved one.
   A command line with anything else (quotes, ``;``, ``|``, ``$``, redirections, globs,
@@ -15,6 +14,12 @@ what each named argument says, and leaves the others free:
 Constraints are built only from the approved action's own values: a person chooses
 which arguments to pin, never what they are pinned to, so a grant is never wider than
 what they saw.
+
+Comparing: values are compared as canonical JSON (``1`` is not ``1.0`` nor ``true``),
+so a grant means the same on every instance sharing a database. A tool's secret
+arguments are never kept in the clear: they are compared by a keyed digest under the
+instance's key (the store's), so a grant that pins a secret covers calls only where that
+key is, i.e. on the instance that made it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
+
+from ..audit import redact
+from ..canonical import canonical_json
 
 MATCH_KINDS: Final = ("same", "program")
 #: At most this many arguments named in one ``match``.
@@ -52,10 +60,11 @@ def build(match: Mapping[str, str], arguments: Mapping[str, Any], digest: Digest
         if argument not in arguments:
             raise ValueError(f"{argument}: the approved action has no argument {argument!r}")
         value = arguments[argument]
-        if kind == "same":
-            shown = "[redacted]" if argument in secret else value
-            constraints.append({"argument": argument, "kind": "same", "digest": value_digest(digest, argument, value),
-                                "value": shown})
+        if kind == "same" and argument in secret:
+            constraints.append({"argument": argument, "kind": "same", "secret": True,
+                                "digest": value_digest(digest, argument, value)})
+        elif kind == "same":
+            constraints.append({"argument": argument, "kind": "same", "value": canonical_json(value)})
         elif kind == "program":
             if argument in secret:
                 raise ValueError(f"{argument}: a secret argument can only be matched with 'same'")
@@ -77,8 +86,11 @@ def satisfies(constraints: tuple[dict[str, Any], ...], arguments: Mapping[str, A
             return False
         value = arguments[argument]
         kind = constraint.get("kind")
-        if kind == "same":
+        if kind == "same" and constraint.get("secret") is True:
             if value_digest(digest, argument, value) != constraint.get("digest"):
+                return False
+        elif kind == "same":
+            if canonical_json(value) != constraint.get("value"):
                 return False
         elif kind == "program":
             program = program_of(value)
@@ -87,6 +99,16 @@ def satisfies(constraints: tuple[dict[str, Any], ...], arguments: Mapping[str, A
         else:
             return False
     return True
+
+
+def exactly(stored: Mapping[str, Any], stored_digest: str, arguments: Mapping[str, Any], secret: frozenset[str],
+            digest: Digest) -> bool:
+    """Whether ``arguments`` are exactly the approved ones: the same canonical JSON with the
+    tool's secret arguments redacted (as ``stored`` keeps them), and, when the call holds a
+    secret argument, the same keyed digest of the whole (``stored_digest``)."""
+    if canonical_json(redact(dict(arguments), secret)) != canonical_json(dict(stored)):
+        return False
+    return not (secret & arguments.keys()) or digest(dict(arguments)) == stored_digest
 
 
 def shown_match(constraints: tuple[dict[str, Any], ...] | None) -> dict[str, str] | None:

@@ -440,7 +440,7 @@ async def _authorise(
     if not decision.requires_approval:
         caller.conn.send(frame)
         return None
-    grant = await grants.covering(caller, frame, decision, arguments)
+    grant = await grants.covering(caller, frame, decision, arguments, tool)
     if grant is not None:
         # Remembered: runs without asking; the action and its audit record name the grant.
         frame = attrs.evolve(

@@ -31,7 +31,7 @@ from ..audit._record import iso_time
 from ..auth import Principal
 from ..config.model import Config, Tool
 from ..decision import ADMIN_ROLE, Decision
-from ..grants import GrantPlan, RememberContext, satisfies, shown_match
+from ..grants import GrantPlan, RememberContext, exactly, satisfies, shown_match
 from ..policy import RememberBound, find_rule, remember_bound, rule_fingerprint
 from ..policy._decision import APPROVER_RANK
 from ..protocol import (
@@ -75,7 +75,7 @@ def remember_context(
 
 
 async def covering(
-    caller: Caller, frame: AgentAction, decision: Decision, arguments: Any
+    caller: Caller, frame: AgentAction, decision: Decision, arguments: Any, tool: Tool | None
 ) -> GrantRecord | None:
     """The oldest live grant that covers this action under the configuration it runs on, if any."""
     if not decision.requires_approval or decision.deciding_rule is None:
@@ -92,6 +92,7 @@ async def covering(
         return None
     fingerprint = rule_fingerprint(rule)
     args = arguments if isinstance(arguments, dict) else {}
+    secret = frozenset(tool.secret_arguments) if tool else frozenset()
     for grant in candidates:
         if grant.scope == "session" and (caller.session_id is None or grant.session_id != caller.session_id):
             continue
@@ -100,7 +101,7 @@ async def covering(
                 or grant.created_at + bound.max_s <= now):
             continue
         if grant.constraints is None:
-            if store.digest(args) != grant.arguments_digest:
+            if not exactly(grant.arguments, grant.arguments_digest, args, secret, store.digest):
                 continue
         elif not satisfies(grant.constraints, args, store.digest):
             continue

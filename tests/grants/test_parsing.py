@@ -60,3 +60,19 @@ def test_match_needs_a_scope() -> None:
 ])
 def test_prompt_answers(text: str, answer: object) -> None:
     assert prompt_answer(text) == answer
+
+
+def test_exactly_compares_canonical_json_and_secrets_by_digest() -> None:
+    from engine.grants import exactly
+
+    stored = {"account": "1", "pin": "[redacted]"}
+    secret = frozenset({"pin"})
+    approved = {"account": "1", "pin": "4711"}
+    assert exactly(stored, _digest(approved), approved, secret, _digest)
+    assert not exactly(stored, _digest(approved), {"account": "1", "pin": "4712"}, secret, _digest)
+    # The redaction marker itself is no way in: a call holding a secret is checked by digest.
+    assert not exactly(stored, _digest(approved), {"account": "1", "pin": "[redacted]"}, secret, _digest)
+    assert not exactly(stored, _digest(approved), {"account": "1"}, secret, _digest)
+    assert exactly({"n": 1}, "", {"n": 1}, frozenset(), _digest)
+    for other in (1.0, True, "1", [1]):
+        assert not exactly({"n": 1}, "", {"n": other}, frozenset(), _digest), other

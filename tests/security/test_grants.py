@@ -18,7 +18,9 @@
 - ``test_an_expired_grant_covers_nothing``: a 300 ms grant, once past its time, no
   longer covers the call it was made for.
 - ``test_a_secret_argument_is_pinned_without_being_kept``: a grant pinning a secret
-  ``pin`` covers the same pin only; the pin shows nowhere in the listing or the audit.
+  ``pin`` covers the same pin only; the pin shows nowhere in the listing or the audit;
+  an exact grant with a secret is not matched by sending the redaction marker
+  ``"[redacted]"`` as the pin (what the store keeps in its place).
 """
 
 from __future__ import annotations
@@ -148,5 +150,9 @@ async def test_a_secret_argument_is_pinned_without_being_kept(server: RunningSer
             listing = await alice.list_grants()
             assert secret not in repr(listing)
             assert listing.grants[0].arguments == {"account": "1", "pin": "[redacted]"}
+            assert not await covered(alice, "pin", {"account": "1", "pin": "[redacted]"})
+            await _remember(alice, "pin", {"account": "9", "pin": secret}, HOUR)
+            assert await covered(alice, "pin", {"account": "9", "pin": secret})
+            assert not await covered(alice, "pin", {"account": "9", "pin": "[redacted]"})
     records = [r.to_dict() for r in query(server.settings.state_dir, kind="grant")]
     assert records and secret not in repr(records)
