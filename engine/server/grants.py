@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # A listing shows at most this many grants (newest first).
 MAX_LISTED = 500
+# Live grants of one subject on one tool (or resource): a new one past this ends the oldest,
+# so that the check every approval-needing call makes stays small (bench/bench_grants.py).
+MAX_LIVE_PER_TARGET = 32
 
 
 def remember_context(
@@ -134,6 +137,15 @@ async def make(caller: Caller, plan: GrantPlan, audit_context: Mapping[str, Any]
         details={**audit_context, **_audited(record)},
     ))
     await hub.store.add_grant(record)
+    live = await hub.store.live_grants(record.subject, record.kind, record.name)
+    for old in live[: max(0, len(live) - MAX_LIVE_PER_TARGET)]:
+        why = f"replaced by a newer grant: at most {MAX_LIVE_PER_TARGET} live grants per subject and tool"
+        if await hub.store.end_grant(old.grant_id, "ended", None, why):
+            await hub.audit.record(AuditEvent(
+                kind="grant", subject=old.subject, session_id=old.session_id, action="grant.end", target=old.name,
+                outcome="ended", policy_revision=caller.snap.policy_revision,
+                details={**_audited(old), "reason": why},
+            ))
     return record
 
 

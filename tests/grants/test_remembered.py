@@ -211,3 +211,24 @@ async def test_listing_another_subjects_session_is_forbidden(server: RunningServ
                 await alice.list_grants("no-such-session")
             assert missing.value.code == "not_found"
             assert (await bob.list_grants(bobs)).grants == ()
+
+
+async def test_past_the_most_live_grants_per_tool_the_oldest_ends(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.server.grants
+
+    monkeypatch.setattr(engine.server.grants, "MAX_LIVE_PER_TARGET", 2)
+    hour = Remember(scope=RememberScope.DURATION, duration="1h")
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token()) as alice:
+            for path in ("1.txt", "2.txt", "3.txt"):
+                action = await ask(alice, "note", {"path": path})
+                await alice.answer(action.action_id, True, remember=hour)
+                await result_of(alice, action)
+            listed = (await alice.list_grants(all=True)).grants
+            assert [(g.arguments["path"], g.status) for g in listed] == [
+                ("3.txt", "live"), ("2.txt", "live"), ("1.txt", "ended")]
+            assert listed[2].end_reason == "replaced by a newer grant: at most 2 live grants per subject and tool"
+            assert not await covered(alice, "note", {"path": "1.txt"})
+            assert await covered(alice, "note", {"path": "2.txt"})
