@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 HELP = (
     "commands: /stop (the turn) /end (the session) /pause /resume /tools /call TOOL {json} /read URI "
     "/pending /approve ID [--session | --for 1h] [--match ARG=same|program] /deny ID [reason] /grants [all] "
-    "/revoke GRANT_ID /help /quit; anything else is a message to the agent; at approve? answer y, n, "
-    "s (yes, for this session) or a duration such as 1h (yes, for that long)"
+    "/revoke GRANT_ID /help /quit; at approve? answer y, n, s (yes, for this session) or a duration such as 1h "
+    "(yes, for that long); anything else is a message to the agent"
 )
 BUSY = "a turn is running; wait for the answer or /stop it"
 BUSY_CALL = "a direct call is running; wait for its result"
