@@ -61,7 +61,10 @@ def _token(args: argparse.Namespace) -> str | None:
         except (OSError, UnicodeDecodeError) as exc:
             print(f"sconnect grants: cannot read --token-file {args.token_file}: {exc}", file=sys.stderr)
             return None
-        return token or None
+        if not token or any(char.isspace() for char in token):
+            print(f"sconnect grants: --token-file {args.token_file} must hold one token", file=sys.stderr)
+            return None
+        return token
     token = os.environ.get("SCONNECT_TOKEN", "").strip()
     if not token:
         print("sconnect grants: no token: set SCONNECT_TOKEN or pass --token-file FILE", file=sys.stderr)
