@@ -8,8 +8,9 @@ calls see the new config; calls already running finish on the one they
 started with), every connected client gets a fresh ``tool_list``, and an
 action still waiting for approval on a tool that no longer exists ends as
 ``cancelled`` without running, and a grant (a remembered approval) whose tool
-now has a higher level, or whose rule changed or went, ends.  Invalid: the last good configuration keeps
-serving and every error (file, line, field) is logged and audited.
+now has a higher level, or whose rule changed or went, ends.  Invalid: the last
+good configuration keeps serving and every error (file, line, field) is logged
+and audited.
 """
 
 from __future__ import annotations
@@ -85,8 +86,12 @@ async def reload_config(hub: Hub, reason: str) -> bool:
             details={"reason": reason, "tools": sorted(config.tools), "removed_tools": sorted(removed)},
         )
     )
-    # Grants resting on a tool level or a rule that changed end now (each audited).
-    await end_stale(hub, config, revision)
+    # Grants resting on a tool level or a rule that changed end now (each audited). A failure
+    # (the database away) leaves them listed as live, never usable: each call checks the same.
+    try:
+        await end_stale(hub, config, revision)
+    except Exception as exc:
+        log.warning("configuration reload: ending stale grants failed (%s: %s)", type(exc).__name__, exc)
     for pending in list(hub.approvals.pending.values()):
         if pending.frame.kind == "tool" and pending.frame.name in removed:
             hub.approvals.close(
