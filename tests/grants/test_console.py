@@ -4,7 +4,8 @@
   session"; the same read again runs at once, its card naming the grant;
 - alice asks for a level-2 command; the admin, on the Approvals page, approves it
   "for 1 hour" reaching "command running echo"; alice's next echo runs at once, and
-  a command with another program still waits for an admin;
+  a command with another program still waits for an admin; the admin's list of
+  remembered approvals shows both grants, and after Revoke an echo waits again;
 - a remember the policy refuses (``secretive``: ``remember: never``) shows the server's
   message and leaves the action waiting.
 """
@@ -73,7 +74,18 @@ def _remember_in_the_browser(url: str, alice_token: str, admin_link: str, shots:
         alice.locator("li.action", has_text="date").get_by_text("Waiting for an admin").wait_for()
         admin.locator("#approvals-queue li", has_text="date").get_by_role("button", name="Deny").click()
         alice.locator("li.action", has_text="date").get_by_text("Result: denied").wait_for()
+        # The admin's list of remembered approvals: alice's two grants; revoking the echo one.
+        admin.get_by_role("button", name="Refresh").click()
+        admin.get_by_text("2 remembered approvals.").wait_for()
+        shell = admin.locator("#approvals-grants li", has_text="shell")
+        assert "command: program" in shell.inner_text() and "root-admin" in shell.inner_text()
         admin.screenshot(path=str(shots / "approvals-remember.png"), full_page=True)
+        shell.get_by_role("button", name="Revoke shell for alice").click()
+        admin.get_by_text("1 remembered approval.").wait_for()
+        say(alice, "run echo third")
+        alice.locator("li.action", has_text="echo third").get_by_text("Waiting for an admin").wait_for()
+        admin.locator("#approvals-queue li", has_text="echo third").get_by_role("button", name="Deny").click()
+        alice.locator("li.action", has_text="echo third").get_by_text("Result: denied").wait_for()
     return problems
 
 
