@@ -74,7 +74,12 @@ from .protocol import (
     ClientFrame,
     ClientToolList,
     ErrorFrame,
+    GrantList,
+    GrantListRequest,
+    GrantRevoke,
+    GrantRevoked,
     OfferedTool,
+    Remember,
     ResourceRequest,
     ResourceResponse,
     ResponseToken,
@@ -161,7 +166,9 @@ class Turn:
         return "".join(self.tokens)
 
 
-Approve = Callable[[AgentAction], bool | Awaitable[bool]]
+# An approver's answer: True/False, or a Remember to approve and remember the approval as a grant.
+Verdict = bool | Remember
+Approve = Callable[[AgentAction], Verdict | Awaitable[Verdict]]
 
 
 @attrs.define(eq=False)
@@ -289,27 +296,49 @@ class Client:
     async def send_message(self, session_id: str, content: str) -> str:
         return await self.send(UserMessage(id=new_id(), session_id=session_id, content=content))
 
-    async def answer(self, action_id: str, approved: bool, reason: str | None = None) -> str:
-        return await self.send(ActionApproval(id=new_id(), action_id=action_id, approved=approved, reason=reason))
+    async def answer(
+        self, action_id: str, approved: bool, reason: str | None = None, remember: Remember | None = None
+    ) -> str:
+        """Approve or deny; ``remember`` (with an approval) asks for a grant (README "Remembered approvals")."""
+        return await self.send(
+            ActionApproval(id=new_id(), action_id=action_id, approved=approved, reason=reason, remember=remember)
+        )
+
+    async def _verdict(self, action: AgentAction, approve: Approve | None) -> None:
+        verdict = approve(action) if approve else False
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        if isinstance(verdict, Remember):
+            await self.answer(action.action_id, True, remember=verdict)
+        else:
+            await self.answer(action.action_id, bool(verdict))
+
+    async def list_grants(self, session_id: str | None = None, *, all: bool = False) -> GrantList:
+        """The grants this caller may see (an admin: everyone's); ended ones too with ``all``."""
+        return await self._expect(GrantListRequest(id=new_id(), session_id=session_id, all=all or None), GrantList)
+
+    async def revoke_grant(self, grant_id: str, reason: str | None = None) -> GrantRevoked:
+        """End a grant now; ServerError ``not_found``/``forbidden``/``invalid_state`` otherwise."""
+        return await self._expect(GrantRevoke(id=new_id(), grant_id=grant_id, reason=reason), GrantRevoked)
 
     async def send_result(self, action_id: str, status: str, output: Any, session_id: str | None = None) -> str:
         return await self.send(
             ClientAgentResult(id=new_id(), action_id=action_id, status=status, output=output, session_id=session_id)  # type: ignore[arg-type]
         )
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], *, approve: Approve | None = None) -> AgentResult:
-        """Call a tool directly; when the server asks for this client's approval, ``approve`` answers."""
-        frame = ToolCall(id=new_id(), name=name, arguments=arguments)
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], *, approve: Approve | None = None, session_id: str | None = None
+    ) -> AgentResult:
+        """Call a tool directly (through ``session_id`` when given); when the server asks for this
+        client's approval, ``approve`` answers."""
+        frame = ToolCall(id=new_id(), name=name, arguments=arguments, session_id=session_id)
         async with self._answers(frame) as answers:
             while True:
                 reply = await self._next_answer(answers)
                 if isinstance(reply, AgentResult):
                     return reply
                 if isinstance(reply, AgentAction) and reply.requires_approval and str(reply.approver) == "user":
-                    verdict = approve(reply) if approve else False
-                    if inspect.isawaitable(verdict):
-                        verdict = await verdict
-                    await self.answer(reply.action_id, bool(verdict))
+                    await self._verdict(reply, approve)
 
     async def converse(self, session_id: str, content: str, *, approve: Approve | None = None) -> Turn:
         """Send a message and gather the turn until ``agent_response``.
@@ -330,10 +359,7 @@ class Client:
             elif isinstance(event, AgentAction):
                 actions.append(event)
                 if event.requires_approval and str(event.approver) == "user":
-                    verdict = approve(event) if approve else False
-                    if inspect.isawaitable(verdict):
-                        verdict = await verdict
-                    await self.answer(event.action_id, bool(verdict))
+                    await self._verdict(event, approve)
             elif isinstance(event, AgentResult):
                 results.append(event)
             elif isinstance(event, AgentResponse):

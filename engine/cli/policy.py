@@ -150,7 +150,7 @@ def _warn_undeclared_roles(config: Any, roles: list[str]) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from ..policy import Decision, explain
+    from ..policy import Decision, explain, remember_bound
 
     config = _config(args)
     _warn_undeclared_roles(config, args.role)
@@ -160,11 +160,13 @@ def run_explain(args: argparse.Namespace) -> int:
         raise UsageError(evaluation.reason)
     decision, considered, request = evaluation.decision, evaluation.considered, evaluation.request
     steps = _chain_steps(config, args, action, target)
+    bound = remember_bound(config, decision, request.level if request.is_tool else 0)
     if args.json:
         print_json({
             "request": {"sub": request.sub, "roles": sorted(request.roles), "action": action, "target": target,
                         "level": request.level if request.is_tool else None, "arguments": request.arguments},
             "decision": decision.to_json(),
+            "remember": {"allowed": bound.allowed, "max_s": bound.max_s, "reason": bound.reason},
             "considered": [
                 {"id": c.rule.id, "effect": c.rule.effect, "source": str(c.rule.source), "matched": c.matched,
                  "aspect": None if c.miss is None else c.miss.aspect, "why_not": None if c.miss is None else c.miss.why}
@@ -182,6 +184,8 @@ def run_explain(args: argparse.Namespace) -> int:
     print(f"decision: {decision.effect}{approver}")
     print(f"reason:   {decision.reason}")
     print(f"deciding: {decision.deciding_rule or '-'}")
+    if decision.requires_approval:
+        print(f"remember: {bound.describe()}")
     print(f"revision: {decision.policy_revision}")
     print("rules considered, in policy order:")
     width = max((len(c.rule.id) for c in considered), default=0)

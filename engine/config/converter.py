@@ -17,7 +17,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
 from ..strict import strict_converter
-from .model import AgentModel, ModelConfig, NamedModel, OpenAIModel, Resource, RulesModel, UpstreamTool
+from .model import AgentModel, ModelConfig, NamedModel, OpenAIModel, Remember, Resource, RulesModel, UpstreamTool
 from .resource_kinds import kind_name, kinds
 from .units import Bytes, Seconds, parse_duration, parse_size
 from .yamldoc import PathSegment
@@ -77,6 +77,18 @@ def _named_model(value: Any, _: type) -> NamedModel:
     )
 
 
+def _remember(value: Any, _: type) -> Remember:
+    """A rule's ``remember``: the word ``never``, or ``{max: DURATION}``."""
+    if value == "never":
+        return Remember(never=True)
+    if not isinstance(value, dict) or set(value) != {"max"}:
+        raise ValueError("remember must be 'never' or {max: DURATION}, e.g. {max: 8h}")
+    bound = parse_duration(value["max"])
+    if bound <= 0:
+        raise ValueError("remember.max must be longer than 0s")
+    return Remember(max=bound)
+
+
 def make_converter() -> cattrs.Converter:
     conv = strict_converter(_refuse)
     conv.register_structure_hook(Seconds, lambda value, _: parse_duration(value))
@@ -85,6 +97,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(AgentModel, _agent_model)
     conv.register_structure_hook(NamedModel, _named_model)
     conv.register_structure_hook(Resource, _resource)
+    conv.register_structure_hook(Remember, _remember)
     # `as` is a Python keyword: the field is `as_`, the YAML key `as`.
     conv.register_structure_hook(
         UpstreamTool,

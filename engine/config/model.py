@@ -451,6 +451,19 @@ class Condition:
 
 
 @attrs.frozen
+class Remember:
+    """How long an approval this rule asks for may be remembered as a grant (engine/grants).
+
+    ``remember: never`` (``never``), or ``remember: {max: 8h}`` (``max``, in seconds).
+    A rule without ``remember`` leaves the default: up to 8h for a user's approval, 1h
+    for an admin's, never for level 3.
+    """
+
+    never: bool = False
+    max: Seconds | None = None
+
+
+@attrs.frozen
 class PolicyRule:
     id: str
     effect: Literal["allow", "deny", "require_approval"]
@@ -461,6 +474,8 @@ class PolicyRule:
     approver: Literal["user", "admin"] | None = None
     # Only with require_approval: the requester may give the admin approval themselves.
     self_approval: bool = False
+    # How long a person's approval under this rule may be remembered (None: the default).
+    remember: Remember | None = None
     description: str = ""
     source: Source = Source()
 

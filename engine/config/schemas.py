@@ -125,6 +125,13 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
             path, f"{path[-1]!r} is given per tool in an mcp_server file (see mcp_server.tools)", key=True
         )
         return
+    if error.validator == "oneOf" and path and path[-1] == "remember":
+        yield doc.problem(path, f"{error.instance!r} is not a remember bound: write 'never' or {{max: DURATION}}, "
+                                "e.g. {max: 8h}")
+        return
+    if error.validator == "not" and error.validator_value == {"required": ["remember"]}:
+        yield doc.problem([*path, "remember"], "'remember' does nothing on a deny rule (nothing is approved)", key=True)
+        return
     if error.validator in ("oneOf", "anyOf") and error.context:
         best = jsonschema.exceptions.best_match(error.context)
         yield from _problems(doc, best)

@@ -14,6 +14,7 @@ from typing import Any
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
+from ..protocol import Remember, RememberScope
 from ..protocol import content as blocks
 from ._held import StillWaiting, describe
 
@@ -106,15 +107,35 @@ def resource_entry(uri: str, description: str) -> types.Resource:
     return types.Resource(name=uri, uri=uri, description=description)
 
 
-def approval_form(action_id: str, name: str, arguments: Any, level: int) -> tuple[str, dict[str, Any]]:
-    """The elicitation that asks the caller to approve their own level-1 action."""
+#: The elicitation's "remember" choices: this call only, or the same call for a while (a grant).
+REMEMBER_CHOICES = ("this call only", "15m", "1h", "8h")
+
+
+def approval_form(
+    action_id: str, name: str, arguments: Any, level: int, *, remember: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """The elicitation that asks the caller to approve their own level-1 action; with
+    ``remember``, it also offers to run the same call without asking for a while."""
     shown = json.dumps(arguments, ensure_ascii=False, default=str)
     if len(shown) > 500:
         shown = shown[:497] + "..."
     message = f"Allow the tool {name} (level {level}) to run with {shown}? (action {action_id})"
-    schema = {
-        "type": "object",
-        "properties": {"approve": {"type": "boolean", "title": "Run it", "description": "true runs the tool"}},
-        "required": ["approve"],
+    properties: dict[str, Any] = {
+        "approve": {"type": "boolean", "title": "Run it", "description": "true runs the tool"},
     }
+    if remember:
+        properties["remember"] = {
+            "type": "string", "title": "Remember", "enum": list(REMEMBER_CHOICES), "default": REMEMBER_CHOICES[0],
+            "description": "Also run this same call (same arguments) without asking for this long, "
+                           "as far as the policy allows",
+        }
+    schema = {"type": "object", "properties": properties, "required": ["approve"]}
     return message, schema
+
+
+def remember_choice(content: Any) -> Remember | None:
+    """The grant an accepted approval form asks for, None for "this call only" (or anything else)."""
+    value = content.get("remember") if isinstance(content, Mapping) else None
+    if isinstance(value, str) and value in REMEMBER_CHOICES[1:]:
+        return Remember(scope=RememberScope.DURATION, duration=value)
+    return None

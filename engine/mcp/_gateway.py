@@ -217,7 +217,7 @@ class Gateway:
 
     def _input_required(self, action_id: str, name: str, arguments: Any) -> types.InputRequiredResult:
         """Ask for the approval in the result; the client retries the call with the answer."""
-        message, schema = convert.approval_form(action_id, name, arguments, 1)
+        message, schema = convert.approval_form(action_id, name, arguments, 1, remember=True)
         form = types.ElicitRequest(params=types.ElicitRequestFormParams(message=message, requested_schema=schema))
         return types.InputRequiredResult(input_requests={APPROVAL_INPUT: form}, request_state=action_id)
 
@@ -239,13 +239,27 @@ class Gateway:
             approved = False
         else:
             return True  # dismissed: it waits for an answer elsewhere, without asking again
-        try:
-            self.hub.approvals.answer(
-                call.action_id, approved, principal.sub, principal.roles, "answered in the MCP client", reply_to=""
-            )
-        except ProtocolError as exc:
-            log.info("in-band answer to %s refused: %s", call.action_id, exc)
+        self._answer_in_band(principal, call.action_id, approved, answer.content)
         return True
+
+    def _answer_in_band(self, principal: Principal, action_id: str, approved: bool, content: Any) -> None:
+        """An elicitation's answer, remembered when the form says so and the policy allows it;
+        a remember the policy refuses still approves this one call (the form's first wish)."""
+        remember = convert.remember_choice(content) if approved else None
+        try:
+            self.hub.approvals.answer(action_id, approved, principal.sub, principal.roles,
+                                      "answered in the MCP client", reply_to="", remember=remember)
+            return
+        except ProtocolError as exc:
+            if remember is None:
+                log.info("in-band answer to %s refused: %s", action_id, exc)
+                return
+            log.info("in-band answer to %s: not remembered (%s); approving this call only", action_id, exc)
+        try:
+            self.hub.approvals.answer(action_id, approved, principal.sub, principal.roles,
+                                      "answered in the MCP client", reply_to="")
+        except ProtocolError as exc:
+            log.info("in-band answer to %s refused: %s", action_id, exc)
 
     async def _elicit_approval(
         self, ctx: ServerRequestContext[Any], principal: Principal, call: HeldCall[Outcome], name: str, arguments: Any
@@ -254,7 +268,7 @@ class Gateway:
         assert call.action_id is not None
         pending = self.hub.approvals.pending.get(call.action_id)
         level = pending.frame.level if pending is not None else 1
-        message, schema = convert.approval_form(call.action_id, name, arguments, level)
+        message, schema = convert.approval_form(call.action_id, name, arguments, level, remember=True)
         try:
             answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
         except Exception as exc:
@@ -266,12 +280,7 @@ class Gateway:
             approved = False
         else:
             return
-        try:
-            self.hub.approvals.answer(
-                call.action_id, approved, principal.sub, principal.roles, "answered in the MCP client", reply_to=""
-            )
-        except ProtocolError as exc:
-            log.info("in-band answer to %s refused: %s", call.action_id, exc)
+        self._answer_in_band(principal, call.action_id, approved, answer.content)
 
     # --- resources ----------------------------------------------------------------------
 

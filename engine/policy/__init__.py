@@ -35,5 +35,10 @@ from ._lint import lint as lint
 from ._match import Miss as Miss
 from ._match import Request as Request
 from ._match import may_grant_tool as may_grant_tool
+from ._remember import DEFAULT_REMEMBER_S as DEFAULT_REMEMBER_S
+from ._remember import RememberBound as RememberBound
+from ._remember import find_rule as find_rule
+from ._remember import remember_bound as remember_bound
+from ._remember import rule_fingerprint as rule_fingerprint
 from ._revision import policy_revision as policy_revision
 from ._revision import revision_of as revision_of

@@ -41,9 +41,17 @@ from ._messages import ClientToolList as ClientToolList
 from ._messages import ErrorFrame as ErrorFrame
 from ._messages import Executor as Executor
 from ._messages import Frame as Frame
+from ._messages import GrantInfo as GrantInfo
+from ._messages import GrantList as GrantList
+from ._messages import GrantListRequest as GrantListRequest
+from ._messages import GrantRef as GrantRef
+from ._messages import GrantRevoke as GrantRevoke
+from ._messages import GrantRevoked as GrantRevoked
 from ._messages import LifecycleState as LifecycleState
 from ._messages import OfferedTool as OfferedTool
 from ._messages import PendingActionInfo as PendingActionInfo
+from ._messages import Remember as Remember
+from ._messages import RememberScope as RememberScope
 from ._messages import ResourceInfo as ResourceInfo
 from ._messages import ResourceList as ResourceList
 from ._messages import ResourceListRequest as ResourceListRequest

@@ -63,7 +63,7 @@ def _make_converter() -> cattrs.Converter:
     # StrEnums are str subclasses and would otherwise hit the str hook above and stay
     # plain strings; give each protocol enum its own hook.
     for enum_cls in (ErrorCode, m.LifecycleState, m.AgentCommand, m.ActionKind, m.Approver,
-                     m.Executor, m.ResultStatus):
+                     m.Executor, m.ResultStatus, m.RememberScope):
         conv.register_structure_hook(enum_cls, _structure_enum)
     return conv
 
@@ -79,7 +79,7 @@ def _omit_overrides(cls: type) -> dict[str, Any]:
     }
 
 
-for _item in (m.ToolInfo, m.OfferedTool, m.ResourceInfo, m.PendingActionInfo):
+for _item in (m.ToolInfo, m.OfferedTool, m.ResourceInfo, m.PendingActionInfo, m.Remember, m.GrantRef, m.GrantInfo):
     _conv.register_unstructure_hook(
         _item, make_dict_unstructure_fn(_item, _conv, **_omit_overrides(_item))
     )

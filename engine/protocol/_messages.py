@@ -47,6 +47,14 @@ __all__ = [
     "ClientToolList",
     "ErrorFrame",
     "Executor",
+    "GrantInfo",
+    "GrantList",
+    "GrantListRequest",
+    "GrantRef",
+    "GrantRevoke",
+    "GrantRevoked",
+    "Remember",
+    "RememberScope",
     "Frame",
     "LifecycleState",
     "OfferedTool",
@@ -130,6 +138,60 @@ class ResultStatus(enum.StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"
 
 
+class RememberScope(enum.StrEnum):
+    """How far an approval reaches: this action only, the session, or a duration."""
+
+    ACTION = "action"
+    SESSION = "session"
+    DURATION = "duration"
+
+
+@attrs.frozen(kw_only=True)
+class Remember:
+    """The ``remember`` of an ``action_approval``: turn the approval into a grant.
+
+    ``duration`` only with scope ``duration``; ``match`` (argument name -> ``same`` or
+    ``program``) widens "exactly these arguments" to those named (engine/grants).
+    """
+
+    scope: RememberScope
+    duration: str | None = _optional()
+    match: dict[str, Any] | None = _optional(hash=False)
+
+
+@attrs.frozen(kw_only=True)
+class GrantRef:
+    """The grant that covered an action (``agent_action.grant``)."""
+
+    grant_id: str
+    made_by: str
+    scope: str
+
+
+@attrs.frozen(kw_only=True)
+class GrantInfo:
+    """One grant as listed (``grant_list``) or revoked (``grant_revoke``)."""
+
+    grant_id: str
+    subject: str
+    made_by: str
+    scope: str
+    kind: ActionKind
+    name: str
+    arguments: dict[str, Any] = _json()
+    level: int
+    approver: Approver
+    rule_id: str
+    created_at: str
+    expires_at: str
+    expires_in_s: float
+    status: str
+    session_id: str | None = _optional()
+    match: dict[str, Any] | None = _optional(hash=False)
+    ended_by: str | None = _optional()
+    end_reason: str | None = _optional()
+
+
 @attrs.frozen(kw_only=True)
 class ToolInfo:
     """A tool the server offers (item of a server ``tool_list``)."""
@@ -201,6 +263,7 @@ class ActionApproval:
     action_id: str
     approved: bool
     reason: str | None = _optional()
+    remember: Remember | None = _optional()
 
 
 @attrs.frozen(kw_only=True)
@@ -264,6 +327,26 @@ class ResourceListRequest:
     id: str
 
 
+@attrs.frozen(kw_only=True)
+class GrantListRequest:
+    """Which grants (remembered approvals) are there for me? Answered by :class:`GrantList`."""
+
+    TYPE: ClassVar[str] = "grant_list"
+    id: str
+    session_id: str | None = _optional()
+    all: bool | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class GrantRevoke:
+    """End a grant now; answered by :class:`GrantRevoked`."""
+
+    TYPE: ClassVar[str] = "grant_revoke"
+    id: str
+    grant_id: str
+    reason: str | None = _optional()
+
+
 # --- server → client -------------------------------------------------------------------
 
 
@@ -317,6 +400,8 @@ class AgentAction:
     reason: str
     session_id: str | None = _optional()
     reply_to: str | None = _optional()
+    # Set when a grant (a remembered approval) covered the action: it ran without asking.
+    grant: GrantRef | None = _optional()
 
 
 @attrs.frozen(kw_only=True)
@@ -389,6 +474,22 @@ class ActionList:
 
 
 @attrs.frozen(kw_only=True)
+class GrantList:
+    TYPE: ClassVar[str] = "grant_list"
+    id: str = attrs.field(factory=new_id)
+    grants: tuple[GrantInfo, ...]
+    reply_to: str
+
+
+@attrs.frozen(kw_only=True)
+class GrantRevoked:
+    TYPE: ClassVar[str] = "grant_revoke"
+    id: str = attrs.field(factory=new_id)
+    grant: GrantInfo
+    reply_to: str
+
+
+@attrs.frozen(kw_only=True)
 class ErrorFrame:
     TYPE: ClassVar[str] = "error"
     id: str = attrs.field(factory=new_id)
@@ -409,6 +510,8 @@ ClientFrame = (
     | AgentControl
     | ResourceListRequest
     | ActionListRequest
+    | GrantListRequest
+    | GrantRevoke
 )
 ServerFrame = (
     AgentState
@@ -420,6 +523,8 @@ ServerFrame = (
     | ResourceResponse
     | ResourceList
     | ActionList
+    | GrantList
+    | GrantRevoked
     | ErrorFrame
 )
 Frame = ClientFrame | ServerFrame

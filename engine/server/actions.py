@@ -40,6 +40,7 @@ from ..protocol import (
     AgentResult,
     Approver,
     Executor,
+    GrantRef,
     OfferedTool,
     ResultStatus,
     ServerFrame,
@@ -48,7 +49,7 @@ from ..protocol import (
 from ..protocol.content import digests
 from ..resources import Content, ResourceError, ResourceHosts
 from ..toolrun import run_tool
-from . import argcheck
+from . import argcheck, grants
 from .approvals import PendingAction
 
 if TYPE_CHECKING:
@@ -447,9 +448,23 @@ async def _authorise(
     if not decision.requires_approval:
         caller.conn.send(frame)
         return None
+    grant = await grants.covering(caller, frame, decision, arguments, tool)
+    if grant is not None:
+        # Remembered: runs without asking; the action and its audit record name the grant.
+        frame = attrs.evolve(
+            frame, requires_approval=False, grant=GrantRef(grant_id=grant.grant_id, made_by=grant.made_by,
+                                                           scope=grant.scope),
+            reason=f"{frame.reason}; covered by grant {grant.grant_id} made by {grant.made_by}",
+        )
+        caller.conn.send(frame)
+        await _audit(caller, "approval", _action_name(frame), frame.name, arguments, tool=tool, outcome="approved",
+                     decided_by="person", approver=grant.made_by,
+                     details={"grant_id": grant.grant_id, "grant_made_by": grant.made_by, "grant_scope": grant.scope})
+        return None
     pending = PendingAction(
         frame=frame, requester=caller.sub, approver=decision.approver,  # type: ignore[arg-type]
         self_approval=decision.self_approval,
+        remember=grants.remember_context(caller, frame, decision, arguments, tool),
     )
     return await _await_approval(caller, pending, arguments, tool)
 
@@ -513,6 +528,8 @@ async def _await_approval(caller: Caller, pending: PendingAction, arguments: Any
         details={"reason": pending.reason} if pending.reason else None,
     )
     if pending.status == "approved":
+        if pending.grant_plan is not None:
+            await grants.make(caller, pending.grant_plan, conn.audit_context)
         return None
     if pending.status == "denied":
         why = f"denied by {pending.decided_by}" + (f": {pending.reason}" if pending.reason else "")

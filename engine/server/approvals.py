@@ -5,6 +5,12 @@ on by the task that wants to run it.  Answers come from any connection: the
 broker checks the answerer against the action's approver (the requesting user
 for level 1; a connected admin other than the requester for level 2) and
 refuses double, late and foreign answers with their own error codes.
+
+An approval may ask to be remembered (``remember``): the broker checks it
+against what the action allows (:func:`engine.grants.plan`) before the answer
+counts, so a ``remember`` that cannot be honoured refuses the whole answer and
+the action keeps waiting; the grant itself is made by the waiting task once the
+approval is recorded (engine/server/grants.py).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import Literal
 import attrs
 import trio
 
-from ..protocol import AgentAction, ErrorCode, ProtocolError
+from ..grants import GrantPlan, RememberContext, plan
+from ..protocol import AgentAction, ErrorCode, ProtocolError, Remember
 
 ADMIN_ROLE = "admin"
 _REMEMBERED = 4096
@@ -34,6 +41,9 @@ class PendingAction:
     decided_by: str | None = None
     reason: str | None = None
     event: trio.Event = attrs.field(factory=trio.Event)
+    # What an approval of this action may be remembered as (None: nothing), and what the approver asked for.
+    remember: RememberContext | None = None
+    grant_plan: GrantPlan | None = None
 
     @property
     def action_id(self) -> str:
@@ -73,7 +83,8 @@ class ApprovalBroker:
         self._retire(action)
 
     def answer(
-        self, action_id: str, approved: bool, sub: str, roles: frozenset[str], reason: str | None, reply_to: str
+        self, action_id: str, approved: bool, sub: str, roles: frozenset[str], reason: str | None, reply_to: str,
+        remember: Remember | None = None,
     ) -> PendingAction:
         action = self.pending.get(action_id)
         if action is None:
@@ -92,6 +103,7 @@ class ApprovalBroker:
         if not action.may_answer(sub, roles):
             who = "the requesting user" if action.approver == "user" else "an admin other than the requester"
             raise ProtocolError(ErrorCode.FORBIDDEN, f"only {who} may answer action {action_id!r}", reply_to=reply_to)
+        action.grant_plan = plan(action.remember, remember, approved, sub, roles, reply_to)
         action.finish("approved" if approved else "denied", sub, reason)
         self._retire(action)
         return action

@@ -52,6 +52,8 @@ from ..protocol import (
     ClientToolList,
     ErrorCode,
     ErrorFrame,
+    GrantListRequest,
+    GrantRevoke,
     LifecycleState,
     OfferedTool,
     PendingActionInfo,
@@ -73,7 +75,7 @@ from ..protocol import (
 )
 from ..store import StoreUnavailableError
 from ..suggest import unknown_name
-from . import argcheck
+from . import argcheck, grants
 from .actions import Caller, perform, read
 from .hub import Hub
 from .outbox import Outbox
@@ -342,7 +344,12 @@ class Connection:
                         self.principal.roles,
                         frame.reason,
                         frame.id,
+                        remember=frame.remember,
                     )
+                case GrantListRequest():
+                    self.send(await grants.list_grants(self.hub, self.principal, frame))
+                case GrantRevoke():
+                    self.send(await grants.revoke(self.hub, self.principal, frame, self.audit_context))
                 case ClientAgentResult():
                     waiter = self.client_results.get(frame.action_id)
                     if waiter is None:

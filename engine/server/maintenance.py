@@ -4,7 +4,7 @@ Every ``maintenance_interval_s``: pending approvals past their expiry are marked
 ``expired`` in the store (the waiting task does the same for its own; this catches
 the ones whose task died with a connection or a crash), and sessions not updated for
 ``retention_s`` -- except those live on a connection -- are deleted with their history
-and approvals, as are finished approvals older than that.
+and approvals, as are finished approvals and grants that ended or expired longer ago.
 
 Error handling: a failing sweep (a locked database, EMFILE) is logged and retried with
 a doubling delay (up to ten minutes); it never ends the server.  Cancellation ends it.
@@ -27,9 +27,10 @@ MAX_BACKOFF_S = 600.0
 async def sweep(hub: Hub) -> tuple[int, int, int]:
     """One sweep: (approvals expired, sessions deleted, finished approvals deleted)."""
     expired = await hub.store.expire_actions()
-    sessions, actions = await hub.store.prune(
-        time.time() - hub.settings.retention_s, keep_sessions=frozenset(hub.sessions)
-    )
+    cutoff = time.time() - hub.settings.retention_s
+    sessions, actions = await hub.store.prune(cutoff, keep_sessions=frozenset(hub.sessions))
+    # Grants (remembered approvals) that ended or expired that long ago go too.
+    await hub.store.prune_grants(cutoff)
     return len(expired), sessions, actions
 
 

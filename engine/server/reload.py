@@ -7,8 +7,10 @@ resource hosts and policy revision are replaced in one step (new turns and
 calls see the new config; calls already running finish on the one they
 started with), every connected client gets a fresh ``tool_list``, and an
 action still waiting for approval on a tool that no longer exists ends as
-``cancelled`` without running.  Invalid: the last good configuration keeps
-serving and every error (file, line, field) is logged and audited.
+``cancelled`` without running, and a grant (a remembered approval) whose tool
+now has a higher level, or whose rule changed or went, ends.  Invalid: the last
+good configuration keeps serving and every error (file, line, field) is logged
+and audited.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..decision import policy_revision
 from ..errors import ConfigError
 from ..resources import ResourceHosts
 from ..upstream import sync_current
+from .grants import end_stale
 from .hub import Hub
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,12 @@ async def reload_config(hub: Hub, reason: str) -> bool:
             details={"reason": reason, "tools": sorted(config.tools), "removed_tools": sorted(removed)},
         )
     )
+    # Grants resting on a tool level or a rule that changed end now (each audited). A failure
+    # (the database away) leaves them listed as live, never usable: each call checks the same.
+    try:
+        await end_stale(hub, config, revision)
+    except Exception as exc:
+        log.warning("configuration reload: ending stale grants failed (%s: %s)", type(exc).__name__, exc)
     for pending in list(hub.approvals.pending.values()):
         if pending.frame.kind == "tool" and pending.frame.name in removed:
             hub.approvals.close(

@@ -1,4 +1,4 @@
-"""Durable engine state: sessions and their history, pending approvals.
+"""Durable engine state: sessions and their history, pending approvals, grants.
 
 SQLite in the state directory by default (:meth:`Store.open`); PostgreSQL, shared by
 several instances, when a ``postgresql://`` database URL is configured
@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ._grants import GRANT_STATUSES as GRANT_STATUSES
+from ._grants import GrantRecord as GrantRecord
 from ._model import ACTION_STATUSES as ACTION_STATUSES
 from ._model import SCHEMA_VERSION as SCHEMA_VERSION
 from ._model import DuplicateError as DuplicateError

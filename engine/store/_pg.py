@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import attrs
 
 from ..pg import Database, Migration, PgError, PgUnavailableError, SchemaTooNewError, describe, migrate
+from ._grants import GRANTS_DDL
 from ._model import SchemaVersionError, StoreClosedError, StoreError, StoreUnavailableError
 from ._tx import IntegrityViolation
 
@@ -84,6 +85,7 @@ MIGRATIONS: Final = (
     ALTER TABLE pending_actions ADD COLUMN instance TEXT;
     CREATE INDEX pending_actions_by_instance ON pending_actions (instance, status)
     """),
+    Migration(3, "grants: remembered approvals", GRANTS_DDL),
 )
 
 

@@ -33,6 +33,7 @@ import attrs
 import trio
 
 from ..sqlite import connect, split_statements, transaction
+from ._grants import GRANTS_DDL
 from ._model import SCHEMA_VERSION, SchemaVersionError, StoreClosedError, StoreError
 from ._tx import IntegrityViolation
 
@@ -83,6 +84,8 @@ _MIGRATIONS: Final[dict[int, str]] = {
     CREATE INDEX pending_actions_by_status ON pending_actions (status, expires_at);
     CREATE INDEX pending_actions_by_session ON pending_actions (session_id, status);
     """,
+    # Grants: remembered approvals (engine/grants; the table in engine/store/_grants.py).
+    2: GRANTS_DDL + ";\n",
 }
 
 

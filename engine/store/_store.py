@@ -45,6 +45,8 @@ import trio
 
 from ..audit import redact, scrub
 from ..canonical import canonical_json, keyed_digest
+from . import _grants
+from ._grants import GrantRecord
 from ._model import (
     ACTION_COLS,
     ACTION_STATUSES,
@@ -438,6 +440,69 @@ class Store:
                     # Its pending actions and messages go with it (ON DELETE CASCADE).
                     tx.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
             return len(stale), actions
+
+        return await self._run(work)
+
+    # --- grants (appended: engine/grants, engine/server/grants.py) ---
+
+    def digest(self, value: Any) -> str:
+        """The keyed digest of a JSON value under this store's key (how grants keep what
+        they pin without keeping a secret argument in the clear)."""
+        return keyed_digest(self._digest_key, value)
+
+    async def add_grant(self, record: GrantRecord) -> GrantRecord:
+        """Persist a new grant. Raises :class:`DuplicateError` (its id exists) or
+        :class:`UnknownSessionError` (a session grant for a session that is not stored)."""
+
+        def work(tx: Tx) -> None:
+            try:
+                _grants.insert(tx, record)
+            except IntegrityViolation as exc:
+                if exc.foreign_key:
+                    raise UnknownSessionError(f"no session {record.session_id!r}") from None
+                raise DuplicateError(f"grant {record.grant_id!r} already exists") from None
+
+        await self._run(work)
+        return record
+
+    async def live_grants(self, subject: str, kind: str, name: str, *,
+                          now: float | None = None) -> tuple[GrantRecord, ...]:
+        """``subject``'s grants for this tool (or resource) that are live and unexpired, oldest first."""
+        at = time.time() if now is None else now
+        return await self._run(_grants.live_for, subject, kind, name, at)
+
+    async def grants(self, *, subject: str | None = None, session_id: str | None = None,
+                     live: bool = True, limit: int = 500, now: float | None = None) -> tuple[GrantRecord, ...]:
+        """Grants newest first: covering or made by ``subject`` (None: everyone's), of one
+        session, only the live unexpired ones unless ``live`` is False."""
+        at = time.time() if now is None else now
+
+        def work(tx: Tx) -> tuple[GrantRecord, ...]:
+            return _grants.select(tx, subject=subject, session_id=session_id, live_after=at if live else None,
+                                  limit=limit)
+
+        return await self._run(work)
+
+    async def get_grant(self, grant_id: str) -> GrantRecord | None:
+        return await self._run(_grants.get, grant_id)
+
+    async def end_grant(self, grant_id: str, status: str, by: str | None, reason: str, *,
+                        now: float | None = None) -> bool:
+        """End a live grant (``revoked`` by a person, ``ended`` by a reload). True when this
+        call ended it; False when it was unknown or had already ended."""
+        if status not in ("revoked", "ended"):
+            raise ValueError("a grant ends as 'revoked' or 'ended'")
+        at = time.time() if now is None else now
+        return await self._run(_grants.end, grant_id, status, by, reason, at)
+
+    async def prune_grants(self, before: float) -> int:
+        """Delete grants that ended or expired before ``before`` (the retention sweep). Returns how many."""
+
+        def work(tx: Tx) -> int:
+            with tx.transaction():
+                return int(tx.execute(
+                    "DELETE FROM grants WHERE expires_at < ? OR (status != 'live' AND ended_at < ?)",
+                    (before, before)).rowcount)
 
         return await self._run(work)
 

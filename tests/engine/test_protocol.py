@@ -171,6 +171,11 @@ CLIENT_FRAMES: list[Any] = [
     p.AgentControl(id="c15", session_id="s1", command=p.AgentCommand.PAUSE),
     p.ResourceListRequest(id="c16"),
     p.ActionListRequest(id="c17"),
+    p.ActionApproval(id="c18", action_id="a1", approved=True,
+                     remember=p.Remember(scope=p.RememberScope.DURATION, duration="1h", match={"path": "same"})),
+    p.GrantListRequest(id="c19"),
+    p.GrantListRequest(id="c20", session_id="s1", all=True),
+    p.GrantRevoke(id="c21", grant_id="g1", reason="no longer needed"),
 ]
 
 
@@ -235,6 +240,19 @@ SERVER_FRAMES: list[Any] = [
         approver=p.Approver.ADMIN, requester="alice", reason="level 2: an admin approves", expires_in_s=90.5,
         session_id="s1"),), reply_to="c17"),
     p.ActionList(actions=(), reply_to="c17"),
+    p.AgentAction(session_id="s1", action_id="a3", kind=p.ActionKind.TOOL, name="read_file",
+                  arguments={"path": "notes.txt"}, level=1, requires_approval=False,
+                  approver=p.Approver.USER, executor=p.Executor.SERVER, reason="covered by grant g1",
+                  grant=p.GrantRef(grant_id="g1", made_by="alice", scope="session")),
+    p.GrantList(grants=(p.GrantInfo(
+        grant_id="g1", subject="alice", made_by="alice", scope="session", session_id="s1",
+        kind=p.ActionKind.TOOL, name="read_file", arguments={"path": "notes.txt"}, match={"path": "same"},
+        level=1, approver=p.Approver.USER, rule_id="tools-up-to-level-2", created_at="2026-01-01T00:00:00.000000Z",
+        expires_at="2026-01-01T08:00:00.000000Z", expires_in_s=28800.0, status="live"),), reply_to="c19"),
+    p.GrantRevoked(grant=p.GrantInfo(
+        grant_id="g1", subject="alice", made_by="admin", scope="duration", kind=p.ActionKind.TOOL, name="shell",
+        arguments={"command": "ls"}, level=2, approver=p.Approver.ADMIN, rule_id="r", created_at="x",
+        expires_at="y", expires_in_s=0.0, status="revoked", ended_by="admin", end_reason="done"), reply_to="c21"),
     p.ErrorFrame(code=ErrorCode.NOT_FOUND, message="no such session", reply_to="c3"),
     p.error_frame(ProtocolError(ErrorCode.INTERNAL, "internal error")),
 ]

@@ -16,8 +16,11 @@ import trio
 
 from engine.client import ServerError, open_client
 from engine.protocol import AgentAction, ToolCall
+from engine.store._pg import MIGRATIONS
 from tests.pg.cluster import PASSWORD, Cluster
 from tests.security.cliserver import SECRET, place, refused_start, serving
+
+LATEST = MIGRATIONS[-1].version  # the store's newest migration (features append theirs)
 
 
 def _token(sub: str = "alice") -> str:
@@ -73,11 +76,12 @@ async def test_a_schema_newer_than_the_code_refuses_to_start(pg_url: str) -> Non
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE schema_migrations (component TEXT, version INTEGER, description TEXT, "
                      "applied_at DOUBLE PRECISION, PRIMARY KEY (component, version))")
-        conn.execute("INSERT INTO schema_migrations VALUES ('store', 1, 'x', 0), ('store', 7, 'future', 0)")
+        conn.execute("INSERT INTO schema_migrations VALUES ('store', 1, 'x', 0), ('store', %s, 'future', 0)",
+                     (LATEST + 5,))
     with place() as where:
         done = await refused_start(where, env={"SCONNECT_DATABASE_URL": pg_url})
     assert done.code == 2, done.stderr
-    assert "schema in the database is at version 7, newer than this program's (2)" in done.stderr
+    assert f"schema in the database is at version {LATEST + 5}, newer than this program's ({LATEST})" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -185,6 +185,7 @@ class Chat(EventsMixin, CommandsMixin):
         self.pending.clear()
         self.requests.clear()
         self.answers.clear()
+        self.remembering.clear()
 
     async def _show_events(self, scope: trio.CancelScope) -> None:
         from ...client import ClientClosed
@@ -287,12 +288,19 @@ class Chat(EventsMixin, CommandsMixin):
         return self.lines.take_fresh() if fresh else self.lines.next_line()
 
     async def _answer(self, text: str) -> None:
-        answer = text.lower()
-        if answer not in ("y", "yes", "n", "no", ""):
+        from ._remember import prompt_answer
+
+        answer = prompt_answer(text)
+        if answer is None:
             self.out.line(ANSWER_AGAIN)
             self._ask(self.pending[0])
             return
-        await self._send_answer(self.pending[0].action.action_id, answer in ("y", "yes"), None)
+        approved, remember = answer
+        if remember is not None and remember.scope == "session" and self.pending[0].action.session_id is None:
+            self.out.line("a direct call belongs to no session: answer a duration such as 1h to remember it")
+            self._ask(self.pending[0])
+            return
+        await self._send_answer(self.pending[0].action.action_id, approved, None, remember=remember)
 
     async def _send(self, content: str) -> None:
         from ...protocol import UserMessage, new_id

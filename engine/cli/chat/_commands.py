@@ -1,5 +1,5 @@
 """The chat's slash commands: ``/stop``, ``/end``, ``/pause``, ``/resume``, ``/tools``,
-``/call``, ``/read``, ``/pending``, ``/approve``, ``/deny``, ``/help``, ``/quit``.
+``/call``, ``/read``, ``/pending``, ``/approve``, ``/deny``, ``/grants``, ``/revoke``, ``/help``, ``/quit``.
 
 Bad input (JSON that does not parse or is not an object, a tool that does not
 exist, a missing argument) is answered here with a usage line, nothing sent; what
@@ -65,6 +65,10 @@ class CommandsMixin(ChatState):
                 self._print_pending(listing)
             elif command in ("/approve", "/deny"):
                 await self._decide(command == "/approve", rest)
+            elif command == "/grants":
+                await self._grants(rest)
+            elif command == "/revoke":
+                await self._revoke(rest)
             elif command == "/help":
                 self.out.line(HELP)
             else:
@@ -113,8 +117,17 @@ class CommandsMixin(ChatState):
         await self._start_request(frame, "read")
 
     async def _decide(self, approved: bool, rest: str) -> None:
+        from ._remember import parse_approve
+
         verb = "/approve" if approved else "/deny"
         given, _, reason = rest.partition(" ")
+        remember = None
+        if approved:
+            parsed = parse_approve(rest)
+            if isinstance(parsed, str):
+                self.out.line(parsed)
+                return
+            given, remember, reason = parsed[0], parsed[1], parsed[2] or ""
         if not given:
             self.out.line(f"usage: {verb} ID [reason] (/pending lists the ids; a unique prefix is enough)")
             return
@@ -126,7 +139,37 @@ class CommandsMixin(ChatState):
             return
         # An id unknown here is sent as typed: the server has the last word (not_found, forbidden, ...).
         action_id = matches[0] if len(matches) == 1 else given
-        await self._send_answer(action_id, approved, reason.strip() or None, known=bool(matches))
+        await self._send_answer(action_id, approved, reason.strip() or None, known=bool(matches), remember=remember)
+
+    async def _grants(self, rest: str) -> None:
+        if rest not in ("", "all"):
+            self.out.line("usage: /grants [all] (all: also revoked, ended and expired ones)")
+            return
+        assert self.client is not None
+        listing = await self.client.list_grants(all=rest == "all")
+        self.out.frame(listing)
+        if not listing.grants:
+            self.out.line("no grants: approve with /approve ID --session or --for 1h (or answer s or 1h) to make one")
+            return
+        self.out.line(f"{len(listing.grants)} grant(s) (/revoke GRANT_ID ends one):")
+        for grant in listing.grants:
+            reach = "these arguments" if grant.match is None else "matching " + ", ".join(
+                f"{name}={kind}" for name, kind in sorted(grant.match.items()))
+            where = f"session {short(grant.session_id)}" if grant.session_id else "any session"
+            left = f"{grant.expires_in_s:.0f}s left" if grant.status == "live" else grant.status
+            self.out.line(f"  {grant.grant_id}  {shown(grant.name)} {compact(grant.arguments)} ({reach}) for "
+                          f"{shown(grant.subject)}, {grant.scope} ({where}), made by {shown(grant.made_by)}, {left}")
+
+    async def _revoke(self, rest: str) -> None:
+        grant_id, _, reason = rest.partition(" ")
+        if not grant_id:
+            self.out.line("usage: /revoke GRANT_ID [reason] (/grants lists them)")
+            return
+        assert self.client is not None
+        revoked = await self.client.revoke_grant(grant_id, reason.strip() or None)
+        self.out.frame(revoked)
+        self.out.note("revoked", f"revoked grant {revoked.grant.grant_id} ({shown(revoked.grant.name)})",
+                      grant_id=revoked.grant.grant_id)
 
     def _print_tools(self, tools: Any) -> None:
         # The server lists the tools this caller may call; it does not say which of them the agent uses.

@@ -150,8 +150,13 @@ class EventsMixin(ChatState):
             return
         self.requests.pop(reply_to, None)
         action_id = self.answers.pop(reply_to, None)
+        asked = self.remembering.pop(reply_to, None)
         if action_id is not None and str(error.code) in _GONE:
             self._drop_pending(action_id, None)
+        elif asked is not None and all(a.action.action_id != action_id for a in self.pending):
+            # The server refused what was to be remembered: the action still waits, ask again.
+            self.pending.appendleft(asked)
+            self._ask(asked)
         if self.busy == reply_to:
             self._end_busy()
 

@@ -26,11 +26,14 @@ if TYPE_CHECKING:
 
 HELP = (
     "commands: /stop (the turn) /end (the session) /pause /resume /tools /call TOOL {json} /read URI "
-    "/pending /approve ID /deny ID [reason] /help /quit; anything else is a message to the agent"
+    "/pending /approve ID [--session | --for 1h] [--match ARG=same|program] /deny ID [reason] /grants [all] "
+    "/revoke GRANT_ID /help /quit; at approve? answer y, n, s (yes, for this session) or a duration such as 1h "
+    "(yes, for that long); anything else is a message to the agent"
 )
 BUSY = "a turn is running; wait for the answer or /stop it"
 BUSY_CALL = "a direct call is running; wait for its result"
 ADMIN_NOTE = "note: nobody approves their own level-2 request; another admin must"
+# Also accepted, and said in /help: s (yes, for this session), a duration such as 1h (yes, for that long).
 ANSWER_AGAIN = "answer y (yes) or n (no); an empty line means no"
 # WebSocket close codes the server uses (engine.server.connection).
 _CLOSE_NORMAL = (1000, 1001)
@@ -111,6 +114,8 @@ class ChatState:
     requests: dict[str, tuple[str, str]] = attrs.field(factory=dict)
     # Approvals sent: frame id -> action id (a refusal comes back naming the frame).
     answers: dict[str, str] = attrs.field(factory=dict)
+    # Questions answered with a remember, by the answer's frame id: asked again if the server refuses it.
+    remembering: dict[str, Asked] = attrs.field(factory=dict)
     # Action ids seen (prompts, /pending), for /approve by a unique prefix.
     seen_actions: dict[str, str] = attrs.field(factory=dict)
     tools: dict[str, ToolInfo] | None = None
@@ -132,6 +137,8 @@ class ChatState:
         if requester is not None:
             where = f"session {short(action.session_id)}" if action.session_id else "a direct tool call"
             text += f" (requested by {shown(requester)}, {where})"
+        if action.grant is not None:
+            text += f" — approved by grant {action.grant.grant_id} of {shown(action.grant.made_by)}"
         return text
 
     def _ask(self, asked: Asked) -> None:
@@ -183,14 +190,22 @@ class ChatState:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _send_answer(self, action_id: str, approved: bool, reason: str | None, *, known: bool = True) -> None:
+    async def _send_answer(
+        self, action_id: str, approved: bool, reason: str | None, *, known: bool = True, remember: Any = None
+    ) -> None:
         from ...protocol import ActionApproval, new_id
 
         assert self.client is not None
-        frame = ActionApproval(id=new_id(), action_id=action_id, approved=approved, reason=reason)
+        frame = ActionApproval(id=new_id(), action_id=action_id, approved=approved, reason=reason, remember=remember)
         self.answers[frame.id] = action_id
+        if remember is not None:
+            asked = next((a for a in self.pending if a.action.action_id == action_id), None)
+            if asked is not None:
+                self.remembering[frame.id] = asked
         await self.client.send(frame)
         verdict = "approved" if approved else "denied"
+        if remember is not None:
+            verdict += " and remembered (/grants lists it)"
         if known:
             self.out.note(verdict, verdict, action_id=action_id)
         else:

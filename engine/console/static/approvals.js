@@ -1,5 +1,7 @@
-// Approvals (admins): what waits for them, live; approve or deny with a reason; what they decided here.
+// Approvals (admins): what waits for them, live; approve or deny with a reason (and remember it);
+// what they decided here; the live grants (remembered approvals), each with Revoke.
 import { el, facts, getJson, pretty } from "./api.js";
+import { rememberControls } from "./remember.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -9,13 +11,39 @@ export class ApprovalsPage {
     this.notice = notice;
     this.listId = null;
     this.answering = new Map();  // approval frame id -> { action, approved, reason }
+    this.grantsId = null;
+    this.revoking = new Map();  // grant_revoke frame id -> grant
     protocol.on((frame) => this.frame(frame));
     $("approvals-refresh").addEventListener("click", () => { this.refresh(); this.history(); });
   }
 
   shown() { this.refresh(); this.history(); }
 
-  async refresh() { this.listId = await this.protocol.send("action_list", {}); }
+  async refresh() {
+    this.listId = await this.protocol.send("action_list", {});
+    this.grantsId = await this.protocol.send("grant_list", {});
+  }
+
+  renderGrants(grants) {
+    $("approvals-grants-empty").textContent = grants.length
+      ? `${grants.length} remembered approval${grants.length === 1 ? "" : "s"}.` : "Nothing is remembered.";
+    $("approvals-grants").replaceChildren(...grants.map((g) => {
+      const reach = g.match ? Object.entries(g.match).map(([name, kind]) => `${name}: ${kind}`).join(", ")
+        : "exactly these arguments";
+      const what = `${g.name} for ${g.subject}`;
+      const revoke = el("button", { type: "button", className: "deny", text: "Revoke", "aria-label": `Revoke ${what}` });
+      revoke.addEventListener("click", async () => {
+        revoke.disabled = true;
+        this.revoking.set(await this.protocol.send("grant_revoke", { grant_id: g.grant_id }), g);
+      });
+      return el("li", { "data-grant": g.grant_id, "aria-label": `Grant ${what}` },
+        el("strong", { text: `${g.kind === "resource" ? "Read" : "Tool"}: ${g.name}` }),
+        facts([["for", g.subject], ["made by", g.made_by], ["scope", g.session_id ? `session ${g.session_id}` : g.scope],
+          ["reach", reach], ["until", g.expires_at], ["grant", g.grant_id]]),
+        el("pre", { "aria-label": "Arguments", text: pretty(g.arguments) }),
+        el("div", { className: "row" }, revoke));
+    }));
+  }
 
   async history() {
     try {
@@ -31,7 +59,17 @@ export class ApprovalsPage {
 
   frame(frame) {
     const p = frame.payload || {};
-    if (frame.type === "action_list" && p.reply_to === this.listId) {
+    if (frame.type === "grant_list" && p.reply_to === this.grantsId) {
+      this.renderGrants(p.grants);
+    } else if (frame.type === "grant_revoke" && this.revoking.has(p.reply_to)) {
+      this.revoking.delete(p.reply_to);
+      this.refresh();
+    } else if (frame.type === "error" && this.revoking.has(p.reply_to)) {
+      const grant = this.revoking.get(p.reply_to);
+      this.revoking.delete(p.reply_to);
+      this.notice(`${grant.name}: ${p.code}: ${p.message}`);
+      this.refresh();
+    } else if (frame.type === "action_list" && p.reply_to === this.listId) {
       this.render(p.actions.filter((a) => a.approver === "admin"));
     } else if (frame.type === "agent_action" && p.requires_approval && p.approver === "admin") {
       this.refresh();  // the list carries who asked; the event alone does not
@@ -60,15 +98,19 @@ export class ApprovalsPage {
     const what = `${action.name} for ${action.requester}`;
     const approve = el("button", { type: "button", className: "approve", text: "Approve", "aria-label": `Approve ${what}` });
     const deny = el("button", { type: "button", className: "deny", text: "Deny", "aria-label": `Deny ${what}` });
+    const remember = rememberControls(action);
     const answer = async (approved) => {
       approve.disabled = deny.disabled = reason.disabled = true;
+      remember.disable();
       const payload = { action_id: action.action_id, approved };
       if (reason.value.trim()) payload.reason = reason.value.trim();
+      const kept = approved ? remember.read() : undefined;
+      if (kept) payload.remember = kept;
       const id = await this.protocol.send("action_approval", payload);
       this.answering.set(id, { action, approved });
       // At once on the page; the audit log has it by the time the requester sees the result.
       $("approvals-decided").prepend(el("li", {
-        text: `${new Date().toLocaleTimeString()}: ${approved ? "approved" : "denied"} ${action.name} for ${action.requester}${payload.reason ? ` (${payload.reason})` : ""}`,
+        text: `${new Date().toLocaleTimeString()}: ${approved ? "approved" : "denied"} ${action.name} for ${action.requester}${payload.reason ? ` (${payload.reason})` : ""}${kept ? " and remembered" : ""}`,
       }));
       card.remove();
       this.refresh();
@@ -83,6 +125,7 @@ export class ApprovalsPage {
         ["expires in", `${Math.round(action.expires_in_s)} s`],
       ]),
       el("pre", { "aria-label": "Arguments", text: pretty(action.arguments) }),
+      remember.element,
       el("div", { className: "row" }, el("label", { for: reasonId, text: "Reason" }), reason, approve, deny),
     );
     return card;

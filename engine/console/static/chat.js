@@ -13,6 +13,7 @@ export class ChatPage {
     this.sessionId = null;
     this.connectId = null;
     this.mine = new Set();  // ids of frames this page sent: their errors are shown here
+    this.approving = new Map();  // action_approval frame id -> action id
     this.answers = new Map();  // turn_id -> the <li> being streamed into
     this.actions = new Map();  // action_id -> its card
     protocol.on((frame) => this.frame(frame));
@@ -104,6 +105,9 @@ export class ChatPage {
       this.result(p);
     } else if (frame.type === "error" && p.reply_to && this.mine.has(p.reply_to)) {
       $("chat-log").append(el("li", { className: "error", role: "alert", text: `${p.code}: ${p.message}` }));
+      // A refused answer (a remember the policy does not allow): the action still waits, ask again.
+      const card = this.actions.get(this.approving.get(p.reply_to));
+      if (card && card.reopen && p.code !== "already_decided" && p.code !== "expired") card.reopen(p.message);
     }
   }
 
@@ -118,7 +122,10 @@ export class ChatPage {
   }
 
   action(p) {
-    const card = actionCard(p, (approved, reason) => this.send("action_approval", approvalPayload(p.action_id, approved, reason)));
+    const card = actionCard(p, async (approved, reason, remember) => {
+      const id = await this.send("action_approval", approvalPayload(p.action_id, approved, reason, remember));
+      this.approving.set(id, p.action_id);
+    });
     this.actions.set(p.action_id, card);
     $("chat-log").append(card);
   }

@@ -66,8 +66,8 @@ export class ToolsPage {
       $("resources-list").replaceChildren(...p.resources.map((r) =>
         el("li", {}, el("code", { text: r.uri_template }), ` ${r.description}`)));
     } else if (frame.type === "agent_action" && this.calls.has(p.reply_to)) {
-      const card = actionCard(p, (approved, reason) =>
-        this.protocol.send("action_approval", approvalPayload(p.action_id, approved, reason)));
+      const card = actionCard(p, (approved, reason, remember) =>
+        this.protocol.send("action_approval", approvalPayload(p.action_id, approved, reason, remember)));
       this.calls.get(p.reply_to).replaceWith(card);
       this.calls.delete(p.reply_to);
       this.cards.set(p.action_id, card);
