@@ -19,7 +19,11 @@ turn (alternating, so drifting machine load spreads over all of them): sequentia
 on one session, then --clients sessions at once (calls/s). Sessions are opened before
 the clock starts. CPU per call is the CPU the serving side used during the timed calls
 (the server process and all its descendants: bubblewrap, the fork server and its
-workers, reaped sandboxes), never the client's; the clients run in this process. With
+workers, reaped sandboxes - our server runs under a small child-subreaper wrapper so that
+a namespace sandbox's pid 1, which bubblewrap leaves to be reaped by init, is counted
+too), never the client's; the clients run in this process; "of
+it server" is the server process's own threads, the rest its sandboxes (for the SDK's
+stdio variant, every server process counts as "server"). With
 --rounds > 1 each figure is the median over rounds. Prints a table and the ratios to the
 SDK, with the load average before and after (the machine is shared: say it with the
 numbers).
@@ -81,19 +85,50 @@ def serve_sdk_stdio() -> None:
 # --- CPU of the serving side --------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, utime+stime+cutime+cstime in ticks) of a live process."""
+def reaping_wrapper(argv: list[str]) -> None:
+    """Run `argv` as our child while being a child subreaper: a namespace sandbox's pid 1
+    is left behind by bubblewrap's monitor (which exits first) and would be reaped by the
+    host's init, taking the sandbox's CPU time with it; adopted here and reaped with
+    wait(), it lands in our cutime, so the server's tree counts it."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    child = subprocess.Popen(argv)
+    print(f"server-pid: {child.pid}", flush=True)
+    signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+        if pid == child.pid:
+            code = os.waitstatus_to_exitcode(status)
+            while True:  # what is left of its tree
+                try:
+                    os.wait()
+                except ChildProcessError:
+                    break
+            raise SystemExit(code)
+
+
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(parent pid, utime+stime, cutime+cstime) in ticks of a live process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             fields = handle.read().rsplit(b")", 1)[1].split()
     except OSError:
         return None
-    return int(fields[1]), sum(int(value) for value in fields[11:15])
+    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
 
 
-def _tree_ticks(roots: Callable[[], list[int]]) -> int:
+def _tree_ticks(roots: Callable[[], list[int]], own: Callable[[], list[int]]) -> tuple[int, int]:
     """CPU ticks of the root processes and every live descendant (reaped children are in
-    their parent's cutime/cstime, so a sandbox that ended during the calls still counts)."""
+    their parent's cutime/cstime, so a sandbox that ended during the calls still counts),
+    and the part of it spent by the `own` processes' threads (the server process itself)."""
     table = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -104,11 +139,12 @@ def _tree_ticks(roots: Callable[[], list[int]]) -> int:
     changed = True
     while changed:
         changed = False
-        for pid, (parent, _ticks) in table.items():
+        for pid, (parent, _ticks, _children) in table.items():
             if parent in wanted and pid not in wanted:
                 wanted.add(pid)
                 changed = True
-    return sum(table[pid][1] for pid in wanted if pid in table)
+    total = sum(table[pid][1] + table[pid][2] for pid in wanted if pid in table)
+    return total, sum(table[pid][1] for pid in own() if pid in table)
 
 
 def _stdio_servers() -> list[int]:
@@ -189,7 +225,7 @@ def _check(result: Any, expected: int) -> None:
 
 
 async def _phase(session: Any, target: Any, token: str | None, tool: str, calls: int, sessions: int,
-                 cpu_roots: Callable[[], list[int]]) -> dict[str, float]:  # fmt: skip
+                 cpu: tuple[Callable[[], list[int]], Callable[[], list[int]]]) -> dict[str, float]:  # fmt: skip
     latencies: list[float] = []
     start, stop = _Barrier(sessions), _Barrier(sessions)
     per_session = max(1, calls // sessions)
@@ -197,14 +233,16 @@ async def _phase(session: Any, target: Any, token: str | None, tool: str, calls:
         for _ in range(sessions):
             nursery.start_soon(session, target, token, tool, per_session, latencies, start, stop)
         await start.arrived.wait()
-        ticks, began = _tree_ticks(cpu_roots), time.perf_counter()
+        (ticks, own), began = _tree_ticks(*cpu), time.perf_counter()
         start.release.set()
         await stop.arrived.wait()
-        elapsed, ticks = time.perf_counter() - began, _tree_ticks(cpu_roots) - ticks
+        elapsed, (ticks_after, own_after) = time.perf_counter() - began, _tree_ticks(*cpu)
         stop.release.set()
+    per_call = 1e3 / _TICK / len(latencies)
     return {
         "p50": _percentile(latencies, 0.5) * 1e3, "p99": _percentile(latencies, 0.99) * 1e3,
-        "rate": len(latencies) / elapsed, "cpu": ticks / _TICK / len(latencies) * 1e3,
+        "rate": len(latencies) / elapsed, "cpu": (ticks_after - ticks) * per_call,
+        "server": (own_after - own) * per_call,
     }  # fmt: skip
 
 
@@ -215,9 +253,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20, help="concurrent sessions (default 20)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; medians are printed")
     parser.add_argument(_STDIO_FLAG, action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reaping-wrapper", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if getattr(args, _STDIO_FLAG.strip("-").replace("-", "_")):
         serve_sdk_stdio()
+        return
+    if args.reaping_wrapper:
+        reaping_wrapper(args.reaping_wrapper)
         return
     import jwt
     from mcp import StdioServerParameters
@@ -239,14 +281,17 @@ def main() -> None:
         (base / "config" / "tools.d" / "calculator_ns.yaml").write_text(ns)
         env = {**os.environ, "SCONNECT_JWT_SECRET": SECRET, "PYTHONPATH": str(REPO)}
         ours, mcp_url, printed = _start(
-            [sys.executable, "-m", "engine", "serve", "--port", "0", "--mcp-port", "0", "--config",
+            [sys.executable, __file__, "--reaping-wrapper",
+             sys.executable, "-m", "engine", "serve", "--port", "0", "--mcp-port", "0", "--config",
              str(base / "config"), "--state-dir", str(base / "state"),
              # A benchmark floods on purpose: let every call run at once, none rate-limited.
              "--limit", "tool_runs=64", "--limit", "tool_runs_per_session=64"],
             env, "mcp: ",
         )  # fmt: skip
         processes.append(ours)
-        ws_url = printed[0]
+        server_pid = int(printed[0].removeprefix("server-pid: "))
+        ws_url = printed[1]
+        ours_cpu = (lambda: [ours.pid], lambda: [server_pid])
         sdk, sdk_url, _ = _start([sys.executable, str(REPO / "bench" / "bench_mcp.py"), "--serve-sdk"], env,
                                  "http://")  # fmt: skip
         processes.append(sdk)
@@ -257,26 +302,27 @@ def main() -> None:
         print(f"{args.calls} calls per phase ({args.ns_calls} for namespaces), {args.clients} clients, "
               f"{args.rounds} round(s); load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
         variants = [
-            ("ours MCP HTTP, pool", _mcp_session, mcp_url, token, "calculator", lambda: [ours.pid]),
-            ("ours WebSocket, pool", _ws_session, ws_url, token, "calculator", lambda: [ours.pid]),
-            ("ours MCP HTTP, namespaces", _mcp_session, mcp_url, token, "calculator_ns", lambda: [ours.pid]),
-            ("ours WebSocket, namespaces", _ws_session, ws_url, token, "calculator_ns", lambda: [ours.pid]),
-            ("MCP SDK HTTP, in-process", _mcp_session, sdk_url, None, "calculator", lambda: [sdk.pid]),
-            ("MCP SDK stdio, in-process", _mcp_session, stdio, None, "calculator", _stdio_servers),
+            ("ours MCP HTTP, pool", _mcp_session, mcp_url, token, "calculator", ours_cpu),
+            ("ours WebSocket, pool", _ws_session, ws_url, token, "calculator", ours_cpu),
+            ("ours MCP HTTP, namespaces", _mcp_session, mcp_url, token, "calculator_ns", ours_cpu),
+            ("ours WebSocket, namespaces", _ws_session, ws_url, token, "calculator_ns", ours_cpu),
+            ("MCP SDK HTTP, in-process", _mcp_session, sdk_url, None, "calculator", (lambda: [sdk.pid],) * 2),
+            ("MCP SDK stdio, in-process", _mcp_session, stdio, None, "calculator", (_stdio_servers,) * 2),
         ]
         found: dict[tuple[str, str], list[dict[str, float]]] = {}
         for _round in range(args.rounds):
-            for label, session, target, tok, tool, roots in variants:
+            for label, session, target, tok, tool, cpu in variants:
                 calls = args.ns_calls if "namespaces" in label else args.calls
-                trio.run(_phase, session, target, tok, tool, 10, 1, roots)  # warm-up (the pool starts here)
+                trio.run(_phase, session, target, tok, tool, 10, 1, cpu)  # warm-up (the pool starts here)
                 for phase, sessions in (("sequential", 1), (f"{args.clients} clients", args.clients)):
-                    result = trio.run(_phase, session, target, tok, tool, calls, sessions, roots)
+                    result = trio.run(_phase, session, target, tok, tool, calls, sessions, cpu)
                     found.setdefault((label, phase), []).append(result)
         table = {key: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for key, runs in found.items()}
-        print(f"\n{'variant':<28} {'phase':<12} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'CPU ms/call':>12}")
+        print(f"\n{'variant':<28} {'phase':<12} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'CPU ms/call':>12} "
+              f"{'of it server':>13}")
         for (label, phase), row in table.items():
             print(f"{label:<28} {phase:<12} {row['p50']:>8.2f} {row['p99']:>8.2f} {row['rate']:>9.1f} "
-                  f"{row['cpu']:>12.2f}")
+                  f"{row['cpu']:>12.2f} {row['server']:>13.2f}")
         print()
         for label, *_rest in variants[:4]:
             for phase in ("sequential", f"{args.clients} clients"):
