@@ -4,8 +4,10 @@ Run by hand: `python bench/bench_audit.py [--records 2000] [--tasks 50] [--dir D
 Each run writes real records (synchronous=FULL, so every commit is fsync'd) into a fresh
 state directory — by default under /tmp; pass --dir to measure the disk the service will
 really use. Prints, per variant: records/s, latency p50/p99 of one `record()` call (from
-the call to its return, i.e. committed), and records per transaction (group commit).
-Then `verify` over the whole log, timed.
+the call to its return, i.e. committed), CPU per record (the whole process: the event
+loop, the commit thread, SQLite), and records per transaction (group commit: the writer
+commits everything queued at each wake-up in one transaction, so concurrent records
+share one fsync). Then `verify` over the whole log, timed.
 
 - sequential: one task, one record after another — each waits for its own fsync.
 - concurrent: --tasks tasks writing at once — records share transactions.
@@ -41,7 +43,7 @@ def _event(i: int) -> AuditEvent:
     )
 
 
-async def _run(state: str, records: int, tasks: int) -> tuple[float, list[float], AuditLog]:
+async def _run(state: str, records: int, tasks: int) -> tuple[float, float, list[float], AuditLog]:
     latencies: list[float] = []
     log = await AuditLog.open(state)
     async with trio.open_nursery() as nursery:
@@ -54,27 +56,28 @@ async def _run(state: str, records: int, tasks: int) -> tuple[float, list[float]
                 await log.record(_event(offset + i))
                 latencies.append(time.perf_counter() - started)
 
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         async with trio.open_nursery() as writers:
             for t in range(tasks):
                 writers.start_soon(writer, t * per_task)
-        elapsed = time.perf_counter() - began
+        elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
         await log.aclose()
-    return elapsed, latencies, log
+    return elapsed, cpu, latencies, log
 
 
 async def main(records: int, tasks: int, base: str | None) -> None:
     root = tempfile.mkdtemp(prefix="sconnect-bench-audit-", dir=base)
     try:
-        print(f"audit writer, {records} records per variant, in {root}")
-        print(f"{'variant':<22} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'per commit':>11}")
+        print(f"audit writer, {records} records per variant, in {root}; load average {os.getloadavg()[0]:.2f}")
+        print(f"{'variant':<22} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/rec':>11} {'per commit':>11}")
         for name, count in (("sequential (1 task)", 1), (f"concurrent ({tasks} tasks)", tasks)):
             state = os.path.join(root, f"state-{count}")
             os.makedirs(state)
-            elapsed, latencies, log = await _run(state, records, count)
+            elapsed, cpu, latencies, log = await _run(state, records, count)
             rate = len(latencies) / elapsed
             print(f"{name:<22} {rate:>10.0f} {_percentile(latencies, 0.5) * 1e3:>8.2f} "
-                  f"{_percentile(latencies, 0.99) * 1e3:>8.2f} {log.records_written / log.commits:>11.1f}")
+                  f"{_percentile(latencies, 0.99) * 1e3:>8.2f} {cpu / len(latencies) * 1e3:>11.3f} "
+                  f"{log.records_written / log.commits:>11.1f}")
             began = time.perf_counter()
             report = await trio.to_thread.run_sync(verify, state)
             took = time.perf_counter() - began

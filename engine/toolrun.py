@@ -30,7 +30,7 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import trio
@@ -60,6 +60,22 @@ def package_dir(tool: Tool) -> str:
     return os.path.abspath(located.top)
 
 
+def isolation_for(tool: Tool, caps: sandbox.Capabilities | None = None) -> Literal["namespaces", "process", "pool"]:
+    """The backend a call of ``tool`` gets: the one it declares, except that ``pool``
+    falls back to ``namespaces`` where this host cannot run the pool (no Landlock
+    ABI >= 6, no seccomp filter) but can run namespace sandboxes.  That is never weaker:
+    each call then has a whole sandbox of its own instead of a process in a shared one;
+    it is only slower.  Where neither runs, ``pool`` stays and is refused with its reason.
+    """
+    declared = tool.sandbox.isolation
+    if declared != "pool":
+        return declared
+    caps = caps if caps is not None else sandbox.detect()
+    if caps.pool_problem() is None or caps.namespaces_problem() is not None:
+        return declared
+    return "namespaces"
+
+
 def build_spec(
     tool: Tool, *, workspace: Path, work_root: Path, environ: Mapping[str, str] | None = None
 ) -> sandbox.Spec:
@@ -86,7 +102,7 @@ def build_spec(
         memory_bytes=int(needs.memory),
         max_output_bytes=int(needs.max_output),
         network=needs.network,
-        isolation=needs.isolation,
+        isolation=isolation_for(tool),
         readable_paths=tuple(readable),
         writable_paths=tuple(writable),
         cwd=cwd,

@@ -2,7 +2,9 @@
 ``/usr/bin/python3 -S -I _forkserver.py CONFIG_FD CONTROL_FD``.
 
 It keeps ``k`` workers forked ahead of time. For each one the server makes a fresh work
-directory (a random name under the pool's tmpfs) and a fresh Landlock ruleset (reads:
+directory and beside it the call's temporary directory (its TMPDIR: calls cannot use
+the pool's shared /tmp), random names under the pool's tmpfs, and a fresh Landlock
+ruleset (reads:
 the system dirs and the declared paths; writes: that directory, the declared writable
 paths and /dev/null; no TCP without network; ABI >= 6: no signals to, and no abstract
 sockets of, any process outside the domain — its siblings included), the rules'
@@ -125,22 +127,30 @@ class Restrictions:
         return result
 
     def ruleset_for(self, work: str) -> int:
-        """A new ruleset fd: the pool's rules and `work` (made here, 0700) writable."""
-        os.mkdir(work, 0o700)
+        """A new ruleset fd: the pool's rules, `work` and `_tmp_of(work)` (made here,
+        0700) writable."""
+        own = (work, _tmp_of(work))
+        for path in own:
+            os.mkdir(path, 0o700)
         ruleset = self._call(self.create, ctypes.byref(self.attr), ctypes.c_size_t(self.size), ctypes.c_uint32(0))
         try:
-            fd = os.open(work, os.O_PATH | os.O_CLOEXEC)
-            try:
-                own = _landlock._PathBeneathAttr(allowed_access=self.writable & self.handled, parent_fd=fd)
-                for rule in (*(rule for _fd, rule in self.rules), own):
-                    self._call(self.add_rule, ctypes.c_int(ruleset), ctypes.c_int(_landlock._RULE_PATH_BENEATH),
-                               ctypes.byref(rule), ctypes.c_uint32(0))  # fmt: skip
-            finally:
-                os.close(fd)
+            for rule in (rule for _fd, rule in self.rules):
+                self._add(ruleset, rule)
+            for path in own:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                try:
+                    access = self.writable & self.handled
+                    self._add(ruleset, _landlock._PathBeneathAttr(allowed_access=access, parent_fd=fd))
+                finally:
+                    os.close(fd)
         except BaseException:
             os.close(ruleset)
             raise
         return ruleset
+
+    def _add(self, ruleset: int, rule: ctypes.Structure) -> None:
+        self._call(self.add_rule, ctypes.c_int(ruleset), ctypes.c_int(_landlock._RULE_PATH_BENEATH),
+                   ctypes.byref(rule), ctypes.c_uint32(0))  # fmt: skip
 
     def apply(self, ruleset: int) -> None:
         """In the worker: no_new_privs, the Landlock domain, the stacked seccomp filter."""
@@ -374,8 +384,20 @@ def _group_has_live_members(pgid: int) -> bool:
     return False
 
 
-def _remove(path: str) -> None:
-    """Remove a worker's directory (its tool may have made parts of it unwritable)."""
+def _tmp_of(work: str) -> str:
+    """A call's TMPDIR: beside its work directory, on the pool's sized tmpfs, in its own
+    Landlock domain only, removed with it."""
+    return work + "-tmp"
+
+
+def _remove(work: str) -> None:
+    """Remove a worker's directory and its TMPDIR."""
+    _remove_tree(work)
+    _remove_tree(_tmp_of(work))
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a directory (its tool may have made parts of it unwritable)."""
     if not os.path.lexists(path):
         return
     for top, dirs, files in os.walk(path, topdown=False, onerror=lambda exc: None):
@@ -441,9 +463,13 @@ def _worker(
         # starve the set-up above (it ran before the limit).
         _runner._set_limits(limits)
         os.chdir(config["cwd"] or work)
-        # Exactly the tool's environment. /tmp is shared by the pool, so Landlock keeps
-        # calls out of it; Python's tempfile then falls back to the work dir (the cwd).
+        # The tool's environment plus TMPDIR, the call's own temporary directory: /tmp is
+        # the pool's, so Landlock keeps every call out of it. A tool's own TMPDIR wins.
         env = dict(config["env"])
+        env.setdefault("TMPDIR", _tmp_of(work))
+        if "tempfile" in sys.modules:
+            # a tool module that asked at import time got the server's answer
+            setattr(sys.modules["tempfile"], "tempdir", None)  # noqa: B010
         call = {"mode": config["mode"], "target": config["target"], "argv": config["argv"],
                 "env": env, "sys_path": [], "report_fd": None}  # fmt: skip
     except BaseException as exc:

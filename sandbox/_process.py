@@ -8,6 +8,14 @@ directly from the thread running Trio, which lives as long as the run. Every sig
 disposition is reset to default, the signal mask is cleared, the child gets its own
 session, and inherited descriptors other than the ones passed are closed.
 
+Closing: the child gets its descriptors at 0, 1, 2 and the numbers asked for, then
+glibc's ``posix_spawn_file_actions_addclosefrom_np`` (glibc >= 2.34, close_range in the
+child) closes every descriptor above the highest of them. The engine never lists its own
+descriptors: a scan of /proc/self/fd grows with open connections (23 ms at 10,000
+descriptors, on the event loop). `os.posix_spawn` offers no close-from action, so that
+one call goes through ctypes (`_native_spawn`); where the symbol is missing the launcher
+is started by `os.posix_spawn` with the scan, as before.
+
 `drive()` then writes stdin, reads stdout (capped) and stderr (tail) concurrently and
 waits for the exit through a pidfd, then reaps with `wait4` for the rusage.
 
@@ -19,6 +27,8 @@ descriptors are closed in every case.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -102,25 +112,20 @@ def spawn(path: str, argv: list[str], env: dict[str, str], *, fds: dict[int, int
             if source == -1:
                 extra[target], source = pipe(child_reads=False)
             actions.append((os.POSIX_SPAWN_DUP2, source, target))
-        keep = {0, 1, 2, *fds}
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            if fd not in keep:
-                try:
-                    if os.get_inheritable(fd):
-                        actions.append((os.POSIX_SPAWN_CLOSE, fd))
-                except OSError:
-                    pass
         try:
-            pid = os.posix_spawn(
-                path,
-                argv,
-                env,
-                file_actions=actions,
-                setsid=True,
-                setsigdef=_SIGNALS_TO_DEFAULT,
-                setsigmask=(),
-            )
+            native = _native()
+            if native is not None:
+                pid = native.spawn(path, argv, env, actions, close_from=max({2, *fds}) + 1)
+            else:
+                pid = os.posix_spawn(
+                    path,
+                    argv,
+                    env,
+                    file_actions=actions + _inheritable_closes({0, 1, 2, *fds}),
+                    setsid=True,
+                    setsigdef=_SIGNALS_TO_DEFAULT,
+                    setsigmask=(),
+                )
         except OSError as exc:
             raise SpawnError(exc.errno, f"cannot start {path}: {exc.strerror}") from None
         try:
@@ -137,6 +142,92 @@ def spawn(path: str, argv: list[str], env: dict[str, str], *, fds: dict[int, int
         for fd in theirs:
             _close(fd)
     return Child(pid, pidfd, stdin_w, stdout_r, stderr_r, extra)
+
+
+def _inheritable_closes(keep: set[int]) -> list[tuple[int, ...]]:
+    """Close actions for every inheritable descriptor not in `keep` (the fallback: a scan)."""
+    actions: list[tuple[int, ...]] = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                if os.get_inheritable(fd):
+                    actions.append((os.POSIX_SPAWN_CLOSE, fd))
+            except OSError:
+                pass
+    return actions
+
+
+# glibc's posix_spawn flags (spawn.h)
+_POSIX_SPAWN_SETSIGDEF = 0x04
+_POSIX_SPAWN_SETSIGMASK = 0x08
+_POSIX_SPAWN_SETSID = 0x80
+_OPAQUE = 1024  # bytes reserved for each glibc object (file actions 80, attr 336, sigset 128)
+
+
+class _NativeSpawn:
+    """glibc's posix_spawn through ctypes, with a close-from file action."""
+
+    def __init__(self, libc: ctypes.CDLL) -> None:
+        self.libc = libc
+        for name in ("posix_spawn", "posix_spawn_file_actions_init", "posix_spawn_file_actions_destroy",
+                     "posix_spawn_file_actions_adddup2", "posix_spawn_file_actions_addclosefrom_np",
+                     "posix_spawnattr_init", "posix_spawnattr_destroy", "posix_spawnattr_setflags",
+                     "posix_spawnattr_setsigdefault", "posix_spawnattr_setsigmask", "sigfillset",
+                     "sigemptyset", "sigdelset"):  # fmt: skip
+            getattr(libc, name).restype = ctypes.c_int
+        # every disposition to default (SIGKILL/SIGSTOP cannot be named), an empty mask
+        self.sigdefault = ctypes.create_string_buffer(_OPAQUE)
+        self.sigmask = ctypes.create_string_buffer(_OPAQUE)
+        libc.sigfillset(self.sigdefault)
+        for sig in (signal.SIGKILL, signal.SIGSTOP):
+            libc.sigdelset(self.sigdefault, int(sig))
+        libc.sigemptyset(self.sigmask)
+
+    def spawn(
+        self, path: str, argv: list[str], env: dict[str, str], actions: list[tuple[int, ...]], *, close_from: int
+    ) -> int:
+        libc = self.libc
+        file_actions = ctypes.create_string_buffer(_OPAQUE)
+        attr = ctypes.create_string_buffer(_OPAQUE)
+        _check(libc.posix_spawn_file_actions_init(file_actions))
+        try:
+            _check(libc.posix_spawnattr_init(attr))
+            try:
+                for _kind, source, target in actions:
+                    _check(libc.posix_spawn_file_actions_adddup2(file_actions, source, target))
+                _check(libc.posix_spawn_file_actions_addclosefrom_np(file_actions, close_from))
+                flags = _POSIX_SPAWN_SETSID | _POSIX_SPAWN_SETSIGDEF | _POSIX_SPAWN_SETSIGMASK
+                _check(libc.posix_spawnattr_setflags(attr, ctypes.c_short(flags)))
+                _check(libc.posix_spawnattr_setsigdefault(attr, self.sigdefault))
+                _check(libc.posix_spawnattr_setsigmask(attr, self.sigmask))
+                c_argv = (ctypes.c_char_p * (len(argv) + 1))(*[os.fsencode(a) for a in argv], None)
+                entries = [os.fsencode(f"{k}={v}") for k, v in env.items()]
+                c_env = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
+                pid = ctypes.c_int()
+                _check(libc.posix_spawn(ctypes.byref(pid), os.fsencode(path), file_actions, attr, c_argv, c_env))
+                return pid.value
+            finally:
+                libc.posix_spawnattr_destroy(attr)
+        finally:
+            libc.posix_spawn_file_actions_destroy(file_actions)
+
+
+def _check(code: int) -> None:
+    # posix_spawn and its helpers return an error number instead of setting errno
+    if code != 0:
+        raise OSError(code, os.strerror(code))
+
+
+@functools.cache
+def _native() -> _NativeSpawn | None:
+    """The ctypes spawner, or None where glibc lacks posix_spawn_file_actions_addclosefrom_np."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.posix_spawn_file_actions_addclosefrom_np  # noqa: B018  # glibc >= 2.34
+        return _NativeSpawn(libc)
+    except (OSError, AttributeError):
+        return None
 
 
 def _close(fd: int) -> None:

@@ -144,7 +144,8 @@ def render(summary: dict[str, Any]) -> str:
     pool = box["pool"]
     lines.append(
         f"  pool backend: {'available' if pool['available'] else 'UNAVAILABLE'} ({pool['why']}); "
-        f"tools on it: {', '.join(pool['tools']) or '-'}"
+        f"tools {'on it' if pool['available'] else 'declaring it (run on namespaces instead)'}: "
+        f"{', '.join(pool['tools']) or '-'}"
     )
     if "trial_call" in box:
         lines.append(f"  trial call: {box['trial_call']}")

@@ -11,7 +11,10 @@ purpose (README, "The warm pool"), and tested for what it does instead:
 - test_missing_filter_is_refused_by_default: the pool is refused without the filter
   even with SCONNECT_SANDBOX_ALLOW_WEAK=1 (test_pool_refuses_to_run_weaker below);
 - test_writing_past_the_scratch_space_is_stopped (/tmp, /dev/shm): a pool call cannot
-  write to /tmp or /dev/shm at all (test_pool_calls_cannot_write_the_shared_scratch).
+  write to /tmp or /dev/shm at all; its TMPDIR, inside its own work directory, is its
+  temporary space (test_pool_calls_cannot_write_the_shared_scratch; test_pool_tmp.py);
+- test_env_is_exactly_the_spec_env: a pool call's environment is the Spec's plus TMPDIR
+  (test_pool_env_is_the_spec_env_and_its_tmpdir).
 """
 
 # ruff: noqa: F401, F811  (imported tests and fixtures)
@@ -38,7 +41,6 @@ from tests.sandbox.test_sandbox_basics import (
     package,
     test_cwd_in_a_writable_path,
     test_cwd_outside_visible_paths_is_refused,
-    test_env_is_exactly_the_spec_env,
     test_invalid_utf8_output_never_crashes,
     test_json_output_and_arguments_on_stdin,
     test_missing_binary,
@@ -119,7 +121,19 @@ async def test_pool_calls_cannot_write_the_shared_scratch(runner_for: Any) -> No
         "import json, os\nout = {}\nfor d in ('/tmp', '/dev/shm'):\n"
         "    try:\n        open(os.path.join(d, 'x'), 'w').write('x')\n        out[d] = 'written'\n"
         "    except OSError as exc:\n        out[d] = type(exc).__name__\n"
-        "import tempfile\nout['tempfile'] = tempfile.gettempdir() == os.getcwd()\nprint(json.dumps(out))"
+        "import tempfile\nout['tempfile'] = tempfile.gettempdir() == os.getcwd() + '-tmp'\n"
+        "print(json.dumps(out))"
     )
     result = await sandbox.run(runner_for("pool").spec(argv=(*PY, code)), {})
     assert result.output == {"/tmp": "PermissionError", "/dev/shm": "PermissionError", "tempfile": True}, result
+
+
+async def test_pool_env_is_the_spec_env_and_its_tmpdir(runner_for: Any) -> None:
+    tool = runner_for("pool")
+    result = await tool.run(argv=("/bin/sh", "-c", "/usr/bin/env; echo CWD=$(pwd)"), env={"GREETING": "hi"})
+    assert result.status == "ok", result
+    lines = sorted(result.output["text"].split())
+    cwd = next(line[4:] for line in lines if line.startswith("CWD="))
+    # PWD: set by the shell; TMPDIR: the call's own, beside its work directory
+    lines = [line for line in lines if not line.startswith(("PWD=", "CWD="))]
+    assert lines == sorted(["GREETING=hi", f"SCONNECT_SANDBOX_TEST={tool.token}", f"TMPDIR={cwd}-tmp"])

@@ -1,7 +1,7 @@
 """The pool behind a real server: a WebSocket call of a `pool` tool, and nothing left after.
 
-- test_pool_tool_through_the_server_and_nothing_outlives_it: the calculator, declared
-  `isolation: pool` in a private copy of the configuration, is called through a real
+- test_pool_tool_through_the_server_and_nothing_outlives_it: the shipped calculator
+  (`isolation: pool`), marked in a private copy of the configuration, is called through a real
   server and WebSocket client (policy, audit, sandbox); its result comes from the pool
   backend; while the server runs its pool sandbox exists (found by a marker in the
   tool's environment), and once the server has stopped no process carries the marker.
@@ -33,9 +33,9 @@ async def test_pool_tool_through_the_server_and_nothing_outlives_it(tmp_path: Pa
     config = copy_example_config(tmp_path / "config")
     calculator = config / "tools.d" / "calculator.yaml"
     text = calculator.read_text()
-    assert "sandbox:\n" in text
-    pool = f"sandbox:\n  isolation: pool\n  env: {{{TOKEN_VAR}: '{marker}'}}\n"
-    calculator.write_text(text.replace("sandbox:\n", pool, 1))
+    assert "sandbox:\n  isolation: pool" in text  # as shipped
+    marked = f"sandbox:\n  env: {{{TOKEN_VAR}: '{marker}'}}\n"
+    calculator.write_text(text.replace("sandbox:\n", marked, 1))
     settings = ServerSettings(config_dir=config, state_dir=state_dir, auth=AuthSettings(secret=SECRET), port=0)
 
     def live() -> list[int]:
