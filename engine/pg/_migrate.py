@@ -46,7 +46,25 @@ class SchemaTooNewError(PgError):
 class Migration:
     version: int
     description: str
-    sql: str  # one or more statements separated by ';' (no ';' inside literals)
+    sql: str  # statements separated by ';' (none inside a literal; a $$-quoted body may hold them)
+
+
+def statements(sql: str) -> list[str]:
+    """``sql`` split into statements at each ``;`` outside ``$$ ... $$`` (a function's
+    body), comment-only pieces dropped."""
+    pieces, current = [], ""
+    for index, part in enumerate(sql.split("$$")):
+        if index % 2:  # inside $$ ... $$
+            current += "$$" + part + "$$"
+            continue
+        first, *rest = part.split(";")
+        current += first
+        for piece in rest:
+            pieces.append(current)
+            current = piece
+    pieces.append(current)
+    return [p.strip() for p in pieces if not all(line.strip().startswith("--") or not line.strip()
+                                                 for line in p.strip().splitlines())]
 
 
 def _lock_key(component: str) -> int:
@@ -89,10 +107,8 @@ def migrate(conn: psycopg.Connection[Any], component: str, migrations: Sequence[
         conn.execute(_BOOKKEEPING)
         todo = _check(component, _applied(conn, component), migrations)
         for migration in todo:
-            for statement in (s.strip() for s in migration.sql.split(";")):
-                if statement and not all(line.strip().startswith("--") or not line.strip()
-                                         for line in statement.splitlines()):
-                    conn.execute(statement.encode())
+            for statement in statements(migration.sql):
+                conn.execute(statement.encode())
             conn.execute("INSERT INTO schema_migrations (component, version, description, applied_at) "
                          "VALUES (%s, %s, %s, %s)", (component, migration.version, migration.description,
                                                       time.time()))

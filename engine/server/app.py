@@ -34,7 +34,7 @@ from trio_websocket import wrap_server_stream
 
 import sandbox
 
-from ..audit import AuditEvent, AuditLog
+from ..audit import AuditEvent, open_audit
 from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
 from ..errors import ScalyticsError
@@ -122,7 +122,8 @@ async def serve(
     caps = sandbox.detect()
     admission = Admission.for_settings(settings)
     # The audit log first: its key (never stored in either database) keys the store's digests.
-    async with await AuditLog.open(settings.state_dir) as audit, \
+    # On PostgreSQL it is the chain every instance shares (engine.audit._shared).
+    async with await open_audit(settings.state_dir, settings.database_url) as audit, \
             await open_store(settings.database, settings.database_url, digest_key=audit.digest_key,
                              instance=instance_id(settings.state_dir) if settings.database_url else None) as store:
         hub = Hub(settings=settings, config=config, store=store, audit=audit)
