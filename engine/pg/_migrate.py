@@ -15,6 +15,7 @@ Blocking functions: call them in a worker thread (``Database.run``).
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from collections.abc import Sequence
@@ -51,13 +52,14 @@ class Migration:
 
 def statements(sql: str) -> list[str]:
     """``sql`` split into statements at each ``;`` outside ``$$ ... $$`` (a function's
-    body), comment-only pieces dropped."""
+    body) and outside ``--`` comments (dropped)."""
     pieces, current = [], ""
     for index, part in enumerate(sql.split("$$")):
         if index % 2:  # inside $$ ... $$
             current += "$$" + part + "$$"
             continue
-        first, *rest = part.split(";")
+        # Comments go first: a ';' in one must not end a statement.
+        first, *rest = re.sub(r"--[^\n]*", "", part).split(";")
         current += first
         for piece in rest:
             pieces.append(current)

@@ -483,11 +483,8 @@ async def _await_approval(caller: Caller, pending: PendingAction, arguments: Any
                     other.send(frame)
         with trio.move_on_after(timeout_s):
             await pending.event.wait()
-        if pending.status == "pending":
-            hub.approvals.close(pending, "expired", "no answer in time")
-            await hub.store.expire_actions()
-        elif not await hub.store.decide_action(frame.action_id, pending.status, pending.decided_by, pending.reason):
-            pending.status = "expired"
+        # Recorded in the store, which has the last word (engine.server.approvals.ApprovalBus).
+        await hub.approval_bus.settle(hub, pending)
     finally:
         if pending.status == "pending":
             # Cancelled while waiting: the agent was stopped or the connection closed.

@@ -153,6 +153,11 @@ async def serve(
                     partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
                 )
                 await nursery.start(maintain, hub)
+                if settings.database_url:
+                    # Approvals, controls and limits across the instances sharing the database.
+                    from .pgbus import PgBus
+
+                    await nursery.start(PgBus.serve, hub, settings.database_url, admission)
                 nursery.start_soon(_watch_database, store)
                 # Set on a graceful stop: the HTTP listeners (MCP, console) stop accepting and drain.
                 mcp_stop = trio.Event()

@@ -333,9 +333,13 @@ class Connection:
                     self._check_message_size(frame)
                     await (await self._session(frame.session_id, frame.id)).message(frame.content, frame.id)
                 case AgentControl():
-                    await (await self._session(frame.session_id, frame.id)).control(str(frame.command), frame.id)
+                    # A session live on another instance (PostgreSQL): that instance runs the control.
+                    if frame.session_id in self.hub.sessions or not await self.hub.approval_bus.forward_control(
+                            self, frame):
+                        await (await self._session(frame.session_id, frame.id)).control(str(frame.command), frame.id)
                 case ActionApproval():
-                    self.hub.approvals.answer(
+                    await self.hub.approval_bus.answer(
+                        self.hub,
                         frame.action_id,
                         frame.approved,
                         self.principal.sub,
@@ -458,7 +462,8 @@ class Connection:
 
     def _check_session_room(self, reply_to: str) -> None:
         limit = self.hub.settings.max_sessions_per_subject
-        live = sum(1 for s in self.hub.sessions.values() if s.conn.principal.sub == self.principal.sub)
+        live = sum(1 for s in self.hub.sessions.values() if s.conn.principal.sub == self.principal.sub) + \
+            self.hub.approval_bus.remote_sessions(self.principal.sub)
         if live >= limit:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,

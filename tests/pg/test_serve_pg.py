@@ -77,7 +77,7 @@ async def test_a_schema_newer_than_the_code_refuses_to_start(pg_url: str) -> Non
     with place() as where:
         done = await refused_start(where, env={"SCONNECT_DATABASE_URL": pg_url})
     assert done.code == 2, done.stderr
-    assert "schema in the database is at version 7, newer than this program's (2)" in done.stderr
+    assert "schema in the database is at version 7, newer than this program's (3)" in done.stderr
     assert "Traceback" not in done.stderr
 
 
