@@ -34,6 +34,7 @@ from trio_websocket import wrap_server_stream
 
 import sandbox
 
+from .. import tracing
 from ..audit import AuditEvent, open_audit
 from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
@@ -117,6 +118,7 @@ async def serve(
     record of the shutdown itself is written before it stops.
     """
     settings = fdbudget.apply(settings)
+    tracing.configure_from_env()  # OTEL_TRACES_EXPORTER; off (no cost) unless set
     config = load_config(settings.config_dir)
     prepare_state_dir(settings.state_dir)
     caps = sandbox.detect()
@@ -373,7 +375,9 @@ async def _handshake_and_serve(
         hub.metrics.connections_accepted_total.inc()
         from ..mcp._via import parse_via  # no MCP SDK import: the stdio bridge's audit note
 
-        await Connection(hub, ws, principal, audit_context=parse_via(request.headers)).serve()
+        # A traceparent on the handshake: this connection's turns and calls continue that trace.
+        with tracing.continued(request.headers):
+            await Connection(hub, ws, principal, audit_context=parse_via(request.headers)).serve()
     finally:
         admission.leave(principal.sub)
 

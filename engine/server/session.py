@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from .. import tracing
 from ..audit import secret_values
 from ..config.model import Agent, Config
 from ..models import READ_RESOURCE, READ_RESOURCE_TOOL, ModelError, TextDelta, ToolCall, ToolDefinition, agent_model
@@ -184,7 +185,9 @@ class Session:
         said: list[str] = []
         unanswered: dict[str, str] = {}
         try:
-            with metrics.turn_seconds.time():
+            with metrics.turn_seconds.time(), tracing.span(
+                    "sconnect.turn", subject=self.conn.principal.sub, agent=self.agent.name,
+                    session_id=self.session_id, turn_id=turn_id):
                 with scope:
                     await self._run_turn(content, turn_id, said, unanswered)
         finally:
