@@ -59,6 +59,14 @@ from ._verify import verify as verify
 from ._writer import AuditLog as AuditLog
 
 
+def verify_log(log: AuditLog) -> VerifyReport:
+    """:func:`verify` of the log a server writes: its state directory's, or the shared one
+    in PostgreSQL. Blocking."""
+    if isinstance(log, PgAuditLog):
+        return log.verify_sync()
+    return verify(log.state_dir, key_file=log.key_path)
+
+
 async def open_audit(state_dir: str | os.PathLike[str], database_url: str | None = None,
                      **options: object) -> AuditLog:
     """The audit log of this server: the shared one in PostgreSQL when ``database_url``

@@ -58,9 +58,11 @@ from ._pgdb import (
     records_from,
     set_head,
 )
+from ._pgverify import verify_shared
 from ._query import query_rows, tail_rows
 from ._record import AuditRecord, Prepared, iso_time
 from ._shared import SharedHead, check_at_start, check_head, head_file_for, key_id, shared_refusal, sign_head
+from ._verify import VerifyReport
 from ._writer import AuditLog, checkpoint_log
 
 if TYPE_CHECKING:
@@ -238,6 +240,13 @@ class PgAuditLog(AuditLog):
         db, self._db = self._db, None
         if db is not None:
             await db.aclose()
+
+    def verify_sync(self) -> VerifyReport:
+        """:func:`verify_shared` of this log, with this instance's key and head file (blocking)."""
+        db = self._db
+        if db is None:
+            raise AuditError(f"{self.database}: the audit log is closed")
+        return verify_shared(db.url, state_dir=self.state_dir, key_file=self.key_path)
 
     async def tail(self, n: int = 20) -> list[AuditRecord]:
         return await self._read(lambda conn: tail_rows(_executor(conn), n))

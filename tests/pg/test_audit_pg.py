@@ -219,3 +219,19 @@ async def test_a_newer_audit_schema_is_refused(pg_url: str, tmp_path: Path, key_
 
 def test_genesis_is_what_the_schema_starts_from() -> None:
     assert GENESIS_HASH == "0" * 64
+
+
+async def test_verify_log_checks_the_shared_log_a_server_writes(pg_url: str, tmp_path: Path, key_file: Path) -> None:
+    """What the console's audit view runs: the writer's own log, with its key and head file."""
+    from engine.audit import verify_log
+
+    async with trio.open_nursery() as nursery:
+        log = await _writer(nursery, _state(tmp_path, "a"), pg_url, key_file)
+        for i in range(3):
+            await log.record(event(i))
+        report = await trio.to_thread.run_sync(verify_log, log)
+        assert report.ok and report.records == 3, report.problems
+        _tamper(pg_url, "UPDATE audit_records SET subject = 'x' WHERE seq = 2")
+        report = await trio.to_thread.run_sync(verify_log, log)
+        assert report.first_problem is not None and report.first_problem.kind == "edited"
+        await log.aclose()
