@@ -234,7 +234,7 @@ class PgBus:
         async for message in self._outgoing:
             try:
                 await notify(self.db, CHANNEL, json.dumps(message, separators=(",", ":")))
-            except (PgError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a driver error too: the bus never ends the server
                 log.warning("bus: could not send %s: %s", message.get("op"), exc)
 
     # --- receiving -------------------------------------------------------------------
@@ -252,7 +252,7 @@ class PgBus:
                     delay = 1.0
                     async for note in incoming:
                         await self._on(note.payload)
-            except* PgError as group:
+            except* Exception as group:  # the database went away (PgError), or a driver error
                 log.warning("bus: listening lost (%s); again in %gs", group.exceptions[0], delay)
             if not started:
                 started = True
@@ -360,14 +360,20 @@ class PgBus:
                     self.hub.approvals.close(pending, "expired", "no answer in time")
 
     async def _heartbeat(self) -> None:
+        failing = False
         while True:
             connections = Counter(c.principal.sub for c in self.hub.connections)
             sessions = Counter(s.conn.principal.sub for s in self.hub.sessions.values())
             rows = [(sub, connections[sub], sessions[sub]) for sub in set(connections) | set(sessions)]
             try:
                 self.remote = await self.db.run(_beat, self.instance, rows, time.time())
-            except PgError as exc:
-                log.debug("bus: presence not renewed: %s", exc)
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - stale counts are ignored by the others after 6 s
+                if not failing:
+                    log.warning("bus: presence not renewed (the limits count this instance only until it is): %s",
+                                exc)
+                self.remote = {}
+                failing = True
             await trio.sleep(HEARTBEAT_S)
 
 
