@@ -23,6 +23,10 @@ payloads are small JSON objects naming the sending instance):
   fresh rows; the limits add them to the local counts. Best effort: two instances
   admitting the same subject within one heartbeat can overshoot a limit by what they
   admitted in between.
+- An instance that died: its heartbeat row (subject ``''``) goes stale. An answer to an
+  action it was waiting for is then refused (``already_decided``: the action is marked
+  ``cancelled`` in the store, nothing runs), instead of approving what nobody will run;
+  its copies elsewhere go at their expiry, and its own restart cancels its orphans.
 
 Nothing depends on a notification arriving: NOTIFY is not queued for a listener that is
 away (reconnecting, or an instance starting), so the database stays the authority. A
@@ -95,6 +99,8 @@ class PgBus:
     hub: Hub
     # Other instances' live (connections, sessions) per subject, from the last heartbeat.
     remote: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+    # The other instances alive at the last heartbeat (None before the first one).
+    live: frozenset[str] | None = None
     _send: trio.MemorySendChannel[dict[str, Any]] = attrs.field(init=False)
     _outgoing: trio.MemoryReceiveChannel[dict[str, Any]] = attrs.field(init=False)
     _controls: dict[str, trio.MemorySendChannel[dict[str, Any]]] = attrs.field(factory=dict)
@@ -142,10 +148,18 @@ class PgBus:
                 return hub.approvals.answer(action_id, approved, sub, roles, reason, reply_to)  # raises its error
             if stored.status != "pending" or stored.expires_at <= time.time():
                 raise _decided_error(action_id, stored.status, reply_to)
-            pending = hub.approvals.pending.get(action_id) or self._remember(stored, "?", None, False)
+            pending = hub.approvals.pending.get(action_id) or self._remember(
+                stored, await self.db.run(_instance_of, action_id), None, False)
         if not pending.may_answer(sub, roles):
             who = "the requesting user" if pending.approver == "user" else "an admin other than the requester"
             raise ProtocolError(ErrorCode.FORBIDDEN, f"only {who} may answer action {action_id!r}", reply_to=reply_to)
+        if self._gone(pending.origin):
+            # Nobody would run it: say so, and close it for everyone (the store decides this too).
+            why = "the instance running its turn stopped before it was answered"
+            await hub.store.decide_action(action_id, "cancelled", None, why)
+            hub.approvals.close(pending, "cancelled", why)
+            raise ProtocolError(ErrorCode.ALREADY_DECIDED, f"action {action_id!r} was cancelled: {why}",
+                                reply_to=reply_to)
         status = "approved" if approved else "denied"
         # The database decides the race between answerers, on any instance.
         if not await hub.store.decide_action(action_id, status, sub, reason):
@@ -206,6 +220,10 @@ class PgBus:
                              state=LifecycleState(reply["state"]), reply_to=frame.id))
         return True
 
+    def _gone(self, origin: str | None) -> bool:
+        # "unknown": an action recorded without an instance id (nothing to check it against).
+        return origin not in (None, "unknown") and self.live is not None and origin not in self.live
+
     def remote_sessions(self, sub: str) -> int:
         return self.remote.get(sub, (0, 0))[1]
 
@@ -262,9 +280,10 @@ class PgBus:
 
     async def _catch_up(self) -> None:
         """Every action pending now (notifications sent while nobody listened are lost)."""
+        owners = dict(await self.db.run(_pending_owners))
         for stored in await self.hub.store.pending_actions():
             if stored.action_id not in self.hub.approvals.pending and stored.expires_at > time.time():
-                self._remember(stored, "?", None, False)
+                self._remember(stored, owners.get(stored.action_id), None, False)
 
     async def _on(self, payload: str) -> None:
         try:
@@ -331,7 +350,8 @@ class PgBus:
         except ProtocolError as exc:
             self._publish({"op": "control_done", "rid": rid, "code": str(exc.code), "message": str(exc.message)})
 
-    def _remember(self, stored: StoredAction, origin: str, reason: str | None, self_approval: bool) -> PendingAction:
+    def _remember(self, stored: StoredAction, origin: str | None, reason: str | None,
+                  self_approval: bool) -> PendingAction:
         """Keep another instance's pending action here, for listing and answering."""
         frame = AgentAction(
             action_id=stored.action_id, kind=ActionKind(stored.kind), name=stored.name,
@@ -342,7 +362,7 @@ class PgBus:
         )
         pending = PendingAction(
             frame=frame, requester=stored.subject, approver=stored.approver,  # type: ignore[arg-type]
-            self_approval=self_approval, origin=origin,
+            self_approval=self_approval, origin=origin or "unknown",
             expires_at=trio.current_time() + max(0.0, stored.expires_at - time.time()),
         )
         self.hub.approvals.add(pending)
@@ -366,7 +386,7 @@ class PgBus:
             sessions = Counter(s.conn.principal.sub for s in self.hub.sessions.values())
             rows = [(sub, connections[sub], sessions[sub]) for sub in set(connections) | set(sessions)]
             try:
-                self.remote = await self.db.run(_beat, self.instance, rows, time.time())
+                self.remote, self.live = await self.db.run(_beat, self.instance, rows, time.time())
                 failing = False
             except Exception as exc:  # noqa: BLE001 - stale counts are ignored by the others after 6 s
                 if not failing:
@@ -384,18 +404,34 @@ def _decided_error(action_id: str, status: str, reply_to: str) -> ProtocolError:
     return ProtocolError(ErrorCode.ALREADY_DECIDED, f"action {action_id!r} was already {status}", reply_to=reply_to)
 
 
-def _beat(conn: Any, instance: str, rows: list[tuple[str, int, int]], now: float) -> dict[str, tuple[int, int]]:
-    """Rewrite this instance's presence rows; the others' fresh ones, summed per subject."""
+def _beat(conn: Any, instance: str, rows: list[tuple[str, int, int]],
+          now: float) -> tuple[dict[str, tuple[int, int]], frozenset[str]]:
+    """Rewrite this instance's presence rows (subject '' says it is alive); the others'
+    fresh ones, summed per subject, and which other instances are alive."""
     with conn.transaction():
         conn.execute("DELETE FROM presence WHERE instance = %s", (instance,))
-        if rows:
-            with conn.cursor() as cursor:
-                cursor.executemany("INSERT INTO presence (instance, subject, connections, sessions, seen_at) "
-                                   "VALUES (%s, %s, %s, %s, %s)", [(instance, *row, now) for row in rows])
-    found = conn.execute("SELECT subject, SUM(connections), SUM(sessions) FROM presence "
-                         "WHERE instance != %s AND seen_at > %s GROUP BY subject",
-                         (instance, now - PRESENCE_STALE_S)).fetchall()
-    return {str(sub): (int(c), int(s)) for sub, c, s in found}
+        with conn.cursor() as cursor:
+            cursor.executemany("INSERT INTO presence (instance, subject, connections, sessions, seen_at) "
+                               "VALUES (%s, %s, %s, %s, %s)",
+                               [(instance, *row, now) for row in [("", 0, 0), *rows]])
+    found = conn.execute("SELECT instance, subject, connections, sessions FROM presence "
+                         "WHERE instance != %s AND seen_at > %s", (instance, now - PRESENCE_STALE_S)).fetchall()
+    counts: dict[str, tuple[int, int]] = {}
+    for _other, sub, c, s in found:
+        if sub:
+            before = counts.get(sub, (0, 0))
+            counts[sub] = (before[0] + int(c), before[1] + int(s))
+    return counts, frozenset(str(row[0]) for row in found)
+
+
+def _instance_of(conn: Any, action_id: str) -> str | None:
+    row = conn.execute("SELECT instance FROM pending_actions WHERE action_id = %s", (action_id,)).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def _pending_owners(conn: Any) -> list[tuple[str, str]]:
+    return [(str(a), str(i)) for a, i in conn.execute(
+        "SELECT action_id, instance FROM pending_actions WHERE status = 'pending' AND instance IS NOT NULL")]
 
 
 def _leave(conn: Any, instance: str) -> None:

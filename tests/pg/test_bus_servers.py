@@ -14,11 +14,15 @@
   session nobody runs is not_found.
 - test_the_session_limit_holds_across_instances: with sessions_per_subject=2, two live
   sessions on A make B refuse a third (``rate_limited``) once its heartbeat has seen them.
+- test_an_answer_for_a_dead_instances_action_is_refused: A is SIGKILLed while its turn
+  waits; once B sees A's heartbeat stale, an admin's answer on B is refused and the
+  action is cancelled in the store.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jwt
 import psycopg
@@ -37,6 +41,14 @@ def _token(sub: str, *roles: str) -> str:
                       algorithm="HS256")
 
 
+def _patient(*places: Any) -> None:
+    """Approvals wait a minute (the shared test config says 3 s): instances on a loaded
+    machine, and a dead instance's heartbeat going stale, take longer than that."""
+    for where in places:
+        agent = where.config / "agents.d" / "assistant.yaml"
+        agent.write_text(agent.read_text().replace("approval_timeout: 3s", "approval_timeout: 60s"))
+
+
 async def _action_for(client: object, action_id: str) -> AgentAction:
     while True:
         action = await client.next_event_of(AgentAction)  # type: ignore[attr-defined]
@@ -47,6 +59,7 @@ async def _action_for(client: object, action_id: str) -> AgentAction:
 async def test_an_approval_waiting_on_a_is_decided_once_from_either_instance(pg_url: str,
                                                                              shared_env: dict[str, str]) -> None:
     with place() as a_place, place() as b_place:
+        _patient(a_place, b_place)
         async with serving(a_place, env=shared_env) as a, serving(b_place, env=shared_env) as b:
             with trio.fail_after(60):
                 async with open_client(a.url, _token("alice")) as alice, \
@@ -79,6 +92,7 @@ async def test_an_approval_waiting_on_a_is_decided_once_from_either_instance(pg_
 
 async def test_an_answer_on_b_resumes_the_turn_on_a(pg_url: str, shared_env: dict[str, str]) -> None:
     with place() as a_place, place() as b_place:
+        _patient(a_place, b_place)
         async with serving(a_place, env=shared_env) as a, serving(b_place, env=shared_env) as b:
             with trio.fail_after(60):
                 async with open_client(a.url, _token("alice")) as alice, \
@@ -102,6 +116,7 @@ async def test_an_answer_on_b_resumes_the_turn_on_a(pg_url: str, shared_env: dic
 
 async def test_cancel_and_stop_sent_on_b_reach_the_turn_on_a(pg_url: str, shared_env: dict[str, str]) -> None:
     with place() as a_place, place() as b_place:
+        _patient(a_place, b_place)
         async with serving(a_place, env=shared_env) as a, serving(b_place, env=shared_env) as b:
             with trio.fail_after(60):
                 async with open_client(a.url, _token("alice")) as alice, \
@@ -134,6 +149,7 @@ async def test_cancel_and_stop_sent_on_b_reach_the_turn_on_a(pg_url: str, shared
 async def test_the_session_limit_holds_across_instances(pg_url: str, shared_env: dict[str, str]) -> None:
     limit = ("--limit", "sessions_per_subject=2")
     with place() as a_place, place() as b_place:
+        _patient(a_place, b_place)
         async with serving(a_place, *limit, env=shared_env) as a, serving(b_place, *limit, env=shared_env) as b:
             with trio.fail_after(60):
                 async with open_client(a.url, _token("alice")) as on_a, open_client(b.url, _token("alice")) as on_b:
@@ -150,3 +166,47 @@ async def test_the_session_limit_holds_across_instances(pg_url: str, shared_env:
                         await trio.sleep(0.2)
                     assert refused is not None and refused.code == "rate_limited"
                     assert "sessions_per_subject" in refused.message
+
+
+async def test_an_answer_for_a_dead_instances_action_is_refused(pg_url: str, shared_env: dict[str, str]) -> None:
+    """A is SIGKILLed while its turn waits for an admin connected to B: once B's heartbeat
+    finds A gone, the admin's answer is refused and the action is cancelled in the store,
+    rather than 'approved' with nobody left to run it."""
+    import contextlib
+
+    url = shared_env["SCONNECT_DATABASE_URL"]
+    with place() as a_place, place() as b_place:
+        _patient(a_place, b_place)
+        async with serving(b_place, env=shared_env) as b:
+            with trio.fail_after(90):
+                async with open_client(b.url, _token("boss", "admin")) as boss:
+                    a_cm = serving(a_place, env=shared_env)
+                    a = await a_cm.__aenter__()
+                    try:
+                        async with open_client(a.url, _token("alice")) as alice:
+                            sid = (await alice.start_session("assistant")).session_id
+                            await alice.send_message(sid, 'write "orphan" to orphan.txt')
+                            asked = await alice.next_event_of(AgentAction, session_id=sid)
+                            await _action_for(boss, asked.action_id)
+                            a.process.kill()
+                            await trio.to_thread.run_sync(a.process.wait)
+                    finally:
+                        with contextlib.suppress(AssertionError):  # its exit status is SIGKILL's, by design
+                            await a_cm.__aexit__(None, None, None)
+                    a_id = (a_place.state / "instance-id").read_text().strip()
+                    b_id = (b_place.state / "instance-id").read_text().strip()
+                    for _ in range(600):  # bounded: until B has beaten once after A's last beat went stale
+                        with psycopg.connect(url) as conn:
+                            seen = dict(conn.execute("SELECT instance, seen_at FROM presence WHERE subject = '' "
+                                                     "AND instance IN (%s, %s)", (a_id, b_id)).fetchall())
+                        if a_id in seen and seen.get(b_id, 0) > seen[a_id] + 6.5:
+                            break
+                        await trio.sleep(0.1)
+                    else:
+                        raise AssertionError(f"B never saw A go stale: {seen}")
+                    await boss.answer(asked.action_id, True)
+                    refused = await boss.next_event_of(ErrorFrame)
+                    assert refused.code == "already_decided" and "stopped" in refused.message, refused
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT status FROM pending_actions WHERE action_id = %s", (asked.action_id,)).fetchone()
+    assert row == ("cancelled",)
