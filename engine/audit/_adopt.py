@@ -24,6 +24,10 @@ verify`` to see everything that is wrong, ``sconnect audit archive`` to set the 
 (kept for investigation) and start a new one. Cost: the checkpoints (a few per thousand
 records) and the records after the last checkpoint (at most ``checkpoint_every`` after an
 unclean stop), not the whole log; ``verify`` is the full check.
+
+This is the single writer's rule set (SQLite). A chain that several instances write
+(PostgreSQL) adopts differently, at every commit: ``_shared`` (it reuses the checks
+below that still hold there).
 """
 
 from __future__ import annotations
@@ -64,16 +68,16 @@ def check_adoptable(conn: sqlite3.Connection, state_dir: Path, key: bytes, check
     if not checkpoints:
         if head_seq:
             raise refuse(f"it holds {head_seq} records but no checkpoint signed with the key: "
-                          "they were not written by this service (or both copies of its checkpoints were "
-                          "deleted)")
+                         "they were not written by this service (or both copies of its checkpoints were "
+                         "deleted)")
         return
     last = checkpoints[-1]
     if last.seq > head_seq:
         raise refuse(f"checkpoint {last.id} pins record {last.seq} but the log ends at "
-                      f"{head_seq}: records were cut off")
+                     f"{head_seq}: records were cut off")
     if last.reason == "shutdown" and head_seq > last.seq:
         raise refuse(f"records {last.seq + 1}..{head_seq} follow the shutdown checkpoint "
-                      f"{last.id} ({last.time_iso}): they were written while the service was stopped")
+                     f"{last.id} ({last.time_iso}): they were written while the service was stopped")
     rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_records WHERE seq >= ? ORDER BY seq, rowid",
                         (last.seq if last.seq > 0 else 1,))
     check_tail(refuse, rows, last, head_seq)
@@ -123,14 +127,14 @@ def check_tail(refuse: Refuse, rows: Iterable[Sequence[Any]], last: Checkpoint, 
         if record.seq == last.seq and last.seq > 0:
             if record.hash != last.head_hash:
                 raise refuse(f"record {record.seq} is not the one checkpoint {last.id} pinned: "
-                              "the records were rewritten")
+                             "the records were rewritten")
             pinned_seen = True
             continue
         if not pinned_seen:
             raise refuse(f"record {last.seq}, pinned by checkpoint {last.id}, is missing")
         if record.seq != prev_seq + 1 or record.prev_hash != prev_hash:
             raise refuse(f"record {record.seq} does not follow record {prev_seq} "
-                          "(inserted, deleted or rewritten after the last checkpoint)")
+                         "(inserted, deleted or rewritten after the last checkpoint)")
         prev_seq, prev_hash = record.seq, record.hash
     if not pinned_seen:
         raise refuse(f"record {last.seq}, pinned by checkpoint {last.id}, is missing")
