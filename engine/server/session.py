@@ -239,14 +239,19 @@ class Session:
             for _step in range(self.agent.max_steps):
                 text: list[str] = []
                 calls: list[ToolCall] = []
-                async with aclosing(model.stream(self._conversation(), definitions)) as stream:
-                    async for item in stream:
-                        if isinstance(item, TextDelta):
-                            text.append(item.text)
-                            said.append(item.text)
-                            self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=item.text))
-                        else:
-                            calls.append(item)
+                with tracing.span("sconnect.model", agent=self.agent.name, turn_id=turn_id, step=_step,
+                                  model=self.agent.model_summary) as traced:
+                    async with aclosing(model.stream(self._conversation(), definitions)) as stream:
+                        async for item in stream:
+                            if isinstance(item, TextDelta):
+                                text.append(item.text)
+                                said.append(item.text)
+                                self.conn.send(
+                                    ResponseToken(session_id=self.session_id, turn_id=turn_id, token=item.text))
+                            else:
+                                calls.append(item)
+                    if traced is not None:
+                        traced.set_attribute("sconnect.tool_calls", len(calls))
                 message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
                 if calls:
                     message["tool_calls"] = [

@@ -3,8 +3,8 @@
 - test_nothing_is_traced_without_an_sdk: a fresh interpreter running a turn's code paths
   has no OpenTelemetry loaded by us and ``span`` is the shared null context.
 - test_a_turn_is_a_tree_of_spans_without_arguments: a conversation that calls a tool gives
-  sconnect.turn > sconnect.action > (sconnect.decision, sconnect.sandbox.run), store
-  spans, with subject, agent, session, tool, decision and call id as attributes; no
+  sconnect.turn > (sconnect.model per step, sconnect.action > (sconnect.decision,
+  sconnect.sandbox.run)), store spans, with subject, agent, session, tool, decision and call id as attributes; no
   attribute holds the tool's arguments or the message text.
 - test_the_approval_wait_is_a_span: a level-1 tool approved by the user: the wait is a
   span under its action, ending with the outcome.
@@ -106,6 +106,9 @@ async def test_a_turn_is_a_tree_of_spans_without_arguments(server: RunningServer
         "sconnect.subject": "alice", "sconnect.agent": "assistant", "sconnect.session_id": sid}
     [action] = _named(spans, "sconnect.action")
     assert action.parent.span_id == turn_span.context.span_id
+    steps = _named(spans, "sconnect.model")
+    assert [s.attributes["sconnect.tool_calls"] for s in steps] == [1, 0]  # a tool call, then the answer
+    assert all(s.parent.span_id == turn_span.context.span_id for s in steps)
     assert action.attributes["sconnect.tool"] == "calculator"
     assert action.attributes["sconnect.decision"] == "allow"
     call_id = action.attributes["sconnect.call_id"]
