@@ -41,7 +41,7 @@ import attrs
 import trio
 
 from ..canonical import canonical_json
-from ..pg import Database, PgError, SchemaTooNewError, describe, migrate
+from ..pg import Database, PgError, PgUnavailableError, SchemaTooNewError, describe, migrate
 from ._adopt import check_tail
 from ._checkpoints import GENESIS_MAC, Checkpoint, read_head, sign, write_head
 from ._errors import AuditError, AuditKeyError, AuditWriteError
@@ -97,6 +97,9 @@ class PgAuditLog(AuditLog):
     database: str = ""
     _head_file: Path | None = None
     _periodic_failed: bool = False
+    #: Whether the last call reached the database (False after one could not, True again
+    #: after the next that did, or :meth:`ping`): for readiness checks.
+    available: bool = True
 
     @classmethod
     async def connect(
@@ -153,12 +156,17 @@ class PgAuditLog(AuditLog):
         if db is None:
             raise AuditWriteError(f"{self.database}: the audit log is closed")
         try:
-            return db.run_blocking(fn)
+            result = db.run_blocking(fn)
+        except PgUnavailableError as exc:
+            self.available = False
+            raise AuditWriteError(str(exc)) from None
         except PgError as exc:
             raise AuditWriteError(str(exc)) from None
         except psycopg.Error as exc:
             # statement_timeout, a conflicting row...: the transaction rolled back.
             raise AuditWriteError(f"{self.database}: {type(exc).__name__}: {str(exc).strip()}") from None
+        self.available = True
+        return result
 
     def _commit_sync(self, batch: list[Prepared]) -> list[AuditRecord]:
         key, refuse = self._key, partial(shared_refusal, self.database)
@@ -240,6 +248,19 @@ class PgAuditLog(AuditLog):
         db, self._db = self._db, None
         if db is not None:
             await db.aclose()
+
+    async def ping(self) -> None:
+        """One round trip to the database, updating :attr:`available` (never raises for
+        an unreachable database: that is what the flag says)."""
+        db = self._db
+        if db is None:
+            return
+        try:
+            await db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+        except PgUnavailableError:
+            self.available = False
+        else:
+            self.available = True
 
     def verify_sync(self) -> VerifyReport:
         """:func:`verify_shared` of this log, with this instance's key and head file (blocking)."""

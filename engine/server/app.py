@@ -35,7 +35,7 @@ from trio_websocket import wrap_server_stream
 import sandbox
 
 from .. import tracing
-from ..audit import AuditEvent, open_audit
+from ..audit import AuditEvent, AuditLog, PgAuditLog, open_audit
 from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
 from ..errors import ScalyticsError
@@ -160,7 +160,7 @@ async def serve(
                     from .pgbus import PgBus
 
                     await nursery.start(PgBus.serve, hub, settings.database_url, admission)
-                nursery.start_soon(_watch_database, store)
+                nursery.start_soon(_watch_database, store, audit)
                 # Set on a graceful stop: the HTTP listeners (MCP, console) stop accepting and drain.
                 mcp_stop = trio.Event()
                 if settings.mcp_port is not None:
@@ -382,14 +382,19 @@ async def _handshake_and_serve(
         admission.leave(principal.sub)
 
 
-async def _watch_database(store: Store) -> None:
+async def _watch_database(store: Store, audit: AuditLog) -> None:
     """While the database is unavailable (a call failed), try it every second, so that
-    /readyz turns ready again when it is back even if the balancer sends no traffic."""
+    /readyz turns ready again when it is back even if the balancer sends no traffic.
+    On PostgreSQL the audit log's own connections are watched too: after an outage they
+    reconnect on their own schedule, and nothing can run before they do."""
+    shared = audit if isinstance(audit, PgAuditLog) else None
     while True:
-        await trio.sleep(1.0 if not store.available else 5.0)
+        await trio.sleep(1.0 if not store.available or (shared and not shared.available) else 5.0)
         if not store.available:
             with contextlib.suppress(StoreError):
                 await store.ping()
+        if shared is not None and not shared.available:
+            await shared.ping()
 
 
 def _ready(hub: Hub) -> tuple[bool, str]:
@@ -402,6 +407,8 @@ def _ready(hub: Hub) -> tuple[bool, str]:
         return False, "the audit writer is not running"
     if not hub.store.available:
         return False, f"the database {hub.store.where} is unavailable"
+    if not getattr(hub.audit, "available", True):  # PgAuditLog: its own connections to the database
+        return False, f"the audit log's database {hub.store.where} is unavailable"
     if hub.reload_errors:
         refused = len(hub.reload_errors)
         return True, f"serving the last good configuration; the last reload was refused ({refused} errors)"

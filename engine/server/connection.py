@@ -39,6 +39,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from ..audit import AuditWriteError
 from ..auth import Principal
 from ..decision import decide
 from ..protocol import (
@@ -390,6 +391,13 @@ class Connection:
             log.warning("%s refused: %s", type(frame).__name__, exc)
             self.send(ErrorFrame(
                 code=ErrorCode.UNAVAILABLE, message="the database is unavailable; try again shortly", reply_to=frame.id
+            ))
+        elif isinstance(exc, AuditWriteError):
+            # Nothing runs unrecorded: the audit log could not commit (its database away, a disk full).
+            log.warning("%s refused: %s", type(frame).__name__, exc)
+            self.send(ErrorFrame(
+                code=ErrorCode.UNAVAILABLE, message="the audit log cannot record right now, so nothing was done; "
+                "try again shortly", reply_to=frame.id,
             ))
         else:
             log.error("handler failed", exc_info=exc, extra={"type": type(frame).__name__})

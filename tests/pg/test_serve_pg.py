@@ -108,6 +108,10 @@ async def test_database_going_away_while_serving(own_cluster: Cluster) -> None:
                         with pytest.raises(ServerError) as refused:
                             await client.start_session("assistant")
                         assert refused.value.code == "unavailable"
+                        # A direct call: its decision cannot be audited, so it is refused the same way.
+                        with pytest.raises(ServerError) as unrecorded:
+                            await client.call_tool("calculator", {"expression": "1+1"})
+                        assert unrecorded.value.code == "unavailable", unrecorded.value
                         ready = await http.get(f"{health}/readyz")
                         assert ready.status_code == 503 and "database" in ready.text, ready.text
                         assert server.process.poll() is None
