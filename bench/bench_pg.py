@@ -12,8 +12,8 @@ Prints, per backend and variant, store calls/s and p50/p99 latency of one call:
 - concurrent: --tasks tasks at once on one store (one process);
 - PostgreSQL, two stores: the same tasks split over two stores on one database (two
   instances' pools; decisions and appends still consistent through row locks).
-The audit log is not on PostgreSQL yet: no audit numbers here (bench/bench_audit.py
-measures the SQLite writer).
+The audit writer has its own bench: bench/bench_pg_audit.py (and bench/bench_audit.py for
+the SQLite writer alone).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Run by hand: `python bench/bench_pg_servers.py [--clients 20] [--rounds 25]`.
 Starts a throwaway PostgreSQL cluster (tests/pg/cluster.py, fsync on; needs the server
 binaries, as root it runs as nobody), then, in turn:
 - one `sconnect serve` on SQLite (its own state directory);
-- two `sconnect serve` on one PostgreSQL database, the clients spread over both.
+- two `sconnect serve` on one PostgreSQL database (state, approvals and the audit chain
+  shared; one audit key), the clients spread over both.
 Each of --clients WebSocket clients (its own subject) runs --rounds rounds of four
 session frames that each write the state store: start a session, pause, resume, stop.
 Prints frames/s over all clients and p50/p99 of one frame's round trip. No tool runs:
@@ -105,9 +106,14 @@ def main() -> None:
         lite.terminate()
         lite.wait(timeout=30)
         database = cluster.create_database()
+        # Every instance on one database signs the shared audit chain with the same key.
+        key = base / "keys" / "audit-key"
+        key.parent.mkdir(mode=0o700)
+        key.write_bytes(os.urandom(32))
+        key.chmod(0o400)
         urls = []
         for name in ("pg-a", "pg-b"):
-            process, url = _start(base, name, {"SCONNECT_DATABASE_URL": database})
+            process, url = _start(base, name, {"SCONNECT_DATABASE_URL": database, "SCONNECT_AUDIT_KEY_FILE": str(key)})
             processes.append(process)
             urls.append(url)
         _report("two servers, one PostgreSQL", *trio.run(_clients, urls, args.clients, args.rounds))

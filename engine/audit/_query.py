@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from ..config.units import parse_duration
 from ._db import connect_reader
 from ._record import COLUMNS, KINDS, AuditRecord
 
-__all__ = ["parse_time", "query", "tail"]
+__all__ = ["parse_time", "query", "query_rows", "tail", "tail_rows"]
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit_records"
 _DAYS = re.compile(r"(\d+(?:\.\d+)?)\s*d")
@@ -47,16 +49,30 @@ def parse_time(text: str, *, now: float | None = None) -> float:
     return moment.timestamp()
 
 
+Executor = Callable[[str, list[Any]], list[Any]]
+
+
 def tail(state_dir: str | os.PathLike[str], n: int = 20) -> list[AuditRecord]:
     """The last ``n`` records, oldest first. Raises :class:`AuditNotFoundError`."""
     if n < 0:
         raise ValueError("n must be >= 0")
+    return _on_sqlite(state_dir, lambda execute: tail_rows(execute, n))
+
+
+def tail_rows(execute: Executor, n: int) -> list[AuditRecord]:
+    """:func:`tail` through ``execute(sql, params) -> rows`` (SQLite or PostgreSQL)."""
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    rows = execute(f"{_SELECT} ORDER BY seq DESC LIMIT ?", [n])
+    return [AuditRecord.from_row(row) for row in reversed(rows)]
+
+
+def _on_sqlite(state_dir: str | os.PathLike[str], read: Callable[[Executor], list[AuditRecord]]) -> list[AuditRecord]:
     conn = connect_reader(state_dir)
     try:
-        rows = conn.execute(f"{_SELECT} ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
+        return read(lambda sql, params: conn.execute(sql, params).fetchall())
     finally:
         conn.close()
-    return [AuditRecord.from_row(row) for row in reversed(rows)]
 
 
 def query(
@@ -77,8 +93,28 @@ def query(
     ``limit`` keeps the most recent matches. Raises :class:`AuditNotFoundError`, or
     ``ValueError`` for an unknown kind or a bad time.
     """
+    filters: dict[str, Any] = {"subject": subject, "tool": tool, "outcome": outcome, "since": since, "until": until,
+               "kind": kind, "limit": limit}
+    _where(**filters)  # a bad filter is refused before the database is opened
+    return _on_sqlite(state_dir, lambda execute: query_rows(execute, **filters))
+
+
+def query_rows(execute: Executor, *, limit: int | None = None, **filters: Any) -> list[AuditRecord]:
+    """:func:`query` through ``execute(sql, params) -> rows`` (SQLite or PostgreSQL)."""
+    where, params = _where(limit=limit, **filters)
+    if limit is None:
+        rows = execute(f"{_SELECT}{where} ORDER BY seq", params)
+    else:
+        rows = execute(f"{_SELECT}{where} ORDER BY seq DESC LIMIT ?", [*params, limit])
+        rows.reverse()
+    return [AuditRecord.from_row(row) for row in rows]
+
+
+def _where(*, subject: str | None = None, tool: str | None = None, outcome: str | None = None,
+           since: float | str | None = None, until: float | str | None = None, kind: str | None = None,
+           limit: int | None = None) -> tuple[str, list[Any]]:
     clauses: list[str] = []
-    params: list[object] = []
+    params: list[Any] = []
     for column, value in (("subject", subject), ("target", tool), ("outcome", outcome), ("kind", kind)):
         if value is not None:
             clauses.append(f"{column} = ?")
@@ -90,16 +126,6 @@ def query(
         if bound is not None:
             clauses.append(f"time {op} ?")
             params.append(parse_time(bound, now=now) if isinstance(bound, str) else float(bound))
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     if limit is not None and limit < 0:
         raise ValueError("limit must be >= 0")
-    conn = connect_reader(state_dir)
-    try:
-        if limit is None:
-            rows = conn.execute(f"{_SELECT}{where} ORDER BY seq", params).fetchall()
-        else:
-            rows = conn.execute(f"{_SELECT}{where} ORDER BY seq DESC LIMIT ?", [*params, limit]).fetchall()
-            rows.reverse()
-    finally:
-        conn.close()
-    return [AuditRecord.from_row(row) for row in rows]
+    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params

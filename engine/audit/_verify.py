@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -311,8 +312,12 @@ def _check_checkpoint_chain(checkpoints: list[Checkpoint], key: bytes,
 class _Walk:
     """One pass over the records in seq order, streaming (the log can be large)."""
 
-    def __init__(self, conn: sqlite3.Connection, pinned: set[int], problems: list[Problem]) -> None:
+    def __init__(self, conn: Any, pinned: set[int], problems: list[Problem],
+                 rows: Iterable[tuple[Any, ...]] | None = None) -> None:
+        # conn: anything whose execute(sql with ? placeholders, params) gives rows; rows:
+        # the records in seq order, when the caller streams them itself (PostgreSQL).
         self.conn = conn
+        self.rows = rows
         self.pinned = pinned
         self.problems = problems
         self.count = 0
@@ -325,7 +330,8 @@ class _Walk:
     def run(self) -> None:
         expected, prev_hash, prev_seq = 1, GENESIS_HASH, 0
         trust_link = True  # False right after a flagged record: its stored hash explains nothing
-        cursor = self.conn.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_records ORDER BY seq, rowid")
+        cursor = self.rows if self.rows is not None else \
+            self.conn.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_records ORDER BY seq, rowid")
         for row in cursor:
             self.count += 1
             seq = row[0]
@@ -397,7 +403,10 @@ def _computed_hash(row: tuple[Any, ...]) -> str | None:
 
 
 def _check_against_records(trusted: list[Checkpoint], walk: _Walk, problems: list[Problem],
-                           warnings: list[str]) -> None:
+                           warnings: list[str], *, shared: bool = False) -> None:
+    """``shared``: a log several instances write (PostgreSQL), where one instance's
+    shutdown checkpoint may be followed by the others' records; what lies past the
+    signed head is judged by the caller instead (``_pgverify``)."""
     last_seq = walk.last_seq
     truncated = [c for c in trusted if c.seq > last_seq]
     if truncated:
@@ -421,6 +430,11 @@ def _check_against_records(trusted: list[Checkpoint], walk: _Walk, problems: lis
                                     f"{checkpoint.seq} were rewritten (the chain was recomputed)"))
             break
         verified_upto = max(verified_upto, checkpoint.seq)
+    if shared:
+        if trusted and last_seq > trusted[-1].seq:
+            warnings.append(f"records {trusted[-1].seq + 1}..{last_seq} are after the last checkpoint "
+                            f"({trusted[-1].id}): pinned only by the signed head until the next checkpoint")
+        return
     for current, following in zip(trusted, trusted[1:], strict=False):
         if following.reason != "open" or following.seq <= current.seq:
             if current.reason == "shutdown" and following.reason != "open":

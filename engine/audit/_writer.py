@@ -314,7 +314,7 @@ class AuditLog:
             await self._commit(batch)
         try:
             await self._thread(self._checkpoint_sync, "shutdown")
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, AuditError) as exc:
             log.error("audit writer: the shutdown checkpoint failed: %s", exc)
 
     def _fail_everything_left(self, message: str) -> None:

@@ -7,6 +7,11 @@ key cannot be read (nothing is known to be wrong, but the checkpoints were not c
 with its control characters escaped (``engine.printable``), so that a subject or a
 target cannot forge lines — or one JSON object per line with ``--json``. ``archive``
 moves a log the server refused to continue aside, so that the next start begins anew.
+
+With ``SCONNECT_DATABASE_URL`` (or ``--database-url``) naming PostgreSQL, ``verify``,
+``tail`` and ``query`` read the shared log every instance writes, from any host holding
+the audit key; ``--state-dir`` then only says where this host's head file is (its
+``-keys`` directory). ``archive`` is SQLite-only and says so.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ def register(commands: Any) -> None:
     checking.add_argument("--key-file", metavar="PATH",
                           help="the checkpoint key (default $SCONNECT_AUDIT_KEY_FILE, else STATE-keys/audit-key)")
     checking.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    _add_database_option(checking)
     checking.set_defaults(run=run_verify)
 
     aside = sub.add_parser("archive", help="set a refused audit log aside (kept whole) so that the next start "
@@ -46,6 +52,7 @@ def register(commands: Any) -> None:
     add_state_option(last)
     last.add_argument("-n", type=_count, default=20, metavar="N", help="how many (default 20)")
     last.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_database_option(last)
     last.set_defaults(run=run_tail)
 
     search = sub.add_parser("query", help="records matching filters (all must match)")
@@ -60,7 +67,27 @@ def register(commands: Any) -> None:
     search.add_argument("--until", metavar="TIME", help="like --since; exclusive")
     search.add_argument("--limit", type=_count, metavar="N", help="only the N most recent matches")
     search.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_database_option(search)
     search.set_defaults(run=run_query)
+    _add_database_option(aside)
+
+
+def _add_database_option(parser: Any) -> None:
+    parser.add_argument("--database-url", metavar="URL",
+                        help="the shared PostgreSQL database (default $SCONNECT_DATABASE_URL; none: the SQLite log "
+                        "in --state-dir)")
+
+
+def _database_url(args: argparse.Namespace) -> str | None:
+    import os
+
+    from ..errors import UsageError
+    from ..pg import is_postgres_url
+
+    url = args.database_url or os.environ.get("SCONNECT_DATABASE_URL") or None
+    if url is not None and not is_postgres_url(url):
+        raise UsageError("the database URL must start with postgresql:// (or postgres://)")
+    return url
 
 
 def _count(text: str) -> int:
@@ -74,9 +101,13 @@ def _count(text: str) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ..audit import verify
+    from ..audit import verify, verify_shared
 
-    report = verify(args.state_dir, key_file=args.key_file)
+    url = _database_url(args)
+    if url is not None:
+        report = verify_shared(url, state_dir=args.state_dir, key_file=args.key_file)
+    else:
+        report = verify(args.state_dir, key_file=args.key_file)
     code = 0 if report.ok else KEY_UNUSABLE if report.key_unusable else TAMPERED
     if args.json:
         print_json(report.to_dict())
@@ -103,6 +134,12 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_archive(args: argparse.Namespace) -> int:
     from ..audit import archive
 
+    if _database_url(args) is not None:
+        from ..errors import UsageError
+
+        raise UsageError("audit archive is for the SQLite audit log only: the shared log in PostgreSQL is one chain "
+                         "every instance continues; to start a new one, give the instances a new database (and "
+                         "remove each host's <state>-keys/audit-head-pg-* file)")
     target = archive(args.state_dir)
     print(f"archived the audit log to {target}; the next start begins a new log")
     print(f"verify the archive with: sconnect audit verify --state-dir {target} --key-file KEY")
@@ -111,22 +148,44 @@ def run_archive(args: argparse.Namespace) -> int:
 
 def run_tail(args: argparse.Namespace) -> int:
     from ..audit import tail
+    from ..audit._query import tail_rows
 
-    _print_records(tail(args.state_dir, args.n), args.json)
+    url = _database_url(args)
+    _print_records(_on_database(url, lambda execute: tail_rows(execute, args.n)) if url else
+                   tail(args.state_dir, args.n), args.json)
     return 0
 
 
 def run_query(args: argparse.Namespace) -> int:
     from ..audit import query
+    from ..audit._query import query_rows
     from ..errors import UsageError
 
+    filters = dict(subject=args.subject, tool=args.tool, outcome=args.outcome, since=args.since, until=args.until,
+                   kind=args.kind, limit=args.limit)
+    url = _database_url(args)
     try:
-        records = query(args.state_dir, subject=args.subject, tool=args.tool, outcome=args.outcome,
-                        since=args.since, until=args.until, kind=args.kind, limit=args.limit)
+        records = _on_database(url, lambda execute: query_rows(execute, **filters)) if url else \
+            query(args.state_dir, **filters)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _print_records(records, args.json)
     return 0
+
+
+def _on_database(url: str, read: Any) -> list[Any]:
+    """``read(execute)`` on the shared database (one connection, closed after)."""
+    from ..audit import AuditError
+    from ..pg import PgError, connect_once
+
+    try:
+        conn = connect_once(url, "sconnect-audit")
+    except PgError as exc:
+        raise AuditError(str(exc)) from None
+    try:
+        return read(lambda sql, params: conn.execute(sql.replace("?", "%s").encode(), params).fetchall())  # type: ignore[no-any-return]
+    finally:
+        conn.close()
 
 
 def _print_records(records: list[Any], as_json: bool) -> None:

@@ -36,7 +36,7 @@ from urllib.parse import parse_qs
 import attrs
 import trio
 
-from ..audit import KINDS, AuditError, AuditEvent, query, verify
+from ..audit import KINDS, AuditError, AuditEvent, verify_log
 from ..auth import AuthError, Principal
 from ..auth import verify as verify_token
 from ..server.hub import Hub
@@ -182,7 +182,7 @@ class ConsoleApp:
                 return _json(await self._audit(_query_params(scope)))
             async with self._verifying:
                 try:
-                    report = await trio.to_thread.run_sync(verify, self.hub.settings.state_dir)
+                    report = await trio.to_thread.run_sync(verify_log, self.hub.audit)
                 except AuditError as exc:
                     raise HttpError(404, str(exc)) from None
             return _json(report.to_dict())
@@ -243,8 +243,8 @@ class ConsoleApp:
         except ValueError:
             raise HttpError(400, "limit must be a number") from None
         try:
-            records = await trio.to_thread.run_sync(
-                lambda: query(self.hub.settings.state_dir, limit=limit, **filters))
+            # The server's own log: the state directory's, or the shared one in PostgreSQL.
+            records = await self.hub.audit.query(limit=limit, **filters)
         except ValueError as exc:
             raise HttpError(400, str(exc)) from None
         except AuditError as exc:
@@ -254,8 +254,7 @@ class ConsoleApp:
     async def _decided_by(self, sub: str) -> list[dict[str, Any]]:
         """The approvals this person gave or refused, most recent first (from the audit log)."""
         try:
-            records = await trio.to_thread.run_sync(
-                lambda: query(self.hub.settings.state_dir, kind="approval", limit=DECIDED_SCAN))
+            records = await self.hub.audit.query(kind="approval", limit=DECIDED_SCAN)
         except AuditError as exc:
             raise HttpError(404, str(exc)) from None
         mine = [r.to_dict() for r in reversed(records) if r.approver == sub]

@@ -34,6 +34,7 @@ import trio
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
+from .. import tracing
 from ..auth import Principal
 from ..canonical import canonical_json
 from ..decision import decide
@@ -149,6 +150,13 @@ class Gateway:
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
         principal = principal_of(ctx)
+        with tracing.continued(_headers(ctx)), tracing.span("sconnect.mcp.request", **{
+                "mcp.method": "tools/call", "tool": params.name, "subject": principal.sub}):
+            return await self._call_tool(ctx, params, principal)
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams, principal: Principal
+    ) -> types.CallToolResult | types.InputRequiredResult:
         snap = Snapshot.of(self.hub)
         name, arguments = params.name, params.arguments if params.arguments is not None else {}
         context = self._audit_context(ctx)
@@ -323,7 +331,8 @@ class Gateway:
         uri = str(params.uri)
         requester = McpRequester(self.hub, principal, self._audit_context(ctx))
         caller = Caller(requester, approval_timeout_s=self.hub.settings.approval_timeout_s)
-        with self.hub.call_in_flight():
+        with self.hub.call_in_flight(), tracing.continued(_headers(ctx)), tracing.span(
+                "sconnect.mcp.request", **{"mcp.method": "resources/read", "subject": principal.sub}):
             outcome, content = await read(caller, uri)
         if content is None:
             output = outcome.output if isinstance(outcome.output, Mapping) else {}
@@ -340,6 +349,12 @@ class Gateway:
         if client is not None:
             context["mcp_client"] = client
         return context
+
+
+def _headers(ctx: ServerRequestContext[Any]) -> list[tuple[bytes, bytes]]:
+    """The HTTP request's headers (a traceparent among them continues the caller's trace)."""
+    request = ctx.request
+    return list(request.scope.get("headers", [])) if request is not None else []
 
 
 def principal_of(ctx: ServerRequestContext[Any]) -> Principal:

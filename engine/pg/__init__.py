@@ -10,12 +10,14 @@ is imported only here, and only when a ``postgresql://`` URL is configured.
 from ._database import Database as Database
 from ._database import PgError as PgError
 from ._database import PgUnavailableError as PgUnavailableError
+from ._database import connect_once as connect_once
 from ._database import describe as describe
 from ._database import is_postgres_url as is_postgres_url
 from ._migrate import Migration as Migration
 from ._migrate import SchemaTooNewError as SchemaTooNewError
 from ._migrate import migrate as migrate
 from ._migrate import pending as pending
+from ._migrate import statements as statements
 from ._notify import Notification as Notification
 from ._notify import listen as listen
 from ._notify import notify as notify

@@ -128,36 +128,47 @@ class Database:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(pool.close)
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(conn, *args)`` on a pooled connection in a worker thread (module docstring
-        for cancellation). Raises :class:`PgUnavailableError` when the database cannot
-        be used, ``PgError`` when this object is closed."""
+    def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` on a pooled connection, in the calling (worker) thread: for
+        a caller that already runs in one and cancels nothing (the audit writer's shielded
+        commits). Errors as :meth:`run`."""
         import psycopg
         import psycopg_pool
 
         pool = self._pool
         if pool is None:
             raise PgError(f"{describe(self.url)}: the database pool is closed")
+        try:
+            with pool.connection() as conn:
+                return fn(conn, *args)
+        except psycopg_pool.PoolTimeout:
+            raise PgUnavailableError(f"PostgreSQL {describe(self.url)}: no connection available") from None
+        except psycopg.OperationalError as exc:
+            if isinstance(exc, psycopg.errors.QueryCanceled):
+                raise
+            raise PgUnavailableError(f"PostgreSQL {describe(self.url)} is unavailable: "
+                                     f"{str(exc).strip() or type(exc).__name__}") from None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` on a pooled connection in a worker thread (module docstring
+        for cancellation). Raises :class:`PgUnavailableError` when the database cannot
+        be used, ``PgError`` when this object is closed."""
+        import psycopg
+
         in_use: list[psycopg.Connection[Any]] = []
         guard = threading.Lock()
 
         def work() -> T:
-            try:
-                with pool.connection() as conn:
+            def tracked(conn: psycopg.Connection[Any]) -> T:
+                with guard:
+                    in_use.append(conn)
+                try:
+                    return fn(conn, *args)
+                finally:
                     with guard:
-                        in_use.append(conn)
-                    try:
-                        return fn(conn, *args)
-                    finally:
-                        with guard:
-                            in_use.clear()
-            except psycopg_pool.PoolTimeout:
-                raise PgUnavailableError(f"PostgreSQL {describe(self.url)}: no connection available") from None
-            except psycopg.OperationalError as exc:
-                if isinstance(exc, psycopg.errors.QueryCanceled):
-                    raise
-                raise PgUnavailableError(f"PostgreSQL {describe(self.url)} is unavailable: "
-                                         f"{str(exc).strip() or type(exc).__name__}") from None
+                        in_use.clear()
+
+            return self.run_blocking(tracked)
 
         async def cancel() -> None:
             def send() -> None:

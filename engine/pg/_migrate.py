@@ -15,6 +15,7 @@ Blocking functions: call them in a worker thread (``Database.run``).
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from collections.abc import Sequence
@@ -46,7 +47,26 @@ class SchemaTooNewError(PgError):
 class Migration:
     version: int
     description: str
-    sql: str  # one or more statements separated by ';' (no ';' inside literals)
+    sql: str  # statements separated by ';' (none inside a literal; a $$-quoted body may hold them)
+
+
+def statements(sql: str) -> list[str]:
+    """``sql`` split into statements at each ``;`` outside ``$$ ... $$`` (a function's
+    body) and outside ``--`` comments (dropped)."""
+    pieces, current = [], ""
+    for index, part in enumerate(sql.split("$$")):
+        if index % 2:  # inside $$ ... $$
+            current += "$$" + part + "$$"
+            continue
+        # Comments go first: a ';' in one must not end a statement.
+        first, *rest = re.sub(r"--[^\n]*", "", part).split(";")
+        current += first
+        for piece in rest:
+            pieces.append(current)
+            current = piece
+    pieces.append(current)
+    return [p.strip() for p in pieces if not all(line.strip().startswith("--") or not line.strip()
+                                                 for line in p.strip().splitlines())]
 
 
 def _lock_key(component: str) -> int:
@@ -89,10 +109,8 @@ def migrate(conn: psycopg.Connection[Any], component: str, migrations: Sequence[
         conn.execute(_BOOKKEEPING)
         todo = _check(component, _applied(conn, component), migrations)
         for migration in todo:
-            for statement in (s.strip() for s in migration.sql.split(";")):
-                if statement and not all(line.strip().startswith("--") or not line.strip()
-                                         for line in statement.splitlines()):
-                    conn.execute(statement.encode())
+            for statement in statements(migration.sql):
+                conn.execute(statement.encode())
             conn.execute("INSERT INTO schema_migrations (component, version, description, applied_at) "
                          "VALUES (%s, %s, %s, %s)", (component, migration.version, migration.description,
                                                       time.time()))

@@ -31,6 +31,7 @@ import trio
 
 import sandbox
 
+from .. import tracing
 from ..auth import Principal
 from ..config.model import Config, Tool
 from ..decision import Decision, decide
@@ -182,7 +183,10 @@ async def perform(caller: Caller, name: str, arguments: Any) -> Outcome:
     status = "cancelled"
     started = time.monotonic()
     try:
-        outcome = await _perform(caller, name, arguments)
+        with tracing.span("sconnect.action", kind="tool", tool=name, subject=caller.sub,
+                          session_id=caller.session_id, agent=caller.agent):
+            outcome = await _perform(caller, name, arguments)
+            tracing.note(call_id=outcome.action_id, status=str(outcome.status))
         status = str(outcome.status)
         return outcome
     finally:
@@ -230,7 +234,12 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
     if offered is not None:
         return await _client_tool(caller, action_id, offered, arguments)
     assert tool is not None
-    decision = decide(caller.snap.config, caller.sub, caller.conn.principal.roles, "tool.call", tool.name, arguments)
+    with tracing.span("sconnect.decision", tool=name, subject=caller.sub, call_id=action_id) as traced:
+        decision = decide(caller.snap.config, caller.sub, caller.conn.principal.roles, "tool.call", tool.name,
+                          arguments)
+        if traced is not None:
+            traced.set_attribute("sconnect.decision", decision.effect)
+    tracing.note(call_id=action_id, decision=decision.effect, level=tool.permission_level)
     frame = _action_frame(caller, action_id, ActionKind.TOOL, name, arguments, tool.permission_level, decision)
     await _audit_decision(caller, "tool.call", name, arguments, decision, tool=tool)
     refused = await _authorise(caller, frame, decision, arguments, tool=tool)
@@ -257,9 +266,13 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
     try:
         # Bounded concurrency: a call past the limits waits for a slot (backpressure, not refusal).
         async with hub.tool_runs, hub.slots_for(caller.session_id or caller.conn.slot_key):
-            result = await run_tool(
-                tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root, subject=caller.sub
-            )
+            with tracing.span("sconnect.sandbox.run", tool=name, call_id=action_id, subject=caller.sub) as traced:
+                result = await run_tool(
+                    tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root,
+                    subject=caller.sub
+                )
+                if traced is not None:
+                    traced.set_attribute("sconnect.status", str(result.status))
     except sandbox.SandboxError as exc:
         status, output, reason, content = ResultStatus.ERROR, {"error": str(exc)}, str(exc), None
     except BaseException as exc:
@@ -349,7 +362,10 @@ async def read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
     caller = caller.pinned()
     outcome: Outcome | None = None
     try:
-        outcome, content = await _read(caller, uri)
+        with tracing.span("sconnect.action", kind="resource", subject=caller.sub, session_id=caller.session_id,
+                          agent=caller.agent):
+            outcome, content = await _read(caller, uri)
+            tracing.note(call_id=outcome.action_id, status=str(outcome.status))
         return outcome, content
     finally:
         scheme = uri.split("://", 1)[0] if "://" in uri else None
@@ -504,13 +520,14 @@ async def _await_approval(caller: Caller, pending: PendingAction, arguments: Any
             for other in hub.connections:
                 if other is not conn and pending.may_answer(other.principal.sub, other.principal.roles):
                     other.send(frame)
-        with trio.move_on_after(timeout_s):
-            await pending.event.wait()
-        if pending.status == "pending":
-            hub.approvals.close(pending, "expired", "no answer in time")
-            await hub.store.expire_actions()
-        elif not await hub.store.decide_action(frame.action_id, pending.status, pending.decided_by, pending.reason):
-            pending.status = "expired"
+        with tracing.span("sconnect.approval.wait", tool=frame.name, call_id=frame.action_id, subject=caller.sub,
+                          approver=pending.approver) as traced:
+            with trio.move_on_after(timeout_s):
+                await pending.event.wait()
+            if traced is not None:
+                traced.set_attribute("sconnect.outcome", pending.status)
+        # Recorded in the store, which has the last word (engine.server.approvals.ApprovalBus).
+        await hub.approval_bus.settle(hub, pending)
     finally:
         if pending.status == "pending":
             # Cancelled while waiting: the agent was stopped or the connection closed.

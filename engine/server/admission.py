@@ -19,6 +19,7 @@ connections: the count was checked before an await and registered after it).
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -43,6 +44,8 @@ class Admission:
     # Handshakes closed (at once, or evicted) for want of a slot; logged in aggregate.
     turned_away: int = 0
     warned_at: float = float("-inf")
+    # The subject's connections to the other instances sharing a database (best effort).
+    remote_connections: Callable[[str], int] = lambda sub: 0
 
     @classmethod
     def for_settings(cls, settings: ServerSettings) -> Admission:
@@ -86,7 +89,7 @@ class Admission:
         """Take a connection slot for ``sub``; else (HTTP status, reason) and nothing taken."""
         if self.connections >= self.max_connections:
             return 503, f"the server holds its maximum of {self.max_connections} connections; retry later"
-        mine = self.by_subject[sub]
+        mine = self.by_subject[sub] + self.remote_connections(sub)
         if mine >= self.max_connections_per_subject:
             return 429, f"{sub} already holds {mine} connections (the maximum per subject)"
         self.connections += 1

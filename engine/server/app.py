@@ -34,7 +34,8 @@ from trio_websocket import wrap_server_stream
 
 import sandbox
 
-from ..audit import AuditEvent, AuditLog
+from .. import tracing
+from ..audit import AuditEvent, AuditLog, PgAuditLog, open_audit
 from ..auth import AuthError, token_from_request, verify
 from ..config import load_config
 from ..errors import ScalyticsError
@@ -117,12 +118,14 @@ async def serve(
     record of the shutdown itself is written before it stops.
     """
     settings = fdbudget.apply(settings)
+    tracing.configure_from_env()  # OTEL_TRACES_EXPORTER; off (no cost) unless set
     config = load_config(settings.config_dir)
     prepare_state_dir(settings.state_dir)
     caps = sandbox.detect()
     admission = Admission.for_settings(settings)
     # The audit log first: its key (never stored in either database) keys the store's digests.
-    async with await AuditLog.open(settings.state_dir) as audit, \
+    # On PostgreSQL it is the chain every instance shares (engine.audit._shared).
+    async with await open_audit(settings.state_dir, settings.database_url) as audit, \
             await open_store(settings.database, settings.database_url, digest_key=audit.digest_key,
                              instance=instance_id(settings.state_dir) if settings.database_url else None) as store:
         hub = Hub(settings=settings, config=config, store=store, audit=audit)
@@ -152,7 +155,12 @@ async def serve(
                     partial(watch_config, hub, interval_s=settings.reload_interval_s, signals=settings.reload_signals)
                 )
                 await nursery.start(maintain, hub)
-                nursery.start_soon(_watch_database, store)
+                if settings.database_url:
+                    # Approvals, controls and limits across the instances sharing the database.
+                    from .pgbus import PgBus
+
+                    await nursery.start(PgBus.serve, hub, settings.database_url, admission)
+                nursery.start_soon(_watch_database, store, audit)
                 # Set on a graceful stop: the HTTP listeners (MCP, console) stop accepting and drain.
                 mcp_stop = trio.Event()
                 if settings.mcp_port is not None:
@@ -367,19 +375,26 @@ async def _handshake_and_serve(
         hub.metrics.connections_accepted_total.inc()
         from ..mcp._via import parse_via  # no MCP SDK import: the stdio bridge's audit note
 
-        await Connection(hub, ws, principal, audit_context=parse_via(request.headers)).serve()
+        # A traceparent on the handshake: this connection's turns and calls continue that trace.
+        with tracing.continued(request.headers):
+            await Connection(hub, ws, principal, audit_context=parse_via(request.headers)).serve()
     finally:
         admission.leave(principal.sub)
 
 
-async def _watch_database(store: Store) -> None:
+async def _watch_database(store: Store, audit: AuditLog) -> None:
     """While the database is unavailable (a call failed), try it every second, so that
-    /readyz turns ready again when it is back even if the balancer sends no traffic."""
+    /readyz turns ready again when it is back even if the balancer sends no traffic.
+    On PostgreSQL the audit log's own connections are watched too: after an outage they
+    reconnect on their own schedule, and nothing can run before they do."""
+    shared = audit if isinstance(audit, PgAuditLog) else None
     while True:
-        await trio.sleep(1.0 if not store.available else 5.0)
+        await trio.sleep(1.0 if not store.available or (shared and not shared.available) else 5.0)
         if not store.available:
             with contextlib.suppress(StoreError):
                 await store.ping()
+        if shared is not None and not shared.available:
+            await shared.ping()
 
 
 def _ready(hub: Hub) -> tuple[bool, str]:
@@ -392,6 +407,8 @@ def _ready(hub: Hub) -> tuple[bool, str]:
         return False, "the audit writer is not running"
     if not hub.store.available:
         return False, f"the database {hub.store.where} is unavailable"
+    if not getattr(hub.audit, "available", True):  # PgAuditLog: its own connections to the database
+        return False, f"the audit log's database {hub.store.where} is unavailable"
     if hub.reload_errors:
         refused = len(hub.reload_errors)
         return True, f"serving the last good configuration; the last reload was refused ({refused} errors)"

@@ -11,18 +11,31 @@ against what the action allows (:func:`engine.grants.plan`) before the answer
 counts, so a ``remember`` that cannot be honoured refuses the whole answer and
 the action keeps waiting; the grant itself is made by the waiting task once the
 approval is recorded (engine/server/grants.py).
+
+Several instances (PostgreSQL): an :class:`ApprovalBus` carries approvals between them.
+:class:`LocalBus` (one instance) is what the broker did alone; ``engine.server.pgbus``
+pushes each pending action to the approvers connected to the other instances, lets an
+answer given there resume the turn here, and makes the database's conditional UPDATE the
+one place where an approval is decided. The broker tells its observers (the bus) when an
+action is added and when it is retired; actions another instance waits for are kept here
+too (``origin``), so that listing and pushing them to approvers works as for local ones.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 import trio
 
 from ..grants import GrantPlan, RememberContext, plan
-from ..protocol import AgentAction, ErrorCode, ProtocolError, Remember
+from ..protocol import AgentAction, AgentControl, ErrorCode, ProtocolError, Remember
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .hub import Hub
 
 ADMIN_ROLE = "admin"
 _REMEMBERED = 4096
@@ -44,6 +57,10 @@ class PendingAction:
     # What an approval of this action may be remembered as (None: nothing), and what the approver asked for.
     remember: RememberContext | None = None
     grant_plan: GrantPlan | None = None
+    # The instance whose turn waits for it, when that is another one (engine.server.pgbus).
+    origin: str | None = None
+    # The decision is already in the store (taken there by the bus): nothing left to record.
+    recorded: bool = False
 
     @property
     def action_id(self) -> str:
@@ -67,9 +84,13 @@ class ApprovalBroker:
     pending: dict[str, PendingAction] = attrs.field(factory=dict)
     # Recently finished actions, so that a late or second answer gets the right code.
     finished: collections.OrderedDict[str, PendingAction] = attrs.field(factory=collections.OrderedDict)
+    # Told ("added" | "retired", action) of every change, synchronously: they must not block.
+    observers: list[Callable[[str, PendingAction], None]] = attrs.field(factory=list)
 
     def add(self, action: PendingAction) -> None:
         self.pending[action.action_id] = action
+        for observer in self.observers:
+            observer("added", action)
 
     def waiting_for(self, sub: str, roles: frozenset[str], *, admin_only: bool = True) -> list[PendingAction]:
         """Actions this person could answer now (sent to an approver who connects; listed on request)."""
@@ -113,3 +134,63 @@ class ApprovalBroker:
         self.finished[action.action_id] = action
         while len(self.finished) > _REMEMBERED:
             self.finished.popitem(last=False)
+        for observer in self.observers:
+            observer("retired", action)
+
+    def retire(self, action: PendingAction) -> None:
+        """Forget a finished action (its status already set): for the bus."""
+        self._retire(action)
+
+
+class ApprovalBus(Protocol):
+    """How approvals and turn controls reach the instance that waits for them."""
+
+    async def answer(self, hub: Hub, action_id: str, approved: bool, sub: str, roles: frozenset[str],
+                     reason: str | None, reply_to: str) -> PendingAction:
+        """Decide an action (exactly once) for an approver; raises ``ProtocolError`` as
+        :meth:`ApprovalBroker.answer` does."""
+        ...
+
+    async def settle(self, hub: Hub, pending: PendingAction) -> None:
+        """The wait for ``pending`` ended (answered, or timed out while still ``pending``):
+        record the outcome in the store and leave in ``pending.status`` what was decided."""
+        ...
+
+    async def forward_control(self, conn: Connection, frame: AgentControl) -> bool:
+        """A control for a session not live on this instance: hand it to the one running
+        it and answer ``frame`` (True), or False when no other instance runs it."""
+        ...
+
+    def remote_sessions(self, sub: str) -> int:
+        """Live sessions of ``sub`` on the other instances (best effort)."""
+        ...
+
+    def remote_connections(self, sub: str) -> int:
+        """Connections of ``sub`` to the other instances (best effort)."""
+        ...
+
+
+@attrs.define(eq=False)
+class LocalBus:
+    """One instance: the broker decides, the store records after (what it always did)."""
+
+    async def answer(self, hub: Hub, action_id: str, approved: bool, sub: str, roles: frozenset[str],
+                     reason: str | None, reply_to: str) -> PendingAction:
+        return hub.approvals.answer(action_id, approved, sub, roles, reason, reply_to)
+
+    async def settle(self, hub: Hub, pending: PendingAction) -> None:
+        if pending.status == "pending":
+            hub.approvals.close(pending, "expired", "no answer in time")
+            await hub.store.expire_actions()
+        elif not pending.recorded and not await hub.store.decide_action(
+                pending.action_id, pending.status, pending.decided_by, pending.reason):
+            pending.status = "expired"
+
+    async def forward_control(self, conn: Connection, frame: AgentControl) -> bool:
+        return False
+
+    def remote_sessions(self, sub: str) -> int:
+        return 0
+
+    def remote_connections(self, sub: str) -> int:
+        return 0

@@ -39,6 +39,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from ..audit import AuditWriteError
 from ..auth import Principal
 from ..decision import decide
 from ..protocol import (
@@ -335,9 +336,13 @@ class Connection:
                     self._check_message_size(frame)
                     await (await self._session(frame.session_id, frame.id)).message(frame.content, frame.id)
                 case AgentControl():
-                    await (await self._session(frame.session_id, frame.id)).control(str(frame.command), frame.id)
+                    # A session live on another instance (PostgreSQL): that instance runs the control.
+                    if frame.session_id in self.hub.sessions or not await self.hub.approval_bus.forward_control(
+                            self, frame):
+                        await (await self._session(frame.session_id, frame.id)).control(str(frame.command), frame.id)
                 case ActionApproval():
-                    self.hub.approvals.answer(
+                    await self.hub.approval_bus.answer(
+                        self.hub,
                         frame.action_id,
                         frame.approved,
                         self.principal.sub,
@@ -393,6 +398,13 @@ class Connection:
             log.warning("%s refused: %s", type(frame).__name__, exc)
             self.send(ErrorFrame(
                 code=ErrorCode.UNAVAILABLE, message="the database is unavailable; try again shortly", reply_to=frame.id
+            ))
+        elif isinstance(exc, AuditWriteError):
+            # Nothing runs unrecorded: the audit log could not commit (its database away, a disk full).
+            log.warning("%s refused: %s", type(frame).__name__, exc)
+            self.send(ErrorFrame(
+                code=ErrorCode.UNAVAILABLE, message="the audit log cannot record right now, so nothing was done; "
+                "try again shortly", reply_to=frame.id,
             ))
         else:
             log.error("handler failed", exc_info=exc, extra={"type": type(frame).__name__})
@@ -465,7 +477,8 @@ class Connection:
 
     def _check_session_room(self, reply_to: str) -> None:
         limit = self.hub.settings.max_sessions_per_subject
-        live = sum(1 for s in self.hub.sessions.values() if s.conn.principal.sub == self.principal.sub)
+        live = sum(1 for s in self.hub.sessions.values() if s.conn.principal.sub == self.principal.sub) + \
+            self.hub.approval_bus.remote_sessions(self.principal.sub)
         if live >= limit:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,

@@ -14,7 +14,7 @@ from ..config import Config
 from ..decision import policy_revision
 from ..resources import ResourceHosts
 from ..store import Store
-from .approvals import ApprovalBroker
+from .approvals import ApprovalBroker, ApprovalBus, LocalBus
 from .metrics import ServerMetrics
 from .settings import ServerSettings
 
@@ -33,6 +33,8 @@ class Hub:
     # Hash of the policy files in force, named by every audit record.
     policy_revision: str = attrs.field()
     approvals: ApprovalBroker = attrs.field(factory=ApprovalBroker)
+    # How approvals and controls reach other instances (engine.server.pgbus); none: LocalBus.
+    approval_bus: ApprovalBus = attrs.field(factory=LocalBus)
     metrics: ServerMetrics = attrs.field(factory=ServerMetrics)
     # Lifecycle flags for /readyz: listening for clients; draining before exit.
     serving: bool = False

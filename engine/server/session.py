@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from .. import tracing
 from ..audit import secret_values
 from ..config.model import Agent, Config
 from ..models import READ_RESOURCE, READ_RESOURCE_TOOL, ModelError, TextDelta, ToolCall, ToolDefinition, agent_model
@@ -184,7 +185,9 @@ class Session:
         said: list[str] = []
         unanswered: dict[str, str] = {}
         try:
-            with metrics.turn_seconds.time():
+            with metrics.turn_seconds.time(), tracing.span(
+                    "sconnect.turn", subject=self.conn.principal.sub, agent=self.agent.name,
+                    session_id=self.session_id, turn_id=turn_id):
                 with scope:
                     await self._run_turn(content, turn_id, said, unanswered)
         finally:
@@ -236,14 +239,19 @@ class Session:
             for _step in range(self.agent.max_steps):
                 text: list[str] = []
                 calls: list[ToolCall] = []
-                async with aclosing(model.stream(self._conversation(), definitions)) as stream:
-                    async for item in stream:
-                        if isinstance(item, TextDelta):
-                            text.append(item.text)
-                            said.append(item.text)
-                            self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=item.text))
-                        else:
-                            calls.append(item)
+                with tracing.span("sconnect.model", agent=self.agent.name, turn_id=turn_id, step=_step,
+                                  model=self.agent.model_summary) as traced:
+                    async with aclosing(model.stream(self._conversation(), definitions)) as stream:
+                        async for item in stream:
+                            if isinstance(item, TextDelta):
+                                text.append(item.text)
+                                said.append(item.text)
+                                self.conn.send(
+                                    ResponseToken(session_id=self.session_id, turn_id=turn_id, token=item.text))
+                            else:
+                                calls.append(item)
+                    if traced is not None:
+                        traced.set_attribute("sconnect.tool_calls", len(calls))
                 message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
                 if calls:
                     message["tool_calls"] = [

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..audit._pgdb import COMPONENT as _AUDIT_COMPONENT
+from ..audit._pgdb import MIGRATIONS as _AUDIT_MIGRATIONS
 from ._grants import GRANT_STATUSES as GRANT_STATUSES
 from ._grants import GrantRecord as GrantRecord
 from ._model import ACTION_STATUSES as ACTION_STATUSES
@@ -27,8 +29,9 @@ from ._pg import COMPONENT as _PG_COMPONENT
 from ._pg import MIGRATIONS as _PG_MIGRATIONS
 from ._store import Store as Store
 
-#: What ``sconnect db migrate`` migrates on PostgreSQL: (component, its migrations).
-PG_COMPONENTS = ((_PG_COMPONENT, _PG_MIGRATIONS),)
+#: What ``sconnect db migrate`` migrates on PostgreSQL: (component, its migrations). The
+#: audit log's tables live in the same database (engine.audit._pgdb).
+PG_COMPONENTS = ((_PG_COMPONENT, _PG_MIGRATIONS), (_AUDIT_COMPONENT, _AUDIT_MIGRATIONS))
 
 
 async def open_store(database: str | os.PathLike[str], database_url: str | None, *,

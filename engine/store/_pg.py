@@ -86,6 +86,18 @@ MIGRATIONS: Final = (
     CREATE INDEX pending_actions_by_instance ON pending_actions (instance, status)
     """),
     Migration(3, "grants: remembered approvals", GRANTS_DDL),
+    Migration(4, "each instance's live connections and sessions per subject (limits across instances)", """
+    -- Rewritten by each instance every few seconds (engine.server.pgbus): rows not renewed
+    -- (an instance that died) are ignored once stale.
+    CREATE TABLE presence (
+        instance     TEXT NOT NULL,
+        subject      TEXT NOT NULL,
+        connections  INTEGER NOT NULL,
+        sessions     INTEGER NOT NULL,
+        seen_at      DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (instance, subject)
+    )
+    """),
 )
 
 

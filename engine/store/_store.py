@@ -43,6 +43,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import trio
 
+from .. import tracing
 from ..audit import redact, scrub
 from ..canonical import canonical_json, keyed_digest
 from . import _grants
@@ -143,8 +144,12 @@ class Store:
             await self.aclose()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        # fn is the operation's inner function: its qualname names the operation.
+        operation = fn.__qualname__.split(".<locals>")[0].rsplit(".", 1)[-1]
         try:
-            result = await self._backend.run(fn, *args)
+            with tracing.span(f"sconnect.store.{operation}", **{
+                    "db.system": "sqlite" if self.path is not None else "postgresql", "db.operation": operation}):
+                result = await self._backend.run(fn, *args)
         except StoreUnavailableError:
             self.available = False
             raise

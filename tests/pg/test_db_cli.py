@@ -30,12 +30,16 @@ async def test_dry_run_then_migrate_then_up_to_date(pg_url: str) -> None:
     assert "store: would apply 1: sessions, their messages, pending actions" in dry.stdout
     assert "CREATE TABLE pending_actions" in dry.stdout
     assert "store: would apply 2: pending actions name the instance that waits for them" in dry.stdout
+    assert "audit: would apply 1: the shared audit log: records, checkpoints, the signed head" in dry.stdout
+    assert "CREATE TRIGGER audit_records_append_only" in dry.stdout
     assert _tables(pg_url) == set()  # nothing changed
     done = await sconnect("db", "migrate", env=env)
     assert done.code == 0 and "store: applied 1:" in done.stdout and "store: applied 2:" in done.stdout, done.stderr
-    assert {"sessions", "messages", "pending_actions", "schema_migrations"} <= _tables(pg_url)
+    assert {"sessions", "messages", "pending_actions", "schema_migrations", "audit_records", "audit_head"} <= _tables(
+        pg_url)
     again = await sconnect("db", "migrate", "--dry-run", env=env)
     assert again.code == 0 and f"store: up to date (version {LATEST})" in again.stdout
+    assert "audit: up to date (version 1)" in again.stdout
     assert PASSWORD not in again.stdout
 
 

@@ -27,8 +27,8 @@ def _token(sub: str = "alice") -> str:
     return jwt.encode({"sub": sub, "roles": ["user"], "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
 
 
-async def test_a_session_started_on_one_instance_resumes_on_another(pg_url: str) -> None:
-    env = {"SCONNECT_DATABASE_URL": pg_url}
+async def test_a_session_started_on_one_instance_resumes_on_another(pg_url: str, shared_env: dict[str, str]) -> None:
+    env = shared_env
     with place() as a_place, place() as b_place:
         async with serving(a_place, env=env) as a, serving(b_place, env=env) as b:
             with trio.fail_after(30):
@@ -112,6 +112,10 @@ async def test_database_going_away_while_serving(own_cluster: Cluster) -> None:
                         with pytest.raises(ServerError) as refused:
                             await client.start_session("assistant")
                         assert refused.value.code == "unavailable"
+                        # A direct call: its decision cannot be audited, so it is refused the same way.
+                        with pytest.raises(ServerError) as unrecorded:
+                            await client.call_tool("calculator", {"expression": "1+1"})
+                        assert unrecorded.value.code == "unavailable", unrecorded.value
                         ready = await http.get(f"{health}/readyz")
                         assert ready.status_code == 503 and "database" in ready.text, ready.text
                         assert server.process.poll() is None
@@ -126,10 +130,10 @@ async def test_database_going_away_while_serving(own_cluster: Cluster) -> None:
                         assert (await client.converse(sid, "what is 2*3")).response.content == "2*3 = 6"
 
 
-async def test_an_instance_killed_mid_session_loses_nothing(pg_url: str) -> None:
+async def test_an_instance_killed_mid_session_loses_nothing(pg_url: str, shared_env: dict[str, str]) -> None:
     """SIGKILL one instance right after a turn: the session, its history and its state
     resume on the other, and the conversation continues there."""
-    env = {"SCONNECT_DATABASE_URL": pg_url}
+    env = shared_env
     with place() as a_place, place() as b_place:
         async with serving(b_place, env=env) as b:
             a_cm = serving(a_place, env=env)
@@ -155,10 +159,10 @@ async def test_an_instance_killed_mid_session_loses_nothing(pg_url: str) -> None
     assert count == (8,)
 
 
-async def test_a_restarted_instance_cancels_its_own_orphans_only(pg_url: str) -> None:
+async def test_a_restarted_instance_cancels_its_own_orphans_only(pg_url: str, shared_env: dict[str, str]) -> None:
     """A approval waits on A and one on B; A is SIGKILLed and started again on the same
     state directory: its orphan is cancelled at start, B's live one stays pending."""
-    env = {"SCONNECT_DATABASE_URL": pg_url}
+    env = shared_env
 
     async def ask(url: str) -> str:
         async with open_client(url, _token()) as client:
