@@ -146,9 +146,9 @@ class ApprovalBus(Protocol):
     """How approvals and turn controls reach the instance that waits for them."""
 
     async def answer(self, hub: Hub, action_id: str, approved: bool, sub: str, roles: frozenset[str],
-                     reason: str | None, reply_to: str) -> PendingAction:
+                     reason: str | None, reply_to: str, remember: Remember | None = None) -> PendingAction:
         """Decide an action (exactly once) for an approver; raises ``ProtocolError`` as
-        :meth:`ApprovalBroker.answer` does."""
+        :meth:`ApprovalBroker.answer` does, ``remember`` included."""
         ...
 
     async def settle(self, hub: Hub, pending: PendingAction) -> None:
@@ -175,8 +175,8 @@ class LocalBus:
     """One instance: the broker decides, the store records after (what it always did)."""
 
     async def answer(self, hub: Hub, action_id: str, approved: bool, sub: str, roles: frozenset[str],
-                     reason: str | None, reply_to: str) -> PendingAction:
-        return hub.approvals.answer(action_id, approved, sub, roles, reason, reply_to)
+                     reason: str | None, reply_to: str, remember: Remember | None = None) -> PendingAction:
+        return hub.approvals.answer(action_id, approved, sub, roles, reason, reply_to, remember)
 
     async def settle(self, hub: Hub, pending: PendingAction) -> None:
         if pending.status == "pending":

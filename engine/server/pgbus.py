@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
+from ..grants import plan
 from ..pg import Database, PgError, listen, notify
 from ..protocol import (
     ActionKind,
@@ -61,6 +62,7 @@ from ..protocol import (
     Executor,
     LifecycleState,
     ProtocolError,
+    Remember,
     new_id,
 )
 from .approvals import PendingAction
@@ -140,12 +142,12 @@ class PgBus:
     # --- the ApprovalBus interface -----------------------------------------------------
 
     async def answer(self, hub: Hub, action_id: str, approved: bool, sub: str, roles: frozenset[str],
-                     reason: str | None, reply_to: str) -> PendingAction:
+                     reason: str | None, reply_to: str, remember: Remember | None = None) -> PendingAction:
         pending = hub.approvals.pending.get(action_id)
         if pending is None:
             stored = await hub.store.get_action(action_id)
             if stored is None or action_id in hub.approvals.finished:
-                return hub.approvals.answer(action_id, approved, sub, roles, reason, reply_to)  # raises its error
+                return hub.approvals.answer(action_id, approved, sub, roles, reason, reply_to, remember)  # raises
             if stored.status != "pending" or stored.expires_at <= time.time():
                 raise _decided_error(action_id, stored.status, reply_to)
             pending = hub.approvals.pending.get(action_id) or self._remember(
@@ -160,12 +162,17 @@ class PgBus:
             hub.approvals.close(pending, "cancelled", why)
             raise ProtocolError(ErrorCode.ALREADY_DECIDED, f"action {action_id!r} was cancelled: {why}",
                                 reply_to=reply_to)
+        # What may be remembered is known where the turn runs: an action waiting on another
+        # instance has no remember context here, so a remember asked for it is refused (the
+        # approval is not taken) and can be given on the instance running the turn.
+        grant_plan = plan(pending.remember, remember, approved, sub, roles, reply_to)
         status = "approved" if approved else "denied"
         # The database decides the race between answerers, on any instance.
         if not await hub.store.decide_action(action_id, status, sub, reason):
             stored = await hub.store.get_action(action_id)
             raise _decided_error(action_id, stored.status if stored else "expired", reply_to)
         pending.recorded = True
+        pending.grant_plan = grant_plan
         if pending.status == "pending":
             pending.finish(status, sub, reason)  # type: ignore[arg-type]
             hub.approvals.retire(pending)
