@@ -143,3 +143,14 @@ def pg_url(pg_cluster: object) -> Iterator[str]:
         yield url
     finally:
         pg_cluster.drop_database(url)
+
+
+@pytest.fixture
+def shared_env(pg_url: str, tmp_path: Path) -> dict[str, str]:
+    """What every instance on one database is given: its URL and the one audit key file
+    (the operator copies it to each host; the shared audit chain is signed with it)."""
+    key = tmp_path / "shared-keys" / "audit-key"
+    key.parent.mkdir(mode=0o700)
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o400)
+    return {"SCONNECT_DATABASE_URL": pg_url, "SCONNECT_AUDIT_KEY_FILE": str(key)}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,14 +20,3 @@ def own_cluster(pg_cluster: Cluster) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
-
-
-@pytest.fixture
-def shared_env(pg_url: str, tmp_path: Path) -> dict[str, str]:
-    """What every instance on one database is given: its URL and the one audit key file
-    (the operator copies it to each host; the shared audit chain is signed with it)."""
-    key = tmp_path / "shared-keys" / "audit-key"
-    key.parent.mkdir(mode=0o700)
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o400)
-    return {"SCONNECT_DATABASE_URL": pg_url, "SCONNECT_AUDIT_KEY_FILE": str(key)}
