@@ -18,8 +18,8 @@ what they saw.
 Comparing: values are compared as canonical JSON (``1`` is not ``1.0`` nor ``true``),
 so a grant means the same on every instance sharing a database. A tool's secret
 arguments are never kept in the clear: they are compared by a keyed digest under the
-instance's key (the store's), so a grant that pins a secret covers calls only where that
-key is, i.e. on the instance that made it.
+audit key, which every instance on one database shares, so such a grant covers calls on
+each of them.
 """
 
 from __future__ import annotations
