@@ -1,4 +1,4 @@
-"""Durable engine state: sessions and their history, pending approvals.
+"""Durable engine state: sessions and their history, pending approvals, memories, turns and ratings.
 
 SQLite in the state directory by default (:meth:`Store.open`); PostgreSQL, shared by
 several instances, when a ``postgresql://`` database URL is configured
@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ._learning import MemoryQuotaError as MemoryQuotaError
+from ._learning import MemoryRecord as MemoryRecord
+from ._learning import Rating as Rating
+from ._learning import TurnRecord as TurnRecord
 from ._model import ACTION_STATUSES as ACTION_STATUSES
 from ._model import SCHEMA_VERSION as SCHEMA_VERSION
 from ._model import DuplicateError as DuplicateError

@@ -60,6 +60,7 @@ from ._model import (
     redact_tool_calls,
     session_row,
 )
+from ._learning import LearningOps
 from ._tx import IntegrityViolation, Tx
 
 T = TypeVar("T")
@@ -78,10 +79,10 @@ class Backend(Protocol):
 
 
 @attrs.define(eq=False)
-class Store:
+class Store(LearningOps):
     """Async access to the state database. Create with ``await Store.open(path)``
     (SQLite) or ``await Store.connect(url)`` (PostgreSQL); close with :meth:`aclose` or
-    use ``async with``. Safe to share between tasks."""
+    use ``async with``. Safe to share between tasks. Memories, turns, ratings: ``_learning``."""
 
     path: Path | None  # the SQLite file; None on PostgreSQL
     _backend: Backend = attrs.field(repr=False)
