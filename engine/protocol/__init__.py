@@ -35,8 +35,15 @@ from ._messages import ClientFrame as ClientFrame
 from ._messages import ClientToolList as ClientToolList
 from ._messages import ErrorFrame as ErrorFrame
 from ._messages import Executor as Executor
+from ._messages import Feedback as Feedback
+from ._messages import FeedbackRecorded as FeedbackRecorded
 from ._messages import Frame as Frame
 from ._messages import LifecycleState as LifecycleState
+from ._messages import MemoryForget as MemoryForget
+from ._messages import MemoryForgotten as MemoryForgotten
+from ._messages import MemoryInfo as MemoryInfo
+from ._messages import MemoryList as MemoryList
+from ._messages import MemoryListRequest as MemoryListRequest
 from ._messages import OfferedTool as OfferedTool
 from ._messages import PendingActionInfo as PendingActionInfo
 from ._messages import ResourceInfo as ResourceInfo

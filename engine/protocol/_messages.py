@@ -47,6 +47,13 @@ __all__ = [
     "ClientToolList",
     "ErrorFrame",
     "Executor",
+    "Feedback",
+    "FeedbackRecorded",
+    "MemoryForget",
+    "MemoryForgotten",
+    "MemoryInfo",
+    "MemoryList",
+    "MemoryListRequest",
     "Frame",
     "LifecycleState",
     "OfferedTool",
@@ -175,6 +182,16 @@ class PendingActionInfo:
     session_id: str | None = _optional()
 
 
+@attrs.frozen(kw_only=True)
+class MemoryInfo:
+    """One thing an agent remembers about the caller (item of a server ``memory_list``)."""
+
+    memory_id: str
+    agent: str
+    content: str
+    created_at: float
+
+
 # --- client → server -------------------------------------------------------------------
 
 
@@ -262,6 +279,37 @@ class ActionListRequest:
 class ResourceListRequest:
     TYPE: ClassVar[str] = "resource_list"
     id: str
+
+
+@attrs.frozen(kw_only=True)
+class MemoryListRequest:
+    """What do agents remember about me (of ``agent``, or of all)? Answered by :class:`MemoryList`."""
+
+    TYPE: ClassVar[str] = "memory_list"
+    id: str
+    agent: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class MemoryForget:
+    """Delete my memory ``memory_id``, or (``all``) all of mine, of ``agent`` when given."""
+
+    TYPE: ClassVar[str] = "memory_forget"
+    id: str
+    memory_id: str | None = _optional()
+    all: bool | None = _optional()
+    agent: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class Feedback:
+    """Rate one of my turns: ``rating`` 1 (good) or -1 (bad), with an optional ``comment``."""
+
+    TYPE: ClassVar[str] = "feedback"
+    id: str
+    turn_id: str
+    rating: int
+    comment: str | None = _optional()
 
 
 # --- server → client -------------------------------------------------------------------
@@ -386,6 +434,32 @@ class ActionList:
 
 
 @attrs.frozen(kw_only=True)
+class MemoryList:
+    TYPE: ClassVar[str] = "memory_list"
+    id: str = attrs.field(factory=new_id)
+    memories: tuple[MemoryInfo, ...]
+    reply_to: str
+
+
+@attrs.frozen(kw_only=True)
+class MemoryForgotten:
+    TYPE: ClassVar[str] = "memory_forgotten"
+    id: str = attrs.field(factory=new_id)
+    forgotten: int
+    reply_to: str
+
+
+@attrs.frozen(kw_only=True)
+class FeedbackRecorded:
+    TYPE: ClassVar[str] = "feedback"
+    id: str = attrs.field(factory=new_id)
+    turn_id: str
+    rating: int
+    replaced: bool
+    reply_to: str
+
+
+@attrs.frozen(kw_only=True)
 class ErrorFrame:
     TYPE: ClassVar[str] = "error"
     id: str = attrs.field(factory=new_id)
@@ -406,6 +480,9 @@ ClientFrame = (
     | AgentControl
     | ResourceListRequest
     | ActionListRequest
+    | MemoryListRequest
+    | MemoryForget
+    | Feedback
 )
 ServerFrame = (
     AgentState
@@ -418,5 +495,8 @@ ServerFrame = (
     | ResourceList
     | ActionList
     | ErrorFrame
+    | MemoryList
+    | MemoryForgotten
+    | FeedbackRecorded
 )
 Frame = ClientFrame | ServerFrame

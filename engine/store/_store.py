@@ -45,6 +45,7 @@ import trio
 
 from ..audit import redact, scrub
 from ..canonical import canonical_json, keyed_digest
+from ._learning import LearningOps
 from ._model import (
     ACTION_COLS,
     ACTION_STATUSES,
@@ -60,7 +61,6 @@ from ._model import (
     redact_tool_calls,
     session_row,
 )
-from ._learning import LearningOps
 from ._tx import IntegrityViolation, Tx
 
 T = TypeVar("T")

@@ -171,6 +171,12 @@ CLIENT_FRAMES: list[Any] = [
     p.AgentControl(id="c15", session_id="s1", command=p.AgentCommand.PAUSE),
     p.ResourceListRequest(id="c16"),
     p.ActionListRequest(id="c17"),
+    p.MemoryListRequest(id="c18"),
+    p.MemoryListRequest(id="c19", agent="helper"),
+    p.MemoryForget(id="c20", memory_id="m1"),
+    p.MemoryForget(id="c21", all=True, agent="helper"),
+    p.Feedback(id="c22", turn_id="t1", rating=1),
+    p.Feedback(id="c23", turn_id="t1", rating=-1, comment="wrong city ✓"),
 ]
 
 
@@ -237,6 +243,10 @@ SERVER_FRAMES: list[Any] = [
     p.ActionList(actions=(), reply_to="c17"),
     p.ErrorFrame(code=ErrorCode.NOT_FOUND, message="no such session", reply_to="c3"),
     p.error_frame(ProtocolError(ErrorCode.INTERNAL, "internal error")),
+    p.MemoryList(memories=(p.MemoryInfo(memory_id="m1", agent="helper", content="likes tea", created_at=1.5),),
+                 reply_to="c18"),
+    p.MemoryForgotten(forgotten=2, reply_to="c21"),
+    p.FeedbackRecorded(turn_id="t1", rating=-1, replaced=False, reply_to="c23"),
 ]
 
 
