@@ -58,7 +58,8 @@ _TOOL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 def check_tool(tool: Tool | McpServerFile, doc: Document) -> list[ConfigProblem]:
     if isinstance(tool, McpServerFile):
         return check_mcp_server(tool, doc)
-    problems = _parameters_problems(doc)
+    # A built-in's parameters are the engine's (engine/config/builtins.py), not the file's.
+    problems = _parameters_problems(doc) if "parameters" in doc.data else []
     problems += chain_problems(tool, doc)
     if tool.command:
         problem = _command_problem(tool.command[0], tool.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
