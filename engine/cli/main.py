@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "policy": ("policy", "explain, test, lint and compare the policies"),
     "mcp": ("mcp", "MCP: the stdio bridge to a running server; pin an MCP server tool file"),
     "db": ("db", "the state database: schema migrations (sconnect db migrate --dry-run)"),
+    "feedback": ("feedback", "what users said of the answers: ratings per agent, model and tool"),
 }
 
 

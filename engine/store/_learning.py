@@ -220,15 +220,24 @@ class LearningOps:
 
         return await self._run(work)
 
-    async def ratings(self, agent: str | None = None, *, limit: int = MAX_STAT_ROWS) -> tuple[Rating, ...]:
-        """The most recent ratings (of ``agent``, or of all), newest first."""
+    async def ratings(self, agent: str | None = None, *, limit: int | None = MAX_STAT_ROWS) -> tuple[Rating, ...]:
+        """The most recent ratings (of ``agent``, or of all; ``limit`` None: every one), newest first."""
         where, params = ("WHERE agent = ? ", [agent]) if agent is not None else ("", [])
+        tail = "" if limit is None else f" LIMIT {int(limit)}"
 
         def work(tx: Tx) -> tuple[Rating, ...]:
             rows = tx.execute(f"SELECT turn_id, agent, model, tools, rating, created_at FROM feedback {where}"
-                              f"ORDER BY created_at DESC, turn_id LIMIT {int(limit)}", params).fetchall()
+                              f"ORDER BY created_at DESC, turn_id{tail}", params).fetchall()
             return tuple(Rating(turn_id=r[0], agent=r[1], model=r[2], tools=tuple(json.loads(r[3])), rating=r[4],
                                 created_at=r[5]) for r in rows)
+
+        return await self._run(work)
+
+    async def turns_by_model(self) -> dict[tuple[str, str | None], int]:
+        """How many kept turns each (agent, model) answered."""
+        def work(tx: Tx) -> dict[tuple[str, str | None], int]:
+            rows = tx.execute("SELECT agent, model, COUNT(*) FROM turns GROUP BY agent, model").fetchall()
+            return {(row[0], row[1]): int(row[2]) for row in rows}
 
         return await self._run(work)
 

@@ -9,7 +9,9 @@ What each test does:
 - routes ``routing: feedback`` by Thompson sampling: after model a's answers are rated
   bad and b's good, most of the next turns go to b, the same choices under the same seed;
 - gives well-rated turns to the model as examples, from the same subject only unless
-  ``examples_scope: agent``.
+  ``examples_scope: agent``;
+- ``sconnect feedback report`` (a real subprocess on the server's state) counts ratings per
+  agent, model and tool, and exits 2 without a state database.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tests.conftest import copy_shipped
 from tests.engine.conftest import SECRET, RunningServer, copy_example_config
 from tests.models import scripted as s
 from tests.models.conftest import model_file
+from tests.security.cliserver import sconnect
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
@@ -167,3 +170,30 @@ async def test_rated_turns_become_examples_for_the_same_subject_only(
     [example] = [m["content"] for m in alices if m["role"] == "system"]
     assert "User: capital of France?\nYou: Paris, of course." in example and "Spain" not in example
     assert not any(m["role"] == "system" for m in bobs)
+
+
+@pytest.mark.slow
+async def test_feedback_report_counts_per_agent_model_and_tool(
+    config_dir: Path, start_server: Callable[..., object]
+) -> None:
+    server: RunningServer = await start_server(config_dir)  # type: ignore[operator]
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token("alice")) as alice:
+            sid = (await alice.start_session("assistant")).session_id
+            for question, rating in [("what is 2*3", 1), ("what is 4*5", -1), ("hello", 1)]:
+                turn = await alice.converse(sid, question)
+                await rate(alice, turn.response.turn_id, rating)
+            await alice.converse(sid, "what is 1+1")  # answered, never rated
+    state = str(server.settings.state_dir)
+    done = await sconnect("feedback", "report", "--state-dir", state, "--json")
+    assert done.code == 0, done.stderr
+    rows = {(row["by"], row["name"]): row for row in json.loads(done.stdout)}
+    assert (rows["agent", "assistant"]["rated"], rows["agent", "assistant"]["good"]) == (3, 2)
+    model = rows["model", "assistant/inline"]
+    assert (model["rated"], model["bad"], model["turns"]) == (3, 1, 4)
+    assert (rows["tool", "calculator"]["good"], rows["tool", "calculator"]["bad"]) == (1, 1)
+    assert rows["tool", "calculator"]["good_rate"] == 0.5
+    table = await sconnect("feedback", "report", "--state-dir", state, "--agent", "assistant")
+    assert table.code == 0 and "calculator" in table.stdout and "67%" in table.stdout, table.stdout
+    missing = await sconnect("feedback", "report", "--state-dir", state + "-nowhere")
+    assert missing.code == 2 and "no state database" in missing.stderr
