@@ -197,3 +197,24 @@ async def test_feedback_report_counts_per_agent_model_and_tool(
     assert table.code == 0 and "calculator" in table.stdout and "67%" in table.stdout, table.stdout
     missing = await sconnect("feedback", "report", "--state-dir", state + "-nowhere")
     assert missing.code == 2 and "no state database" in missing.stderr
+
+
+async def test_examples_scope_agent_shares_rated_turns_between_subjects(
+    scripted: s.ScriptedServer, config_dir: Path, start_server: Callable[..., object]
+) -> None:
+    copy_shipped("models.d", config_dir / "models.d")
+    (config_dir / "models.d" / "fast.yaml").write_text(model_file("fast", scripted.base_url))
+    (config_dir / "agents.d" / "llm.yaml").write_text(
+        "name: llm\ndescription: Shares examples (test).\nmodel: fast\nexamples_from_feedback: 1\n"
+        "examples_scope: agent\n")
+    scripted.script("fast", [s.text("Paris."), s.text("Lyon.")])
+    server: RunningServer = await start_server(config_dir)  # type: ignore[operator]
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token("alice")) as alice, \
+                open_client(server.url, server.token("bob")) as bob:
+            sid = (await alice.start_session("llm")).session_id
+            await rate(alice, (await alice.converse(sid, "capital of France?")).response.turn_id, 1)
+            theirs = (await bob.start_session("llm")).session_id
+            await bob.converse(theirs, "a city in France?")
+    [example] = [m["content"] for m in scripted.seen("fast")[1].body["messages"] if m["role"] == "system"]
+    assert "User: capital of France?\nYou: Paris." in example
