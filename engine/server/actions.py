@@ -238,7 +238,15 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         # Carried out in the engine (engine/memory/tools.py): a short store write, no sandbox, no slot.
         from ..memory.tools import run_builtin
 
-        built = await run_builtin(caller, tool, arguments)
+        try:
+            built = await run_builtin(caller, tool, arguments)
+        except BaseException as exc:
+            if _cancellation(exc):  # the write completed or never began; either way the end is recorded
+                with trio.move_on_after(2, shield=True):
+                    await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome="cancelled",
+                                 duration_ms=(time.monotonic() - started) * 1000, decision=decision)
+                    _result(caller, frame, ResultStatus.CANCELLED, {"error": "cancelled while running"}, "cancelled")
+            raise
         await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome=str(built.status),
                      duration_ms=(time.monotonic() - started) * 1000, decision=decision)
         return _result(caller, frame, built.status, built.output, built.reason)

@@ -139,6 +139,14 @@ class LearningOps:
 
         return await self._run(work)
 
+    async def expire_memories(self, agent: str, before: float) -> int:
+        """Delete every subject's memories of ``agent`` created before ``before`` (retention)."""
+        def work(tx: Tx) -> int:
+            with tx.transaction():
+                return tx.execute("DELETE FROM memories WHERE agent = ? AND created_at < ?", (agent, before)).rowcount
+
+        return await self._run(work)
+
     async def memories(self, subject: str, agent: str | None = None, *,
                        since: float | None = None, limit: int | None = None) -> tuple[MemoryRecord, ...]:
         """``subject``'s memories (of ``agent``, or of every agent), oldest first; with

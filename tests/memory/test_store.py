@@ -67,6 +67,10 @@ async def test_retention_deletes_and_hides_old_memories(where: Where) -> None:
         await store.remember("alice", "assistant", "new", max_items=2, expired_before=T0 - 1, now=T0 + 10)
         assert [m.content for m in await store.memories("alice", "assistant")] == ["old", "new"]
         assert [m.content for m in await store.memories("alice", "assistant", limit=1)] == ["new"]
+        await store.remember("bob", "assistant", "bob's old", max_items=2, now=T0 - 5)
+        await store.remember("bob", "planner", "other agent", max_items=2, now=T0 - 5)
+        assert await store.expire_memories("assistant", T0 - 1) == 1
+        assert [m.content for m in await store.memories("bob")] == ["other agent"]
 
 
 async def test_turns_ratings_and_examples(where: Where) -> None:
