@@ -9,9 +9,10 @@ Called by the turn loop (``engine/server/session.py``):
 - :func:`prelude` before the first step: system messages after the agent's own
   prompt, holding the subject's memories with this agent (memory on) and
   well-rated earlier turns as examples (``examples_from_feedback``).  Memories are
-  read as ``memory://HOST`` (the agent's memory host) under policy: the read is
-  decided and audited like any read, without an ``agent_action`` (nobody is asked:
-  a read that needs an approval is skipped, and so is a denied one).  Examples
+  given as a read of ``memory://HOST`` (the agent's memory host) under policy: the
+  read is decided and audited like any read, without an ``agent_action`` (nobody is
+  asked: a read that needs an approval gives nothing, and so does a denied one).
+  When the subject has no memories nothing is given, so nothing is decided or audited.  Examples
   come from the same subject's turns unless ``examples_scope: agent``;
 - :func:`record_turn` before the answer is sent: the turn's record (question,
   answer, the model that answered, the tools it called), which ``feedback``
@@ -96,13 +97,14 @@ async def _recall(caller: Caller, agent: Agent) -> list[tuple[str, str]]:
         return []
     hub = caller.conn.hub
     snap = caller.snap
+    records = await hub.store.memories(caller.sub, agent.name, since=cutoff(snap.config, agent.name, time.time()),
+                                       limit=agent.memory.recall)
+    if not records:
+        return []  # nothing would be given to the model: no read to decide on (and no audit write per turn)
     decision = decide(snap.config, caller.sub, caller.conn.principal.roles, "resource.read", host)
     allowed = decision.effect == "allow" and not decision.requires_approval
-    records = []
-    if allowed:
-        now = time.time()
-        records = list(await hub.store.memories(caller.sub, agent.name, since=cutoff(snap.config, agent.name, now),
-                                                limit=agent.memory.recall))
+    if not allowed:
+        records = ()
     await hub.audit.record(AuditEvent(
         kind="resource_read", subject=caller.sub, session_id=caller.session_id, agent=agent.name,
         action="resource.read", target=host, effect=decision.effect, rule_ids=decision.rule_ids, decided_by="rule",

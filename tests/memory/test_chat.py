@@ -23,6 +23,7 @@ async def test_memory_and_ratings_from_the_chat(server: RunningServer, nursery: 
         await chat.expect("no answer to rate yet in this session")
         await chat.send("remember that I like green tea")
         await chat.expect("I will remember that: I like green tea")
+        await chat.expect("> ")  # the turn is over (its agent_response arrived): the prompt is back
         await chat.send("/bad too chatty")
         await chat.expect("[rated] the last answer as bad; thank you")
         await chat.send("/good")

@@ -151,5 +151,5 @@ async def test_memories_are_given_to_the_model_of_their_subject_only(
     assert "Alice is vegetarian" in memory["content"] and alices[-1]["content"] == "what should I eat?"
     assert not any(m["role"] == "system" for m in bobs)
     records = await trio.to_thread.run_sync(lambda: query(server.settings.state_dir, tool="memory://memory"))
-    assert [(r.subject, r.outcome, json.loads(r.details)["recall"]) for r in records] == [
-        ("alice", "ok", 0), ("alice", "ok", 1), ("bob", "ok", 0)]
+    # Only the turn that had something to recall read (and recorded) it.
+    assert [(r.subject, r.outcome, json.loads(r.details)["recall"]) for r in records] == [("alice", "ok", 1)]

@@ -29,6 +29,10 @@ class LearningMixin(ChatState):
         from ...protocol import Feedback, FeedbackRecorded, new_id
 
         assert self.client is not None
+        if self.busy is not None and self.busy_kind == "turn":
+            # The last answer would be the one before this turn's: rate this one when it is there.
+            self.out.line("a turn is running: rate its answer once it is there")
+            return
         if not self.last_turn:
             self.out.line("no answer to rate yet in this session: ask something first")
             return
