@@ -4,8 +4,9 @@ Every ``maintenance_interval_s``: pending approvals past their expiry are marked
 ``expired`` in the store (the waiting task does the same for its own; this catches
 the ones whose task died with a connection or a crash), and sessions not updated for
 ``retention_s`` -- except those live on a connection -- are deleted with their history
-and approvals, as are finished approvals older than that; memories past their agent's
-``memory.retention`` are deleted (reads skip them already; this frees the space).
+and approvals, as are finished approvals older than that; ratings older than that lose
+who gave them and their comment (the rating stays for the statistics); memories past
+their agent's ``memory.retention`` are deleted (reads skip them already).
 
 Error handling: a failing sweep (a locked database, EMFILE) is logged and retried with
 a doubling delay (up to ten minutes); it never ends the server.  Cancellation ends it.
@@ -31,6 +32,7 @@ async def sweep(hub: Hub) -> tuple[int, int, int]:
     sessions, actions = await hub.store.prune(
         time.time() - hub.settings.retention_s, keep_sessions=frozenset(hub.sessions)
     )
+    await hub.store.anonymise_ratings(time.time() - hub.settings.retention_s)
     for agent in hub.config.agents.values():
         if agent.memory.retention is not None:
             gone = await hub.store.expire_memories(agent.name, time.time() - float(agent.memory.retention))

@@ -14,7 +14,7 @@ Operations of :class:`~engine.store.Store` (mixed in), on both backends:
   answered, the tools it called), deleted with its session.
 - feedback: one rating (+1 or -1, optional comment) per turn, a later one replacing
   it; it keeps the turn's agent, model and tools, so that statistics outlive the
-  pruned session.
+  pruned session (the retention sweep drops the rater and the comment from old ones).
 """
 
 from __future__ import annotations
@@ -238,6 +238,17 @@ class LearningOps:
                               f"ORDER BY created_at DESC, turn_id{tail}", params).fetchall()
             return tuple(Rating(turn_id=r[0], agent=r[1], model=r[2], tools=tuple(json.loads(r[3])), rating=r[4],
                                 created_at=r[5]) for r in rows)
+
+        return await self._run(work)
+
+    async def anonymise_ratings(self, before: float) -> int:
+        """Drop who rated and what they wrote from ratings older than ``before`` (retention);
+        the rating itself stays for the statistics. Returns how many changed."""
+        def work(tx: Tx) -> int:
+            with tx.transaction():
+                return tx.execute("UPDATE feedback SET subject = '', comment = NULL "
+                                  "WHERE created_at < ? AND (subject != '' OR comment IS NOT NULL)",
+                                  (before,)).rowcount
 
         return await self._run(work)
 

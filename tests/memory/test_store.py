@@ -95,7 +95,10 @@ async def test_turns_ratings_and_examples(where: Where) -> None:
         assert [t.turn_id for t in await store.rated_examples("assistant", subject="alice", limit=5)] == ["t0"]
         assert [t.turn_id for t in await store.rated_examples("assistant", subject=None, limit=5)] == ["t0", "t2"]
         assert await store.turn_count("assistant") == 3
-        # Pruning the session drops its turns (examples) but keeps the ratings' statistics.
+        # Pruning the session drops its turns (examples) but keeps the ratings' statistics;
+        # old ratings lose who gave them and why.
+        assert await store.anonymise_ratings(T0 + 12.5) == 2
+        assert await store.anonymise_ratings(T0 + 12.5) == 0
         await store.prune(T0 + 100)
         assert await store.rated_examples("assistant", subject=None, limit=5) == ()
         assert len(await store.ratings("assistant")) == 3
