@@ -49,7 +49,8 @@ FORMAT_VERSION: Final = 1
 GENESIS_HASH: Final = "0" * 64
 REDACTED: Final = "[redacted]"
 KINDS: Final = frozenset(
-    {"auth_failure", "decision", "approval", "execution", "resource_read", "config_reload", "grant"}
+    {"auth_failure", "decision", "approval", "execution", "resource_read", "config_reload", "grant", "feedback",
+     "memory"}
 )
 DECIDED_BY: Final = frozenset({"rule", "person"})
 #: ``details`` is for small context (an error message, a reason), not for payloads.

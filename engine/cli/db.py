@@ -12,7 +12,7 @@ The database is ``SCONNECT_DATABASE_URL``, else ``database_url`` in the settings
 
 ``copy`` reads the SQLite state database (``PATH``: the ``sconnect.db`` file or the state
 directory holding it) in one read transaction — stop the server first — and writes
-sessions, their messages and the approvals into the PostgreSQL database in one
+sessions, their messages, the approvals, memories, turns and ratings into the PostgreSQL database in one
 transaction, after migrating it. The target must hold no state yet (copying twice would
 mix two histories). Approvals still pending are copied as ``cancelled``: nobody waits for
 them any more (what a SQLite server does to them at its next start). Their arguments'
@@ -130,6 +130,9 @@ _TABLES = (
     ("messages", "session_id, seq, message, created_at"),
     ("pending_actions", "action_id, session_id, turn_id, subject, kind, name, arguments, arguments_digest, level, "
                         "approver, created_at, expires_at, status, decided_by, decided_at, reason"),
+    ("memories", "memory_id, subject, agent, content, session_id, created_at"),
+    ("turns", "turn_id, session_id, subject, agent, model, tools, question, answer, created_at"),
+    ("feedback", "turn_id, subject, agent, model, tools, rating, comment, created_at"),
 )
 
 
@@ -203,5 +206,6 @@ def run_copy(args: argparse.Namespace) -> int:
                     marks = ", ".join(["%s"] * len(columns.split(", ")))
                     cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})".encode(), rows[table])
     print(f"copied {len(rows['sessions'])} sessions, {len(rows['messages'])} messages, "
-          f"{len(rows['pending_actions'])} approvals to {describe(url)}")
+          f"{len(rows['pending_actions'])} approvals, {len(rows['memories'])} memories, {len(rows['turns'])} turns, "
+          f"{len(rows['feedback'])} ratings to {describe(url)}")
     return 0

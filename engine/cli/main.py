@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mcp": ("mcp", "MCP: the stdio bridge to a running server; pin an MCP server tool file"),
     "db": ("db", "the state database: schema migrations (sconnect db migrate --dry-run)"),
     "grants": ("grants", "list and revoke remembered approvals (grants) on a running server"),
+    "feedback": ("feedback", "what users said of the answers: ratings per agent, model and tool"),
 }
 
 

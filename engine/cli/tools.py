@@ -73,6 +73,9 @@ def run_list(args: argparse.Namespace) -> int:
         if tool.chain:
             print(f"    runs: {tool.runs} (each step an action of its own, in its own sandbox)")
             continue
+        if tool.builtin:
+            print(f"    runs: {tool.runs}, in the engine (no sandbox)")
+            continue
         print(
             f"    runs: {tool.runs}; {box.isolation}, timeout {format_duration(box.timeout)}, "
             f"memory {format_size(box.memory)}, network {'on' if box.network else 'off'}, workspace {box.workspace}"

@@ -58,12 +58,16 @@ _TOOL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 def check_tool(tool: Tool | McpServerFile, doc: Document) -> list[ConfigProblem]:
     if isinstance(tool, McpServerFile):
         return check_mcp_server(tool, doc)
-    problems = _parameters_problems(doc)
+    # A built-in's parameters are the engine's (engine/config/builtins.py), not the file's.
+    problems = _parameters_problems(doc) if "parameters" in doc.data else []
     problems += chain_problems(tool, doc)
     if tool.command:
         problem = _command_problem(tool.command[0], tool.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
         if problem:
             problems.append(doc.problem(["command", 0], problem))
+    if tool.builtin and isinstance(doc.data, dict) and "parameters" in doc.data:
+        problems.append(doc.problem(["parameters"], f"the parameters of the built-in {tool.builtin!r} are the "
+                                                    "engine's: remove 'parameters'", key=True))
     properties = tool.parameters.get("properties", {})
     for index, name in enumerate(tool.secret_arguments):
         if name not in properties:
@@ -476,6 +480,29 @@ def check_agent_references(
             )
         else:
             problems.append(doc.problem(["resources", index], f"unknown resource host {name!r}{_known(resources)}"))
+    return problems
+
+
+def check_agent_learning(
+    agent: Agent, doc: Document, tools: Mapping[str, Tool], resources: Mapping[str, Resource],
+) -> list[ConfigProblem]:
+    """``routing: feedback`` has models to choose among; memory has a host its reads are decided on;
+    a memory tool belongs to an agent whose memory is on."""
+    problems = []
+    if agent.routing == "feedback" and len(agent.model_names) < 2:
+        problems.append(doc.problem(["routing"], "routing: feedback chooses among several models: list at least "
+                                                 "two names in 'models'"))
+    hosts = [name for name in agent.resources if name.startswith("memory://") and name in resources]
+    if agent.memory.enabled and not hosts:
+        known = sorted(key for key in resources if key.startswith("memory://"))
+        hint = f" (declared: {', '.join(known)})" if known else " (declare one in resources.d/: scheme: memory)"
+        problems.append(doc.problem(["memory"], "memory is on, so the agent needs a memory host in its resources, "
+                                                f"where its memory is read under policy{hint}"))
+    for index, name in enumerate(agent.tools):
+        tool = tools.get(name)
+        if tool is not None and tool.builtin and not agent.memory.enabled:
+            problems.append(doc.problem(["tools", index], f"tool {name!r} is the built-in {tool.builtin!r}, which "
+                                                          "needs the agent's memory: set 'memory: on'"))
     return problems
 
 

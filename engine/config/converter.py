@@ -17,7 +17,17 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
 from ..strict import strict_converter
-from .model import AgentModel, ModelConfig, NamedModel, OpenAIModel, Remember, Resource, RulesModel, UpstreamTool
+from .model import (
+    AgentMemory,
+    AgentModel,
+    ModelConfig,
+    NamedModel,
+    OpenAIModel,
+    Remember,
+    Resource,
+    RulesModel,
+    UpstreamTool,
+)
 from .resource_kinds import kind_name, kinds
 from .units import Bytes, Seconds, parse_duration, parse_size
 from .yamldoc import PathSegment
@@ -87,6 +97,18 @@ def _remember(value: Any, _: type) -> Remember:
     if bound <= 0:
         raise ValueError("remember.max must be longer than 0s")
     return Remember(max=bound)
+def _agent_memory(conv: cattrs.Converter) -> Any:
+    """``memory: on`` / ``off`` (YAML booleans), or a mapping of AgentMemory's keys (then on unless it says not)."""
+    keys = make_dict_structure_fn(AgentMemory, conv, _cattrs_forbid_extra_keys=True)
+
+    def hook(value: Any, _: type) -> AgentMemory:
+        if isinstance(value, bool):
+            return AgentMemory(enabled=value)
+        if not isinstance(value, dict):
+            raise ValueError(f"{value!r} is not on, off or a mapping")
+        return keys({"enabled": True, **value}, AgentMemory)
+
+    return hook
 
 
 def make_converter() -> cattrs.Converter:
@@ -98,6 +120,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(NamedModel, _named_model)
     conv.register_structure_hook(Resource, _resource)
     conv.register_structure_hook(Remember, _remember)
+    conv.register_structure_hook(AgentMemory, _agent_memory(conv))
     # `as` is a Python keyword: the field is `as_`, the YAML key `as`.
     conv.register_structure_hook(
         UpstreamTool,

@@ -26,6 +26,7 @@ from ..policy._match import may_grant_tool
 from ..policy._revision import revision_of
 from . import checks
 from .bounds import MAX_FILES_PER_DIR, within
+from .builtins import BUILTIN_PARAMETERS
 from .converter import converter, structure_errors
 from .model import (
     Agent,
@@ -149,6 +150,8 @@ def load_config(root: Path | str) -> Config:
     for agent, doc in checked["agent"] + partial["agent"]:
         references += checks.check_agent_references(agent, doc, tools, resources, failed)
         references += checks.check_agent_models(agent, doc, models, failed)
+    for agent, doc in checked["agent"]:
+        references += checks.check_agent_learning(agent, doc, tools, resources)
     for tool, doc in checked_tools:
         references += checks.check_chain_references(tool, doc, tools, failed)
     for policy, doc in checked["policy"] + partial["policy"]:
@@ -254,8 +257,12 @@ def _load_file(
         problems += schema_problems
         return None, doc
     kind_type = McpServerFile if kind == "tool" and "mcp_server" in doc.data else _TYPES[kind]
+    data = doc.data
+    if kind == "tool" and "builtin" in data and "parameters" not in data:
+        # A built-in tool's parameters are the engine's (engine/config/builtins.py).
+        data = {**data, "parameters": dict(BUILTIN_PARAMETERS[data["builtin"]])}
     try:
-        obj = converter.structure(doc.data, kind_type)
+        obj = converter.structure(data, kind_type)
     except Exception as exc:  # cattrs raises ClassValidationError groups; all leaves are reported
         problems += [doc.problem(field, message) for field, message in structure_errors(exc)]
         return None, doc

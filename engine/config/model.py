@@ -100,6 +100,9 @@ class Tool:
     python_package: str = ""
     # Set for a tool exposed from an ``mcp_server`` file (never written in YAML).
     upstream: UpstreamRef | None = None
+    # A tool the engine itself carries out (``remember``, ``forget``: engine/memory/tools.py);
+    # its parameters are the built-in's (engine/config/builtins.py), never written in YAML.
+    builtin: Literal["remember", "forget"] | None = None
 
     @property
     def runs(self) -> str:
@@ -108,6 +111,8 @@ class Tool:
             return f"mcp {self.upstream.tool} of {' '.join(self.upstream.server.command)}"
         if self.chain:
             return "chain " + " -> ".join(step.tool for step in self.chain)
+        if self.builtin:
+            return f"built in: {self.builtin} (the agent's memory)"
         return f"python {self.python}" if self.python else " ".join(self.command)
 
 
@@ -285,6 +290,36 @@ class NamedModel:
 
 
 @attrs.frozen
+class AgentMemory:
+    """An agent's ``memory:``: what it keeps about each subject across sessions.
+
+    Written ``memory: on`` (these defaults) or as a mapping of these keys.
+    """
+
+    enabled: bool = False
+    # Memories one subject may hold with this agent; a write past it is refused.
+    max_items: int = 100
+    # The longest memory, in bytes of UTF-8.
+    max_item_size: Bytes = Bytes(1024)
+    # Memories older than this are forgotten; None: kept until the subject deletes them.
+    retention: Seconds | None = None
+    # The most recent memories given to the model with each turn.
+    recall: int = 20
+
+
+@attrs.frozen
+class FeedbackRouting:
+    """How ``routing: feedback`` explores: Thompson sampling over decayed ratings."""
+
+    # At least this share of turns goes to a model drawn uniformly, whatever the ratings say.
+    exploration: float = 0.1
+    # A rating counts half as much after this long (old ratings fade).
+    half_life: Seconds = Seconds(30 * 86400)
+    # A fixed seed makes the choices repeatable (tests, demos); None: unpredictable.
+    seed: int | None = None
+
+
+@attrs.frozen
 class Agent:
     """A declared agent: its model, the tools and resource hosts it may use, its limits."""
 
@@ -293,7 +328,7 @@ class Agent:
     # Exactly one of ``model`` (inline block or a models.d/ name) and ``models`` (names, tried per ``routing``).
     model: AgentModel = None
     models: tuple[str, ...] = ()
-    routing: Literal["first"] = "first"
+    routing: Literal["first", "feedback"] = "first"
     tools: tuple[str, ...] = ()
     client_tools: tuple[str, ...] = ()
     resources: tuple[str, ...] = ()
@@ -301,6 +336,12 @@ class Agent:
     max_steps: int = 8
     approval_timeout: Seconds = Seconds(120)
     source: Source = Source()
+    memory: AgentMemory = AgentMemory()
+    feedback_routing: FeedbackRouting = FeedbackRouting()
+    # Well-rated earlier turns given to the model as examples (0: none), from the same
+    # subject's turns only unless ``examples_scope: agent`` (every subject's, with this agent).
+    examples_from_feedback: int = 0
+    examples_scope: Literal["subject", "agent"] = "subject"
 
     @property
     def model_names(self) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE_UNITS = {
     "B": 1,
     "KiB": 2**10,
@@ -25,7 +25,7 @@ _NUMBER_UNIT = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[A-Za-z]+)")
 
 
 class Seconds(float):
-    """A duration in seconds, parsed from "500ms", "5s", "2m" or "1h"."""
+    """A duration in seconds, parsed from "500ms", "5s", "2m", "1h" or "90d"."""
 
     def __repr__(self) -> str:
         return f"Seconds({float(self)!r})"

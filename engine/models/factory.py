@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..config.model import Agent, Config, ModelConfig, OpenAIModel, RulesModel
 from .base import Model, ModelError
-from .routed import ROUTINGS, NoObserver, Observer, Routed
+from .routed import ROUTINGS, NoObserver, Observer, Routed, RoutingContext
 
 
 class UnknownModel(ModelError):
@@ -39,11 +39,15 @@ def inline_label(agent: Agent) -> str:
     return f"{agent.name}/inline"
 
 
-def agent_model(agent: Agent, config: Config, observer: Observer | None = None) -> Model:
-    """The model one turn of ``agent`` uses, resolved against ``config`` (the turn's snapshot)."""
+def agent_model(
+    agent: Agent, config: Config, observer: Observer | None = None, routing: RoutingContext | None = None
+) -> Routed:
+    """The model one turn of ``agent`` uses, resolved against ``config`` (the turn's snapshot);
+    ``routing`` holds what ``routing: feedback`` chooses by (engine/memory/prelude.py)."""
     observer = observer or NoObserver()
+    context = routing or RoutingContext()
     if agent.model is not None and not isinstance(agent.model, str):
-        return Routed({inline_label(agent): make_model(agent.model)}, ROUTINGS["first"](), observer)
+        return Routed({inline_label(agent): make_model(agent.model)}, ROUTINGS["first"](context), observer)
     candidates: dict[str, Model] = {}
     for name in agent.model_names:
         named = config.models.get(name)
@@ -52,4 +56,4 @@ def agent_model(agent: Agent, config: Config, observer: Observer | None = None) 
         candidates[name] = make_model(named.model)
     if not candidates:
         raise UnknownModel(f"the agent {agent.name!r} has no model")
-    return Routed(candidates, ROUTINGS[agent.routing](), observer)
+    return Routed(candidates, ROUTINGS[agent.routing](context), observer)

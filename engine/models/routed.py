@@ -1,4 +1,4 @@
-"""Several models behind one: each step goes to the first that answers (``routing: first``).
+"""Several models behind one: ``routing: first`` (the first that answers) or ``feedback``.
 
 A :class:`Routed` model holds named candidates and a :class:`Routing` strategy
 that orders them for each step.  A candidate that fails with a
@@ -14,9 +14,15 @@ Within one :class:`Routed` (the session builds one per turn) the model that
 served a step is tried first for the next step, so a turn whose first choice
 is down does not pay its connect timeout and retries at every step.
 
-Strategies: ``first`` (declared order) is :class:`FirstRouting`.  Another
-strategy (``feedback``: Thompson sampling over ratings) implements
-:class:`Routing` and is registered in :data:`ROUTINGS`; nothing else changes.
+Strategies, registered in :data:`ROUTINGS` (each made per turn from a
+:class:`RoutingContext`): ``first`` (declared order) is :class:`FirstRouting`;
+``feedback`` is :class:`FeedbackRouting`: at the turn's first step it draws, for
+each model, a success rate from Beta(1 + good, 1 + bad) over that model's
+(decayed) ratings and puts the highest first (Thompson sampling); with
+probability ``exploration`` it takes a model uniformly at random instead, so a
+model that was rated down early still gets a share of turns to redeem itself.
+The others stay behind it as fallbacks, as with ``first``.  All draws come from
+the context's ``rng``: a seeded one makes the choices repeatable.
 
 Observing: every step ends with one call to the :class:`Observer` (``served``
 or ``failed`` with the candidate's name), which the server turns into the
@@ -29,7 +35,8 @@ cancelled or closed step closes the candidate's request too.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
+import random
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Protocol
 
@@ -82,7 +89,59 @@ class FirstRouting:
             self._preferred = None
 
 
-ROUTINGS: dict[str, Callable[[], Routing]] = {"first": FirstRouting}
+@attrs.frozen
+class Score:
+    """A model's ratings, each weighted by how recent it is (see engine/memory/prelude.py)."""
+
+    good: float = 0.0
+    bad: float = 0.0
+
+
+@attrs.frozen
+class RoutingContext:
+    """What a strategy may use for one turn: the models' scores and where its randomness comes from."""
+
+    scores: Mapping[str, Score] = attrs.field(factory=dict)
+    rng: random.Random = attrs.field(factory=random.Random)
+    exploration: float = 0.1
+
+
+@attrs.define(eq=False)
+class FeedbackRouting:
+    """Thompson sampling over ratings, drawn once per turn; then like :class:`FirstRouting`."""
+
+    context: RoutingContext
+    #: The model drawn for this turn, and how: ``sampled`` (best draw) or ``explored`` (at random).
+    chosen: str | None = None
+    how: str = ""
+    _first: FirstRouting = attrs.field(factory=FirstRouting)
+
+    def order(self, names: Sequence[str]) -> list[str]:
+        if self.chosen is None and names:
+            rng = self.context.rng
+            if rng.random() < self.context.exploration:
+                self.chosen, self.how = rng.choice(list(names)), "explored"
+            else:
+                draws = {}
+                for name in names:
+                    score = self.context.scores.get(name, Score())
+                    draws[name] = rng.betavariate(1.0 + score.good, 1.0 + score.bad)
+                self.chosen, self.how = max(names, key=lambda n: draws[n]), "sampled"
+        chosen = self.chosen
+        ordered = [chosen, *(n for n in names if n != chosen)] if chosen is not None and chosen in names else names
+        return self._first.order(ordered)
+
+    def served(self, name: str) -> None:
+        self._first.served(name)
+
+    def failed(self, name: str, error: ModelError) -> None:
+        self._first.failed(name, error)
+
+
+ROUTINGS: dict[str, Callable[[RoutingContext], Routing]] = {
+    "first": lambda _context: FirstRouting(),
+    "feedback": FeedbackRouting,
+}
 
 
 class AllModelsFailed(ModelError):
@@ -96,6 +155,8 @@ class Routed:
     candidates: dict[str, Model]
     routing: Routing = attrs.field(factory=FirstRouting)
     observer: Observer = attrs.field(factory=NoObserver)
+    #: The candidate that served the last step (None until one has): the turn's model, for its record.
+    served: str | None = None
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
@@ -123,5 +184,6 @@ class Routed:
                 errors.append(f"{name}: {exc}")
                 continue
             self.routing.served(name)
+            self.served = name
             self.observer.model_step(name, "served")
             return

@@ -40,6 +40,8 @@ from ._messages import ClientFrame as ClientFrame
 from ._messages import ClientToolList as ClientToolList
 from ._messages import ErrorFrame as ErrorFrame
 from ._messages import Executor as Executor
+from ._messages import Feedback as Feedback
+from ._messages import FeedbackRecorded as FeedbackRecorded
 from ._messages import Frame as Frame
 from ._messages import GrantInfo as GrantInfo
 from ._messages import GrantList as GrantList
@@ -48,6 +50,11 @@ from ._messages import GrantRef as GrantRef
 from ._messages import GrantRevoke as GrantRevoke
 from ._messages import GrantRevoked as GrantRevoked
 from ._messages import LifecycleState as LifecycleState
+from ._messages import MemoryForget as MemoryForget
+from ._messages import MemoryForgotten as MemoryForgotten
+from ._messages import MemoryInfo as MemoryInfo
+from ._messages import MemoryList as MemoryList
+from ._messages import MemoryListRequest as MemoryListRequest
 from ._messages import OfferedTool as OfferedTool
 from ._messages import PendingActionInfo as PendingActionInfo
 from ._messages import Remember as Remember

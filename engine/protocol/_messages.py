@@ -55,6 +55,13 @@ __all__ = [
     "GrantRevoked",
     "Remember",
     "RememberScope",
+    "Feedback",
+    "FeedbackRecorded",
+    "MemoryForget",
+    "MemoryForgotten",
+    "MemoryInfo",
+    "MemoryList",
+    "MemoryListRequest",
     "Frame",
     "LifecycleState",
     "OfferedTool",
@@ -237,6 +244,16 @@ class PendingActionInfo:
     session_id: str | None = _optional()
 
 
+@attrs.frozen(kw_only=True)
+class MemoryInfo:
+    """One thing an agent remembers about the caller (item of a server ``memory_list``)."""
+
+    memory_id: str
+    agent: str
+    content: str
+    created_at: float
+
+
 # --- client → server -------------------------------------------------------------------
 
 
@@ -345,6 +362,37 @@ class GrantRevoke:
     id: str
     grant_id: str
     reason: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class MemoryListRequest:
+    """What do agents remember about me (of ``agent``, or of all)? Answered by :class:`MemoryList`."""
+
+    TYPE: ClassVar[str] = "memory_list"
+    id: str
+    agent: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class MemoryForget:
+    """Delete my memory ``memory_id``, or (``all``) all of mine, of ``agent`` when given."""
+
+    TYPE: ClassVar[str] = "memory_forget"
+    id: str
+    memory_id: str | None = _optional()
+    all: bool | None = _optional()
+    agent: str | None = _optional()
+
+
+@attrs.frozen(kw_only=True)
+class Feedback:
+    """Rate one of my turns: ``rating`` 1 (good) or -1 (bad), with an optional ``comment``."""
+
+    TYPE: ClassVar[str] = "feedback"
+    id: str
+    turn_id: str
+    rating: int
+    comment: str | None = _optional()
 
 
 # --- server → client -------------------------------------------------------------------
@@ -482,10 +530,36 @@ class GrantList:
 
 
 @attrs.frozen(kw_only=True)
+class MemoryList:
+    TYPE: ClassVar[str] = "memory_list"
+    id: str = attrs.field(factory=new_id)
+    memories: tuple[MemoryInfo, ...]
+    reply_to: str
+
+
+@attrs.frozen(kw_only=True)
 class GrantRevoked:
     TYPE: ClassVar[str] = "grant_revoke"
     id: str = attrs.field(factory=new_id)
     grant: GrantInfo
+    reply_to: str
+
+
+@attrs.frozen(kw_only=True)
+class MemoryForgotten:
+    TYPE: ClassVar[str] = "memory_forgotten"
+    id: str = attrs.field(factory=new_id)
+    forgotten: int
+    reply_to: str
+
+
+@attrs.frozen(kw_only=True)
+class FeedbackRecorded:
+    TYPE: ClassVar[str] = "feedback"
+    id: str = attrs.field(factory=new_id)
+    turn_id: str
+    rating: int
+    replaced: bool
     reply_to: str
 
 
@@ -512,6 +586,9 @@ ClientFrame = (
     | ActionListRequest
     | GrantListRequest
     | GrantRevoke
+    | MemoryListRequest
+    | MemoryForget
+    | Feedback
 )
 ServerFrame = (
     AgentState
@@ -526,5 +603,8 @@ ServerFrame = (
     | GrantList
     | GrantRevoked
     | ErrorFrame
+    | MemoryList
+    | MemoryForgotten
+    | FeedbackRecorded
 )
 Frame = ClientFrame | ServerFrame

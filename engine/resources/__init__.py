@@ -17,6 +17,7 @@ from pathlib import Path
 from ..config.model import Config
 from ..config.resource_kinds import kind_of
 from ..errors import ConfigError, ConfigProblem
+from ..memory import resource as _memory  # noqa: F401  (registers the memory kind)
 from . import api as api
 from . import db as db
 from . import files as files
@@ -32,6 +33,7 @@ from .errors import Unavailable as Unavailable
 from .errors import UpstreamTimeout as UpstreamTimeout
 from .host import Host as Host
 from .host import HostContext as HostContext
+from .host import Reader as Reader
 from .uri import ResourceURI as ResourceURI
 from .uri import parse_uri as parse_uri
 
@@ -71,6 +73,13 @@ class ResourceHosts:
             raise NotFound(f"no resource host {parsed.key!r}")
         return parsed, host
 
-    async def read(self, uri: str) -> Content:
+    async def read(self, uri: str, reader: Reader | None = None) -> Content:
+        """Read ``uri``; a host that serves each reader their own content (``read_as``) needs ``reader``."""
         parsed, host = self.resolve(uri)
+        read_as = getattr(host, "read_as", None)
+        if read_as is not None:
+            if reader is None:
+                raise Refused(f"{parsed.key} is read only on behalf of someone")
+            content: Content = await read_as(parsed, reader)
+            return content
         return await host.read(parsed)

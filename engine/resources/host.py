@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -22,6 +22,18 @@ class HostContext:
     @property
     def config_root(self) -> Path:
         return Path(self.config.root)
+
+
+@attrs.frozen
+class Reader:
+    """On whose behalf a read runs, for hosts whose content depends on it (``memory://``).
+
+    ``agent`` is None for a client reading directly; ``store`` is the state store.
+    """
+
+    subject: str
+    agent: str | None
+    store: Any
 
 
 class Host(Protocol):

@@ -48,7 +48,7 @@ from ..protocol import (
     new_id,
 )
 from ..protocol.content import digests
-from ..resources import Content, ResourceError, ResourceHosts
+from ..resources import Content, Reader, ResourceError, ResourceHosts
 from ..toolrun import run_tool
 from . import argcheck, grants
 from .approvals import PendingAction
@@ -247,6 +247,22 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         return refused
     started = time.monotonic()
     output: Any
+    if tool.builtin:
+        # Carried out in the engine (engine/memory/tools.py): a short store write, no sandbox, no slot.
+        from ..memory.tools import run_builtin
+
+        try:
+            built = await run_builtin(caller, tool, arguments)
+        except BaseException as exc:
+            if _cancellation(exc):  # the write completed or never began; either way the end is recorded
+                with trio.move_on_after(2, shield=True):
+                    await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome="cancelled",
+                                 duration_ms=(time.monotonic() - started) * 1000, decision=decision)
+                    _result(caller, frame, ResultStatus.CANCELLED, {"error": "cancelled while running"}, "cancelled")
+            raise
+        await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome=str(built.status),
+                     duration_ms=(time.monotonic() - started) * 1000, decision=decision)
+        return _result(caller, frame, built.status, built.output, built.reason)
     if tool.chain:
         # Each step is an action of its own through perform() (engine/server/chains.py); the chain takes no slot.
         from .chains import run_chain
@@ -369,7 +385,7 @@ async def read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
         return outcome, content
     finally:
         scheme = uri.split("://", 1)[0] if "://" in uri else None
-        known = scheme if scheme in ("file", "db", "api") else None
+        known = scheme if scheme in ("file", "db", "api", "memory") else None
         hub.metrics.record_resource_read(known, str(outcome.status) if outcome else "cancelled")
 
 
@@ -402,7 +418,7 @@ async def _read(caller: Caller, uri: str) -> tuple[Outcome, Content | None]:
             return refused, None
     started = time.monotonic()
     try:
-        content = await resources.read(uri)
+        content = await resources.read(uri, Reader(caller.sub, caller.agent, caller.conn.hub.store))
     except ResourceError as exc:
         await _audit(caller, "resource_read", "resource.read", uri, None, outcome=exc.code, decision=decision,
                      duration_ms=(time.monotonic() - started) * 1000, details={"error": exc.message})

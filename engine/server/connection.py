@@ -42,6 +42,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from ..audit import AuditWriteError
 from ..auth import Principal
 from ..decision import decide
+from ..memory import frames as learning
 from ..protocol import (
     ActionApproval,
     ActionList,
@@ -53,9 +54,12 @@ from ..protocol import (
     ClientToolList,
     ErrorCode,
     ErrorFrame,
+    Feedback,
     GrantListRequest,
     GrantRevoke,
     LifecycleState,
+    MemoryForget,
+    MemoryListRequest,
     OfferedTool,
     PendingActionInfo,
     ProtocolError,
@@ -379,6 +383,12 @@ class Connection:
                     self.send(self._resource_list(frame.id))
                 case ActionListRequest():
                     self.send(self._action_list(frame.id))
+                case MemoryListRequest():
+                    await learning.memory_list(self, frame)
+                case MemoryForget():
+                    await learning.memory_forget(self, frame)
+                case Feedback():
+                    await learning.feedback(self, frame)
         except trio.WouldBlock:
             self.send(
                 ErrorFrame(

@@ -4,7 +4,10 @@ Every ``maintenance_interval_s``: pending approvals past their expiry are marked
 ``expired`` in the store (the waiting task does the same for its own; this catches
 the ones whose task died with a connection or a crash), and sessions not updated for
 ``retention_s`` -- except those live on a connection -- are deleted with their history
-and approvals, as are finished approvals and grants that ended or expired longer ago.
+and approvals, as are finished approvals and grants that ended or expired longer ago;
+ratings older than that lose
+who gave them and their comment (the rating stays for the statistics); memories past
+their agent's ``memory.retention`` are deleted (reads skip them already).
 
 Error handling: a failing sweep (a locked database, EMFILE) is logged and retried with
 a doubling delay (up to ten minutes); it never ends the server.  Cancellation ends it.
@@ -31,6 +34,12 @@ async def sweep(hub: Hub) -> tuple[int, int, int]:
     sessions, actions = await hub.store.prune(cutoff, keep_sessions=frozenset(hub.sessions))
     # Grants (remembered approvals) that ended or expired that long ago go too.
     await hub.store.prune_grants(cutoff)
+    await hub.store.anonymise_ratings(cutoff)
+    for agent in hub.config.agents.values():
+        if agent.memory.retention is not None:
+            gone = await hub.store.expire_memories(agent.name, time.time() - float(agent.memory.retention))
+            if gone:
+                log.info("retention: %d memories of agent %s deleted", gone, agent.name)
     return len(expired), sessions, actions
 
 

@@ -474,6 +474,18 @@ class ServerMetrics:
             " before answering, the next model took over) or failed.",
             ("model", "outcome"),
         )
+        self.model_choices_total = r.counter(
+            "sconnect_model_choices_total",
+            "Turns routed by feedback (routing: feedback), by agent, the model chosen first, and how: sampled"
+            " (Thompson sampling over its ratings) or explored (at random, the exploration share).",
+            ("agent", "model", "how"),
+        )
+        self.feedback_total = r.counter(
+            "sconnect_feedback_total",
+            "Ratings users gave answered turns, by agent, the model that answered (_none: none did) and rating"
+            " (good, bad).",
+            ("agent", "model", "rating"),
+        )
         self.resource_reads_total = r.counter(
             "sconnect_resource_reads_total", "Resource reads by URI scheme and outcome.", ("scheme", "outcome")
         )

@@ -33,7 +33,9 @@ import trio
 from .. import tracing
 from ..audit import secret_values
 from ..config.model import Agent, Config
+from ..memory import prelude as learning
 from ..models import READ_RESOURCE, READ_RESOURCE_TOOL, ModelError, TextDelta, ToolCall, ToolDefinition, agent_model
+from ..models.routed import Routed
 from ..protocol import (
     AgentResponse,
     AgentState,
@@ -74,6 +76,8 @@ class Session:
     _turn_scope: trio.CancelScope | None = None
     _cancel_reply: str | None = None
     _done: trio.Event = attrs.field(factory=trio.Event)
+    # What the running turn gives the model before the conversation (memories, examples: engine/memory).
+    _prelude: list[dict[str, Any]] = attrs.field(factory=list)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the session's work until it is stopped or its connection closes."""
@@ -232,10 +236,16 @@ class Session:
             await self._set_state(S.ACTIVE)
             return
         self.agent = current
-        model = agent_model(self.agent, snap.config, self.conn.hub.metrics)
         definitions = self._tool_definitions(snap.config)
         answer = ""
+        # Also who the turn's memories and record belong to (engine/memory/prelude.py).
+        turn_caller = Caller(self.conn, self.session_id, current.name, snapshot=snap)
+        tools_called: list[str] = []
+        model: Routed | None = None
         try:
+            routing = await learning.routing_context(self.conn.hub.store, current)
+            model = agent_model(self.agent, snap.config, self.conn.hub.metrics, routing)
+            self._prelude = await learning.prelude(turn_caller, current)
             for _step in range(self.agent.max_steps):
                 text: list[str] = []
                 calls: list[ToolCall] = []
@@ -270,6 +280,7 @@ class Session:
                     snapshot=snap,
                 )
                 for call in calls:
+                    tools_called.append(call.name)
                     if call.name == READ_RESOURCE and isinstance(call.arguments, dict) and "uri" in call.arguments:
                         outcome, _content = await read(caller, str(call.arguments["uri"]))
                     else:
@@ -294,6 +305,9 @@ class Session:
             log.exception("turn failed", extra={"session_id": self.session_id})
             answer = "Something went wrong on the server while answering; the error is in its log."
             self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=answer))
+        # Kept before the answer goes out, so that a rating sent on receipt finds the turn.
+        await learning.record_turn(turn_caller, current, turn_id=turn_id, question=content, answer=answer,
+                                   model=model, tools=tools_called)
         self.conn.send(AgentResponse(session_id=self.session_id, turn_id=turn_id, content=answer))
         # Answered: a `cancel` arriving now is too late to cancel anything (see _turn).
         with trio.CancelScope(shield=True):
@@ -316,7 +330,7 @@ class Session:
 
     def _conversation(self) -> list[dict[str, Any]]:
         system = [{"role": "system", "content": self.agent.system_prompt}] if self.agent.system_prompt else []
-        return system + self.history
+        return system + self._prelude + self.history
 
     async def _remember(self, message: dict[str, Any], hide: Iterable[str] = ()) -> None:
         self.history.append(message)

@@ -1,4 +1,5 @@
-"""Durable engine state: sessions and their history, pending approvals, grants.
+"""Durable engine state: sessions and their history, pending approvals, grants, memories,
+turns and ratings.
 
 SQLite in the state directory by default (:meth:`Store.open`); PostgreSQL, shared by
 several instances, when a ``postgresql://`` database URL is configured
@@ -14,6 +15,10 @@ from ..audit._pgdb import COMPONENT as _AUDIT_COMPONENT
 from ..audit._pgdb import MIGRATIONS as _AUDIT_MIGRATIONS
 from ._grants import GRANT_STATUSES as GRANT_STATUSES
 from ._grants import GrantRecord as GrantRecord
+from ._learning import MemoryQuotaError as MemoryQuotaError
+from ._learning import MemoryRecord as MemoryRecord
+from ._learning import Rating as Rating
+from ._learning import TurnRecord as TurnRecord
 from ._model import ACTION_STATUSES as ACTION_STATUSES
 from ._model import SCHEMA_VERSION as SCHEMA_VERSION
 from ._model import DuplicateError as DuplicateError

@@ -22,7 +22,7 @@ from ..audit import REDACTED, redact
 from ..errors import ScalyticsError
 
 #: The SQLite schema version (PRAGMA user_version); PostgreSQL's store migrations count alike.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 ACTION_STATUSES: Final = ("pending", "approved", "denied", "expired", "cancelled")
 DECISIONS: Final = frozenset({"approved", "denied", "cancelled"})
 ROLES: Final = frozenset({"system", "user", "assistant", "tool"})

@@ -98,6 +98,42 @@ MIGRATIONS: Final = (
         PRIMARY KEY (instance, subject)
     )
     """),
+    Migration(5, "memory across sessions, turns and their ratings", """
+    CREATE TABLE memories (
+        memory_id   TEXT PRIMARY KEY,
+        subject     TEXT NOT NULL,
+        agent       TEXT NOT NULL,
+        content     TEXT NOT NULL,
+        session_id  TEXT,
+        created_at  DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX memories_by_owner ON memories (subject, agent, created_at);
+
+    CREATE TABLE turns (
+        turn_id     TEXT PRIMARY KEY,
+        session_id  TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+        subject     TEXT NOT NULL,
+        agent       TEXT NOT NULL,
+        model       TEXT,
+        tools       TEXT NOT NULL,
+        question    TEXT NOT NULL,
+        answer      TEXT NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX turns_by_agent ON turns (agent, created_at);
+
+    CREATE TABLE feedback (
+        turn_id     TEXT PRIMARY KEY,
+        subject     TEXT NOT NULL,
+        agent       TEXT NOT NULL,
+        model       TEXT,
+        tools       TEXT NOT NULL,
+        rating      INTEGER NOT NULL CHECK (rating IN (-1, 1)),
+        comment     TEXT,
+        created_at  DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX feedback_by_agent ON feedback (agent, created_at)
+    """),
 )
 
 

@@ -86,6 +86,43 @@ _MIGRATIONS: Final[dict[int, str]] = {
     """,
     # Grants: remembered approvals (engine/grants; the table in engine/store/_grants.py).
     2: GRANTS_DDL + ";\n",
+    # Memory across sessions, turns and their ratings (engine/store/_learning.py).
+    3: """
+    CREATE TABLE memories (
+        memory_id   TEXT PRIMARY KEY,
+        subject     TEXT NOT NULL,    -- whose memory: only they (and their agents' turns) read it
+        agent       TEXT NOT NULL,
+        content     TEXT NOT NULL,
+        session_id  TEXT,             -- where it was remembered; no FK: it outlives the session
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX memories_by_owner ON memories (subject, agent, created_at);
+
+    CREATE TABLE turns (
+        turn_id     TEXT PRIMARY KEY,
+        session_id  TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+        subject     TEXT NOT NULL,
+        agent       TEXT NOT NULL,
+        model       TEXT,             -- the model that answered; NULL when none did
+        tools       TEXT NOT NULL,    -- JSON list of the tools the turn called
+        question    TEXT NOT NULL,
+        answer      TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX turns_by_agent ON turns (agent, created_at);
+
+    CREATE TABLE feedback (
+        turn_id     TEXT PRIMARY KEY, -- one rating per turn: a new one replaces it
+        subject     TEXT NOT NULL,
+        agent       TEXT NOT NULL,
+        model       TEXT,
+        tools       TEXT NOT NULL,
+        rating      INTEGER NOT NULL CHECK (rating IN (-1, 1)),
+        comment     TEXT,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX feedback_by_agent ON feedback (agent, created_at);
+    """,
 }
 
 

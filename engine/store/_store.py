@@ -48,6 +48,7 @@ from ..audit import redact, scrub
 from ..canonical import canonical_json, keyed_digest
 from . import _grants
 from ._grants import GrantRecord
+from ._learning import LearningOps
 from ._model import (
     ACTION_COLS,
     ACTION_STATUSES,
@@ -81,10 +82,10 @@ class Backend(Protocol):
 
 
 @attrs.define(eq=False)
-class Store:
+class Store(LearningOps):
     """Async access to the state database. Create with ``await Store.open(path)``
     (SQLite) or ``await Store.connect(url)`` (PostgreSQL); close with :meth:`aclose` or
-    use ``async with``. Safe to share between tasks."""
+    use ``async with``. Safe to share between tasks. Memories, turns, ratings: ``_learning``."""
 
     path: Path | None  # the SQLite file; None on PostgreSQL
     _backend: Backend = attrs.field(repr=False)

@@ -109,7 +109,9 @@ def test_model_and_models_together_are_refused(minimal_config: Path) -> None:
 def test_unknown_routing_is_refused(minimal_config: Path) -> None:
     write(minimal_config, "models.d/fast.yaml", FAST)
     helper_with(minimal_config, "models: [fast]\nrouting: random\n")
-    assert messages(minimal_config) == ["agents.d/helper.yaml:6:10: routing: 'random' is not one of 'first'"]
+    assert messages(minimal_config) == [
+        "agents.d/helper.yaml:6:10: routing: 'random' is not one of 'first', 'feedback'"
+    ]
 
 
 def test_a_reference_to_a_model_file_that_failed_says_so(minimal_config: Path) -> None:

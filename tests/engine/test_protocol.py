@@ -176,6 +176,12 @@ CLIENT_FRAMES: list[Any] = [
     p.GrantListRequest(id="c19"),
     p.GrantListRequest(id="c20", session_id="s1", all=True),
     p.GrantRevoke(id="c21", grant_id="g1", reason="no longer needed"),
+    p.MemoryListRequest(id="c22"),
+    p.MemoryListRequest(id="c23", agent="helper"),
+    p.MemoryForget(id="c24", memory_id="m1"),
+    p.MemoryForget(id="c25", all=True, agent="helper"),
+    p.Feedback(id="c26", turn_id="t1", rating=1),
+    p.Feedback(id="c27", turn_id="t1", rating=-1, comment="wrong city ✓"),
 ]
 
 
@@ -255,6 +261,10 @@ SERVER_FRAMES: list[Any] = [
         expires_at="y", expires_in_s=0.0, status="revoked", ended_by="admin", end_reason="done"), reply_to="c21"),
     p.ErrorFrame(code=ErrorCode.NOT_FOUND, message="no such session", reply_to="c3"),
     p.error_frame(ProtocolError(ErrorCode.INTERNAL, "internal error")),
+    p.MemoryList(memories=(p.MemoryInfo(memory_id="m1", agent="helper", content="likes tea", created_at=1.5),),
+                 reply_to="c18"),
+    p.MemoryForgotten(forgotten=2, reply_to="c21"),
+    p.FeedbackRecorded(turn_id="t1", rating=-1, replaced=False, reply_to="c23"),
 ]
 
 

@@ -20,7 +20,8 @@ async def test_templates_are_listed_per_caller_and_read(mcp_server: McpServer, m
             templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
             assert {"file://local/documents/{path}", "db://users/profile/{id}"} <= templates
             assert "file://local/secrets/{path}" not in templates  # policy: users read documents/, not secrets/
-            assert (await client.list_resources()).resources == []  # every host here is a template
+            # Every host here is a template but the memory host, whose own URI is the reader's memories.
+            assert [str(r.uri) for r in (await client.list_resources()).resources] == ["memory://memory"]
             document = await client.read_resource("file://local/documents/welcome.md")
             profile = await client.read_resource("db://users/profile/1")
     [text] = document.contents

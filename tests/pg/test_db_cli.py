@@ -88,15 +88,21 @@ async def test_copy_a_sqlite_state_to_postgresql(pg_url: str) -> None:
             waiting = await lite.add_pending_action(
                 session_id=None, subject="bob", kind="resource", name="files://a", arguments={}, level=1,
                 approver="user", expires_at=T0 + 9e9, now=T0)
+            memory, _ = await lite.remember("alice", "assistant", "likes tea", max_items=5, now=T0)
+            turn = await lite.record_turn(turn_id="t1", session_id="s1", subject="alice", agent="assistant",
+                                          model="fast", tools=("calculator",), question="q", answer="a", now=T0)
+            await lite.rate_turn(turn, -1, "meh", now=T0 + 3)
             sessions = [await lite.get_session("s1"), await lite.get_session("s2")]
             history = await lite.messages("s1")
             decided = await lite.get_action(done_action.action_id)
         copied = await sconnect("db", "copy", "--from", f"sqlite:{where.state}", env=env)
         assert copied.code == 0, copied.stderr
-        assert "copied 2 sessions, 3 messages, 2 approvals" in copied.stdout
+        assert "copied 2 sessions, 3 messages, 2 approvals, 1 memories, 1 turns, 1 ratings" in copied.stdout
         async with await Store.connect(pg_url, digest_key=key) as pg:
             assert [await pg.get_session("s1"), await pg.get_session("s2")] == sessions
             assert await pg.messages("s1") == history
+            assert await pg.memories("alice") == (memory,) and await pg.get_turn("t1") == turn
+            assert [(r.turn_id, r.rating, r.tools) for r in await pg.ratings()] == [("t1", -1, ("calculator",))]
             again = await pg.get_action(done_action.action_id)
             assert again == decided and again is not None
             assert pg.matches(again, {"pin": "4711", "to": "x"})  # same key: the digest still proves it

@@ -39,6 +39,10 @@ A line is a message to the agent, an answer to a pending approval, or a command:
 ``/pending``                what waits for this user's answer (``action_list``)
 ``/approve ID``             approve an action (a unique prefix of its id is enough)
 ``/deny ID [reason]``       deny it, with a reason
+``/good [comment]``         rate the last answer as good (``feedback``); ``/bad [comment]``
+                            as bad; a later rating of the same answer replaces it
+``/memory``                 what agents remember about this user (``memory_list``);
+                            ``/memory forget ID`` (a unique prefix) or ``forget all``
 ``/help``, ``/quit``
 ==========================  ========================================================
 

@@ -1,5 +1,6 @@
 """The chat's slash commands: ``/stop``, ``/end``, ``/pause``, ``/resume``, ``/tools``,
-``/call``, ``/read``, ``/pending``, ``/approve``, ``/deny``, ``/grants``, ``/revoke``, ``/help``, ``/quit``.
+``/call``, ``/read``, ``/pending``, ``/approve``, ``/deny``, ``/grants``, ``/revoke``, ``/help``, ``/quit``;
+and ``/good``, ``/bad``, ``/memory`` (in :mod:`._learning`).
 
 Bad input (JSON that does not parse or is not an object, a tool that does not
 exist, a missing argument) is answered here with a usage line, nothing sent; what
@@ -12,15 +13,16 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ...suggest import unknown_name
+from ._learning import LearningMixin
 from ._output import shown
 from ._render import compact, short
-from ._state import BUSY, BUSY_CALL, HELP, ChatState
+from ._state import BUSY, BUSY_CALL, HELP
 
 if TYPE_CHECKING:
     from ...protocol import ActionList
 
 
-class CommandsMixin(ChatState):
+class CommandsMixin(LearningMixin):
     """Running slash commands (a part of :class:`engine.cli.chat._chat.Chat`)."""
 
     # Fields all live on ChatState; a mixin adds behaviour only.
@@ -69,6 +71,10 @@ class CommandsMixin(ChatState):
                 await self._grants(rest)
             elif command == "/revoke":
                 await self._revoke(rest)
+            elif command in ("/good", "/bad"):
+                await self._rate(1 if command == "/good" else -1, rest)
+            elif command == "/memory":
+                await self._memory(rest)
             elif command == "/help":
                 self.out.line(HELP)
             else:

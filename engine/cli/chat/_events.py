@@ -49,6 +49,8 @@ class EventsMixin(ChatState):
                     self.out.write(shown_body(event.content))
                 if event.cancelled:
                     self.out.note("cancelled", "[turn cancelled]", colour="yellow")
+                else:
+                    self.last_turn = event.turn_id
                 self._end_busy()
             case AgentAction():
                 await self._show_action(event, mine or request is not None)

@@ -32,7 +32,7 @@ import attrs
 INTERRUPT = "\x03"
 SLASH_COMMANDS = (
     "/call", "/read", "/pending", "/approve", "/deny", "/tools", "/stop", "/end", "/pause", "/resume",
-    "/help", "/quit",
+    "/good", "/bad", "/memory", "/help", "/quit",
 )
 
 

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 HELP = (
     "commands: /stop (the turn) /end (the session) /pause /resume /tools /call TOOL {json} /read URI "
     "/pending /approve ID [--session | --for 1h] [--match ARG=same|program] /deny ID [reason] /grants [all] "
-    "/revoke GRANT_ID /help /quit; at approve? answer y, n, s (yes, for this session) or a duration such as 1h "
-    "(yes, for that long); anything else is a message to the agent"
+    "/revoke GRANT_ID /good [comment] /bad [comment] /memory [forget ID|all] /help /quit; at approve? answer y, "
+    "n, s (yes, for this session) or a duration such as 1h (yes, for that long); anything else is a message to "
+    "the agent"
 )
 BUSY = "a turn is running; wait for the answer or /stop it"
 BUSY_CALL = "a direct call is running; wait for its result"
@@ -119,6 +120,9 @@ class ChatState:
     # Action ids seen (prompts, /pending), for /approve by a unique prefix.
     seen_actions: dict[str, str] = attrs.field(factory=dict)
     tools: dict[str, ToolInfo] | None = None
+    # The turn id of this session's last answer (what /good and /bad rate), and memory ids /memory listed.
+    last_turn: str = ""
+    memory_ids: list[str] = attrs.field(factory=list)
     reading: bool = False
     exit_code: int = 0
     _changed: trio.Event | None = None
