@@ -282,7 +282,9 @@ class ConsoleApp:
             result = await trio.to_thread.run_sync(answer)
         except ValueError as exc:
             raise HttpError(400, str(exc)) from None
-        return {**result, "policy_revision": self.hub.policy_revision, "reload_errors": list(self.hub.reload_errors)}
+        hub = self.hub
+        return {**result, "policy_revision": hub.policy_revision, "config_loaded_at": hub.config_loaded_at,
+                "reload_refused_at": hub.reload_refused_at, "reload_errors": list(hub.reload_errors)}
 
     # --- WebSocket ---------------------------------------------------------------------------
 
