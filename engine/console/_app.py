@@ -40,6 +40,7 @@ from ..audit import KINDS, AuditError, AuditEvent, query, verify
 from ..auth import AuthError, Principal
 from ..auth import verify as verify_token
 from ..server.hub import Hub
+from ..store import StoreError
 from . import _policy
 from ._bridge import AsgiWebSocket, Receive, Send
 from ._signin import ConsoleSession, SignIns
@@ -141,9 +142,9 @@ class ConsoleApp:
             return await self._signin(headers, receive, _peer(scope))
         if path == "/api/signout":
             _need(method, "POST")
-            session_id, session = self._session(headers)
+            session_id, session = await self._session(headers)
             self._check_post(headers, session.csrf)
-            self.signins.close(session_id)
+            await self.signins.close(session_id)
             for scope_, ws in self._live.get(session_id, ()):
                 ws.close_as(4001, "signed out")
                 scope_.cancel()
@@ -156,7 +157,7 @@ class ConsoleApp:
             raise HttpError(404, "no such page")
         _need(method, "GET")
         _same_origin_fetch(headers)
-        _, session = self._session(headers)
+        _, session = await self._session(headers)
         principal = session.principal
         if path == "/api/me":
             return _json({"sub": principal.sub, "roles": sorted(principal.roles), "csrf": session.csrf,
@@ -194,12 +195,19 @@ class ConsoleApp:
             raise HttpError(404, "no such file")
         return 200, found[0], found[1], [(b"cache-control", b"no-cache")]
 
-    def _session(self, headers: Mapping[str, str]) -> tuple[str, ConsoleSession]:
+    async def _session(self, headers: Mapping[str, str]) -> tuple[str, ConsoleSession]:
         session_id = _cookies(headers).get(SESSION_COOKIE)
-        session = self.signins.get(session_id)
+        session = await self._lookup(session_id)
         if session is None or session_id is None:
             raise HttpError(401, "not signed in (or the session has expired): sign in again")
         return session_id, session
+
+    async def _lookup(self, session_id: str | None) -> ConsoleSession | None:
+        try:
+            return await self.signins.get(session_id)
+        except StoreError as exc:
+            log.error("console: cannot read sign-ins: %s", exc)
+            raise HttpError(503, "the server cannot reach its database: try again shortly") from None
 
     def _check_post(self, headers: Mapping[str, str], expected: str | None) -> None:
         _same_origin_post(headers)
@@ -228,7 +236,11 @@ class ConsoleApp:
                 raise HttpError(401, f"sign-in refused: {exc}") from None
         else:
             raise HttpError(400, "paste a token to sign in")
-        session_id, session = self.signins.open(principal)
+        try:
+            session_id, session = await self.signins.open(principal)
+        except StoreError as exc:
+            log.error("console: cannot store a sign-in: %s", exc)
+            raise HttpError(503, "the server cannot reach its database: try again shortly") from None
         log.info("console: %s signed in", principal.sub)
         # No Max-Age: the cookie lives for the browser session; the server enforces the expiry.
         return _json({"sub": principal.sub, "roles": sorted(principal.roles), "csrf": session.csrf},
@@ -298,7 +310,11 @@ class ConsoleApp:
         origin = headers.get("origin")
         expected = f"{'https' if self.secure else 'http'}://{host}"
         session_id = _cookies(headers).get(SESSION_COOKIE)
-        session = self.signins.get(session_id)
+        try:
+            session = await self.signins.get(session_id)
+        except StoreError as exc:
+            log.error("console: cannot read sign-ins: %s", exc)
+            session = None
         refusal = None
         if scope["path"] != "/ws":
             refusal = "the console's WebSocket is /ws"

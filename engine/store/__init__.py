@@ -1,4 +1,4 @@
-"""Durable engine state: sessions and their history, pending approvals.
+"""Durable engine state: sessions and their history, pending approvals, console sign-ins.
 
 SQLite in the state directory by default (:meth:`Store.open`); PostgreSQL, shared by
 several instances, when a ``postgresql://`` database URL is configured
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ._model import ACTION_STATUSES as ACTION_STATUSES
 from ._model import SCHEMA_VERSION as SCHEMA_VERSION
+from ._model import ConsoleSessionRecord as ConsoleSessionRecord
 from ._model import DuplicateError as DuplicateError
 from ._model import PendingAction as PendingAction
 from ._model import SchemaVersionError as SchemaVersionError

@@ -84,6 +84,20 @@ MIGRATIONS: Final = (
     ALTER TABLE pending_actions ADD COLUMN instance TEXT;
     CREATE INDEX pending_actions_by_instance ON pending_actions (instance, status)
     """),
+    Migration(3, "browser console sign-ins (only the SHA-256 of each cookie)", """
+    CREATE TABLE console_sessions (
+        token_hash  TEXT PRIMARY KEY,
+        subject     TEXT NOT NULL,
+        roles       TEXT NOT NULL,
+        claims      TEXT NOT NULL,
+        csrf        TEXT NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL,
+        expires_at  DOUBLE PRECISION NOT NULL,
+        revoked_at  DOUBLE PRECISION
+    );
+    CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at);
+    CREATE INDEX console_sessions_by_subject ON console_sessions (subject, created_at)
+    """),
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import psycopg
 
 from engine.store import Store
+from engine.store._pg import MIGRATIONS
 from tests.pg.cluster import PASSWORD
 from tests.security.cliserver import place, sconnect
 
@@ -32,7 +33,7 @@ async def test_dry_run_then_migrate_then_up_to_date(pg_url: str) -> None:
     assert done.code == 0 and "store: applied 1:" in done.stdout and "store: applied 2:" in done.stdout, done.stderr
     assert {"sessions", "messages", "pending_actions", "schema_migrations"} <= _tables(pg_url)
     again = await sconnect("db", "migrate", "--dry-run", env=env)
-    assert again.code == 0 and "store: up to date (version 2)" in again.stdout
+    assert again.code == 0 and f"store: up to date (version {MIGRATIONS[-1].version})" in again.stdout
     assert PASSWORD not in again.stdout
 
 
@@ -43,9 +44,9 @@ async def test_wrong_password_and_newer_schema_exit_2(pg_url: str) -> None:
     assert "nope-42" not in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
     assert (await sconnect("db", "migrate", env={"SCONNECT_DATABASE_URL": pg_url})).code == 0
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO schema_migrations VALUES ('store', 3, 'future', 0)")
+        conn.execute("INSERT INTO schema_migrations VALUES ('store', %s, 'future', 0)", (MIGRATIONS[-1].version + 1,))
     newer = await sconnect("db", "migrate", "--dry-run", env={"SCONNECT_DATABASE_URL": pg_url})
-    assert newer.code == 2 and "newer than this program's (2)" in newer.stderr, newer.stderr
+    assert newer.code == 2 and f"newer than this program's ({MIGRATIONS[-1].version})" in newer.stderr, newer.stderr
 
 
 async def test_database_url_from_the_settings_file(pg_url: str) -> None:

@@ -16,6 +16,7 @@ import trio
 
 from engine.client import ServerError, open_client
 from engine.protocol import AgentAction, ToolCall
+from engine.store._pg import MIGRATIONS
 from tests.pg.cluster import PASSWORD, Cluster
 from tests.security.cliserver import SECRET, place, refused_start, serving
 
@@ -77,7 +78,8 @@ async def test_a_schema_newer_than_the_code_refuses_to_start(pg_url: str) -> Non
     with place() as where:
         done = await refused_start(where, env={"SCONNECT_DATABASE_URL": pg_url})
     assert done.code == 2, done.stderr
-    assert "schema in the database is at version 7, newer than this program's (2)" in done.stderr
+    latest = MIGRATIONS[-1].version
+    assert f"schema in the database is at version 7, newer than this program's ({latest})" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -13,9 +13,11 @@ import pytest
 import trio
 
 from engine.store import SchemaVersionError, Store, StoreUnavailableError
+from engine.store._pg import MIGRATIONS
 from tests.pg.cluster import PASSWORD, Cluster
 
 T0 = 1_700_000_000.0
+LATEST = MIGRATIONS[-1].version
 
 
 async def test_concurrent_starts_apply_each_migration_once(pg_url: str) -> None:
@@ -30,7 +32,7 @@ async def test_concurrent_starts_apply_each_migration_once(pg_url: str) -> None:
     try:
         with psycopg.connect(pg_url) as conn:
             rows = conn.execute("SELECT component, version FROM schema_migrations").fetchall()
-        assert sorted(rows) == [("store", 1), ("store", 2)]
+        assert sorted(rows) == [("store", m.version) for m in MIGRATIONS]
         await stores[0].create_session("s1", "alice", "assistant")
         assert all([await s.get_session("s1") is not None for s in stores])
     finally:
@@ -42,8 +44,9 @@ async def test_newer_schema_refused(pg_url: str) -> None:
     async with await Store.connect(pg_url):
         pass
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO schema_migrations VALUES ('store', 3, 'from the future', 0)")
-    with pytest.raises(SchemaVersionError, match="version 3, newer than this program's .2.*refusing to start"):
+        conn.execute("INSERT INTO schema_migrations VALUES ('store', %s, 'from the future', 0)", (LATEST + 1,))
+    with pytest.raises(SchemaVersionError,
+                       match=f"version {LATEST + 1}, newer than this program's .{LATEST}.*refusing to start"):
         await Store.connect(pg_url)
 
 
