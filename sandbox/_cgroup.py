@@ -55,9 +55,10 @@ class Controller:
     parent: str  # the directory that holds the per-call cgroups
 
     def describe(self) -> str:
+        where = f"one per call of the namespaces and process backends, under {self.parent}"
         if self.version == 2:
-            return f"memory: cgroup v2 (a memory cgroup per call under {self.parent})"
-        return f"memory: cgroup v1 (memory controller; a memory cgroup per call under {self.parent})"
+            return f"memory: cgroup v2 ({where})"
+        return f"memory: cgroup v1 (memory controller; {where})"
 
 
 @attrs.frozen
