@@ -75,10 +75,10 @@ class NamespacesBackend:
         ) as cgroup:
             spec = reachable_spec(spec, work_root)
             gate = _Gate(cgroup) if cgroup is not None else None
-            child = self.start(
-                spec, work_root=work_root, work_dir=work_dir, gate_fd=gate.read if gate else None
-            )
             try:
+                child = self.start(
+                    spec, work_root=work_root, work_dir=work_dir, gate_fd=gate.read if gate else None
+                )
                 collected = await drive(
                     child,
                     stdin_data,
