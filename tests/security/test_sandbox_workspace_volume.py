@@ -13,9 +13,11 @@ volume so that only the volume can stop them:
   stop bob; alice's file is still there after her volume is unmounted and mounted again;
 - test_a_workspace_with_files_falls_back_to_the_quota: a workspace that already holds
   files is never mounted over (its files stay visible); the call runs under the polled
-  quota.
+  quota;
+- test_check_says_how_workspaces_are_bounded: `sconnect check`'s line for unset, set
+  and unparseable ``SCONNECT_WORKSPACE_VOLUME`` (runs everywhere).
 
-Skipped, with the reason, where volumes are unavailable (not root, no CAP_SYS_ADMIN,
+The first three are skipped, with the reason, where volumes are unavailable (not root, no CAP_SYS_ADMIN,
 no loop devices, no mkfs.ext4).
 """
 
@@ -118,3 +120,22 @@ async def test_a_workspace_with_files_falls_back_to_the_quota(state: Path) -> No
     result = await _call(_sh("cat old.txt"), state, "carol")
     assert result.status == "ok" and result.output == {"text": "from before volumes"}, result
     assert not sandbox.volume_mounted(str(own))
+
+
+def test_check_says_how_workspaces_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.cli.check import _workspace_disk
+
+    monkeypatch.delenv(toolrun.VOLUME_ENV, raising=False)
+    toolrun.volume_bytes.cache_clear()
+    assert _workspace_disk().endswith(f"polled (no hard bound: {toolrun.VOLUME_ENV} is not set)")
+    monkeypatch.setenv(toolrun.VOLUME_ENV, "4MiB")
+    toolrun.volume_bytes.cache_clear()
+    problem = sandbox.volume_problem()
+    if problem is None:
+        assert _workspace_disk().startswith(f"a volume of {VOLUME} bytes per workspace (hard bound")
+    else:
+        assert f"volumes are unavailable: {problem}" in _workspace_disk()
+    monkeypatch.setenv(toolrun.VOLUME_ENV, "lots")
+    toolrun.volume_bytes.cache_clear()
+    assert "no hard bound" in _workspace_disk()  # refused (and logged), never a crash
+    toolrun.volume_bytes.cache_clear()
