@@ -88,6 +88,10 @@ class NamespacesBackend:
                     terminate=self._terminate,
                     on_extra=gate.on_status if gate else None,
                 )
+                if gate is not None:
+                    # bwrap may exit a moment before its pid 1 is gone; the cgroup can be
+                    # removed only after.
+                    await gate.pid1_gone()
             finally:
                 if gate is not None:
                     gate.close()
@@ -256,6 +260,7 @@ class _Gate:
         self.read, self.write = os.pipe()
         self.problem: str | None = None
         self._status = bytearray()
+        self._pid1_fd = -1  # pidfd of the sandbox's pid 1, opened while it is bwrap's child
 
     def on_status(self, target: int, chunk: bytes) -> None:
         if target != _STATUS_FD or self.write < 0:
@@ -268,6 +273,11 @@ class _Gate:
         if pid1 is None:
             return
         try:
+            # bwrap has not been reaped (it is still reading its pid 1), so the pid is that process.
+            self._pid1_fd = os.pidfd_open(int(pid1))
+        except OSError:
+            pass
+        try:
             self.cgroup.add(int(pid1))
         except OSError as exc:
             self.problem = f"cannot move the sandbox into {self.cgroup.path}: {exc.strerror}"
@@ -275,11 +285,52 @@ class _Gate:
             os.write(self.write, b"1")
         except OSError:
             pass  # pid 1 is gone already
-        self.close()
+        self._close_pipe()
+
+    async def pid1_gone(self) -> None:
+        """Wait (bounded) until the sandbox's pid 1 has exited; call after bwrap is reaped."""
+        if self._pid1_fd >= 0:
+            with trio.move_on_after(2.0):
+                await trio.lowlevel.wait_readable(self._pid1_fd)
 
     def close(self) -> None:
-        """Close both ends. Only after the launcher is reaped, or once released: an
-        unreleased pid 1 reads EOF and goes on, outside the cgroup."""
+        """Close the pipe's ends and the pidfd; call after the launcher is reaped.
+
+        An unreleased pid 1 would read EOF and go on outside the cgroup. One can outlive a
+        call cancelled before bwrap reported it (bwrap killed in that window, its pid 1
+        orphaned, unseen): so first every other process still holding the gate is killed.
+        """
+        if self.write >= 0:
+            self._kill_holders()
+        self._close_pipe()
+        if self._pid1_fd >= 0:
+            os.close(self._pid1_fd)
+            self._pid1_fd = -1
+
+    def _kill_holders(self) -> None:
+        """SIGKILL every other process holding the gate's pipe (only our sandbox's pid 1 can:
+        the pipe is private to this call, and bwrap gave it to pid 1 alone)."""
+        try:
+            wanted = f"pipe:[{os.fstat(self.write).st_ino}]"
+        except OSError:
+            return
+        me = str(os.getpid())
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or pid == me:
+                continue
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == wanted:
+                        os.kill(int(pid), signal.SIGKILL)
+                        break
+                except OSError:
+                    continue
+
+    def _close_pipe(self) -> None:
         for fd in (self.read, self.write):
             if fd >= 0:
                 try:
