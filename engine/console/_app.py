@@ -10,7 +10,8 @@ Routes (all on the console's own listener, so the page and its WebSocket share o
   with, their earlier sessions.
 - ``GET /api/audit`` and ``/api/audit/verify`` (roles ``admin`` or ``auditor``): the log and
   its verification, read in a worker thread.
-- ``/ws``: the protocol, bridged to :class:`~engine.server.connection.Connection`.
+- ``/ws``: the protocol, bridged to :class:`~engine.server.connection.Connection`; it
+  ends at sign-out, here at once, on another instance within ``REVALIDATE_S``.
 
 Security: every response carries a strict Content-Security-Policy (no inline script,
 ``connect-src 'self'``); a POST needs the CSRF token in ``X-CSRF-Token`` equal to its
@@ -60,6 +61,8 @@ SESSIONS_SHOWN = 100
 # "Decided before" on the Approvals page: the latest approval records looked at, and kept.
 DECIDED_SCAN = 2000
 DECIDED_SHOWN = 50
+# How often a page's WebSocket checks that its session still exists (signed out elsewhere).
+REVALIDATE_S = 30.0
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -345,13 +348,31 @@ class ConsoleApp:
             # The connection ends when the console session does (never later than the token).
             principal = attrs.evolve(session.principal, expires_at=session.expires_at)
             with scope_:
-                await Connection(self.hub, cast(Any, ws), principal,
-                                 audit_context={"transport": "console"}).serve()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._end_when_revoked, session_id, ws, scope_)
+                    await Connection(self.hub, cast(Any, ws), principal,
+                                     audit_context={"transport": "console"}).serve()
+                    nursery.cancel_scope.cancel()
         finally:
             live.discard((scope_, ws))
             if not live:
                 self._live.pop(session_id, None)
             self.leave(sub)
+
+    async def _end_when_revoked(self, session_id: str, ws: AsgiWebSocket, scope_: trio.CancelScope) -> None:
+        """End the page's connection once its session is gone from the store: a sign-out on
+        another instance sharing the database (this instance's own sign-out ends it at once).
+        Looks every REVALIDATE_S; a store that cannot be reached keeps the connection."""
+        while True:
+            await trio.sleep(REVALIDATE_S)
+            try:
+                live = await self.signins.get(session_id)
+            except StoreError:
+                continue
+            if live is None:
+                ws.close_as(4001, "signed out")
+                scope_.cancel()
+                return
 
 
 def _need(method: str, allowed: str) -> None:

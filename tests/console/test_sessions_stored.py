@@ -9,13 +9,17 @@ state dir's database) and on PostgreSQL (``database_url``), each test:
 - test_forged_and_expired_cookies_are_refused: a made-up cookie, and a real one whose
   row is set to have expired, both get 401; the next sign-in sweeps the expired row;
 - test_the_database_holds_no_cookie: the stored row holds the SHA-256 of the cookie and
-  its value appears nowhere in the database.
+  its value appears nowhere in the database;
+- test_a_sign_out_elsewhere_ends_the_pages_websocket: the session's row is revoked
+  behind the server's back (as another instance's sign-out does); the page's open
+  WebSocket is closed with 4001 at the next check (the interval shortened for the test).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -158,6 +162,32 @@ async def test_the_database_holds_no_cookie(
             path.read_bytes().decode("latin-1") for path in state_dir.iterdir() if path.name.startswith("sconnect.db")
         )
     assert cookie not in dump
+
+
+async def test_a_sign_out_elsewhere_ends_the_pages_websocket(
+    config_dir: Path, state_dir: Path, database: dict[str, Any], token: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_websocket import ConnectionClosed, open_websocket_url
+
+    from engine.console import _app
+
+    monkeypatch.setattr(_app, "REVALIDATE_S", 0.05)
+    settings = server_settings(config_dir, state_dir, **database)
+    async with running(settings) as http:
+        await sign_in(http, token("alice"))
+        cookie = http.cookies[COOKIE]
+        url = str(http.base_url).replace("http://", "ws://") + "/ws"
+        headers = [(b"Origin", str(http.base_url).encode()), (b"Cookie", f"{COOKIE}={cookie}".encode())]
+        with trio.fail_after(20):
+            async with open_websocket_url(url, extra_headers=headers) as ws:
+                assert json.loads(await ws.get_message())["type"] == "tool_list"
+                digest = hashlib.sha256(cookie.encode()).hexdigest()
+                _rows(settings, "UPDATE console_sessions SET revoked_at = 1 WHERE token_hash = ?", (digest,))
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await ws.get_message()
+                assert ws.closed is not None and ws.closed.code == 4001
 
 
 @pytest.fixture
