@@ -17,14 +17,24 @@ measured again every 100 ms (or less often for a large workspace) and the call i
 killed once over; measured after, a workspace that grew past its quota makes the
 call ``limit_exceeded``, and later calls can no longer grow any file (removing
 files still works).  So one call can overshoot by what it writes between two
-measurements, not more: a filesystem quota is the tool for a hard bound.  Scratch
-space (the per-call work dir, /tmp) is a sized tmpfs and never reaches the disk.
+measurements, not more.  Scratch space (the per-call work dir, /tmp) is a sized
+tmpfs and never reaches the disk.
+
+Hard bound (opt-in): with ``SCONNECT_WORKSPACE_VOLUME`` set to a size (e.g. ``1GiB``),
+each workspace is a filesystem of that size of its own (``sandbox.ensure_volume``: an
+ext4 image loop-mounted on the directory before the first call that uses it), so the
+kernel refuses writes past it (ENOSPC) and nothing overshoots; the per-tool quota
+above still applies inside it.  It needs root with CAP_SYS_ADMIN and loop devices;
+where they are missing (the shipped systemd unit drops CAP_SYS_ADMIN), or a workspace
+already holds files from before, that workspace falls back to the quota alone, and
+the log says so once.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -39,6 +49,10 @@ import sandbox
 
 from .config.model import Tool
 from .config.modules import default_search, locate_on_sys_path
+from .config.units import parse_size
+
+log = logging.getLogger(__name__)
+VOLUME_ENV = "SCONNECT_WORKSPACE_VOLUME"
 
 
 def package_dir(tool: Tool) -> str:
@@ -248,6 +262,7 @@ async def _run_tool(
         from .upstream import call_tool
 
         return await call_tool(tool, arguments, workspace=own, work_root=work_root)
+    volume = await _volume(own) if needs.workspace != "none" else None
     spec = build_spec(tool, workspace=own, work_root=work_root)
     if needs.workspace != "write":
         return await sandbox.run(spec, arguments)
@@ -275,7 +290,53 @@ async def _run_tool(
     if after > quota and after > used:
         message = f"workspace quota of {quota} bytes exceeded ({after} bytes used)"
         result = attrs.evolve(result, status="limit_exceeded", message=message)
+    elif volume is not None and result.status != "ok" and "No space left on device" in result.stderr_tail:
+        message = f"workspace full: its volume of {volume} bytes is a hard bound ({after} bytes used)"
+        result = attrs.evolve(result, status="limit_exceeded", message=message)
     return result
+
+
+@functools.cache
+def volume_bytes() -> int | None:
+    """The size of each workspace's own filesystem (``SCONNECT_WORKSPACE_VOLUME``), or None."""
+    text = os.environ.get(VOLUME_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        return int(parse_size(text))
+    except ValueError as exc:
+        log.error("%s=%r ignored: %s; workspaces are bounded by their quota alone", VOLUME_ENV, text, exc)
+        return None
+
+
+_volume_locks: dict[Path, trio.Lock] = {}
+_volume_refused: set[Path] = set()
+
+
+async def _volume(own: Path) -> int | None:
+    """Mount ``own``'s volume when volumes are on and possible: its size, else None (polling)."""
+    size = volume_bytes()
+    if size is None:
+        return None
+    problem = sandbox.volume_problem()
+    if problem is not None:
+        if own.parent not in _volume_refused:
+            _volume_refused.add(own.parent)
+            log.warning("%s is set, but workspace volumes are unavailable: %s; quotas are polled", VOLUME_ENV, problem)
+        return None
+    lock = _volume_locks.setdefault(own, trio.Lock())
+    async with lock:  # two first calls of one subject: one mounts, the other finds it mounted
+        try:
+            await trio.to_thread.run_sync(
+                sandbox.ensure_volume, str(own), str(own.parent / ".volumes" / f"{own.name}.img"), size,
+                sandbox.SANDBOX_UID, sandbox.SANDBOX_GID,
+            )  # fmt: skip
+        except sandbox.VolumeError as exc:
+            if own not in _volume_refused:
+                _volume_refused.add(own)
+                log.warning("no volume for the workspace %s (%s): its quota is polled", own.name, exc)
+            return None
+    return size
 
 
 async def _watch_quota(path: Path, limit: int, call: trio.CancelScope, over: list[int]) -> None:

@@ -5,7 +5,8 @@ Three backends: "namespaces" (bubblewrap, one fresh sandbox per call), "process"
 supervised child with rlimits, uid drop, no_new_privs and Landlock) and "pool" (one warm
 bubblewrap sandbox per tool profile whose pre-forked workers each restrict themselves
 before taking one call; pools live in `open_pools()`). `detect()` reports
-what the host offers; `backend_for()` refuses, with `IsolationUnavailable`, to run a
+what the host offers; `ensure_volume()` mounts a fixed-size filesystem on a workspace
+(a hard disk bound, where the host allows mounts); `backend_for()` refuses, with `IsolationUnavailable`, to run a
 namespaces tool weaker than declared. No dependency on the engine.
 """
 
@@ -27,6 +28,11 @@ from ._run import run as run
 from ._session import Session as Session
 from ._session import open_session as open_session
 from ._spec import Spec as Spec
+from ._volume import VolumeError as VolumeError
+from ._volume import ensure_volume as ensure_volume
+from ._volume import unmount_volume as unmount_volume
+from ._volume import volume_mounted as volume_mounted
+from ._volume import volume_problem as volume_problem
 from ._workdir import SANDBOX_GID as SANDBOX_GID
 from ._workdir import SANDBOX_UID as SANDBOX_UID
 from ._workdir import first_untraversable as first_untraversable

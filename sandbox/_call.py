@@ -82,12 +82,19 @@ def build_result(
     peak_memory_bytes: int,
     setup_error: str | None = None,
     notes: tuple[str, ...] = (),
+    memory_killed: bool = False,
 ) -> Result:
-    """Turn what a launch produced into a Result (status and human message included)."""
+    """Turn what a launch produced into a Result (status and human message included).
+
+    `memory_killed`: the kernel OOM-killed a process of the call's memory cgroup.
+    """
     stderr = decode_text(bytes(collected.stderr))
     status: str
     if collected.timed_out:
         status, message = "timeout", f"killed after {spec.timeout_s:g}s timeout"
+    elif memory_killed:
+        status = "limit_exceeded"
+        message = f"killed: memory limit of {spec.memory_bytes} bytes (memory cgroup)"
     elif setup_error is not None:
         status, message = "error", f"sandbox setup failed: {setup_error}"
     elif (limit := classify(

@@ -22,7 +22,7 @@ import sys
 
 import attrs
 
-from . import _seccomp
+from . import _cgroup, _seccomp
 from ._landlock import abi_version
 from ._workdir import SANDBOX_UID, sandbox_user
 
@@ -48,7 +48,7 @@ class Capabilities:
     disable_userns: bool = True
     # the operator set SCONNECT_SANDBOX_ALLOW_WEAK=1: run without what is missing
     allow_weak: bool = False
-    # one line on the memory cgroup (per-call cgroups are used only where delegated)
+    # one line on the memory bound: a cgroup per call (v2 or v1), or rlimit + sized tmpfs
     memory_cgroup: str = ""
 
     def weak_problem(self) -> str | None:
@@ -121,37 +121,6 @@ def _which(name: str) -> str | None:
     return os.path.realpath(found) if found else None
 
 
-def _memory_cgroup() -> str:
-    """Whether a cgroup v2 memory controller is delegated to us (said, never assumed)."""
-    try:
-        with open("/proc/self/cgroup") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return "memory cgroup: not in force (no /proc/self/cgroup)"
-    v1_memory = any(line.split(":")[1:2] == ["memory"] for line in lines)
-    own = next((line[3:] for line in lines if line.startswith("0::")), None)
-    if v1_memory or own is None or not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        return (
-            "memory cgroup: not in force (the host's memory controller is cgroup v1, "
-            "not a delegated cgroup v2); memory is bounded by RLIMIT_AS and sized tmpfs"
-        )
-    path = os.path.join("/sys/fs/cgroup", own.lstrip("/"))
-    try:
-        with open(os.path.join(path, "cgroup.controllers")) as handle:
-            controllers = handle.read().split()
-    except OSError:
-        controllers = []
-    if "memory" not in controllers or not os.access(path, os.W_OK):
-        return (
-            f"memory cgroup: not in force (no memory controller delegated at {path}); "
-            "memory is bounded by RLIMIT_AS and sized tmpfs"
-        )
-    return (
-        f"memory cgroup: not in force (v2 delegation exists at {path}, per-call cgroups "
-        "are not implemented yet); memory is bounded by RLIMIT_AS and sized tmpfs"
-    )
-
-
 @functools.cache
 def detect() -> Capabilities:
     """Probe the host once (cached for the life of the process)."""
@@ -176,7 +145,7 @@ def detect() -> Capabilities:
         seccomp_problem=_seccomp.problem(),
         disable_userns=disable_userns,
         allow_weak=os.environ.get(ALLOW_WEAK_ENV, "") == "1",
-        memory_cgroup=_memory_cgroup(),
+        memory_cgroup=_cgroup.probe().describe(),
     )
     problem = draft.namespaces_problem()
     default = "namespaces" if problem is None else "process"
@@ -196,8 +165,11 @@ def detect() -> Capabilities:
     if problem is None:
         summary = (
             f"sandbox: namespaces (bubblewrap at {bwrap}); {pool_text}; {seccomp_text}; "
-            f"{landlock_text}; {who}"
+            f"{landlock_text}; {draft.memory_cgroup}; {who}"
         )
     else:
-        summary = f"sandbox: process only ({problem}); {seccomp_text}; {landlock_text}; {who}"
+        summary = (
+            f"sandbox: process only ({problem}); {seccomp_text}; {landlock_text}; "
+            f"{draft.memory_cgroup}; {who}"
+        )
     return attrs.evolve(draft, default_backend=default, summary=summary)

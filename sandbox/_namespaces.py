@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 import trio
 
-from . import _bwrap, _seccomp
+from . import _bwrap, _cgroup, _seccomp
 from ._call import build_result, call_dir, encode_arguments, memfd, reachable_spec
 from ._process import Child, Collected, drive, spawn, wait_or_kill
 from ._result import Result
@@ -38,6 +38,7 @@ _ARGS_FD = 3
 _STATUS_FD = 4
 _REPORT_FD = 5  # python tools only: the runner's own peak RSS (see _runner._report)
 _SECCOMP_FD = 6
+_GATE_FD = 7  # with a memory cgroup: pid 1 waits here until it has been moved into it
 
 
 def _status_lines(data: bytes) -> list[dict[str, Any]]:
@@ -69,23 +70,44 @@ class NamespacesBackend:
     async def run(self, spec: Spec, arguments: Any) -> Result:
         """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers)."""
         stdin_data = encode_arguments(arguments)
-        async with call_dir(spec) as (work_root, work_dir):
+        async with call_dir(spec) as (work_root, work_dir), _cgroup.for_call(
+            spec.memory_bytes
+        ) as cgroup:
             spec = reachable_spec(spec, work_root)
-            child = self.start(spec, work_root=work_root, work_dir=work_dir)
-            collected = await drive(
-                child,
-                stdin_data,
-                timeout_s=spec.timeout_s,
-                max_stdout=spec.max_output_bytes,
-                max_stderr=spec.max_stderr_bytes,
-                terminate=self._terminate,
-            )
-        return self._result(spec, child, collected)
+            gate = _Gate(cgroup) if cgroup is not None else None
+            try:
+                child = self.start(
+                    spec, work_root=work_root, work_dir=work_dir, gate_fd=gate.read if gate else None
+                )
+                collected = await drive(
+                    child,
+                    stdin_data,
+                    timeout_s=spec.timeout_s,
+                    max_stdout=spec.max_output_bytes,
+                    max_stderr=spec.max_stderr_bytes,
+                    terminate=self._terminate,
+                    on_extra=gate.on_status if gate else None,
+                )
+                if gate is not None:
+                    # bwrap may exit a moment before its pid 1 is gone; the cgroup can be
+                    # removed only after.
+                    await gate.pid1_gone()
+            finally:
+                if gate is not None:
+                    gate.close()
+            memory = (cgroup.oom_kills() > 0, cgroup.peak_bytes()) if cgroup else (False, 0)
+        return self._result(spec, child, collected, memory=memory, gate=gate)
 
-    def start(self, spec: Spec, *, work_root: str, work_dir: str) -> Child:
+    def start(
+        self, spec: Spec, *, work_root: str, work_dir: str, gate_fd: int | None = None
+    ) -> Child:
         """Spawn the launcher of one sandbox for `spec` in `work_dir`: the same for a
         one-shot call (`run`) and a long-lived session (`sandbox.open_session`), seccomp
         filter and all. The caller passes a spec through `reachable_spec` first.
+
+        With `gate_fd` (the read end of a pipe), the sandbox's pid 1 waits, set up but
+        before it loads seccomp and runs the tool, until a byte arrives there (bwrap's
+        `--block-fd`): the time to put it in the call's memory cgroup.
 
         Raises SpawnError when it cannot start; the caller owns and reaps the Child.
         """
@@ -99,6 +121,8 @@ class NamespacesBackend:
             disable_userns=self.disable_userns,
         )
         launcher = [self.bwrap, "--args", str(_ARGS_FD), "--json-status-fd", str(_STATUS_FD)]
+        if gate_fd is not None:
+            launcher += ["--block-fd", str(_GATE_FD)]
         python_tool = spec.python is not None
         report_fd = _REPORT_FD if python_tool else None
         launcher += _bwrap.command(spec, python=self.python, report_fd=report_fd)
@@ -123,6 +147,8 @@ class NamespacesBackend:
             if seccomp_fd is not None:
                 fds[seccomp_fd] = memfd(_seccomp.compiled(), "seccomp-bpf")
                 owned.append(fds[seccomp_fd])
+            if gate_fd is not None:
+                fds[_GATE_FD] = gate_fd
             return spawn(launcher[0], launcher, {}, fds=fds)
         finally:
             for fd in owned:
@@ -170,7 +196,15 @@ class NamespacesBackend:
         # then kills pid 1 with it).
         await wait_or_kill(child, 2.0)
 
-    def _result(self, spec: Spec, child: Child, collected: Collected) -> Result:
+    def _result(
+        self,
+        spec: Spec,
+        child: Child,
+        collected: Collected,
+        *,
+        memory: tuple[bool, int] = (False, 0),
+        gate: _Gate | None = None,
+    ) -> Result:
         status = _status_lines(bytes(collected.extra.get(_STATUS_FD, b"")))
         started = any("child-pid" in item for item in status)
         reported = next((item["exit-code"] for item in status if "exit-code" in item), None)
@@ -197,6 +231,7 @@ class NamespacesBackend:
         if report:
             peak = int(report[-1].get("peak_memory_bytes", 0))
             cpu = float(report[-1].get("cpu_time_s", 0.0))
+        notes = (f"no memory cgroup ({gate.problem})",) if gate and gate.problem else ()
         return build_result(
             spec,
             backend=self.name,
@@ -204,9 +239,105 @@ class NamespacesBackend:
             exit_code=exit_code,
             signal=sig,
             cpu_time_s=cpu,
-            peak_memory_bytes=peak,
+            peak_memory_bytes=max(peak, memory[1]),
             setup_error=setup_error,
+            notes=notes,
+            memory_killed=memory[0],
         )
+
+
+class _Gate:
+    """Holds the sandbox's pid 1 at bwrap's `--block-fd` until it is in the call's cgroup.
+
+    bwrap reports pid 1's host pid on its status pipe right after creating it; pid 1 sets
+    up the sandbox, then blocks reading the gate before it loads seccomp and forks the
+    tool, so everything the tool runs inherits the cgroup. If the move fails the call
+    still runs (bounded by RLIMIT_AS and the sized tmpfs), and its message says so.
+    """
+
+    def __init__(self, cgroup: _cgroup.CallCgroup) -> None:
+        self.cgroup = cgroup
+        self.read, self.write = os.pipe()
+        self.problem: str | None = None
+        self._status = bytearray()
+        self._pid1_fd = -1  # pidfd of the sandbox's pid 1, opened while it is bwrap's child
+
+    def on_status(self, target: int, chunk: bytes) -> None:
+        if target != _STATUS_FD or self.write < 0:
+            return
+        self._status += chunk
+        pid1 = next(
+            (item["child-pid"] for item in _status_lines(bytes(self._status)) if "child-pid" in item),
+            None,
+        )
+        if pid1 is None:
+            return
+        try:
+            # bwrap has not been reaped (it is still reading its pid 1), so the pid is that process.
+            self._pid1_fd = os.pidfd_open(int(pid1))
+        except OSError:
+            pass
+        try:
+            self.cgroup.add(int(pid1))
+        except OSError as exc:
+            self.problem = f"cannot move the sandbox into {self.cgroup.path}: {exc.strerror}"
+        try:
+            os.write(self.write, b"1")
+        except OSError:
+            pass  # pid 1 is gone already
+        self._close_pipe()
+
+    async def pid1_gone(self) -> None:
+        """Wait (bounded) until the sandbox's pid 1 has exited; call after bwrap is reaped."""
+        if self._pid1_fd >= 0:
+            with trio.move_on_after(2.0):
+                await trio.lowlevel.wait_readable(self._pid1_fd)
+
+    def close(self) -> None:
+        """Close the pipe's ends and the pidfd; call after the launcher is reaped.
+
+        An unreleased pid 1 would read EOF and go on outside the cgroup. One can outlive a
+        call cancelled before bwrap reported it (bwrap killed in that window, its pid 1
+        orphaned, unseen): so first every other process still holding the gate is killed.
+        """
+        if self.write >= 0:
+            self._kill_holders()
+        self._close_pipe()
+        if self._pid1_fd >= 0:
+            os.close(self._pid1_fd)
+            self._pid1_fd = -1
+
+    def _kill_holders(self) -> None:
+        """SIGKILL every other process holding the gate's pipe (only our sandbox's pid 1 can:
+        the pipe is private to this call, and bwrap gave it to pid 1 alone)."""
+        try:
+            wanted = f"pipe:[{os.fstat(self.write).st_ino}]"
+        except OSError:
+            return
+        me = str(os.getpid())
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or pid == me:
+                continue
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == wanted:
+                        os.kill(int(pid), signal.SIGKILL)
+                        break
+                except OSError:
+                    continue
+
+    def _close_pipe(self) -> None:
+        for fd in (self.read, self.write):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.read = self.write = -1
 
 
 async def _freeze(pid: int) -> None:

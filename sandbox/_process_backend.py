@@ -45,7 +45,7 @@ from typing import Any
 import attrs
 import trio
 
-from . import _seccomp
+from . import _cgroup, _seccomp
 from ._bwrap import check_cwd
 from ._call import build_result, call_dir, encode_arguments, memfd, reachable_spec
 from ._errors import SpecError
@@ -103,9 +103,16 @@ class ProcessBackend:
     async def run(self, spec: Spec, arguments: Any) -> Result:
         """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers)."""
         stdin_data = encode_arguments(arguments)
-        async with call_dir(spec) as (work_root, work_dir):
+        async with call_dir(spec) as (work_root, work_dir), _cgroup.for_call(
+            spec.memory_bytes
+        ) as cgroup:
             spec = reachable_spec(spec, work_root)
-            child = self.start(spec, work_root=work_root, work_dir=work_dir)
+            child = self.start(
+                spec,
+                work_root=work_root,
+                work_dir=work_dir,
+                cgroup_procs=cgroup.procs_file if cgroup else None,
+            )
             collected = await drive(
                 child,
                 stdin_data,
@@ -114,13 +121,19 @@ class ProcessBackend:
                 max_stderr=spec.max_stderr_bytes,
                 terminate=self._terminate,
             )
-        return self._result(spec, child, collected)
+            memory = (cgroup.oom_kills() > 0, cgroup.peak_bytes()) if cgroup else (False, 0)
+        return self._result(spec, child, collected, memory=memory)
 
-    def start(self, spec: Spec, *, work_root: str, work_dir: str) -> Child:
+    def start(
+        self, spec: Spec, *, work_root: str, work_dir: str, cgroup_procs: str | None = None
+    ) -> Child:
         """Spawn the supervising runner for `spec` in `work_dir`: the same for a one-shot
         call (`run`) and a long-lived session (`sandbox.open_session`), seccomp filter,
         Landlock and private /proc included. The caller passes a spec through
         `reachable_spec` first.
+
+        With `cgroup_procs`, the supervisor moves itself into that memory cgroup before
+        it forks the tool.
 
         Raises SpawnError when it cannot start; the caller owns and reaps the Child.
         """
@@ -162,6 +175,7 @@ class ProcessBackend:
             },
             "cwd": check_cwd(spec, work_dir),
             "grace_s": self.grace_s,
+            "cgroup_procs": cgroup_procs,
         }
         launcher = [self.python, "-I", "-S", f"{runner}/_runner.py", f"--config-fd={_CONFIG_FD}"]
         config_fd = memfd(marshal.dumps(config), "runner-config")
@@ -183,7 +197,9 @@ class ProcessBackend:
                 pass
         await wait_or_kill(child, 0.0)
 
-    def _result(self, spec: Spec, child: Child, collected: Collected) -> Result:
+    def _result(
+        self, spec: Spec, child: Child, collected: Collected, *, memory: tuple[bool, int] = (False, 0)
+    ) -> Result:
         report: dict[str, Any] = {}
         for line in bytes(collected.extra.get(_STATUS_FD, b"")).splitlines():
             try:
@@ -213,6 +229,8 @@ class ProcessBackend:
             notes.append("process backend: host processes visible (no pid namespace)")
         if not self.seccomp:
             notes.append("no seccomp filter")
+        if report.get("cgroup") is False:
+            notes.append("no memory cgroup (the supervisor could not enter it)")
         usage = child.rusage
         return build_result(
             spec,
@@ -222,7 +240,8 @@ class ProcessBackend:
             signal=report.get("signal"),
             cpu_time_s=float(report.get("cpu_time_s", 0.0))
             or ((usage.ru_utime + usage.ru_stime) if usage else 0.0),
-            peak_memory_bytes=int(report.get("peak_memory_bytes", 0)),
+            peak_memory_bytes=max(int(report.get("peak_memory_bytes", 0)), memory[1]),
             setup_error=setup_error,
             notes=tuple(notes),
+            memory_killed=memory[0],
         )

@@ -29,7 +29,9 @@ class Result:
     # with argv tools: bwrap never reaps the namespace's pid 1, so no rusage reaches us)
     cpu_time_s: float
     # max RSS of any process of the call; 0 = not measured (namespaces + argv, as above;
-    # the process backend's figure includes the ~10 MB runner the tool was forked from)
+    # the process backend's figure includes the ~10 MB runner the tool was forked from).
+    # Where the call had a memory cgroup, its peak charge when higher (all its processes,
+    # tmpfs pages and page cache together)
     peak_memory_bytes: int
     truncated: bool  # stdout exceeded max_output_bytes; the excess was discarded
     backend: str  # "namespaces" | "process" | a later backend's name

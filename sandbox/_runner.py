@@ -14,7 +14,8 @@ that the tool's environment never shows in /proc/*/cmdline; marshal because impo
   sized tmpfs on the work dir, rlimits, optional new network namespace, uid drop,
   no_new_privs, Landlock, capabilities cleared, the seccomp filter, then exec ``argv``
   or do the ``call`` above), wait for it, then SIGKILL every remaining descendant
-  (double-forked, setsid'd ones included: they were re-parented to us). On SIGTERM:
+  (double-forked, setsid'd ones included: they were re-parented to us); with
+  ``cgroup_procs``, it first moves itself into the call's memory cgroup. On SIGTERM:
   SIGTERM the tool's tree, wait ``grace_s``, SIGKILL what is left. The tool's exit
   status and rusage are written as one JSON line to ``status_fd``.
 
@@ -463,6 +464,14 @@ def _supervise(config: dict) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     status_fd = int(config["status_fd"])
+    if config.get("cgroup_procs"):
+        # Into the call's memory cgroup before the tool is forked: all it runs inherits it.
+        try:
+            with open(config["cgroup_procs"], "w") as handle:
+                handle.write(str(os.getpid()))
+            os.write(status_fd, _json_line({"cgroup": True}))
+        except OSError:
+            os.write(status_fd, _json_line({"cgroup": False}))
     namespace = _new_pid_namespace() if config.get("private_proc") else "not asked for"
     handoff_r, handoff_w = os.pipe()
     if namespace == _ROOT_WITHOUT_SYS_ADMIN:

@@ -84,6 +84,7 @@ def summarise(config: Config, caps: Any) -> dict[str, Any]:
             "nested_user_namespaces": "disabled" if caps.disable_userns else "denied by seccomp only",
             "scratch": "/tmp, /dev/shm and the work dir are tmpfs sized from each tool's memory budget",
             "memory_cgroup": caps.memory_cgroup,
+            "workspace_disk": _workspace_disk(),
             "pool": {
                 "available": caps.pool_problem() is None,
                 "why": caps.pool_problem()
@@ -94,6 +95,19 @@ def summarise(config: Config, caps: Any) -> dict[str, Any]:
         },
         "warnings": list(config.warnings),
     }
+
+
+def _workspace_disk() -> str:
+    """How a subject's workspace is bounded: a volume of its own (hard), or the polled quota."""
+    from ..toolrun import VOLUME_ENV, volume_bytes
+
+    size = volume_bytes()
+    if size is None:
+        return f"each tool's workspace_quota, polled (no hard bound: {VOLUME_ENV} is not set)"
+    problem = sandbox.volume_problem()
+    if problem is not None:
+        return f"each tool's workspace_quota, polled ({VOLUME_ENV} is set, but volumes are unavailable: {problem})"
+    return f"a volume of {size} bytes per workspace (hard bound, {VOLUME_ENV}), and each tool's quota inside it"
 
 
 def trial_call(config: Config) -> str:
@@ -141,6 +155,7 @@ def render(summary: dict[str, Any]) -> str:
     lines.append(f"  nested user namespaces: {box['nested_user_namespaces']}")
     lines.append(f"  scratch space: {box['scratch']}")
     lines.append(f"  {box['memory_cgroup']}")
+    lines.append(f"  workspace disk: {box['workspace_disk']}")
     pool = box["pool"]
     lines.append(
         f"  pool backend: {'available' if pool['available'] else 'UNAVAILABLE'} ({pool['why']}); "

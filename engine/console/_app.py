@@ -10,7 +10,8 @@ Routes (all on the console's own listener, so the page and its WebSocket share o
   with, their earlier sessions.
 - ``GET /api/audit`` and ``/api/audit/verify`` (roles ``admin`` or ``auditor``): the log and
   its verification, read in a worker thread.
-- ``/ws``: the protocol, bridged to :class:`~engine.server.connection.Connection`.
+- ``/ws``: the protocol, bridged to :class:`~engine.server.connection.Connection`; it
+  ends at sign-out, here at once, on another instance within ``REVALIDATE_S``.
 
 Security: every response carries a strict Content-Security-Policy (no inline script,
 ``connect-src 'self'``); a POST needs the CSRF token in ``X-CSRF-Token`` equal to its
@@ -40,6 +41,7 @@ from ..audit import KINDS, AuditError, AuditEvent, verify_log
 from ..auth import AuthError, Principal
 from ..auth import verify as verify_token
 from ..server.hub import Hub
+from ..store import StoreError
 from . import _policy
 from ._bridge import AsgiWebSocket, Receive, Send
 from ._signin import ConsoleSession, SignIns
@@ -59,6 +61,8 @@ SESSIONS_SHOWN = 100
 # "Decided before" on the Approvals page: the latest approval records looked at, and kept.
 DECIDED_SCAN = 2000
 DECIDED_SHOWN = 50
+# How often a page's WebSocket checks that its session still exists (signed out elsewhere).
+REVALIDATE_S = 30.0
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -141,9 +145,9 @@ class ConsoleApp:
             return await self._signin(headers, receive, _peer(scope))
         if path == "/api/signout":
             _need(method, "POST")
-            session_id, session = self._session(headers)
+            session_id, session = await self._session(headers)
             self._check_post(headers, session.csrf)
-            self.signins.close(session_id)
+            await self.signins.close(session_id)
             for scope_, ws in self._live.get(session_id, ()):
                 ws.close_as(4001, "signed out")
                 scope_.cancel()
@@ -156,7 +160,7 @@ class ConsoleApp:
             raise HttpError(404, "no such page")
         _need(method, "GET")
         _same_origin_fetch(headers)
-        _, session = self._session(headers)
+        _, session = await self._session(headers)
         principal = session.principal
         if path == "/api/me":
             return _json({"sub": principal.sub, "roles": sorted(principal.roles), "csrf": session.csrf,
@@ -194,12 +198,19 @@ class ConsoleApp:
             raise HttpError(404, "no such file")
         return 200, found[0], found[1], [(b"cache-control", b"no-cache")]
 
-    def _session(self, headers: Mapping[str, str]) -> tuple[str, ConsoleSession]:
+    async def _session(self, headers: Mapping[str, str]) -> tuple[str, ConsoleSession]:
         session_id = _cookies(headers).get(SESSION_COOKIE)
-        session = self.signins.get(session_id)
+        session = await self._lookup(session_id)
         if session is None or session_id is None:
             raise HttpError(401, "not signed in (or the session has expired): sign in again")
         return session_id, session
+
+    async def _lookup(self, session_id: str | None) -> ConsoleSession | None:
+        try:
+            return await self.signins.get(session_id)
+        except StoreError as exc:
+            log.error("console: cannot read sign-ins: %s", exc)
+            raise HttpError(503, "the server cannot reach its database: try again shortly") from None
 
     def _check_post(self, headers: Mapping[str, str], expected: str | None) -> None:
         _same_origin_post(headers)
@@ -228,7 +239,11 @@ class ConsoleApp:
                 raise HttpError(401, f"sign-in refused: {exc}") from None
         else:
             raise HttpError(400, "paste a token to sign in")
-        session_id, session = self.signins.open(principal)
+        try:
+            session_id, session = await self.signins.open(principal)
+        except StoreError as exc:
+            log.error("console: cannot store a sign-in: %s", exc)
+            raise HttpError(503, "the server cannot reach its database: try again shortly") from None
         log.info("console: %s signed in", principal.sub)
         # No Max-Age: the cookie lives for the browser session; the server enforces the expiry.
         return _json({"sub": principal.sub, "roles": sorted(principal.roles), "csrf": session.csrf},
@@ -281,7 +296,9 @@ class ConsoleApp:
             result = await trio.to_thread.run_sync(answer)
         except ValueError as exc:
             raise HttpError(400, str(exc)) from None
-        return {**result, "policy_revision": self.hub.policy_revision, "reload_errors": list(self.hub.reload_errors)}
+        hub = self.hub
+        return {**result, "policy_revision": hub.policy_revision, "config_loaded_at": hub.config_loaded_at,
+                "reload_refused_at": hub.reload_refused_at, "reload_errors": list(hub.reload_errors)}
 
     # --- WebSocket ---------------------------------------------------------------------------
 
@@ -295,7 +312,11 @@ class ConsoleApp:
         origin = headers.get("origin")
         expected = f"{'https' if self.secure else 'http'}://{host}"
         session_id = _cookies(headers).get(SESSION_COOKIE)
-        session = self.signins.get(session_id)
+        try:
+            session = await self.signins.get(session_id)
+        except StoreError as exc:
+            log.error("console: cannot read sign-ins: %s", exc)
+            session = None
         refusal = None
         if scope["path"] != "/ws":
             refusal = "the console's WebSocket is /ws"
@@ -326,13 +347,31 @@ class ConsoleApp:
             # The connection ends when the console session does (never later than the token).
             principal = attrs.evolve(session.principal, expires_at=session.expires_at)
             with scope_:
-                await Connection(self.hub, cast(Any, ws), principal,
-                                 audit_context={"transport": "console"}).serve()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._end_when_revoked, session_id, ws, scope_)
+                    await Connection(self.hub, cast(Any, ws), principal,
+                                     audit_context={"transport": "console"}).serve()
+                    nursery.cancel_scope.cancel()
         finally:
             live.discard((scope_, ws))
             if not live:
                 self._live.pop(session_id, None)
             self.leave(sub)
+
+    async def _end_when_revoked(self, session_id: str, ws: AsgiWebSocket, scope_: trio.CancelScope) -> None:
+        """End the page's connection once its session is gone from the store: a sign-out on
+        another instance sharing the database (this instance's own sign-out ends it at once).
+        Looks every REVALIDATE_S; a store that cannot be reached keeps the connection."""
+        while True:
+            await trio.sleep(REVALIDATE_S)
+            try:
+                live = await self.signins.get(session_id)
+            except StoreError:
+                continue
+            if live is None:
+                ws.close_as(4001, "signed out")
+                scope_.cancel()
+                return
 
 
 def _need(method: str, allowed: str) -> None:

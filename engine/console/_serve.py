@@ -64,7 +64,10 @@ async def serve_console(
     secure = settings.tls_cert is not None
     if secure:
         config.certfile, config.keyfile = str(settings.tls_cert), str(settings.tls_key)
-    signins = SignIns()
+    signins = SignIns(hub.store)
+    swept = await signins.sweep()
+    if swept:
+        log.info("console: %d expired or signed-out session(s) swept", swept)
     app = ConsoleApp(hub=hub, signins=signins, hosts=frozenset(), secure=secure, admit=admit, leave=leave)
     async with trio.open_nursery() as nursery:
         serving = partial(hypercorn.trio.serve, cast(Any, app), config, shutdown_trigger=shutdown.wait)

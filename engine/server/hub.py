@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,10 @@ class Hub:
     inflight: int = 0
     # The errors of the last refused reload (empty once a reload succeeds), for /readyz and logs.
     reload_errors: tuple[str, ...] = ()
+    # When the configuration in force was loaded, and when a reload was last refused
+    # (None once one succeeds), as wall-clock epochs: the console's Policies page shows them.
+    config_loaded_at: float = attrs.field(factory=time.time)
+    reload_refused_at: float | None = None
 
     # --- changes, each through its owner's method ------------------------------------------
 
@@ -61,10 +66,12 @@ class Hub:
         step, so that a call taking its snapshot sees all three from the same load)."""
         self.config, self.resources, self.policy_revision = config, resources, revision
         self.reload_errors = ()
+        self.config_loaded_at, self.reload_refused_at = time.time(), None
 
     def refuse_reload(self, errors: tuple[str, ...]) -> None:
         """A reload was refused: the last good configuration keeps serving; say why in /readyz."""
         self.reload_errors = errors
+        self.reload_refused_at = time.time()
 
     @contextlib.contextmanager
     def call_in_flight(self) -> Iterator[None]:

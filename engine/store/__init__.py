@@ -1,5 +1,5 @@
 """Durable engine state: sessions and their history, pending approvals, grants, memories,
-turns and ratings.
+turns and ratings, console sign-ins.
 
 SQLite in the state directory by default (:meth:`Store.open`); PostgreSQL, shared by
 several instances, when a ``postgresql://`` database URL is configured
@@ -21,6 +21,7 @@ from ._learning import Rating as Rating
 from ._learning import TurnRecord as TurnRecord
 from ._model import ACTION_STATUSES as ACTION_STATUSES
 from ._model import SCHEMA_VERSION as SCHEMA_VERSION
+from ._model import ConsoleSessionRecord as ConsoleSessionRecord
 from ._model import DuplicateError as DuplicateError
 from ._model import PendingAction as PendingAction
 from ._model import SchemaVersionError as SchemaVersionError

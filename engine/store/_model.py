@@ -22,7 +22,7 @@ from ..audit import REDACTED, redact
 from ..errors import ScalyticsError
 
 #: The SQLite schema version (PRAGMA user_version); PostgreSQL's store migrations count alike.
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 ACTION_STATUSES: Final = ("pending", "approved", "denied", "expired", "cancelled")
 DECISIONS: Final = frozenset({"approved", "denied", "cancelled"})
 ROLES: Final = frozenset({"system", "user", "assistant", "tool"})
@@ -94,6 +94,26 @@ def session_row(row: tuple[Any, ...]) -> SessionRecord:
 
 
 SESSION_COLS = "session_id, subject, agent, state, created_at, updated_at"
+CONSOLE_COLS = "token_hash, subject, roles, claims, csrf, created_at, expires_at"
+
+
+@attrs.frozen(kw_only=True)
+class ConsoleSessionRecord:
+    """A browser console sign-in. Only the SHA-256 of its cookie is kept: a copy of the
+    database cannot be replayed as a cookie. ``claims`` are the token's verified claims."""
+
+    token_hash: str
+    subject: str
+    roles: frozenset[str]
+    claims: dict[str, Any] = attrs.field(hash=False)
+    csrf: str  # the double-submit token the page sends back (useless without the cookie)
+    created_at: float
+    expires_at: float  # never later than the token the session was opened with
+
+
+def console_row(row: tuple[Any, ...]) -> ConsoleSessionRecord:
+    return ConsoleSessionRecord(token_hash=row[0], subject=row[1], roles=frozenset(json.loads(row[2])),
+                                claims=json.loads(row[3]), csrf=row[4], created_at=row[5], expires_at=row[6])
 ACTION_COLS = (
     "action_id, session_id, turn_id, subject, kind, name, arguments, arguments_digest, "
     "level, approver, created_at, expires_at, status, decided_by, decided_at, reason"

@@ -134,6 +134,20 @@ MIGRATIONS: Final = (
     );
     CREATE INDEX feedback_by_agent ON feedback (agent, created_at)
     """),
+    Migration(6, "browser console sign-ins (only the SHA-256 of each cookie)", """
+    CREATE TABLE console_sessions (
+        token_hash  TEXT PRIMARY KEY,
+        subject     TEXT NOT NULL,
+        roles       TEXT NOT NULL,
+        claims      TEXT NOT NULL,
+        csrf        TEXT NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL,
+        expires_at  DOUBLE PRECISION NOT NULL,
+        revoked_at  DOUBLE PRECISION
+    );
+    CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at);
+    CREATE INDEX console_sessions_by_subject ON console_sessions (subject, created_at)
+    """),
 )
 
 

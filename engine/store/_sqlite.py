@@ -123,6 +123,22 @@ _MIGRATIONS: Final[dict[int, str]] = {
     );
     CREATE INDEX feedback_by_agent ON feedback (agent, created_at);
     """,
+    4: """
+    -- Browser console sign-ins (engine.console), so that they survive a restart and
+    -- serve every instance. The cookie's value is never stored, only its SHA-256.
+    CREATE TABLE console_sessions (
+        token_hash  TEXT PRIMARY KEY,
+        subject     TEXT NOT NULL,
+        roles       TEXT NOT NULL,   -- JSON list
+        claims      TEXT NOT NULL,   -- JSON object: the token's verified claims
+        csrf        TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        expires_at  REAL NOT NULL,
+        revoked_at  REAL             -- signed out; swept with the expired ones
+    );
+    CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at);
+    CREATE INDEX console_sessions_by_subject ON console_sessions (subject, created_at);
+    """,
 }
 
 

@@ -52,8 +52,10 @@ from ._learning import LearningOps
 from ._model import (
     ACTION_COLS,
     ACTION_STATUSES,
+    CONSOLE_COLS,
     DECISIONS,
     SESSION_COLS,
+    ConsoleSessionRecord,
     DuplicateError,
     PendingAction,
     SessionRecord,
@@ -61,6 +63,7 @@ from ._model import (
     UnknownSessionError,
     action_row,
     check_message,
+    console_row,
     redact_tool_calls,
     session_row,
 )
@@ -509,6 +512,67 @@ class Store(LearningOps):
                 return int(tx.execute(
                     "DELETE FROM grants WHERE expires_at < ? OR (status != 'live' AND ended_at < ?)",
                     (before, before)).rowcount)
+
+        return await self._run(work)
+
+    # --- browser console sign-ins ---
+
+    async def add_console_session(self, record: ConsoleSessionRecord, *, keep_per_subject: int = 50,
+                                  now: float | None = None) -> None:
+        """Store a new console sign-in. In the same transaction, rows expired or signed out
+        by ``now`` are swept, and the subject's oldest sign-ins past ``keep_per_subject`` are
+        dropped (a flood of sign-ins cannot grow the table without limit)."""
+        if keep_per_subject < 1:
+            raise ValueError("keep_per_subject must be at least 1")
+        at = time.time() if now is None else now
+        row = (record.token_hash, record.subject, json.dumps(sorted(record.roles)),
+               json.dumps(record.claims, default=str), record.csrf, record.created_at, record.expires_at)
+
+        def work(tx: Tx) -> None:
+            with tx.transaction():
+                tx.execute("DELETE FROM console_sessions WHERE expires_at <= ? OR revoked_at IS NOT NULL", (at,))
+                try:
+                    tx.execute(f"INSERT INTO console_sessions ({CONSOLE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                except IntegrityViolation:
+                    raise DuplicateError("a console session with this cookie exists already") from None
+                tx.execute(
+                    "DELETE FROM console_sessions WHERE subject = ? AND token_hash NOT IN ("
+                    "SELECT token_hash FROM console_sessions WHERE subject = ? "
+                    "ORDER BY created_at DESC, token_hash LIMIT ?)",
+                    (record.subject, record.subject, keep_per_subject))
+
+        await self._run(work)
+
+    async def console_session(self, token_hash: str, *, now: float | None = None) -> ConsoleSessionRecord | None:
+        """The live sign-in with this cookie hash: None when unknown, expired or signed out."""
+        at = time.time() if now is None else now
+
+        def work(tx: Tx) -> ConsoleSessionRecord | None:
+            row = tx.execute(f"SELECT {CONSOLE_COLS} FROM console_sessions WHERE token_hash = ? "
+                             "AND revoked_at IS NULL AND expires_at > ?", (token_hash, at)).fetchone()
+            return console_row(row) if row else None
+
+        return await self._run(work)
+
+    async def revoke_console_session(self, token_hash: str, *, now: float | None = None) -> bool:
+        """Sign out: the cookie is refused from now on, by every instance. True when it was live."""
+        at = time.time() if now is None else now
+
+        def work(tx: Tx) -> bool:
+            with tx.transaction():
+                return bool(tx.execute("UPDATE console_sessions SET revoked_at = ? "
+                                       "WHERE token_hash = ? AND revoked_at IS NULL", (at, token_hash)).rowcount)
+
+        return await self._run(work)
+
+    async def sweep_console_sessions(self, *, now: float | None = None) -> int:
+        """Delete the sign-ins expired or signed out by ``now``; how many."""
+        at = time.time() if now is None else now
+
+        def work(tx: Tx) -> int:
+            with tx.transaction():
+                return int(tx.execute("DELETE FROM console_sessions WHERE expires_at <= ? "
+                                      "OR revoked_at IS NOT NULL", (at,)).rowcount)
 
         return await self._run(work)
 

@@ -1,7 +1,13 @@
-// Policies (admins, auditors): explain one request, the matrix of roles × tools, who can; the revision in force.
+// Policies (admins, auditors): explain one request, the matrix of roles × tools, who can; the revision in force, when the config
+// last loaded, and the errors of a refused reload.
 import { el, getJson } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
+// A wall-clock epoch (seconds) as a <time>: the reader's local time, the exact instant in datetime.
+const when = (epoch, id) => {
+  const date = new Date(epoch * 1000);
+  return el("time", { id, datetime: date.toISOString(), text: date.toLocaleString() });
+};
 const LABELS = { allow: "allowed", user: "user approves", admin: "admin approves", deny: "denied" };
 
 export class PoliciesPage {
@@ -15,10 +21,13 @@ export class PoliciesPage {
 
   revision(answer) {
     const box = $("policy-revision");
-    box.replaceChildren(el("span", { text: `Policy revision in force: ${answer.policy_revision}` }));
-    if (answer.reload_errors.length) {
-      box.append(el("p", { className: "error", text: "The last reload was refused; the configuration above still serves:" }),
-        el("ul", {}, ...answer.reload_errors.map((e) => el("li", { text: e }))));
+    box.replaceChildren(el("span", { text: `Policy revision in force: ${answer.policy_revision}` }),
+      el("span", { className: "loaded", text: " · configuration loaded " }), when(answer.config_loaded_at, "loaded-at"));
+    if (answer.reload_refused_at !== null) {
+      box.append(el("p", { className: "error" }, el("span", { text: "The last reload, " }),
+        when(answer.reload_refused_at, "refused-at"),
+        el("span", { text: ", was refused; the configuration above still serves:" })),
+        el("ul", { className: "reload-errors" }, ...answer.reload_errors.map((e) => el("li", { text: e }))));
     }
   }
 

@@ -1,0 +1,301 @@
+"""A memory cgroup per call, where the host lets us make one.
+
+RLIMIT_AS bounds one process's address space, and the sized tmpfs mounts bound the
+scratch space; neither bounds a call as a whole (several processes each under
+RLIMIT_AS, page cache, kernel memory). A memory cgroup does: every page the call's
+processes touch, tmpfs pages included, is charged to it, and the kernel OOM-kills inside
+it when the call goes past its budget.
+
+Which one is in force is probed once (`probe()`), in this order:
+
+- cgroup v2 with the memory controller delegated to our own cgroup: per-call children
+  get ``memory.max`` = the budget and ``memory.swap.max`` = 0. v2 forbids processes in a
+  cgroup whose children have controllers, so when our cgroup holds only this process it
+  moves itself into a leaf ``sconnect-engine`` first and enables ``+memory`` for its
+  children (what systemd's ``Delegate=yes`` expects a service to do).
+- cgroup v1 with a writable memory hierarchy, as root: children of our own memory
+  cgroup get ``memory.limit_in_bytes`` and ``memory.memsw.limit_in_bytes`` (when swap is
+  accounted) = the budget.
+- otherwise none: RLIMIT_AS and the sized tmpfs mounts only. Never an error.
+
+Per call (`for_call`): a child ``sconnect-<engine pid>-<n>`` is made before the launch;
+the backend puts the sandbox's first process in it before that process runs the tool
+(see the backends: bubblewrap waits on ``--block-fd``; the process backend's supervisor
+moves itself before it forks the tool), so everything the tool starts is in it. After
+the launcher is reaped the OOM-kill count and the peak are read, and the cgroup is
+removed: on success, error, timeout and cancellation alike (shielded, bounded; a process
+still in it is SIGKILLed first, it can only be the call's own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import attrs
+import trio
+
+log = logging.getLogger("sandbox.cgroup")
+
+_PREFIX = "sconnect-"
+_ENGINE_LEAF = "sconnect-engine"
+_names = itertools.count(1)
+
+
+@attrs.frozen
+class Controller:
+    """Where per-call memory cgroups are made, and of which version."""
+
+    version: int  # 1 or 2
+    parent: str  # the directory that holds the per-call cgroups
+
+    def describe(self) -> str:
+        where = f"one per call of the namespaces and process backends, under {self.parent}"
+        if self.version == 2:
+            return f"memory: cgroup v2 ({where})"
+        return f"memory: cgroup v1 (memory controller; {where})"
+
+
+@attrs.frozen
+class Probe:
+    """The outcome of `probe()`: a controller, or why there is none."""
+
+    controller: Controller | None
+    why_not: str = ""
+
+    def describe(self) -> str:
+        """One line for `sconnect check` and the start-up summary."""
+        if self.controller is not None:
+            return self.controller.describe()
+        return f"memory: rlimit + sized tmpfs only (no delegated cgroup: {self.why_not})"
+
+
+def _read(path: str) -> str:
+    with open(path) as handle:  # noqa: ASYNC230 (cgroupfs: in-kernel, never blocks on disk)
+        return handle.read()
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as handle:  # noqa: ASYNC230 (cgroupfs)
+        handle.write(text)
+
+
+def _mounts() -> list[tuple[str, str, str, str]]:
+    """(root within the hierarchy, mount point, fs type, super options) of cgroup mounts."""
+    found = []
+    for line in _read("/proc/self/mountinfo").splitlines():
+        fields = line.split()
+        try:
+            dash = fields.index("-")
+        except ValueError:
+            continue
+        fstype = fields[dash + 1]
+        if fstype in ("cgroup", "cgroup2"):
+            found.append((fields[3], fields[4], fstype, fields[dash + 3]))
+    return found
+
+
+def _own_dir(mount_root: str, mount_point: str, own: str) -> str | None:
+    """Our cgroup's directory under `mount_point`, or None when it is not visible there."""
+    relative = os.path.relpath(own, mount_root) if own.startswith(mount_root) else None
+    if relative is None or relative.startswith(".."):
+        return None
+    path = os.path.normpath(os.path.join(mount_point, relative))
+    return path if os.path.isdir(path) else None
+
+
+def _try_child(parent: str, version: int) -> str | None:
+    """Make, limit and remove one cgroup under `parent`: None when that works, else why."""
+    path = os.path.join(parent, f"{_PREFIX}{os.getpid()}-probe")
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return f"cannot create a cgroup under {parent}: {exc.strerror}"
+    try:
+        _limit(path, version, 64 * 2**20)
+    except OSError as exc:
+        return f"cannot set a memory limit under {parent}: {exc.strerror}"
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+    return None
+
+
+def _v2(mount_root: str, mount_point: str, own: str) -> Probe:
+    path = _own_dir(mount_root, mount_point, own)
+    if path is None:
+        return Probe(None, f"our cgroup {own} is not visible under {mount_point}")
+    if "memory" not in _read(os.path.join(path, "cgroup.controllers")).split():
+        return Probe(None, f"cgroup v2 at {path} has no memory controller delegated")
+    if not os.access(path, os.W_OK):
+        return Probe(None, f"cgroup v2 at {path} is not writable by us")
+    if os.path.basename(path) == _ENGINE_LEAF:
+        path = os.path.dirname(path)  # moved there by an earlier probe of this process
+    subtree = os.path.join(path, "cgroup.subtree_control")
+    if "memory" not in _read(subtree).split():
+        try:
+            _write(subtree, "+memory")
+        except OSError:
+            # "No internal processes": our cgroup holds processes, so its children may
+            # not have controllers. Move ourselves into a leaf if we are alone in it.
+            procs = [int(pid) for pid in _read(os.path.join(path, "cgroup.procs")).split()]
+            if procs != [os.getpid()]:
+                return Probe(None, f"cgroup v2 at {path} holds other processes than ours")
+            leaf = os.path.join(path, _ENGINE_LEAF)
+            try:
+                os.makedirs(leaf, exist_ok=True)
+                _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+                _write(subtree, "+memory")
+            except OSError as exc:
+                return Probe(None, f"cannot enable the memory controller at {path}: {exc.strerror}")
+    why = _try_child(path, 2)
+    return Probe(None, why) if why else Probe(Controller(2, path))
+
+
+def _v1(mount_root: str, mount_point: str, own: str) -> Probe:
+    if os.geteuid() != 0:
+        return Probe(None, "cgroup v1 memory controller, and the engine is not root")
+    path = _own_dir(mount_root, mount_point, own)
+    if path is None:
+        return Probe(None, f"our memory cgroup {own} is not visible under {mount_point}")
+    why = _try_child(path, 1)
+    return Probe(None, why) if why else Probe(Controller(1, path))
+
+
+@functools.cache
+def probe() -> Probe:
+    """Which memory cgroup this host gives us (probed once, cached; never raises)."""
+    try:
+        lines = _read("/proc/self/cgroup").splitlines()
+        mounts = _mounts()
+    except OSError as exc:
+        return Probe(None, f"cannot read our cgroups: {exc.strerror}")
+    own_v1 = next((line.split(":", 2)[2] for line in lines if line.split(":")[1:2] == ["memory"]), None)
+    own_v2 = next((line[3:] for line in lines if line.startswith("0::")), None)
+    try:
+        if own_v1 is not None:
+            for root, point, fstype, options in mounts:
+                if fstype == "cgroup" and "memory" in options.split(","):
+                    return _v1(root, point, own_v1)
+            return Probe(None, "the cgroup v1 memory controller is not mounted")
+        if own_v2 is not None:
+            for root, point, fstype, _ in mounts:
+                if fstype == "cgroup2":
+                    return _v2(root, point, own_v2)
+        return Probe(None, "no cgroup hierarchy with a memory controller")
+    except OSError as exc:
+        return Probe(None, f"{exc.filename or 'cgroupfs'}: {exc.strerror}")
+
+
+def _limit(path: str, version: int, memory_bytes: int) -> None:
+    if version == 2:
+        _write(os.path.join(path, "memory.max"), str(memory_bytes))
+        swap = os.path.join(path, "memory.swap.max")
+        if os.path.exists(swap):
+            _write(swap, "0")
+        return
+    _write(os.path.join(path, "memory.limit_in_bytes"), str(memory_bytes))
+    memsw = os.path.join(path, "memory.memsw.limit_in_bytes")
+    if os.path.exists(memsw):  # only when swap is accounted; must come after the limit
+        _write(memsw, str(memory_bytes))
+
+
+@attrs.define(eq=False)
+class CallCgroup:
+    """One call's cgroup. Mutable runtime object owned by `for_call`."""
+
+    path: str
+    version: int
+    memory_bytes: int
+
+    @property
+    def procs_file(self) -> str:
+        """Write a pid here to move that process (v1: one process; v2: its threads too)."""
+        return os.path.join(self.path, "cgroup.procs")
+
+    def add(self, pid: int) -> None:
+        """Move `pid` into this cgroup. Raises OSError when the kernel refuses."""
+        _write(self.procs_file, str(pid))
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(pid) for pid in _read(self.procs_file).split()]
+        except OSError:
+            return []
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel OOM-killed here (0 when it cannot be read)."""
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        try:
+            text = _read(os.path.join(self.path, name))
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def peak_bytes(self) -> int:
+        """The highest charge seen (processes, tmpfs and page cache); 0 when unknown."""
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        try:
+            return int(_read(os.path.join(self.path, name)).strip())
+        except (OSError, ValueError):
+            return 0
+
+
+def _remove(path: str) -> bool:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+async def _remove_when_empty(cgroup: CallCgroup) -> None:
+    """Remove the cgroup; SIGKILL what is still in it (only the call's processes can be)."""
+    for attempt in range(200):
+        if _remove(cgroup.path):
+            return
+        for pid in cgroup.pids():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        # The kernel reaps killed processes asynchronously; rmdir succeeds once it has.
+        await trio.sleep(0.005 if attempt < 20 else 0.05)
+    log.warning("cannot remove the call's memory cgroup %s: processes remain", cgroup.path)
+
+
+@contextlib.asynccontextmanager
+async def for_call(memory_bytes: int) -> AsyncIterator[CallCgroup | None]:
+    """A fresh memory cgroup limited to `memory_bytes`, or None where none is in force
+    (or it cannot be made now: then the call runs on rlimits alone, and says so in the
+    log). Removed on the way out, cancellation included (shielded, bounded)."""
+    found = probe().controller
+    if found is None:
+        yield None
+        return
+    path = os.path.join(found.parent, f"{_PREFIX}{os.getpid()}-{next(_names)}")
+    try:
+        os.mkdir(path)
+        _limit(path, found.version, memory_bytes)
+    except OSError as exc:
+        log.warning("no memory cgroup for this call (%s: %s)", path, exc.strerror)
+        _remove(path)
+        yield None
+        return
+    cgroup = CallCgroup(path, found.version, memory_bytes)
+    try:
+        yield cgroup
+    finally:
+        with trio.move_on_after(15, shield=True):
+            await _remove_when_empty(cgroup)

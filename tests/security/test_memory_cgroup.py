@@ -1,0 +1,150 @@
+"""A memory cgroup per call bounds the call as a whole (issue 11 item 7).
+
+RLIMIT_AS bounds each process, not the call: a tool forking several children, each
+under RLIMIT_AS, could hold several times its budget. Where a memory cgroup is in force
+(cgroup v2 delegated to us, or cgroup v1 as root) each call runs in its own one, limited
+to the tool's memory budget. Each test runs on both the namespaces and process backends:
+
+- test_children_summing_past_the_budget_are_killed: a 128 MiB tool forks four children
+  that each touch 64 MiB (each well under RLIMIT_AS) and hold it at once; the kernel
+  OOM-kills inside the call's cgroup and the result is `limit_exceeded`, "killed: memory
+  limit";
+- test_the_tool_starts_inside_its_cgroup: the tool's very first look at
+  /proc/self/cgroup already shows the call's cgroup (it was moved before it ran);
+- test_no_cgroup_is_left_behind: after a normal call, a timeout and a cancelled call,
+  no per-call cgroup of this process remains;
+- test_check_says_which_bound_is_in_force: the `sconnect check` / start-up line names it.
+
+Skipped, with the reason, where the host gives no memory cgroup (not root under cgroup
+v1, or no delegated v2 memory controller).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+import trio
+
+import sandbox
+from sandbox import _cgroup
+from tests.sandbox.conftest import (  # noqa: F401  (fixtures)
+    Runner,
+    backend,
+    no_leftovers,
+    shared_dir,
+    token,
+    tool,
+    work_root,
+)
+
+BUDGET = 128 * 2**20
+CHUNK = 64 * 2**20
+HOARD = f"""
+import os, select, sys, time
+r, w = os.pipe()
+kids = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        block = bytearray({CHUNK})
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        os.write(w, b"1")
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+os.close(w)
+ready = 0
+while ready < len(kids):
+    if select.select([r], [], [], 0.05)[0]:
+        ready += len(os.read(r, 8))
+    pid, status = os.waitpid(-1, os.WNOHANG)
+    if pid and os.WIFSIGNALED(status):
+        print("a child was killed by signal", os.WTERMSIG(status))
+        sys.exit(3)
+print("held", ready * {CHUNK}, "bytes")
+for pid in kids:
+    os.kill(pid, 9)
+"""
+
+
+def _controller() -> _cgroup.Controller:
+    found = _cgroup.probe()
+    if found.controller is None:
+        pytest.skip(f"no memory cgroup on this host: {found.why_not}")
+    return found.controller
+
+
+def _ours(controller: _cgroup.Controller) -> list[str]:
+    prefix = f"sconnect-{os.getpid()}-"
+    return [name for name in os.listdir(controller.parent) if name.startswith(prefix)]
+
+
+def _held(controller: _cgroup.Controller) -> bool:
+    """Whether one of this process's call cgroups holds a process."""
+    for name in _ours(controller):
+        with open(os.path.join(controller.parent, name, "cgroup.procs")) as handle:  # noqa: ASYNC230
+            if handle.read().strip():
+                return True
+    return False
+
+
+def _usable(isolation: str) -> None:
+    problem = sandbox.detect().namespaces_problem()
+    if isolation == "namespaces" and problem is not None:
+        pytest.skip(f"namespaces backend unusable here: {problem}")
+
+
+async def test_children_summing_past_the_budget_are_killed(tool: Runner) -> None:  # noqa: F811
+    _usable(tool.isolation)
+    _controller()
+    result = await tool.py(HOARD, memory_bytes=BUDGET, max_processes=64, timeout_s=60)
+    assert result.status == "limit_exceeded", result
+    assert result.message.startswith(f"killed: memory limit of {BUDGET} bytes"), result
+    assert "held" not in str(result.output)
+
+
+async def test_the_tool_starts_inside_its_cgroup(tool: Runner) -> None:  # noqa: F811
+    _usable(tool.isolation)
+    controller = _controller()
+    result = await tool.run(argv=("/bin/cat", "/proc/self/cgroup"), memory_bytes=BUDGET)
+    assert result.status == "ok", result
+    lines = result.output["text"].splitlines()
+    wanted = "memory" if controller.version == 1 else ""
+    line = next(line for line in lines if line.split(":")[1] == wanted)
+    assert os.path.basename(line.split(":", 2)[2]).startswith(f"sconnect-{os.getpid()}-"), lines
+
+
+async def test_no_cgroup_is_left_behind(tool: Runner) -> None:  # noqa: F811
+    _usable(tool.isolation)
+    controller = _controller()
+    assert _ours(controller) == []
+    done = await tool.run(argv=("/bin/true",), memory_bytes=BUDGET)
+    assert done.status == "ok", done
+    assert _ours(controller) == []
+    late = await tool.run(argv=("/bin/sleep", "30"), memory_bytes=BUDGET, timeout_s=0.5)
+    assert late.status == "timeout", late
+    assert _ours(controller) == []
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(tool.run, argv=("/bin/sleep", "30"), memory_bytes=BUDGET))
+        # Wait until the call's cgroup holds a process, then cancel the call.
+        with trio.fail_after(30):
+            while not _held(controller):  # noqa: ASYNC110 (cgroupfs offers no event to wait on)
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert _ours(controller) == []
+
+
+def test_check_says_which_bound_is_in_force() -> None:
+    line = sandbox.detect().memory_cgroup
+    found = _cgroup.probe()
+    if found.controller is None:
+        assert line.startswith("memory: rlimit + sized tmpfs only (no delegated cgroup"), line
+        return
+    version = found.controller.version
+    assert line.startswith("memory: cgroup v2" if version == 2 else "memory: cgroup v1 (memory controller"), line
+    assert line in sandbox.detect().summary
