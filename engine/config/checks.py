@@ -25,7 +25,7 @@ from ..globs import GLOB_CHARS, glob_matches
 from ..linear_re import RegexError, compile_linear
 from ..suggest import unknown_name
 from .bounds import MAX_MODULE_BYTES, MAX_PARAMETERS_BYTES, format_bytes, within
-from .model import Agent, McpServerFile, NamedModel, Policy, Resource, RulesModel, Tool, definition_digest
+from .model import ASK_AGENT, Agent, McpServerFile, NamedModel, Policy, Resource, RulesModel, Tool, definition_digest
 from .modules import Located, default_search, locate
 from .resource_kinds import kind_of
 from .schemas import validate_parameters
@@ -310,6 +310,26 @@ def _command_problem(program: str, path: str) -> str | None:
     return None
 
 
+def agent_may_call(agent: Agent, tool: str) -> bool:
+    """Whether a rule of ``agent``'s model may name ``tool``: one of its tools, or ask_agent when it has delegates."""
+    return tool in agent.tools or tool in agent.client_tools or (tool == ASK_AGENT and bool(agent.delegates))
+
+
+def check_agent_class(agent: Agent, doc: Document, root: Path) -> tuple[Any, list[ConfigProblem]]:
+    """Import the class a ``python:`` agent names (engine/agents/loading.py): the class, or the problem.
+
+    Unlike a ``python:`` tool's module, an agent's module is imported here: agent code
+    runs in the engine itself, so a module that does not import is a configuration error.
+    """
+    from ..agents.loading import AgentLoadError, load_agent_class
+
+    assert agent.python is not None
+    try:
+        return load_agent_class(agent.python, (root / doc.file).parent, root), []
+    except AgentLoadError as exc:
+        return None, [doc.problem(["python"], str(exc))]
+
+
 def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
     """Every rule's mistakes, all of them: one bad part of a rule never hides another."""
     if not isinstance(agent.model, RulesModel):
@@ -337,8 +357,7 @@ def rules_problems(
         except RegexError as exc:
             problems.append(doc.problem([*where, "match"], f"not a valid regular expression: {exc}"))
             groups = None
-        if agent is not None and rule.tool is not None and rule.tool not in agent.tools \
-                and rule.tool not in agent.client_tools:
+        if agent is not None and rule.tool is not None and not agent_may_call(agent, rule.tool):
             problems.append(
                 doc.problem([*where, "tool"], f"tool {rule.tool!r} is not in this agent's tools or client_tools")
             )
@@ -385,7 +404,7 @@ def check_agent_models(
             continue
         if isinstance(named.model, RulesModel):
             for rule in named.model.rules:
-                if rule.tool is not None and rule.tool not in agent.tools and rule.tool not in agent.client_tools:
+                if rule.tool is not None and not agent_may_call(agent, rule.tool):
                     problems.append(doc.problem(where, f"model {name!r} ({named.source}) calls tool {rule.tool!r}, "
                                                        "which is not in this agent's tools or client_tools"))
                 if rule.resource is not None and (host := "/".join(rule.resource.split("/")[:3])) \
@@ -476,6 +495,42 @@ def check_agent_references(
             )
         else:
             problems.append(doc.problem(["resources", index], f"unknown resource host {name!r}{_known(resources)}"))
+    return problems
+
+
+def check_agent_delegates(
+    agent: Agent, doc: Document, agents: Mapping[str, Agent], failed: Mapping[str, str] | None = None,
+) -> list[ConfigProblem]:
+    """Each agent named in ``delegates`` is declared, and is not the agent itself."""
+    failed = failed or {}
+    problems = []
+    for index, name in enumerate(agent.delegates):
+        where: list[PathSegment] = ["delegates", index]
+        if name == agent.name and agent.name:
+            problems.append(doc.problem(where, "an agent cannot delegate to itself"))
+        elif name in failed and name not in agents:
+            problems.append(doc.problem(where, f"agent {name!r} did not load (see {failed[name]})"))
+        elif name not in agents:
+            problems.append(doc.problem(where, unknown_name("agent", name, agents)))
+    return problems
+
+
+def check_policy_agents(
+    policy: Policy, doc: Document, agents: Mapping[str, Agent], failed: Mapping[str, str] | None = None,
+) -> list[ConfigProblem]:
+    """A rule's ``targets.agents``: each name is a declared agent, each glob matches one."""
+    failed = failed or {}
+    problems = []
+    for index, rule in enumerate(policy.rules):
+        for a_index, pattern in enumerate(rule.targets.agents):
+            where: list[PathSegment] = ["rules", index, "targets", "agents", a_index]
+            if any(char in pattern for char in GLOB_CHARS):
+                if not any(glob_matches(pattern, name) for name in agents):
+                    problems.append(doc.problem(where, f"the pattern {pattern!r} matches no agent"))
+            elif pattern in failed and pattern not in agents:
+                problems.append(doc.problem(where, f"agent {pattern!r} did not load (see {failed[pattern]})"))
+            elif pattern not in agents:
+                problems.append(doc.problem(where, unknown_name("agent", pattern, agents)))
     return problems
 
 

@@ -282,6 +282,10 @@ class NamedModel:
     source: Source = Source()
 
 
+# The built-in tool through which a model asks another agent (``delegates:``; engine/server/delegation.py).
+ASK_AGENT = "ask_agent"
+
+
 @attrs.frozen
 class Agent:
     """A declared agent: its model, the tools and resource hosts it may use, its limits."""
@@ -298,7 +302,16 @@ class Agent:
     system_prompt: str = ""
     max_steps: int = 8
     approval_timeout: Seconds = Seconds(120)
+    # A custom agent in Python instead of a model: ``module:Class`` (engine/agents/).
+    python: str | None = None
+    # Longest a turn of a Python agent, or a delegated turn of any agent, may take (approvals included).
+    turn_timeout: Seconds = Seconds(600)
+    # Agents this one may ask (``agent.delegate``), and the level of asking *this* agent.
+    delegates: tuple[str, ...] = ()
+    delegation_level: Level = 1
     source: Source = Source()
+    # The class ``python`` names, imported by the loader (never written in YAML); None for a model agent.
+    python_class: Any = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -308,6 +321,8 @@ class Agent:
     @property
     def model_summary(self) -> str:
         """One word or line for listings: the inline block's provider, else the names."""
+        if self.python is not None:
+            return f"python {self.python}"
         if self.model is not None and not isinstance(self.model, str):
             return self.model.provider
         names = self.model_names
@@ -432,6 +447,8 @@ class Targets:
     tools: tuple[str, ...] = ()
     levels: tuple[int, ...] = ()
     resources: tuple[str, ...] = ()
+    # Agents asked by ``agent.delegate`` (names or globs).
+    agents: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -453,7 +470,7 @@ class PolicyRule:
     id: str
     effect: Literal["allow", "deny", "require_approval"]
     subjects: Subjects
-    actions: tuple[Literal["tool.call", "resource.read"], ...] = ("tool.call",)
+    actions: tuple[Literal["tool.call", "resource.read", "agent.delegate"], ...] = ("tool.call",)
     targets: Targets = Targets()
     conditions: tuple[Condition, ...] = ()
     approver: Literal["user", "admin"] | None = None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -32,7 +32,7 @@ import trio
 import sandbox
 
 from ..auth import Principal
-from ..config.model import Config, Tool
+from ..config.model import ASK_AGENT, Config, Tool
 from ..decision import Decision, decide
 from ..protocol import (
     ActionKind,
@@ -326,6 +326,58 @@ async def refuse_hidden(caller: Caller, name: str, arguments: Any) -> None:
                  details={"reason": "not offered to this caller"})
 
 
+# --- delegation -------------------------------------------------------------------------
+
+
+async def perform_delegation(
+    caller: Caller, agent: str, level: int, arguments: dict[str, Any], details: Mapping[str, Any],
+    execute: Callable[[str], Awaitable[tuple[ResultStatus, Any, str]]],
+) -> Outcome:
+    """Ask another agent (engine/server/delegation.py checked who may ask whom): an action like a tool call.
+
+    Decided as ``agent.delegate`` on ``agent`` at ``level``, shown as the built-in
+    tool ``ask_agent``, approved when the decision says so, audited (decision, any
+    approval, execution, each with ``details``: who asked whom, how deep), then
+    ``execute(action_id)`` runs the other agent's turn.  Cancellation: the
+    execution is recorded and reported as cancelled, then the cancellation goes on.
+    """
+    caller = caller.pinned()
+    action_id = new_id()
+    decision = decide(caller.snap.config, caller.sub, caller.conn.principal.roles, "agent.delegate", agent, arguments,
+                      level=level)
+    frame = _action_frame(caller, action_id, ActionKind.TOOL, ASK_AGENT, arguments, level, decision)
+    await _audit(caller, "decision", "agent.delegate", agent, arguments, decision=decision, outcome=decision.effect,
+                 details={"reason": decision.reason, "approver": decision.approver, "action_id": action_id, **details})
+    refused = await _authorise(caller, frame, decision, arguments)
+    if refused is not None:
+        return refused
+    started = time.monotonic()
+    try:
+        status, output, reason = await execute(action_id)
+    except BaseException as exc:
+        if _cancellation(exc):
+            with trio.move_on_after(2, shield=True):
+                await _audit(caller, "execution", "agent.delegate", agent, arguments, outcome="cancelled",
+                             duration_ms=(time.monotonic() - started) * 1000, decision=decision,
+                             details={"action_id": action_id, **details})
+                _result(caller, frame, ResultStatus.CANCELLED, {"error": "cancelled while running"}, "cancelled")
+        raise
+    await _audit(caller, "execution", "agent.delegate", agent, arguments, outcome=str(status), decision=decision,
+                 duration_ms=(time.monotonic() - started) * 1000, details={"action_id": action_id, **details})
+    return _result(caller, frame, status, output, reason)
+
+
+async def refuse_delegation(
+    caller: Caller, agent: str, level: int, arguments: Any, why: str, status: ResultStatus,
+    details: Mapping[str, Any],
+) -> Outcome:
+    """A delegation refused before any policy decision (not a delegate, a loop, too deep): audited, shown."""
+    caller = caller.pinned()
+    await _audit(caller, "decision", "agent.delegate", agent, arguments, effect="deny", outcome=str(status),
+                 details={"reason": why, **details})
+    return _refuse(caller, new_id(), ActionKind.TOOL, ASK_AGENT, arguments, level, {"error": why}, status=status)
+
+
 # --- resources --------------------------------------------------------------------------
 
 
@@ -527,6 +579,8 @@ def _cancellation(exc: BaseException) -> bool:
 
 
 def _action_name(frame: AgentAction) -> str:
+    if frame.kind == ActionKind.TOOL and frame.name == ASK_AGENT:
+        return "agent.delegate"
     return "resource.read" if frame.kind == ActionKind.RESOURCE else "tool.call"
 
 
