@@ -58,8 +58,8 @@ async def test_a_changed_module_answers_the_next_turn_and_a_broken_one_is_refuse
 
             module.write_text("import os\nraise RuntimeError('half-written')\n")
             _touch_later(module)
-            while not (errors := await _reload_refused(server)):
-                await trio.sleep(0.05)  # noqa: ASYNC110 (polls the audit database)
+            while not (errors := await _reload_refused(server)):  # noqa: ASYNC110 (polls the audit database)
+                await trio.sleep(0.05)
             assert errors == ["agents.d/versioned.yaml:3:9: python: module 'versioned' failed to import: "
                               "agents.d/versioned.py:2: RuntimeError: half-written"]
             assert (await client.converse(sid, "which?")).response.content == "v2"
