@@ -24,7 +24,7 @@ class Planner(BaseAgent):
         city = found.group("city").strip()
         weather = await context.delegate("weather", f"weather in {city.lower()}")
         if weather.ok:
-            await context.say(f"Weather: {weather.output['answer']}\n")
+            await context.say(f"Weather: {weather.output['answer'].strip()}\n")
         else:
             await context.say(f"(I could not get the weather: {weather.reason})\n")
         await context.say(f"Plan for {city.title()}: " + ", then ".join(what for what, _ in _DAY) + ".\n")
