@@ -9,8 +9,8 @@ context, which is the engine's:
 
 - ``say`` streams text to the user (the turn's answer is everything said, then
   the string ``process_message`` returns, if any);
-- ``call_tool`` (alias ``request_tool_use``), ``read_resource`` and ``delegate``
-  are actions: each is decided by the policy, approved when its level or a
+- ``call_tool`` (alias ``request_tool_use``), ``read_resource``, ``delegate``,
+  ``read_board`` and ``post_to_board`` are actions: each is decided by the policy, approved when its level or a
   rule asks for it, run in the sandbox, and audited, exactly as a model's tool
   calls are.  A tool outside the agent's ``tools:`` list, a host outside its
   ``resources:`` and an agent outside its ``delegates:`` are refused like any
@@ -112,6 +112,15 @@ class AgentContext(abc.ABC):
     @abc.abstractmethod
     async def delegate(self, agent: str, message: str) -> ActionResult:
         """Ask one of this agent's ``delegates`` (``agent.delegate`` in policy); output ``{"agent", "answer"}``."""
+
+    @abc.abstractmethod
+    async def read_board(self) -> ActionResult:
+        """The session board's notes (``board: read`` or ``post``); output ``{"uri", "notes": [{"seq",
+        "agent", "text", "time"}]}``."""
+
+    @abc.abstractmethod
+    async def post_to_board(self, text: str) -> ActionResult:
+        """Leave a note on the session board for the session's other agents (``board: post``)."""
 
 
 class BaseAgent(abc.ABC):

@@ -25,7 +25,19 @@ from ..globs import GLOB_CHARS, glob_matches
 from ..linear_re import RegexError, compile_linear
 from ..suggest import unknown_name
 from .bounds import MAX_MODULE_BYTES, MAX_PARAMETERS_BYTES, format_bytes, within
-from .model import ASK_AGENT, Agent, McpServerFile, NamedModel, Policy, Resource, RulesModel, Tool, definition_digest
+from .model import (
+    ASK_AGENT,
+    POST_TO_BOARD,
+    READ_BOARD,
+    Agent,
+    McpServerFile,
+    NamedModel,
+    Policy,
+    Resource,
+    RulesModel,
+    Tool,
+    definition_digest,
+)
 from .modules import Located, default_search, locate
 from .resource_kinds import kind_of
 from .schemas import validate_parameters
@@ -312,7 +324,8 @@ def _command_problem(program: str, path: str) -> str | None:
 
 def agent_may_call(agent: Agent, tool: str) -> bool:
     """Whether a rule of ``agent``'s model may name ``tool``: one of its tools, or ask_agent when it has delegates."""
-    return tool in agent.tools or tool in agent.client_tools or (tool == ASK_AGENT and bool(agent.delegates))
+    return tool in agent.tools or tool in agent.client_tools or (tool == ASK_AGENT and bool(agent.delegates)) \
+        or (tool == READ_BOARD and agent.board != "none") or (tool == POST_TO_BOARD and agent.board == "post")
 
 
 def check_agent_class(agent: Agent, doc: Document, root: Path) -> tuple[Any, list[ConfigProblem]]:

@@ -284,6 +284,9 @@ class NamedModel:
 
 # The built-in tool through which a model asks another agent (``delegates:``; engine/server/delegation.py).
 ASK_AGENT = "ask_agent"
+# The built-in tools through which a model reads and posts to its session's board (``board:``; engine/server/board.py).
+READ_BOARD = "read_board"
+POST_TO_BOARD = "post_to_board"
 
 
 @attrs.frozen
@@ -309,6 +312,8 @@ class Agent:
     # Agents this one may ask (``agent.delegate``), and the level of asking *this* agent.
     delegates: tuple[str, ...] = ()
     delegation_level: Level = 1
+    # The session board (engine/server/board.py): none, read, or post (read and post).
+    board: Literal["none", "read", "post"] = "none"
     source: Source = Source()
     # The class ``python`` names, imported by the loader (never written in YAML); None for a model agent.
     python_class: Any = attrs.field(default=None, eq=False, repr=False)
@@ -470,7 +475,7 @@ class PolicyRule:
     id: str
     effect: Literal["allow", "deny", "require_approval"]
     subjects: Subjects
-    actions: tuple[Literal["tool.call", "resource.read", "agent.delegate"], ...] = ("tool.call",)
+    actions: tuple[Literal["tool.call", "resource.read", "agent.delegate", "board.append"], ...] = ("tool.call",)
     targets: Targets = Targets()
     conditions: tuple[Condition, ...] = ()
     approver: Literal["user", "admin"] | None = None

@@ -123,7 +123,7 @@ def _reference_problems(
         problems.append(doc.problem([*where, "agent"], f"unknown agent {raw['agent']!r}"))
     if "resource" in raw:
         host = "/".join(raw["resource"].split("/")[:3])
-        if host not in config.resources:
+        if host not in config.resources and host != "board://session":
             problems.append(doc.problem([*where, "resource"], f"unknown resource host {host!r}"))
     for r_index, rule_id in enumerate(raw.get("rules", ())):
         if rule_id not in rule_ids:

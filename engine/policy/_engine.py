@@ -49,7 +49,7 @@ from ._decision import APPROVER_RANK, LEVEL_APPROVER, Approver, Decision, Match
 from ._match import Miss, Request, names_target, rule_miss, undecided_conditions
 from ._revision import policy_revision
 
-ACTIONS = ("tool.call", "resource.read", "agent.delegate")
+ACTIONS = ("tool.call", "resource.read", "agent.delegate", "board.append")
 _APPROVAL_TEXT = {"user": "the user's approval", "admin": "an admin's approval"}
 
 
@@ -191,6 +191,8 @@ def make_request(
         if asked is None:
             return Decision("deny", "none", f"unknown agent {target!r}", policy_revision=policy_revision(config))
         level = asked.delegation_level
+    if action == "board.append":
+        return Request(sub, frozenset(roles), action, target, 0, arguments)
     if action == "resource.read":
         # A read has no arguments: conditions never hold for it (nothing to assume).
         return Request(sub, frozenset(roles), action, target, 0, arguments or {})

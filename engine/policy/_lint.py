@@ -110,7 +110,7 @@ def _read_patterns(rule: PolicyRule) -> tuple[str, ...]:
 def _hosts_reached(pattern: str, config: Config) -> list[str]:
     scheme, _, rest = pattern.partition("://")
     name = rest.partition("/")[0]
-    return [host for host in config.resources if glob_matches(f"{scheme}://{name}", host)]
+    return [host for host in (*config.resources, "board://session") if glob_matches(f"{scheme}://{name}", host)]
 
 
 def _pattern_covers(wide: str, narrow: str) -> bool:

@@ -87,6 +87,8 @@ class Request:
         who = f"{self.sub} ({roles})" if self.sub else roles
         if self.is_delegation:
             what = f"ask agent {self.target} (level {self.level})"
+        elif self.action == "board.append":
+            what = f"post to {self.target}"
         else:
             what = f"call {self.target} (level {self.level})" if self.is_tool else f"read {self.target}"
         return f"{who} to {what}"

@@ -35,6 +35,7 @@ from ..config.model import Agent, Config
 from ..models import ASK_AGENT_TOOL, READ_RESOURCE_TOOL, ToolDefinition
 from ..protocol import OfferedTool, ResultStatus
 from .actions import Caller, Outcome, perform, read
+from .board import board_tools, post_to_board, read_board
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def tool_definitions(agent: Agent, config: Config, client_tools: Mapping[str, Of
     """The tools ``agent`` is offered: the built-ins it qualifies for, its declared tools, the client's it may use."""
     builtin = [READ_RESOURCE_TOOL] if agent.resources else []
     builtin += [ASK_AGENT_TOOL] if agent.delegates else []
+    builtin += board_tools(agent)
     found = [
         ToolDefinition(config.tools[name].name, config.tools[name].description, config.tools[name].parameters)
         for name in agent.tools
@@ -140,6 +142,16 @@ class TurnContext(AgentContext):
         await self._step()
         async with self._acting():
             return result_of(await self._ask(str(agent), str(message)))
+
+    async def read_board(self) -> ActionResult:
+        await self._step()
+        async with self._acting():
+            return result_of(await read_board(self._caller, self._agent))
+
+    async def post_to_board(self, text: str) -> ActionResult:
+        await self._step()
+        async with self._acting():
+            return result_of(await post_to_board(self._caller, self._agent, text))
 
     async def _step(self) -> None:
         if self._steps >= self._agent.max_steps:

@@ -6,7 +6,7 @@ asked agent is one of the asker's ``delegates``, it is not already in the chain
 of agents that led here (A asks B asks A is refused), the chain is at most
 :data:`MAX_DEPTH` agents below the session's own, and one user turn makes at
 most :data:`MAX_DELEGATIONS` delegated turns at all depths together — and then
-goes through :func:`engine.server.actions.perform_delegation`: the policy
+goes through :func:`engine.server.actions.perform_builtin`: the policy
 decides ``agent.delegate`` on the asked agent at its ``delegation_level``, the
 user (or an admin) approves when that says so, and the decision and execution
 are audited with who asked whom.
@@ -38,9 +38,10 @@ import trio
 from ..auth import Principal
 from ..config.model import Agent
 from ..models import ASK_AGENT, READ_RESOURCE, ModelError, TextDelta, ToolCall, agent_model
-from ..protocol import OfferedTool, ResultStatus, ServerFrame
-from .actions import Caller, Outcome, Requester, perform, perform_delegation, read, refuse_delegation
+from ..protocol import ActionKind, OfferedTool, ResultStatus, ServerFrame
+from .actions import Builtin, Caller, Outcome, Requester, perform, perform_builtin, read, refuse_builtin
 from .agentrun import AgentTurn, run_python_agent, tool_definitions
+from .board import BOARD_TOOLS, board_call
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ async def ask_agent_call(caller: Caller, chain: Chain, arguments: Any) -> Outcom
         why = 'invalid arguments: ask_agent takes {"agent": <name>, "message": <text>}'
         named = arguments.get("agent") if isinstance(arguments, dict) else None
         target = named if isinstance(named, str) and named else "(none)"
-        return await refuse_delegation(caller, target, 0, arguments, why, ResultStatus.ERROR, _details(caller, chain))
+        return await refuse_builtin(caller, _asking(target, 0), arguments, why, ResultStatus.ERROR,
+                                    _details(caller, chain))
     return await ask_agent(caller, chain, arguments["agent"], arguments["message"])
 
 
@@ -133,7 +135,7 @@ async def ask_agent(caller: Caller, chain: Chain, agent: str, message: str) -> O
     level = asked.delegation_level if asked is not None else 0
 
     async def refuse(why: str, status: ResultStatus = ResultStatus.DENIED) -> Outcome:
-        return await refuse_delegation(caller, agent, level, arguments, why, status, details)
+        return await refuse_builtin(caller, _asking(agent, level), arguments, why, status, details)
 
     if asking is None or agent not in asking.delegates:
         listed = ", ".join(asking.delegates) if asking is not None and asking.delegates else "none"
@@ -152,7 +154,11 @@ async def ask_agent(caller: Caller, chain: Chain, agent: str, message: str) -> O
         return await refuse(f"the message must be 1 to {MAX_MESSAGE_CHARS} characters", ResultStatus.ERROR)
     chain.budget.used += 1
     execute = functools.partial(_child_turn, caller, chain, asked, message)
-    return await perform_delegation(caller, agent, level, arguments, details, execute)
+    return await perform_builtin(caller, _asking(agent, level), arguments, details, execute)
+
+
+def _asking(agent: str, level: int) -> Builtin:
+    return Builtin("agent.delegate", agent, ActionKind.TOOL, ASK_AGENT, level)
 
 
 def _details(caller: Caller, chain: Chain) -> dict[str, Any]:
@@ -219,7 +225,7 @@ async def _model_turn(agent: Agent, message: str, caller: Caller, chain: Chain) 
             if not calls:
                 return AgentTurn(ResultStatus.OK, "".join(text))
             for call in calls:
-                outcome = await _act(caller, chain, call)
+                outcome = await _act(caller, agent, chain, call)
                 messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
                                  "content": outcome.for_model()})
         why = f"the agent {agent.name!r} stopped after {agent.max_steps} steps without finishing"
@@ -230,10 +236,12 @@ async def _model_turn(agent: Agent, message: str, caller: Caller, chain: Chain) 
         return AgentTurn(ResultStatus.ERROR, "", f"the model of agent {agent.name!r} failed: {exc}")
 
 
-async def _act(caller: Caller, chain: Chain, call: ToolCall) -> Outcome:
+async def _act(caller: Caller, agent: Agent, chain: Chain, call: ToolCall) -> Outcome:
     if call.name == READ_RESOURCE and isinstance(call.arguments, dict) and "uri" in call.arguments:
         outcome, _content = await read(caller, str(call.arguments["uri"]))
         return outcome
-    if call.name == ASK_AGENT:
+    if call.name == ASK_AGENT and agent.delegates:
         return await ask_agent_call(caller, chain, call.arguments)
+    if call.name in BOARD_TOOLS and agent.board != "none":
+        return await board_call(caller, agent, call.name, call.arguments)
     return await perform(caller, call.name, call.arguments)

@@ -56,6 +56,7 @@ from ..protocol import (
 )
 from .actions import Caller, Snapshot, perform, read
 from .agentrun import run_python_agent
+from .board import BOARD_TOOLS, Board, board_call, board_tools
 from .delegation import Chain, ask_agent, ask_agent_call
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ class Session:
     _done: trio.Event = attrs.field(factory=trio.Event)
     # The delegations of the running turn (engine/server/delegation.py), by turn id.
     _chain: tuple[str, Chain] | None = None
+    # The notes the session's agents leave each other (engine/server/board.py).
+    board: Board = attrs.field(factory=Board)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the session's work until it is stopped or its connection closes."""
@@ -285,6 +288,8 @@ class Session:
                         outcome, _content = await read(caller, str(call.arguments["uri"]))
                     elif call.name == ASK_AGENT and self.agent.delegates:
                         outcome = await ask_agent_call(caller, self._delegations(turn_id), call.arguments)
+                    elif call.name in BOARD_TOOLS and self.agent.board != "none":
+                        outcome = await board_call(caller, self.agent, call.name, call.arguments)
                     else:
                         outcome = await perform(caller, call.name, call.arguments)
                     called = snap.config.tools.get(call.name)
@@ -357,6 +362,7 @@ class Session:
         tools = config.tools
         builtin = [READ_RESOURCE_TOOL] if self.agent.resources else []
         builtin += [ASK_AGENT_TOOL] if self.agent.delegates else []
+        builtin += board_tools(self.agent)
         found = [
             ToolDefinition(tools[name].name, tools[name].description, tools[name].parameters)
             for name in self.agent.tools

@@ -2,8 +2,9 @@
 
 - test_plan_a_day_in_paris: the README's exchange, over a real server and client: the
   answer holds the sample forecast and the summed cost; the user saw the delegation
-  (``ask_agent``), the weather agent's read and the calculator call as actions; the
-  audit links the weather agent's read to the planner's delegation.
+  (``ask_agent``), the weather agent's read, the calculator call and the post to the
+  session board as actions; the audit links the weather agent's read to the planner's
+  delegation; the next turn ("what is on the board?") reads the plan back from the board.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ async def test_plan_a_day_in_paris(agents_config: Path, start_server: Callable[.
         async with open_client(server.url, server.token()) as client:
             sid = (await client.start_session("planner")).session_id
             turn = await client.converse(sid, "plan a day in Paris")
+            board = await client.converse(sid, "what is on the board?")
     text = turn.response.content
     assert "Weather: Paris (sample forecast" in text and "sunny in the morning" in text
     assert "Plan for Paris: a museum in the morning, then lunch, then two metro rides." in text
     assert text.endswith("Estimated cost: 46.3 EUR.") and turn.text == text
     names = [(str(a.kind), a.name) for a in turn.actions]
     assert names == [("tool", "ask_agent"), ("resource", "file://local/documents/forecasts/paris.txt"),
-                     ("tool", "calculator")]
+                     ("tool", "calculator"), ("tool", "post_to_board")]
     assert turn.actions[0].arguments == {"agent": "weather", "message": "weather in paris"}
-    assert [str(r.status) for r in turn.results] == ["ok", "ok", "ok"]
+    assert [str(r.status) for r in turn.results] == ["ok", "ok", "ok", "ok"]
     # The weather agent's read finishes first; the delegation's result carries its answer.
     delegation = next(r for r in turn.results if r.action_id == turn.actions[0].action_id)
     assert delegation.output["agent"] == "weather" and "sunny" in delegation.output["answer"]
@@ -42,9 +44,17 @@ async def test_plan_a_day_in_paris(agents_config: Path, start_server: Callable[.
     assert (decision.agent, decision.target, decision.subject) == ("planner", "weather", "alice")
     details = decision.to_dict()["details"]
     assert details["delegated_by"] == "planner" and details["action_id"] == turn.actions[0].action_id
-    [read] = query(state, kind="resource_read")
+    [read, board_read] = query(state, kind="resource_read")
+    assert board_read.target == "board://session" and board_read.agent == "planner"
     read_details = read.to_dict()["details"]
     assert read.agent == "weather"
     assert read_details["delegation"] == {"action_id": turn.actions[0].action_id, "by": "planner", "depth": 1}
     [execution] = [r for r in query(state, kind="execution") if r.action == "agent.delegate"]
     assert execution.outcome == "ok" and execution.agent == "planner"
+
+    # The plan was left on the session board; the next turn reads it back.
+    assert board.response.content == (
+        "#1 (planner): Plan for Paris: a museum in the morning, then lunch, then two metro rides. "
+        "Estimated cost: 46.3 EUR."
+    )
+    assert [(str(a.kind), a.name) for a in board.actions] == [("resource", "board://session")]

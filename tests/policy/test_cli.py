@@ -57,7 +57,7 @@ def test_lint_exit_codes_as_a_shell_sees_them():
 def test_shipped_cases_pass_and_cover_every_rule_as_a_shell_sees_it():
     result = sconnect("test", str(CASES), "--config", str(SHIPPED))
     assert result.returncode == 0, result.stdout
-    assert result.stdout == "12/12 cases passed\ncoverage: every rule exercised\n"
+    assert result.stdout == "13/13 cases passed\ncoverage: every rule exercised\n"
 
 
 def test_bad_args_json_is_a_usage_error():
@@ -247,7 +247,7 @@ def test_cases_file_errors_have_file_and_line(capsys, tmp_path):
 def test_shipped_cases_json(capsys):
     code, out, _ = run(capsys, "test", str(CASES), "--config", str(SHIPPED), "--json")
     data = json.loads(out)
-    assert (code, data["passed"], data["failed"], data["uncovered_rules"]) == (0, 12, 0, [])
+    assert (code, data["passed"], data["failed"], data["uncovered_rules"]) == (0, 13, 0, [])
 
 
 # --- diff ----------------------------------------------------------------------------
