@@ -27,6 +27,7 @@ from ..suggest import unknown_name
 from .bounds import MAX_MODULE_BYTES, MAX_PARAMETERS_BYTES, format_bytes, within
 from .model import (
     ASK_AGENT,
+    BUILTIN_TOOLS,
     POST_TO_BOARD,
     READ_BOARD,
     Agent,
@@ -71,6 +72,9 @@ def check_tool(tool: Tool | McpServerFile, doc: Document) -> list[ConfigProblem]
     if isinstance(tool, McpServerFile):
         return check_mcp_server(tool, doc)
     problems = _parameters_problems(doc)
+    if tool.name in BUILTIN_TOOLS:
+        problems.append(doc.problem(["name"], f"{tool.name!r} is the name of a built-in tool "
+                                              f"({', '.join(BUILTIN_TOOLS)}): choose another"))
     problems += chain_problems(tool, doc)
     if tool.command:
         problem = _command_problem(tool.command[0], tool.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))

@@ -287,6 +287,8 @@ ASK_AGENT = "ask_agent"
 # The built-in tools through which a model reads and posts to its session's board (``board:``; engine/server/board.py).
 READ_BOARD = "read_board"
 POST_TO_BOARD = "post_to_board"
+# Names the engine offers models itself (read_resource: engine/models/base.py): no tools.d/ tool may take them.
+BUILTIN_TOOLS = ("read_resource", ASK_AGENT, READ_BOARD, POST_TO_BOARD)
 
 
 @attrs.frozen

@@ -152,3 +152,10 @@ def test_policy_targets_name_declared_agents(minimal_config: Path) -> None:
         "known: helper)",
         "policies/base.yaml:14:31: rules[1].targets.agents[1]: the pattern 'x*' matches no agent",
     ]
+
+
+def test_a_tool_may_not_take_a_built_in_tools_name(minimal_config: Path) -> None:
+    echo = minimal_config / "tools.d" / "echo.yaml"
+    echo.write_text(echo.read_text().replace("name: echo", "name: ask_agent"))
+    assert ("tools.d/echo.yaml:1:7: name: 'ask_agent' is the name of a built-in tool "
+            "(read_resource, ask_agent, read_board, post_to_board): choose another") in messages(minimal_config)
