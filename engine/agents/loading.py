@@ -10,7 +10,8 @@ name: it cannot shadow an installed module, two configurations can hold
 different versions of it, and a changed file is a new module, so a reload picks
 it up while turns already running keep the class they started with.  The same
 source is imported once (remembered by digest), so reloading other files does
-not run it again.  Inside a package, use relative imports.
+not run it again (only the latest version of each file is remembered).  Inside
+a package, use relative imports.
 
 Importing runs the module's top-level code in the engine (``sconnect check``
 does too): agent code is operator code, trusted like the engine's own.
@@ -105,6 +106,7 @@ def _import(module_name: str, here: Path, root: Path) -> ModuleType:
     module = _loaded.get(key)
     if module is None:
         module = _exec_beside(f"sconnect_agent_{digest[:16]}_{top}", path, is_package, root)
+        _forget(str(path))  # earlier versions: a configuration still holding one keeps its class alive
         _loaded[key] = module
     if not rest:
         return module
@@ -116,6 +118,14 @@ def _import(module_name: str, here: Path, root: Path) -> ModuleType:
         raise AgentLoadError(f"no module {module_name!r}: the package {_shown(path, root)} has no {rest!r}") from None
     except Exception as exc:
         raise AgentLoadError(f"module {module_name!r} failed to import: {_where(exc, root)}") from None
+
+
+def _forget(path: str) -> None:
+    """Drop what was imported from earlier versions of ``path`` (bounded memory over many edits)."""
+    for key in [key for key in _loaded if key[0] == path]:
+        name = _loaded.pop(key).__name__
+        for loaded in [n for n in sys.modules if n == name or n.startswith(name + ".")]:
+            del sys.modules[loaded]
 
 
 def _beside(top: str, here: Path) -> tuple[Path, bool] | None:
