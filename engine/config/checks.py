@@ -532,6 +532,27 @@ def check_agent_delegates(
     return problems
 
 
+def delegation_loops(agents: Mapping[str, Agent]) -> list[str]:
+    """Warnings for agents whose ``delegates`` lead back to them (a loop is refused when it happens)."""
+    found: list[str] = []
+    seen: set[frozenset[str]] = set()
+
+    def walk(path: list[str]) -> None:
+        for name in agents[path[-1]].delegates:
+            if name == path[0]:
+                loop = frozenset(path)
+                if loop not in seen:
+                    seen.add(loop)
+                    found.append(f"{agents[path[0]].source}: delegates form a loop ({' -> '.join([*path, name])}): "
+                                 "an agent asking one already in its chain is refused when it happens")
+            elif name in agents and name not in path and len(path) < 8:
+                walk([*path, name])
+
+    for name in sorted(agents):
+        walk([name])
+    return found
+
+
 def check_policy_agents(
     policy: Policy, doc: Document, agents: Mapping[str, Agent], failed: Mapping[str, str] | None = None,
 ) -> list[ConfigProblem]:

@@ -165,6 +165,7 @@ def load_config(root: Path | str) -> Config:
         if not any(may_grant_tool(rule, tool.name, tool.permission_level)
                    for policy in policies for rule in policy.rules)
     ]
+    warnings += checks.delegation_loops(agents)
     return Config(
         root=str(root.resolve()),
         agents=MappingProxyType(agents),

@@ -159,3 +159,11 @@ def test_a_tool_may_not_take_a_built_in_tools_name(minimal_config: Path) -> None
     echo.write_text(echo.read_text().replace("name: echo", "name: ask_agent"))
     assert ("tools.d/echo.yaml:1:7: name: 'ask_agent' is the name of a built-in tool "
             "(read_resource, ask_agent, read_board, post_to_board): choose another") in messages(minimal_config)
+
+
+def test_delegates_that_form_a_loop_are_a_warning(minimal_config: Path) -> None:
+    agent(minimal_config, "pa", "python: pa:Planner\ndelegates: [pb]\n", AGENT)
+    agent(minimal_config, "pb", "python: pb:Planner\ndelegates: [pa]\n", AGENT)
+    warnings = [w for w in load_config(minimal_config).warnings if "loop" in w]
+    assert warnings == ["agents.d/pa.yaml:1: delegates form a loop (pa -> pb -> pa): an agent asking one already "
+                        "in its chain is refused when it happens"]
