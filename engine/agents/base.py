@@ -29,7 +29,9 @@ the engine's privileges, like the engine's own code; the context is the only
 *supported* way to act, and the only one that is decided, approved and
 audited.  Install only agent code you would install as part of the server.
 Blocking calls (file or network I/O without ``await``, ``time.sleep``) stall
-every session of the server: use ``trio.to_thread.run_sync`` for them.
+every session of the server: use ``trio.to_thread.run_sync`` for them.  A step
+that holds the event loop for 5 s without awaiting is interrupted (a watchdog,
+engine/server/agentguard.py) and its turn ends with an error.
 """
 
 from __future__ import annotations

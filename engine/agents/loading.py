@@ -78,6 +78,8 @@ def load_agent_class(spec: str, here: Path, root: Path) -> type[BaseAgent]:
     if inspect.isabstract(found):
         missing = ", ".join(sorted(getattr(found, "__abstractmethods__", ())))
         raise AgentLoadError(f"class {spec} is abstract: it does not implement {missing}")
+    if not inspect.iscoroutinefunction(found.process_message):
+        raise AgentLoadError(f"{spec}.process_message must be a coroutine function (async def)")
     return found
 
 

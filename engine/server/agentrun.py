@@ -16,7 +16,8 @@ Bounds of one turn (the agent's file sets the first two):
 A turn is ended by cancelling the agent's own cancel scope: the agent sees
 ``trio.Cancelled`` at its next ``await`` and cannot go on, whatever it catches.
 An exception from the agent ends the turn with ``error``; it is logged with its
-traceback (the user is told only the exception's type).  Cancellation from
+traceback (the user is told only the exception's type).  So does a step of the
+agent that holds the event loop too long without awaiting (engine/server/agentguard.py).  Cancellation from
 outside (the user's ``cancel``/``stop``, a closed connection) propagates.
 """
 
@@ -35,6 +36,7 @@ from ..config.model import Agent, Config
 from ..models import ASK_AGENT_TOOL, READ_RESOURCE_TOOL, ToolDefinition
 from ..protocol import OfferedTool, ResultStatus
 from .actions import Caller, Outcome, perform, read
+from .agentguard import AgentBlocked, guarded
 from .board import board_tools, post_to_board, read_board
 
 log = logging.getLogger(__name__)
@@ -206,7 +208,7 @@ async def run_python_agent(
         with context.scope:
             try:
                 instance = agent.python_class()
-                returned = await instance.process_message(message, context)
+                returned = await guarded(instance.process_message(message, context))
                 if returned is not None and not isinstance(returned, str):
                     failure = f"process_message returned a {type(returned).__name__}, not a string or None"
                     log.error("agent %s: %s", agent.name, failure, extra=extra)
@@ -215,6 +217,9 @@ async def run_python_agent(
             except Exception as exc:
                 log.exception("agent %s failed", agent.name, extra=extra)
                 failure = f"the agent {agent.name!r} failed ({type(exc).__name__}); the error is in the server log"
+            except AgentBlocked as exc:
+                log.error("agent %s %s: its turn is ended", agent.name, exc, extra=extra)
+                failure = f"the agent {agent.name!r} {exc}: its turn was ended"
     answer = "".join(context.said)
     if context.ended is not None:
         return AgentTurn(ResultStatus.LIMIT_EXCEEDED, answer, context.ended)

@@ -167,3 +167,10 @@ def test_delegates_that_form_a_loop_are_a_warning(minimal_config: Path) -> None:
     warnings = [w for w in load_config(minimal_config).warnings if "loop" in w]
     assert warnings == ["agents.d/pa.yaml:1: delegates form a loop (pa -> pb -> pa): an agent asking one already "
                         "in its chain is refused when it happens"]
+
+
+def test_process_message_must_be_async(minimal_config: Path) -> None:
+    agent(minimal_config, "pa", "python: pa:Planner\n", AGENT.replace("async def", "def"))
+    assert messages(minimal_config) == [
+        "agents.d/pa.yaml:3:9: python: pa:Planner.process_message must be a coroutine function (async def)"
+    ]

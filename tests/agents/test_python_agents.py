@@ -14,6 +14,9 @@
 - test_a_hanging_agent_is_ended_by_its_turn_timeout.
 - test_cancel_and_stop_end_the_agents_task: a cancel ends the hanging agent (its
   ``finally`` runs), the session is active again; a stop ends the next one the same way.
+- test_an_agent_that_never_awaits_is_ended_by_the_watchdog: ``while True: pass`` (and
+  an ``except Exception`` around it) is interrupted after MAX_BLOCKING_S (lowered here
+  to keep the test short); the turn ends with an error, the server and the session go on.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trio
 
 from engine.agents import MAX_SAID_CHARS
 from engine.audit import query
 from engine.client import open_client
 from engine.protocol import AgentResponse, LifecycleState, ResponseToken
+from engine.server import agentguard
 from tests.agents.conftest import add_agent
 from tests.engine.conftest import RunningServer
 
@@ -197,3 +202,29 @@ async def test_cancel_and_stop_end_the_agents_task(agents_config: Path, start_se
             stopped = await client.control(sid, "stop")
             assert stopped.state == LifecycleState.TERMINATED
     assert marks.read_text() == "first\nsecond\n"
+
+
+async def test_an_agent_that_never_awaits_is_ended_by_the_watchdog(
+    agents_config: Path, start_server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agentguard, "MAX_BLOCKING_S", 0.3)
+    add_agent(agents_config, "spin", """
+        from engine.agents import BaseAgent
+
+        class Agent(BaseAgent):
+            async def process_message(self, message, context):
+                if message == "spin":
+                    try:
+                        while True:
+                            pass
+                    except Exception:
+                        return "swallowed"
+                return "still here"
+    """)
+    server: RunningServer = await start_server(agents_config)  # type: ignore[operator]
+    with trio.fail_after(20):
+        spun, after = await _converse(server, "spin", "spin", "hello")
+    assert spun.response.content == (  # type: ignore[attr-defined]
+        "(the agent 'spin' held the server for 0.3s without awaiting: its turn was ended)"
+    )
+    assert after.response.content == "still here"  # type: ignore[attr-defined]
