@@ -174,3 +174,19 @@ def test_process_message_must_be_async(minimal_config: Path) -> None:
     assert messages(minimal_config) == [
         "agents.d/pa.yaml:3:9: python: pa:Planner.process_message must be a coroutine function (async def)"
     ]
+
+
+def test_an_edited_module_in_a_package_is_a_new_version(minimal_config: Path) -> None:
+    package = minimal_config / "agents.d" / "team"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "words.py").write_text("GREETING = 'hi'\n")
+    (package / "lead.py").write_text(textwrap.dedent(AGENT).replace(
+        "import BaseAgent", "import BaseAgent\nfrom .words import GREETING").replace('"ok"', "GREETING"))
+    agent(minimal_config, "pa", "python: team.lead:Planner\n")
+    first = load_config(minimal_config).agents["pa"].python_class
+    assert load_config(minimal_config).agents["pa"].python_class is first  # unchanged: not imported again
+    (package / "words.py").write_text("GREETING = 'hello'\n")
+    second = load_config(minimal_config).agents["pa"].python_class
+    assert second is not first and second.__module__ != first.__module__
+    assert __import__("sys").modules[second.__module__.rsplit(".", 1)[0] + ".words"].GREETING == "hello"
