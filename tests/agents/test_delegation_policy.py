@@ -54,7 +54,7 @@ def test_tool_and_resource_rules_do_not_grant_delegations() -> None:
 
 def test_policy_commands_take_agent(capsys: pytest.CaptureFixture[str]) -> None:
     config = str(SHIPPED_CONFIG)
-    assert main(["policy", "can-i", "--config", config, "--role", "user", "--agent", "planner"]) == 0
+    assert main(["policy", "can-i", "--config", config, "--role", "user", "--agent", "bookkeeper"]) == 0
     assert capsys.readouterr().out == "yes, with the user's approval\n"
     assert main(["policy", "can-i", "--config", config, "--sub", "mallory", "--agent", "weather"]) == 1
     assert capsys.readouterr().out.startswith("no: no rule allows mallory (no roles) to ask agent weather (level 0)")

@@ -5,6 +5,8 @@
   (``ask_agent``), the weather agent's read, the calculator call and the post to the
   session board as actions; the audit links the weather agent's read to the planner's
   delegation; the next turn ("what is on the board?") reads the plan back from the board.
+- test_the_assistant_hands_plan_a_day_to_the_planner: the rules-model assistant's rule
+  asks the planner, which asks the weather agent (two delegations deep), offline.
 """
 
 from __future__ import annotations
@@ -58,3 +60,23 @@ async def test_plan_a_day_in_paris(agents_config: Path, start_server: Callable[.
         "Estimated cost: 46.3 EUR."
     )
     assert [(str(a.kind), a.name) for a in board.actions] == [("resource", "board://session")]
+
+
+async def test_the_assistant_hands_plan_a_day_to_the_planner(
+    agents_config: Path, start_server: Callable[..., object]
+) -> None:
+    """The rules-model assistant asks the planner (``ask_agent`` in a rule), which asks the weather agent:
+    two delegations deep, offline; the user sees every action, and the planner's answer is the assistant's."""
+    server: RunningServer = await start_server(agents_config)  # type: ignore[operator]
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            turn = await client.converse(sid, "plan a day in Paris")
+    assert turn.response.content.startswith("Weather: Paris (sample forecast")
+    assert turn.response.content.endswith("Estimated cost: 46.3 EUR.")
+    assert [a.name for a in turn.actions] == [
+        "ask_agent", "ask_agent", "file://local/documents/forecasts/paris.txt", "calculator", "post_to_board"]
+    assert [a.arguments.get("agent") for a in turn.actions[:2]] == ["planner", "weather"]
+    decisions = [r for r in query(server.settings.state_dir, kind="decision") if r.action == "agent.delegate"]
+    assert [(d.agent, d.target) for d in decisions] == [("assistant", "planner"), ("planner", "weather")]
+    assert decisions[1].to_dict()["details"]["chain"] == ["assistant", "planner"]
