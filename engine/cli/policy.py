@@ -36,6 +36,7 @@ def register(commands: Any) -> None:
         which = p.add_mutually_exclusive_group(required=True)
         which.add_argument("--tool", metavar="NAME", help="a tool call of this declared tool")
         which.add_argument("--resource", metavar="URI", help="a read of this resource URI")
+        which.add_argument("--agent", metavar="NAME", help="a delegation (agent.delegate) asking this declared agent")
         if args:
             p.add_argument("--args", metavar="JSON",
                            help="the call's arguments as a JSON object (default: not given — "
@@ -115,6 +116,14 @@ def _target(config: Config, args: argparse.Namespace) -> tuple[str, str]:
             known = ", ".join(sorted(config.tools)) or "none"
             raise UsageError(f"unknown tool {args.tool!r} (known: {known})")
         return "tool.call", args.tool
+    if getattr(args, "agent", None) is not None:
+        if args.agent not in config.agents:
+            from ..suggest import unknown_name
+
+            raise UsageError(unknown_name("agent", args.agent, config.agents))
+        return "agent.delegate", args.agent
+    if args.resource == "board://session":  # the session board (engine/server/board.py), not a resources.d/ host
+        return "resource.read", args.resource
     from ..resources import ResourceError, parse_uri
 
     try:
@@ -164,7 +173,7 @@ def run_explain(args: argparse.Namespace) -> int:
     if args.json:
         print_json({
             "request": {"sub": request.sub, "roles": sorted(request.roles), "action": action, "target": target,
-                        "level": request.level if request.is_tool else None, "arguments": request.arguments},
+                        "level": request.level if request.has_level else None, "arguments": request.arguments},
             "decision": decision.to_json(),
             "remember": {"allowed": bound.allowed, "max_s": bound.max_s, "reason": bound.reason},
             "considered": [
@@ -262,7 +271,8 @@ def run_who_can(args: argparse.Namespace) -> int:
              "rules": list(d.rule_ids)} for s, label, cond, d in found]})
         return 0
     if not found:
-        print(f"nobody may {'call' if action == 'tool.call' else 'read'} {target}")
+        verb = {"tool.call": "call", "agent.delegate": "have an agent ask"}.get(action, "read")
+        print(f"nobody may {verb} {target}")
         return 0
     for subject, _label, conditional, decision in found:
         what = "role " + subject if not subject.startswith("sub:") else subject.replace(":", " ", 1)

@@ -25,7 +25,20 @@ from ..globs import GLOB_CHARS, glob_matches
 from ..linear_re import RegexError, compile_linear
 from ..suggest import unknown_name
 from .bounds import MAX_MODULE_BYTES, MAX_PARAMETERS_BYTES, format_bytes, within
-from .model import Agent, McpServerFile, NamedModel, Policy, Resource, RulesModel, Tool, definition_digest
+from .model import (
+    ASK_AGENT,
+    BUILTIN_TOOLS,
+    POST_TO_BOARD,
+    READ_BOARD,
+    Agent,
+    McpServerFile,
+    NamedModel,
+    Policy,
+    Resource,
+    RulesModel,
+    Tool,
+    definition_digest,
+)
 from .modules import Located, default_search, locate
 from .resource_kinds import kind_of
 from .schemas import validate_parameters
@@ -60,6 +73,9 @@ def check_tool(tool: Tool | McpServerFile, doc: Document) -> list[ConfigProblem]
         return check_mcp_server(tool, doc)
     # A built-in's parameters are the engine's (engine/config/builtins.py), not the file's.
     problems = _parameters_problems(doc) if "parameters" in doc.data else []
+    if tool.name in BUILTIN_TOOLS:
+        problems.append(doc.problem(["name"], f"{tool.name!r} is the name of a built-in tool "
+                                              f"({', '.join(BUILTIN_TOOLS)}): choose another"))
     problems += chain_problems(tool, doc)
     if tool.command:
         problem = _command_problem(tool.command[0], tool.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
@@ -314,6 +330,27 @@ def _command_problem(program: str, path: str) -> str | None:
     return None
 
 
+def agent_may_call(agent: Agent, tool: str) -> bool:
+    """Whether a rule of ``agent``'s model may name ``tool``: one of its tools, or ask_agent when it has delegates."""
+    return tool in agent.tools or tool in agent.client_tools or (tool == ASK_AGENT and bool(agent.delegates)) \
+        or (tool == READ_BOARD and agent.board != "none") or (tool == POST_TO_BOARD and agent.board == "post")
+
+
+def check_agent_class(agent: Agent, doc: Document, root: Path) -> tuple[Any, list[ConfigProblem]]:
+    """Import the class a ``python:`` agent names (engine/agents/loading.py): the class, or the problem.
+
+    Unlike a ``python:`` tool's module, an agent's module is imported here: agent code
+    runs in the engine itself, so a module that does not import is a configuration error.
+    """
+    from ..agents.loading import AgentLoadError, load_agent_class
+
+    assert agent.python is not None
+    try:
+        return load_agent_class(agent.python, (root / doc.file).parent, root), []
+    except AgentLoadError as exc:
+        return None, [doc.problem(["python"], str(exc))]
+
+
 def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
     """Every rule's mistakes, all of them: one bad part of a rule never hides another."""
     if not isinstance(agent.model, RulesModel):
@@ -341,8 +378,7 @@ def rules_problems(
         except RegexError as exc:
             problems.append(doc.problem([*where, "match"], f"not a valid regular expression: {exc}"))
             groups = None
-        if agent is not None and rule.tool is not None and rule.tool not in agent.tools \
-                and rule.tool not in agent.client_tools:
+        if agent is not None and rule.tool is not None and not agent_may_call(agent, rule.tool):
             problems.append(
                 doc.problem([*where, "tool"], f"tool {rule.tool!r} is not in this agent's tools or client_tools")
             )
@@ -389,7 +425,7 @@ def check_agent_models(
             continue
         if isinstance(named.model, RulesModel):
             for rule in named.model.rules:
-                if rule.tool is not None and rule.tool not in agent.tools and rule.tool not in agent.client_tools:
+                if rule.tool is not None and not agent_may_call(agent, rule.tool):
                     problems.append(doc.problem(where, f"model {name!r} ({named.source}) calls tool {rule.tool!r}, "
                                                        "which is not in this agent's tools or client_tools"))
                 if rule.resource is not None and (host := "/".join(rule.resource.split("/")[:3])) \
@@ -503,6 +539,63 @@ def check_agent_learning(
         if tool is not None and tool.builtin and not agent.memory.enabled:
             problems.append(doc.problem(["tools", index], f"tool {name!r} is the built-in {tool.builtin!r}, which "
                                                           "needs the agent's memory: set 'memory: on'"))
+    return problems
+
+
+def check_agent_delegates(
+    agent: Agent, doc: Document, agents: Mapping[str, Agent], failed: Mapping[str, str] | None = None,
+) -> list[ConfigProblem]:
+    """Each agent named in ``delegates`` is declared, and is not the agent itself."""
+    failed = failed or {}
+    problems = []
+    for index, name in enumerate(agent.delegates):
+        where: list[PathSegment] = ["delegates", index]
+        if name == agent.name and agent.name:
+            problems.append(doc.problem(where, "an agent cannot delegate to itself"))
+        elif name in failed and name not in agents:
+            problems.append(doc.problem(where, f"agent {name!r} did not load (see {failed[name]})"))
+        elif name not in agents:
+            problems.append(doc.problem(where, unknown_name("agent", name, agents)))
+    return problems
+
+
+def delegation_loops(agents: Mapping[str, Agent]) -> list[str]:
+    """Warnings for agents whose ``delegates`` lead back to them (a loop is refused when it happens)."""
+    found: list[str] = []
+    seen: set[frozenset[str]] = set()
+
+    def walk(path: list[str]) -> None:
+        for name in agents[path[-1]].delegates:
+            if name == path[0]:
+                loop = frozenset(path)
+                if loop not in seen:
+                    seen.add(loop)
+                    found.append(f"{agents[path[0]].source}: delegates form a loop ({' -> '.join([*path, name])}): "
+                                 "an agent asking one already in its chain is refused when it happens")
+            elif name in agents and name not in path and len(path) < 8:
+                walk([*path, name])
+
+    for name in sorted(agents):
+        walk([name])
+    return found
+
+
+def check_policy_agents(
+    policy: Policy, doc: Document, agents: Mapping[str, Agent], failed: Mapping[str, str] | None = None,
+) -> list[ConfigProblem]:
+    """A rule's ``targets.agents``: each name is a declared agent, each glob matches one."""
+    failed = failed or {}
+    problems = []
+    for index, rule in enumerate(policy.rules):
+        for a_index, pattern in enumerate(rule.targets.agents):
+            where: list[PathSegment] = ["rules", index, "targets", "agents", a_index]
+            if any(char in pattern for char in GLOB_CHARS):
+                if not any(glob_matches(pattern, name) for name in agents):
+                    problems.append(doc.problem(where, f"the pattern {pattern!r} matches no agent"))
+            elif pattern in failed and pattern not in agents:
+                problems.append(doc.problem(where, f"agent {pattern!r} did not load (see {failed[pattern]})"))
+            elif pattern not in agents:
+                problems.append(doc.problem(where, unknown_name("agent", pattern, agents)))
     return problems
 
 

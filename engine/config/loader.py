@@ -150,12 +150,14 @@ def load_config(root: Path | str) -> Config:
     for agent, doc in checked["agent"] + partial["agent"]:
         references += checks.check_agent_references(agent, doc, tools, resources, failed)
         references += checks.check_agent_models(agent, doc, models, failed)
+        references += checks.check_agent_delegates(agent, doc, agents, failed)
     for agent, doc in checked["agent"]:
         references += checks.check_agent_learning(agent, doc, tools, resources)
     for tool, doc in checked_tools:
         references += checks.check_chain_references(tool, doc, tools, failed)
     for policy, doc in checked["policy"] + partial["policy"]:
         references += checks.check_policy_references(policy, doc, tools, roles, failed)
+        references += checks.check_policy_agents(policy, doc, agents, failed)
     problems += [p for p in references if (p.file, p.line, p.column) not in reported]
     if problems:
         raise ConfigError(problems)
@@ -166,6 +168,7 @@ def load_config(root: Path | str) -> Config:
         if not any(may_grant_tool(rule, tool.name, tool.permission_level)
                    for policy in policies for rule in policy.rules)
     ]
+    warnings += checks.delegation_loops(agents)
     return Config(
         root=str(root.resolve()),
         agents=MappingProxyType(agents),
@@ -199,6 +202,7 @@ def _stand_in(kind: str, data: Any) -> Agent | Policy | None:
             model=data["model"] if isinstance(data.get("model"), str) else RulesModel(provider="rules"),
             models=names(data.get("models")),
             tools=names(data.get("tools")), resources=names(data.get("resources")),
+            delegates=names(data.get("delegates")),
         )
     if kind == "policy":
         rules: list[Any] = data["rules"] if isinstance(data.get("rules"), list) else []
@@ -277,6 +281,11 @@ def _load_file(
         "policy": lambda: checks.check_policy(obj, doc),
     }
     problems += file_checks[kind]()
+    if isinstance(obj, Agent) and obj.python:
+        loaded_class, found = checks.check_agent_class(obj, doc, root)
+        problems += found
+        if loaded_class is not None:
+            obj = attrs.evolve(obj, python_class=loaded_class)
     if isinstance(obj, Tool) and obj.python:
         located, found = checks.check_tool_module(obj, doc, root)
         problems += found

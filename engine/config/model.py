@@ -289,6 +289,15 @@ class NamedModel:
     source: Source = Source()
 
 
+# The built-in tool through which a model asks another agent (``delegates:``; engine/server/delegation.py).
+ASK_AGENT = "ask_agent"
+# The built-in tools through which a model reads and posts to its session's board (``board:``; engine/server/board.py).
+READ_BOARD = "read_board"
+POST_TO_BOARD = "post_to_board"
+# Names the engine offers models itself (read_resource: engine/models/base.py): no tools.d/ tool may take them.
+BUILTIN_TOOLS = ("read_resource", ASK_AGENT, READ_BOARD, POST_TO_BOARD)
+
+
 @attrs.frozen
 class AgentMemory:
     """An agent's ``memory:``: what it keeps about each subject across sessions.
@@ -335,6 +344,15 @@ class Agent:
     system_prompt: str = ""
     max_steps: int = 8
     approval_timeout: Seconds = Seconds(120)
+    # A custom agent in Python instead of a model: ``module:Class`` (engine/agents/).
+    python: str | None = None
+    # Longest a turn of a Python agent, or a delegated turn of any agent, may take (approvals included).
+    turn_timeout: Seconds = Seconds(600)
+    # Agents this one may ask (``agent.delegate``), and the level of asking *this* agent.
+    delegates: tuple[str, ...] = ()
+    delegation_level: Level = 1
+    # The session board (engine/server/board.py): none, read, or post (read and post).
+    board: Literal["none", "read", "post"] = "none"
     source: Source = Source()
     memory: AgentMemory = AgentMemory()
     feedback_routing: FeedbackRouting = FeedbackRouting()
@@ -342,6 +360,8 @@ class Agent:
     # subject's turns only unless ``examples_scope: agent`` (every subject's, with this agent).
     examples_from_feedback: int = 0
     examples_scope: Literal["subject", "agent"] = "subject"
+    # The class ``python`` names, imported by the loader (never written in YAML); None for a model agent.
+    python_class: Any = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -351,6 +371,8 @@ class Agent:
     @property
     def model_summary(self) -> str:
         """One word or line for listings: the inline block's provider, else the names."""
+        if self.python is not None:
+            return f"python {self.python}"
         if self.model is not None and not isinstance(self.model, str):
             return self.model.provider
         names = self.model_names
@@ -475,6 +497,8 @@ class Targets:
     tools: tuple[str, ...] = ()
     levels: tuple[int, ...] = ()
     resources: tuple[str, ...] = ()
+    # Agents asked by ``agent.delegate`` (names or globs).
+    agents: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -509,7 +533,7 @@ class PolicyRule:
     id: str
     effect: Literal["allow", "deny", "require_approval"]
     subjects: Subjects
-    actions: tuple[Literal["tool.call", "resource.read"], ...] = ("tool.call",)
+    actions: tuple[Literal["tool.call", "resource.read", "agent.delegate", "board.append"], ...] = ("tool.call",)
     targets: Targets = Targets()
     conditions: tuple[Condition, ...] = ()
     approver: Literal["user", "admin"] | None = None

@@ -109,7 +109,8 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
         return
     if error.validator == "oneOf" and schema_here is schema("agent"):
         yield doc.problem(
-            path, "declare exactly one of 'model' (a name or an inline block) and 'models' (a list of names)"
+            path, "declare exactly one of 'model' (a name or an inline block), 'models' (a list of names) "
+            "and 'python' (module:Class, a custom agent)"
         )
         return
     if error.validator == "not" and error.validator_value == {} and path and path[-1] == "output":

@@ -5,6 +5,8 @@ call, and streams back text deltas and tool calls.  ``rules`` is built in and
 deterministic; ``openai`` talks to an OpenAI-compatible endpoint.
 """
 
+from .base import ASK_AGENT as ASK_AGENT
+from .base import ASK_AGENT_TOOL as ASK_AGENT_TOOL
 from .base import READ_RESOURCE as READ_RESOURCE
 from .base import READ_RESOURCE_TOOL as READ_RESOURCE_TOOL
 from .base import Model as Model

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from ..config.model import ASK_AGENT
 from ..errors import ScalyticsError
 
 
@@ -33,6 +34,21 @@ READ_RESOURCE_TOOL = ToolDefinition(
         "type": "object",
         "properties": {"uri": {"type": "string", "description": "e.g. db://users/profile/42"}},
         "required": ["uri"],
+        "additionalProperties": False,
+    },
+)
+
+
+ASK_AGENT_TOOL = ToolDefinition(
+    name=ASK_AGENT,
+    description="Ask another agent (one of this agent's delegates) to do a sub-task; returns its answer.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "agent": {"type": "string", "description": "The name of the agent to ask."},
+            "message": {"type": "string", "minLength": 1, "maxLength": 20000, "description": "What to ask it."},
+        },
+        "required": ["agent", "message"],
         "additionalProperties": False,
     },
 )

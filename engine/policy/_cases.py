@@ -2,8 +2,8 @@
 
 The file (``policies/tests/*.yaml``; JSON Schema ``cases.json`` next to this
 module) has a ``name``, a ``description`` and ``cases``; each case names the
-requester (``roles``, ``sub``), one ``tool`` (a call, with ``arguments``) or
-one ``resource`` (a read), and the expected ``effect`` — plus, when given, the
+requester (``roles``, ``sub``), one ``tool`` (a call, with ``arguments``),
+one ``resource`` (a read) or one ``agent`` (a delegation asking it), and the expected ``effect`` — plus, when given, the
 ``approver``, exactly the matching ``rules``, the ``deciding_rule`` and
 ``self_approval``.  Problems with the file itself (YAML, schema, a tool the
 configuration does not declare, a rule id no policy has) are reported with
@@ -88,13 +88,15 @@ def load_cases(path: Path, config: Config, display: str | None = None) -> tuple[
     for index, raw in enumerate(doc.data["cases"]):
         problems += _reference_problems(doc, index, raw, config, rule_ids)
         tool = raw.get("tool")
+        action, target = ("tool.call", tool) if tool is not None else (
+            ("agent.delegate", raw["agent"]) if "agent" in raw else ("resource.read", raw["resource"]))
         cases.append(Case(
             name=raw["name"],
             line=doc.locate(["cases", index])[0],
             roles=frozenset(raw.get("roles", ())),
             sub=raw.get("sub"),
-            action="tool.call" if tool is not None else "resource.read",
-            target=tool if tool is not None else raw["resource"],
+            action=action,
+            target=target,
             arguments=raw.get("arguments", {}),
             expected={key: raw[key] for key in _CHECKED if key in raw},
         ))
@@ -106,7 +108,7 @@ def load_cases(path: Path, config: Config, display: str | None = None) -> tuple[
 def _case_problems(doc: Document, error: jsonschema.ValidationError) -> list[ConfigProblem]:
     if error.validator == "oneOf" and list(error.absolute_path)[:1] == ["cases"]:
         # jsonschema's own words here are a dump of the whole case; say what is meant.
-        return [doc.problem(list(error.absolute_path), "a case names exactly one of 'tool' and 'resource'")]
+        return [doc.problem(list(error.absolute_path), "a case names exactly one of 'tool', 'resource' and 'agent'")]
     return list(_schema_problems(doc, error))
 
 
@@ -117,9 +119,11 @@ def _reference_problems(
     problems = []
     if "tool" in raw and raw["tool"] not in config.tools:
         problems.append(doc.problem([*where, "tool"], f"unknown tool {raw['tool']!r}"))
+    if "agent" in raw and raw["agent"] not in config.agents:
+        problems.append(doc.problem([*where, "agent"], f"unknown agent {raw['agent']!r}"))
     if "resource" in raw:
         host = "/".join(raw["resource"].split("/")[:3])
-        if host not in config.resources:
+        if host not in config.resources and host != "board://session":
             problems.append(doc.problem([*where, "resource"], f"unknown resource host {host!r}"))
     for r_index, rule_id in enumerate(raw.get("rules", ())):
         if rule_id not in rule_ids:

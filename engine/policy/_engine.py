@@ -46,10 +46,10 @@ import attrs
 
 from ..config.model import Config, PolicyRule
 from ._decision import APPROVER_RANK, LEVEL_APPROVER, Approver, Decision, Match
-from ._match import Miss, Request, names_tool, rule_miss, undecided_conditions
+from ._match import Miss, Request, names_target, rule_miss, undecided_conditions
 from ._revision import policy_revision
 
-ACTIONS = ("tool.call", "resource.read")
+ACTIONS = ("tool.call", "resource.read", "agent.delegate", "board.append")
 _APPROVAL_TEXT = {"user": "the user's approval", "admin": "an admin's approval"}
 
 
@@ -118,9 +118,9 @@ def _decide(request: Request, matched: list[PolicyRule]) -> Decision:
     if denies:
         return decision("deny", "none", f"denied by {_ref(denies[0])}", denies[0])
     permitting = [rule for rule in matched if rule.effect != "deny"]
-    level = request.level if request.is_tool else 0
+    level = request.level if request.has_level else 0
     if level == 3:
-        naming = [rule for rule in permitting if names_tool(rule, request.target)]
+        naming = [rule for rule in permitting if names_target(rule, request)]
         if not naming:
             reason = f"{request.target} is level 3 (system restricted): no rule names it for this subject"
             if permitting:
@@ -143,7 +143,7 @@ def _decide(request: Request, matched: list[PolicyRule]) -> Decision:
         if APPROVER_RANK[wanted] > APPROVER_RANK[approver]:
             approver, raiser = wanted, rule
     if approver == "none":
-        tail = f"; level {level} needs no approval" if request.is_tool else ""
+        tail = f"; level {level} needs no approval" if request.has_level else ""
         return decision("allow", "none", grant_text + tail, grant)
     if raiser is None:
         reason = f"{grant_text}; level {level} requires {_APPROVAL_TEXT[approver]}"
@@ -186,6 +186,13 @@ def make_request(
         if tool is None:
             return Decision("deny", "none", f"unknown tool {target!r}", policy_revision=policy_revision(config))
         level = tool.permission_level
+    if action == "agent.delegate" and level is None:
+        asked = config.agents.get(target)
+        if asked is None:
+            return Decision("deny", "none", f"unknown agent {target!r}", policy_revision=policy_revision(config))
+        level = asked.delegation_level
+    if action == "board.append":
+        return Request(sub, frozenset(roles), action, target, 0, arguments)
     if action == "resource.read":
         # A read has no arguments: conditions never hold for it (nothing to assume).
         return Request(sub, frozenset(roles), action, target, 0, arguments or {})

@@ -70,11 +70,25 @@ def _tool_set(rule: PolicyRule, config: Config) -> frozenset[str]:
         return frozenset()
     targets = rule.targets
     if not has_tool_targets(rule):
-        return frozenset() if targets.resources else frozenset(config.tools)
+        return frozenset() if targets.resources or targets.agents else frozenset(config.tools)
     return frozenset(
         name for name, tool in config.tools.items()
         if (not targets.tools or any(tool_matches(p, name) for p in targets.tools))
         and (not targets.levels or tool.permission_level in targets.levels)
+    )
+
+
+def _agent_set(rule: PolicyRule, config: Config) -> frozenset[str]:
+    """The declared agents ``rule`` can match on a delegation (``agent.delegate``), conditions aside."""
+    if "agent.delegate" not in rule.actions:
+        return frozenset()
+    targets = rule.targets
+    if not (targets.agents or targets.levels):
+        return frozenset() if targets.tools or targets.resources else frozenset(config.agents)
+    return frozenset(
+        name for name, agent in config.agents.items()
+        if (not targets.agents or any(glob_matches(p, name) for p in targets.agents))
+        and (not targets.levels or agent.delegation_level in targets.levels)
     )
 
 
@@ -96,7 +110,7 @@ def _read_patterns(rule: PolicyRule) -> tuple[str, ...]:
 def _hosts_reached(pattern: str, config: Config) -> list[str]:
     scheme, _, rest = pattern.partition("://")
     name = rest.partition("/")[0]
-    return [host for host in config.resources if glob_matches(f"{scheme}://{name}", host)]
+    return [host for host in (*config.resources, "board://session") if glob_matches(f"{scheme}://{name}", host)]
 
 
 def _pattern_covers(wide: str, narrow: str) -> bool:
@@ -115,6 +129,9 @@ def _covers(wide: PolicyRule, narrow: PolicyRule, config: Config, *, grant: bool
         return False
     tools = _tool_set(narrow, config)
     if tools and not tools <= _tool_set(wide, config):
+        return False
+    agents = _agent_set(narrow, config)
+    if agents and not agents <= _agent_set(wide, config):
         return False
     if grant and not _unlocks(narrow, config) <= _unlocks(wide, config):
         return False

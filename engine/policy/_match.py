@@ -72,11 +72,25 @@ class Request:
     def is_tool(self) -> bool:
         return self.action == "tool.call"
 
+    @property
+    def is_delegation(self) -> bool:
+        return self.action == "agent.delegate"
+
+    @property
+    def has_level(self) -> bool:
+        """Tool calls and delegations have a permission level; reads have none."""
+        return self.is_tool or self.is_delegation
+
     def describe(self) -> str:
         """``alice (roles user) to call shell (level 2)``, for reasons."""
         roles = f"roles {', '.join(sorted(self.roles))}" if self.roles else "no roles"
         who = f"{self.sub} ({roles})" if self.sub else roles
-        what = f"call {self.target} (level {self.level})" if self.is_tool else f"read {self.target}"
+        if self.is_delegation:
+            what = f"ask agent {self.target} (level {self.level})"
+        elif self.action == "board.append":
+            what = f"post to {self.target}"
+        else:
+            what = f"call {self.target} (level {self.level})" if self.is_tool else f"read {self.target}"
         return f"{who} to {what}"
 
 
@@ -108,6 +122,11 @@ def names_tool(rule: PolicyRule, tool: str) -> bool:
     return tool in rule.targets.tools
 
 
+def names_target(rule: PolicyRule, request: Request) -> bool:
+    """Whether ``rule`` names the request's tool, or the agent it asks, exactly: what unlocks level 3."""
+    return request.target in (rule.targets.agents if request.is_delegation else rule.targets.tools)
+
+
 def may_grant_tool(rule: PolicyRule, name: str, level: int) -> bool:
     """Whether ``rule`` could let someone call tool ``name`` of ``level`` (subjects and conditions aside).
 
@@ -125,7 +144,7 @@ def has_tool_targets(rule: PolicyRule) -> bool:
 
 
 def has_any_targets(rule: PolicyRule) -> bool:
-    return bool(rule.targets.tools or rule.targets.levels or rule.targets.resources)
+    return bool(rule.targets.tools or rule.targets.levels or rule.targets.resources or rule.targets.agents)
 
 
 def subject_miss(rule: PolicyRule, sub: str | None, roles: frozenset[str]) -> Miss | None:
@@ -140,10 +159,21 @@ def subject_miss(rule: PolicyRule, sub: str | None, roles: frozenset[str]) -> Mi
 
 def target_miss(rule: PolicyRule, request: Request) -> Miss | None:
     targets = rule.targets
+    if request.is_delegation:
+        if not (targets.agents or targets.levels):
+            if targets.tools or targets.resources:
+                return Miss("target", "names only tools or resources, not agents")
+            return None
+        if targets.agents and not any(glob_matches(p, request.target) for p in targets.agents):
+            return Miss("target", f"agents {', '.join(targets.agents)} do not include {request.target}")
+        if targets.levels and request.level not in targets.levels:
+            levels = ", ".join(map(str, targets.levels))
+            return Miss("target", f"levels {levels} do not include asking {request.target} (level {request.level})")
+        return None
     if request.is_tool:
         if not has_tool_targets(rule):
-            if targets.resources:
-                return Miss("target", "names only resources, not tools")
+            if targets.resources or targets.agents:
+                return Miss("target", "names only resources or agents, not tools")
             return None
         if targets.tools and not any(tool_matches(p, request.target) for p in targets.tools):
             return Miss("target", f"tools {', '.join(targets.tools)} do not include {request.target}")
@@ -152,8 +182,8 @@ def target_miss(rule: PolicyRule, request: Request) -> Miss | None:
             return Miss("target", f"levels {levels} do not include {request.target}'s level {request.level}")
         return None
     if not targets.resources:
-        if has_tool_targets(rule):
-            return Miss("target", "names only tools or levels, not resources")
+        if has_tool_targets(rule) or targets.agents:
+            return Miss("target", "names only tools, agents or levels, not resources")
         return None
     if not any(resource_matches(p, request.target) for p in targets.resources):
         return Miss("target", f"resources {', '.join(targets.resources)} do not match {request.target}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -33,7 +33,7 @@ import sandbox
 
 from .. import tracing
 from ..auth import Principal
-from ..config.model import Config, Tool
+from ..config.model import ASK_AGENT, POST_TO_BOARD, Config, Tool
 from ..decision import Decision, decide
 from ..protocol import (
     ActionKind,
@@ -364,6 +364,76 @@ async def refuse_hidden(caller: Caller, name: str, arguments: Any) -> None:
                  details={"reason": "not offered to this caller"})
 
 
+# --- built-in actions (delegation, the session board) ---------------------------------
+
+
+@attrs.frozen
+class Builtin:
+    """An action with no tools.d/ file: what the policy decides on, and how the client sees it."""
+
+    action: str  # the policy action: agent.delegate, board.append, resource.read
+    target: str  # what is decided on: the asked agent, the board's URI
+    kind: ActionKind  # shown as a tool call or a resource read
+    name: str  # shown name: ask_agent, post_to_board, board://session
+    level: int = 0
+    audit_kind: str = "execution"  # the record of its running: execution, or resource_read for a read
+
+
+# How the approvals of built-in tool actions are audited (their frames name the built-in tool).
+BUILTIN_ACTIONS = {ASK_AGENT: "agent.delegate", POST_TO_BOARD: "board.append"}
+
+
+async def perform_builtin(
+    caller: Caller, builtin: Builtin, arguments: dict[str, Any], details: Mapping[str, Any],
+    execute: Callable[[str], Awaitable[tuple[ResultStatus, Any, str]]],
+) -> Outcome:
+    """Carry out a built-in action whose own checks passed (engine/server/delegation.py, board.py).
+
+    Decided as ``builtin.action`` on ``builtin.target`` at ``builtin.level``, shown
+    as ``builtin.name``, approved when the decision says so, audited (decision, any
+    approval, its running, each with ``details``), then ``execute(action_id)`` does
+    it.  Cancellation: the running is recorded and reported as cancelled, then the
+    cancellation goes on.
+    """
+    caller = caller.pinned()
+    action_id = new_id()
+    decision = decide(caller.snap.config, caller.sub, caller.conn.principal.roles, builtin.action, builtin.target,
+                      arguments, level=builtin.level)
+    frame = _action_frame(caller, action_id, builtin.kind, builtin.name, arguments, builtin.level, decision)
+    await _audit(caller, "decision", builtin.action, builtin.target, arguments, decision=decision,
+                 outcome=decision.effect,
+                 details={"reason": decision.reason, "approver": decision.approver, "action_id": action_id, **details})
+    refused = await _authorise(caller, frame, decision, arguments)
+    if refused is not None:
+        return refused
+    started = time.monotonic()
+    try:
+        status, output, reason = await execute(action_id)
+    except BaseException as exc:
+        if _cancellation(exc):
+            with trio.move_on_after(2, shield=True):
+                await _audit(caller, builtin.audit_kind, builtin.action, builtin.target, arguments,
+                             outcome="cancelled", duration_ms=(time.monotonic() - started) * 1000, decision=decision,
+                             details={"action_id": action_id, **details})
+                _result(caller, frame, ResultStatus.CANCELLED, {"error": "cancelled while running"}, "cancelled")
+        raise
+    await _audit(caller, builtin.audit_kind, builtin.action, builtin.target, arguments, outcome=str(status),
+                 decision=decision, duration_ms=(time.monotonic() - started) * 1000,
+                 details={"action_id": action_id, **details})
+    return _result(caller, frame, status, output, reason)
+
+
+async def refuse_builtin(
+    caller: Caller, builtin: Builtin, arguments: Any, why: str, status: ResultStatus, details: Mapping[str, Any],
+) -> Outcome:
+    """A built-in action refused before any policy decision (not a delegate, a loop, no board): audited, shown."""
+    caller = caller.pinned()
+    await _audit(caller, "decision", builtin.action, builtin.target, arguments, effect="deny", outcome=str(status),
+                 details={"reason": why, **details})
+    shown = arguments if builtin.kind == ActionKind.TOOL else {"uri": builtin.name}
+    return _refuse(caller, new_id(), builtin.kind, builtin.name, shown, builtin.level, {"error": why}, status=status)
+
+
 # --- resources --------------------------------------------------------------------------
 
 
@@ -585,6 +655,8 @@ def _cancellation(exc: BaseException) -> bool:
 
 
 def _action_name(frame: AgentAction) -> str:
+    if frame.kind == ActionKind.TOOL and frame.name in BUILTIN_ACTIONS:
+        return BUILTIN_ACTIONS[frame.name]
     return "resource.read" if frame.kind == ActionKind.RESOURCE else "tool.call"
 
 

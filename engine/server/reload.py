@@ -1,6 +1,6 @@
 """Hot reload: watch the configuration directories and swap in a new configuration atomically.
 
-The watcher polls the YAML files' names, sizes and modification times (once a
+The watcher polls the YAML files' (and agents.d/'s Python modules') names, sizes and modification times (once a
 second by default; SIGHUP reloads at once).  A change loads and validates the
 whole configuration in a worker thread.  Valid: the hub's configuration,
 resource hosts and policy revision are replaced in one step (new turns and
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import trio
 
+from ..agents import agent_module_files
 from ..audit import AuditEvent
 from ..config import config_files, load_config
 from ..config.loader import KIND_DIRS
@@ -41,8 +42,9 @@ Fingerprint = frozenset[tuple[str, int, int, int]]
 def fingerprint(root: Path) -> Fingerprint:
     """What a change to the loaded files changes: each file's path, inode, size and mtime."""
     found = set()
-    for kind in KIND_DIRS:
-        for path in config_files(root, kind):
+    # The Python modules of custom agents (agents.d/*.py) are loaded with the configuration too.
+    for paths in [*(config_files(root, kind) for kind in KIND_DIRS), agent_module_files(root)]:
+        for path in paths:
             try:
                 info = path.stat()
             except OSError:

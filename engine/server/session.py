@@ -22,6 +22,7 @@ resumes it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from contextlib import aclosing
@@ -34,7 +35,17 @@ from .. import tracing
 from ..audit import secret_values
 from ..config.model import Agent, Config
 from ..memory import prelude as learning
-from ..models import READ_RESOURCE, READ_RESOURCE_TOOL, ModelError, TextDelta, ToolCall, ToolDefinition, agent_model
+from ..models import (
+    ASK_AGENT,
+    ASK_AGENT_TOOL,
+    READ_RESOURCE,
+    READ_RESOURCE_TOOL,
+    ModelError,
+    TextDelta,
+    ToolCall,
+    ToolDefinition,
+    agent_model,
+)
 from ..models.routed import Routed
 from ..protocol import (
     AgentResponse,
@@ -43,9 +54,13 @@ from ..protocol import (
     LifecycleState,
     ProtocolError,
     ResponseToken,
+    ResultStatus,
     new_id,
 )
 from .actions import Caller, Snapshot, perform, read
+from .agentrun import run_python_agent
+from .board import BOARD_TOOLS, Board, board_call, board_tools
+from .delegation import Chain, ask_agent, ask_agent_call
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -78,6 +93,10 @@ class Session:
     _done: trio.Event = attrs.field(factory=trio.Event)
     # What the running turn gives the model before the conversation (memories, examples: engine/memory).
     _prelude: list[dict[str, Any]] = attrs.field(factory=list)
+    # The delegations of the running turn (engine/server/delegation.py), by turn id.
+    _chain: tuple[str, Chain] | None = None
+    # The notes the session's agents leave each other (engine/server/board.py).
+    board: Board = attrs.field(factory=Board)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the session's work until it is stopped or its connection closes."""
@@ -236,6 +255,9 @@ class Session:
             await self._set_state(S.ACTIVE)
             return
         self.agent = current
+        if current.python is not None:
+            await self._run_python_turn(content, turn_id, said, snap)
+            return
         definitions = self._tool_definitions(snap.config)
         answer = ""
         # Also who the turn's memories and record belong to (engine/memory/prelude.py).
@@ -283,6 +305,10 @@ class Session:
                     tools_called.append(call.name)
                     if call.name == READ_RESOURCE and isinstance(call.arguments, dict) and "uri" in call.arguments:
                         outcome, _content = await read(caller, str(call.arguments["uri"]))
+                    elif call.name == ASK_AGENT and self.agent.delegates:
+                        outcome = await ask_agent_call(caller, self._delegations(turn_id), call.arguments)
+                    elif call.name in BOARD_TOOLS and self.agent.board != "none":
+                        outcome = await board_call(caller, self.agent, call.name, call.arguments)
                     else:
                         outcome = await perform(caller, call.name, call.arguments)
                     called = snap.config.tools.get(call.name)
@@ -313,9 +339,52 @@ class Session:
         with trio.CancelScope(shield=True):
             await self._set_state(S.ACTIVE)
 
+    def _delegations(self, turn_id: str) -> Chain:
+        """The chain (and budget) of delegations of turn ``turn_id``, made at its first delegation."""
+        if self._chain is None or self._chain[0] != turn_id:
+            self._chain = (turn_id, Chain.root(self.agent.name))
+        return self._chain[1]
+
+    async def _run_python_turn(self, content: str, turn_id: str, said: list[str], snap: Snapshot) -> None:
+        """A turn of a custom Python agent (engine/server/agentrun.py); ends the turn as the model loop does."""
+        definitions = self._tool_definitions(snap.config)
+        caller = Caller(
+            self.conn, self.session_id, self.agent.name, float(self.agent.approval_timeout),
+            agent_resources=tuple(self.agent.resources), agent_tools=tuple(d.name for d in definitions),
+            snapshot=snap,
+        )
+
+        def say(text: str) -> None:
+            said.append(text)
+            self.conn.send(ResponseToken(session_id=self.session_id, turn_id=turn_id, token=text))
+
+        async def on_action(acting: bool) -> None:
+            # Only from the state the turn left it in: a cancel or stop may have moved it already.
+            if acting and self.state == S.PROCESSING:
+                await self._set_state(S.TOOL_USE)
+            elif not acting and self.state == S.TOOL_USE:
+                await self._set_state(S.PROCESSING)
+
+        turn = await run_python_agent(
+            self.agent, content, caller=caller, history=self.history[:-1], delegated_by=None, say=say,
+            ask=functools.partial(ask_agent, caller, self._delegations(turn_id)), on_action=on_action,
+        )
+        answer = turn.answer
+        if turn.status != ResultStatus.OK:
+            note = turn.reason if turn.status == ResultStatus.LIMIT_EXCEEDED else f"({turn.reason})"
+            tail = f"\n{note}" if answer else note
+            say(tail)
+            answer += tail
+        await self._remember({"role": "assistant", "content": answer})
+        self.conn.send(AgentResponse(session_id=self.session_id, turn_id=turn_id, content=answer))
+        with trio.CancelScope(shield=True):
+            await self._set_state(S.ACTIVE)
+
     def _tool_definitions(self, config: Config) -> list[ToolDefinition]:
         tools = config.tools
         builtin = [READ_RESOURCE_TOOL] if self.agent.resources else []
+        builtin += [ASK_AGENT_TOOL] if self.agent.delegates else []
+        builtin += board_tools(self.agent)
         found = [
             ToolDefinition(tools[name].name, tools[name].description, tools[name].parameters)
             for name in self.agent.tools

@@ -50,8 +50,8 @@ def test_shipped_models_d_loads_with_safe_defaults() -> None:
     assert isinstance(local, NamedModel) and local.source.file == "models.d/local.yaml"
     assert isinstance(local.model, OpenAIModel)
     assert local.model.base_url == "http://127.0.0.1:8080/v1" and local.model.retries == 2
-    # No shipped agent uses it: they run offline on rules.
-    assert all(isinstance(agent.model, RulesModel) for agent in config.agents.values())
+    # No shipped agent uses it: they run offline on rules (or are Python agents).
+    assert all(isinstance(agent.model, RulesModel) for agent in config.agents.values() if agent.python is None)
 
 
 def test_defaults_of_a_minimal_model_file(minimal_config: Path) -> None:
@@ -101,8 +101,8 @@ def test_model_and_models_together_are_refused(minimal_config: Path) -> None:
     write(minimal_config, "models.d/fast.yaml", FAST)
     helper_with(minimal_config, "model: fast\nmodels: [fast]\n")
     assert messages(minimal_config) == [
-        "agents.d/helper.yaml:1:1: declare exactly one of 'model' (a name or an inline block) "
-        "and 'models' (a list of names)"
+        "agents.d/helper.yaml:1:1: declare exactly one of 'model' (a name or an inline block), "
+        "'models' (a list of names) and 'python' (module:Class, a custom agent)"
     ]
 
 

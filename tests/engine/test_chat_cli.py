@@ -813,7 +813,7 @@ async def test_a_mistyped_agent_gets_a_suggestion(server: RunningServer) -> None
     assert done.returncode == 1 and done.stdout == b""
     assert done.stderr.decode() == (
         "sconnect chat: cannot start agent 'asistant': [not_found] no agent named 'asistant' "
-        "(did you mean 'assistant'? known: assistant, bookkeeper)\n"
+        "(did you mean 'assistant'? known: assistant, bookkeeper, planner, weather)\n"
     )
 
 

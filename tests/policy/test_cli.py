@@ -57,7 +57,7 @@ def test_lint_exit_codes_as_a_shell_sees_them():
 def test_shipped_cases_pass_and_cover_every_rule_as_a_shell_sees_it():
     result = sconnect("test", str(CASES), "--config", str(SHIPPED))
     assert result.returncode == 0, result.stdout
-    assert result.stdout == "14/14 cases passed\ncoverage: every rule exercised\n"
+    assert result.stdout == "17/17 cases passed\ncoverage: every rule exercised\n"
 
 
 def test_bad_args_json_is_a_usage_error():
@@ -241,13 +241,13 @@ def test_cases_file_errors_have_file_and_line(capsys, tmp_path):
     assert f"{cases}:20:20: cases[2].deciding_rule: no policy rule has id 'nope'" in err
     cases.write_text(FAILING.replace("    tool: calc\n", "    tool: calc\n    resource: file://docs/a\n"))
     code, _, err = run(capsys, "test", str(cases), "--config", str(FLAWED))
-    assert code == 2 and "a case names exactly one of 'tool' and 'resource'" in err
+    assert code == 2 and "a case names exactly one of 'tool', 'resource' and 'agent'" in err
 
 
 def test_shipped_cases_json(capsys):
     code, out, _ = run(capsys, "test", str(CASES), "--config", str(SHIPPED), "--json")
     data = json.loads(out)
-    assert (code, data["passed"], data["failed"], data["uncovered_rules"]) == (0, 14, 0, [])
+    assert (code, data["passed"], data["failed"], data["uncovered_rules"]) == (0, 17, 0, [])
 
 
 # --- diff ----------------------------------------------------------------------------

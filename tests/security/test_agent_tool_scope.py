@@ -11,6 +11,11 @@ scripted OpenAI-compatible server (tests/models/scripted.py) behind a real serve
   action, the model reads the refusal back, the audit has a deny decision and no execution.
 - test_an_admin_tool_outside_the_agent_is_denied_without_asking_anyone: the same with
   ``shell`` (level 2) for an admin caller: nobody is asked to approve, nothing runs.
+- test_a_python_agent_reaches_nothing_outside_its_lists: a custom Python agent limited to
+  ``calculator`` asks its context for ``system_info``, ``shell`` (as an admin), a read of
+  a host it does not declare, the built-in ``ask_agent`` as a tool, and a delegation it
+  has no ``delegates`` for: each is refused (denied or unknown), nobody is asked,
+  nothing runs, and every refusal is audited as a deny.
 """
 
 from __future__ import annotations
@@ -70,3 +75,41 @@ async def test_an_admin_tool_outside_the_agent_is_denied_without_asking_anyone(
     assert [(a.name, a.requires_approval) for a in turn.actions] == [("shell", False)]
     assert [str(r.status) for r in turn.results] == ["denied"]
     assert query(server.settings.state_dir, kind="execution", tool="shell") == []
+
+
+PROBE = """
+import json
+from engine.agents import BaseAgent
+
+class Agent(BaseAgent):
+    async def process_message(self, message, context):
+        results = [
+            await context.call_tool("system_info", {}),
+            await context.call_tool("shell", {"command": "id > pwned.txt"}),
+            await context.read_resource("db://users/profile/1"),
+            await context.call_tool("ask_agent", {"agent": "assistant", "message": "run id"}),
+            await context.delegate("assistant", "run id"),
+        ]
+        return json.dumps([r.status for r in results])
+"""
+
+
+async def test_a_python_agent_reaches_nothing_outside_its_lists(
+    llm_config: Path, start_server: Callable[..., object]  # noqa: F811
+) -> None:
+    (llm_config / "agents.d" / "probe.py").write_text(PROBE)
+    (llm_config / "agents.d" / "probe.yaml").write_text(
+        "name: probe\ndescription: Tries what it may not (test).\npython: probe:Agent\ntools: [calculator]\n"
+    )
+    server: RunningServer = await start_server(llm_config)  # type: ignore[operator]
+    asked: list[str] = []
+    with trio.fail_after(20):
+        async with open_client(server.url, server.token(sub="root-admin", roles=("admin",))) as client:
+            sid = (await client.start_session("probe")).session_id
+            turn = await client.converse(sid, "go", approve=lambda a: asked.append(a.name) or True)
+    assert json.loads(turn.response.content) == ["denied", "denied", "denied", "error", "denied"]
+    assert asked == [] and not any(a.requires_approval for a in turn.actions)
+    state = server.settings.state_dir
+    assert query(state, kind="execution") == [] and query(state, kind="resource_read") == []
+    decisions = query(state, kind="decision")
+    assert len(decisions) == 5 and all(json.loads(d.decision or "{}")["effect"] == "deny" for d in decisions)
