@@ -19,16 +19,22 @@ call ``limit_exceeded``, and later calls can no longer grow any file (removing
 files still works).  So one call can overshoot by what it writes between two
 measurements, not more: a filesystem quota is the tool for a hard bound.  Scratch
 space (the per-call work dir, /tmp) is a sized tmpfs and never reaches the disk.
+
+Network by destination (``sandbox.network`` a list): each call gets its own egress
+proxy (:mod:`engine.netproxy`) on a Unix socket for as long as it runs; the sandbox
+sees only the socket's path, and every connection the proxy allows or refuses is
+handed to the caller's ``Egress.on_record`` (the server audits and counts it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,7 @@ import trio
 
 import sandbox
 
+from . import netproxy
 from .config.model import Tool
 from .config.modules import default_search, locate_on_sys_path
 
@@ -61,9 +68,15 @@ def package_dir(tool: Tool) -> str:
 
 
 def build_spec(
-    tool: Tool, *, workspace: Path, work_root: Path, environ: Mapping[str, str] | None = None
+    tool: Tool,
+    *,
+    workspace: Path,
+    work_root: Path,
+    environ: Mapping[str, str] | None = None,
+    proxy_socket: str | None = None,
 ) -> sandbox.Spec:
-    """The sandbox spec of one call of ``tool``."""
+    """The sandbox spec of one call of ``tool`` (``proxy_socket``: its egress proxy, for a
+    tool whose network is a list of destinations)."""
     needs = tool.sandbox
     environ = os.environ if environ is None else environ
     env = {name: environ[name] for name in needs.env_allow if name in environ}
@@ -85,7 +98,8 @@ def build_spec(
         cpu_time_s=float(needs.cpu_time),
         memory_bytes=int(needs.memory),
         max_output_bytes=int(needs.max_output),
-        network=needs.network,
+        network=needs.network is True,
+        proxy_socket=proxy_socket,
         isolation=needs.isolation,
         readable_paths=tuple(readable),
         writable_paths=tuple(writable),
@@ -203,16 +217,56 @@ def disk_usage(path: Path) -> int:
     return total
 
 
+async def _ignore(record: netproxy.EgressRecord) -> None:
+    await trio.lowlevel.checkpoint()
+
+
+@attrs.frozen
+class Egress:
+    """How a call's egress proxy behaves and where its connection records go."""
+
+    on_record: netproxy.OnRecord = _ignore
+    config: netproxy.ProxyConfig = netproxy.ProxyConfig()
+
+
+@contextlib.asynccontextmanager
+async def egress_proxy(tool: Tool, egress: Egress | None) -> AsyncIterator[str | None]:
+    """The socket path of a proxy serving this call, or None for a tool without a list.
+
+    The proxy lives exactly as long as the block; a list that does not parse (a Tool
+    built in code: the loader checks YAML ones) raises ``sandbox.SpecError``.
+    """
+    network = tool.sandbox.network
+    if isinstance(network, bool):
+        yield None
+        return
+    try:
+        allowlist = netproxy.Allowlist.parse(network)
+    except netproxy.AllowlistError as exc:
+        where = "" if exc.index is None else f"[{exc.index}]"
+        raise sandbox.SpecError(f"sandbox.network{where}: {exc}") from None
+    egress = egress or Egress()
+    async with netproxy.open_call_proxy(
+        allowlist, egress.on_record, config=egress.config, owner=sandbox.sandbox_user()
+    ) as path:
+        yield path
+
+
 async def run_tool(
-    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str
+    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str, egress: Egress | None = None
 ) -> sandbox.Result:
     """Run one call by ``subject``; ``workspace`` is the root of every subject's workspace.
 
     A tool with ``output: content`` has its MCP content blocks checked and split from
     its output (``result.content``); one that breaks the contract is an ``error``.
+    A tool whose network is a list gets a proxy for the call's duration; its
+    connections go to ``egress.on_record``.
     Raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable).
     """
-    result = await _run_tool(tool, arguments, workspace=workspace, work_root=work_root, subject=subject)
+    async with egress_proxy(tool, egress) as proxy_socket:
+        result = await _run_tool(
+            tool, arguments, workspace=workspace, work_root=work_root, subject=subject, proxy_socket=proxy_socket
+        )
     if tool.output == "content":
         from .protocol.content import with_content
 
@@ -223,7 +277,7 @@ async def run_tool(
 
 
 async def _run_tool(
-    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str
+    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str, proxy_socket: str | None
 ) -> sandbox.Result:
     needs = tool.sandbox
     own = workspace_for(tool, workspace, subject) if needs.workspace != "none" else workspace
@@ -232,7 +286,7 @@ async def _run_tool(
         from .upstream import call_tool
 
         return await call_tool(tool, arguments, workspace=own, work_root=work_root)
-    spec = build_spec(tool, workspace=own, work_root=work_root)
+    spec = build_spec(tool, workspace=own, work_root=work_root, proxy_socket=proxy_socket)
     if needs.workspace != "write":
         return await sandbox.run(spec, arguments)
     quota = int(needs.workspace_quota)
