@@ -155,7 +155,7 @@ def parse_entry(item: Any) -> Destination:
             raise ValueError("host must be a string")
         host = name
         port = item.get("port")
-        ports = DEFAULT_PORTS if port is None else frozenset({_port(port)})
+        ports = DEFAULT_PORTS if port is None else frozenset({_port(port, text=False)})
         raw_ranges = item.get("addresses", ())
         if not isinstance(raw_ranges, list | tuple) or not raw_ranges:
             raise ValueError("addresses must be a non-empty list of addresses or ranges (e.g. 10.0.0.0/8)")
@@ -198,14 +198,14 @@ def _split_port(item: str) -> tuple[str, frozenset[int]]:
     return host, frozenset({_port(port)})
 
 
-def _port(value: Any) -> int:
-    if isinstance(value, str):
-        if not value.isdigit() or not value.isascii():
-            raise ValueError(f"port {value!r} is not a number from 1 to 65535")
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+def _port(value: Any, *, text: bool = True) -> int:
+    """A port from ``host:PORT`` text (``text``) or a YAML integer."""
+    number = value
+    if text and isinstance(value, str) and value.isdigit() and value.isascii() and len(value) <= 5:
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
         raise ValueError(f"port {value!r} is not a number from 1 to 65535")
-    return value
+    return number
 
 
 def _network(value: Any) -> IPNetwork:

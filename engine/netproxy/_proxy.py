@@ -21,7 +21,8 @@ unless an entry names them).
 Bounds: the head is at most ``max_head_bytes`` and must arrive within
 ``handshake_timeout_s``; resolution and connection are time-limited; a relayed
 connection idle for ``idle_timeout_s`` in both directions is closed; at most
-``max_connections`` run at once (more are answered 503 and closed); the copy moves
+``max_connections`` run at once (more are answered 503 and closed, a few at a time;
+past those, closed unanswered); the copy moves
 at most ``chunk_bytes`` per read, counted.
 
 Records: every connection, allowed or refused, ends in exactly one `EgressRecord`
@@ -138,32 +139,69 @@ async def open_call_proxy(
             sock.close()
             raise
         listener = trio.SocketListener(sock)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_serve, listener, allowlist, on_record, config)
-            try:
-                yield path
-            finally:
-                nursery.cancel_scope.cancel()
-                await listener.aclose()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_serve, listener, allowlist, on_record, config)
+                try:
+                    yield path
+                finally:
+                    # No await here: it would raise Cancelled and hide what ended the block.
+                    nursery.cancel_scope.cancel()
+        finally:
+            sock.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
 async def _serve(listener: trio.SocketListener, allowlist: Allowlist, on_record: OnRecord, config: ProxyConfig) -> None:
     active = [0]
+    refusing = [0]
     async with trio.open_nursery() as nursery:
         while True:
             stream = await listener.accept()
-            if active[0] >= config.max_connections:
+            if active[0] < config.max_connections:
+                active[0] += 1
+                nursery.start_soon(_connection, stream, allowlist, on_record, config, active)
+            elif refusing[0] < _MAX_REFUSING:
+                refusing[0] += 1
+                nursery.start_soon(_refuse_over_limit, stream, on_record, config, refusing)
+            else:
+                await stream.aclose()  # past both limits: not even an answer
                 reason = f"more than {config.max_connections} connections at once"
-                with trio.move_on_after(1):
-                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        await stream.send_all(_answer(503, "connection_limit_reached", reason))
-                await stream.aclose()
                 await _deliver(on_record, EgressRecord("refused", reason, "", "", 0, None))
-                continue
-            active[0] += 1
-            nursery.start_soon(_connection, stream, allowlist, on_record, config, active)
+
+
+# Over-limit connections answered at once (each for at most _LINGER_S); past that, closed unanswered.
+_MAX_REFUSING = 4
+_LINGER_S = 1.0
+
+
+async def _refuse_over_limit(
+    stream: trio.SocketStream, on_record: OnRecord, config: ProxyConfig, refusing: list[int]
+) -> None:
+    reason = f"more than {config.max_connections} connections at once"
+    try:
+        with trio.move_on_after(_LINGER_S):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(_answer(503, "connection_limit_reached", reason))
+        await _linger(stream)
+    finally:
+        refusing[0] -= 1
+        with trio.move_on_after(1, shield=True):
+            await stream.aclose()
+        await _deliver(on_record, EgressRecord("refused", reason, "", "", 0, None))
+
+
+async def _linger(stream: trio.SocketStream) -> None:
+    """End our side, then read (and drop) what the client still sends, briefly and
+    boundedly: closing a Unix socket with unread data resets it, and the client would
+    lose the answer it was sent."""
+    with trio.move_on_after(_LINGER_S):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await stream.send_eof()
+            total = 0
+            while total < 2**20 and (chunk := await stream.receive_some(65536)):
+                total += len(chunk)
 
 
 async def _deliver(on_record: OnRecord, record: EgressRecord) -> None:
@@ -195,6 +233,7 @@ async def _connection(
             outcome, reason = refused.outcome, refused.reason
             with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.send_all(_answer(refused.status, refused.error, refused.reason))
+            await _linger(stream)
             return
         async with upstream:
             try:
