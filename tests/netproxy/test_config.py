@@ -90,3 +90,14 @@ def test_sconnect_check_prints_the_located_error(minimal_config: Path) -> None:
     )  # fmt: skip
     assert done.returncode != 0
     assert "tools.d/x.yaml:7:26: sandbox.network[1]: port 'http' is not a number from 1 to 65535" in done.stderr
+
+
+def test_an_mcp_server_file_cannot_have_a_list_yet(minimal_config: Path) -> None:
+    (minimal_config / "tools.d" / "up.yaml").write_text(
+        "name: up\ndescription: An MCP server.\nmcp_server:\n  command: [/bin/cat]\n  tools:\n"
+        "    echo: {permission_level: 0}\nsandbox:\n  network: [example.org]\n"
+    )
+    assert (
+        "tools.d/up.yaml:8:12: sandbox.network: a list of destinations is not supported for mcp_server files yet: "
+        "use true or false"
+    ) in messages(minimal_config)

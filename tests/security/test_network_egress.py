@@ -7,7 +7,8 @@ for hosts, and the proxy's own hosts map (ServerSettings.egress) gives them name
 127.0.0.2 treated as a public address. Every test reads the audit back.
 
 - test_an_allowed_name_works: http_get of http://allowed.test:P/hello returns the page;
-  the egress record names the tool, the call, the subject, host, port, address and bytes.
+  the egress record names the tool, the call, the subject, host, port, address and bytes,
+  and /metrics counts the connection and its bytes.
 - test_another_name_is_refused: http_get of evil.test (mapped to the same server) fails
   with PermissionError; the server sees nothing; the audit shows the refusal.
 - test_a_raw_ip_is_refused: http_get of http://127.0.0.1:P/ (the allowed server's own
@@ -42,6 +43,7 @@ from engine.audit import query
 from engine.client import open_client
 from engine.netproxy import HostsResolver, ProxyConfig
 from tests.engine.conftest import RunningServer
+from tests.engine.test_server_health import http_get
 from tests.netproxy.httpd import Site, pair_on_one_port, serve_http
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
@@ -143,6 +145,10 @@ async def test_an_allowed_name_works(net: Net) -> None:
     assert details["call"] == result.action_id
     assert (details["host"], details["port"], details["address"]) == ("allowed.test", net.allowed.port, "127.0.0.1")
     assert details["bytes_up"] > 0 and details["bytes_down"] > len(b"hello from allowed.test")
+    # ... and a metric.
+    _, metrics = await http_get(str(net.server.health_url), "/metrics")
+    assert 'sconnect_egress_connections_total{tool="http_get",outcome="allowed"} 1' in metrics
+    assert f'sconnect_egress_bytes_total{{tool="http_get",direction="down"}} {details["bytes_down"]}' in metrics
 
 
 async def test_another_name_is_refused(net: Net) -> None:
