@@ -21,8 +21,10 @@ that the tool's environment never shows in /proc/*/cmdline; marshal because impo
 - ``forward: {socket, port}`` (network by destination, namespaces backend) — before
   anything else, listen on 127.0.0.1:port in the sandbox's own network namespace and
   fork a forwarder that relays each connection to the engine's proxy at the Unix
-  ``socket`` (one process, non-blocking, a bounded buffer per direction); then
-  ``mode: exec`` execs ``argv`` with the environment bwrap set, or ``mode: call`` as above.
+  ``socket`` (one process, non-blocking, a bounded buffer per direction); then the
+  ``call`` above. For a program rather than a function the runner is started as
+  ``_runner.py --forward=SOCKET:PORT -- ARGV...`` instead: forwarder, then exec of ARGV
+  with the environment bwrap set (no JSON to parse).
 
 In a new pid namespace the first process is its init, which the kernel protects from
 signals it has no handler for (SIGTERM, SIGXCPU, SIGXFSZ): so that the tool's limits and
@@ -644,6 +646,17 @@ def _forward(listener: object, path: str) -> None:
 
 def main() -> None:
     arg = sys.argv[1]
+    if arg.startswith("--forward="):
+        # Forwarder, then exec: ``--forward=SOCKET:PORT -- ARGV...`` (bwrap set the
+        # environment; prlimit in ARGV sets the limits).
+        where, _, port = arg.split("=", 1)[1].rpartition(":")
+        _start_forwarder({"socket": where, "port": int(port)})
+        argv = sys.argv[3:]
+        try:
+            os.execv(argv[0], argv)
+        except OSError as exc:
+            os.write(2, f"{EXEC_MARKER} {argv[0]}: {exc.strerror}\n".encode())
+        os._exit(EXEC_FAILED)
     if arg.startswith("--config-fd="):
         fd = int(arg.split("=", 1)[1])
         chunks = []
@@ -661,13 +674,6 @@ def main() -> None:
         _supervise(config)
     if config.get("forward"):
         _start_forwarder(config["forward"])
-    if config.get("mode") == "exec":
-        argv = config["argv"]
-        try:
-            os.execv(argv[0], argv)  # bwrap set the environment; prlimit sets the limits
-        except OSError as exc:
-            os.write(2, f"{EXEC_MARKER} {argv[0]}: {exc.strerror}\n".encode())
-        os._exit(EXEC_FAILED)
     _set_limits(config["limits"])
     _call(config)
 
