@@ -532,6 +532,10 @@ def _start_forwarder(forward: dict) -> None:
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)  # never hold the tool's stdout open
+            # At most ~60 connection pairs (each with at most two 64 KiB chunks in flight):
+            # the proxy allows 16 at once anyway, and the forwarder is not under the
+            # tool's memory limit.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (_FORWARDER_FILES, _FORWARDER_FILES))
             _forward(listener, str(forward["socket"]))
         finally:
             os._exit(0)
@@ -539,6 +543,7 @@ def _start_forwarder(forward: dict) -> None:
 
 
 _CHUNK = 65536
+_FORWARDER_FILES = 128
 
 
 def _forward(listener: object, path: str) -> None:
@@ -563,7 +568,17 @@ def _forward(listener: object, path: str) -> None:
     shut: set[socket.socket] = set()  # sockets whose write side we shut down
     interest: dict[socket.socket, int] = {}
 
+    paused = [False]  # out of descriptors: stop accepting until a pair is closed
+
+    def pause() -> None:
+        if peer and not paused[0]:
+            selector.unregister(listener)
+            paused[0] = True
+
     def drop(sock: socket.socket) -> None:
+        if paused[0]:
+            selector.register(listener, read)
+            paused[0] = False
         for one in (sock, peer.get(sock)):
             if one is None or one not in peer:
                 continue
@@ -604,9 +619,17 @@ def _forward(listener: object, path: str) -> None:
             if sock is listener:
                 try:
                     client, _ = listener.accept()
-                except OSError:
+                except BlockingIOError:
                     continue
-                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                except OSError:
+                    pause()  # no descriptor left (EMFILE): a readable listener would spin this loop
+                    continue
+                try:
+                    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                except OSError:
+                    client.close()
+                    pause()
+                    continue
                 try:
                     upstream.connect(path)
                 except OSError:

@@ -100,6 +100,7 @@ _STATUS_TEXT = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout",
 
 
 def _answer(status: int, error: str, reason: str) -> bytes:
+    reason = "".join(char if " " <= char <= "~" else "?" for char in reason)  # one printable line
     body = (reason + "\n").encode("ascii", "replace")
     details = reason.replace("\\", "\\\\").replace('"', '\\"')
     return (
@@ -229,7 +230,10 @@ async def _connection(
                 raise _Refused(400, "http_request_error", str(exc)) from None
             address = await _checked_address(request, allowlist, config)
             upstream = await _connect(address, request.port, config)
-        except _Refused as refused:
+        except Exception as exc:  # noqa: BLE001 - one bad connection never takes the call's proxy down
+            refused = exc if isinstance(exc, _Refused) else _Refused(
+                502, "proxy_internal_error", f"internal error: {type(exc).__name__}", "failed"
+            )  # fmt: skip
             outcome, reason = refused.outcome, refused.reason
             with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.send_all(_answer(refused.status, refused.error, refused.reason))

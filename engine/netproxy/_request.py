@@ -117,6 +117,7 @@ def _authority(text: str, *, default_port: int | None) -> tuple[str, int]:
     else:
         port = default_port
     host = host.lower().rstrip(".")
-    if not host or not 1 <= port <= 65535 or any(char in host for char in "/\\?#% ") or len(host) > 253:
+    bad_char = any(char in "/\\?#%" or ord(char) <= 0x20 or ord(char) >= 0x7F for char in host)
+    if not host or not 1 <= port <= 65535 or bad_char or len(host) > 253:
         raise BadRequest("malformed host in the target")
     return host, port

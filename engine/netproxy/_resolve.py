@@ -73,11 +73,12 @@ class HostsResolver:
 
     async def resolve(self, host: str, port: int) -> tuple[IPAddress, ...]:
         await trio.lowlevel.checkpoint()
-        answers = self.hosts.get(host.lower().rstrip("."))
+        name = host.lower().rstrip(".")
+        answers = self.hosts.get(name)
         if not answers:
             raise ResolveError(f"{host} could not be resolved: not in the proxy's hosts map")
-        count = self.lookups.get(host, 0)
-        self.lookups[host] = count + 1
+        count = self.lookups.get(name, 0)
+        self.lookups[name] = count + 1
         if all(isinstance(answer, str) for answer in answers):
             chosen: Sequence[str] = answers  # type: ignore[assignment]
         else:

@@ -259,3 +259,38 @@ async def test_closing_the_proxy_ends_open_tunnels_and_records_them(site: Site, 
         assert await stream.receive_some(100) == b""
         await stream.aclose()
     assert [(r.outcome, r.bytes_up) for r in records] == [("allowed", 3)]
+
+
+class _BrokenResolver:
+    """A resolver plug-in that fails in a way the proxy does not expect."""
+
+    async def resolve(self, host: str, port: int) -> tuple[Any, ...]:
+        await trio.lowlevel.checkpoint()
+        raise RuntimeError("resolver bug")
+
+
+async def test_an_unexpected_error_fails_one_connection_not_the_proxy(site: Site) -> None:
+    records: list[EgressRecord] = []
+
+    async def record(item: EgressRecord) -> None:
+        records.append(item)
+
+    allow = Allowlist.parse([f"broken.test:{site.port}", allowed(site)])
+    config = ProxyConfig(resolver=_BrokenResolver())
+    with trio.fail_after(20):
+        async with open_call_proxy(allow, record, config=config) as path:
+            answer = await exchange(path, f"CONNECT broken.test:{site.port} HTTP/1.1\r\n\r\n".encode())
+            again = await exchange(path, f"CONNECT 127.0.0.1:{site.port} HTTP/1.1\r\n\r\n".encode())
+            await wait_for(lambda: len(records) == 2)
+    assert status_of(answer) == 502 and b"error=proxy_internal_error" in answer
+    assert records[0].outcome == "failed" and records[0].reason == "internal error: RuntimeError"
+    assert status_of(again) == 403  # still serving
+
+
+async def test_control_characters_in_the_host_are_refused(site: Site) -> None:
+    with trio.fail_after(20):
+        async with proxy([allowed(site)], {"allowed.test": ["127.0.0.1"]}) as (path, records):
+            answer = await exchange(path, b"CONNECT allowed.test\nX-Injected:1:443 HTTP/1.1\r\n\r\n")
+            await wait_for(lambda: len(records) == 1)
+    assert status_of(answer) == 400 and records[0].reason == "malformed host in the target"
+    assert b"\nX-Injected" not in answer
