@@ -23,6 +23,9 @@ for hosts, and the proxy's own hosts map (ServerSettings.egress) gives them name
   namespace has only loopback), asks the proxy for the engine's ports (refused), and
   speaks garbage to the proxy's socket (a 400: there is no admin surface); the stand-in
   servers see nothing, the proxy environment is set, and each proxy refusal is audited.
+- test_an_agent_turn_fetches_through_the_proxy_and_is_audited: the assistant's "fetch
+  URL" rule runs http_get in a turn; the egress record names the agent, the session and
+  the action.
 """
 
 from __future__ import annotations
@@ -215,3 +218,15 @@ async def test_bypassing_the_proxy_fails(net: Net) -> None:
         ("refused", "127.0.0.1", ws_port), ("refused", "localhost", health_port), ("refused", "allowed.test", ws_port),
         ("refused", "", 0),
     ]  # fmt: skip
+
+
+async def test_an_agent_turn_fetches_through_the_proxy_and_is_audited(net: Net) -> None:
+    url = f"http://allowed.test:{net.allowed.port}/hello"
+    with trio.fail_after(60):
+        async with open_client(net.server.url, net.server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            turn = await client.converse(sid, f"fetch {url}", approve=lambda action: True)
+    assert "hello from allowed.test" in turn.response.content
+    [record] = query(net.server.settings.state_dir, kind="egress")
+    assert (record.agent, record.session_id, record.outcome) == ("assistant", sid, "allowed")
+    assert json.loads(record.details)["call"] == turn.actions[0].action_id
