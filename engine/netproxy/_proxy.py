@@ -13,7 +13,8 @@ one request head:
 
 The proxy then checks ``host:port`` against the allowlist, resolves a name itself
 (once), keeps only addresses the matching entry may reach (global ones, unless the
-entry names its ranges), connects to the address it checked and relays bytes both ways.
+entry names its ranges), connects to one of the addresses it checked (the first of up
+to three that answers) and relays bytes both ways.
 There is no admin surface: the socket speaks only this, and the proxy never connects
 anywhere the allowlist does not name (the engine's own ports are on loopback, refused
 unless an entry names them).
@@ -79,7 +80,7 @@ class EgressRecord:
     method: str  # CONNECT, GET, ...; "" when the head could not be read
     host: str
     port: int
-    address: str | None  # the address connected to (or refused), when resolved
+    address: str | None  # the address connected to (else the first one tried); None when refused before
     bytes_up: int = 0  # tool -> destination
     bytes_down: int = 0  # destination -> tool
     duration_s: float = 0.0
@@ -228,8 +229,9 @@ async def _connection(
                 request = parse_head(head)
             except BadRequest as exc:
                 raise _Refused(400, "http_request_error", str(exc)) from None
-            address = await _checked_address(request, allowlist, config)
-            upstream = await _connect(address, request.port, config)
+            candidates = await _checked_addresses(request, allowlist, config)
+            address = candidates[0]
+            upstream, address = await _connect(candidates, request.port, config)
         except Exception as exc:  # noqa: BLE001 - one bad connection never takes the call's proxy down
             refused = exc if isinstance(exc, _Refused) else _Refused(
                 502, "proxy_internal_error", f"internal error: {type(exc).__name__}", "failed"
@@ -288,8 +290,11 @@ async def _read_head(stream: trio.SocketStream, config: ProxyConfig) -> tuple[by
     raise _Refused(408, "http_request_error", f"no complete request within {config.handshake_timeout_s:g}s")
 
 
-async def _checked_address(request: ProxyRequest, allowlist: Allowlist, config: ProxyConfig) -> IPAddress:
-    """The one address this request may connect to (resolved once, then checked)."""
+async def _checked_addresses(
+    request: ProxyRequest, allowlist: Allowlist, config: ProxyConfig
+) -> tuple[IPAddress, ...]:
+    """The addresses this request may connect to, in the resolver's order (resolved
+    once, each checked; at most `_MAX_TRIES`)."""
     entry, why = allowlist.match(request.host, request.port)
     if entry is None:
         raise _Refused(403, "http_request_denied", why)
@@ -297,7 +302,7 @@ async def _checked_address(request: ProxyRequest, allowlist: Allowlist, config: 
     if literal is not None:
         if not entry.reaches(literal, config.public_ranges):
             raise _Refused(403, "destination_ip_prohibited", f"address {literal} is not allowed")
-        return literal
+        return (literal,)
     try:
         with trio.fail_after(config.resolve_timeout_s):
             addresses = await config.resolver.resolve(request.host, request.port)
@@ -306,9 +311,9 @@ async def _checked_address(request: ProxyRequest, allowlist: Allowlist, config: 
     except trio.TooSlowError:
         raise _Refused(504, "dns_timeout", f"{request.host} did not resolve within {config.resolve_timeout_s:g}s",
                        "failed") from None  # fmt: skip
-    for address in addresses:
-        if entry.reaches(address, config.public_ranges):
-            return address
+    allowed = tuple(address for address in addresses if entry.reaches(address, config.public_ranges))
+    if allowed:
+        return allowed[:_MAX_TRIES]
     shown = ", ".join(map(str, addresses[:4]))
     if entry.addresses:
         why = f"{request.host} resolves to {shown}, outside the addresses its entry allows"
@@ -318,16 +323,27 @@ async def _checked_address(request: ProxyRequest, allowlist: Allowlist, config: 
     raise _Refused(403, "destination_ip_prohibited", why)
 
 
-async def _connect(address: IPAddress, port: int, config: ProxyConfig) -> trio.SocketStream:
+# Checked addresses tried in turn (an IPv6 answer first on a host without IPv6 is common).
+_MAX_TRIES = 3
+
+
+async def _connect(
+    addresses: tuple[IPAddress, ...], port: int, config: ProxyConfig
+) -> tuple[trio.SocketStream, IPAddress]:
+    """A connection to the first checked address that answers, within one time limit."""
+    failure = ""
     try:
         with trio.fail_after(config.connect_timeout_s):
-            return await trio.open_tcp_stream(str(address), port)
+            for address in addresses:
+                try:
+                    return await trio.open_tcp_stream(str(address), port), address
+                except OSError as exc:
+                    failure = f"cannot connect to {address}:{port}: {exc.strerror or exc}"
     except trio.TooSlowError:
-        why = f"{address}:{port} did not answer within {config.connect_timeout_s:g}s"
+        shown = ", ".join(str(address) for address in addresses)
+        why = f"{shown} (port {port}) did not answer within {config.connect_timeout_s:g}s"
         raise _Refused(504, "connection_timeout", why, "failed") from None
-    except OSError as exc:
-        raise _Refused(502, "connection_refused", f"cannot connect to {address}:{port}: {exc.strerror or exc}",
-                       "failed") from None  # fmt: skip
+    raise _Refused(502, "connection_refused", failure, "failed")
 
 
 async def _relay(

@@ -130,6 +130,17 @@ async def test_names_reach_only_public_addresses_unless_the_entry_names_the_rang
     assert site.seen == [("GET", "/hello", f"127.0.0.1:{site.port}")]
 
 
+async def test_the_checked_addresses_are_tried_in_turn(site: Site) -> None:
+    # 127.0.0.3 is allowed but nothing listens there on this port: the next checked address is used.
+    entry = {"host": "multi.test", "port": site.port, "addresses": ["127.0.0.0/8"]}
+    with trio.fail_after(20):
+        async with proxy([entry], {"multi.test": ["127.0.0.3", "10.0.0.1", "127.0.0.1"]}) as (path, records):
+            answer = await exchange(path, f"GET http://multi.test:{site.port}/hello HTTP/1.1\r\n\r\n".encode())
+            await wait_for(lambda: len(records) == 1)
+    assert status_of(answer) == 200
+    assert (records[0].outcome, records[0].address) == ("allowed", "127.0.0.1")
+
+
 async def test_a_rebinding_name_is_connected_to_the_address_that_was_checked(nursery: trio.Nursery) -> None:
     # 127.0.0.2 plays a public host (public_ranges); 127.0.0.1 is the victim on the same port.
     public, victim = await pair_on_one_port(nursery, "127.0.0.2", "127.0.0.1", ROUTES)
