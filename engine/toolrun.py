@@ -28,17 +28,23 @@ above still applies inside it.  It needs root with CAP_SYS_ADMIN and loop device
 where they are missing (the shipped systemd unit drops CAP_SYS_ADMIN), or a workspace
 already holds files from before, that workspace falls back to the quota alone, and
 the log says so once.
+
+Network by destination (``sandbox.network`` a list): each call gets its own egress
+proxy (:mod:`engine.netproxy`) on a Unix socket for as long as it runs; the sandbox
+sees only the socket's path, and every connection the proxy allows or refuses is
+handed to the caller's ``Egress.on_record`` (the server audits and counts it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +53,7 @@ import trio
 
 import sandbox
 
+from . import netproxy
 from .config.model import Tool
 from .config.modules import default_search, locate_on_sys_path
 from .config.units import parse_size
@@ -91,9 +98,15 @@ def isolation_for(tool: Tool, caps: sandbox.Capabilities | None = None) -> Liter
 
 
 def build_spec(
-    tool: Tool, *, workspace: Path, work_root: Path, environ: Mapping[str, str] | None = None
+    tool: Tool,
+    *,
+    workspace: Path,
+    work_root: Path,
+    environ: Mapping[str, str] | None = None,
+    proxy_socket: str | None = None,
 ) -> sandbox.Spec:
-    """The sandbox spec of one call of ``tool``."""
+    """The sandbox spec of one call of ``tool`` (``proxy_socket``: its egress proxy, for a
+    tool whose network is a list of destinations)."""
     needs = tool.sandbox
     environ = os.environ if environ is None else environ
     env = {name: environ[name] for name in needs.env_allow if name in environ}
@@ -115,7 +128,8 @@ def build_spec(
         cpu_time_s=float(needs.cpu_time),
         memory_bytes=int(needs.memory),
         max_output_bytes=int(needs.max_output),
-        network=needs.network,
+        network=needs.network is True,
+        proxy_socket=proxy_socket,
         isolation=isolation_for(tool),
         readable_paths=tuple(readable),
         writable_paths=tuple(writable),
@@ -233,16 +247,56 @@ def disk_usage(path: Path) -> int:
     return total
 
 
+async def _ignore(record: netproxy.EgressRecord) -> None:
+    await trio.lowlevel.checkpoint()
+
+
+@attrs.frozen
+class Egress:
+    """How a call's egress proxy behaves and where its connection records go."""
+
+    on_record: netproxy.OnRecord = _ignore
+    config: netproxy.ProxyConfig = netproxy.ProxyConfig()
+
+
+@contextlib.asynccontextmanager
+async def egress_proxy(tool: Tool, egress: Egress | None) -> AsyncIterator[str | None]:
+    """The socket path of a proxy serving this call, or None for a tool without a list.
+
+    The proxy lives exactly as long as the block; a list that does not parse (a Tool
+    built in code: the loader checks YAML ones) raises ``sandbox.SpecError``.
+    """
+    network = tool.sandbox.network
+    if isinstance(network, bool):
+        yield None
+        return
+    try:
+        allowlist = netproxy.Allowlist.parse(network)
+    except netproxy.AllowlistError as exc:
+        where = "" if exc.index is None else f"[{exc.index}]"
+        raise sandbox.SpecError(f"sandbox.network{where}: {exc}") from None
+    egress = egress or Egress()
+    async with netproxy.open_call_proxy(
+        allowlist, egress.on_record, config=egress.config, owner=sandbox.sandbox_user()
+    ) as path:
+        yield path
+
+
 async def run_tool(
-    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str
+    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str, egress: Egress | None = None
 ) -> sandbox.Result:
     """Run one call by ``subject``; ``workspace`` is the root of every subject's workspace.
 
     A tool with ``output: content`` has its MCP content blocks checked and split from
     its output (``result.content``); one that breaks the contract is an ``error``.
+    A tool whose network is a list gets a proxy for the call's duration; its
+    connections go to ``egress.on_record``.
     Raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable).
     """
-    result = await _run_tool(tool, arguments, workspace=workspace, work_root=work_root, subject=subject)
+    async with egress_proxy(tool, egress) as proxy_socket:
+        result = await _run_tool(
+            tool, arguments, workspace=workspace, work_root=work_root, subject=subject, proxy_socket=proxy_socket
+        )
     if tool.output == "content":
         from .protocol.content import with_content
 
@@ -253,7 +307,7 @@ async def run_tool(
 
 
 async def _run_tool(
-    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str
+    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str, proxy_socket: str | None
 ) -> sandbox.Result:
     needs = tool.sandbox
     own = workspace_for(tool, workspace, subject) if needs.workspace != "none" else workspace
@@ -263,7 +317,7 @@ async def _run_tool(
 
         return await call_tool(tool, arguments, workspace=own, work_root=work_root)
     volume = await _volume(own) if needs.workspace != "none" else None
-    spec = build_spec(tool, workspace=own, work_root=work_root)
+    spec = build_spec(tool, workspace=own, work_root=work_root, proxy_socket=proxy_socket)
     if needs.workspace != "write":
         return await sandbox.run(spec, arguments)
     quota = int(needs.workspace_quota)

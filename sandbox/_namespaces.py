@@ -111,7 +111,8 @@ class NamespacesBackend:
 
         Raises SpawnError when it cannot start; the caller owns and reaps the Child.
         """
-        runner = runner_dir(work_root) if spec.python is not None else None
+        needs_runner = spec.python is not None or spec.proxy_socket is not None
+        runner = runner_dir(work_root) if needs_runner else None
         seccomp_fd = _SECCOMP_FD if self.seccomp else None
         options = _bwrap.options(
             spec,

@@ -19,6 +19,14 @@ that the tool's environment never shows in /proc/*/cmdline; marshal because impo
   SIGTERM the tool's tree, wait ``grace_s``, SIGKILL what is left. The tool's exit
   status and rusage are written as one JSON line to ``status_fd``.
 
+- ``forward: {socket, port}`` (network by destination, namespaces backend) — before
+  anything else, listen on 127.0.0.1:port in the sandbox's own network namespace and
+  fork a forwarder that relays each connection to the engine's proxy at the Unix
+  ``socket`` (one process, non-blocking, a bounded buffer per direction); then the
+  ``call`` above. For a program rather than a function the runner is started as
+  ``_runner.py --forward=SOCKET:PORT -- ARGV...`` instead: forwarder, then exec of ARGV
+  with the environment bwrap set (no JSON to parse).
+
 In a new pid namespace the first process is its init, which the kernel protects from
 signals it has no handler for (SIGTERM, SIGXCPU, SIGXFSZ): so that the tool's limits and
 the supervisor's SIGTERM act on it as without a namespace, that first process is a
@@ -520,8 +528,167 @@ def _supervise(config: dict) -> None:
     os._exit(0)
 
 
+def _start_forwarder(forward: dict) -> None:
+    """Listen on 127.0.0.1:port, then fork the forwarder (which never returns)."""
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", int(forward["port"])))
+    listener.listen(64)
+    if os.fork() == 0:
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)  # never hold the tool's stdout open
+            # At most ~60 connection pairs (each with at most two 64 KiB chunks in flight):
+            # the proxy allows 16 at once anyway, and the forwarder is not under the
+            # tool's memory limit.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (_FORWARDER_FILES, _FORWARDER_FILES))
+            _forward(listener, str(forward["socket"]))
+        finally:
+            os._exit(0)
+    listener.close()
+
+
+_CHUNK = 65536
+_FORWARDER_FILES = 128
+
+
+def _forward(listener: object, path: str) -> None:
+    """Relay every connection accepted on ``listener`` to the Unix socket ``path``.
+
+    Each direction holds at most one unsent chunk: while it waits, its source is not
+    read (backpressure), so memory stays bounded whatever the two ends do. An end's EOF
+    is passed on (shutdown) once what it sent is written; a pair is closed when both
+    directions are done, or at the first error on either side.
+    """
+    import selectors
+    import socket
+
+    assert isinstance(listener, socket.socket)
+    read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
+    selector = selectors.DefaultSelector()
+    listener.setblocking(False)
+    selector.register(listener, read)
+    peer: dict[socket.socket, socket.socket] = {}
+    out: dict[socket.socket, bytes] = {}  # bytes waiting to be written to the key
+    eof: set[socket.socket] = set()  # sockets that sent EOF
+    shut: set[socket.socket] = set()  # sockets whose write side we shut down
+    interest: dict[socket.socket, int] = {}
+
+    paused = [False]  # out of descriptors: stop accepting until a pair is closed
+
+    def pause() -> None:
+        if peer and not paused[0]:
+            selector.unregister(listener)
+            paused[0] = True
+
+    def drop(sock: socket.socket) -> None:
+        if paused[0]:
+            selector.register(listener, read)
+            paused[0] = False
+        for one in (sock, peer.get(sock)):
+            if one is None or one not in peer:
+                continue
+            if interest.pop(one, 0):
+                selector.unregister(one)
+            one.close()
+            del peer[one]
+            out.pop(one, None)
+            eof.discard(one)
+            shut.discard(one)
+
+    def settle(sock: socket.socket) -> None:
+        other = peer[sock]
+        if not out[sock] and other in eof and sock not in shut:
+            sock.shutdown(socket.SHUT_WR)
+            shut.add(sock)
+        if sock in shut and other in shut:
+            drop(sock)
+            return
+        events = (0 if sock in eof or out[other] else read) | (write if out[sock] else 0)
+        old = interest.get(sock, 0)
+        if events == old:
+            return
+        if not events:
+            selector.unregister(sock)
+            del interest[sock]
+        elif not old:
+            selector.register(sock, events)
+            interest[sock] = events
+        else:
+            selector.modify(sock, events)
+            interest[sock] = events
+
+    while True:
+        for key, mask in selector.select():
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            if sock is listener:
+                try:
+                    client, _ = listener.accept()
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pause()  # no descriptor left (EMFILE): a readable listener would spin this loop
+                    continue
+                try:
+                    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                except OSError:
+                    client.close()
+                    pause()
+                    continue
+                try:
+                    upstream.connect(path)
+                except OSError:
+                    client.close()
+                    upstream.close()
+                    continue
+                for one, other in ((client, upstream), (upstream, client)):
+                    one.setblocking(False)
+                    peer[one], out[one] = other, b""
+                settle(client)
+                settle(upstream)
+                continue
+            if sock not in peer:
+                continue
+            other = peer[sock]
+            try:
+                if mask & write and out[sock]:
+                    out[sock] = out[sock][sock.send(out[sock]) :]
+                if mask & read and sock not in eof and not out[other]:
+                    data = sock.recv(_CHUNK)
+                    if data:
+                        out[other] = data
+                        try:
+                            out[other] = data[other.send(data) :]
+                        except BlockingIOError:
+                            pass
+                    else:
+                        eof.add(sock)
+                settle(sock)
+                if other in peer:
+                    settle(other)
+            except BlockingIOError:
+                continue
+            except OSError:
+                drop(sock)
+
+
 def main() -> None:
     arg = sys.argv[1]
+    if arg.startswith("--forward="):
+        # Forwarder, then exec: ``--forward=SOCKET:PORT -- ARGV...`` (bwrap set the
+        # environment; prlimit in ARGV sets the limits).
+        where, _, port = arg.split("=", 1)[1].rpartition(":")
+        _start_forwarder({"socket": where, "port": int(port)})
+        argv = sys.argv[3:]
+        try:
+            os.execv(argv[0], argv)
+        except OSError as exc:
+            os.write(2, f"{EXEC_MARKER} {argv[0]}: {exc.strerror}\n".encode())
+        os._exit(EXEC_FAILED)
     if arg.startswith("--config-fd="):
         fd = int(arg.split("=", 1)[1])
         chunks = []
@@ -537,6 +704,8 @@ def main() -> None:
         config = json.loads(arg)
     if config.get("supervise"):
         _supervise(config)
+    if config.get("forward"):
+        _start_forwarder(config["forward"])
     _set_limits(config["limits"])
     _call(config)
 

@@ -82,7 +82,13 @@ class Spec:
     max_open_files: int = attrs.field(default=64, validator=_positive)  # RLIMIT_NOFILE
     max_processes: int = attrs.field(default=64, validator=_positive)  # RLIMIT_NPROC
     max_file_bytes: int = attrs.field(default=64 * 2**20, validator=_positive)  # RLIMIT_FSIZE
+    # the host network as it is (True), or none (False); see proxy_socket for a way out
     network: bool = False
+    # host path of a Unix socket (the engine's egress proxy for this call): with it the
+    # tool keeps its own network namespace, sees the socket at PROXY_MOUNT, and reaches
+    # it through a forwarder on 127.0.0.1:PROXY_PORT (HTTP(S)_PROXY point there).
+    # Namespaces isolation only; network must be False.
+    proxy_socket: str | None = None
     isolation: Isolation = "namespaces"
     # extra host paths visible read-only / read-write
     readable_paths: tuple[str, ...] = attrs.field(
@@ -119,5 +125,15 @@ class Spec:
             )
         if self.cwd is not None and not os.path.isabs(self.cwd):
             raise SpecError(f"cwd: {self.cwd!r} is not an absolute path")
+        if self.proxy_socket is not None:
+            if not isinstance(self.proxy_socket, str) or not os.path.isabs(self.proxy_socket):
+                raise SpecError(f"proxy_socket: {self.proxy_socket!r} is not an absolute path")
+            if self.network:
+                raise SpecError("proxy_socket needs network=False: the proxy is the tool's only way out")
+            if self.isolation != "namespaces":
+                raise SpecError(
+                    f"proxy_socket needs isolation 'namespaces' (not {self.isolation!r}): only a "
+                    "bubblewrap sandbox gives the tool a network namespace whose only exit is the proxy"
+                )
         if self.work_root is not None and not os.path.isabs(self.work_root):
             raise SpecError(f"work_root: {self.work_root!r} is not an absolute path")

@@ -19,8 +19,15 @@ tool's YAML sets:
 - ``HTTP_TIMEOUT_S``: seconds for the whole request, connect to last byte (default 10).
 
 Only ``http`` and ``https`` URLs without user:password are fetched. Redirects are
-followed at most 5 times and only to allowed hosts (checked before each hop). Proxy
-variables are ignored: the allowlist is about where the request really goes. The body
+followed at most 5 times and only to allowed hosts (checked before each hop). With
+``HTTP_ALLOWED_HOSTS`` set, proxy variables are ignored: that allowlist is about where
+the request really goes.
+
+Without ``HTTP_ALLOWED_HOSTS``, the tool relies on the engine's egress proxy (its YAML
+gives ``sandbox.network`` a list of destinations; the sandbox sets ``HTTPS_PROXY`` /
+``HTTP_PROXY``): every request and every redirect hop goes through the proxy, which
+allows only the listed destinations; a refusal raises ``PermissionError``. With
+neither, every URL is refused. The body
 (at most ``max_bytes``, 1 to 1 MiB) is decoded with the charset the response declares,
 else UTF-8, invalid bytes replaced; ``truncated`` says whether more was sent.
 
@@ -65,18 +72,20 @@ def get(url: str, max_bytes: int = 65536) -> dict[str, object]:
     if type(max_bytes) is not int or not 1 <= max_bytes <= MAX_BODY_BYTES:
         raise ValueError(f"max_bytes must be a whole number from 1 to {MAX_BODY_BYTES}")
     allowed = _allowed_hosts(os.environ.get("HTTP_ALLOWED_HOSTS", ""))
+    proxies = {} if allowed else _egress_proxies()
     timeout_s = _timeout()
-    _check_url(url, allowed)
+    _check_url(url, allowed, proxied=bool(proxies))
 
     deadline = time.monotonic() + timeout_s
     opener = urllib.request.OpenerDirector()
     # Built by hand rather than build_opener(): no ProxyHandler (env proxies would
     # route around the allowlist), no file:/ftp:/data: handlers.
     for handler in (
+        *([urllib.request.ProxyHandler(proxies)] if proxies else []),
         urllib.request.HTTPHandler(),
         urllib.request.HTTPSHandler(),
         urllib.request.HTTPDefaultErrorHandler(),
-        _RedirectHandler(allowed),
+        _RedirectHandler(allowed, proxied=bool(proxies)),
         urllib.request.HTTPErrorProcessor(),
     ):
         opener.add_handler(handler)
@@ -91,6 +100,8 @@ def get(url: str, max_bytes: int = 65536) -> dict[str, object]:
         with response:
             status = response.status  # HTTPError has .status too (= its code)
             headers = response.headers
+            if proxies and str(headers.get("Proxy-Status", "")).startswith("sconnect;"):
+                raise PermissionError(f"the egress proxy refused {_host_of(response.url)}: {_proxy_details(headers)}")
             final_url = response.url
             data, truncated = _read_body(response, max_bytes, deadline, url)
     except TimeoutError:
@@ -99,6 +110,8 @@ def get(url: str, max_bytes: int = 65536) -> dict[str, object]:
         reason = exc.reason
         if isinstance(reason, (TimeoutError, socket.timeout)):
             raise TimeoutError(f"{url} did not answer within {timeout_s:g} s") from None
+        if proxies and "Tunnel connection failed: 403" in str(reason):
+            raise PermissionError(f"the egress proxy refused {_host_of(url)}: not in the tool's network list") from None
         raise ConnectionError(f"could not reach {_host_of(url)}: {_describe(reason)}") from None
     except (http.client.HTTPException, OSError) as exc:
         if isinstance(exc, (PermissionError, ConnectionError)) and exc.errno is None:
@@ -126,8 +139,9 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
     max_redirections = MAX_REDIRECTS + 1
     max_repeats = MAX_REDIRECTS + 1
 
-    def __init__(self, allowed: tuple[_Allowed, ...]) -> None:
+    def __init__(self, allowed: tuple[_Allowed, ...], proxied: bool = False) -> None:
         self._allowed = allowed
+        self._proxied = proxied
 
     def http_error_302(
         self,
@@ -173,7 +187,7 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
 
     def _check(self, req: urllib.request.Request, newurl: str) -> None:
         try:
-            _check_url(newurl, self._allowed)
+            _check_url(newurl, self._allowed, proxied=self._proxied)
         except (PermissionError, ValueError) as exc:
             raise PermissionError(f"refusing redirect from {req.full_url}: {exc}") from None
 
@@ -197,7 +211,7 @@ def _read_body(
     return data[:max_bytes], len(data) > max_bytes
 
 
-def _check_url(url: object, allowed: tuple[_Allowed, ...]) -> None:
+def _check_url(url: object, allowed: tuple[_Allowed, ...], *, proxied: bool = False) -> None:
     if not isinstance(url, str) or not url:
         raise ValueError("url must be a non-empty string such as 'https://example.org/'")
     if len(url) > MAX_URL_CHARS:
@@ -218,8 +232,11 @@ def _check_url(url: object, allowed: tuple[_Allowed, ...]) -> None:
     if not host:
         raise ValueError(f"url {url!r} has no host")
     if not allowed:
+        if proxied:
+            return  # the egress proxy decides, for this hop and every redirect
         raise PermissionError(
-            "no hosts are allowed: the tool's HTTP_ALLOWED_HOSTS setting is empty"
+            "no hosts are allowed: the tool's HTTP_ALLOWED_HOSTS setting is empty "
+            "and it has no egress proxy (a sandbox.network list)"
         )
     effective_port = port if port is not None else _DEFAULT_PORTS[scheme]
     if not any(_matches(entry, host, effective_port, scheme) for entry in allowed):
@@ -254,6 +271,25 @@ def _allowed_hosts(raw: str) -> tuple[_Allowed, ...]:
             )
         entries.append(_Allowed(host.lower(), port))
     return tuple(entries)
+
+
+def _egress_proxies() -> dict[str, str]:
+    """The egress proxy the sandbox set (HTTPS_PROXY / HTTP_PROXY, either case), or {}."""
+    found = {}
+    for scheme in ("http", "https"):
+        value = os.environ.get(f"{scheme}_proxy") or os.environ.get(f"{scheme.upper()}_PROXY")
+        if value:
+            found[scheme] = value
+    return found
+
+
+def _proxy_details(headers: http.client.HTTPMessage) -> str:
+    status = str(headers.get("Proxy-Status", ""))
+    marker = 'details="'
+    start = status.find(marker)
+    if start < 0:
+        return "not in the tool's network list"
+    return status[start + len(marker) :].rstrip('"').replace('\\"', '"')[:300]
 
 
 def _split(raw: str) -> Iterable[str]:

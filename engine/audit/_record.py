@@ -50,7 +50,7 @@ GENESIS_HASH: Final = "0" * 64
 REDACTED: Final = "[redacted]"
 KINDS: Final = frozenset(
     {"auth_failure", "decision", "approval", "execution", "resource_read", "config_reload", "grant", "feedback",
-     "memory"}
+     "memory", "egress"}
 )
 DECIDED_BY: Final = frozenset({"rule", "person"})
 #: ``details`` is for small context (an error message, a reason), not for payloads.

@@ -61,7 +61,7 @@ def register(commands: Any) -> None:
     search.add_argument("--tool", help="the target: a tool name or a resource URI")
     search.add_argument("--outcome", help="ok, error, denied, timeout, ...")
     search.add_argument("--kind", help="auth_failure, decision, approval, execution, resource_read, config_reload, "
-                        "grant, feedback, memory")
+                        "grant, feedback, memory, egress")
     search.add_argument("--since", metavar="TIME", help="ISO time (2025-01-31T12:00Z) or a duration back (10m, 2h, 7d)")
     search.add_argument("--until", metavar="TIME", help="like --since; exclusive")
     search.add_argument("--limit", type=_count, metavar="N", help="only the N most recent matches")

@@ -40,6 +40,23 @@ def register(commands: Any) -> None:
     tools_new.register(sub)
 
 
+def _network_json(network: object) -> object:
+    if isinstance(network, tuple):
+        return [
+            {key: list(value) if isinstance(value, tuple) else value for key, value in entry.items()}
+            if not isinstance(entry, str) else entry
+            for entry in network
+        ]  # fmt: skip
+    return network
+
+
+def _network_text(network: object) -> str:
+    if isinstance(network, tuple):
+        shown = [entry if isinstance(entry, str) else str(entry.get("host")) for entry in network]
+        return "only " + ", ".join(shown) + " (through the egress proxy)"
+    return "on" if network else "off"
+
+
 def run_list(args: argparse.Namespace) -> int:
     config = load_config(resolve_config_dir(args.config))
     tools = sorted(config.tools.values(), key=lambda t: (t.permission_level, t.name))
@@ -53,7 +70,7 @@ def run_list(args: argparse.Namespace) -> int:
                     "parameters": dict(tool.parameters),
                     "runs": tool.runs,
                     "isolation": tool.sandbox.isolation,
-                    "network": tool.sandbox.network,
+                    "network": _network_json(tool.sandbox.network),
                     "workspace": tool.sandbox.workspace,
                     "source": str(tool.source),
                 }
@@ -78,7 +95,7 @@ def run_list(args: argparse.Namespace) -> int:
             continue
         print(
             f"    runs: {tool.runs}; {box.isolation}, timeout {format_duration(box.timeout)}, "
-            f"memory {format_size(box.memory)}, network {'on' if box.network else 'off'}, workspace {box.workspace}"
+            f"memory {format_size(box.memory)}, network {_network_text(box.network)}, workspace {box.workspace}"
         )
     return 0
 

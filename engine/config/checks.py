@@ -36,6 +36,7 @@ from .model import (
     Policy,
     Resource,
     RulesModel,
+    SandboxNeeds,
     Tool,
     definition_digest,
 )
@@ -84,6 +85,7 @@ def check_tool(tool: Tool | McpServerFile, doc: Document) -> list[ConfigProblem]
     if tool.builtin and isinstance(doc.data, dict) and "parameters" in doc.data:
         problems.append(doc.problem(["parameters"], f"the parameters of the built-in {tool.builtin!r} are the "
                                                     "engine's: remove 'parameters'", key=True))
+    problems += network_problems(tool.sandbox, doc)
     properties = tool.parameters.get("properties", {})
     for index, name in enumerate(tool.secret_arguments):
         if name not in properties:
@@ -94,6 +96,31 @@ def check_tool(tool: Tool | McpServerFile, doc: Document) -> list[ConfigProblem]
 
 
 DEFAULT_TOOL_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def network_problems(needs: SandboxNeeds, doc: Document, *, supported: bool = True) -> list[ConfigProblem]:
+    """A ``sandbox.network`` list: each entry parses, and the tool's isolation can enforce it."""
+    from ..netproxy import parse_entry
+
+    if isinstance(needs.network, bool):
+        return []
+    where: list[PathSegment] = ["sandbox", "network"]
+    if not supported:
+        return [doc.problem(where, "a list of destinations is not supported for mcp_server files yet: "
+                                   "use true or false")]  # fmt: skip
+    problems = []
+    for index, entry in enumerate(needs.network):
+        try:
+            parse_entry(entry)
+        except ValueError as exc:
+            problems.append(doc.problem([*where, index], str(exc)))
+    if needs.isolation != "namespaces":
+        problems.append(doc.problem(
+            where,
+            f"a list of destinations needs isolation: namespaces (not {needs.isolation}): only a "
+            "bubblewrap sandbox gives the tool a network namespace whose only way out is the proxy",
+        ))  # fmt: skip
+    return problems
 
 
 def chain_problems(tool: Tool, doc: Document) -> list[ConfigProblem]:
@@ -122,7 +149,7 @@ def chain_problems(tool: Tool, doc: Document) -> list[ConfigProblem]:
 def check_mcp_server(server_file: McpServerFile, doc: Document) -> list[ConfigProblem]:
     """An mcp_server file: its program exists, every allowed tool is pinned, and each pin
     is intact (its digest is that of its own description and parameters)."""
-    problems: list[ConfigProblem] = []
+    problems = network_problems(server_file.sandbox, doc, supported=False)
     server = server_file.mcp_server
     problem = _command_problem(server.command[0], server_file.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
     if problem:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -62,6 +63,20 @@ def _resource(value: Any, _: type) -> Any:
     # A fixed-scheme kind's class has no ``kind`` field: the schema already checked it names this kind.
     data = {key: item for key, item in value.items() if key != "kind" or key in fields}
     return converter.structure(data, kind.config_class)
+
+
+def _network(value: Any, _: type) -> bool | tuple[Any, ...]:
+    """``sandbox.network``: true/false, or the list of destinations as written (each entry
+    is checked by ``checks.network_problems``, so that a bad one is located at its line)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list):
+        return tuple(
+            MappingProxyType({key: tuple(item) if isinstance(item, list) else item for key, item in entry.items()})
+            if isinstance(entry, dict) else entry
+            for entry in value
+        )  # fmt: skip
+    raise ValueError(f"{value!r} is not true, false or a list of destinations")
 
 
 def _agent_model(value: Any, _: type) -> Any:
@@ -117,6 +132,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(Bytes, lambda value, _: parse_size(value))
     conv.register_structure_hook(ModelConfig, _tagged("provider", _MODEL_PROVIDERS))
     conv.register_structure_hook(AgentModel, _agent_model)
+    conv.register_structure_hook(bool | tuple[Any, ...], _network)
     conv.register_structure_hook(NamedModel, _named_model)
     conv.register_structure_hook(Resource, _resource)
     conv.register_structure_hook(Remember, _remember)

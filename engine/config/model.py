@@ -46,7 +46,10 @@ class SandboxNeeds:
     cpu_time: Seconds = Seconds(5)
     memory: Bytes = Bytes(512 * 2**20)
     max_output: Bytes = Bytes(2**20)
-    network: bool = False
+    # False: none; True: the host's network as it is; a tuple: only these destinations,
+    # through the engine's egress proxy (entries as written: strings or mappings, parsed
+    # by engine.netproxy.Allowlist, checked by the loader)
+    network: bool | tuple[Any, ...] = False
     workspace: Literal["none", "read", "write"] = "none"
     # whose workspace: the calling subject's own (default) or one area shared by everyone
     workspace_scope: Literal["subject", "shared"] = "subject"

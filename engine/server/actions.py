@@ -49,7 +49,7 @@ from ..protocol import (
 )
 from ..protocol.content import digests
 from ..resources import Content, Reader, ResourceError, ResourceHosts
-from ..toolrun import run_tool
+from ..toolrun import Egress, run_tool
 from . import argcheck, grants
 from .approvals import PendingAction
 
@@ -285,7 +285,7 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
             with tracing.span("sconnect.sandbox.run", tool=name, call_id=action_id, subject=caller.sub) as traced:
                 result = await run_tool(
                     tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root,
-                    subject=caller.sub
+                    subject=caller.sub, egress=_egress(caller, tool, action_id),
                 )
                 if traced is not None:
                     traced.set_attribute("sconnect.status", str(result.status))
@@ -319,6 +319,24 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         details={"content": digested} if digested else None,
     )
     return _result(caller, frame, status, output, reason, content)
+
+
+def _egress(caller: Caller, tool: Tool, action_id: str) -> Egress:
+    """Where a call's egress proxy sends its connection records: one audit record
+    (kind ``egress``, naming the call) and the egress metrics per connection."""
+    hub = caller.conn.hub
+
+    async def on_record(record: Any) -> None:
+        hub.metrics.record_egress(tool.name, record.outcome, record.bytes_up, record.bytes_down)
+        await _audit(
+            caller, "egress", "tool.egress", tool.name, None, tool=tool, outcome=record.outcome,
+            duration_ms=record.duration_s * 1000,
+            details={"call": action_id, "method": record.method, "host": record.host, "port": record.port,
+                     "address": record.address, "bytes_up": record.bytes_up, "bytes_down": record.bytes_down,
+                     "reason": record.reason},
+        )  # fmt: skip
+
+    return Egress(on_record, hub.settings.egress)
 
 
 async def _client_tool(caller: Caller, action_id: str, tool: OfferedTool, arguments: Any) -> Outcome:

@@ -489,6 +489,16 @@ class ServerMetrics:
         self.resource_reads_total = r.counter(
             "sconnect_resource_reads_total", "Resource reads by URI scheme and outcome.", ("scheme", "outcome")
         )
+        self.egress_connections_total = r.counter(
+            "sconnect_egress_connections_total",
+            "Connections tools opened through the egress proxy, by tool and outcome (allowed, refused, failed).",
+            ("tool", "outcome"),
+        )
+        self.egress_bytes_total = r.counter(
+            "sconnect_egress_bytes_total",
+            "Bytes the egress proxy relayed, by tool and direction (up: tool to destination; down: back).",
+            ("tool", "direction"),
+        )
         self.pending_approvals = r.gauge("sconnect_pending_approvals", "Actions waiting for a person's approval now.")
         self.config_reloads_total = r.counter(
             "sconnect_config_reloads_total", "Configuration reloads that were valid and took effect."
@@ -538,6 +548,14 @@ class ServerMetrics:
         self.tool_calls_total.inc(tool=tool, status=status)
         if seconds is not None:
             self.tool_call_seconds.observe(seconds, tool=tool)
+
+    def record_egress(self, tool: str, outcome: str, bytes_up: int, bytes_down: int) -> None:
+        """Count one connection through a configured tool's egress proxy, and its bytes."""
+        self.egress_connections_total.inc(tool=tool, outcome=outcome)
+        if bytes_up:
+            self.egress_bytes_total.inc(bytes_up, tool=tool, direction="up")
+        if bytes_down:
+            self.egress_bytes_total.inc(bytes_down, tool=tool, direction="down")
 
     def model_step(self, model: str, outcome: str) -> None:
         """Count one model step (the label comes from the configuration: bounded)."""

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from ..auth import AuthSettings
+from ..netproxy import ProxyConfig
 
 DATABASE_NAME = "sconnect.db"
 
@@ -74,6 +75,9 @@ class ServerSettings:
     # Sandboxed tool runs at once, overall and per session (or per connection for direct calls);
     # a call past them waits for a slot.
     max_tool_runs: int = 32
+    # The egress proxy of tools whose sandbox.network is a list (limits, resolver; tests map
+    # names with a HostsResolver here).
+    egress: ProxyConfig = ProxyConfig()
     max_tool_runs_per_session: int = 4
     # A client that neither sends frames nor answers pings for this long is disconnected.
     idle_timeout_s: float = 600.0

@@ -193,7 +193,7 @@ def test_wrong_types_are_not_coerced(minimal_config: Path) -> None:
     )
     assert messages(minimal_config) == [
         "tools.d/x.yaml:3:19: permission_level: '1' is not one of 0, 1, 2, 3",
-        "tools.d/x.yaml:6:20: sandbox.network: 'false' is not of type 'boolean'",
+        "tools.d/x.yaml:6:20: sandbox.network: 'false' is not of type 'boolean', 'array'",
     ]
 
 
