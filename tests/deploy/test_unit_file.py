@@ -20,6 +20,9 @@ ENV_EXAMPLE = UNIT.parent / "env.example"
 SETTINGS = UNIT.parent / "sconnect.yaml"
 VERIFY_SERVICE = UNIT.parent / "sconnect-audit-verify.service"
 VERIFY_TIMER = UNIT.parent / "sconnect-audit-verify.timer"
+TEMPLATE = UNIT.parent / "sconnect@.service"
+# What an instance of the template sets for itself; everything else is sconnect.service's.
+PER_INSTANCE = {"Description", "ExecStart", "EnvironmentFile", "StateDirectory"}
 DEFAULT_SHUTDOWN_GRACE_S = 10.0  # `sconnect serve --shutdown-grace` default
 
 
@@ -183,14 +186,17 @@ def test_env_example_sets_nothing_by_default() -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-@pytest.mark.parametrize("source", [UNIT, VERIFY_SERVICE, VERIFY_TIMER], ids=lambda path: path.name)
+@pytest.mark.parametrize("source", [UNIT, VERIFY_SERVICE, VERIFY_TIMER, TEMPLATE], ids=lambda path: path.name)
 def test_systemd_analyze_verify(tmp_path: Path, source: Path) -> None:
     # verify checks that ExecStart's program exists: point it at one on this machine.
     program = shlex.split(one(parse(UNIT)["Service"], "ExecStart"))[0]
     stand_in = shutil.which("sconnect") or sys.executable
-    for path in (UNIT, VERIFY_SERVICE, VERIFY_TIMER):
+    for path in (UNIT, VERIFY_SERVICE, VERIFY_TIMER, TEMPLATE):
         (tmp_path / path.name).write_text(path.read_text(encoding="utf-8").replace(program, stand_in), encoding="utf-8")
-    unit = tmp_path / source.name
+    # A template is verified as one of its instances.
+    unit = tmp_path / source.name.replace("@.", "@a.")
+    if unit.name != source.name:
+        (tmp_path / source.name).rename(unit)
     done = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit)],
         capture_output=True, text=True, timeout=30, check=False,
@@ -198,3 +204,20 @@ def test_systemd_analyze_verify(tmp_path: Path, source: Path) -> None:
     # An unknown key or a value that does not parse is only a warning ("ignoring"): fail on it too.
     complaints = [line for line in (done.stdout + done.stderr).splitlines() if str(unit) in line or source.name in line]
     assert done.returncode == 0 and not complaints, done.stdout + done.stderr
+
+
+def test_the_instance_template_is_the_service_with_files_of_its_own() -> None:
+    unit, template = parse(UNIT), parse(TEMPLATE)
+    assert set(template) == set(unit)
+    for section in unit:
+        same = {key: values for key, values in unit[section].items() if key not in PER_INSTANCE}
+        assert {key: values for key, values in template[section].items() if key not in PER_INSTANCE} == same, section
+    service = template["Service"]
+    argv = serve_argv(service)
+    assert option(argv, "--state-dir") == "/var/lib/sconnect-%i"
+    assert option(argv, "--server-config") == "/etc/sconnect/instance-%i.yaml"
+    assert option(argv, "--config") == option(serve_argv(unit["Service"]), "--config")
+    # The state directory and its keys directory (`<state>-keys`, the audit head file) are the instance's own.
+    assert service["StateDirectory"] == ["sconnect-%i sconnect-%i-keys"]
+    # The shared environment (database, audit key, JWT) first, then the instance's own, optional.
+    assert service["EnvironmentFile"] == [*unit["Service"]["EnvironmentFile"], "-/etc/sconnect/env-%i"]
