@@ -271,6 +271,8 @@ class UserMessage:
     id: str
     session_id: str
     content: str
+    # W3C trace context of the caller's span: the turn's spans continue its trace.
+    traceparent: str | None = _optional()
 
 
 @attrs.frozen(kw_only=True)
@@ -312,6 +314,7 @@ class ToolCall:
     name: str
     arguments: dict[str, Any] = _json()
     session_id: str | None = _optional()
+    traceparent: str | None = _optional()
 
 
 @attrs.frozen(kw_only=True)

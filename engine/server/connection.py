@@ -39,6 +39,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from .. import tracing
 from ..audit import AuditWriteError
 from ..auth import Principal
 from ..decision import decide
@@ -332,6 +333,14 @@ class Connection:
     # --- dispatch -----------------------------------------------------------------------
 
     async def _dispatch(self, frame: Any) -> None:
+        # A span per frame; a frame's own traceparent continues the caller's trace for
+        # what it starts (a turn, a tool call: their tasks inherit this context).
+        traceparent = getattr(frame, "traceparent", None)
+        with tracing.continued([(b"traceparent", traceparent.encode())] if traceparent else []), \
+                tracing.span("sconnect.frame", type=frame.TYPE, frame_id=frame.id, subject=self.principal.sub):
+            await self._route(frame)
+
+    async def _route(self, frame: Any) -> None:
         try:
             match frame:
                 case AgentConnect():

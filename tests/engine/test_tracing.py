@@ -10,7 +10,11 @@
   span under its action, ending with the outcome.
 - test_a_traceparent_on_the_handshake_continues_the_callers_trace: the turn's spans
   carry the trace id of the client's ``traceparent`` header, under its span id.
+- test_a_traceparent_in_a_frame_continues_the_callers_trace: a ``user_message`` or
+  ``tool_call`` frame's ``traceparent`` (winning over the handshake's) parents the span
+  of that frame, and the turn or the call it starts stays in the trace.
 - test_a_malformed_traceparent_changes_nothing: a new trace starts.
+- test_a_malformed_traceparent_in_a_frame_is_refused: ``invalid_message``, naming it.
 - test_configure_from_env: ``OTEL_TRACES_EXPORTER`` unset / ``none`` leaves tracing as it
   is, an unknown exporter is refused (logged, returns False).
 """
@@ -27,6 +31,7 @@ import trio
 
 from engine import tracing
 from engine.client import open_client
+from engine.protocol import AgentResponse, AgentResult, ErrorFrame, ToolCall, UserMessage, new_id
 from tests.conftest import REPO
 from tests.engine.conftest import RunningServer
 
@@ -144,8 +149,42 @@ async def test_a_traceparent_on_the_handshake_continues_the_callers_trace(server
             await client.converse(sid, "what is 2*3")
             [turn_span] = await _ended(spans, "sconnect.turn")
     assert format(turn_span.context.trace_id, "032x") == TRACE_ID
-    assert format(turn_span.parent.span_id, "016x") == PARENT_ID
+    # The turn is under the span of the frame that started it, which is under the client's.
+    [frame_span] = [s for s in _named(spans, "sconnect.frame") if s.context.span_id == turn_span.parent.span_id]
+    assert frame_span.attributes["sconnect.type"] == "user_message"
+    assert format(frame_span.parent.span_id, "016x") == PARENT_ID
     assert all(format(s.context.trace_id, "032x") == TRACE_ID for s in _named(spans, "sconnect.action"))
+
+
+async def test_a_traceparent_in_a_frame_continues_the_callers_trace(server: RunningServer,
+                                                                    spans: InMemorySpanExporter) -> None:
+    other_trace, other_parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    with trio.fail_after(30):
+        # The handshake names one trace; each frame may name its own, which wins for that request.
+        header = ("traceparent", f"00-{other_trace}-{other_parent}-01")
+        async with open_client(server.url, server.token("alice"), extra_headers=[header]) as client:
+            sid = (await client.start_session("assistant")).session_id
+            await client.send(UserMessage(id=new_id(), session_id=sid, content="what is 2*3",
+                                          traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01"))
+            await client.next_event_of(AgentResponse)
+            [turn_span] = await _ended(spans, "sconnect.turn")
+            await client.send(ToolCall(id=new_id(), name="calculator", arguments={"expression": "6*7"},
+                                       traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01"))
+            await client.next_event_of(AgentResult)
+            actions = await _ended(spans, "sconnect.action")
+    assert format(turn_span.context.trace_id, "032x") == TRACE_ID
+    assert actions and all(format(s.context.trace_id, "032x") == TRACE_ID for s in actions)
+    frames = [s for s in _named(spans, "sconnect.frame") if s.attributes["sconnect.type"] in ("user_message", "tool_call")]
+    assert len(frames) == 2 and all(format(s.parent.span_id, "016x") == PARENT_ID for s in frames)
+
+
+async def test_a_malformed_traceparent_in_a_frame_is_refused(server: RunningServer) -> None:
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token("alice")) as client:
+            sid = (await client.start_session("assistant")).session_id
+            sent = await client.send(UserMessage(id=new_id(), session_id=sid, content="hi", traceparent="00-zz-1-01"))
+            error = await client.next_event_of(ErrorFrame)
+    assert error.reply_to == sent and str(error.code) == "invalid_message" and "traceparent" in error.message
 
 
 async def test_a_malformed_traceparent_changes_nothing(server: RunningServer, spans: InMemorySpanExporter) -> None:
@@ -154,7 +193,8 @@ async def test_a_malformed_traceparent_changes_nothing(server: RunningServer, sp
             sid = (await c.start_session("assistant")).session_id
             await c.converse(sid, "what is 2*3")
             [turn_span] = await _ended(spans, "sconnect.turn")
-    assert turn_span.parent is None and format(turn_span.context.trace_id, "032x") != TRACE_ID
+    assert format(turn_span.context.trace_id, "032x") != TRACE_ID
+    assert all(s.parent is None for s in _named(spans, "sconnect.frame"))
 
 
 def test_configure_from_env(spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture) -> None:
