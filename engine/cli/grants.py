@@ -12,6 +12,7 @@ command was wrong or the server could not be reached.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
@@ -87,8 +88,12 @@ def _ask(args: argparse.Namespace, request: Any) -> int:
     async def main() -> int:
         try:
             with trio.fail_after(30):
-                async with open_client(args.url, token, cacert=args.cacert) as client:
-                    await request(client)
+                try:
+                    async with open_client(args.url, token, cacert=args.cacert) as client:
+                        await request(client)
+                except BaseExceptionGroup as group:
+                    # The server's refusal arrives through the client's nursery: say it bare.
+                    raise _sole(group) from None
         except ServerError as exc:
             print(f"sconnect grants: {exc.code}: {exc.message}", file=sys.stderr)
             return 1
@@ -98,6 +103,31 @@ def _ask(args: argparse.Namespace, request: Any) -> int:
         return 0
 
     return trio.run(main)
+
+
+async def full_grant_id(client: Any, given: str) -> str:
+    """``given``, or the one live grant id the caller may see that starts with it (ids are
+    long: people copy a prefix of what ``/grants`` showed). Unchanged when nothing or more
+    than one matches: the server then answers ``not_found`` for it as written."""
+    listing = await client.list_grants()
+    ids = [grant.grant_id for grant in listing.grants]
+    if given in ids:
+        return given
+    matches = [grant_id for grant_id in ids if grant_id.startswith(given.rstrip("."))] if len(given) >= 4 else []
+    return matches[0] if len(matches) == 1 else given
+
+
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside ``group`` (nested groups included), or the group itself."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -118,7 +148,8 @@ def run_list(args: argparse.Namespace) -> int:
             where = f"session {grant.session_id}" if grant.session_id else "any session"
             ended = f" ({grant.end_reason})" if grant.end_reason else ""
             print(f"{grant.grant_id}  {grant.status}{ended}")
-            print(f"  {printable(grant.subject)}: {printable(grant.name)} {printable(str(grant.arguments))}, {reach}")
+            arguments = printable(json.dumps(grant.arguments))
+            print(f"  {printable(grant.subject)}: {printable(grant.name)} {arguments}, {reach}")
             print(f"  {grant.scope} ({where}), made by {printable(grant.made_by)} at {grant.created_at}, "
                   f"until {grant.expires_at}; level {grant.level}, rule {grant.rule_id}")
 
@@ -129,7 +160,7 @@ def run_revoke(args: argparse.Namespace) -> int:
     from ..protocol import to_wire
 
     async def request(client: Any) -> None:
-        revoked = await client.revoke_grant(args.grant_id, args.reason)
+        revoked = await client.revoke_grant(await full_grant_id(client, args.grant_id), args.reason)
         if args.json:
             print_json(to_wire(revoked)["payload"]["grant"])
         else:

@@ -56,7 +56,7 @@ async def test_the_chat_remembers_lists_and_revokes(server: RunningServer) -> No
         assert 'read_file {"path": "notes.txt"} (these arguments) for alice, session (session ' in listed
         grant_id = listed.split()[0]
         # A new chat: /revoke ends it, /grants all shows it so, and bad input is answered.
-        lines = f"/revoke {grant_id} done\n/grants all\n/revoke nope\n/approve x --for\n/grants some\n/quit\n"
+        lines = f"/revoke {grant_id[:8]} done\n/grants all\n/revoke nope\n/approve x --for\n/grants some\n/quit\n"
         second = await _sconnect(server, "chat", "--url", server.url, stdin=lines)
         out = second.stdout.decode()
         assert second.returncode == 0, second.stderr.decode()
@@ -83,14 +83,17 @@ async def test_the_grants_command_lists_and_revokes(server: RunningServer) -> No
             "note", {"path": "same"}, "duration", "live")
         text = (await _sconnect(server, "grants", "list", "--url", server.url)).stdout.decode()
         assert text.startswith(f"{grant['grant_id']}  live\n")
-        assert "  alice: note {'path': 'c.txt', 'size': 1}, matching path=same\n" in text
+        assert "  alice: note {\"path\": \"c.txt\", \"size\": 1}, matching path=same\n" in text
         assert "  duration (any session), made by alice at " in text
         forbidden = await _sconnect(server, "grants", "revoke", grant["grant_id"], "--url", server.url,
                                     token=server.token("bob"))
         assert forbidden.returncode == 1 and "forbidden" in forbidden.stderr.decode()
         missing = await _sconnect(server, "grants", "revoke", "nope", "--url", server.url)
-        assert missing.returncode == 1 and "not_found: no grant 'nope'" in missing.stderr.decode()
-        revoked = await _sconnect(server, "grants", "revoke", grant["grant_id"], "--url", server.url,
+        # One line naming the refusal, never a traceback.
+        assert missing.returncode == 1 and missing.stderr.decode() == "sconnect grants: not_found: no grant 'nope'\n"
+        assert forbidden.stderr.decode().count("\n") == 1 and "Traceback" not in forbidden.stderr.decode()
+        # A prefix names the grant, as /grants and `grants list` show ids people copy.
+        revoked = await _sconnect(server, "grants", "revoke", grant["grant_id"][:8], "--url", server.url,
                                   "--reason", "done")
         assert revoked.returncode == 0 and revoked.stdout.decode() == f"revoked {grant['grant_id']} (note for alice)\n"
         after = await _sconnect(server, "grants", "list", "--url", server.url, "--all", "--json")

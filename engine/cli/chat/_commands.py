@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ...suggest import unknown_name
+from ..grants import full_grant_id
 from ._learning import LearningMixin
 from ._output import shown
 from ._render import compact, short
@@ -172,7 +173,7 @@ class CommandsMixin(LearningMixin):
             self.out.line("usage: /revoke GRANT_ID [reason] (/grants lists them)")
             return
         assert self.client is not None
-        revoked = await self.client.revoke_grant(grant_id, reason.strip() or None)
+        revoked = await self.client.revoke_grant(await full_grant_id(self.client, grant_id), reason.strip() or None)
         self.out.frame(revoked)
         self.out.note("revoked", f"revoked grant {revoked.grant.grant_id} ({shown(revoked.grant.name)})",
                       grant_id=revoked.grant.grant_id)
