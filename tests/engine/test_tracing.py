@@ -174,7 +174,8 @@ async def test_a_traceparent_in_a_frame_continues_the_callers_trace(server: Runn
             actions = await _ended(spans, "sconnect.action")
     assert format(turn_span.context.trace_id, "032x") == TRACE_ID
     assert actions and all(format(s.context.trace_id, "032x") == TRACE_ID for s in actions)
-    frames = [s for s in _named(spans, "sconnect.frame") if s.attributes["sconnect.type"] in ("user_message", "tool_call")]
+    frames = [s for s in _named(spans, "sconnect.frame")
+              if s.attributes["sconnect.type"] in ("user_message", "tool_call")]
     assert len(frames) == 2 and all(format(s.parent.span_id, "016x") == PARENT_ID for s in frames)
 
 

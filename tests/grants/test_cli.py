@@ -46,7 +46,8 @@ async def test_the_chat_remembers_lists_and_revokes(server: RunningServer) -> No
         first = await _sconnect(server, "chat", "--url", server.url, stdin=lines)
         out = first.stdout.decode()
         assert first.returncode == 0, first.stderr.decode()
-        assert "needs approval by user: approve? [y/N] s\napproved and remembered (/grants lists it)\n" in out
+        assert ("needs approval by user: approve? [y/N] s\napproval sent, asking to remember it (an error follows "
+                "if the policy refuses; /grants lists it)\n") in out
         again = out.split("> read notes.txt\n")[2]
         assert again.startswith('[action] read_file {"path": "notes.txt"} level 1 — approved by grant ')
         assert "a direct call belongs to no session: answer a duration such as 1h to remember it\n" in out

@@ -209,7 +209,8 @@ class ChatState:
         await self.client.send(frame)
         verdict = "approved" if approved else "denied"
         if remember is not None:
-            verdict += " and remembered (/grants lists it)"
+            # No frame confirms a grant: a refusal comes back as an error, and then nothing counted.
+            verdict = "approval sent, asking to remember it (an error follows if the policy refuses; /grants lists it)"
         if known:
             self.out.note(verdict, verdict, action_id=action_id)
         else:
