@@ -15,6 +15,7 @@ import trio
 
 import sandbox
 from engine.auth import AuthSettings, issue
+from engine.cli.chat._state import ANSWER_AGAIN
 from engine.server import ServerSettings, serve
 from engine.toolrun import subject_workspace
 from tests.conftest import REPO
@@ -281,7 +282,7 @@ async def test_approval_takes_only_yes_or_no(server: RunningServer) -> None:
     question = '[action] read_file {"path": "notes.txt"} level 1 — needs approval by user: approve? [y/N] '
     first, _, second = out.partition("[result] read_file ok")
     assert first.endswith(
-        f"{question}what is 2+2\nanswer y (yes) or n (no); an empty line means no\n{question}YES\napproved\n"
+        f"{question}what is 2+2\n{ANSWER_AGAIN}\n{question}YES\napproved\n"
     )
     assert "buy milk" in second and "2+2 = 4" not in out
     # An empty line is the [y/N] default: no.

@@ -34,8 +34,8 @@ HELP = (
 BUSY = "a turn is running; wait for the answer or /stop it"
 BUSY_CALL = "a direct call is running; wait for its result"
 ADMIN_NOTE = "note: nobody approves their own level-2 request; another admin must"
-# Also accepted, and said in /help: s (yes, for this session), a duration such as 1h (yes, for that long).
-ANSWER_AGAIN = "answer y (yes) or n (no); an empty line means no"
+ANSWER_AGAIN = ("answer y (yes), n (no), s (yes, for this session) or a duration such as 1h (yes, for that "
+                "long); an empty line means no")
 # WebSocket close codes the server uses (engine.server.connection).
 _CLOSE_NORMAL = (1000, 1001)
 _CLOSE_TOKEN_EXPIRED = 4001
