@@ -61,6 +61,12 @@ def _remember_in_the_browser(url: str, alice_token: str, admin_link: str, shots:
         say(alice, "run echo first")
         queued = admin.locator("#approvals-queue li", has_text="echo first")
         queued.wait_for()
+        # Past the policy's bound for an admin's approval (1h): refused on the card, nothing decided.
+        queued.get_by_label("Remember").select_option("8h")
+        queued.get_by_role("button", name="Approve").click()
+        queued.get_by_role("alert").get_by_text("Not taken: forbidden").wait_for()
+        assert admin.locator("#approvals-decided li", has_text="echo first").count() == 0
+        assert admin.locator("#approvals-decided li", has_text="approved shell for alice and remembered").count() == 0
         queued.get_by_label("Remember").select_option("1h")
         queued.get_by_label("Reach").select_option("program:command")
         queued.get_by_role("button", name="Approve").click()

@@ -10,7 +10,8 @@ export class ApprovalsPage {
     this.protocol = protocol;
     this.notice = notice;
     this.listId = null;
-    this.answering = new Map();  // approval frame id -> { action, approved, reason }
+    this.answering = new Map();  // approval frame id -> { action, approved, line }: sent, not yet confirmed
+    this.refused = new Map();  // action id -> why the server refused the last answer (shown on its card)
     this.grantsId = null;
     this.revoking = new Map();  // grant_revoke frame id -> grant
     protocol.on((frame) => this.frame(frame));
@@ -70,15 +71,31 @@ export class ApprovalsPage {
       this.notice(`${grant.name}: ${p.code}: ${p.message}`);
       this.refresh();
     } else if (frame.type === "action_list" && p.reply_to === this.listId) {
+      // The server answers frames in order: an answer it refused has had its error by now, so
+      // one still here whose action left the queue was taken. Only then is it "decided".
+      const waiting = new Set(p.actions.map((a) => a.action_id));
+      let remembered = false;
+      for (const [id, sent] of this.answering) {
+        if (waiting.has(sent.action.action_id)) continue;
+        this.answering.delete(id);
+        $("approvals-decided").prepend(el("li", { text: sent.line }));
+        remembered = remembered || sent.remembered;
+      }
+      if (remembered) this.grantsId = null;
       this.render(p.actions.filter((a) => a.approver === "admin"));
+      // A grant is made once its approval is recorded: ask for the list again after that.
+      if (remembered) this.protocol.send("grant_list", {}).then((id) => { this.grantsId = id; });
     } else if (frame.type === "agent_action" && p.requires_approval && p.approver === "admin") {
       this.refresh();  // the list carries who asked; the event alone does not
     } else if (frame.type === "agent_result") {
       const card = document.querySelector(`#approvals-queue li[data-action="${CSS.escape(p.action_id || "")}"]`);
       if (card) this.refresh();
     } else if (frame.type === "error" && this.answering.has(p.reply_to)) {
+      // Refused (a remember the policy does not allow, an answer too late): said on the card,
+      // which can be answered again; nothing was decided.
       const { action } = this.answering.get(p.reply_to);
-      this.notice(`${action.name}: ${p.code}: ${p.message}`);
+      this.answering.delete(p.reply_to);
+      this.refused.set(action.action_id, `${p.code}: ${p.message}`);
       this.refresh();
     }
   }
@@ -106,13 +123,10 @@ export class ApprovalsPage {
       if (reason.value.trim()) payload.reason = reason.value.trim();
       const kept = approved ? remember.read() : undefined;
       if (kept) payload.remember = kept;
+      this.refused.delete(action.action_id);
+      const line = `${new Date().toLocaleTimeString()}: ${approved ? "approved" : "denied"} ${action.name} for ${action.requester}${payload.reason ? ` (${payload.reason})` : ""}${kept ? " and remembered" : ""}`;
       const id = await this.protocol.send("action_approval", payload);
-      this.answering.set(id, { action, approved });
-      // At once on the page; the audit log has it by the time the requester sees the result.
-      $("approvals-decided").prepend(el("li", {
-        text: `${new Date().toLocaleTimeString()}: ${approved ? "approved" : "denied"} ${action.name} for ${action.requester}${payload.reason ? ` (${payload.reason})` : ""}${kept ? " and remembered" : ""}`,
-      }));
-      card.remove();
+      this.answering.set(id, { action, approved, line, remembered: Boolean(kept) });
       this.refresh();
     };
     approve.addEventListener("click", () => answer(true));
@@ -128,6 +142,8 @@ export class ApprovalsPage {
       remember.element,
       el("div", { className: "row" }, el("label", { for: reasonId, text: "Reason" }), reason, approve, deny),
     );
+    const refused = this.refused.get(action.action_id);
+    if (refused) card.append(el("p", { className: "refused", role: "alert", text: `Not taken: ${refused}` }));
     return card;
   }
 }

@@ -19,7 +19,9 @@ export function rememberControls(p) {
   reach.append(el("option", { value: "", text: "exactly these arguments" }));
   for (const [name, value] of Object.entries(p.arguments || {})) {
     reach.append(el("option", { value: `same:${name}`, text: `any arguments with this ${name}` }));
-    if (typeof value === "string" && PLAIN.test(value) && value.trim()) {
+    // "The same program" is for command lines: an argument named command, or several words.
+    const commandLine = name === "command" || /\s/.test(value.trim ? value.trim() : "");
+    if (typeof value === "string" && PLAIN.test(value) && value.trim() && commandLine) {
       reach.append(el("option", { value: `program:${name}`, text: `${name} running ${value.trim().split(/\s+/)[0]}` }));
     }
   }
