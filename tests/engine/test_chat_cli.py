@@ -838,3 +838,25 @@ async def test_a_connection_gone_silent_is_noticed_by_its_pings(server: RunningS
         await chat.expect("4*5 = 20\n")
         code, _ = await chat.finish()
     assert code == 0
+
+
+async def test_approve_takes_a_prefix_of_an_action_this_chat_never_saw(server: RunningServer,
+                                                                        nursery: trio.Nursery) -> None:
+    """An action asked on another connection of the same user (another chat, an MCP client):
+    /approve with the prefix /pending elsewhere showed finds it in the server's list."""
+    from engine.client import open_client
+    from engine.protocol import AgentAction, AgentResult, ToolCall
+
+    _write_notes(server, "buy milk\n")
+    with trio.fail_after(30):
+        async with open_client(server.url, server.token("alice")) as other:
+            await other.send(ToolCall(id="elsewhere", name="read_file", arguments={"path": "notes.txt"}))
+            action = await other.next_event_of(AgentAction)
+            chat = await _open_chat(nursery, _argv(server))
+            await chat.expect("> ")
+            await chat.send(f"/approve {action.action_id[:8]}")
+            await chat.expect("approved\n")
+            result = await other.next_event_of(AgentResult)
+            await chat.send("/quit")
+            code, _ = await chat.finish()
+    assert code == 0 and str(result.status) == "ok" and "buy milk" in str(result.output)

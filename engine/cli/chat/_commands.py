@@ -140,6 +140,12 @@ class CommandsMixin(LearningMixin):
             return
         known = set(self.seen_actions) | {asked.action.action_id for asked in self.pending}
         matches = sorted(action_id for action_id in known if action_id.startswith(given))
+        if not matches:
+            # Not seen by this chat (another chat's /pending, an MCP client's call): the
+            # server's list of what waits for this user names it.
+            assert self.client is not None
+            waiting = [action.action_id for action in (await self.client.list_actions()).actions]
+            matches = sorted(action_id for action_id in waiting if action_id.startswith(given))
         if len(matches) > 1 and given not in matches:
             self.out.line(f"{len(matches)} actions start with {shown(given)!r}: "
                           f"{', '.join(map(shown, matches))}; give more of the id")
