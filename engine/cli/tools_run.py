@@ -161,8 +161,11 @@ def run(args: argparse.Namespace) -> int:
               f"e.g. `sconnect chat ...` then `/call {tool.name} {json.dumps(arguments)}`", file=sys.stderr)
         return 2
     if args.json:
-        print_json({"status": str(outcome.status), "output": outcome.output, "reason": outcome.reason,
-                    "action_id": outcome.action_id, "subject": sub})
+        shown = {"status": str(outcome.status), "output": outcome.output, "reason": outcome.reason,
+                 "action_id": outcome.action_id, "subject": sub}
+        if outcome.content is not None:
+            shown["content"] = list(outcome.content)  # MCP content blocks, as the tool returned them
+        print_json(shown)
     else:
         print(f"{tool.name}: {outcome.status}" + (f" ({printable(outcome.reason)})" if outcome.reason else ""),
               file=sys.stderr)

@@ -306,3 +306,16 @@ async def test_a_command_tool_prints_content_too(start_mcp, config_dir: Path) ->
             result = await client.call_tool("said", {})
     assert not result.is_error and result.content[0].text == "said so"
     assert result.structured_content is None
+
+
+def test_tools_run_json_carries_the_blocks(config_dir: Path, state_dir: Path) -> None:
+    """`sconnect tools run --json` gives the content blocks beside the text in `output`."""
+    from tests.cli.test_commands import sconnect
+
+    (config_dir / "tools.d" / "said.yaml").write_text(ECHO_BLOCKS)
+    done = sconnect("tools", "run", "said", "--args", "{}", "--json", "--config", str(config_dir),
+                    "--state-dir", str(state_dir / "state"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["content"] == [{"type": "text", "text": "said so"}]
+    assert result["output"] == {"text": "said so"}
