@@ -12,7 +12,7 @@ from .output import print_json
 
 
 def register(commands: Any) -> None:
-    from .main import add_config_option, add_state_option
+    from .args import add_config_option, add_state_option
 
     parser = commands.add_parser("tools", help="list and try tools")
     sub = parser.add_subparsers(dest="tools_command", required=True, metavar="SUBCOMMAND")

@@ -323,11 +323,12 @@ class ConsoleApp:
             await send({"type": "websocket.accept"})
             self.hub.metrics.connections_accepted_total.inc()
             from ..server.connection import Connection
+            from ..server.websocket import WebSocketTransport
 
             # The connection ends when the console session does (never later than the token).
             principal = attrs.evolve(session.principal, expires_at=session.expires_at)
             with scope_:
-                await Connection(self.hub, cast(Any, ws), principal,
+                await Connection(self.hub, WebSocketTransport(cast(Any, ws)), principal,
                                  audit_context={"transport": "console"}).serve()
         finally:
             live.discard((scope_, ws))

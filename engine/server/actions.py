@@ -21,10 +21,11 @@ name another revision than its decision.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -49,9 +50,8 @@ from ..resources import Content, ResourceError, ResourceHosts
 from ..toolrun import run_tool
 from . import argcheck
 from .approvals import PendingAction
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from .chains import run_chain
+from .hub import Hub
 
 
 class Requester(Protocol):
@@ -236,10 +236,11 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
     output: Any
     if tool.chain:
         # Each step is an action of its own through perform() (engine/server/chains.py); the chain takes no slot.
-        from .chains import run_chain
-
+        # Steps are the chain's, not the model's: the agent's tool list does not apply to them (the
+        # chain tool itself was checked against it); their frames are events, not the reply to a request.
+        step_caller = attrs.evolve(caller, agent_tools=None, reply_to=None)
         try:
-            done = await run_chain(caller, tool, arguments)
+            done = await run_chain(functools.partial(perform, step_caller), tool, arguments)
         except BaseException as exc:
             if _cancellation(exc):  # the running step reported its own end; the chain reports its own
                 with trio.move_on_after(2, shield=True):

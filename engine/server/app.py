@@ -49,6 +49,7 @@ from .hub import Hub
 from .maintenance import maintain
 from .reload import watch_config
 from .settings import DATABASE_NAME, ServerSettings
+from .websocket import WebSocketTransport
 
 log = logging.getLogger(__name__)
 # Handshakes turned away for want of a slot are logged in aggregate, at most this often.
@@ -367,7 +368,7 @@ async def _handshake_and_serve(
         hub.metrics.connections_accepted_total.inc()
         from ..mcp._via import parse_via  # no MCP SDK import: the stdio bridge's audit note
 
-        await Connection(hub, ws, principal, audit_context=parse_via(request.headers)).serve()
+        await Connection(hub, WebSocketTransport(ws), principal, audit_context=parse_via(request.headers)).serve()
     finally:
         admission.leave(principal.sub)
 

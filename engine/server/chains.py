@@ -25,8 +25,8 @@ killed, its execution recorded); the cancellation then ends the chain.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
@@ -34,8 +34,23 @@ from ..config.model import Tool
 from ..models import template
 from ..protocol import ResultStatus
 
-if TYPE_CHECKING:
-    from .actions import Caller
+
+class StepOutcome(Protocol):
+    """What a step's action ended with (an :class:`engine.server.actions.Outcome`)."""
+
+    @property
+    def status(self) -> ResultStatus: ...
+
+    @property
+    def output(self) -> Any: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+#: Carries out one step, ``(tool name, arguments) -> outcome``: a full action of its own
+#: (``actions.perform`` for the chain's caller). Passed in, so this module imports no action code.
+Step = Callable[[str, Mapping[str, Any]], Awaitable[StepOutcome]]
 
 
 @attrs.frozen
@@ -45,13 +60,8 @@ class ChainOutcome:
     reason: str = ""
 
 
-async def run_chain(caller: Caller, tool: Tool, arguments: Mapping[str, Any]) -> ChainOutcome:
-    """Run ``tool``'s steps in order for ``caller`` (already authorised for the chain itself)."""
-    from .actions import perform  # actions dispatches chains here: imported at call time, no cycle
-
-    # Steps are the chain's, not the model's: the agent's tool list does not apply to them (the
-    # chain tool itself was checked against it); their frames are events, not the reply to a request.
-    step_caller = attrs.evolve(caller, agent_tools=None, reply_to=None)
+async def run_chain(perform: Step, tool: Tool, arguments: Mapping[str, Any]) -> ChainOutcome:
+    """Run ``tool``'s steps in order, each through ``perform`` (the chain itself is already authorised)."""
     context: dict[str, Any] = {"args": dict(arguments), "steps": {}}
     output: Any = None
     for index, step in enumerate(tool.chain):
@@ -61,7 +71,7 @@ async def run_chain(caller: Caller, tool: Tool, arguments: Mapping[str, Any]) ->
         except template.Missing as missing:
             why = f"step {label}: placeholder {{{missing}}} names nothing"
             return ChainOutcome(ResultStatus.ERROR, {"error": why, "step": index, "tool": step.tool}, why)
-        outcome = await perform(step_caller, step.tool, step_arguments)
+        outcome = await perform(step.tool, step_arguments)
         record = {"result": outcome.output, "status": str(outcome.status)}
         context["steps"][str(index)] = record
         if step.id is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
@@ -42,10 +42,7 @@ from ..protocol import (
     ResponseToken,
     new_id,
 )
-from .actions import Caller, Snapshot, perform, read
-
-if TYPE_CHECKING:
-    from .connection import Connection
+from .actions import Caller, Requester, Snapshot, perform, read
 
 log = logging.getLogger(__name__)
 S = LifecycleState
@@ -63,7 +60,8 @@ _TRANSITIONS: dict[LifecycleState, frozenset[LifecycleState]] = {
 class Session:
     session_id: str
     agent: Agent
-    conn: Connection
+    # Where its frames go and for whom it acts: the connection it is attached to now.
+    conn: Requester
     state: LifecycleState
     history: list[dict[str, Any]]
     _nursery: trio.Nursery | None = None
@@ -158,7 +156,7 @@ class Session:
         else:
             await self._set_state(self.state, reply_to=reply_to, force=True)
 
-    def follow(self, conn: Connection, reply_to: str | None) -> None:
+    def follow(self, conn: Requester, reply_to: str | None) -> None:
         """Move this live session to ``conn`` (its subject reconnected) and say so there."""
         self.conn = conn
         self.announce(reply_to)
