@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from ..config import LEVEL_NAMES, load_config, resolve_config_dir
+from ..config.tool_kinds import kind_of
 from ..config.units import format_duration, format_size
 from .output import print_json
 
@@ -70,7 +71,7 @@ def run_list(args: argparse.Namespace) -> int:
             for name in tool.parameters.get("properties", {})
         )
         print(f"    arguments: {args_list or 'none'}")
-        if tool.chain:
+        if kind_of(tool).launch is None:  # made of other tools' actions (a chain)
             print(f"    runs: {tool.runs} (each step an action of its own, in its own sandbox)")
             continue
         print(

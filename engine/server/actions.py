@@ -34,6 +34,7 @@ import sandbox
 
 from ..auth import Principal
 from ..config.model import Config, Tool
+from ..config.tool_kinds import kind_of
 from ..decision import Decision, decide
 from ..protocol import (
     ActionKind,
@@ -50,7 +51,6 @@ from ..resources import Content, ResourceError, ResourceHosts
 from ..toolrun import run_tool
 from . import argcheck
 from .approvals import PendingAction
-from .chains import run_chain
 from .hub import Hub
 
 
@@ -234,13 +234,14 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         return refused
     started = time.monotonic()
     output: Any
-    if tool.chain:
-        # Each step is an action of its own through perform() (engine/server/chains.py); the chain takes no slot.
+    compose = kind_of(tool).compose
+    if compose is not None:
+        # A kind made of other tools (a chain): each step is an action of its own through perform(); it takes no slot.
         # Steps are the chain's, not the model's: the agent's tool list does not apply to them (the
         # chain tool itself was checked against it); their frames are events, not the reply to a request.
         step_caller = attrs.evolve(caller, agent_tools=None, reply_to=None)
         try:
-            done = await run_chain(functools.partial(perform, step_caller), tool, arguments)
+            done = await compose(tool, arguments, functools.partial(perform, step_caller))
         except BaseException as exc:
             if _cancellation(exc):  # the running step reported its own end; the chain reports its own
                 with trio.move_on_after(2, shield=True):
