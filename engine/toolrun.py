@@ -49,6 +49,7 @@ import sandbox
 
 from .config.model import Tool
 from .config.modules import default_search, locate_on_sys_path
+from .config.tool_kinds import kind_of
 from .config.units import parse_size
 
 log = logging.getLogger(__name__)
@@ -238,9 +239,12 @@ async def run_tool(
 ) -> sandbox.Result:
     """Run one call by ``subject``; ``workspace`` is the root of every subject's workspace.
 
+    The tool's kind launches it (engine/config/tool_kinds.py): :func:`run_program` for a
+    command or a Python function, an MCP server's runtime for a tool of an mcp_server file.
     A tool with ``output: content`` has its MCP content blocks checked and split from
     its output (``result.content``); one that breaks the contract is an ``error``.
-    Raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable).
+    Raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable); ``TypeError``
+    for a kind that does not run as one program (a chain, a builtin).
     """
     result = await _run_tool(tool, arguments, workspace=workspace, work_root=work_root, subject=subject)
     if tool.output == "content":
@@ -257,11 +261,18 @@ async def _run_tool(
 ) -> sandbox.Result:
     needs = tool.sandbox
     own = workspace_for(tool, workspace, subject) if needs.workspace != "none" else workspace
-    if tool.upstream is not None:
-        # A tool of an mcp_server file: its server's runtime (pool, shared, per call).
-        from .upstream import call_tool
+    kind = kind_of(tool)
+    if kind.launch is None:
+        raise TypeError(f"{tool.name!r} is a {kind.name} tool: it does not run as one program")
+    result: sandbox.Result = await kind.launch(tool, arguments, workspace=own, work_root=work_root)
+    return result
 
-        return await call_tool(tool, arguments, workspace=own, work_root=work_root)
+
+
+async def run_program(tool: Tool, arguments: Any, *, workspace: Path, work_root: Path) -> sandbox.Result:
+    """One call of a program tool (command, python) in its sandbox; ``workspace`` is the call's own."""
+    needs = tool.sandbox
+    own = workspace
     volume = await _volume(own) if needs.workspace != "none" else None
     spec = build_spec(tool, workspace=own, work_root=work_root)
     if needs.workspace != "write":
