@@ -38,6 +38,7 @@ handed to the caller's ``Egress.on_record`` (the server audits and counts it).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import logging
@@ -56,9 +57,13 @@ import sandbox
 from . import netproxy
 from .config.model import Tool
 from .config.modules import default_search, locate_on_sys_path
+from .config.tool_kinds import kind_of
 from .config.units import parse_size
 
 log = logging.getLogger(__name__)
+# The call's egress proxy socket (a tool whose network is a list), set by run_tool around the
+# kind's launch: the launch signature is every kind's, and only program tools use it.
+_PROXY_SOCKET: contextvars.ContextVar[str | None] = contextvars.ContextVar("sconnect_proxy_socket", default=None)
 VOLUME_ENV = "SCONNECT_WORKSPACE_VOLUME"
 
 
@@ -287,16 +292,22 @@ async def run_tool(
 ) -> sandbox.Result:
     """Run one call by ``subject``; ``workspace`` is the root of every subject's workspace.
 
+    The tool's kind launches it (engine/config/tool_kinds.py): :func:`run_program` for a
+    command or a Python function, an MCP server's runtime for a tool of an mcp_server file.
     A tool with ``output: content`` has its MCP content blocks checked and split from
     its output (``result.content``); one that breaks the contract is an ``error``.
-    A tool whose network is a list gets a proxy for the call's duration; its
-    connections go to ``egress.on_record``.
-    Raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable).
+    A tool whose network is a list gets a proxy for the call's duration (its socket
+    reaches the sandbox through :data:`_PROXY_SOCKET`); its connections go to
+    ``egress.on_record``.
+    Raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable); ``TypeError``
+    for a kind that does not run as one program (a chain, a builtin).
     """
     async with egress_proxy(tool, egress) as proxy_socket:
-        result = await _run_tool(
-            tool, arguments, workspace=workspace, work_root=work_root, subject=subject, proxy_socket=proxy_socket
-        )
+        token = _PROXY_SOCKET.set(proxy_socket)
+        try:
+            result = await _run_tool(tool, arguments, workspace=workspace, work_root=work_root, subject=subject)
+        finally:
+            _PROXY_SOCKET.reset(token)
     if tool.output == "content":
         from .protocol.content import with_content
 
@@ -307,17 +318,23 @@ async def run_tool(
 
 
 async def _run_tool(
-    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str, proxy_socket: str | None
+    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str
 ) -> sandbox.Result:
     needs = tool.sandbox
     own = workspace_for(tool, workspace, subject) if needs.workspace != "none" else workspace
-    if tool.upstream is not None:
-        # A tool of an mcp_server file: its server's runtime (pool, shared, per call).
-        from .upstream import call_tool
+    kind = kind_of(tool)
+    if kind.launch is None:
+        raise TypeError(f"{tool.name!r} is a {kind.name} tool: it does not run as one program")
+    result: sandbox.Result = await kind.launch(tool, arguments, workspace=own, work_root=work_root)
+    return result
 
-        return await call_tool(tool, arguments, workspace=own, work_root=work_root)
+
+async def run_program(tool: Tool, arguments: Any, *, workspace: Path, work_root: Path) -> sandbox.Result:
+    """One call of a program tool (command, python) in its sandbox; ``workspace`` is the call's own."""
+    needs = tool.sandbox
+    own = workspace
     volume = await _volume(own) if needs.workspace != "none" else None
-    spec = build_spec(tool, workspace=own, work_root=work_root, proxy_socket=proxy_socket)
+    spec = build_spec(tool, workspace=own, work_root=work_root, proxy_socket=_PROXY_SOCKET.get())
     if needs.workspace != "write":
         return await sandbox.run(spec, arguments)
     quota = int(needs.workspace_quota)

@@ -6,7 +6,8 @@ a :class:`Prepared` value (canonical JSON text, secrets redacted, the digest of 
 unredacted arguments) so that a caller mutating its dicts afterwards changes nothing and
 a value JSON cannot hold fails in the caller, not in the writer. The writer then gives
 it a sequence number and the previous record's hash, which makes it an
-:class:`AuditRecord`.
+:class:`AuditRecord`. Both are :class:`RecordFacts` (the stored fields, declared once);
+the record adds only its place in the chain (``seq``, ``version``, ``prev_hash``, ``hash``).
 
 The hash: ``sha256`` of the canonical JSON (``engine.canonical``) of the record as a
 JSON object holding every field except ``hash`` itself — see :meth:`AuditRecord.body`.
@@ -37,6 +38,7 @@ __all__ = [
     "AuditEvent",
     "AuditRecord",
     "Prepared",
+    "RecordFacts",
     "iso_time",
     "redact",
     "scrub",
@@ -234,10 +236,11 @@ class AuditEvent:
 
 
 @attrs.frozen(kw_only=True)
-class Prepared:
-    """An event frozen for the writer: JSON-valued fields as canonical text. ``time`` and
-    ``duration_ms`` are floats because SQLite's REAL gives floats back, and the hash
-    must come out the same when verify recomputes it from the stored row."""
+class RecordFacts:
+    """What one record says happened, as stored: the fields a :class:`Prepared` event and
+    its :class:`AuditRecord` share (declared once, here). JSON-valued fields are canonical
+    text; ``time`` and ``duration_ms`` are floats because SQLite's REAL gives floats back,
+    and the hash must come out the same when verify recomputes it from the stored row."""
 
     time: float
     time_iso: str
@@ -257,8 +260,14 @@ class Prepared:
     policy_revision: str | None
     details: str
 
+
+@attrs.frozen(kw_only=True)
+class Prepared(RecordFacts):
+    """An event frozen for the writer: its :class:`RecordFacts`, not yet in the chain."""
+
     def seal(self, seq: int, prev_hash: str) -> AuditRecord:
-        """The record at ``seq`` following a record whose hash is ``prev_hash``."""
+        """The record at ``seq`` following a record whose hash is ``prev_hash``: the one
+        place an :class:`AuditRecord` is made from an event (the facts are carried as they are)."""
         fields = attrs.asdict(self)
         body = _body(version=FORMAT_VERSION, seq=seq, prev_hash=prev_hash, **fields)
         return AuditRecord(version=FORMAT_VERSION, seq=seq, prev_hash=prev_hash,
@@ -284,30 +293,13 @@ def _body(**columns: Any) -> dict[str, Any]:
 
 
 @attrs.frozen(kw_only=True)
-class AuditRecord:
-    """One committed record. JSON-valued fields (``arguments``, ``decision``,
-    ``details``) are kept as their canonical text, exactly as stored and hashed; use
-    :meth:`to_dict` for values."""
+class AuditRecord(RecordFacts):
+    """One committed record: its :class:`RecordFacts` and its place in the chain.
+    JSON-valued fields (``arguments``, ``decision``, ``details``) are kept as their
+    canonical text, exactly as stored and hashed; use :meth:`to_dict` for values."""
 
     seq: int
     version: int
-    time: float
-    time_iso: str
-    kind: str
-    subject: str | None
-    session_id: str | None
-    agent: str | None
-    action: str | None
-    target: str | None
-    arguments: str | None
-    arguments_digest: str | None
-    decision: str | None
-    decided_by: str | None
-    approver: str | None
-    outcome: str | None
-    duration_ms: float | None
-    policy_revision: str | None
-    details: str
     prev_hash: str
     hash: str
 

@@ -30,7 +30,7 @@ KEY_UNUSABLE = 3
 
 
 def register(commands: Any) -> None:
-    from .main import add_state_option
+    from .args import add_state_option
 
     parser = commands.add_parser("audit", help="verify and read the audit log")
     sub = parser.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")

@@ -14,7 +14,7 @@ from .output import print_json
 
 
 def register(commands: Any) -> None:
-    from .main import add_config_option
+    from .args import add_config_option
 
     parser = commands.add_parser("check", help="validate the configuration and summarise it")
     add_config_option(parser)

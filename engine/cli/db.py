@@ -35,7 +35,7 @@ from ..errors import UsageError
 
 
 def register(commands: Any) -> None:
-    from .main import add_config_option, add_state_option
+    from .args import add_config_option, add_state_option
 
     parser = commands.add_parser("db", help="the state database: schema migrations")
     sub = parser.add_subparsers(dest="db_command", required=True, metavar="SUBCOMMAND")

@@ -19,7 +19,7 @@ from typing import Any
 
 
 def register(commands: Any) -> None:
-    from .main import add_config_option, add_state_option
+    from .args import add_config_option, add_state_option
 
     parser = commands.add_parser("feedback", help="what users said of the answers (ratings)")
     sub = parser.add_subparsers(dest="feedback_command", required=True, metavar="SUBCOMMAND")

@@ -27,7 +27,7 @@ from .output import print_json
 
 
 def register(commands: Any) -> None:
-    from .main import add_config_option
+    from .args import add_config_option
 
     parser = commands.add_parser("policy", help="explain, test, lint and compare the policies")
     sub = parser.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def register(commands: Any) -> None:
-    from .main import add_config_option
+    from .args import add_config_option
 
     parser = commands.add_parser(
         "serve", help="run the WebSocket server",

@@ -20,7 +20,7 @@ from ..errors import UsageError
 
 
 def register(commands: Any) -> None:
-    from .main import add_config_option, add_state_option
+    from .args import add_config_option, add_state_option
 
     parser = commands.add_parser("token", help="mint tokens")
     sub = parser.add_subparsers(dest="token_command", required=True, metavar="SUBCOMMAND")

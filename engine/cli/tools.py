@@ -7,12 +7,13 @@ import argparse
 from typing import Any
 
 from ..config import LEVEL_NAMES, load_config, resolve_config_dir
+from ..config.tool_kinds import kind_of
 from ..config.units import format_duration, format_size
 from .output import print_json
 
 
 def register(commands: Any) -> None:
-    from .main import add_config_option, add_state_option
+    from .args import add_config_option, add_state_option
 
     parser = commands.add_parser("tools", help="list and try tools")
     sub = parser.add_subparsers(dest="tools_command", required=True, metavar="SUBCOMMAND")
@@ -87,10 +88,11 @@ def run_list(args: argparse.Namespace) -> int:
             for name in tool.parameters.get("properties", {})
         )
         print(f"    arguments: {args_list or 'none'}")
-        if tool.chain:
+        kind = kind_of(tool)
+        if kind.compose is not None:  # made of other tools' actions (a chain)
             print(f"    runs: {tool.runs} (each step an action of its own, in its own sandbox)")
             continue
-        if tool.builtin:
+        if kind.serve is not None:  # carried out by the engine itself (builtin)
             print(f"    runs: {tool.runs}, in the engine (no sandbox)")
             continue
         print(

@@ -76,7 +76,7 @@ def run(name: str) -> dict[str, str]:
 
 
 def register(sub: Any) -> None:
-    from .main import add_config_option
+    from .args import add_config_option
 
     parser = sub.add_parser("new", help="write a new Python tool (NAME.yaml and NAME.py) into tools.d/")
     parser.add_argument("name", help="the tool's name, also its module's: a-z, 0-9 and _, starting with a letter")

@@ -40,6 +40,7 @@ from .model import (
     Tool,
     definition_digest,
 )
+from .model_providers import provider_of
 from .modules import Located, default_search, locate
 from .resource_kinds import kind_of
 from .schemas import validate_parameters
@@ -69,22 +70,13 @@ def _placeholders(value: Any) -> list[str]:
 _TOOL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
-def check_tool(tool: Tool | McpServerFile, doc: Document) -> list[ConfigProblem]:
-    if isinstance(tool, McpServerFile):
-        return check_mcp_server(tool, doc)
-    # A built-in's parameters are the engine's (engine/config/builtins.py), not the file's.
+def check_tool(tool: Tool, doc: Document) -> list[ConfigProblem]:
+    """What every tool's file must get right, whatever its kind (the kind checks its own key)."""
+    # A kind may fix the parameters itself (builtin: engine/toolkinds/builtin.py): then the file has none.
     problems = _parameters_problems(doc) if "parameters" in doc.data else []
     if tool.name in BUILTIN_TOOLS:
         problems.append(doc.problem(["name"], f"{tool.name!r} is the name of a built-in tool "
                                               f"({', '.join(BUILTIN_TOOLS)}): choose another"))
-    problems += chain_problems(tool, doc)
-    if tool.command:
-        problem = _command_problem(tool.command[0], tool.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
-        if problem:
-            problems.append(doc.problem(["command", 0], problem))
-    if tool.builtin and isinstance(doc.data, dict) and "parameters" in doc.data:
-        problems.append(doc.problem(["parameters"], f"the parameters of the built-in {tool.builtin!r} are the "
-                                                    "engine's: remove 'parameters'", key=True))
     problems += network_problems(tool.sandbox, doc)
     properties = tool.parameters.get("properties", {})
     for index, name in enumerate(tool.secret_arguments):
@@ -123,35 +115,12 @@ def network_problems(needs: SandboxNeeds, doc: Document, *, supported: bool = Tr
     return problems
 
 
-def chain_problems(tool: Tool, doc: Document) -> list[ConfigProblem]:
-    """A chain's step ids and placeholders: each names an argument or an earlier step."""
-    problems: list[ConfigProblem] = []
-    properties = tool.parameters.get("properties")
-    arguments = set(properties) if isinstance(properties, Mapping) else None
-    earlier: set[str] = set()
-    for index, step in enumerate(tool.chain):
-        where: list[PathSegment] = ["chain", index]
-        if step.id is not None and (step.id in earlier or step.id.isdigit()):
-            problems.append(doc.problem([*where, "id"], f"step id {step.id!r} is already used by an earlier step"))
-        for key, field, error in _step_fields(step.arguments):
-            if error:
-                problems.append(doc.problem([*where, "arguments", key], f"not a valid template: {error}"))
-                continue
-            why = _chain_field_problem(field, arguments, earlier)
-            if why:
-                problems.append(doc.problem([*where, "arguments", key], f"placeholder {{{field}}} {why}"))
-        earlier.add(str(index))
-        if step.id is not None:
-            earlier.add(step.id)
-    return problems
-
-
 def check_mcp_server(server_file: McpServerFile, doc: Document) -> list[ConfigProblem]:
     """An mcp_server file: its program exists, every allowed tool is pinned, and each pin
     is intact (its digest is that of its own description and parameters)."""
     problems = network_problems(server_file.sandbox, doc, supported=False)
     server = server_file.mcp_server
-    problem = _command_problem(server.command[0], server_file.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
+    problem = command_problem(server.command[0], server_file.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
     if problem:
         problems.append(doc.problem(["mcp_server", "command", 0], problem))
     for upstream, entry in server.tools.items():
@@ -183,74 +152,6 @@ def check_mcp_server(server_file: McpServerFile, doc: Document) -> list[ConfigPr
                     f"review and pin again with `sconnect mcp pin {doc.file}`",
                 )
             )
-    return problems
-
-
-def _step_fields(arguments: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """(argument, field, template error) for every placeholder in a step's argument values."""
-    found = []
-    for key, value in arguments.items():
-        for text in _strings(value):
-            try:
-                found += [(key, field, "") for field in template_fields(text)]
-            except ValueError as exc:
-                found.append((key, "", str(exc)))
-    return found
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Mapping):
-        return [text for item in value.values() for text in _strings(item)]
-    if isinstance(value, list | tuple):
-        return [text for item in value for text in _strings(item)]
-    return []
-
-
-def _chain_field_problem(field: str, arguments: set[str] | None, earlier: set[str]) -> str:
-    parts = field.split(".")
-    if parts[0] == "args":
-        if len(parts) < 2:
-            return "names no argument: write {args.NAME}"
-        if arguments is not None and parts[1] not in arguments:
-            return f"names no argument of this tool (its parameters: {', '.join(sorted(arguments)) or 'none'})"
-        return ""
-    if parts[0] == "steps":
-        if len(parts) < 3 or parts[2] not in ("result", "status"):
-            return "must be {steps.N.result...} or {steps.N.status}"
-        if parts[1] not in earlier:
-            return f"names no earlier step (earlier: {', '.join(sorted(earlier)) or 'none'})"
-        return ""
-    return "names nothing: placeholders start with args. or steps."
-
-
-def check_chain_references(
-    tool: Tool, doc: Document, tools: Mapping[str, Tool], failed: Mapping[str, str] | None = None,
-) -> list[ConfigProblem]:
-    """Each step's tool is declared and is not a chain; the chain's level is at least each step's."""
-    failed = failed or {}
-    problems = []
-    highest: tuple[int, str] | None = None
-    for index, step in enumerate(tool.chain):
-        where: list[PathSegment] = ["chain", index, "tool"]
-        target = tools.get(step.tool)
-        if target is None:
-            if step.tool in failed:
-                problems.append(doc.problem(where, f"tool {step.tool!r} did not load (see {failed[step.tool]})"))
-            else:
-                others = (name for name in tools if name != tool.name)
-                problems.append(doc.problem(where, unknown_name("tool", step.tool, others)))
-            continue
-        if target.chain:
-            problems.append(doc.problem(where, f"tool {step.tool!r} is a chain itself: a step must be a program"))
-        if highest is None or target.permission_level > highest[0]:
-            highest = (target.permission_level, step.tool)
-    if highest is not None and tool.permission_level < highest[0]:
-        problems.append(doc.problem(["permission_level"], (
-            f"{tool.permission_level} is below the level of step tool {highest[1]!r} ({highest[0]}): "
-            "a chain's level must be at least its highest step's"
-        )))
     return problems
 
 
@@ -347,7 +248,7 @@ def _top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _command_problem(program: str, path: str) -> str | None:
+def command_problem(program: str, path: str) -> str | None:
     if "/" in program:
         if not os.access(program, os.X_OK) or not os.path.isfile(program):
             return f"{program!r} does not exist or is not executable"
@@ -379,17 +280,17 @@ def check_agent_class(agent: Agent, doc: Document, root: Path) -> tuple[Any, lis
 
 
 def check_agent(agent: Agent, doc: Document) -> list[ConfigProblem]:
-    """Every rule's mistakes, all of them: one bad part of a rule never hides another."""
-    if not isinstance(agent.model, RulesModel):
+    """An inline model block's own mistakes (its provider's checks: every rule's, for rules)."""
+    if agent.model is None or isinstance(agent.model, str):
         return []
-    return rules_problems(agent.model, doc, ["model"], agent)
+    check = provider_of(agent.model).check
+    return check(agent.model, doc, ["model"], agent) if check is not None else []
 
 
 def check_model(model: NamedModel, doc: Document) -> list[ConfigProblem]:
     """A models.d/ file's own mistakes; whether its rules' tools are an agent's is checked per agent."""
-    if not isinstance(model.model, RulesModel):
-        return []
-    return rules_problems(model.model, doc, [], None)
+    check = provider_of(model.model).check
+    return check(model.model, doc, [], None) if check is not None else []
 
 
 def rules_problems(
@@ -450,15 +351,25 @@ def check_agent_models(
             else:
                 problems.append(doc.problem(where, unknown_name("model", name, models)))
             continue
-        if isinstance(named.model, RulesModel):
-            for rule in named.model.rules:
-                if rule.tool is not None and not agent_may_call(agent, rule.tool):
-                    problems.append(doc.problem(where, f"model {name!r} ({named.source}) calls tool {rule.tool!r}, "
-                                                       "which is not in this agent's tools or client_tools"))
-                if rule.resource is not None and (host := "/".join(rule.resource.split("/")[:3])) \
-                        not in agent.resources:
-                    problems.append(doc.problem(where, f"model {name!r} ({named.source}) reads {host!r}, "
-                                                       "which is not in this agent's resources"))
+        check_use = provider_of(named.model).check_use
+        if check_use is not None:
+            problems += check_use(named, agent, doc, where)
+    return problems
+
+
+def rules_use_problems(
+    named: NamedModel, agent: Agent, doc: Document, where: list[PathSegment]
+) -> list[ConfigProblem]:
+    """A named rules model's tools and resources must be the agent's (the rules provider's ``check_use``)."""
+    assert isinstance(named.model, RulesModel)
+    problems = []
+    for rule in named.model.rules:
+        if rule.tool is not None and not agent_may_call(agent, rule.tool):
+            problems.append(doc.problem(where, f"model {named.name!r} ({named.source}) calls tool {rule.tool!r}, "
+                                               "which is not in this agent's tools or client_tools"))
+        if rule.resource is not None and (host := "/".join(rule.resource.split("/")[:3])) not in agent.resources:
+            problems.append(doc.problem(where, f"model {named.name!r} ({named.source}) reads {host!r}, "
+                                               "which is not in this agent's resources"))
     return problems
 
 

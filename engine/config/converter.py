@@ -8,8 +8,9 @@ duration is reported at its field with the forms we accept.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import MappingProxyType
 from typing import Any
 
@@ -18,22 +19,13 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
 from ..strict import strict_converter
-from .model import (
-    AgentMemory,
-    AgentModel,
-    ModelConfig,
-    NamedModel,
-    OpenAIModel,
-    Remember,
-    Resource,
-    RulesModel,
-    UpstreamTool,
-)
+from . import tool_kinds
+from .model import AgentMemory, AgentModel, ModelConfig, NamedModel, Remember, Resource, Tool, UpstreamTool
+from .model_providers import providers
 from .resource_kinds import kind_name, kinds
 from .units import Bytes, Seconds, parse_duration, parse_size
 from .yamldoc import PathSegment
 
-_MODEL_PROVIDERS: dict[str, type] = {"rules": RulesModel, "openai": OpenAIModel}
 _PATH_TOKEN = re.compile(r"\.(\w+)|\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
 
 
@@ -44,13 +36,13 @@ def _refuse(value: Any, expected: type) -> Exception:
     return ValueError(f"{value!r} is not {_WORDS[expected]}")
 
 
-def _tagged(tag: str, classes: dict[str, type]) -> Any:
-    def hook(value: Any, _: type) -> Any:
-        if not isinstance(value, dict) or value.get(tag) not in classes:
-            raise ValueError(f"{tag} must be one of {', '.join(map(repr, classes))}")
-        return converter.structure(value, classes[value[tag]])
-
-    return hook
+def _model_config(value: Any, _: type) -> Any:
+    """A model block as its provider's config class (engine/config/model_providers.py)."""
+    registered = providers()
+    provider = registered.get(str(value.get("provider"))) if isinstance(value, dict) else None
+    if provider is None:
+        raise ValueError(f"provider must be one of {', '.join(map(repr, registered))}")
+    return converter.structure(value, provider.config_class)
 
 
 def _resource(value: Any, _: type) -> Any:
@@ -83,7 +75,7 @@ def _agent_model(value: Any, _: type) -> Any:
     """An agent's ``model:``: a models.d/ name (checked once every file has loaded) or an inline block."""
     if value is None or isinstance(value, str):
         return value
-    return converter.structure(value, ModelConfig)  # type: ignore[arg-type]
+    return converter.structure(value, ModelConfig)  # type: ignore[type-abstract]
 
 
 def _named_model(value: Any, _: type) -> NamedModel:
@@ -98,7 +90,33 @@ def _named_model(value: Any, _: type) -> NamedModel:
     return NamedModel(
         name=converter.structure(value.get("name"), str),
         description=converter.structure(value.get("description"), str),
-        model=converter.structure(rest, ModelConfig),  # type: ignore[arg-type]
+        model=converter.structure(rest, ModelConfig),  # type: ignore[type-abstract]
+    )
+
+
+def _tool(value: Any, _: type) -> Tool:
+    """A tools.d/ file declaring one tool. A kind registered with an ``options_class`` has the
+    value of its key structured into ``Tool.options`` (a failure's path says ``options``:
+    the loader names the key instead); a built-in kind's settings are fields of Tool."""
+    declared = tool_kinds.declared(value) if isinstance(value, dict) else None
+    if declared is None or declared.options_class is None:
+        return _tool_structurer(None, None)(value, Tool)
+    tool = _tool_structurer(declared.name, declared.options_class)(value, Tool)
+    return attrs.evolve(tool, kind=declared.name)
+
+
+@functools.cache
+def _tool_structurer(key: str | None, options_class: type | None) -> Callable[[Any, type], Tool]:
+    # ``kind`` is never read from YAML: a built-in kind's follows from its fields, another's is its key.
+    if key is None:
+        return make_dict_structure_fn(  # type: ignore[no-any-return]
+            Tool, converter, kind=override(omit=True), options=override(omit=True), _cattrs_forbid_extra_keys=True
+        )
+    assert options_class is not None
+    options: type = options_class
+    return make_dict_structure_fn(  # type: ignore[no-any-return]
+        Tool, converter, kind=override(omit=True), _cattrs_forbid_extra_keys=True,
+        options=override(rename=key, struct_hook=lambda value, _: converter.structure(value, options)),
     )
 
 
@@ -130,13 +148,15 @@ def make_converter() -> cattrs.Converter:
     conv = strict_converter(_refuse)
     conv.register_structure_hook(Seconds, lambda value, _: parse_duration(value))
     conv.register_structure_hook(Bytes, lambda value, _: parse_size(value))
-    conv.register_structure_hook(ModelConfig, _tagged("provider", _MODEL_PROVIDERS))
+    # A predicate, not a class hook: ModelConfig is a Protocol, which dispatch on classes cannot test.
+    conv.register_structure_hook_func(lambda type_: type_ is ModelConfig, _model_config)
     conv.register_structure_hook(AgentModel, _agent_model)
     conv.register_structure_hook(bool | tuple[Any, ...], _network)
     conv.register_structure_hook(NamedModel, _named_model)
     conv.register_structure_hook(Resource, _resource)
     conv.register_structure_hook(Remember, _remember)
     conv.register_structure_hook(AgentMemory, _agent_memory(conv))
+    conv.register_structure_hook(Tool, _tool)
     # `as` is a Python keyword: the field is `as_`, the YAML key `as`.
     conv.register_structure_hook(
         UpstreamTool,

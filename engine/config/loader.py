@@ -24,14 +24,12 @@ import attrs
 from ..errors import ConfigError, ConfigProblem
 from ..policy._match import may_grant_tool
 from ..policy._revision import revision_of
-from . import checks
+from . import checks, tool_kinds
 from .bounds import MAX_FILES_PER_DIR, within
-from .builtins import BUILTIN_PARAMETERS
 from .converter import converter, structure_errors
 from .model import (
     Agent,
     Config,
-    McpServerFile,
     NamedModel,
     Policy,
     PolicyRule,
@@ -44,7 +42,7 @@ from .model import (
     Tool,
 )
 from .schemas import validate
-from .yamldoc import Document, read_document
+from .yamldoc import Document, PathSegment, read_document
 
 KIND_DIRS = {
     "agent": "agents.d", "tool": "tools.d", "resource": "resources.d", "policy": "policies", "model": "models.d",
@@ -128,7 +126,7 @@ def load_config(root: Path | str) -> Config:
             if name:
                 failed[name] = path.relative_to(root).as_posix()
 
-    # An mcp_server file exposes several tools; every other tool file exactly one.
+    # A file of some kinds (mcp_server) exposes several tools; every other tool file exactly one.
     exposed = [(tool, doc) for obj, doc in loaded["tool"] for tool in _exposed_tools(obj, doc)]
     checked_tools = [(tool, doc) for obj, doc in checked["tool"] for tool in _exposed_tools(obj, doc)]
     tools = {tool.name: tool for tool, _ in exposed}
@@ -154,7 +152,8 @@ def load_config(root: Path | str) -> Config:
     for agent, doc in checked["agent"]:
         references += checks.check_agent_learning(agent, doc, tools, resources)
     for tool, doc in checked_tools:
-        references += checks.check_chain_references(tool, doc, tools, failed)
+        if (check_references := tool_kinds.kind_of(tool).check_references) is not None:
+            references += check_references(tool, doc, tools, failed)
     for policy, doc in checked["policy"] + partial["policy"]:
         references += checks.check_policy_references(policy, doc, tools, roles, failed)
         references += checks.check_policy_agents(policy, doc, agents, failed)
@@ -260,22 +259,21 @@ def _load_file(
     if schema_problems:
         problems += schema_problems
         return None, doc
-    kind_type = McpServerFile if kind == "tool" and "mcp_server" in doc.data else _TYPES[kind]
-    data = doc.data
-    if kind == "tool" and "builtin" in data and "parameters" not in data:
-        # A built-in tool's parameters are the engine's (engine/config/builtins.py).
-        data = {**data, "parameters": dict(BUILTIN_PARAMETERS[data["builtin"]])}
+    declared = tool_kinds.declared(doc.data) if kind == "tool" else None
+    kind_type = (declared.file_class or Tool) if declared is not None else _TYPES[kind]
+    # A kind may fix part of its files itself (builtin: its parameters are the engine's).
+    data = declared.fill(doc.data) if declared is not None and declared.fill is not None else doc.data
     try:
         obj = converter.structure(data, kind_type)
     except Exception as exc:  # cattrs raises ClassValidationError groups; all leaves are reported
-        problems += [doc.problem(field, message) for field, message in structure_errors(exc)]
+        problems += [doc.problem(_yaml_path(field, declared), message) for field, message in structure_errors(exc)]
         return None, doc
     obj = attrs.evolve(obj, source=Source(display, doc.locate([])[0]))
     if isinstance(obj, Policy):
         obj = attrs.evolve(obj, rules=tuple(_located_rules(obj, doc)))
     file_checks: dict[str, Callable[[], list[ConfigProblem]]] = {
         "model": lambda: checks.check_model(obj, doc),
-        "tool": lambda: checks.check_tool(obj, doc),
+        "tool": lambda: checks.check_tool(obj, doc) if isinstance(obj, Tool) else [],
         "agent": lambda: checks.check_agent(obj, doc),
         "resource": lambda: checks.check_resource(obj, doc, root),
         "policy": lambda: checks.check_policy(obj, doc),
@@ -286,24 +284,24 @@ def _load_file(
         problems += found
         if loaded_class is not None:
             obj = attrs.evolve(obj, python_class=loaded_class)
-    if isinstance(obj, Tool) and obj.python:
-        located, found = checks.check_tool_module(obj, doc, root)
+    if kind == "tool":
+        # The kind's own checks; it may complete the tool (python: where its package is).
+        obj, found = tool_kinds.kind_of(obj).check(obj, doc, root)
         problems += found
-        if located is not None:
-            obj = attrs.evolve(obj, python_package=located.top)
     return obj, doc
 
 
-def _exposed_tools(obj: Tool | McpServerFile, doc: Document) -> tuple[Tool, ...]:
-    if isinstance(obj, Tool):
-        return (obj,)
-    return tuple(
-        attrs.evolve(
-            tool, source=Source(doc.file, doc.locate(["mcp_server", "tools", tool.upstream.tool], key=True)[0])
-        )
-        for tool in obj.tools()
-        if tool.upstream is not None
-    )
+def _yaml_path(path: list[PathSegment], declared: tool_kinds.ToolKind | None) -> list[PathSegment]:
+    # A registered kind's settings are structured into Tool.options from the key that declares it.
+    if declared is not None and declared.options_class is not None and path[:1] == ["options"]:
+        return [declared.name, *path[1:]]
+    return path
+
+
+def _exposed_tools(obj: Any, doc: Document) -> tuple[Tool, ...]:
+    """The tools a tools.d/ file declares: itself, or those its kind exposes (mcp_server)."""
+    expose = tool_kinds.kind_of(obj).expose
+    return expose(obj, doc) if expose is not None else (obj,)
 
 
 def _located_rules(policy: Policy, doc: Document) -> list[PolicyRule]:

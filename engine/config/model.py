@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
+from .tool_kinds import kind_of
 from .units import Bytes, Seconds
 
 Level = Literal[0, 1, 2, 3]
@@ -89,7 +90,7 @@ class Tool:
     permission_level: Level
     command: tuple[str, ...] = ()
     python: str | None = None
-    # Instead of a program: steps, each a full action of its own (engine/server/chains.py).
+    # Instead of a program: steps, each a full action of its own (engine/toolkinds/chain.py).
     chain: tuple[ChainStep, ...] = ()
     secret_arguments: tuple[str, ...] = ()
     # ``content``: stdout is MCP content blocks (engine/protocol/content.py), not plain JSON.
@@ -103,20 +104,29 @@ class Tool:
     python_package: str = ""
     # Set for a tool exposed from an ``mcp_server`` file (never written in YAML).
     upstream: UpstreamRef | None = None
-    # A tool the engine itself carries out (``remember``, ``forget``: engine/memory/tools.py);
-    # its parameters are the built-in's (engine/config/builtins.py), never written in YAML.
+    # A tool the engine itself carries out (``remember``, ``forget``: engine/toolkinds/builtin.py);
+    # its parameters are the built-in's (engine/toolkinds/builtin.py), never written in YAML.
     builtin: Literal["remember", "forget"] | None = None
+    # The registered kind (engine/config/tool_kinds.py) it is of: the key its file declares it with.
+    # A built-in kind's settings are the fields above; the loader sets it, and a Tool built in
+    # code gets it from which of them is set.
+    kind: str = attrs.field(default=attrs.Factory(lambda tool: tool._builtin_kind(), takes_self=True))
+    # The settings of a kind registered from elsewhere (its options_class); None for the built-in ones.
+    options: Any = None
+
+    def _builtin_kind(self) -> str:
+        if self.upstream is not None:
+            return "mcp_server"
+        if self.chain:
+            return "chain"
+        if self.builtin:
+            return "builtin"
+        return "python" if self.python else "command"
 
     @property
     def runs(self) -> str:
-        """How the tool runs, in one line: the module function, the argv, the chain or the MCP server."""
-        if self.upstream is not None:
-            return f"mcp {self.upstream.tool} of {' '.join(self.upstream.server.command)}"
-        if self.chain:
-            return "chain " + " -> ".join(step.tool for step in self.chain)
-        if self.builtin:
-            return f"built in: {self.builtin} (the agent's memory)"
-        return f"python {self.python}" if self.python else " ".join(self.command)
+        """How the tool runs, in one line (its kind's words): the module function, the argv, the chain, ..."""
+        return kind_of(self).describe(self)
 
 
 # --- MCP servers as tools -------------------------------------------------------------
@@ -277,9 +287,16 @@ class OpenAIModel:
         return float(self.request_timeout if self.request_timeout is not None else self.timeout)
 
 
-ModelConfig = RulesModel | OpenAIModel
+class ModelConfig(Protocol):
+    """A model block's settings: an instance of one registered provider's config class
+    (engine/config/model_providers.py), e.g. :class:`RulesModel` or :class:`OpenAIModel`."""
+
+    @property
+    def provider(self) -> str: ...
+
+
 # An agent's ``model:``: an inline block, the name of a models.d/ file, or nothing (``models:`` instead).
-AgentModel = RulesModel | OpenAIModel | str | None
+AgentModel = ModelConfig | str | None
 
 
 @attrs.frozen

@@ -19,6 +19,8 @@ import referencing
 from jsonschema.exceptions import ValidationError
 
 from ..errors import ConfigProblem
+from . import model_providers, tool_kinds
+from .model_providers import model_block_schema
 from .resource_kinds import resource_schema
 from .yamldoc import Document, PathSegment
 
@@ -26,9 +28,19 @@ KINDS = ("model", "agent", "tool", "resource", "policy")
 _JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
 
 
-@functools.cache
 def schema(name: str) -> dict[str, Any]:
-    """The schema named ``name`` (a kind, or ``common``) as shipped in the package."""
+    """The schema named ``name`` (a kind, or ``common``) as shipped in the package, completed
+    by the registered kinds for ``resource`` and ``tool``."""
+    if name in ("tool", "model", "agent"):
+        # Each tool kind brings its own key (engine/config/tool_kinds.py), each model provider its
+        # block (engine/config/model_providers.py); one registered later (a test's) changes the
+        # generation, and so the schema.
+        return _built(name, tool_kinds.generation(), model_providers.generation())
+    return _shipped(name)
+
+
+@functools.cache
+def _shipped(name: str) -> dict[str, Any]:
     text = resources.files(__package__).joinpath("schemas", f"{name}.json").read_text("utf-8")
     loaded: dict[str, Any] = json.loads(text)
     if name == "resource":
@@ -38,7 +50,23 @@ def schema(name: str) -> dict[str, Any]:
 
 
 @functools.cache
+def _built(name: str, tool_generation: int, provider_generation: int) -> dict[str, Any]:
+    shipped = _shipped(name)
+    if name == "tool":
+        return tool_kinds.tool_schema(shipped)
+    if name == "model":
+        block = model_block_schema({"name": True, "description": True})
+        return {**shipped, "properties": {**shipped["properties"], **block["properties"]}, "allOf": block["allOf"]}
+    model = {**shipped["properties"]["model"], "else": model_block_schema({})}
+    return {**shipped, "properties": {**shipped["properties"], "model": model}}
+
+
 def _validator(kind: str) -> jsonschema.Draft202012Validator:
+    return _validator_of(kind, tool_kinds.generation(), model_providers.generation())
+
+
+@functools.cache
+def _validator_of(kind: str, tool_generation: int, provider_generation: int) -> jsonschema.Draft202012Validator:
     registry: referencing.Registry = referencing.Registry().with_resource(
         "https://scalytics.io/connect/config/common.json",
         referencing.Resource.from_contents(schema("common")),
@@ -104,8 +132,7 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
         yield doc.problem(path, f"missing required key {missing!r}")
         return
     if error.validator == "oneOf" and schema_here is schema("tool"):
-        yield doc.problem(path, "declare exactly one of 'command' (an argv list), 'python' (module:function), "
-                                "'chain' (a list of steps, with no sandbox of its own) and 'mcp_server'")
+        yield doc.problem(path, tool_kinds.exactly_one_message())
         return
     if error.validator == "oneOf" and schema_here is schema("agent"):
         yield doc.problem(
@@ -121,10 +148,8 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
         )
         return
     if error.validator == "not" and error.validator_value == {} and path:
-        # A key a tool file with mcp_server must not have (tool.json's "then").
-        yield doc.problem(
-            path, f"{path[-1]!r} is given per tool in an mcp_server file (see mcp_server.tools)", key=True
-        )
+        # A key a kind's files must not have (its file_rules), with the kind's own words.
+        yield doc.problem(path, f"{path[-1]!r} {schema_here.get('x-refusal', 'is not allowed here')}", key=True)
         return
     if error.validator == "oneOf" and path and path[-1] == "remember":
         yield doc.problem(path, f"{error.instance!r} is not a remember bound: write 'never' or {{max: DURATION}}, "
@@ -146,7 +171,8 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[ConfigProblem]:
         example = "5s" if schema_here["description"].startswith("A duration") else "64MiB"
         yield doc.problem(path, f"{error.instance!r} needs its unit, e.g. {example}")
         return
-    if error.validator == "pattern" and path and path[-1] == "python":
-        yield doc.problem(path, f"{error.instance!r} is not of the form 'package.module:function'")
+    if error.validator == "pattern" and "x-form" in schema_here:
+        # A pattern whose schema says, in words, what it stands for (a tool kind's, e.g. python's).
+        yield doc.problem(path, f"{error.instance!r} is not of the form {schema_here['x-form']}")
         return
     yield doc.problem(path, error.message)

@@ -343,13 +343,14 @@ class ConsoleApp:
             await send({"type": "websocket.accept"})
             self.hub.metrics.connections_accepted_total.inc()
             from ..server.connection import Connection
+            from ..server.websocket import WebSocketTransport
 
             # The connection ends when the console session does (never later than the token).
             principal = attrs.evolve(session.principal, expires_at=session.expires_at)
             with scope_:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._end_when_revoked, session_id, ws, scope_)
-                    await Connection(self.hub, cast(Any, ws), principal,
+                    await Connection(self.hub, WebSocketTransport(cast(Any, ws)), principal,
                                      audit_context={"transport": "console"}).serve()
                     nursery.cancel_scope.cancel()
         finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..audit import AuditEvent
 from ..protocol import (
@@ -33,9 +33,27 @@ from ..protocol import (
 from .resource import cutoff
 
 if TYPE_CHECKING:
-    from ..server.connection import Connection
+    from ..auth import Principal
+    from ..protocol import ServerFrame
+    from ..server.hub import Hub
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class Connection(Protocol):
+    """The connection a frame came on, as these handlers use it (engine.server.connection's is
+    one: it imports this module, so the handlers name what they need instead of importing it)."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def principal(self) -> Principal: ...
+
+    @property
+    def audit_context(self) -> Mapping[str, Any]: ...
+
+    def send(self, frame: ServerFrame, *, control: bool = False) -> None: ...
 
 
 async def _audit(conn: Connection, kind: str, action: str, target: str, outcome: str, *,

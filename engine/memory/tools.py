@@ -1,6 +1,7 @@
 """The built-in tools ``remember`` and ``forget``: carried out in the engine, not in a sandbox.
 
-:func:`run_builtin` is called by the action path (``engine/server/actions.py``) once the
+:func:`run_builtin` is the ``builtin`` tool kind's runtime (``engine/toolkinds/builtin.py``),
+served by the action path (``engine/server/actions.py``) once the
 call has been validated against the built-in's parameters, decided, approved and
 audited like any tool call; its execution is audited there too.  It writes only for
 the caller's own subject and agent (never from the arguments), within the agent's

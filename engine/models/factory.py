@@ -1,8 +1,8 @@
 """From configuration to a running model: a provider block, or an agent's whole model choice.
 
-Providers import :mod:`engine.models.base` for the interface; only this module imports
-providers, each lazily (the OpenAI-compatible one pulls in httpx), so there is no cycle
-between the interface and its implementations.
+Providers import :mod:`engine.models.base` for the interface and register themselves
+(engine/config/model_providers.py); this module asks the registry, and imports none of
+them, so there is no cycle between the interface and its implementations.
 
 :func:`agent_model` is what a turn uses: it resolves the agent's ``model:`` (an
 inline block or a models.d/ name) or ``models:`` list against the configuration
@@ -12,7 +12,8 @@ so that every step is observed (which model served it) and a list is routed.
 
 from __future__ import annotations
 
-from ..config.model import Agent, Config, ModelConfig, OpenAIModel, RulesModel
+from ..config.model import Agent, Config, ModelConfig
+from ..config.model_providers import provider_of
 from .base import Model, ModelError
 from .routed import ROUTINGS, NoObserver, Observer, Routed, RoutingContext
 
@@ -22,16 +23,9 @@ class UnknownModel(ModelError):
 
 
 def make_model(config: ModelConfig) -> Model:
-    """The provider named by a ``model:`` block or a models.d/ file."""
-    if isinstance(config, RulesModel):
-        from .rules import RulesProvider
-
-        return RulesProvider(config)
-    if isinstance(config, OpenAIModel):
-        from .openai import OpenAIProvider
-
-        return OpenAIProvider(config)
-    raise TypeError(f"unknown model configuration {config!r}")
+    """The model of a ``model:`` block or a models.d/ file, made by its registered provider."""
+    model: Model = provider_of(config).model(config)
+    return model
 
 
 def inline_label(agent: Agent) -> str:

@@ -54,14 +54,19 @@ import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import httpx
 import trio
 
 from ..config.model import OpenAIModel
+from ..config.model_providers import ModelProvider, register
 from .base import Message, ModelError, TextDelta, ToolCall, ToolDefinition
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +144,8 @@ class OpenAIProvider:
     async def _attempt(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
     ) -> AsyncGenerator[TextDelta | ToolCall, None]:
+        import httpx  # loaded by the first step of such a model, never by loading the configuration
+
         config = self._config
         content = encode_request(config, messages, tools)
         headers = {"Accept": "text/event-stream" if config.stream else "application/json",
@@ -254,7 +261,11 @@ def parse_completion(body: bytes) -> list[TextDelta | ToolCall]:
 
 # Loading the CA bundle takes ~25 ms: done once, in a worker thread, not on the event loop
 # at every step (httpx builds a fresh context for each client otherwise).
-_default_tls = functools.cache(httpx.create_ssl_context)
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 # --- the request ------------------------------------------------------------------------
@@ -453,6 +464,8 @@ def parse_arguments(text: str) -> Any:
 @contextlib.contextmanager
 def _map_exceptions(url: str, timeout_s: float, connect_s: float) -> Iterator[None]:
     """httpx's exceptions as ours (httpcore ``map_exceptions``); their text never holds headers."""
+    import httpx
+
     try:
         yield
     except httpx.ConnectTimeout:
@@ -516,8 +529,46 @@ def _quote(text: str) -> str:
 
 def _shown(url: str) -> str:
     """The URL for messages: no user info, no query (either could hold a credential)."""
+    import httpx
+
     try:
         parsed = httpx.URL(url)
         return str(parsed.copy_with(userinfo=b"", query=None, fragment=None))
     except (httpx.InvalidURL, TypeError, ValueError):
         return url.split("?", 1)[0].rsplit("@", 1)[-1]
+
+
+# --- the provider, registered (engine/config/model_providers.py) -----------------------
+
+SCHEMA: Mapping[str, Any] = {
+    "required": ["model"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1, "description": "Model name sent to the endpoint."},
+        "base_url": {"type": "string", "format": "uri",
+                     "description": "Endpoint base URL. Default: https://api.openai.com/v1."},
+        "api_key_env": {"type": "string",
+                        "description": "Environment variable holding the API key. Default: OPENAI_API_KEY."},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2, "description": "Default: 0."},
+        "timeout": {"$ref": "common.json#/$defs/duration", "description": "Longest wait for the next data of an "
+                    "answer (not for the whole answer). Default: 60s."},
+        "connect_timeout": {"$ref": "common.json#/$defs/duration",
+                            "description": "Longest wait to connect. Default: 10s."},
+        "request_timeout": {"$ref": "common.json#/$defs/duration",
+                            "description": "Former name of timeout, still accepted; when set it wins. Default: unset."},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 10, "description": "Further attempts after a "
+                    "connection error, a connect timeout or HTTP 408/429/5xx, made only before any of the answer "
+                    "was passed on. Default: 2."},
+        "retry_backoff": {"$ref": "common.json#/$defs/duration",
+                          "description": "First wait between attempts, doubled each time, with jitter. "
+                          "Default: 500ms."},
+        "retry_max_wait": {"$ref": "common.json#/$defs/duration",
+                           "description": "Cap on any wait between attempts, Retry-After included. Default: 30s."},
+        "stream": {"type": "boolean",
+                   "description": "Stream the answer (server-sent events) or ask for it whole. Default: true."},
+    },
+}
+
+PROVIDER = register(ModelProvider(
+    name="openai", config_class=OpenAIModel, schema=SCHEMA, model=OpenAIProvider,
+    summary="openai (an OpenAI-compatible endpoint)",
+))

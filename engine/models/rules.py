@@ -22,7 +22,9 @@ from typing import Any
 import trio
 import trio.lowlevel
 
+from ..config.checks import rules_problems, rules_use_problems
 from ..config.model import Rule, RulesModel
+from ..config.model_providers import ModelProvider, register
 from ..linear_re import compile_linear
 from . import template
 from .base import READ_RESOURCE, Message, TextDelta, ToolCall, ToolDefinition
@@ -161,3 +163,38 @@ def _parse_tool_message(content: Any) -> dict[str, Any]:
     if isinstance(parsed, dict) and "status" in parsed:
         return parsed
     return {"status": "ok", "output": parsed}
+
+
+# --- the provider, registered (engine/config/model_providers.py) -----------------------
+
+SCHEMA: Mapping[str, Any] = {
+    "properties": {
+        "fallback": {"type": "string", "description": "Answer when no rule matches."},
+        "rules": {
+            "type": "array",
+            "description": "Tried in order; the first whose pattern is found in the message wins.",
+            "items": {
+                "type": "object", "additionalProperties": False, "required": ["match", "answer"],
+                "not": {"required": ["tool", "resource"]},
+                "properties": {
+                    "match": {"type": "string", "minLength": 1, "description": "Regular expression searched in "
+                              "the user's message; named groups become {placeholders}."},
+                    "tool": {"type": "string", "minLength": 1,
+                             "description": "Tool to call; one of the agent's tools or client_tools."},
+                    "resource": {"type": "string", "pattern": "^(file|db|api|memory)://",
+                                 "description": "Resource URI to read, with {group} placeholders; its host must "
+                                 "be one of the agent's resources."},
+                    "arguments": {"type": "object",
+                                  "description": "Tool arguments; string values may use {group} placeholders."},
+                    "answer": {"type": "string", "description": "Reply template: {group} placeholders and "
+                               "{result.field} from the tool's output."},
+                },
+            },
+        },
+    },
+}
+
+PROVIDER = register(ModelProvider(
+    name="rules", config_class=RulesModel, schema=SCHEMA, model=RulesProvider, summary="rules (built in, offline)",
+    check=rules_problems, check_use=rules_use_problems,
+))

@@ -21,10 +21,11 @@ name another revision than its decision.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -34,6 +35,7 @@ import sandbox
 from .. import tracing
 from ..auth import Principal
 from ..config.model import ASK_AGENT, POST_TO_BOARD, Config, Tool
+from ..config.tool_kinds import kind_of
 from ..decision import Decision, decide
 from ..protocol import (
     ActionKind,
@@ -52,9 +54,7 @@ from ..resources import Content, Reader, ResourceError, ResourceHosts
 from ..toolrun import Egress, run_tool
 from . import argcheck, grants
 from .approvals import PendingAction
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from .hub import Hub
 
 
 class Requester(Protocol):
@@ -247,30 +247,24 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         return refused
     started = time.monotonic()
     output: Any
-    if tool.builtin:
-        # Carried out in the engine (engine/memory/tools.py): a short store write, no sandbox, no slot.
-        from ..memory.tools import run_builtin
-
+    kind = kind_of(tool)
+    if kind.serve is not None or kind.compose is not None:
+        # Neither takes a run slot. Served in the engine (builtin: a short store write, no sandbox), or
+        # made of other tools (a chain): each step is an action of its own through perform(). Steps are
+        # the chain's, not the model's: the agent's tool list does not apply to them (the chain tool
+        # itself was checked against it); their frames are events, not the reply to a request.
+        step_caller = attrs.evolve(caller, agent_tools=None, reply_to=None)
+        carry_out: Callable[[], Awaitable[Any]]
+        if kind.serve is not None:
+            carry_out = functools.partial(kind.serve, caller, tool, arguments)
+        else:
+            assert kind.compose is not None
+            carry_out = functools.partial(kind.compose, tool, arguments, functools.partial(perform, step_caller))
         try:
-            built = await run_builtin(caller, tool, arguments)
+            done = await carry_out()
         except BaseException as exc:
-            if _cancellation(exc):  # the write completed or never began; either way the end is recorded
-                with trio.move_on_after(2, shield=True):
-                    await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome="cancelled",
-                                 duration_ms=(time.monotonic() - started) * 1000, decision=decision)
-                    _result(caller, frame, ResultStatus.CANCELLED, {"error": "cancelled while running"}, "cancelled")
-            raise
-        await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome=str(built.status),
-                     duration_ms=(time.monotonic() - started) * 1000, decision=decision)
-        return _result(caller, frame, built.status, built.output, built.reason)
-    if tool.chain:
-        # Each step is an action of its own through perform() (engine/server/chains.py); the chain takes no slot.
-        from .chains import run_chain
-
-        try:
-            done = await run_chain(caller, tool, arguments)
-        except BaseException as exc:
-            if _cancellation(exc):  # the running step reported its own end; the chain reports its own
+            # A step reports its own end, a write completed or never began: the tool's end is recorded here.
+            if _cancellation(exc):
                 with trio.move_on_after(2, shield=True):
                     await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome="cancelled",
                                  duration_ms=(time.monotonic() - started) * 1000, decision=decision)

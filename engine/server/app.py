@@ -50,6 +50,7 @@ from .hub import Hub
 from .maintenance import maintain
 from .reload import watch_config
 from .settings import DATABASE_NAME, ServerSettings
+from .websocket import WebSocketTransport
 
 log = logging.getLogger(__name__)
 # Handshakes turned away for want of a slot are logged in aggregate, at most this often.
@@ -377,7 +378,8 @@ async def _handshake_and_serve(
 
         # A traceparent on the handshake: this connection's turns and calls continue that trace.
         with tracing.continued(request.headers):
-            await Connection(hub, ws, principal, audit_context=parse_via(request.headers)).serve()
+            await Connection(hub, WebSocketTransport(ws), principal,
+                             audit_context=parse_via(request.headers)).serve()
     finally:
         admission.leave(principal.sub)
 

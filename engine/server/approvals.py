@@ -34,8 +34,9 @@ from ..grants import GrantPlan, RememberContext, plan
 from ..protocol import AgentAction, AgentControl, ErrorCode, ProtocolError, Remember
 
 if TYPE_CHECKING:
-    from .connection import Connection
-    from .hub import Hub
+    from ..auth import Principal
+    from ..protocol import ServerFrame
+    from ..store import Store
 
 ADMIN_ROLE = "admin"
 _REMEMBERED = 4096
@@ -142,21 +143,40 @@ class ApprovalBroker:
         self._retire(action)
 
 
+class BusHub(Protocol):
+    """What a bus needs of the hub: its broker and its store (the hub imports this module, not the reverse)."""
+
+    @property
+    def approvals(self) -> ApprovalBroker: ...
+
+    @property
+    def store(self) -> Store: ...
+
+
+class ControlPeer(Protocol):
+    """The connection a turn control came on: whose it is, and where its answer goes."""
+
+    @property
+    def principal(self) -> Principal: ...
+
+    def send(self, frame: ServerFrame, *, control: bool = False) -> None: ...
+
+
 class ApprovalBus(Protocol):
     """How approvals and turn controls reach the instance that waits for them."""
 
-    async def answer(self, hub: Hub, action_id: str, approved: bool, sub: str, roles: frozenset[str],
+    async def answer(self, hub: BusHub, action_id: str, approved: bool, sub: str, roles: frozenset[str],
                      reason: str | None, reply_to: str, remember: Remember | None = None) -> PendingAction:
         """Decide an action (exactly once) for an approver; raises ``ProtocolError`` as
         :meth:`ApprovalBroker.answer` does, ``remember`` included."""
         ...
 
-    async def settle(self, hub: Hub, pending: PendingAction) -> None:
+    async def settle(self, hub: BusHub, pending: PendingAction) -> None:
         """The wait for ``pending`` ended (answered, or timed out while still ``pending``):
         record the outcome in the store and leave in ``pending.status`` what was decided."""
         ...
 
-    async def forward_control(self, conn: Connection, frame: AgentControl) -> bool:
+    async def forward_control(self, conn: ControlPeer, frame: AgentControl) -> bool:
         """A control for a session not live on this instance: hand it to the one running
         it and answer ``frame`` (True), or False when no other instance runs it."""
         ...
@@ -174,11 +194,11 @@ class ApprovalBus(Protocol):
 class LocalBus:
     """One instance: the broker decides, the store records after (what it always did)."""
 
-    async def answer(self, hub: Hub, action_id: str, approved: bool, sub: str, roles: frozenset[str],
+    async def answer(self, hub: BusHub, action_id: str, approved: bool, sub: str, roles: frozenset[str],
                      reason: str | None, reply_to: str, remember: Remember | None = None) -> PendingAction:
         return hub.approvals.answer(action_id, approved, sub, roles, reason, reply_to, remember)
 
-    async def settle(self, hub: Hub, pending: PendingAction) -> None:
+    async def settle(self, hub: BusHub, pending: PendingAction) -> None:
         if pending.status == "pending":
             hub.approvals.close(pending, "expired", "no answer in time")
             await hub.store.expire_actions()
@@ -186,7 +206,7 @@ class LocalBus:
                 pending.action_id, pending.status, pending.decided_by, pending.reason):
             pending.status = "expired"
 
-    async def forward_control(self, conn: Connection, frame: AgentControl) -> bool:
+    async def forward_control(self, conn: ControlPeer, frame: AgentControl) -> bool:
         return False
 
     def remote_sessions(self, sub: str) -> int:

@@ -1,4 +1,9 @@
-"""One authenticated WebSocket connection: its reader, its writer, and dispatch of frames.
+"""One authenticated connection: its reader, its writer, and dispatch of frames.
+
+Dispatch -- decoding a frame, routing it to its handler, encoding the replies -- runs
+over any :class:`~engine.server.transport.Transport` (receive text, send text, ping,
+close): the server's WebSocket (:mod:`engine.server.websocket`) or, in a test, a pair
+of memory channels.  Nothing here imports trio-websocket.
 
 Resource handling: the connection's writer and its direct tool calls live in
 the connection's nursery; its sessions live in the hub's nursery (so that a
@@ -37,7 +42,6 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .. import tracing
 from ..audit import AuditWriteError
@@ -86,6 +90,7 @@ from .actions import Caller, perform, read
 from .hub import Hub
 from .outbox import Outbox
 from .session import Session
+from .transport import Transport, TransportClosed
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +145,7 @@ class TokenBucket:
 @attrs.define(eq=False)
 class Connection:
     hub: Hub
-    ws: WebSocketConnection
+    transport: Transport
     principal: Principal
     client_tools: dict[str, OfferedTool] = attrs.field(factory=dict)
     client_results: dict[str, trio.MemorySendChannel[Any]] = attrs.field(factory=dict)
@@ -187,17 +192,17 @@ class Connection:
                 await self._flush(outbox)
             with trio.move_on_after(0.5, shield=True):
                 if self.hub.shutting_down:
-                    await self.ws.aclose(1001, "server shutting down")
+                    await self.transport.close(1001, "server shutting down")
                 else:
-                    await self.ws.aclose()
+                    await self.transport.close()
 
     async def _flush(self, outbox: Outbox) -> None:
         """Send what is still queued (cancelled results, a shutdown notice) before closing."""
         while True:
             try:
                 text, _reply_to = outbox.get_nowait()
-                await self.ws.send_message(text)
-            except (trio.WouldBlock, trio.ClosedResourceError, ConnectionClosed):
+                await self.transport.send(text)
+            except (trio.WouldBlock, trio.ClosedResourceError, TransportClosed):
                 return
 
     def send(self, frame: ServerFrame, *, control: bool = False) -> None:
@@ -240,8 +245,8 @@ class Connection:
                 return
             with trio.move_on_after(self.hub.settings.send_timeout_s) as scope:
                 try:
-                    await self.ws.send_message(text)
-                except ConnectionClosed:
+                    await self.transport.send(text)
+                except TransportClosed:
                     self._stop()
                     return
                 self.hub.metrics.frames_out.inc()
@@ -267,8 +272,8 @@ class Connection:
             await trio.sleep(settings.ping_interval_s)
             with trio.move_on_after(settings.ping_timeout_s) as scope:
                 try:
-                    await self.ws.ping()
-                except ConnectionClosed:
+                    await self.transport.ping()
+                except TransportClosed:
                     return
             if scope.cancelled_caught:
                 await self._close(CLOSE_NO_PONG, "no pong: the connection looks dead")
@@ -282,8 +287,8 @@ class Connection:
         while True:
             with trio.move_on_at(self._last_alive + settings.idle_timeout_s) as idle:
                 try:
-                    message = await self.ws.get_message()
-                except ConnectionClosed:
+                    message = await self.transport.receive()
+                except TransportClosed:
                     return
             if idle.cancelled_caught:
                 if trio.current_time() < self._last_alive + settings.idle_timeout_s:
@@ -454,7 +459,7 @@ class Connection:
             await self._start(session, frame.id)
             await session.open(frame.id)
             return
-        live = hub.sessions.get(frame.session_id)
+        live = self._live(frame.session_id)
         if live is not None and live.ending:
             # Still winding down on the connection it lost (a quick reconnect): taking it over now
             # would lose it when it leaves the hub; let it end, then resume it from the store.
@@ -525,8 +530,16 @@ class Connection:
         self.hub.sessions[session.session_id] = session
         await self.hub.nursery.start(session.run)
 
-    async def _session(self, session_id: str, reply_to: str) -> Session:
+    def _live(self, session_id: str) -> Session | None:
+        """The live session ``session_id``: the hub holds them as :class:`~.hub.LiveSession`,
+        and every one of them is a :class:`Session` this module put there (``_start``)."""
         session = self.hub.sessions.get(session_id)
+        if session is not None and not isinstance(session, Session):
+            raise TypeError(f"the hub holds a {type(session).__name__} as session {session_id!r}")
+        return session
+
+    async def _session(self, session_id: str, reply_to: str) -> Session:
+        session = self._live(session_id)
         if session is not None and session.conn is self:
             return session
         owner = session.conn.principal.sub if session is not None else None
@@ -676,5 +689,5 @@ class Connection:
             with trio.move_on_after(self.hub.settings.send_timeout_s):
                 await self._outbox.notices_taken()
         with trio.move_on_after(0.5):
-            await self.ws.aclose(code, reason)
+            await self.transport.close(code, reason)
         self._stop()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..audit import AuditEvent
 from ..audit._record import iso_time
@@ -49,7 +49,6 @@ from ..protocol import (
 from ..store import GrantRecord
 
 if TYPE_CHECKING:
-    from .actions import Caller
     from .hub import Hub
 
 log = logging.getLogger(__name__)
@@ -58,6 +57,39 @@ MAX_LISTED = 500
 # Live grants of one subject on one tool (or resource): a new one past this ends the oldest,
 # so that the check every approval-needing call makes stays small (bench/bench_grants.py).
 MAX_LIVE_PER_TARGET = 32
+
+
+class _Snapshot(Protocol):
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def policy_revision(self) -> str: ...
+
+
+class _FrontDoor(Protocol):
+    @property
+    def hub(self) -> Hub: ...
+
+
+class Caller(Protocol):
+    """An action's caller as grants see it (engine.server.actions.Caller is one): actions import
+    this module, so it names what it needs here instead of importing them."""
+
+    @property
+    def sub(self) -> str: ...
+
+    @property
+    def session_id(self) -> str | None: ...
+
+    @property
+    def agent(self) -> str | None: ...
+
+    @property
+    def snap(self) -> _Snapshot: ...
+
+    @property
+    def conn(self) -> _FrontDoor: ...
 
 
 def remember_context(

@@ -1,27 +1,68 @@
-"""What all connections share: the current config, the store, who is connected, pending approvals."""
+"""What all connections share: the current config, the store, who is connected, pending approvals.
+
+The hub sits below the connections, sessions and actions that use it: it knows them
+only through the small protocols below (:class:`Peer`, :class:`LiveSession`), and
+imports none of their modules.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 import trio
 
 from ..audit import AuditLog
+from ..auth import Principal
 from ..config import Config
 from ..decision import policy_revision
+from ..protocol import LifecycleState, ServerFrame, ToolList
 from ..resources import ResourceHosts
 from ..store import Store
 from .approvals import ApprovalBroker, ApprovalBus, LocalBus
 from .metrics import ServerMetrics
 from .settings import ServerSettings
 
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .session import Session
+
+class Acting(Protocol):
+    """Anything that acts for a principal (a connection, a front door's requester)."""
+
+    @property
+    def principal(self) -> Principal: ...
+
+
+class Peer(Acting, Protocol):
+    """A connected client as the hub's users reach it (a reload's new tool list, a shutdown
+    notice, an approval request for an admin): the hub knows no more of a connection."""
+
+    def send(self, frame: ServerFrame, *, control: bool = False) -> None: ...
+
+    def tool_list(self, reply_to: str | None = None) -> ToolList: ...
+
+
+class LiveSession(Protocol):
+    """A session live on some connection, as the hub's users see it (the hub knows no more)."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def state(self) -> LifecycleState: ...
+
+    @property
+    def conn(self) -> Acting:
+        """The connection (or front door) it is attached to now."""
+        ...
+
+    @property
+    def ending(self) -> bool: ...
+
+    async def detach(self) -> None: ...
+
+    async def wait_ended(self) -> None: ...
 
 
 @attrs.define(eq=False)
@@ -40,9 +81,9 @@ class Hub:
     # Lifecycle flags for /readyz: listening for clients; draining before exit.
     serving: bool = False
     shutting_down: bool = False
-    connections: set[Connection] = attrs.field(factory=set)
+    connections: set[Peer] = attrs.field(factory=set)
     # Sessions live on some connection right now, by id.
-    sessions: dict[str, Session] = attrs.field(factory=dict)
+    sessions: dict[str, LiveSession] = attrs.field(factory=dict)
     # Owns every live session's task. A session is attached to one connection at a time
     # and is detached (its work cancelled, its tools killed) when that connection closes;
     # it outlives a connection only by moving to another one of the same subject.
@@ -84,8 +125,6 @@ class Hub:
 
     def busy(self) -> bool:
         """Whether any turn, tool call or read is running (what a graceful stop waits for)."""
-        from ..protocol import LifecycleState
-
         working = (LifecycleState.PROCESSING, LifecycleState.TOOL_USE)
         return self.inflight > 0 or any(s.state in working for s in self.sessions.values())
 

@@ -65,11 +65,10 @@ from ..protocol import (
     Remember,
     new_id,
 )
-from .approvals import PendingAction
+from .approvals import BusHub, ControlPeer, PendingAction
 
 if TYPE_CHECKING:
     from ..store import PendingAction as StoredAction
-    from .connection import Connection
     from .hub import Hub
 
 log = logging.getLogger(__name__)
@@ -141,7 +140,7 @@ class PgBus:
 
     # --- the ApprovalBus interface -----------------------------------------------------
 
-    async def answer(self, hub: Hub, action_id: str, approved: bool, sub: str, roles: frozenset[str],
+    async def answer(self, hub: BusHub, action_id: str, approved: bool, sub: str, roles: frozenset[str],
                      reason: str | None, reply_to: str, remember: Remember | None = None) -> PendingAction:
         pending = hub.approvals.pending.get(action_id)
         if pending is None:
@@ -180,7 +179,7 @@ class PgBus:
             self._publish({"op": "decided", "id": action_id, "status": status, "by": sub, "reason": reason})
         return pending
 
-    async def settle(self, hub: Hub, pending: PendingAction) -> None:
+    async def settle(self, hub: BusHub, pending: PendingAction) -> None:
         store = hub.store
         if pending.status == "pending":  # the wait timed out here: perhaps answered elsewhere meanwhile
             await store.expire_actions()
@@ -200,7 +199,7 @@ class PgBus:
             else:
                 pending.status = "expired"
 
-    async def forward_control(self, conn: Connection, frame: AgentControl) -> bool:
+    async def forward_control(self, conn: ControlPeer, frame: AgentControl) -> bool:
         stored = await self.hub.store.get_session(frame.session_id)
         if stored is None or stored.subject != conn.principal.sub:
             return False  # the caller answers not_found / forbidden as for a local session

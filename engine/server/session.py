@@ -26,7 +26,7 @@ import functools
 import logging
 from collections.abc import Iterable
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
@@ -57,13 +57,10 @@ from ..protocol import (
     ResultStatus,
     new_id,
 )
-from .actions import Caller, Snapshot, perform, read
+from .actions import Caller, Requester, Snapshot, perform, read
 from .agentrun import run_python_agent
 from .board import BOARD_TOOLS, Board, board_call, board_tools
 from .delegation import Chain, ask_agent, ask_agent_call
-
-if TYPE_CHECKING:
-    from .connection import Connection
 
 log = logging.getLogger(__name__)
 S = LifecycleState
@@ -81,7 +78,8 @@ _TRANSITIONS: dict[LifecycleState, frozenset[LifecycleState]] = {
 class Session:
     session_id: str
     agent: Agent
-    conn: Connection
+    # Where its frames go and for whom it acts: the connection it is attached to now.
+    conn: Requester
     state: LifecycleState
     history: list[dict[str, Any]]
     _nursery: trio.Nursery | None = None
@@ -182,7 +180,7 @@ class Session:
         else:
             await self._set_state(self.state, reply_to=reply_to, force=True)
 
-    def follow(self, conn: Connection, reply_to: str | None) -> None:
+    def follow(self, conn: Requester, reply_to: str | None) -> None:
         """Move this live session to ``conn`` (its subject reconnected) and say so there."""
         self.conn = conn
         self.announce(reply_to)

@@ -99,7 +99,8 @@ def test_a_chain_with_a_command_or_a_sandbox_is_refused(minimal_config: Path) ->
     path.write_text(path.read_text() + "sandbox: {timeout: 2s}\n")
     assert messages(minimal_config) == [
         "tools.d/echo_twice.yaml:1:1: declare exactly one of 'command' (an argv list), 'python' "
-        "(module:function), 'chain' (a list of steps, with no sandbox of its own) and 'mcp_server'"
+        "(module:function), 'chain' (a list of steps, with no sandbox of its own), 'mcp_server' and "
+        "'builtin' (remember or forget, carried out by the engine)"
     ]
 
 

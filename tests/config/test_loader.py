@@ -71,7 +71,8 @@ def test_minimal_configuration_loads_with_sources(minimal_config: Path) -> None:
             "both_runners.yaml",
             "tools.d",
             "tools.d/both_runners.yaml:1:1: declare exactly one of 'command' (an argv list), 'python' "
-            "(module:function), 'chain' (a list of steps, with no sandbox of its own) and 'mcp_server'",
+            "(module:function), 'chain' (a list of steps, with no sandbox of its own), 'mcp_server' and "
+            "'builtin' (remember or forget, carried out by the engine)",
         ),
         (
             "duplicate_name.yaml",

@@ -85,3 +85,27 @@ def test_feedback_routing_needs_two_declared_models(minimal_config: Path) -> Non
     helper = load_config(minimal_config).agents["helper"]
     assert helper.routing == "feedback" and helper.feedback_routing.seed == 3
     assert helper.examples_from_feedback == 3 and helper.examples_scope == "subject"
+
+
+def test_builtin_is_a_registered_tool_kind(minimal_config: Path) -> None:
+    """remember/forget are the ``builtin`` kind's (engine/toolkinds/builtin.py): it declares the
+    key, fills in the parameters, serves the call in the engine, and refuses a sandbox or an output."""
+    from engine.config.tool_kinds import kind_of, kinds
+
+    kind = kinds()["builtin"]
+    assert kind.serve is not None and kind.launch is None and kind.compose is None
+    write(minimal_config, "resources.d/memory.yaml", MEMORY_HOST)
+    write(minimal_config, "tools.d/remember.yaml", REMEMBER)
+    agent(minimal_config, "memory: on\n" + RULES, tools="[echo, remember]", resources="[file://docs, memory://memory]")
+    remember = load_config(minimal_config).tools["remember"]
+    assert remember.kind == "builtin" and kind_of(remember) is kind
+    assert remember.runs == "built in: remember (the agent's memory)"
+    agent(minimal_config, "memory: on\n" + RULES, resources="[file://docs, memory://memory]")
+    write(minimal_config, "tools.d/remember.yaml", REMEMBER + "output: json\n")
+    assert messages(minimal_config) == [
+        "tools.d/remember.yaml:5:1: output: 'output' applies to command and python tools only (a chain's result "
+        "is its last step's; an mcp_server's content blocks pass through as the server returns them)",
+    ]
+    write(minimal_config, "tools.d/remember.yaml", REMEMBER + "sandbox: {timeout: 2s}\n")
+    [problem] = messages(minimal_config)
+    assert problem.startswith("tools.d/remember.yaml:1:1: declare exactly one of ") and "'builtin'" in problem

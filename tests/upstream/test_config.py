@@ -91,7 +91,8 @@ def test_command_and_mcp_server_together_are_refused(minimal_config: Path) -> No
     _write(minimal_config, "command: [/bin/cat]\n" + write_pins(UNPINNED, {"echo": ECHO, "add": ADD}))
     assert _errors(minimal_config) == [
         "tools.d/up.yaml:1:1: declare exactly one of 'command' (an argv list), 'python' (module:function), "
-        "'chain' (a list of steps, with no sandbox of its own) and 'mcp_server'",
+        "'chain' (a list of steps, with no sandbox of its own), 'mcp_server' and "
+        "'builtin' (remember or forget, carried out by the engine)",
     ]
 
 
