@@ -270,9 +270,13 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
                                  duration_ms=(time.monotonic() - started) * 1000, decision=decision)
                     _result(caller, frame, ResultStatus.CANCELLED, {"error": "cancelled while running"}, "cancelled")
             raise
+        # A chain whose last step returned content blocks returns them too (by digest in the audit).
+        blocks = getattr(done, "content", None)
+        digested = await trio.to_thread.run_sync(digests, blocks) if blocks else None
         await _audit(caller, "execution", "tool.call", name, arguments, tool=tool, outcome=str(done.status),
-                     duration_ms=(time.monotonic() - started) * 1000, decision=decision)
-        return _result(caller, frame, done.status, done.output, done.reason)
+                     duration_ms=(time.monotonic() - started) * 1000, decision=decision,
+                     details={"content": digested} if digested else None)
+        return _result(caller, frame, done.status, done.output, done.reason, blocks)
     try:
         # Bounded concurrency: a call past the limits waits for a slot (backpressure, not refusal).
         async with hub.tool_runs, hub.slots_for(caller.session_id or caller.conn.slot_key):

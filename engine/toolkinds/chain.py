@@ -86,12 +86,15 @@ class ChainOutcome:
     status: ResultStatus
     output: Any
     reason: str = ""
+    # The last step's MCP content blocks, when it returned some: the chain's result is its last step's.
+    content: tuple[Any, ...] | None = None
 
 
 async def run_chain(perform: Step, tool: Tool, arguments: Mapping[str, Any]) -> ChainOutcome:
     """Run ``tool``'s steps in order, each through ``perform`` (the chain itself is already authorised)."""
     context: dict[str, Any] = {"args": dict(arguments), "steps": {}}
     output: Any = None
+    content: tuple[Any, ...] | None = None
     for index, step in enumerate(tool.chain):
         label = step.label(index)
         try:
@@ -109,8 +112,8 @@ async def run_chain(perform: Step, tool: Tool, arguments: Mapping[str, Any]) -> 
             return ChainOutcome(
                 outcome.status, {"error": why, "step": index, "tool": step.tool, "output": outcome.output}, why
             )
-        output = outcome.output
-    return ChainOutcome(ResultStatus.OK, output)
+        output, content = outcome.output, getattr(outcome, "content", None)
+    return ChainOutcome(ResultStatus.OK, output, content=content)
 
 
 def _error_of(output: Any) -> str:

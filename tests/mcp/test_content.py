@@ -319,3 +319,32 @@ def test_tools_run_json_carries_the_blocks(config_dir: Path, state_dir: Path) ->
     result = json.loads(done.stdout)
     assert result["content"] == [{"type": "text", "text": "said so"}]
     assert result["output"] == {"text": "said so"}
+
+
+CHAIN_TO_BLOCKS = """\
+name: then_said
+description: A chain whose last step returns content blocks (test tool).
+permission_level: 0
+chain:
+  - tool: calculator
+    arguments: {expression: "1+1"}
+  - tool: said
+parameters: {type: object}
+"""
+
+
+def test_a_chain_returns_its_last_steps_blocks(config_dir: Path, state_dir: Path) -> None:
+    """A chain's result is its last step's: content blocks included, by digest in the audit."""
+    from engine.audit import query
+    from tests.cli.test_commands import sconnect
+
+    (config_dir / "tools.d" / "said.yaml").write_text(ECHO_BLOCKS)
+    (config_dir / "tools.d" / "then_said.yaml").write_text(CHAIN_TO_BLOCKS)
+    state = state_dir / "state"
+    done = sconnect("tools", "run", "then_said", "--args", "{}", "--json", "--config", str(config_dir),
+                    "--state-dir", str(state))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["content"] == [{"type": "text", "text": "said so"}] and result["output"] == {"text": "said so"}
+    [chain_run] = [r for r in query(state) if r.kind == "execution" and r.target == "then_said"]
+    assert json.loads(chain_run.details)["content"][0]["type"] == "text"
