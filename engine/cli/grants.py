@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 from urllib.parse import urlsplit
 
+from .args import client_token
 from .output import print_json
-
-TOKEN_WARNING = (
-    "sconnect grants: warning: --token puts the token in the process list, readable by every local "
-    "user; set SCONNECT_TOKEN or use --token-file FILE instead"
-)
 
 
 def register(commands: Any) -> None:
@@ -51,34 +46,12 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cacert", metavar="FILE", help="trust this CA certificate (PEM) for wss://")
 
 
-def _token(args: argparse.Namespace) -> str | None:
-    if args.token:
-        print(TOKEN_WARNING, file=sys.stderr)
-        return str(args.token)
-    if args.token_file:
-        try:
-            with open(args.token_file, encoding="utf-8") as file:
-                token = file.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"sconnect grants: cannot read --token-file {args.token_file}: {exc}", file=sys.stderr)
-            return None
-        if not token or any(char.isspace() for char in token):
-            print(f"sconnect grants: --token-file {args.token_file} must hold one token", file=sys.stderr)
-            return None
-        return token
-    token = os.environ.get("SCONNECT_TOKEN", "").strip()
-    if not token:
-        print("sconnect grants: no token: set SCONNECT_TOKEN or pass --token-file FILE", file=sys.stderr)
-        return None
-    return token
-
-
 def _ask(args: argparse.Namespace, request: Any) -> int:
     """Connect, run ``request(client)``, and map failures to the exit codes."""
     if urlsplit(args.url).scheme not in ("ws", "wss"):
         print(f"sconnect grants: --url must be a ws:// or wss:// URL, not {args.url!r}", file=sys.stderr)
         return 2
-    token = _token(args)
+    token = client_token(args, "grants")
     if token is None:
         return 2
     import trio

@@ -96,12 +96,9 @@ from urllib.parse import urlsplit
 
 import attrs
 
-ADMIN_ROLE = "admin"
-TOKEN_WARNING = (
-    "sconnect chat: warning: --token puts the token in the process list, readable by every local "
-    "user; set SCONNECT_TOKEN or use --token-file FILE instead"
-)
+from ..args import client_token
 
+ADMIN_ROLE = "admin"
 
 def register(commands: Any) -> None:
     parser = commands.add_parser("chat", help="talk to an agent, call tools and approve actions from the terminal")
@@ -148,34 +145,11 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _token(args: argparse.Namespace) -> str | None:
-    """The token from --token (with its warning), --token-file or $SCONNECT_TOKEN; None with a message."""
-    if args.token:
-        print(TOKEN_WARNING, file=sys.stderr)
-        return str(args.token)
-    if args.token_file:
-        try:
-            with open(args.token_file, encoding="utf-8") as file:
-                token = file.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"sconnect chat: cannot read --token-file {args.token_file}: {exc}", file=sys.stderr)
-            return None
-        if not token or any(char.isspace() for char in token):
-            print(f"sconnect chat: --token-file {args.token_file} must hold one token", file=sys.stderr)
-            return None
-        return token
-    token = os.environ.get("SCONNECT_TOKEN", "").strip()
-    if not token:
-        print("sconnect chat: no token: set SCONNECT_TOKEN or pass --token-file FILE", file=sys.stderr)
-        return None
-    return token
-
-
 def run(args: argparse.Namespace) -> int:
     if urlsplit(args.url).scheme not in ("ws", "wss"):
         print(f"sconnect chat: --url must be a ws:// or wss:// URL, not {args.url!r}", file=sys.stderr)
         return 2
-    token = _token(args)
+    token = client_token(args, "chat")
     if token is None:
         return 2
     # Trio and the client load only for this command, keeping the other commands quick to start.
