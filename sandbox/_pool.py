@@ -325,7 +325,7 @@ class _Pool:
         with trio.socket.from_stdlib_socket(ours) as reply:
             return await self._drive(spec, stdin_data, reply, cgroup)
 
-    def _release(self, cgroup: _cgroup.CallCgroup, inner_pid: int, gate: int, limits: bytes) -> str | None:
+    async def _release(self, cgroup: _cgroup.CallCgroup, inner_pid: int, gate: int, limits: bytes) -> str | None:
         """Move the worker into the call's cgroup, then give it its limits (the go-ahead
         it waits for before it runs anything of the tool). Returns the problem, if any:
         the call then runs on RLIMIT_AS and the sized tmpfs alone, and says so."""
@@ -335,7 +335,9 @@ class _Pool:
             problem = f"cannot find the worker's host pid (sandbox pid {inner_pid})"
         else:
             try:
-                cgroup.add(host)
+                # A thread: the kernel's cgroup migration may wait for an RCU grace
+                # period (measured up to ~17 ms here), which must not stall the loop.
+                await trio.to_thread.run_sync(cgroup.add, host)
             except OSError as exc:
                 problem = f"cannot move the worker into {cgroup.path}: {exc.strerror}"
         try:
@@ -363,13 +365,6 @@ class _Pool:
             raise SpawnError(f"no worker for the call: {why}")
         stdin_w, stdout_r, stderr_r = fds[:3]
         notes: tuple[str, ...] = ()
-        if cgroup is not None:
-            gate = fds[3]
-            try:
-                problem = self._release(cgroup, message["pid"], gate, json.dumps(rlimits(spec)).encode())
-            finally:
-                os.close(gate)
-            notes = (f"no memory cgroup ({problem})",) if problem else ()
         collected = Collected(started=trio.current_time())
         status: dict[str, Any] = {}
         streams_done = trio.Event()
@@ -402,8 +397,16 @@ class _Pool:
                 with trio.move_on_after(_KILL_WAIT_S):
                     await wait_status()
 
-        owned = [stdin_w, stdout_r, stderr_r]
+        owned = list(fds)  # the worker's request pipe last, when it was handed over
         try:
+            if cgroup is not None:
+                gate = owned.pop()
+                try:
+                    limits = json.dumps(rlimits(spec)).encode()
+                    problem = await self._release(cgroup, message["pid"], gate, limits)
+                finally:
+                    os.close(gate)  # unreleased (cancelled), the worker reads EOF and exits
+                notes = (f"no memory cgroup ({problem})",) if problem else ()
             async with trio.open_nursery() as nursery:
                 owned.clear()  # the streams own the descriptors from here
                 nursery.start_soon(_write_all, stdin_w, stdin_data)
