@@ -21,7 +21,9 @@ Which one is in force is probed once (`probe()`), in this order:
 Per call (`for_call`): a child ``sconnect-<engine pid>-<n>`` is made before the launch;
 the backend puts the sandbox's first process in it before that process runs the tool
 (see the backends: bubblewrap waits on ``--block-fd``; the process backend's supervisor
-moves itself before it forks the tool), so everything the tool starts is in it. After
+moves itself before it forks the tool; the pool's worker waits for its limits, which the
+engine writes once it has moved the worker, by its host pid, into the call's cgroup), so
+everything the tool starts is in it. After
 the launcher is reaped the OOM-kill count and the peak are read, and the cgroup is
 removed: on success, error, timeout and cancellation alike (shielded, bounded; a process
 still in it is SIGKILLed first, it can only be the call's own).
@@ -55,7 +57,7 @@ class Controller:
     parent: str  # the directory that holds the per-call cgroups
 
     def describe(self) -> str:
-        where = f"one per call of the namespaces and process backends, under {self.parent}"
+        where = f"one per call of the namespaces, process and pool backends, under {self.parent}"
         if self.version == 2:
             return f"memory: cgroup v2 ({where})"
         return f"memory: cgroup v1 (memory controller; {where})"

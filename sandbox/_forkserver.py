@@ -18,10 +18,15 @@ The request sets the call's rlimits (RLIMIT_NOFILE last of all, after the descri
 are closed), and the worker calls the tool's function or execs its program.
 
 Protocol with the engine, over CONTROL_FD (SOCK_SEQPACKET): each request is one packet
-of JSON (the call's rlimits) carrying, by SCM_RIGHTS, one end of a socket pair made by
-the engine for that call (the "reply socket"). The server gives the request to a ready
-worker and answers on the reply socket with ``{"pid": N}`` plus the worker's stdin,
-stdout and stderr (SCM_RIGHTS), so the call's data never passes through the server.
+of JSON ``{"limits": the call's rlimits, "gate": bool}`` carrying, by SCM_RIGHTS, one
+end of a socket pair made by the engine for that call (the "reply socket"). The server
+gives the limits to a ready worker and answers on the reply socket with ``{"pid": N}``
+(N: the worker's pid in the sandbox) plus the worker's stdin, stdout and stderr
+(SCM_RIGHTS), so the call's data never passes through the server. With ``"gate":
+true`` the server writes nothing to the worker: it hands over the write end of the
+worker's request pipe as a fourth descriptor, and the engine writes the limits there
+once it has moved the worker into the call's memory cgroup (the worker blocks on that
+pipe before it runs anything of the tool).
 When the worker has ended the server kills its whole process group (grandchildren,
 double-forked ones included: they cannot leave it), reaps it and sends one status
 packet ``{"status": wait status, "cpu_time_s": .., "peak_memory_bytes": ..}`` on the
@@ -236,20 +241,33 @@ class Server:
             _send(reply, {"error": "the pool cannot fork a worker (process limit reached)"})
             reply.close()
             return
+        try:
+            request = json.loads(data)
+            limits = json.dumps(request["limits"]).encode()
+            gate = request.get("gate") is True
+        except (ValueError, KeyError, TypeError):
+            _send(reply, {"error": "malformed request"})
+            reply.close()
+            return
         pid = next(iter(self.ready))
         request_w, stdin_w, stdout_r, stderr_r, work = self.ready.pop(pid)
+        handed = [stdin_w, stdout_r, stderr_r]
+        if gate:
+            # The engine puts the worker in the call's memory cgroup, then writes the
+            # limits itself: the worker runs nothing of the tool before they arrive.
+            handed.append(request_w)
+        else:
+            try:
+                _write_all(request_w, limits)
+            except OSError:
+                pass  # the worker died in set-up; its status tells the engine
         try:
-            _write_all(request_w, data)
-        except OSError:
-            pass  # the worker died in set-up; its status tells the engine
-        os.close(request_w)
-        try:
-            _send(reply, {"pid": pid}, [stdin_w, stdout_r, stderr_r])
+            _send(reply, {"pid": pid}, handed)
         except OSError:
             reply.close()
             reply = None  # type: ignore[assignment]
             _killpg(pid)
-        for fd in (stdin_w, stdout_r, stderr_r):
+        for fd in handed if gate else [*handed, request_w]:
             os.close(fd)
         self.busy[pid] = (reply, work)
         if reply is not None:

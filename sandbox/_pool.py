@@ -15,6 +15,14 @@ the arguments, reads stdout (capped) and stderr (tail) itself, and waits for the
 packet the server sends after killing the worker's group and reaping it. The pool
 refills behind the call; every call runs in a fresh worker process that is gone after it.
 
+Memory cgroup: where one is in force (`_cgroup.probe()`), each call gets its own, made
+before the request. The server then hands over the worker's request pipe instead of
+writing the limits into it; the engine finds the worker's host pid (the hand-out names
+its sandbox pid: `_host_pid` matches NSpid among the fork server's children), writes it
+into the cgroup, and only then writes the limits, the go-ahead the worker blocks on
+before it runs anything of the tool. The cgroup's OOM kills and peak are read after the
+status packet (the worker is reaped by then) and it is removed on every way out.
+
 Ownership: pools live in a `PoolSet` opened with `open_pools()` (an async context
 manager holding a nursery; the server opens it around its hub). Each pool's task owns
 its bubblewrap process: it drains its output, notices its death (the next call starts a
@@ -45,7 +53,7 @@ from typing import Any
 import attrs
 import trio
 
-from . import _bwrap, _seccomp
+from . import _bwrap, _cgroup, _seccomp
 from ._call import build_result, encode_arguments, memfd, reachable_spec
 from ._errors import SpawnError, SpecError
 from ._limits import rlimits
@@ -299,9 +307,13 @@ class _Pool:
         return int(children[0]) if children else None
 
     async def call(self, spec: Spec, stdin_data: bytes) -> Result:
+        async with _cgroup.for_call(spec.memory_bytes) as cgroup:
+            return await self._call(spec, stdin_data, cgroup)
+
+    async def _call(self, spec: Spec, stdin_data: bytes, cgroup: _cgroup.CallCgroup | None) -> Result:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            request = json.dumps(rlimits(spec)).encode()
+            request = json.dumps({"limits": rlimits(spec), "gate": cgroup is not None}).encode()
             rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [theirs.fileno()]))]
             async with self.send_lock:
                 try:
@@ -311,23 +323,48 @@ class _Pool:
         finally:
             theirs.close()
         with trio.socket.from_stdlib_socket(ours) as reply:
-            return await self._drive(spec, stdin_data, reply)
+            return await self._drive(spec, stdin_data, reply, cgroup)
 
-    async def _drive(self, spec: Spec, stdin_data: bytes, reply: Any) -> Result:
+    async def _release(self, cgroup: _cgroup.CallCgroup, inner_pid: int, gate: int, limits: bytes) -> str | None:
+        """Move the worker into the call's cgroup, then give it its limits (the go-ahead
+        it waits for before it runs anything of the tool). Returns the problem, if any:
+        the call then runs on RLIMIT_AS and the sized tmpfs alone, and says so."""
+        problem = None
+        host = _host_pid(self._sandbox_init(self.child) if self.child else None, inner_pid)
+        if host is None:
+            problem = f"cannot find the worker's host pid (sandbox pid {inner_pid})"
+        else:
+            try:
+                # A thread: the kernel's cgroup migration may wait for an RCU grace
+                # period (measured up to ~17 ms here), which must not stall the loop.
+                await trio.to_thread.run_sync(cgroup.add, host)
+            except OSError as exc:
+                problem = f"cannot move the worker into {cgroup.path}: {exc.strerror}"
+        try:
+            _write_all_blocking(gate, limits)
+        except OSError:
+            pass  # the worker died in set-up; its status tells
+        return problem
+
+    async def _drive(
+        self, spec: Spec, stdin_data: bytes, reply: Any, cgroup: _cgroup.CallCgroup | None
+    ) -> Result:
         fds = array.array("i")
+        wanted = 3 if cgroup is None else 4
         data, ancdata, _flags, _addr = await reply.recvmsg(
-            4096, socket.CMSG_SPACE(3 * fds.itemsize), socket.MSG_CMSG_CLOEXEC
+            4096, socket.CMSG_SPACE(4 * fds.itemsize), socket.MSG_CMSG_CLOEXEC
         )
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
         message = _decode(data)
-        if "pid" not in message or len(fds) != 3:
+        if not isinstance(message.get("pid"), int) or len(fds) != wanted:
             for fd in fds:
                 os.close(fd)
             why = message.get("error") or "the pool sandbox ended"
             raise SpawnError(f"no worker for the call: {why}")
-        stdin_w, stdout_r, stderr_r = fds
+        stdin_w, stdout_r, stderr_r = fds[:3]
+        notes: tuple[str, ...] = ()
         collected = Collected(started=trio.current_time())
         status: dict[str, Any] = {}
         streams_done = trio.Event()
@@ -360,8 +397,16 @@ class _Pool:
                 with trio.move_on_after(_KILL_WAIT_S):
                     await wait_status()
 
-        owned = [stdin_w, stdout_r, stderr_r]
+        owned = list(fds)  # the worker's request pipe last, when it was handed over
         try:
+            if cgroup is not None:
+                gate = owned.pop()
+                try:
+                    limits = json.dumps(rlimits(spec)).encode()
+                    problem = await self._release(cgroup, message["pid"], gate, limits)
+                finally:
+                    os.close(gate)  # unreleased (cancelled), the worker reads EOF and exits
+                notes = (f"no memory cgroup ({problem})",) if problem else ()
             async with trio.open_nursery() as nursery:
                 owned.clear()  # the streams own the descriptors from here
                 nursery.start_soon(_write_all, stdin_w, stdin_data)
@@ -382,9 +427,14 @@ class _Pool:
         finally:
             for fd in owned:
                 os.close(fd)
-        return self._result(spec, collected, status)
+        # The status comes after the worker is reaped: the cgroup's counts are final.
+        memory = (cgroup.oom_kills() > 0, cgroup.peak_bytes()) if cgroup else (False, 0)
+        return self._result(spec, collected, status, memory=memory, notes=notes)
 
-    def _result(self, spec: Spec, collected: Collected, status: dict[str, Any]) -> Result:
+    def _result(
+        self, spec: Spec, collected: Collected, status: dict[str, Any], *,
+        memory: tuple[bool, int] = (False, 0), notes: tuple[str, ...] = (),
+    ) -> Result:  # fmt: skip
         raw = status.get("status")
         exit_code: int | None = None
         sig: int | None = None
@@ -406,9 +456,54 @@ class _Pool:
             exit_code=exit_code,
             signal=sig,
             cpu_time_s=float(status.get("cpu_time_s", 0.0)),
-            peak_memory_bytes=int(status.get("peak_memory_bytes", 0)),
+            peak_memory_bytes=max(int(status.get("peak_memory_bytes", 0)), memory[1]),
             setup_error=setup_error,
+            notes=notes,
+            memory_killed=memory[0],
         )
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _inner_pid(host: int) -> int | None:
+    """`host`'s pid in its innermost pid namespace (the last field of NSpid)."""
+    try:
+        with open(f"/proc/{host}/status") as handle:
+            for line in handle:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _host_pid(pid1: int | None, inner: int) -> int | None:
+    """The host pid of the worker known inside the sandbox as `inner`.
+
+    The hand-out names the worker by its sandbox pid; the kernel shows each process's
+    pids in every namespace as NSpid. Workers are children of the fork server, the child
+    of the sandbox's pid 1. A ready worker is the server's unreaped child, so its pid is
+    not reused before the call ends.
+    """
+    if pid1 is None:
+        return None
+    for server in _children(pid1):
+        for worker in _children(server):
+            if _inner_pid(worker) == inner:
+                return worker
+    return None
+
+
+def _write_all_blocking(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 @attrs.define(eq=False)

@@ -3,7 +3,8 @@
 RLIMIT_AS bounds each process, not the call: a tool forking several children, each
 under RLIMIT_AS, could hold several times its budget. Where a memory cgroup is in force
 (cgroup v2 delegated to us, or cgroup v1 as root) each call runs in its own one, limited
-to the tool's memory budget. Each test runs on both the namespaces and process backends:
+to the tool's memory budget. Each test runs on the namespaces, process and pool backends
+(the pool's worker is moved by its host pid before it gets its go-ahead):
 
 - test_children_summing_past_the_budget_are_killed: a 128 MiB tool forks four children
   that each touch 64 MiB (each well under RLIMIT_AS) and hold it at once; the kernel
@@ -13,6 +14,10 @@ to the tool's memory budget. Each test runs on both the namespaces and process b
   /proc/self/cgroup already shows the call's cgroup (it was moved before it ran);
 - test_no_cgroup_is_left_behind: after a normal call, a timeout and a cancelled call,
   no per-call cgroup of this process remains;
+- test_warm_pool_gives_each_call_its_own_cgroup: in one warm pool sandbox, successive
+  calls each start in a cgroup of their own, removed after it; the memory hoard is
+  killed there with its peak (over 100 MiB: two children's at once, more than any one
+  process's RSS) reported, and the pool serves the next call;
 - test_check_says_which_bound_is_in_force: the `sconnect check` / start-up line names it.
 
 Skipped, with the reason, where the host gives no memory cgroup (not root under cgroup
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import pytest
 import trio
@@ -33,6 +39,7 @@ from tests.sandbox.conftest import (  # noqa: F401  (fixtures)
     Runner,
     backend,
     no_leftovers,
+    runner_for,
     shared_dir,
     token,
     tool,
@@ -92,10 +99,16 @@ def _held(controller: _cgroup.Controller) -> bool:
     return False
 
 
+@pytest.fixture(params=("namespaces", "process", "pool"))
+def backend(request: pytest.FixtureRequest) -> str:  # noqa: F811  (the pool added)
+    return str(request.param)
+
+
 def _usable(isolation: str) -> None:
-    problem = sandbox.detect().namespaces_problem()
-    if isolation == "namespaces" and problem is not None:
-        pytest.skip(f"namespaces backend unusable here: {problem}")
+    detected = sandbox.detect()
+    problem = {"namespaces": detected.namespaces_problem(), "pool": detected.pool_problem()}.get(isolation)
+    if problem is not None:
+        pytest.skip(f"{isolation} backend unusable here: {problem}")
 
 
 async def test_children_summing_past_the_budget_are_killed(tool: Runner) -> None:  # noqa: F811
@@ -136,6 +149,37 @@ async def test_no_cgroup_is_left_behind(tool: Runner) -> None:  # noqa: F811
             while not _held(controller):  # noqa: ASYNC110 (cgroupfs offers no event to wait on)
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
+    assert _ours(controller) == []
+
+
+def _own_cgroup(result: sandbox.Result, controller: _cgroup.Controller) -> str:
+    """The call's cgroup name, from the tool's output of /proc/self/cgroup."""
+    assert result.status == "ok", result
+    wanted = "memory" if controller.version == 1 else ""
+    lines = result.output["text"].splitlines()
+    line = next(line for line in lines if line.split(":")[1] == wanted)
+    return os.path.basename(line.split(":", 2)[2])
+
+
+async def test_warm_pool_gives_each_call_its_own_cgroup(runner_for: Any) -> None:  # noqa: F811
+    _usable("pool")
+    controller = _controller()
+    pool = runner_for("pool")
+    async with sandbox.open_pools():
+        seen = []
+        for _ in range(3):
+            result = await pool.run(argv=("/bin/cat", "/proc/self/cgroup"), memory_bytes=BUDGET)
+            seen.append(_own_cgroup(result, controller))
+            assert result.peak_memory_bytes > 0, result
+            assert _ours(controller) == []
+        assert all(name.startswith(f"sconnect-{os.getpid()}-") for name in seen), seen
+        assert len(set(seen)) == len(seen), seen
+        hoard = await pool.py(HOARD, memory_bytes=BUDGET, max_processes=64, timeout_s=60)
+        assert hoard.status == "limit_exceeded", hoard
+        assert hoard.peak_memory_bytes > 100 * 2**20, hoard
+        assert _ours(controller) == []
+        after = await pool.run(argv=("/bin/cat", "/proc/self/cgroup"), memory_bytes=BUDGET)
+        assert _own_cgroup(after, controller) not in seen
     assert _ours(controller) == []
 
 
