@@ -10,7 +10,8 @@ configuration revisions, and ``sconnect check`` (a real subprocess) comparing th
   the new revision, and ``check --strict --json`` then reports both instances on A's
   revision, no warnings, exit 0.
 - test_check_with_the_database_down: a database URL nobody listens on: one line saying it
-  cannot connect (no traceback), exit 2; ``--no-instances`` skips the comparison.
+  cannot connect (no traceback, no password), exit 2; ``--no-instances`` skips the
+  comparison; a URL that is not PostgreSQL's is refused the same way.
 - test_check_with_no_instance_live: a database nobody ever served on (no schema), then
   one migrated but with no instance running: check says none is live, exit 0.
 """
@@ -150,6 +151,10 @@ async def test_check_with_the_database_down(minimal_config: Path) -> None:
         skipped = await sconnect("check", "--config", str(minimal_config), "--no-instances",
                                  env={"SCONNECT_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"})
     assert skipped.code == 0 and "live instances" not in skipped.stdout, skipped
+    with trio.fail_after(60):
+        wrong = await sconnect("check", "--config", str(minimal_config), "--database-url", "mysql://x@y/z")
+    assert wrong.code == 2 and "a PostgreSQL URL starts with postgresql://" in wrong.stderr, wrong
+    assert "Traceback" not in wrong.stderr
 
 
 async def test_check_with_no_instance_live(minimal_config: Path, pg_url: str) -> None:
