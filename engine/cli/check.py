@@ -1,15 +1,34 @@
-"""``sconnect check``: load the whole configuration and summarise it, or list every error."""
+"""``sconnect check``: load the whole configuration and summarise it, or list every error;
+with a shared database, compare it with what the live instances serve.
+
+With a PostgreSQL database configured (``--database-url``, else ``SCONNECT_DATABASE_URL``,
+else ``database_url`` in ``<config>/sconnect.yaml``), ``check`` also lists the instances
+serving on it now (their heartbeat is fresh: engine/server/pgbus.py) with the policy
+revision each serves, when it loaded it, its version and host, and warns, one line each on
+stderr, when their revisions differ from each other or from the configuration checked.
+
+Exit codes: 0 the configuration is valid (and its trial call ran); 1 it is not (its errors
+are listed), or the trial call failed; 2 the database cannot be reached (one line says
+why; ``--no-instances`` skips the comparison); 3 with ``--strict``, the configuration is
+valid but the live instances serve a revision other than it (or differ among
+themselves). Without ``--strict`` a differing fleet is a warning, not a failure: during a
+rolling change it is expected for a while.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any
+
+import attrs
 
 import sandbox
 
 from ..config import LEVEL_NAMES, Config, load_config, resolve_config_dir
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 from .output import print_json
 
 
@@ -19,6 +38,13 @@ def register(commands: Any) -> None:
     parser = commands.add_parser("check", help="validate the configuration and summarise it")
     add_config_option(parser)
     parser.add_argument("--json", action="store_true", help="print the summary or the errors as JSON")
+    parser.add_argument("--database-url", metavar="URL",
+                        help="the shared PostgreSQL database whose live instances to compare with this configuration "
+                        "(default $SCONNECT_DATABASE_URL, else database_url in <config>/sconnect.yaml)")
+    parser.add_argument("--no-instances", action="store_true",
+                        help="do not compare with the live instances, even with a database configured")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 3 when the live instances serve another policy revision than this configuration")
     parser.set_defaults(run=run)
 
 
@@ -44,12 +70,39 @@ def run(args: argparse.Namespace) -> int:
         return 1
     summary = summarise(config, caps)
     summary["sandbox"]["trial_call"] = trial_call(config)
+    fleet_warnings: list[str] = []
+    url = None if args.no_instances else _database_url(args, root)
+    if url is not None:
+        from .fleet import compare, instances_on  # psycopg loads only when a database is configured
+
+        instances = instances_on(url)  # a PgError (unreachable): one line, exit 2, from main
+        summary["instances"] = [attrs.asdict(serving) for serving in instances]
+        fleet_warnings = compare(config.policy_revision, instances)
     if args.json:
-        print_json({"ok": True, **summary})
+        print_json({"ok": True, **summary, "fleet_warnings": fleet_warnings})
     else:
         print(render(summary))
+        for warning in fleet_warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     # A sandbox that cannot run the calculator is not healthy, whatever the probe said.
-    return 1 if summary["sandbox"]["trial_call"].startswith("FAILED") else 0
+    if summary["sandbox"]["trial_call"].startswith("FAILED"):
+        return 1
+    return 3 if args.strict and fleet_warnings else 0
+
+
+def _database_url(args: argparse.Namespace, root: Path) -> str | None:
+    """The database to list the instances from: the option, the environment, the settings file."""
+    url = args.database_url or os.environ.get("SCONNECT_DATABASE_URL")
+    if not url:
+        from ..server.options import read_server_file
+
+        named = os.environ.get("SCONNECT_SERVER_CONFIG")
+        server_file = Path(named) if named else root / "sconnect.yaml"
+        found = read_server_file(server_file).get("database_url") if server_file.is_file() else None
+        url = found if isinstance(found, str) else None
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        raise UsageError("the database URL: a PostgreSQL URL starts with postgresql://")
+    return url or None
 
 
 def summarise(config: Config, caps: Any) -> dict[str, Any]:
@@ -58,6 +111,7 @@ def summarise(config: Config, caps: Any) -> dict[str, Any]:
         by_level[str(tool.permission_level)].append(tool.name)
     return {
         "config": config.root,
+        "config_revision": config.policy_revision,
         "agents": {
             agent.name: {"model": agent.model_summary, "tools": list(agent.tools), "resources": list(agent.resources)}
             for agent in sorted(config.agents.values(), key=lambda a: a.name)
@@ -164,6 +218,10 @@ def render(summary: dict[str, Any]) -> str:
     )
     if "trial_call" in box:
         lines.append(f"  trial call: {box['trial_call']}")
+    if "instances" in summary:
+        from .fleet import render_instances
+
+        lines.extend(render_instances(summary["config_revision"], summary["instances"]))
     for warning in summary["warnings"]:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

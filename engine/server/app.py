@@ -148,6 +148,7 @@ async def serve(
                     connections=lambda: len(hub.connections),
                     sessions=lambda: len(hub.sessions),
                     pending_approvals=lambda: len(hub.approvals.pending),
+                    revision=lambda: hub.policy_revision,
                 )
                 if settings.health_port is not None:
                     handle.health = await nursery.start(_keep_health, hub)

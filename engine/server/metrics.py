@@ -512,6 +512,13 @@ class ServerMetrics:
             " leaves the previous configuration serving.",
         )
         self.config_last_reload_ok.set(1)
+        # An info metric (value 1): instances whose revision label differ serve different
+        # policies, e.g. `count(count by (revision) (sconnect_config_info)) > 1` for a mixed fleet.
+        self.config_info = r.gauge(
+            "sconnect_config_info",
+            "1, labelled with the policy revision this server serves now (sha256 over the policy files).",
+            ("revision",),
+        )
         self.frames_total = r.counter(
             "sconnect_frames_total", "WebSocket frames, by direction (in: from clients, out: to clients).",
             ("direction",),
@@ -526,12 +533,16 @@ class ServerMetrics:
         self.frames_out = self.frames_total.labels(direction="out")
 
     def track(
-        self, *, connections: Callable[[], float], sessions: Callable[[], float], pending_approvals: Callable[[], float]
+        self, *, connections: Callable[[], float], sessions: Callable[[], float],
+        pending_approvals: Callable[[], float], revision: Callable[[], str] | None = None,
     ) -> None:
-        """Read the live-object gauges from callbacks at scrape time (e.g. ``lambda: len(hub.sessions)``)."""
+        """Read the live-object gauges from callbacks at scrape time (e.g. ``lambda: len(hub.sessions)``),
+        and the policy revision in force (``lambda: hub.policy_revision``) for ``sconnect_config_info``."""
         self.connections.set_callback(connections)
         self.sessions.set_callback(sessions)
         self.pending_approvals.set_callback(pending_approvals)
+        if revision is not None:
+            self.config_info.set_callback(lambda: {(revision(),): 1})
 
     @staticmethod
     def tool_label(name: str, *, configured: bool, offered: bool = False) -> str:

@@ -23,6 +23,10 @@ payloads are small JSON objects naming the sending instance):
   fresh rows; the limits add them to the local counts. Best effort: two instances
   admitting the same subject within one heartbeat can overshoot a limit by what they
   admitted in between.
+- Which configuration each instance serves: its heartbeat row (subject ``''``) carries
+  its policy revision, when that configuration was loaded, its program version and host
+  name; ``sconnect check`` lists the live instances from it (:func:`live_instances`) and
+  says when their revisions differ (a rollout in progress, or an instance left behind).
 - An instance that died: its heartbeat row (subject ``''``) goes stale. An answer to an
   action it was waiting for is then refused (``already_decided``: the action is marked
   ``cancelled`` in the store, nothing runs), instead of approving what nobody will run;
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
@@ -106,6 +111,8 @@ class PgBus:
     _outgoing: trio.MemoryReceiveChannel[dict[str, Any]] = attrs.field(init=False)
     _controls: dict[str, trio.MemorySendChannel[dict[str, Any]]] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
+    # This program's version and host, published with the revision (read once).
+    _identity: tuple[str, str] = attrs.field(init=False, factory=lambda: (program_version(), socket.gethostname()))
 
     def __attrs_post_init__(self) -> None:
         self._send, self._outgoing = trio.open_memory_channel[dict[str, Any]](256)
@@ -391,8 +398,10 @@ class PgBus:
             connections = Counter(c.principal.sub for c in self.hub.connections)
             sessions = Counter(s.conn.principal.sub for s in self.hub.sessions.values())
             rows = [(sub, connections[sub], sessions[sub]) for sub in set(connections) | set(sessions)]
+            serving = Serving(self.instance, self.hub.policy_revision, self.hub.config_loaded_at, *self._identity,
+                              seen_at=time.time())
             try:
-                self.remote, self.live = await self.db.run(_beat, self.instance, rows, time.time())
+                self.remote, self.live = await self.db.run(_beat, serving, rows)
                 failing = False
             except Exception as exc:  # noqa: BLE001 - stale counts are ignored by the others after 6 s
                 if not failing:
@@ -410,16 +419,50 @@ def _decided_error(action_id: str, status: str, reply_to: str) -> ProtocolError:
     return ProtocolError(ErrorCode.ALREADY_DECIDED, f"action {action_id!r} was already {status}", reply_to=reply_to)
 
 
-def _beat(conn: Any, instance: str, rows: list[tuple[str, int, int]],
-          now: float) -> tuple[dict[str, tuple[int, int]], frozenset[str]]:
-    """Rewrite this instance's presence rows (subject '' says it is alive); the others'
-    fresh ones, summed per subject, and which other instances are alive."""
+@attrs.frozen
+class Serving:
+    """What one instance serves, as its presence row says (``sconnect check`` lists these)."""
+
+    instance: str
+    revision: str | None  # None: an instance that did not publish it
+    loaded_at: float | None
+    version: str | None
+    host: str | None
+    seen_at: float
+
+
+def program_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scalytics-connect")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def live_instances(conn: Any, now: float) -> list[Serving]:
+    """The instances whose heartbeat is fresh at ``now``, by instance id (blocking; a
+    psycopg connection)."""
+    rows = conn.execute("SELECT instance, revision, loaded_at, version, host, seen_at FROM presence "
+                        "WHERE subject = '' AND seen_at > %s ORDER BY instance", (now - PRESENCE_STALE_S,)).fetchall()
+    return [Serving(str(i), r, None if at is None else float(at), v, h, float(seen)) for i, r, at, v, h, seen in rows]
+
+
+def _beat(conn: Any, serving: Serving,
+          rows: list[tuple[str, int, int]]) -> tuple[dict[str, tuple[int, int]], frozenset[str]]:
+    """Rewrite this instance's presence rows (subject '' says it is alive, and what it
+    serves); the others' fresh ones, summed per subject, and which other instances are alive."""
+    instance, now = serving.instance, serving.seen_at
     with conn.transaction():
         conn.execute("DELETE FROM presence WHERE instance = %s", (instance,))
-        with conn.cursor() as cursor:
-            cursor.executemany("INSERT INTO presence (instance, subject, connections, sessions, seen_at) "
-                               "VALUES (%s, %s, %s, %s, %s)",
-                               [(instance, *row, now) for row in [("", 0, 0), *rows]])
+        conn.execute("INSERT INTO presence (instance, subject, connections, sessions, seen_at, revision, loaded_at, "
+                     "version, host) VALUES (%s, '', 0, 0, %s, %s, %s, %s, %s)",
+                     (instance, now, serving.revision, serving.loaded_at, serving.version, serving.host))
+        if rows:
+            with conn.cursor() as cursor:
+                cursor.executemany("INSERT INTO presence (instance, subject, connections, sessions, seen_at) "
+                                   "VALUES (%s, %s, %s, %s, %s)",
+                                   [(instance, *row, now) for row in rows])
     found = conn.execute("SELECT instance, subject, connections, sessions FROM presence "
                          "WHERE instance != %s AND seen_at > %s", (instance, now - PRESENCE_STALE_S)).fetchall()
     counts: dict[str, tuple[int, int]] = {}

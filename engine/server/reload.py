@@ -79,13 +79,15 @@ async def reload_config(hub: Hub, reason: str) -> bool:
         )
         return False
     removed = set(hub.config.tools) - set(config.tools)
+    previous = hub.policy_revision
     hub.swap_config(config, resources, revision)
     sync_current(config)  # MCP servers of removed or changed files stop, new ones start
     hub.metrics.record_config_reload(ok=True)
     await hub.audit.record(
         AuditEvent(
             kind="config_reload", outcome="ok", policy_revision=revision,
-            details={"reason": reason, "tools": sorted(config.tools), "removed_tools": sorted(removed)},
+            details={"reason": reason, "tools": sorted(config.tools), "removed_tools": sorted(removed),
+                     "previous_revision": previous},
         )
     )
     # Grants resting on a tool level or a rule that changed end now (each audited). A failure

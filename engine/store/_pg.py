@@ -148,6 +148,13 @@ MIGRATIONS: Final = (
     CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at);
     CREATE INDEX console_sessions_by_subject ON console_sessions (subject, created_at)
     """),
+    Migration(7, "each instance's presence names the configuration it serves (sconnect check compares them)", """
+    -- Filled on an instance's own row (subject ''), NULL on its per-subject rows.
+    ALTER TABLE presence ADD COLUMN revision TEXT;
+    ALTER TABLE presence ADD COLUMN loaded_at DOUBLE PRECISION;
+    ALTER TABLE presence ADD COLUMN version TEXT;
+    ALTER TABLE presence ADD COLUMN host TEXT
+    """),
 )
 
 
