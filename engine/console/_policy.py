@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ..config import Config
-from ..policy import Decision, explain, matrix, subjects, who_can
+from ..policy import Decision, explain, matrix, remember_bound, subjects, who_can
 from ..resources import ResourceError, parse_uri
 
 
@@ -45,10 +45,14 @@ def explain_json(config: Config, sub: str | None, roles: frozenset[str], target:
     evaluation = explain(config, sub, roles, action, target, arguments)
     if isinstance(evaluation, Decision):
         raise ValueError(evaluation.reason)
-    decision = evaluation.decision
+    decision, request = evaluation.decision, evaluation.request
+    # How long an approval under this decision may be remembered (a grant), as `policy explain` says.
+    bound = remember_bound(config, decision, request.level if request.is_tool else 0)
     return {
         "request": {"sub": sub, "roles": sorted(roles), "action": action, "target": target, "arguments": arguments},
         "decision": decision.to_json(),
+        "remember": {"allowed": bound.allowed, "max_s": bound.max_s, "reason": bound.reason,
+                     "text": bound.describe()},
         "considered": [
             {"id": c.rule.id, "effect": c.rule.effect, "source": str(c.rule.source), "matched": c.matched,
              "why_not": None if c.miss is None else str(c.miss)}

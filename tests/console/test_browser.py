@@ -234,6 +234,8 @@ def _policies_and_tools(link: str, shots: Path) -> list[str]:
         page.locator("#policy-explain").get_by_label("Tool or resource URI").fill("read_file")
         page.get_by_role("button", name="Explain").click()
         page.locator("#policy-explain-result .decision", has_text="require_approval (approver: user)").wait_for()
+        # How long such an approval may be remembered, as `sconnect policy explain` says it.
+        assert page.locator("#policy-explain-result .remember").inner_text().startswith("Remember: ")
         assert "tools-up-to-level-2" in page.locator("#policy-explain-result table").inner_text()
         page.locator("#policy-who").get_by_label("Tool or resource URI").fill("nosuchtool")
         page.get_by_role("button", name="Who can").click()

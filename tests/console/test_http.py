@@ -179,6 +179,8 @@ async def test_policy_questions_need_the_role_and_name_what_they_do_not_know(con
     assert refused.status_code == 403
     assert explained["decision"]["effect"] == "require_approval" and explained["decision"]["approver"] == "user"
     assert explained["request"]["arguments"] == {"path": "notes.txt"}
+    # A user's approval may be remembered up to the default bound (no rule sets one here): 8h.
+    assert explained["remember"]["allowed"] and explained["remember"]["max_s"] == 8 * 3600
     assert [c["id"] for c in explained["considered"] if c["matched"]] == ["tools-up-to-level-2"]
     assert who["target"] == "db://users/**" and {s["subject"] for s in who["subjects"]} == {"admin", "user"}
     assert unknown.status_code == 400 and "unknown tool 'nosuchtool'" in unknown.json()["message"]

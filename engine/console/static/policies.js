@@ -60,6 +60,7 @@ export class PoliciesPage {
       const d = answer.decision;
       out.replaceChildren(
         el("p", { className: "decision", text: `${d.effect}${d.effect === "require_approval" ? ` (approver: ${d.approver})` : ""}: ${d.reason}` }),
+        ...(d.effect === "require_approval" ? [el("p", { className: "remember", text: `Remember: ${answer.remember.text}` })] : []),
         el("table", {}, el("caption", { text: "Rules considered, in policy order" }),
           el("thead", {}, el("tr", {}, ...["Rule", "Effect", "Where", "Matched", "Why not"].map((h) => el("th", { scope: "col", text: h })))),
           el("tbody", {}, ...answer.considered.map((c) => el("tr", {},
