@@ -1,6 +1,7 @@
 """The record's stored and hashed form does not change with the code that makes it.
 
 - ``test_log_written_by_an_earlier_version_verifies``: ``tests/data/audit-v1`` is a log
+  (its database as the SQL dump ``audit.sql``)
   (8 records, open and shutdown checkpoints, head file, key) written by the writer
   before ``Prepared`` and ``AuditRecord`` shared one declaration of their fields
   (:class:`engine.audit._record.RecordFacts`); a copy of it verifies clean, and every
@@ -31,6 +32,12 @@ EARLIER_LOG = Path(__file__).parents[1] / "data" / "audit-v1"
 def test_log_written_by_an_earlier_version_verifies(tmp_path: Path) -> None:
     shutil.copytree(EARLIER_LOG, tmp_path / "log")
     state, keys = tmp_path / "log" / "state", tmp_path / "log" / "state-keys"
+    # The database is kept as its SQL dump (a repository carries no .db file): rebuilt as it was.
+    built = sqlite3.connect(state / "audit.db")
+    try:
+        built.executescript((state / "audit.sql").read_text(encoding="utf-8"))
+    finally:
+        built.close()
     # Git keeps no modes: give the copy the ones the writer gave the original.
     keys.chmod(0o700)
     (keys / "audit-key").chmod(0o400)
