@@ -74,7 +74,9 @@ class NamespacesBackend:
             spec.memory_bytes
         ) as cgroup:
             spec = reachable_spec(spec, work_root)
-            gate = _Gate(cgroup) if cgroup is not None else None
+            # Always gated, cgroup or not: a pid 1 orphaned by a cancel right at the start is
+            # then found and killed by the pipe it holds (`_Gate.close`).
+            gate = _Gate(cgroup)
             try:
                 child = self.start(
                     spec, work_root=work_root, work_dir=work_dir, gate_fd=gate.read if gate else None
@@ -248,7 +250,8 @@ class NamespacesBackend:
 
 
 class _Gate:
-    """Holds the sandbox's pid 1 at bwrap's `--block-fd` until it is in the call's cgroup.
+    """Holds the sandbox's pid 1 at bwrap's `--block-fd` until it is in the call's cgroup
+    (where there is one; without, until bwrap has reported it).
 
     bwrap reports pid 1's host pid on its status pipe right after creating it; pid 1 sets
     up the sandbox, then blocks reading the gate before it loads seccomp and forks the
@@ -256,7 +259,7 @@ class _Gate:
     still runs (bounded by RLIMIT_AS and the sized tmpfs), and its message says so.
     """
 
-    def __init__(self, cgroup: _cgroup.CallCgroup) -> None:
+    def __init__(self, cgroup: _cgroup.CallCgroup | None) -> None:
         self.cgroup = cgroup
         self.read, self.write = os.pipe()
         self.problem: str | None = None
@@ -278,10 +281,11 @@ class _Gate:
             self._pid1_fd = os.pidfd_open(int(pid1))
         except OSError:
             pass
-        try:
-            self.cgroup.add(int(pid1))
-        except OSError as exc:
-            self.problem = f"cannot move the sandbox into {self.cgroup.path}: {exc.strerror}"
+        if self.cgroup is not None:
+            try:
+                self.cgroup.add(int(pid1))
+            except OSError as exc:
+                self.problem = f"cannot move the sandbox into {self.cgroup.path}: {exc.strerror}"
         try:
             os.write(self.write, b"1")
         except OSError:
