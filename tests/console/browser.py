@@ -70,5 +70,8 @@ def open_agent(page: Any, agent: str = "assistant") -> None:
 
 
 def say(page: Any, text: str) -> None:
+    # A turn's tool result shows before its answer ends the turn; until then Send is disabled
+    # and Enter submits nothing (the message would be lost): wait for the session to be idle.
+    page.locator("#chat-submit:enabled").wait_for()
     page.get_by_label("Message").fill(text)
     page.get_by_label("Message").press("Enter")
