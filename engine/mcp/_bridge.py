@@ -35,7 +35,7 @@ from ..protocol import AgentAction, AgentResult, ErrorFrame, ToolCall, ToolList,
 from ..protocol import content as blocks
 from . import _convert as convert
 from ._gateway import can_elicit, client_name
-from ._held import HeldCall, HeldCalls, Phase, StillWaiting, describe
+from ._held import HeldCall, HeldCalls, StillWaiting, describe
 from ._via import via_header
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,7 @@ class Bridge:
                     if isinstance(event, AgentAction):
                         call.action_id = event.action_id
                         if event.requires_approval:
-                            call.phase, call.approver = Phase.WAITING_FOR_APPROVAL, str(event.approver)
-                            call.approval_requested.set()
+                            call.ask_approval(str(event.approver))
                     elif isinstance(event, AgentResult):
                         return _answer(event)
             return Answer("error", None, "unavailable", "the server closed the connection")

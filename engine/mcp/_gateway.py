@@ -42,13 +42,14 @@ from ..protocol import AgentAction, OfferedTool, ProtocolError, ServerFrame
 from ..server.actions import Caller, Outcome, Snapshot, perform, read, refuse_hidden
 from ..server.hub import Hub
 from . import _convert as convert
-from ._held import HeldCall, HeldCalls, Phase, StillWaiting, describe
+from ._departure import Departure
+from ._held import HeldCall, HeldCalls, StillWaiting, describe
 
 log = logging.getLogger(__name__)
 
 # Where the HTTP layer leaves the authenticated principal in the ASGI scope.
 PRINCIPAL_SCOPE_KEY = "sconnect.principal"
-# ... and a trio.Event set when the client of that request goes away.
+# ... and the Departure noting when the client of that request goes away.
 DISCONNECTED_SCOPE_KEY = "sconnect.disconnected"
 KEEPALIVE_S = 10.0
 _MAX_LISTINGS = 4096
@@ -78,9 +79,15 @@ class McpRequester:
             return
         self.call.action_id = frame.action_id
         if frame.requires_approval:
-            self.call.phase = Phase.WAITING_FOR_APPROVAL
-            self.call.approver = str(frame.approver)
-            self.call.approval_requested.set()
+            self.call.ask_approval(str(frame.approver))
+
+
+@attrs.frozen
+class _Listing:
+    """One caller's tools/list, and the names in it: the tools this caller may call over MCP."""
+
+    result: types.ListToolsResult
+    names: frozenset[str]
 
 
 @attrs.define(eq=False)
@@ -92,7 +99,7 @@ class Gateway:
     transport: str = "mcp-http"
     # tools/list per caller, for the configuration in force (the 2026-07-28 transport also
     # lists before every tools/call to check Mcp-Param headers): (sub, roles) -> listing.
-    _listings: dict[tuple[str, frozenset[str]], types.ListToolsResult] = attrs.field(factory=dict)
+    _listings: dict[tuple[str, frozenset[str]], _Listing] = attrs.field(factory=dict)
     _listed_config: Any = None
 
     def server(self) -> Server[Any]:
@@ -127,11 +134,8 @@ class Gateway:
             and decide(snap.config, principal.sub, principal.roles, "tool.call", name).effect != "deny"
         )
 
-    async def list_tools(
-        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
-        principal = principal_of(ctx)
-        snap = Snapshot.of(self.hub)
+    def _listing(self, snap: Snapshot, principal: Principal) -> _Listing:
+        """What this caller sees, for the configuration in force (decided once per caller and configuration)."""
         if self._listed_config is not snap.config or len(self._listings) >= _MAX_LISTINGS:
             self._listings, self._listed_config = {}, snap.config
         key = (principal.sub, principal.roles)
@@ -142,9 +146,16 @@ class Gateway:
                 for tool in sorted(snap.config.tools.values(), key=lambda t: t.name)
                 if self._visible(snap, principal, tool.name)
             ]
-            listing = self._listings[key] = types.ListToolsResult(tools=tools)
+            listing = self._listings[key] = _Listing(
+                types.ListToolsResult(tools=tools), frozenset(tool.name for tool in tools)
+            )
+        return listing
+
+    async def list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
         # A copy: the SDK may fill in fields of the result it is handed.
-        return listing.model_copy()
+        return self._listing(Snapshot.of(self.hub), principal_of(ctx)).result.model_copy()
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
@@ -160,7 +171,7 @@ class Gateway:
         snap = Snapshot.of(self.hub)
         name, arguments = params.name, params.arguments if params.arguments is not None else {}
         context = self._audit_context(ctx)
-        if not self._visible(snap, principal, name):
+        if name not in self._listing(snap, principal).names:
             requester = McpRequester(self.hub, principal, context)
             await refuse_hidden(Caller(requester, snapshot=snap), name, arguments)
             raise convert.unknown_tool(name)
@@ -190,26 +201,16 @@ class Gateway:
                 await self._elicit_approval(ctx, principal, call, name, arguments)
                 return False
             # Stop waiting and answer input_required, unless this request brought the answer already.
-            return round_trip and not answered and call.action_id in self.hub.approvals.pending
-
-        async def watch(call: HeldCall[Outcome]) -> bool:
-            async with trio.open_nursery() as nursery:
-
-                async def ask() -> None:
-                    if await ask_in_band(call):
-                        release.set()
-                        nursery.cancel_scope.cancel()
-
-                nursery.start_soon(ask)
-                await _client_gone(ctx)
-                # The client left without cancelling: the same as cancelling.
-                leaving.cancel()
-            return release.is_set()
+            if round_trip and not answered and call.action_id in self.hub.approvals.pending:
+                release.set()
+                return True
+            return False
 
         release = trio.Event()
 
-        with trio.CancelScope() as leaving:
-            outcome = await self.held.run(key, work, keepalive=keepalive, alongside=watch)
+        # The client leaving without cancelling is the same as cancelling.
+        with trio.CancelScope() as leaving, departure_of(ctx).cancels(leaving):
+            outcome = await self.held.run(key, work, keepalive=keepalive, alongside=ask_in_band)
         if leaving.cancelled_caught:
             # Nobody reads this: the action was cancelled (and audited) because the client left.
             return convert.call_result("cancelled", {"error": "the client went away"})
@@ -377,14 +378,11 @@ def client_name(ctx: ServerRequestContext[Any]) -> str | None:
     return str(name)[:200] if name is not None else None
 
 
-async def _client_gone(ctx: ServerRequestContext[Any]) -> None:
-    """Return when the HTTP client of this request has gone away (never, where nobody can tell)."""
+def departure_of(ctx: ServerRequestContext[Any]) -> Departure:
+    """Whether the HTTP client of this request has gone away (a fresh one, never set, where nobody can tell)."""
     request = ctx.request
-    gone = request.scope.get(DISCONNECTED_SCOPE_KEY) if request is not None else None
-    if isinstance(gone, trio.Event):
-        await gone.wait()
-    else:
-        await trio.sleep_forever()
+    departure = request.scope.get(DISCONNECTED_SCOPE_KEY) if request is not None else None
+    return departure if isinstance(departure, Departure) else Departure()
 
 
 def declares_elicitation(ctx: ServerRequestContext[Any]) -> bool:

@@ -51,12 +51,21 @@ class HeldCall(Generic[T]):
     approver: str | None = None
     # Set when the action starts waiting for a person's answer.
     approval_requested: trio.Event = attrs.field(factory=trio.Event)
+    # Set (then replaced) when it finishes or asks for an approval: what a waiter waits on.
+    changed: trio.Event = attrs.field(factory=trio.Event)
     # Whether a request is waiting for it right now (only a detached call can be attached to).
     attached: bool = True
     started_at: float = attrs.field(factory=trio.current_time)
     finished_at: float | None = None
     result: T | None = None
     error: BaseException | None = None
+
+    def ask_approval(self, approver: str) -> None:
+        """The action now waits for ``approver``'s answer (``user`` or an admin)."""
+        self.phase = Phase.WAITING_FOR_APPROVAL
+        self.approver = approver
+        self.approval_requested.set()
+        self.changed.set()
 
 
 @attrs.frozen
@@ -94,11 +103,14 @@ class HeldCalls(Generic[T]):
         """Attach to the detached call with ``key``, else start ``work``; wait up to the budget.
 
         ``keepalive(call, n)`` runs every ``keepalive_s`` while waiting (progress
-        notifications keep the client's request alive); ``alongside(call)`` runs
-        while this request waits (an in-band approval) and is cancelled when it
-        stops waiting; when it returns True this request stops waiting at once
-        (detached, as if its budget had run out).  Errors of the work are raised to
-        the waiter that collects them.
+        notifications keep the client's request alive); ``alongside(call)`` runs,
+        once the action asks for an approval, while this request waits (an in-band
+        approval) and is cancelled when it stops waiting; when it returns True this
+        request stops waiting at once (detached, as if its budget had run out).
+        Errors of the work are raised to the waiter that collects them.
+
+        Most calls never wait for anybody: until an approval is asked for, waiting
+        is a wait on one event, with no task of its own.
         """
         call = self.attachable(key)
         if call is not None:
@@ -110,24 +122,20 @@ class HeldCalls(Generic[T]):
                 self._calls[key] = call
             self.nursery.start_soon(self._work, call, work)
         waiting = trio.CancelScope(deadline=trio.current_time() + self.budget_s)
+        beats = [0]
 
         async def side(alongside: Callable[[HeldCall[T]], Awaitable[bool | None]]) -> None:
             if await alongside(call):
                 waiting.cancel()
 
         try:
-            async with trio.open_nursery() as nursery:
-                if alongside is not None:
-                    nursery.start_soon(side, alongside)
-                with waiting:
-                    beats = 0
-                    while not call.finished.is_set():
-                        with trio.move_on_after(self.keepalive_s):
-                            await call.finished.wait()
-                        if not call.finished.is_set():
-                            beats += 1
-                            await keepalive(call, beats)
-                nursery.cancel_scope.cancel()
+            with waiting:
+                await self._wait(call, keepalive, beats, until_approval=alongside is not None)
+                if alongside is not None and not call.finished.is_set():
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(side, alongside)
+                        await self._wait(call, keepalive, beats, until_approval=False)
+                        nursery.cancel_scope.cancel()
         except BaseException:
             # The client cancelled or left: the work goes too (sandbox killed, approval closed).
             call.scope.cancel()
@@ -143,6 +151,20 @@ class HeldCalls(Generic[T]):
         assert call.result is not None
         return call.result
 
+    async def _wait(
+        self, call: HeldCall[T], keepalive: Callable[[HeldCall[T], int], Awaitable[None]], beats: list[int],
+        *, until_approval: bool,
+    ) -> None:
+        """Until the call finishes (or asks for an approval), with a keep-alive every ``keepalive_s``."""
+        while not call.finished.is_set() and not (until_approval and call.approval_requested.is_set()):
+            with trio.move_on_after(self.keepalive_s):
+                await call.changed.wait()
+            if call.changed.is_set():
+                call.changed = trio.Event()
+            elif not call.finished.is_set():
+                beats[0] += 1
+                await keepalive(call, beats[0])
+
     async def _work(self, call: HeldCall[T], work: Callable[[HeldCall[T]], Awaitable[T]]) -> None:
         try:
             with call.scope:
@@ -153,6 +175,7 @@ class HeldCalls(Generic[T]):
             call.phase = Phase.DONE
             call.finished_at = trio.current_time()
             call.finished.set()
+            call.changed.set()
 
     def _drop(self, call: HeldCall[T]) -> None:
         if self._calls.get(call.key) is call:

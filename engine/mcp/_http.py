@@ -5,7 +5,9 @@
 the SDK's app sits :class:`AuthGate`, an ASGI middleware that lets through only
 requests to ``/mcp`` carrying ``Authorization: Bearer <jwt>`` that
 :func:`engine.auth.verify` accepts (the WebSocket handshake's check), else answers
-401 with a JSON reason and audits the failure.  A 2025-11-25 session (``Mcp-Session-Id``)
+401 with a JSON reason and audits the failure.  A token verified once is remembered
+(by its SHA-256) until it expires, so a client's every request does not pay for its
+signature again (:class:`VerifiedTokens`).  A 2025-11-25 session (``Mcp-Session-Id``)
 belongs to the subject that opened it: another token presenting its id is refused.
 The SDK checks Host and Origin (DNS rebinding), Content-Type, body size and JSON-RPC.
 
@@ -17,8 +19,10 @@ and gives open requests ``grace_s`` to finish before they are cancelled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 from collections import OrderedDict
 from functools import partial
 from typing import Any
@@ -27,8 +31,9 @@ import attrs
 import trio
 
 from ..audit import AuditEvent
-from ..auth import AuthError, Principal, token_from_request, verify
+from ..auth import AuthError, AuthSettings, Principal, token_from_request, verify
 from ..server.hub import Hub
+from ._departure import Departure
 from ._gateway import DISCONNECTED_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, Gateway
 from ._held import HeldCalls
 from ._loopback import is_loopback
@@ -38,8 +43,46 @@ log = logging.getLogger(__name__)
 MCP_PATH = "/mcp"
 # Sessions remembered for the subject check; the SDK's own limit on sessions is lower.
 _MAX_SESSIONS = 10_000
+# Verified tokens remembered; a client sends the same token with each request.
+_MAX_TOKENS = 1024
 
 Scope = dict[str, Any]
+
+
+@attrs.define(eq=False)
+class VerifiedTokens:
+    """Tokens :func:`engine.auth.verify` accepted, with their principal, until they expire.
+
+    Keyed by the token's SHA-256 (a lookup compares digests, never the secret itself),
+    for the auth settings they were verified under: other settings (a reload) forget
+    them all.  A remembered token is accepted again only while :func:`verify` would
+    still accept it: its signature, audience and issuer do not change, and time only
+    ever makes ``nbf``/``iat`` more valid, so what is left is ``exp`` (with the same
+    leeway).  An expired one is verified again, which refuses it.  Refusals are never
+    remembered: each is audited.
+    """
+
+    max_entries: int = _MAX_TOKENS
+    _settings: AuthSettings | None = None
+    _entries: OrderedDict[bytes, Principal] = attrs.field(factory=OrderedDict)
+
+    def verify(self, token: str | None, settings: AuthSettings) -> Principal:
+        if settings is not self._settings:
+            self._entries.clear()
+            self._settings = settings
+        if not token:
+            return verify(token, settings)
+        digest = hashlib.sha256(token.encode()).digest()
+        principal = self._entries.get(digest)
+        if principal is not None:
+            if principal.expires_at > time.time() - settings.leeway_s:
+                return principal
+            del self._entries[digest]
+        principal = verify(token, settings)
+        self._entries[digest] = principal
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return principal
 
 
 @attrs.define(eq=False)
@@ -51,6 +94,7 @@ class AuthGate:
     anonymous_role: str | None = None
     # Mcp-Session-Id -> the subject that opened it.
     sessions: OrderedDict[str, str] = attrs.field(factory=OrderedDict)
+    tokens: VerifiedTokens = attrs.field(factory=VerifiedTokens)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -68,7 +112,7 @@ class AuthGate:
                     sub="anonymous", roles=frozenset({self.anonymous_role}), expires_at=float("inf"), claims={}
                 )
             else:
-                principal = verify(token, self.hub.settings.auth)
+                principal = self.tokens.verify(token, self.hub.settings.auth)
         except AuthError as exc:
             await self._refuse(scope, send, exc)
             return
@@ -78,12 +122,10 @@ class AuthGate:
             await _json(send, 404, {"code": "not_found", "message": "no such MCP session for this subject"})
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
-        gone = scope[DISCONNECTED_SCOPE_KEY] = trio.Event()
+        departure = scope[DISCONNECTED_SCOPE_KEY] = Departure()
         if session is None:
             send = self._remembering(principal.sub, send)
-        async with trio.open_nursery() as nursery:
-            await self.app(scope, _watching(nursery, receive, gone), send)
-            nursery.cancel_scope.cancel()
+        await self.app(scope, _watching(receive, departure), send)
 
     def _remembering(self, sub: str, send: Any) -> Any:
         """Wrap ``send`` to note the subject of a session this response opens."""
@@ -116,39 +158,19 @@ class AuthGate:
         )
 
 
-def _watching(nursery: trio.Nursery, receive: Any, gone: trio.Event) -> Any:
-    """``receive`` for the app that also notices the client leaving while its response is held.
+def _watching(receive: Any, departure: Departure) -> Any:
+    """``receive`` for the app that also notes the client leaving while its response is open.
 
-    The 2025-11-25 transport stops reading once it has the body, so a client that goes
-    away mid-call would go unnoticed: after the body, one task keeps reading, sets
-    ``gone`` on ``http.disconnect`` (a held ``tools/call`` is then cancelled) and
-    passes what it read on to the app, which remains the only consumer.
+    Whoever reads the request after its body sees the ``http.disconnect``: while a
+    2025-11-25 call's response streams, the SDK's SSE response keeps reading for it
+    (the 2026-07-28 transport reads for it too, and cancels its handler itself).
+    Noting it here cancels a held ``tools/call`` without a task of our own per request.
     """
-    after_body: trio.MemoryReceiveChannel[dict[str, Any]] | None = None
-
-    async def pump(out: trio.MemorySendChannel[dict[str, Any]]) -> None:
-        async with out:
-            while True:
-                message = await receive()
-                if message.get("type") == "http.disconnect":
-                    gone.set()
-                    await out.send(message)
-                    return
-                await out.send(message)
 
     async def wrapped() -> dict[str, Any]:
-        nonlocal after_body
-        if after_body is not None:
-            try:
-                return await after_body.receive()
-            except trio.EndOfChannel:
-                return {"type": "http.disconnect"}
         message: dict[str, Any] = await receive()
         if message.get("type") == "http.disconnect":
-            gone.set()
-        elif message.get("type") == "http.request" and not message.get("more_body", False):
-            out, after_body = trio.open_memory_channel[dict[str, Any]](1)
-            nursery.start_soon(pump, out)
+            departure.set()
         return message
 
     return wrapped
