@@ -80,6 +80,26 @@ async def test_an_expired_token_is_refused(mcp_server: McpServer) -> None:
     assert response.status_code == 401 and response.json()["reason"] == "expired"
 
 
+async def test_a_token_accepted_before_is_refused_once_it_expires(mcp_server: McpServer) -> None:
+    """Verified tokens are remembered between requests, but never past their exp."""
+    import time
+
+    import jwt
+
+    from tests.engine.conftest import SECRET
+
+    exp = int(time.time()) + 2
+    token = jwt.encode({"sub": "alice", "roles": ["user"], "exp": exp}, SECRET, "HS256")
+    with trio.fail_after(30):
+        assert (await _post(mcp_server, json.dumps(INIT), token=token)).status_code == 200
+        assert (await _post(mcp_server, json.dumps(INIT), token=token)).status_code == 200  # remembered
+        await trio.sleep(max(0.0, exp - time.time()) + 0.05)  # the token's own clock: past its exp
+        response = await _post(mcp_server, json.dumps(INIT), token=token)
+    assert response.status_code == 401 and response.json()["reason"] == "expired"
+    failures = [r for r in query(mcp_server.settings.state_dir, kind="auth_failure") if r.outcome == "expired"]
+    assert len(failures) == 1
+
+
 async def test_a_host_header_that_is_not_ours_is_refused(mcp_server: McpServer) -> None:
     with trio.fail_after(30):
         response = await _post(mcp_server, json.dumps(INIT), headers={"Host": "evil.example:80"})
