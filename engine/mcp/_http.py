@@ -10,6 +10,8 @@ requests to ``/mcp`` carrying ``Authorization: Bearer <jwt>`` that
 signature again (:class:`VerifiedTokens`).  A 2025-11-25 session (``Mcp-Session-Id``)
 belongs to the subject that opened it: another token presenting its id is refused.
 The SDK checks Host and Origin (DNS rebinding), Content-Type, body size and JSON-RPC.
+A streamed answer that is nothing but the response goes out as JSON (:mod:`._oneshot`):
+the client's connection then carries its next request.
 
 TLS: with the server's certificate configured (``wss://``), MCP is served as ``https://``.
 
@@ -37,6 +39,7 @@ from ._departure import Departure
 from ._gateway import DISCONNECTED_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, Gateway
 from ._held import HeldCalls
 from ._loopback import is_loopback
+from ._oneshot import json_when_whole
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,8 @@ class AuthGate:
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
         departure = scope[DISCONNECTED_SCOPE_KEY] = Departure()
+        if scope.get("method") == "POST":
+            send = json_when_whole(send)
         if session is None:
             send = self._remembering(principal.sub, send)
         await self.app(scope, _watching(receive, departure), send)
