@@ -10,21 +10,25 @@ TCP connection on both sides.
 The spec lets the server answer a POST with ``application/json`` or
 ``text/event-stream`` (a client must accept both).  So the response's head is held
 back until its first chunk: when that chunk is exactly one ``message`` event
-carrying a JSON-RPC response (``id`` and ``result``/``error``, no ``method``),
-the same message is sent as an ``application/json`` body with a length, and the
-rest of the stream (its end) is dropped.  Anything else (a notification, a
+carrying a JSON-RPC response, the same message is sent as an ``application/json``
+body with a length, and the rest of the stream (its end) is dropped.  A response is
+told from the other messages by how the SDK writes them (``jsonrpc``, ``id``, then
+``result`` or ``error``; a request to the client has ``method`` there, a
+notification no ``id``), without parsing what may be a large result: a message
+written any other way is streamed, which is always correct.  Anything else (a notification, a
 request to the client, a ping comment, an event id for resumption) sends the held
 head and streams on unchanged.  The 2026-07-28 transport already defers the same way.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-# Above this an answer streams as it came: classifying it would parse it once more.
-MAX_CONVERTED_BYTES = 1 << 20
+# The head of a JSON-RPC response (or error) as the SDK serializes it.
+_RESPONSE_HEAD = re.compile(
+    rb'\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(?:-?\d+|"(?:[^"\\]|\\.)*")\s*,\s*"(?:result|error)"\s*:'
+)
 _LINES = re.compile(rb"\r\n|\r|\n")
 _DROPPED_HEADERS = {b"content-type", b"content-length", b"transfer-encoding"}
 
@@ -70,7 +74,7 @@ def _is_sse(message: dict[str, Any]) -> bool:
 
 def _only_response(chunk: bytes) -> bytes | None:
     """The JSON-RPC response ``chunk`` carries as its one and only SSE event, else None."""
-    if not chunk or len(chunk) > MAX_CONVERTED_BYTES:
+    if not chunk:
         return None
     lines = _LINES.split(bytes(chunk))
     # One event: its lines, then the blank line that ends it, then nothing (the split's last empty piece).
@@ -87,11 +91,4 @@ def _only_response(chunk: bytes) -> bytes | None:
         else:
             return None  # a comment (ping), an id (resumable), retry, another event type, a second event
     body = b"\n".join(data)
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return None
-    if isinstance(parsed, dict) and "id" in parsed and "method" not in parsed and (
-            "result" in parsed or "error" in parsed):
-        return body
-    return None
+    return body if _RESPONSE_HEAD.match(body) else None

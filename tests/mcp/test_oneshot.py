@@ -3,8 +3,9 @@
 The unit tests drive :func:`engine.mcp._oneshot.json_when_whole` with the ASGI
 messages the SDK's SSE response sends and check what reaches the wire: one response
 event becomes an ``application/json`` body with a length (and the session header
-kept); a ping, a notification, an event id, a second event, an error status, a
-non-SSE answer or a malformed event pass through unchanged.  The end-to-end test
+kept); a ping, a notification, a request to the client, an event id, a second
+event, a message written in another key order, an error status, a non-SSE answer or
+a malformed event pass through unchanged.  The end-to-end test
 makes tool calls with the SDK's own client and checks that they all travel on one
 TCP connection (before, each SSE answer cost the client its connection).
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import trio
 
-from engine.mcp._oneshot import MAX_CONVERTED_BYTES, json_when_whole
+from engine.mcp._oneshot import json_when_whole
 from tests.mcp.conftest import McpServer
 
 SSE_HEAD = {
@@ -58,6 +59,12 @@ async def test_a_stream_of_only_the_response_is_sent_as_json() -> None:
     assert json.loads(body["body"]) == RESPONSE and body["more_body"] is False
 
 
+async def test_a_large_response_with_a_string_id_is_sent_as_json() -> None:
+    large = {"jsonrpc": "2.0", "id": 'say "hi"', "result": {"text": "x\n" * 500_000}}
+    head, body = await _through(SSE_HEAD, _body(_event(large)), _body(b"", more=False))
+    assert dict(head["headers"])[b"content-type"] == b"application/json" and json.loads(body["body"]) == large
+
+
 async def test_an_error_response_is_sent_as_json_too() -> None:
     error = {"jsonrpc": "2.0", "id": "x", "error": {"code": -32602, "message": "Unknown tool: nope"}}
     head, body = await _through(SSE_HEAD, _body(_event(error)), _body(b"", more=False))
@@ -75,7 +82,8 @@ async def test_whatever_comes_first_but_the_response_streams_unchanged() -> None
         "data that is not JSON": b"event: message\r\ndata: {not json\r\n\r\n",
         "another event type": _event(RESPONSE).replace(b"event: message", b"event: other"),
         "an empty end": b"",
-        "an oversized response": _event({**RESPONSE, "result": {"text": "x" * MAX_CONVERTED_BYTES}}),
+        "a response written in another key order": _event({"id": 7, "jsonrpc": "2.0", "result": {}}),
+        "a message with a string id then a method": _event({"jsonrpc": "2.0", "id": 'a\\"b', "method": "ping"}),
     }
     for label, first in cases.items():
         messages = [SSE_HEAD, _body(first), _body(_event(RESPONSE)), _body(b"", more=False)]
