@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, DisconnectionTimeout, HandshakeError, open_websocket_url
 
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 REPO = Path(__file__).resolve().parent.parent
@@ -139,7 +139,7 @@ async def hold(server: Server, count: int) -> tuple[int, int, float]:
         await limiter.acquire()
         opening = True
         try:
-            async with open_websocket_url(server.target, connect_timeout=60, disconnect_timeout=5) as ws:
+            async with open_websocket_url(server.target, connect_timeout=60, disconnect_timeout=2) as ws:
                 if server.kind == "ours":
                     await ws.get_message()  # the tool_list sent on connect: authenticated and served
                 limiter.release()
@@ -148,6 +148,9 @@ async def hold(server: Server, count: int) -> tuple[int, int, float]:
                 if opened == count:
                     all_open.set()
                 await release.wait()
+        except (HandshakeError, ConnectionClosed, DisconnectionTimeout, OSError):
+            if not release.is_set():
+                raise  # a connection lost while measuring: the numbers would be wrong
         finally:
             if opening:
                 limiter.release()

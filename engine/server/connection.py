@@ -30,11 +30,15 @@ its queued replies, for each run of dropped frames.
 Liveness: a connection is idle, and closed after ``idle_timeout_s``, only when
 it neither sends frames nor answers the keepalive pings; a client that is
 connected and answering pings (a chat waiting for its user, an admin waiting
-for approvals) stays.
+for approvals) stays.  Its timers (the next ping, the idle deadline, the token's
+expiry) are kept by one server-wide timer (:mod:`.liveness`), not by tasks of its
+own: an idle connection holds no task but its reader and trio-websocket's.  Its
+writer task, too, runs only while there is something to send.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -85,7 +89,7 @@ from ..protocol import (
 )
 from ..store import StoreUnavailableError
 from ..suggest import unknown_name
-from . import argcheck, grants
+from . import argcheck, grants, liveness
 from .actions import Caller, perform, read
 from .hub import Hub
 from .outbox import Outbox
@@ -99,6 +103,9 @@ CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_IDLE = 4002
 CLOSE_NO_PONG = 4003
 CLOSE_TOO_SLOW = 4008
+
+# Connection._writer_state
+_IDLE, _WRITING, _BROKEN = 0, 1, 2
 
 
 @attrs.define
@@ -159,6 +166,13 @@ class Connection:
     _unanswered: dict[str, None] = attrs.field(factory=dict)
     # When the client last showed it is there: a frame, or a pong (trio clock).
     _last_alive: float = attrs.field(factory=trio.current_time)
+    # The liveness timer's schedule (trio clock): next ping, token expiry; a ping in flight.
+    _next_ping: float = 0.0
+    _expires: float = 0.0
+    _pinging: bool = False
+    # The writer task: _IDLE (none running), _WRITING, or _BROKEN (a send failed: none ever again).
+    _writer_state: int = 0
+    _done: bool = False
 
     @property
     def slot_key(self) -> str:
@@ -169,19 +183,23 @@ class Connection:
         settings = self.hub.settings
         outbox = self._outbox = Outbox(settings.send_queue_frames)
         self._bucket = TokenBucket(settings.frames_per_second, settings.frame_burst)
+        now = trio.current_time()
+        self._last_alive = now
+        self._next_ping = now + settings.ping_interval_s
+        self._expires = now + max(0.0, self.principal.expires_at - time.time())
         self.hub.connections.add(self)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._writer, outbox)
-                nursery.start_soon(self._expire_token)
-                nursery.start_soon(self._keepalive)
+                liveness.watch(self.hub, self, self._next_look())
                 self.send(self.tool_list())
                 for pending in self.hub.approvals.waiting_for(self.principal.sub, self.principal.roles):
                     self.send(pending.frame)
                 await self._reader()
                 nursery.cancel_scope.cancel()
         finally:
+            self._done = True
+            self._nursery = None  # closed: what is sent from now on is flushed below
             self.hub.connections.discard(self)
             self.hub.run_slots.pop(self.slot_key, None)
             with trio.move_on_after(5, shield=True):
@@ -228,7 +246,15 @@ class Connection:
             text = encode(frame)
         if isinstance(frame, ErrorFrame):
             self.hub.metrics.errors_total.inc(code=str(frame.code))
-        if self._outbox.put(text, reply_to, control=control) or control:
+        if self._outbox.put(text, reply_to, control=control):
+            if self._writer_state == _IDLE and self._nursery is not None:
+                try:
+                    self._nursery.start_soon(self._writer, self._outbox)
+                    self._writer_state = _WRITING
+                except RuntimeError:
+                    pass  # the connection's nursery has just closed: serve() flushes the outbox
+            return
+        if control:
             return
         if not self._closing:
             log.warning("%s is not reading: its send queue is full; closing", self.principal.sub)
@@ -237,39 +263,69 @@ class Connection:
     # --- tasks --------------------------------------------------------------------------
 
     async def _writer(self, outbox: Outbox) -> None:
-        # The outbox stays open when this task ends: the connection's last frames are flushed from it.
-        while True:
-            try:
-                text, reply_to = await outbox.get()
-            except trio.EndOfChannel:
-                return
-            with trio.move_on_after(self.hub.settings.send_timeout_s) as scope:
-                try:
-                    await self.transport.send(text)
-                except TransportClosed:
-                    self._stop()
-                    return
-                self.hub.metrics.frames_out.inc()
-            if scope.cancelled_caught:
-                # A cancelled send may have written half a frame: the connection is dead.
-                self._close_soon(CLOSE_TOO_SLOW, "the client is not reading")
-                return
-            if reply_to is not None and self._bucket is not None and self._unanswered.pop(reply_to, 0) is None:
-                # Answered and written: the request's token comes back (see the module docstring).
-                self._bucket.refund()
+        """Send what is queued, then end: :meth:`send` starts it again for the next frame.
 
-    async def _expire_token(self) -> None:
-        await trio.sleep(max(0.0, self.principal.expires_at - time.time()))
-        await self._close(CLOSE_TOKEN_EXPIRED, "token expired")
-
-    async def _keepalive(self) -> None:
-        """Ping regularly; a peer that does not answer in time is gone, whatever TCP thinks.
-
-        Each pong counts as a sign of life for the idle timeout.
+        The outbox stays open when this task ends: the connection's last frames are flushed from it.
         """
+        try:
+            while True:
+                try:
+                    text, reply_to = outbox.get_nowait()
+                except trio.WouldBlock:
+                    return
+                with trio.move_on_after(self.hub.settings.send_timeout_s) as scope:
+                    try:
+                        await self.transport.send(text)
+                    except TransportClosed:
+                        self._writer_state = _BROKEN
+                        self._stop()
+                        return
+                    self.hub.metrics.frames_out.inc()
+                if scope.cancelled_caught:
+                    # A cancelled send may have written half a frame: the connection is dead.
+                    self._writer_state = _BROKEN
+                    self._close_soon(CLOSE_TOO_SLOW, "the client is not reading")
+                    return
+                if reply_to is not None and self._bucket is not None and self._unanswered.pop(reply_to, 0) is None:
+                    # Answered and written: the request's token comes back (see the module docstring).
+                    self._bucket.refund()
+        finally:
+            if self._writer_state == _WRITING:
+                self._writer_state = _IDLE
+
+    def _next_look(self) -> float:
         settings = self.hub.settings
-        while True:
-            await trio.sleep(settings.ping_interval_s)
+        return min(self._expires, self._last_alive + settings.idle_timeout_s, self._next_ping)
+
+    def look(self, now: float) -> float | None:
+        """The liveness timer's call (see :mod:`.liveness`): close, or ping, what is due at ``now``.
+
+        A peer that does not answer a ping in time is gone, whatever TCP thinks; a pong
+        counts as a sign of life for the idle timeout.
+        """
+        if self._done or self._closing or self._nursery is None:
+            return None
+        settings = self.hub.settings
+        if now >= self._expires:
+            self._close_soon(CLOSE_TOKEN_EXPIRED, "token expired")
+            return None
+        if now >= self._last_alive + settings.idle_timeout_s:
+            self._close_soon(CLOSE_IDLE, f"idle for {settings.idle_timeout_s:g}s (no frames, no pongs)")
+            return None
+        if now >= self._next_ping:
+            # While this ping waits for its pong, look again one interval on (the ping times itself out).
+            self._next_ping = now + settings.ping_interval_s
+            if not self._pinging:
+                try:
+                    self._nursery.start_soon(self._ping)
+                except RuntimeError:
+                    return None  # the connection's nursery has just closed: it is ending
+                self._pinging = True
+        return self._next_look()
+
+    async def _ping(self) -> None:
+        settings = self.hub.settings
+        try:
             with trio.move_on_after(settings.ping_timeout_s) as scope:
                 try:
                     await self.transport.ping()
@@ -278,22 +334,20 @@ class Connection:
             if scope.cancelled_caught:
                 await self._close(CLOSE_NO_PONG, "no pong: the connection looks dead")
                 return
-            self._last_alive = trio.current_time()
+            now = self._last_alive = trio.current_time()
+            self._next_ping = now + settings.ping_interval_s
+        finally:
+            self._pinging = False
 
     async def _reader(self) -> None:
         settings = self.hub.settings
         bucket = self._bucket
         assert bucket is not None
         while True:
-            with trio.move_on_at(self._last_alive + settings.idle_timeout_s) as idle:
-                try:
-                    message = await self.transport.receive()
-                except TransportClosed:
-                    return
-            if idle.cancelled_caught:
-                if trio.current_time() < self._last_alive + settings.idle_timeout_s:
-                    continue  # a pong arrived meanwhile: wait again from there
-                await self._close(CLOSE_IDLE, f"idle for {settings.idle_timeout_s:g}s (no frames, no pongs)")
+            # No deadline here: the liveness timer closes an idle connection (see look()).
+            try:
+                message = await self.transport.receive()
+            except TransportClosed:
                 return
             self._last_alive = trio.current_time()
             self.hub.metrics.frames_in.inc()
@@ -680,7 +734,8 @@ class Connection:
     def _close_soon(self, code: int, reason: str) -> None:
         if self._nursery is not None and not self._closing:
             self._closing = True
-            self._nursery.start_soon(self._close, code, reason)
+            with contextlib.suppress(RuntimeError):  # the nursery has just closed: the connection is ending
+                self._nursery.start_soon(self._close, code, reason)
 
     async def _close(self, code: int, reason: str, *, after_notices: bool = False) -> None:
         """Close with ``code``; ``after_notices``: first let the writer take the queued notices
