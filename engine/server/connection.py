@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -147,6 +148,43 @@ class TokenBucket:
         if self.empty_since is None or now - self.last_drop > 1.0:
             return 0.0
         return now - self.empty_since
+
+
+@attrs.define(eq=False)
+class _ToolLists:
+    """The tools each subject and roles may see under one configuration, decided once.
+
+    Listing decides every tool (the policy engine, per tool) and a tool list is sent on
+    every connect, reload and ``tool_list`` request; the answer depends only on the
+    configuration, the subject and the roles (a listing has no arguments), so it is kept
+    until the configuration object changes.  The same tuple then lets the codec reuse
+    its JSON (engine.protocol._codec).
+    """
+
+    config: Any = None
+    tools: dict[tuple[str, frozenset[str]], tuple[ToolInfo, ...]] = attrs.field(factory=dict)
+
+
+_TOOL_LISTS_MAX = 4096
+_tool_lists: weakref.WeakKeyDictionary[Hub, _ToolLists] = weakref.WeakKeyDictionary()
+
+
+def _listed_tools(hub: Hub, principal: Principal) -> tuple[ToolInfo, ...]:
+    config = hub.config
+    lists = _tool_lists.get(hub)
+    if lists is None:
+        lists = _tool_lists[hub] = _ToolLists()
+    if lists.config is not config or len(lists.tools) >= _TOOL_LISTS_MAX:
+        lists.config, lists.tools = config, {}
+    key = (principal.sub, principal.roles)
+    tools = lists.tools.get(key)
+    if tools is None:
+        tools = lists.tools[key] = tuple(
+            ToolInfo(name=t.name, description=t.description, parameters=dict(t.parameters), level=t.permission_level)
+            for t in sorted(config.tools.values(), key=lambda t: t.name)
+            if decide(config, principal.sub, principal.roles, "tool.call", t.name).effect != "deny"
+        )
+    return tools
 
 
 @attrs.define(eq=False)
@@ -267,13 +305,17 @@ class Connection:
 
         The outbox stays open when this task ends: the connection's last frames are flushed from it.
         """
+        timeout = self.hub.settings.send_timeout_s
         try:
-            while True:
-                try:
-                    text, reply_to = outbox.get_nowait()
-                except trio.WouldBlock:
-                    return
-                with trio.move_on_after(self.hub.settings.send_timeout_s) as scope:
+            # One scope for the whole run, its deadline moved on before each send (cheaper
+            # than a scope per frame); nothing but a send can be cancelled inside it.
+            with trio.CancelScope() as scope:
+                while True:
+                    try:
+                        text, reply_to = outbox.get_nowait()
+                    except trio.WouldBlock:
+                        return
+                    scope.deadline = trio.current_time() + timeout
                     try:
                         await self.transport.send(text)
                     except TransportClosed:
@@ -281,14 +323,14 @@ class Connection:
                         self._stop()
                         return
                     self.hub.metrics.frames_out.inc()
-                if scope.cancelled_caught:
-                    # A cancelled send may have written half a frame: the connection is dead.
-                    self._writer_state = _BROKEN
-                    self._close_soon(CLOSE_TOO_SLOW, "the client is not reading")
-                    return
-                if reply_to is not None and self._bucket is not None and self._unanswered.pop(reply_to, 0) is None:
-                    # Answered and written: the request's token comes back (see the module docstring).
-                    self._bucket.refund()
+                    if reply_to is not None and self._bucket is not None and \
+                            self._unanswered.pop(reply_to, 0) is None:
+                        # Answered and written: the request's token comes back (see the module docstring).
+                        self._bucket.refund()
+            if scope.cancelled_caught:
+                # A cancelled send may have written half a frame: the connection is dead.
+                self._writer_state = _BROKEN
+                self._close_soon(CLOSE_TOO_SLOW, "the client is not reading")
         finally:
             if self._writer_state == _WRITING:
                 self._writer_state = _IDLE
@@ -392,6 +434,9 @@ class Connection:
     # --- dispatch -----------------------------------------------------------------------
 
     async def _dispatch(self, frame: Any) -> None:
+        if not tracing.enabled():
+            await self._route(frame)  # no span: two context managers per frame saved
+            return
         # A span per frame; a frame's own traceparent continues the caller's trace for
         # what it starts (a turn, a tool call: their tasks inherit this context).
         traceparent = getattr(frame, "traceparent", None)
@@ -718,12 +763,7 @@ class Connection:
 
     def tool_list(self, reply_to: str | None = None) -> ToolList:
         """The tools this caller may see, by the configuration in force now."""
-        tools = tuple(
-            ToolInfo(name=t.name, description=t.description, parameters=dict(t.parameters), level=t.permission_level)
-            for t in sorted(self.hub.config.tools.values(), key=lambda t: t.name)
-            if decide(self.hub.config, self.principal.sub, self.principal.roles, "tool.call", t.name).effect != "deny"
-        )
-        return ToolList(tools=tools, reply_to=reply_to)
+        return ToolList(tools=_listed_tools(self.hub, self.principal), reply_to=reply_to)
 
     # --- closing ------------------------------------------------------------------------
 
