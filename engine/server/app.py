@@ -36,7 +36,7 @@ import sandbox
 
 from .. import tracing
 from ..audit import AuditEvent, AuditLog, PgAuditLog, open_audit
-from ..auth import AuthError, token_from_request, verify
+from ..auth import AuthError, Principal, token_from_request, verify
 from ..config import load_config
 from ..errors import ScalyticsError
 from ..protocol import ErrorCode, ErrorFrame
@@ -44,7 +44,7 @@ from ..store import Store, StoreError, instance_id, open_store
 from ..upstream import for_hub
 from . import fdbudget
 from .admission import Admission
-from .connection import Connection
+from .connection import NO_AUDIT_CONTEXT, Connection
 from .health import serve_health
 from .hub import Hub
 from .maintenance import maintain
@@ -395,11 +395,27 @@ async def _handshake(
         hub.metrics.connections_accepted_total.inc()
         from ..mcp._via import parse_via  # no MCP SDK import: the stdio bridge's audit note
 
-        conn = Connection(hub, WebSocketTransport(ws), principal, audit_context=parse_via(request.headers))
+        conn = Connection(hub, WebSocketTransport(ws), _shared_roles(principal),
+                          audit_context=parse_via(request.headers) or NO_AUDIT_CONTEXT)
     except BaseException:
         admission.leave(principal.sub)
         raise
     return conn, principal.sub, list(request.headers) if tracing.enabled() else None
+
+
+# One frozenset per distinct set of roles, shared by the connections that hold it (each
+# verified token would otherwise keep its own ~200 bytes for as long as it is connected).
+_ROLES: dict[frozenset[str], frozenset[str]] = {}
+_ROLES_MAX = 1024
+
+
+def _shared_roles(principal: Principal) -> Principal:
+    roles = _ROLES.get(principal.roles)
+    if roles is None:
+        if len(_ROLES) >= _ROLES_MAX:
+            _ROLES.clear()
+        roles = _ROLES[principal.roles] = principal.roles
+    return principal if roles is principal.roles else attrs.evolve(principal, roles=roles)
 
 
 async def _watch_database(store: Store, audit: AuditLog) -> None:

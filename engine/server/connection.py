@@ -43,6 +43,7 @@ import logging
 import time
 import weakref
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -104,6 +105,9 @@ CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_IDLE = 4002
 CLOSE_NO_PONG = 4003
 CLOSE_TOO_SLOW = 4008
+
+# The audit context of a connection that adds nothing to its records: one shared, read-only.
+NO_AUDIT_CONTEXT: Mapping[str, Any] = MappingProxyType({})
 
 # Connection._writer_state
 _IDLE, _WRITING, _BROKEN = 0, 1, 2
@@ -195,7 +199,7 @@ class Connection:
     client_tools: dict[str, OfferedTool] = attrs.field(factory=dict)
     client_results: dict[str, trio.MemorySendChannel[Any]] = attrs.field(factory=dict)
     # Nothing to add to audit records: the WebSocket is the default front door.
-    audit_context: Mapping[str, Any] = attrs.field(factory=dict)
+    audit_context: Mapping[str, Any] = NO_AUDIT_CONTEXT
     _outbox: Outbox | None = None
     _nursery: trio.Nursery | None = None
     _closing: bool = False
