@@ -311,6 +311,10 @@ class Connection:
         """
         timeout = self.hub.settings.send_timeout_s
         try:
+            # Started in a connection being cancelled (a result sent as its tool call is
+            # cancelled): leave the frames queued, for serve() to flush, rather than take one
+            # and lose it at the send's first checkpoint.
+            await trio.lowlevel.checkpoint_if_cancelled()
             # One scope for the whole run, its deadline moved on before each send (cheaper
             # than a scope per frame); nothing but a send can be cancelled inside it.
             with trio.CancelScope() as scope:

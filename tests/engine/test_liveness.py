@@ -11,6 +11,9 @@ expiry without a task per connection.  In-memory connections; trio's MockClock w
   ping every 10 s, a connection that answers pings and sends nothing is still served after
   ten idle timeouts; a second one that does not answer is closed with 4003 at 10 + 5 s, and
   a third, answering pings on a server that never pings within the idle timeout, with 4002.
+- ``test_a_frame_sent_as_the_connection_is_cancelled_is_still_delivered``: the writer task
+  runs only while there is something to send; one started in a connection being cancelled
+  (a tool call's cancelled result) must leave its frame to the final flush, not lose it.
 """
 
 from __future__ import annotations
@@ -116,3 +119,16 @@ async def test_pongs_keep_an_idle_connection_and_silence_ends_one(
         assert unpinged.transport.closed_with == (CLOSE_IDLE, "idle for 60s (no frames, no pongs)")
         assert 60 <= trio.current_time() - started < 61
         nursery.cancel_scope.cancel()
+
+
+async def test_a_frame_sent_as_the_connection_is_cancelled_is_still_delivered(tmp_path: Path, state_dir: Path) -> None:
+    config = copy_example_config(tmp_path / "config")
+    with trio.fail_after(30):
+        async with running_hub(config, state_dir) as hub, trio.open_nursery() as nursery:
+            conn, peer = _served(nursery, hub, "alice")
+            await peer.next_of(ToolList)
+            await trio.testing.wait_all_tasks_blocked()
+            conn._stop()
+            conn.send(ActionList(actions=(), reply_to="sent-while-cancelled"))
+            assert (await peer.next_of(ActionList)).reply_to == "sent-while-cancelled"
+            nursery.cancel_scope.cancel()
