@@ -331,15 +331,42 @@ def to_wire(frame: m.Frame) -> dict[str, Any]:
     return _conv.unstructure(frame)  # type: ignore[no-any-return]
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def encode(frame: m.Frame) -> str:
     """One frame (either direction) as compact JSON text, ready to send.
 
     Raises ``ValueError`` when a JSON field holds NaN/Infinity (not representable in
     JSON) and ``TypeError`` when it holds something that is not JSON at all.
     """
-    return json.dumps(
-        _conv.unstructure(frame), ensure_ascii=False, separators=(",", ":"), allow_nan=False
-    )
+    if type(frame) is m.ToolList:
+        return _encode_tool_list(frame)
+    return _dumps(_conv.unstructure(frame))
+
+
+# The JSON of recently sent tool lists, by the identity of their ``tools`` tuple (kept in
+# the value, so that the id cannot be reused while cached). The server lists the same
+# tuple to every connection of one subject and roles (engine.server.connection), and a
+# tool list is its largest routine frame: unstructuring and dumping its schemas is most
+# of a tool_list round trip's CPU.
+_TOOLS_JSON: dict[int, tuple[tuple[m.ToolInfo, ...], str]] = {}
+_TOOLS_JSON_MAX = 256
+_NO_TOOLS = '"tools":[]'
+
+
+def _encode_tool_list(frame: m.ToolList) -> str:
+    tools = frame.tools
+    cached = _TOOLS_JSON.get(id(tools))
+    if cached is None or cached[0] is not tools:
+        if len(_TOOLS_JSON) >= _TOOLS_JSON_MAX:
+            _TOOLS_JSON.clear()
+        cached = _TOOLS_JSON[id(tools)] = (tools, _dumps(_conv.unstructure(tools, tuple[m.ToolInfo, ...])))
+    # The frame with no tools, then its empty list replaced by the cached one: '"tools":[]'
+    # cannot occur inside a JSON string (its quotes would be escaped), so the first one is the field.
+    shell = _dumps(_conv.unstructure(m.ToolList(id=frame.id, tools=(), reply_to=frame.reply_to)))
+    return shell.replace(_NO_TOOLS, '"tools":' + cached[1], 1)
 
 
 def error_frame(error: ProtocolError) -> m.ErrorFrame:

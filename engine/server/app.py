@@ -36,7 +36,7 @@ import sandbox
 
 from .. import tracing
 from ..audit import AuditEvent, AuditLog, PgAuditLog, open_audit
-from ..auth import AuthError, token_from_request, verify
+from ..auth import AuthError, Principal, token_from_request, verify
 from ..config import load_config
 from ..errors import ScalyticsError
 from ..protocol import ErrorCode, ErrorFrame
@@ -44,7 +44,7 @@ from ..store import Store, StoreError, instance_id, open_store
 from ..upstream import for_hub
 from . import fdbudget
 from .admission import Admission
-from .connection import Connection
+from .connection import NO_AUDIT_CONTEXT, Connection
 from .health import serve_health
 from .hub import Hub
 from .maintenance import maintain
@@ -296,35 +296,50 @@ async def _handle_stream(hub: Hub, admission: Admission, stream: trio.SocketStre
     Closing it ourselves matters: a refused handshake must not keep its socket until the
     client leaves, and a client that stopped reading cannot complete a close handshake.
     A connection past the handshake limits is closed at once, before a byte is read.
+
+    Memory: this task holds, for the connection's life, one nursery (trio-websocket's
+    reader lives in it; its cancel scope is also the one an eviction cancels) and the
+    :class:`Connection`; the handshake's request, headers and token are dropped once
+    it is accepted.
     """
     peer = _peer(stream, port=False)
-    scope = trio.CancelScope()
-    ticket = admission.begin_handshake(peer, scope)
-    if ticket is None:
-        _turned_away(admission)
-        await trio.aclose_forcefully(stream)
-        return
-
-    def handshake_over() -> None:
-        # Idempotent; once over, an eviction can no longer reach this connection.
-        admission.end_handshake(ticket)
-
+    evicted = False
+    ticket: object | None = None
     try:
-        with scope:
-            async with trio.open_nursery() as nursery:
-                try:
-                    await _handshake_and_serve(hub, admission, stream, nursery, handshake_over)
-                finally:
-                    nursery.cancel_scope.cancel()
-        if scope.cancelled_caught:
+        async with trio.open_nursery() as nursery:
+            # Cancelled by the admission if this handshake is evicted (only before handshake_over).
+            ticket = admission.begin_handshake(peer, nursery.cancel_scope)
+            if ticket is None:
+                _turned_away(admission)
+                await trio.aclose_forcefully(stream)
+                return
+            try:
+                accepted = await _handshake(hub, admission, stream, nursery, partial(admission.end_handshake, ticket))
+                if accepted is not None:
+                    conn, sub, trace = accepted
+                    try:
+                        if trace is None:
+                            await conn.serve()
+                        else:
+                            # A traceparent on the handshake: this connection's turns and calls continue that trace.
+                            with tracing.continued(trace):
+                                await conn.serve()
+                    finally:
+                        admission.leave(sub)
+            finally:
+                evicted = nursery.cancel_scope.cancel_called
+                nursery.cancel_scope.cancel()
+        if evicted:
             _turned_away(admission)
     except Exception:
         # One broken connection must never end the server.
         log.exception("connection failed")
     finally:
-        handshake_over()
-        with trio.move_on_after(0.5, shield=True):
-            await stream.aclose()
+        if ticket is not None:
+            # Idempotent; once over, an eviction can no longer reach this connection.
+            admission.end_handshake(ticket)
+            with trio.move_on_after(0.5, shield=True):
+                await stream.aclose()
 
 
 def _turned_away(admission: Admission) -> None:
@@ -338,19 +353,22 @@ def _turned_away(admission: Admission) -> None:
         admission.warned_at = now
 
 
-async def _handshake_and_serve(
+async def _handshake(
     hub: Hub, admission: Admission, stream: trio.SocketStream, nursery: trio.Nursery,
     handshake_over: Callable[[], None],
-) -> None:
+) -> tuple[Connection, str, list[tuple[bytes, bytes]] | None] | None:
+    """The accepted connection, its subject, whose admission slot is taken (the caller
+    leaves it), and the headers that name its trace (when tracing is on); None when the
+    handshake was refused or timed out (the client was told)."""
     request = None
     with trio.move_on_after(hub.settings.handshake_timeout_s):
         request = await wrap_server_stream(nursery, stream, max_message_size=hub.settings.max_frame_bytes)
     if request is None:
-        return
+        return None
     path = request.path.split("?", 1)[0]
     if path != hub.settings.path:
         await _reject(request, 404, "not_found", f"the WebSocket endpoint is {hub.settings.path}")
-        return
+        return None
     try:
         principal = verify(token_from_request(request.path, request.headers), hub.settings.auth)
     except AuthError as exc:
@@ -363,26 +381,41 @@ async def _handshake_and_serve(
             )
         )
         await _reject(request, 401, "unauthorized", str(exc), bearer_error=True)
-        return
+        return None
     # The slot is taken here, before the first await that follows the check (see admission).
     refusal = admission.admit(principal.sub)
     if refusal is not None:
         status, message = refusal
         log.warning("connection from %s refused: %s", principal.sub, message)
         await _reject(request, status, "rate_limited", message)
-        return
+        return None
     try:
         ws = await request.accept()
         handshake_over()
         hub.metrics.connections_accepted_total.inc()
         from ..mcp._via import parse_via  # no MCP SDK import: the stdio bridge's audit note
 
-        # A traceparent on the handshake: this connection's turns and calls continue that trace.
-        with tracing.continued(request.headers):
-            await Connection(hub, WebSocketTransport(ws), principal,
-                             audit_context=parse_via(request.headers)).serve()
-    finally:
+        conn = Connection(hub, WebSocketTransport(ws), _shared_roles(principal),
+                          audit_context=parse_via(request.headers) or NO_AUDIT_CONTEXT)
+    except BaseException:
         admission.leave(principal.sub)
+        raise
+    return conn, principal.sub, list(request.headers) if tracing.enabled() else None
+
+
+# One frozenset per distinct set of roles, shared by the connections that hold it (each
+# verified token would otherwise keep its own ~200 bytes for as long as it is connected).
+_ROLES: dict[frozenset[str], frozenset[str]] = {}
+_ROLES_MAX = 1024
+
+
+def _shared_roles(principal: Principal) -> Principal:
+    roles = _ROLES.get(principal.roles)
+    if roles is None:
+        if len(_ROLES) >= _ROLES_MAX:
+            _ROLES.clear()
+        roles = _ROLES[principal.roles] = principal.roles
+    return principal if roles is principal.roles else attrs.evolve(principal, roles=roles)
 
 
 async def _watch_database(store: Store, audit: AuditLog) -> None:

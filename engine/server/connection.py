@@ -30,14 +30,20 @@ its queued replies, for each run of dropped frames.
 Liveness: a connection is idle, and closed after ``idle_timeout_s``, only when
 it neither sends frames nor answers the keepalive pings; a client that is
 connected and answering pings (a chat waiting for its user, an admin waiting
-for approvals) stays.
+for approvals) stays.  Its timers (the next ping, the idle deadline, the token's
+expiry) are kept by one server-wide timer (:mod:`.liveness`), not by tasks of its
+own: an idle connection holds no task but its reader and trio-websocket's.  Its
+writer task, too, runs only while there is something to send.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -85,7 +91,7 @@ from ..protocol import (
 )
 from ..store import StoreUnavailableError
 from ..suggest import unknown_name
-from . import argcheck, grants
+from . import argcheck, grants, liveness
 from .actions import Caller, perform, read
 from .hub import Hub
 from .outbox import Outbox
@@ -99,6 +105,12 @@ CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_IDLE = 4002
 CLOSE_NO_PONG = 4003
 CLOSE_TOO_SLOW = 4008
+
+# The audit context of a connection that adds nothing to its records: one shared, read-only.
+NO_AUDIT_CONTEXT: Mapping[str, Any] = MappingProxyType({})
+
+# Connection._writer_state
+_IDLE, _WRITING, _BROKEN = 0, 1, 2
 
 
 @attrs.define
@@ -143,6 +155,43 @@ class TokenBucket:
 
 
 @attrs.define(eq=False)
+class _ToolLists:
+    """The tools each subject and roles may see under one configuration, decided once.
+
+    Listing decides every tool (the policy engine, per tool) and a tool list is sent on
+    every connect, reload and ``tool_list`` request; the answer depends only on the
+    configuration, the subject and the roles (a listing has no arguments), so it is kept
+    until the configuration object changes.  The same tuple then lets the codec reuse
+    its JSON (engine.protocol._codec).
+    """
+
+    config: Any = None
+    tools: dict[tuple[str, frozenset[str]], tuple[ToolInfo, ...]] = attrs.field(factory=dict)
+
+
+_TOOL_LISTS_MAX = 4096
+_tool_lists: weakref.WeakKeyDictionary[Hub, _ToolLists] = weakref.WeakKeyDictionary()
+
+
+def _listed_tools(hub: Hub, principal: Principal) -> tuple[ToolInfo, ...]:
+    config = hub.config
+    lists = _tool_lists.get(hub)
+    if lists is None:
+        lists = _tool_lists[hub] = _ToolLists()
+    if lists.config is not config or len(lists.tools) >= _TOOL_LISTS_MAX:
+        lists.config, lists.tools = config, {}
+    key = (principal.sub, principal.roles)
+    tools = lists.tools.get(key)
+    if tools is None:
+        tools = lists.tools[key] = tuple(
+            ToolInfo(name=t.name, description=t.description, parameters=dict(t.parameters), level=t.permission_level)
+            for t in sorted(config.tools.values(), key=lambda t: t.name)
+            if decide(config, principal.sub, principal.roles, "tool.call", t.name).effect != "deny"
+        )
+    return tools
+
+
+@attrs.define(eq=False)
 class Connection:
     hub: Hub
     transport: Transport
@@ -150,7 +199,7 @@ class Connection:
     client_tools: dict[str, OfferedTool] = attrs.field(factory=dict)
     client_results: dict[str, trio.MemorySendChannel[Any]] = attrs.field(factory=dict)
     # Nothing to add to audit records: the WebSocket is the default front door.
-    audit_context: Mapping[str, Any] = attrs.field(factory=dict)
+    audit_context: Mapping[str, Any] = NO_AUDIT_CONTEXT
     _outbox: Outbox | None = None
     _nursery: trio.Nursery | None = None
     _closing: bool = False
@@ -159,6 +208,13 @@ class Connection:
     _unanswered: dict[str, None] = attrs.field(factory=dict)
     # When the client last showed it is there: a frame, or a pong (trio clock).
     _last_alive: float = attrs.field(factory=trio.current_time)
+    # The liveness timer's schedule (trio clock): next ping, token expiry; a ping in flight.
+    _next_ping: float = 0.0
+    _expires: float = 0.0
+    _pinging: bool = False
+    # The writer task: _IDLE (none running), _WRITING, or _BROKEN (a send failed: none ever again).
+    _writer_state: int = 0
+    _done: bool = False
 
     @property
     def slot_key(self) -> str:
@@ -169,19 +225,23 @@ class Connection:
         settings = self.hub.settings
         outbox = self._outbox = Outbox(settings.send_queue_frames)
         self._bucket = TokenBucket(settings.frames_per_second, settings.frame_burst)
+        now = trio.current_time()
+        self._last_alive = now
+        self._next_ping = now + settings.ping_interval_s
+        self._expires = now + max(0.0, self.principal.expires_at - time.time())
         self.hub.connections.add(self)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._writer, outbox)
-                nursery.start_soon(self._expire_token)
-                nursery.start_soon(self._keepalive)
+                liveness.watch(self.hub, self, self._next_look())
                 self.send(self.tool_list())
                 for pending in self.hub.approvals.waiting_for(self.principal.sub, self.principal.roles):
                     self.send(pending.frame)
                 await self._reader()
                 nursery.cancel_scope.cancel()
         finally:
+            self._done = True
+            self._nursery = None  # closed: what is sent from now on is flushed below
             self.hub.connections.discard(self)
             self.hub.run_slots.pop(self.slot_key, None)
             with trio.move_on_after(5, shield=True):
@@ -228,7 +288,15 @@ class Connection:
             text = encode(frame)
         if isinstance(frame, ErrorFrame):
             self.hub.metrics.errors_total.inc(code=str(frame.code))
-        if self._outbox.put(text, reply_to, control=control) or control:
+        if self._outbox.put(text, reply_to, control=control):
+            if self._writer_state == _IDLE and self._nursery is not None:
+                try:
+                    self._nursery.start_soon(self._writer, self._outbox)
+                    self._writer_state = _WRITING
+                except RuntimeError:
+                    pass  # the connection's nursery has just closed: serve() flushes the outbox
+            return
+        if control:
             return
         if not self._closing:
             log.warning("%s is not reading: its send queue is full; closing", self.principal.sub)
@@ -237,39 +305,77 @@ class Connection:
     # --- tasks --------------------------------------------------------------------------
 
     async def _writer(self, outbox: Outbox) -> None:
-        # The outbox stays open when this task ends: the connection's last frames are flushed from it.
-        while True:
-            try:
-                text, reply_to = await outbox.get()
-            except trio.EndOfChannel:
-                return
-            with trio.move_on_after(self.hub.settings.send_timeout_s) as scope:
-                try:
-                    await self.transport.send(text)
-                except TransportClosed:
-                    self._stop()
-                    return
-                self.hub.metrics.frames_out.inc()
+        """Send what is queued, then end: :meth:`send` starts it again for the next frame.
+
+        The outbox stays open when this task ends: the connection's last frames are flushed from it.
+        """
+        timeout = self.hub.settings.send_timeout_s
+        try:
+            # Started in a connection being cancelled (a result sent as its tool call is
+            # cancelled): leave the frames queued, for serve() to flush, rather than take one
+            # and lose it at the send's first checkpoint.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            # One scope for the whole run, its deadline moved on before each send (cheaper
+            # than a scope per frame); nothing but a send can be cancelled inside it.
+            with trio.CancelScope() as scope:
+                while True:
+                    try:
+                        text, reply_to = outbox.get_nowait()
+                    except trio.WouldBlock:
+                        return
+                    scope.deadline = trio.current_time() + timeout
+                    try:
+                        await self.transport.send(text)
+                    except TransportClosed:
+                        self._writer_state = _BROKEN
+                        self._stop()
+                        return
+                    self.hub.metrics.frames_out.inc()
+                    if reply_to is not None and self._bucket is not None and \
+                            self._unanswered.pop(reply_to, 0) is None:
+                        # Answered and written: the request's token comes back (see the module docstring).
+                        self._bucket.refund()
             if scope.cancelled_caught:
                 # A cancelled send may have written half a frame: the connection is dead.
+                self._writer_state = _BROKEN
                 self._close_soon(CLOSE_TOO_SLOW, "the client is not reading")
-                return
-            if reply_to is not None and self._bucket is not None and self._unanswered.pop(reply_to, 0) is None:
-                # Answered and written: the request's token comes back (see the module docstring).
-                self._bucket.refund()
+        finally:
+            if self._writer_state == _WRITING:
+                self._writer_state = _IDLE
 
-    async def _expire_token(self) -> None:
-        await trio.sleep(max(0.0, self.principal.expires_at - time.time()))
-        await self._close(CLOSE_TOKEN_EXPIRED, "token expired")
-
-    async def _keepalive(self) -> None:
-        """Ping regularly; a peer that does not answer in time is gone, whatever TCP thinks.
-
-        Each pong counts as a sign of life for the idle timeout.
-        """
+    def _next_look(self) -> float:
         settings = self.hub.settings
-        while True:
-            await trio.sleep(settings.ping_interval_s)
+        return min(self._expires, self._last_alive + settings.idle_timeout_s, self._next_ping)
+
+    def look(self, now: float) -> float | None:
+        """The liveness timer's call (see :mod:`.liveness`): close, or ping, what is due at ``now``.
+
+        A peer that does not answer a ping in time is gone, whatever TCP thinks; a pong
+        counts as a sign of life for the idle timeout.
+        """
+        if self._done or self._closing or self._nursery is None:
+            return None
+        settings = self.hub.settings
+        if now >= self._expires:
+            self._close_soon(CLOSE_TOKEN_EXPIRED, "token expired")
+            return None
+        if now >= self._last_alive + settings.idle_timeout_s:
+            self._close_soon(CLOSE_IDLE, f"idle for {settings.idle_timeout_s:g}s (no frames, no pongs)")
+            return None
+        if now >= self._next_ping:
+            # While this ping waits for its pong, look again one interval on (the ping times itself out).
+            self._next_ping = now + settings.ping_interval_s
+            if not self._pinging:
+                try:
+                    self._nursery.start_soon(self._ping)
+                except RuntimeError:
+                    return None  # the connection's nursery has just closed: it is ending
+                self._pinging = True
+        return self._next_look()
+
+    async def _ping(self) -> None:
+        settings = self.hub.settings
+        try:
             with trio.move_on_after(settings.ping_timeout_s) as scope:
                 try:
                     await self.transport.ping()
@@ -278,22 +384,20 @@ class Connection:
             if scope.cancelled_caught:
                 await self._close(CLOSE_NO_PONG, "no pong: the connection looks dead")
                 return
-            self._last_alive = trio.current_time()
+            now = self._last_alive = trio.current_time()
+            self._next_ping = now + settings.ping_interval_s
+        finally:
+            self._pinging = False
 
     async def _reader(self) -> None:
         settings = self.hub.settings
         bucket = self._bucket
         assert bucket is not None
         while True:
-            with trio.move_on_at(self._last_alive + settings.idle_timeout_s) as idle:
-                try:
-                    message = await self.transport.receive()
-                except TransportClosed:
-                    return
-            if idle.cancelled_caught:
-                if trio.current_time() < self._last_alive + settings.idle_timeout_s:
-                    continue  # a pong arrived meanwhile: wait again from there
-                await self._close(CLOSE_IDLE, f"idle for {settings.idle_timeout_s:g}s (no frames, no pongs)")
+            # No deadline here: the liveness timer closes an idle connection (see look()).
+            try:
+                message = await self.transport.receive()
+            except TransportClosed:
                 return
             self._last_alive = trio.current_time()
             self.hub.metrics.frames_in.inc()
@@ -338,6 +442,9 @@ class Connection:
     # --- dispatch -----------------------------------------------------------------------
 
     async def _dispatch(self, frame: Any) -> None:
+        if not tracing.enabled():
+            await self._route(frame)  # no span: two context managers per frame saved
+            return
         # A span per frame; a frame's own traceparent continues the caller's trace for
         # what it starts (a turn, a tool call: their tasks inherit this context).
         traceparent = getattr(frame, "traceparent", None)
@@ -664,12 +771,7 @@ class Connection:
 
     def tool_list(self, reply_to: str | None = None) -> ToolList:
         """The tools this caller may see, by the configuration in force now."""
-        tools = tuple(
-            ToolInfo(name=t.name, description=t.description, parameters=dict(t.parameters), level=t.permission_level)
-            for t in sorted(self.hub.config.tools.values(), key=lambda t: t.name)
-            if decide(self.hub.config, self.principal.sub, self.principal.roles, "tool.call", t.name).effect != "deny"
-        )
-        return ToolList(tools=tools, reply_to=reply_to)
+        return ToolList(tools=_listed_tools(self.hub, self.principal), reply_to=reply_to)
 
     # --- closing ------------------------------------------------------------------------
 
@@ -680,7 +782,8 @@ class Connection:
     def _close_soon(self, code: int, reason: str) -> None:
         if self._nursery is not None and not self._closing:
             self._closing = True
-            self._nursery.start_soon(self._close, code, reason)
+            with contextlib.suppress(RuntimeError):  # the nursery has just closed: the connection is ending
+                self._nursery.start_soon(self._close, code, reason)
 
     async def _close(self, code: int, reason: str, *, after_notices: bool = False) -> None:
         """Close with ``code``; ``after_notices``: first let the writer take the queued notices

@@ -450,3 +450,23 @@ def test_fast_checker_refuses_keywords_it_does_not_know() -> None:
 
     with pytest.raises(ValueError, match="format"):
         compile_check({"type": "string", "format": "uri"}, {})
+
+
+def test_a_tool_list_encodes_as_the_generic_encoder_would_cached_or_not() -> None:
+    """The tool list's cached-JSON path (engine.protocol._codec) gives the very text the
+    generic path gives, whatever the descriptions hold (quotes, the field's own name,
+    non-ASCII), with or without reply_to, on a cache miss and on a hit; and a value that
+    cannot be JSON still raises as before."""
+    tools = (
+        p.ToolInfo(name="a", description='has "tools":[] and \\" in it', parameters={"type": "object"}, level=0),
+        p.ToolInfo(name="b", description="ünïcode ✓", parameters={"x": [1, {"y": None}], "z": 1.5}, level=2),
+    )
+    for reply_to in (None, "r-1", '"tools":[]'):
+        for _ in range(2):  # a miss, then a hit
+            frame = p.ToolList(tools=tools, reply_to=reply_to)
+            generic = json.dumps(p.to_wire(frame), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            assert p.encode(frame) == generic
+            assert p.decode_server(p.encode(frame)) == frame
+    assert p.encode(p.ToolList(tools=())).startswith('{"type":"tool_list"')
+    with pytest.raises(ValueError):
+        p.encode(p.ToolList(tools=(p.ToolInfo(name="n", description="", parameters={"x": float("nan")}, level=0),)))
