@@ -21,7 +21,8 @@ client that stops reading is cut off when it fills (or when one send takes
 longer than ``send_timeout_s``) instead of stalling anybody else.
 
 Rate limiting: a token bucket per connection, refilled over time *and* by every
-reply written to the client (one token for the first reply to each request).  A
+reply written to the client (one token for the first reply to each request; a
+``user_message``'s reply is its turn's ``agent_response``).  A
 client that waits for its answers before sending more -- any sequential
 request/response client, however fast -- therefore never runs dry; a client that
 sends without waiting does, and then gets one ``rate_limited`` notice, ahead of
@@ -60,6 +61,7 @@ from ..protocol import (
     ActionListRequest,
     AgentConnect,
     AgentControl,
+    AgentResponse,
     Approver,
     ClientAgentResult,
     ClientToolList,
@@ -206,6 +208,10 @@ class Connection:
     _bucket: TokenBucket | None = None
     # Ids of requests taken from the bucket and not answered yet (insertion order; bounded).
     _unanswered: dict[str, None] = attrs.field(factory=dict)
+    # The user_message each session's running turn answers: its agent_response carries no
+    # reply_to on the wire, yet is that message's answer (its token comes back). Made on
+    # first use: most connections never send one.
+    _turn_asks: dict[str, str] | None = None
     # When the client last showed it is there: a frame, or a pong (trio clock).
     _last_alive: float = attrs.field(factory=trio.current_time)
     # The liveness timer's schedule (trio clock): next ping, token expiry; a ping in flight.
@@ -274,6 +280,9 @@ class Connection:
         if self._outbox is None or self._outbox.closed:
             return
         reply_to = getattr(frame, "reply_to", None)
+        answered = reply_to
+        if type(frame) is AgentResponse and self._turn_asks:
+            answered = self._turn_asks.pop(frame.session_id, None)
         try:
             text = encode(frame)
         except (ValueError, TypeError, RecursionError) as exc:
@@ -288,7 +297,7 @@ class Connection:
             text = encode(frame)
         if isinstance(frame, ErrorFrame):
             self.hub.metrics.errors_total.inc(code=str(frame.code))
-        if self._outbox.put(text, reply_to, control=control):
+        if self._outbox.put(text, answered, control=control):
             if self._writer_state == _IDLE and self._nursery is not None:
                 try:
                     self._nursery.start_soon(self._writer, self._outbox)
@@ -433,6 +442,14 @@ class Connection:
             control=True,
         )
 
+    def _asked(self, session_id: str, frame_id: str) -> None:
+        """Remember which message the session's turn answers (bounded like `_unanswered`)."""
+        if self._turn_asks is None:
+            self._turn_asks = {}
+        self._turn_asks[session_id] = frame_id
+        if len(self._turn_asks) > self.hub.settings.frame_burst:
+            del self._turn_asks[next(iter(self._turn_asks))]
+
     def _count_unanswered(self, frame_id: str) -> None:
         self._unanswered[frame_id] = None
         if len(self._unanswered) > self.hub.settings.frame_burst:
@@ -460,6 +477,7 @@ class Connection:
                 case UserMessage():
                     self._check_message_size(frame)
                     await (await self._session(frame.session_id, frame.id)).message(frame.content, frame.id)
+                    self._asked(frame.session_id, frame.id)
                 case AgentControl():
                     # A session live on another instance (PostgreSQL): that instance runs the control.
                     if frame.session_id in self.hub.sessions or not await self.hub.approval_bus.forward_control(

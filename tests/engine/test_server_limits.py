@@ -178,6 +178,19 @@ async def test_a_sequential_client_is_never_throttled(server: RunningServer) -> 
                         break
 
 
+async def test_a_chat_that_waits_for_each_answer_is_never_throttled(start_server, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """A bucket of 5 refilled at 1 frame/s; 40 turns, each message sent when the turn
+    before has answered: each turn's agent_response gives its message's token back
+    (it used to come back only with time, so the sixth quick turn was rate limited)."""
+    server: RunningServer = await start_server(config_dir, frames_per_second=1, frame_burst=5)
+    with trio.fail_after(60):
+        async with open_client(server.url, server.token()) as client:
+            sid = (await client.start_session("assistant")).session_id
+            for _ in range(40):
+                turn = await client.converse(sid, "hello")
+                assert turn.response.content.startswith("Hello")
+
+
 async def test_a_flooder_that_does_not_read_gets_rate_limited_first(server: RunningServer) -> None:
     """Default limits; 400 requests sent without reading a byte, then reading: the client
     finds a `rate_limited` notice in what it reads (it used to be cut off, its queue full of
