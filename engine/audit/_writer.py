@@ -136,9 +136,13 @@ class AuditLog:
     _head_hash: str
     _last_checkpoint: Checkpoint | None
     queue_size: int = 256
-    # Events handed to the writer thread (and _STOP); filled and drained from both sides.
+    # Events of this scheduling round, handed to the thread together by _hand_over (one wake-up).
+    _waiting: list[_Pending] = attrs.field(factory=list, repr=False)
+    _hand_lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, repr=False)
+    # Lists of events handed to the writer thread (and _STOP); filled and drained from both sides.
     _queue: queue.SimpleQueue[Any] = attrs.field(factory=queue.SimpleQueue, repr=False)
-    _outstanding: int = 0  # handed over and not yet answered (bounded by queue_size)
+    _carry: list[_Pending] = attrs.field(factory=list, repr=False)  # the thread's: taken, not yet in a group
+    _outstanding: int = 0  # recorded and not yet answered (bounded by queue_size)
     _room: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, repr=False)
     _token: trio.lowlevel.TrioToken | None = attrs.field(default=None, repr=False)
     _closing: bool = False  # _STOP was queued (or the writer ended): record() refuses
@@ -231,7 +235,9 @@ class AuditLog:
         # From here on the event is the writer's: it is committed, or failed, whatever
         # happens to this task (a cancellation only stops the wait below).
         self._outstanding += 1
-        self._queue.put(pending)
+        self._waiting.append(pending)
+        if len(self._waiting) == 1:
+            self._hand_lot.unpark()
         await pending.done.wait()
         if pending.error is not None:
             raise pending.error_type(pending.error)
@@ -253,7 +259,21 @@ class AuditLog:
         """Refuse new events from now on; the writer thread stops after those queued."""
         if not self._closing:
             self._closing = True
+            self._hand_waiting()
             self._queue.put(_STOP)
+
+    def _hand_waiting(self) -> None:
+        if self._waiting:
+            waiting, self._waiting = self._waiting, []
+            self._queue.put(waiting)
+
+    async def _hand_over(self) -> None:
+        """Hand the events recorded in one scheduling round to the thread at once: the
+        round's tasks have run by the time this task does, so concurrent records share a
+        wake-up of the thread and a commit, instead of the first one waking it alone."""
+        while True:
+            self._hand_waiting()
+            await self._hand_lot.park()
 
     # --- the writer ------------------------------------------------------------------
 
@@ -271,6 +291,7 @@ class AuditLog:
             task_status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._stop_when_cancelled)
+                nursery.start_soon(self._hand_over)
                 # Not abandon_on_cancel: the thread commits and stops on _STOP (queued by
                 # _stop_when_cancelled or aclose), so the head in memory matches the database.
                 # A limiter of its own: the thread lives as long as the writer, and must not hold
@@ -296,14 +317,15 @@ class AuditLog:
             self._stop_taking()
 
     def _fail_everything_left(self, message: str) -> None:
-        left = []
+        # Called when the writer thread is done (or never ran): its carry-over is ours now.
+        left, self._waiting, self._carry = [*self._carry, *self._waiting], [], []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is not _STOP:
-                left.append(item)
+                left.extend(item)
         for pending in left:
             pending.fail(message, AuditClosedError)
         self._outstanding -= len(left)
@@ -320,30 +342,41 @@ class AuditLog:
         """The writer thread: commit groups until _STOP, then drain and sign off."""
         while True:
             timeout = None if self._since_checkpoint == 0 else max(0.0, self._checkpoint_deadline - self._now())
-            try:
-                first = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                first = None
-            if first is _STOP:
+            group, stop = self._next_group(timeout)
+            if group:
+                self._commit_group(group)
+            if stop:
                 break
-            if first is not None:
-                # The group: whatever else is already queued, without waiting.
-                batch, stop = [first], False
-                while len(batch) < self.max_batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stop = True
-                        break
-                    batch.append(item)
-                self._commit_group(batch)
-                if stop:
-                    break
             if self._checkpoint_due():
                 self._checkpoint_sync("periodic")
         self._drain_sync()
+
+    def _next_group(self, timeout: float | None) -> tuple[list[_Pending], bool]:
+        """Up to ``max_batch`` events: what was left over, else the next hand-over (waiting
+        up to ``timeout``, None: as long as it takes), and whatever else is already queued;
+        and whether _STOP came."""
+        group, self._carry = self._carry, []
+        stop = False
+        if not group:
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return [], False
+            if item is _STOP:
+                return [], True
+            group = list(item)
+        while len(group) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stop = True
+                break
+            group.extend(item)
+        if len(group) > self.max_batch:
+            group, self._carry = group[:self.max_batch], group[self.max_batch:]
+        return group, stop
 
     def _commit_group(self, batch: list[_Pending]) -> None:
         """Commit one group and hand the answers to the event loop (one wake-up)."""
@@ -370,17 +403,10 @@ class AuditLog:
             if self._now() > deadline:
                 log.error("audit writer: shutdown took longer than %ss; queued events dropped", SHUTDOWN_GRACE_S)
                 return
-            batch: list[_Pending] = []
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not _STOP:
-                    batch.append(item)
-            if not batch:
+            group, _stop = self._next_group(0)
+            if not group:
                 break
-            self._commit_group(batch)
+            self._commit_group(group)
         try:
             self._checkpoint_sync("shutdown")
         except (sqlite3.Error, OSError, AuditError) as exc:
