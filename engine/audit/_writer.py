@@ -8,15 +8,16 @@ Usage (the server's root nursery)::
             ...
             record = await audit.record(AuditEvent(kind="execution", ...))
 
-Design: :meth:`AuditLog.record` snapshots the event (:meth:`AuditEvent.prepare`), hands
-it to the writer thread and waits until the thread has committed it. The writer thread
-(one, for the life of :meth:`AuditLog.run`: a single ``trio.to_thread`` call that loops)
-takes whatever has queued up (up to ``max_batch``), numbers and chains it, commits it in
-ONE transaction, and wakes the event loop once for the whole group: under load, many
-records share one fsync (group commit), and a lone record is written at once. A record
-costs the event loop one queue put and one wake-up, not a task hop and a thread hop of
-its own. At most ``queue_size`` records wait at once; past that ``record()`` waits:
-back-pressure instead of unbounded memory.
+Design: :meth:`AuditLog.record` snapshots the event (:meth:`AuditEvent.prepare`), adds
+it to the events of this scheduling round and waits until it is committed. A hand-over
+task, which runs once the round's tasks have, passes the round's events to the writer
+thread as one list. The writer thread (one, for the life of :meth:`AuditLog.run`: a
+single ``trio.to_thread`` call that loops) takes whatever has been handed over (up to
+``max_batch``), numbers and chains it, commits it in ONE transaction, and wakes the
+event loop once for the whole group: under load, many records share one fsync (group
+commit), and a lone record is written at once. A record costs the event loop no thread
+hop of its own: one hand-over and one wake-up per group. At most ``queue_size`` records
+wait at once; past that ``record()`` waits: back-pressure instead of unbounded memory.
 
 Checkpoints (see ``_checkpoints``) are written when the writer starts (``open``), every
 ``checkpoint_every`` records or ``checkpoint_interval_s`` seconds after the first
