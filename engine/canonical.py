@@ -18,10 +18,12 @@ import hmac
 import json
 from typing import Any, Final
 
-__all__ = ["KEYED_PREFIX", "canonical_json", "digest", "keyed_digest"]
+__all__ = ["KEYED_PREFIX", "canonical_json", "digest", "keyed_digest", "keyed_text_digest"]
 
 #: What a keyed digest starts with, so that it is never mistaken for a plain one.
 KEYED_PREFIX: Final = "hmac-sha256:"
+# json.dumps(value, sort_keys=True, ...) builds this encoder on every call: built once.
+_encode: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def canonical_json(value: Any) -> str:
@@ -30,8 +32,7 @@ def canonical_json(value: Any) -> str:
     Raises ``ValueError`` for NaN/Infinity and for strings that cannot be UTF-8 (lone
     surrogates), ``TypeError`` for values JSON cannot hold. Tuples become arrays.
     """
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    text = _encode(value)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -52,6 +53,11 @@ def keyed_digest(key: bytes, value: Any) -> str:
     short secret (a PIN) is reversed by trying every candidate; without the key, trying
     candidates proves nothing.
     """
+    return keyed_text_digest(key, canonical_json(value))
+
+
+def keyed_text_digest(key: bytes, text: str) -> str:
+    """:func:`keyed_digest` of the value whose canonical JSON is ``text`` (already made)."""
     if len(key) < 32:
         raise ValueError("a digest key must hold at least 32 bytes")
-    return KEYED_PREFIX + hmac.new(key, canonical_json(value).encode("utf-8"), hashlib.sha256).hexdigest()
+    return KEYED_PREFIX + hmac.digest(key, text.encode("utf-8"), "sha256").hex()

@@ -138,11 +138,10 @@ class PgAuditLog(AuditLog):
             raise
         log.info("audit log %s (shared): %d records, key %s, head file %s", where, joined.head.seq,
                  joined.key_path, head_file_for(state, where))
-        send, receive = trio.open_memory_channel[Any](queue_size)
         return cls(
             state_dir=state, path=Path(where), key_path=joined.key_path, checkpoint_every=checkpoint_every,
             checkpoint_interval_s=checkpoint_interval_s, max_batch=max_batch, conn=None, key=joined.key,
-            digest_key=derive(joined.key, "arguments"), checkpoint_fd=-1, send=send, receive=receive,
+            digest_key=derive(joined.key, "arguments"), checkpoint_fd=-1, queue_size=queue_size,
             head_seq=joined.head.seq, head_hash=joined.head.hash, last_checkpoint=joined.last,
             db=db, database=where, head_file=head_file_for(state, where),
         )
@@ -236,7 +235,7 @@ class PgAuditLog(AuditLog):
         if self._periodic_failed:
             # Not at once again (the loop would spin while the database is away): later.
             self._periodic_failed = False
-            self._checkpoint_deadline = trio.current_time() + CHECKPOINT_RETRY_S
+            self._checkpoint_deadline = self._now() + CHECKPOINT_RETRY_S
             return False
         return super()._checkpoint_due()
 

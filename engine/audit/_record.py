@@ -18,16 +18,19 @@ hashed) changes a hash that the next record, or a checkpoint, still remembers.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 import time as _time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Final
 
 import attrs
 
-from ..canonical import canonical_json, digest, keyed_digest
+from ..canonical import canonical_json, digest, keyed_text_digest
 
 __all__ = [
     "DECIDED_BY",
@@ -115,6 +118,14 @@ def scrub(value: Any, hide: Iterable[str]) -> Any:
 _OPTIONAL_STR: Final = attrs.validators.optional(attrs.validators.instance_of(str))
 
 
+def _utf8(text: str) -> None:
+    """Refuse a string canonical JSON cannot hold (a lone surrogate), as canonical_json does."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("value contains a string that is not valid Unicode") from None
+
+
 def _string_items(value: Any) -> list[str]:
     # A bare string would become its characters: refuse it, and non-string items.
     if isinstance(value, str | bytes) or not all(isinstance(item, str) for item in value):
@@ -151,8 +162,9 @@ def _check_decided_by(_: Any, __: Any, value: str | None) -> None:
 
 
 def _check_duration(_: Any, __: Any, value: float | None) -> None:
-    if value is not None and (isinstance(value, bool) or not value >= 0):
-        raise ValueError(f"duration_ms must be a number >= 0, not {value!r}")
+    # Finite too: canonical JSON has no infinity, and the record must fail here, not in the writer.
+    if value is not None and (isinstance(value, bool) or not 0 <= value < math.inf):
+        raise ValueError(f"duration_ms must be a finite number >= 0, not {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -209,14 +221,18 @@ class AuditEvent:
             raise TypeError("details must be a JSON object (a mapping)")
         # Every text field must survive canonical JSON (no lone surrogates): checked here,
         # in the caller, so that a bad value never reaches the writer's batch.
-        canonical_json([self.subject, self.session_id, self.agent, self.target, self.approver,
-                        self.policy_revision, list(self.rule_ids)])
+        for text in (self.subject, self.session_id, self.agent, self.target, self.approver, self.policy_revision,
+                     *self.rule_ids):
+            if text is not None:
+                _utf8(text)
         at = round(_time.time() if now is None else now, 6)
         arguments = digest_of = None
         if self.arguments is not None:
             plain = dict(self.arguments)
-            digest_of = keyed_digest(digest_key, plain)
-            arguments = canonical_json(redact(plain, self.secret))
+            text = canonical_json(plain)
+            digest_of = keyed_text_digest(digest_key, text)
+            # Nothing to hide: the stored form is the digested text itself.
+            arguments = canonical_json(redact(plain, self.secret)) if self.secret.intersection(plain) else text
         # A secret can also hide in details (a validation error quoting the value): scrubbed.
         hide = secret_values(self.arguments, self.secret) if self.arguments is not None else []
         details = canonical_json(scrub(dict(self.details), hide))
@@ -268,10 +284,11 @@ class Prepared(RecordFacts):
     def seal(self, seq: int, prev_hash: str) -> AuditRecord:
         """The record at ``seq`` following a record whose hash is ``prev_hash``: the one
         place an :class:`AuditRecord` is made from an event (the facts are carried as they are)."""
-        fields = attrs.asdict(self)
-        body = _body(version=FORMAT_VERSION, seq=seq, prev_hash=prev_hash, **fields)
+        fields = {name: getattr(self, name) for name in _FACTS}
+        columns = {**fields, "version": FORMAT_VERSION, "seq": seq, "prev_hash": prev_hash}
+        text = _body_text(columns).encode("utf-8")
         return AuditRecord(version=FORMAT_VERSION, seq=seq, prev_hash=prev_hash,
-                           hash=digest(body), **fields)
+                           hash=hashlib.sha256(text).hexdigest(), **fields)
 
 
 # The stored columns, in table order; JSON-valued ones are canonical text in the table.
@@ -281,6 +298,39 @@ COLUMNS: Final = (
     "duration_ms", "policy_revision", "details", "prev_hash", "hash",
 )
 _JSON_COLUMNS: Final = frozenset({"arguments", "decision", "details"})
+#: The fields a Prepared event carries into its record.
+_FACTS: Final = tuple(field.name for field in attrs.fields(RecordFacts))
+
+
+#: The hashed body's keys in canonical (sorted) order.
+_BODY_KEYS: Final = tuple(sorted(name for name in COLUMNS if name != "hash"))
+_text: Final = encode_basestring  # a JSON string, exactly as canonical_json writes it
+
+
+def _scalar(value: Any) -> str:
+    """The canonical JSON of a column that is not JSON text (json.dumps with allow_nan=False)."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return _text(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not allowed in canonical JSON")
+        return float.__repr__(value)
+    return canonical_json(value)
+
+
+def _body_text(columns: Mapping[str, Any]) -> str:
+    """``canonical_json(_body(**columns))``, spliced: the JSON columns are canonical text
+    already (made by :meth:`AuditEvent.prepare`), so they are not parsed and written
+    again. Only for a record being sealed: verify recomputes from the stored row through
+    :func:`_body`, which does not trust that the stored text is canonical."""
+    return "{" + ",".join(
+        f'"{name}":{value}' if name in _JSON_COLUMNS and value is not None else f'"{name}":{_scalar(value)}'
+        for name in _BODY_KEYS for value in (columns[name],)
+    ) + "}"
 
 
 def _body(**columns: Any) -> dict[str, Any]:

@@ -8,26 +8,31 @@ Usage (the server's root nursery)::
             ...
             record = await audit.record(AuditEvent(kind="execution", ...))
 
-Design: :meth:`AuditLog.record` snapshots the event (:meth:`AuditEvent.prepare`), puts it
-on a bounded channel and waits until the writer has committed it. :meth:`AuditLog.run`,
-the single writer task, takes whatever has queued up (up to ``max_batch``), numbers and
-chains it, and commits it in ONE transaction in a worker thread (``trio.to_thread``):
-under load, many records share one fsync (group commit), and a lone record is written at
-once. A full channel makes ``record()`` wait: back-pressure instead of unbounded memory.
+Design: :meth:`AuditLog.record` snapshots the event (:meth:`AuditEvent.prepare`), adds
+it to the events of this scheduling round and waits until it is committed. A hand-over
+task, which runs once the round's tasks have, passes the round's events to the writer
+thread as one list. The writer thread (one, for the life of :meth:`AuditLog.run`: a
+single ``trio.to_thread`` call that loops) takes whatever has been handed over (up to
+``max_batch``), numbers and chains it, commits it in ONE transaction, and wakes the
+event loop once for the whole group: under load, many records share one fsync (group
+commit), and a lone record is written at once. A record costs the event loop no thread
+hop of its own: one hand-over and one wake-up per group. At most ``queue_size`` records
+wait at once; past that ``record()`` waits: back-pressure instead of unbounded memory.
 
 Checkpoints (see ``_checkpoints``) are written when the writer starts (``open``), every
 ``checkpoint_every`` records or ``checkpoint_interval_s`` seconds after the first
-unpinned record (``periodic``), and when it stops (``shutdown``).
+unpinned record (``periodic``, by the monotonic clock), and when it stops (``shutdown``).
 
 Cancellation:
-- ``record()``: cancelled while queueing, nothing is recorded; cancelled while waiting for
-  the commit, the record IS still written (it may already be). A caller that must not act
-  without a record simply doesn't act when ``record()`` did not return.
-- ``run()``: on cancellation (or :meth:`aclose`), it stops taking new events, commits
-  what is already queued and writes the ``shutdown`` checkpoint inside
-  ``trio.move_on_after(5, shield=True)``. A commit already running in its thread is never
-  interrupted (SQLite finishes or rolls back); the time limit only stops further work.
-  Events it could not commit in time get :class:`AuditClosedError`.
+- ``record()``: cancelled before its event is handed over (already cancelled, or waiting
+  for room), nothing is recorded; cancelled while waiting for the commit, the record IS
+  still written (it may already be). A caller that must not act without a record simply
+  doesn't act when ``record()`` did not return.
+- ``run()``: on cancellation (or :meth:`aclose`), it stops taking new events; the thread
+  commits what is already queued and writes the ``shutdown`` checkpoint, for at most
+  ``SHUTDOWN_GRACE_S`` seconds. A commit already running is never interrupted (SQLite
+  finishes or rolls back); the time limit only stops further work. Events it could not
+  commit in time get :class:`AuditClosedError`.
 
 Errors: a failed commit fails exactly the records of that group with
 :class:`AuditWriteError` and the writer carries on. ``record()`` when the writer is gone
@@ -42,12 +47,12 @@ import fcntl
 import logging
 import math
 import os
+import queue
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import attrs
 import trio
@@ -78,13 +83,16 @@ __all__ = ["AuditLog", "SHUTDOWN_GRACE_S"]
 log = logging.getLogger(__name__)
 #: One line per checkpoint, for shipping them off the host (journald, a log shipper).
 checkpoint_log = logging.getLogger("engine.audit.checkpoint")
-T = TypeVar("T")
 
 #: How long the writer may spend, shielded, committing what is queued at shutdown.
 SHUTDOWN_GRACE_S: Final = 5.0
 _INSERT_RECORD: Final = f"INSERT INTO audit_records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _INSERT_CHECKPOINT: Final = (f"INSERT INTO audit_checkpoints ({', '.join(CHECKPOINT_COLUMNS)}) "
                              f"VALUES ({', '.join('?' * len(CHECKPOINT_COLUMNS))})")
+
+
+#: Put on the queue once, when the writer is to stop: everything before it is committed.
+_STOP: Final = object()
 
 
 @attrs.define(eq=False)
@@ -125,17 +133,25 @@ class AuditLog:
     _key: bytes = attrs.field(repr=False)
     _digest_key: bytes = attrs.field(repr=False)  # derived: keys the arguments' digest
     _checkpoint_fd: int = attrs.field(repr=False)  # the checkpoint log, O_APPEND, flock'd
-    _send: trio.MemorySendChannel[_Pending] = attrs.field(repr=False)
-    _receive: trio.MemoryReceiveChannel[_Pending] = attrs.field(repr=False)
     _head_seq: int
     _head_hash: str
     _last_checkpoint: Checkpoint | None
+    queue_size: int = 256
+    # Events of this scheduling round, handed to the thread together by _hand_over (one wake-up).
+    _waiting: list[_Pending] = attrs.field(factory=list, repr=False)
+    _hand_lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, repr=False)
+    # Lists of events handed to the writer thread (and _STOP); filled and drained from both sides.
+    _queue: queue.SimpleQueue[Any] = attrs.field(factory=queue.SimpleQueue, repr=False)
+    _carry: list[_Pending] = attrs.field(factory=list, repr=False)  # the thread's: taken, not yet in a group
+    _outstanding: int = 0  # recorded and not yet answered (bounded by queue_size)
+    _room: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, repr=False)
+    _token: trio.lowlevel.TrioToken | None = attrs.field(default=None, repr=False)
+    _closing: bool = False  # _STOP was queued (or the writer ended): record() refuses
     # Checkpoints already in the file whose table insert failed; inserted with the next.
     _table_backlog: list[Checkpoint] = attrs.field(factory=list, repr=False)
     _head_file_failed: bool = False  # warned once that the head file cannot be written
     _since_checkpoint: int = 0  # records committed after the last checkpoint
-    _checkpoint_deadline: float = math.inf  # trio clock; set by the first such record
-    _in_hand: list[_Pending] = attrs.field(factory=list, repr=False)
+    _checkpoint_deadline: float = math.inf  # monotonic clock; set by the first such record
     _state: str = "ready"  # ready -> running -> stopped -> closed (or ready -> closed)
     _stopped: trio.Event = attrs.field(factory=trio.Event, repr=False)
     #: Transactions that wrote records, and records written, since open (for tests, bench).
@@ -171,11 +187,10 @@ class AuditLog:
         opened = await trio.to_thread.run_sync(_open_files, state, key_file)
         log.info("audit log %s: %d records, key %s, head file %s", audit_db_path(state), opened.head_seq,
                  opened.key_path, head_path(state))
-        send, receive = trio.open_memory_channel[_Pending](queue_size)
         return cls(
             state_dir=state, path=audit_db_path(state), key_path=opened.key_path, checkpoint_every=checkpoint_every,
             checkpoint_interval_s=checkpoint_interval_s, max_batch=max_batch, conn=opened.conn, key=opened.key,
-            digest_key=derive(opened.key, "arguments"), checkpoint_fd=opened.fd, send=send, receive=receive,
+            digest_key=derive(opened.key, "arguments"), checkpoint_fd=opened.fd, queue_size=queue_size,
             head_seq=opened.head_seq, head_hash=opened.head_hash, last_checkpoint=opened.last,
         )
 
@@ -195,7 +210,7 @@ class AuditLog:
         digests, like the audit log's, reveal nothing about secret arguments."""
         return self._digest_key
 
-    # --- the producers' side ---------------------------------------------------------
+    # --- the producers' side (the event loop) ----------------------------------------
 
     @property
     def running(self) -> bool:
@@ -211,17 +226,55 @@ class AuditLog:
         docstring for cancellation.
         """
         pending = _Pending(event.prepare(digest_key=self._digest_key))
-        if self._state in ("stopped", "closed"):
-            raise AuditClosedError("the audit writer has stopped; nothing was recorded")
-        try:
-            await self._send.send(pending)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise AuditClosedError("the audit writer has stopped; nothing was recorded") from None
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self._closing or self._state in ("stopped", "closed"):
+                raise AuditClosedError("the audit writer has stopped; nothing was recorded")
+            if self._outstanding < self.queue_size:
+                break
+            await self._room.park()
+        # From here on the event is the writer's: it is committed, or failed, whatever
+        # happens to this task (a cancellation only stops the wait below).
+        self._outstanding += 1
+        self._waiting.append(pending)
+        if len(self._waiting) == 1:
+            self._hand_lot.unpark()
         await pending.done.wait()
         if pending.error is not None:
             raise pending.error_type(pending.error)
         assert pending.record is not None
         return pending.record
+
+    def _answered(self, batch: list[_Pending], records: list[AuditRecord] | None, error: str | None) -> None:
+        """In the event loop, once per group: wake its waiters and whoever waits for room."""
+        if records is not None:
+            for pending, record in zip(batch, records, strict=True):
+                pending.resolve(record)
+        else:
+            for pending in batch:
+                pending.fail(f"the audit log could not commit this record: {error}")
+        self._outstanding -= len(batch)
+        self._room.unpark(count=len(batch))
+
+    def _stop_taking(self) -> None:
+        """Refuse new events from now on; the writer thread stops after those queued."""
+        if not self._closing:
+            self._closing = True
+            self._hand_waiting()
+            self._queue.put(_STOP)
+
+    def _hand_waiting(self) -> None:
+        if self._waiting:
+            waiting, self._waiting = self._waiting, []
+            self._queue.put(waiting)
+
+    async def _hand_over(self) -> None:
+        """Hand the events recorded in one scheduling round to the thread at once: the
+        round's tasks have run by the time this task does, so concurrent records share a
+        wake-up of the thread and a commit, instead of the first one waking it alone."""
+        while True:
+            self._hand_waiting()
+            await self._hand_lot.park()
 
     # --- the writer ------------------------------------------------------------------
 
@@ -232,107 +285,137 @@ class AuditLog:
         if self._state != "ready":
             raise AuditError(f"the audit writer cannot start: it is {self._state}")
         self._state = "running"
+        self._token = trio.lowlevel.current_trio_token()
+        drained = False
         try:
-            await self._thread(self._checkpoint_sync, "open")
+            await trio.to_thread.run_sync(self._checkpoint_sync, "open")
             task_status.started()
-            while True:
-                try:
-                    batch = await self._next_batch()
-                except trio.EndOfChannel:
-                    break  # aclose(): no more events will come
-                if batch:
-                    await self._commit(batch)
-                if self._checkpoint_due():
-                    await self._thread(self._checkpoint_sync, "periodic")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._stop_when_cancelled)
+                nursery.start_soon(self._hand_over)
+                # Not abandon_on_cancel: the thread commits and stops on _STOP (queued by
+                # _stop_when_cancelled or aclose), so the head in memory matches the database.
+                # A limiter of its own: the thread lives as long as the writer, and must not hold
+                # one of the tokens that every other blocking call of the process shares.
+                await trio.to_thread.run_sync(self._serve_sync, limiter=trio.CapacityLimiter(1))
+                drained = True
+                nursery.cancel_scope.cancel()
         finally:
-            with trio.move_on_after(SHUTDOWN_GRACE_S, shield=True) as grace:
-                await self._drain_and_stop()
-            if grace.cancelled_caught:
-                log.error("audit writer: shutdown took longer than %ss; queued events dropped",
-                          SHUTDOWN_GRACE_S)
+            self._stop_taking()
+            if not drained:
+                # The thread ended early (a checkpoint failed) or never started: commit
+                # what is queued, bounded like any shutdown.
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._drain_sync)
             self._fail_everything_left("the audit writer stopped before committing this event")
             self._state = "stopped"
             self._stopped.set()
 
-    async def _next_batch(self) -> list[_Pending]:
-        """Wait for the first event (no longer than the periodic checkpoint deadline), then
-        take whatever else is already queued without waiting: that is the group."""
-        timeout = math.inf if self._since_checkpoint == 0 else max(
-            0.0, self._checkpoint_deadline - trio.current_time())
-        with trio.move_on_after(timeout):
-            batch = [await self._receive.receive()]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            return batch
-        return []
-
-    def _checkpoint_due(self) -> bool:
-        return self._since_checkpoint >= self.checkpoint_every or (
-            self._since_checkpoint > 0 and trio.current_time() >= self._checkpoint_deadline)
-
-    async def _commit(self, batch: list[_Pending]) -> None:
-        # Events taken off the channel are ours to answer: shielded, so that a
-        # cancellation arriving now cannot drop them between the channel and the thread.
-        # The thread itself is bounded by SQLite's busy_timeout. If something unexpected
-        # escapes, _in_hand lets run()'s cleanup fail them instead of leaving waiters hung.
-        self._in_hand = batch
+    async def _stop_when_cancelled(self) -> None:
         try:
-            with trio.CancelScope(shield=True):
-                records = await self._thread(self._commit_sync, [p.prepared for p in batch])
+            await trio.sleep_forever()
+        finally:
+            self._stop_taking()
+
+    def _fail_everything_left(self, message: str) -> None:
+        # Called when the writer thread is done (or never ran): its carry-over is ours now.
+        left, self._waiting, self._carry = [*self._carry, *self._waiting], [], []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                left.extend(item)
+        for pending in left:
+            pending.fail(message, AuditClosedError)
+        self._outstanding -= len(left)
+        self._room.unpark_all()
+
+    # --- synchronous work, in the writer thread ----------------------------------------
+
+    @staticmethod
+    def _now() -> float:
+        """The clock of periodic checkpoints (the writer thread has no trio clock)."""
+        return time.monotonic()
+
+    def _serve_sync(self) -> None:
+        """The writer thread: commit groups until _STOP, then drain and sign off."""
+        while True:
+            timeout = None if self._since_checkpoint == 0 else max(0.0, self._checkpoint_deadline - self._now())
+            group, stop = self._next_group(timeout)
+            if group:
+                self._commit_group(group)
+            if stop:
+                break
+            if self._checkpoint_due():
+                self._checkpoint_sync("periodic")
+        self._drain_sync()
+
+    def _next_group(self, timeout: float | None) -> tuple[list[_Pending], bool]:
+        """Up to ``max_batch`` events: what was left over, else the next hand-over (waiting
+        up to ``timeout``, None: as long as it takes), and whatever else is already queued;
+        and whether _STOP came."""
+        group, self._carry = self._carry, []
+        stop = False
+        if not group:
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return [], False
+            if item is _STOP:
+                return [], True
+            group = list(item)
+        while len(group) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stop = True
+                break
+            group.extend(item)
+        if len(group) > self.max_batch:
+            group, self._carry = group[:self.max_batch], group[self.max_batch:]
+        return group, stop
+
+    def _commit_group(self, batch: list[_Pending]) -> None:
+        """Commit one group and hand the answers to the event loop (one wake-up)."""
+        assert self._token is not None
+        try:
+            records = self._commit_sync([p.prepared for p in batch])
         except Exception as exc:  # noqa: BLE001 - answered to every waiter, logged; the writer goes on
             # sqlite3/OS errors (disk full, a conflicting row) — or a bug: either way the
             # group was rolled back and the head is unchanged, so later groups can proceed.
-            for pending in batch:
-                pending.fail(f"the audit log could not commit this record: {exc}")
             log.error("audit writer: commit of %d records failed: %s", len(batch), exc,
                       exc_info=not isinstance(exc, sqlite3.Error | OSError))
-            self._in_hand = []
+            self._token.run_sync_soon(self._answered, batch, None, str(exc))
             return
-        for pending, record in zip(batch, records, strict=True):
-            pending.resolve(record)
-        self._in_hand = []
         if self._since_checkpoint == 0:
-            self._checkpoint_deadline = trio.current_time() + self.checkpoint_interval_s
+            self._checkpoint_deadline = self._now() + self.checkpoint_interval_s
         self._since_checkpoint += len(records)
+        self._token.run_sync_soon(self._answered, batch, records, None)
 
-    async def _drain_and_stop(self) -> None:
-        # Refuse new events first (blocked senders get ClosedResourceError), then commit
-        # what the channel already holds, then sign the head.
-        self._send.close()
+    def _drain_sync(self) -> None:
+        """Commit what is queued (up to _STOP), then write the ``shutdown`` checkpoint;
+        all within SHUTDOWN_GRACE_S. What is left is failed by the event loop."""
+        deadline = self._now() + SHUTDOWN_GRACE_S
         while True:
-            batch: list[_Pending] = []
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            if not batch:
+            if self._now() > deadline:
+                log.error("audit writer: shutdown took longer than %ss; queued events dropped", SHUTDOWN_GRACE_S)
+                return
+            group, _stop = self._next_group(0)
+            if not group:
                 break
-            await self._commit(batch)
+            self._commit_group(group)
         try:
-            await self._thread(self._checkpoint_sync, "shutdown")
+            self._checkpoint_sync("shutdown")
         except (sqlite3.Error, OSError, AuditError) as exc:
             log.error("audit writer: the shutdown checkpoint failed: %s", exc)
 
-    def _fail_everything_left(self, message: str) -> None:
-        for pending in self._in_hand:
-            pending.fail(message, AuditClosedError)
-        while True:
-            try:
-                self._receive.receive_nowait().fail(message, AuditClosedError)
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-        self._receive.close()
-
-    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
-        # Not abandon_on_cancel: a commit in progress completes (or rolls back) before
-        # the task moves on, so the in-memory head always matches the database.
-        return await trio.to_thread.run_sync(fn, *args)
-
-    # --- synchronous work, in a worker thread, one call at a time ----------------------
+    def _checkpoint_due(self) -> bool:
+        return self._since_checkpoint >= self.checkpoint_every or (
+            self._since_checkpoint > 0 and self._now() >= self._checkpoint_deadline)
 
     def _commit_sync(self, batch: list[Prepared]) -> list[AuditRecord]:
         conn = self._require_conn()
@@ -343,8 +426,13 @@ class AuditLog:
             record = prepared.seal(seq, prev)
             records.append(record)
             prev = record.hash
-        with transaction(conn):
-            conn.executemany(_INSERT_RECORD, [r.row() for r in records])
+        if len(records) == 1:
+            # One statement is a transaction of its own (autocommit): one call into SQLite,
+            # one release and retake of the GIL, instead of three.
+            conn.execute(_INSERT_RECORD, records[0].row())
+        else:
+            with transaction(conn):
+                conn.executemany(_INSERT_RECORD, [r.row() for r in records])
         self._head_seq, self._head_hash = seq, prev
         self.commits += 1
         self.records_written += len(records)
@@ -391,7 +479,7 @@ class AuditLog:
         ``shutdown`` checkpoint), wait for it, then close the files. Idempotent."""
         if self._state == "closed":
             return
-        self._send.close()
+        self._stop_taking()
         if self._state == "running":
             await self._stopped.wait()
         else:

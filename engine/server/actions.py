@@ -33,6 +33,7 @@ import trio
 import sandbox
 
 from .. import tracing
+from ..audit import AuditEvent
 from ..auth import Principal
 from ..config.model import ASK_AGENT, POST_TO_BOARD, Config, Tool
 from ..config.tool_kinds import kind_of
@@ -279,7 +280,7 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         return _result(caller, frame, done.status, done.output, done.reason, blocks)
     try:
         # Bounded concurrency: a call past the limits waits for a slot (backpressure, not refusal).
-        async with hub.tool_runs, hub.slots_for(caller.session_id or caller.conn.slot_key):
+        async with _Slot(hub.tool_runs), _Slot(hub.slots_for(caller.session_id or caller.conn.slot_key)):
             with tracing.span("sconnect.sandbox.run", tool=name, call_id=action_id, subject=caller.sub) as traced:
                 result = await run_tool(
                     tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root,
@@ -317,6 +318,23 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         details={"content": digested} if digested else None,
     )
     return _result(caller, frame, status, output, reason, content)
+
+
+@attrs.frozen
+class _Slot:
+    """A slot of a run limit, held for a block: taken at once when one is free (a limiter's
+    own ``async with`` passes through the scheduler even then), else waited for in line."""
+
+    limiter: trio.CapacityLimiter
+
+    async def __aenter__(self) -> None:
+        try:
+            self.limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await self.limiter.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.limiter.release()
 
 
 def _egress(caller: Caller, tool: Tool, action_id: str) -> Egress:
@@ -718,8 +736,6 @@ async def _audit(
     details: Mapping[str, Any] | None = None,
 ) -> None:
     """One audit record, committed before this returns (so before any result is sent)."""
-    from ..audit import AuditEvent
-
     hub = caller.conn.hub
     context = caller.conn.audit_context
     await hub.audit.record(

@@ -180,6 +180,24 @@ FORMATS = _format_checker()
 _META = BoundedValidator(jsonschema.Draft202012Validator.META_SCHEMA, format_checker=FORMATS)
 
 
+# Validators built once per schema: building one (with its reference registry) costs about
+# what a small validation does, on every call. Keyed by identity, the schema kept alive with its
+# validator so that its id stays its own; a full cache starts over (offered schemas come and go).
+_VALIDATORS: dict[int, tuple[Mapping[str, Any], Any]] = {}
+_MAX_VALIDATORS = 256
+
+
+def _validator(schema: Mapping[str, Any]) -> Any:
+    cached = _VALIDATORS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    validator = BoundedValidator(schema, format_checker=FORMATS)
+    if len(_VALIDATORS) >= _MAX_VALIDATORS:
+        _VALIDATORS.clear()
+    _VALIDATORS[id(schema)] = (schema, validator)
+    return validator
+
+
 def problems_now(schema: Mapping[str, Any], arguments: Any, budget_s: float) -> list[str]:
     """Every way ``arguments`` fails ``schema`` (readable lines), computed here and now.
 
@@ -187,7 +205,7 @@ def problems_now(schema: Mapping[str, Any], arguments: Any, budget_s: float) -> 
     """
     _deadline.at = time.monotonic() + budget_s
     try:
-        validator = BoundedValidator(schema, format_checker=FORMATS)
+        validator = _validator(schema)
         found = list(itertools.islice(validator.iter_errors(arguments), MAX_PROBLEMS + 1))
         errors = sorted(found[:MAX_PROBLEMS], key=lambda e: [str(p) for p in e.absolute_path])
     except RecursionError:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from engine.audit import (
     REDACTED,
@@ -369,3 +370,59 @@ async def test_an_old_key_that_cannot_move_keeps_working(state: Path, nursery: t
     await write_log(state, nursery, 1)
     assert old.exists() and "cannot move the audit key out of the state directory" in caplog.text
     assert verify(state).ok
+
+
+async def test_a_record_waiting_for_room_and_cancelled_records_nothing(state: Path, nursery: trio.Nursery) -> None:
+    """Back-pressure: with queue_size=1 and the first record's commit held up (another
+    connection holds the write lock), a second record waits for room; cancelled there, it
+    is never written, and the first still is once the lock goes."""
+    log = await AuditLog.open(state, queue_size=1)
+    await nursery.start(log.run)
+    blocker = sqlite3.connect(state / "audit.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    first: list[AuditRecord] = []
+    second_scope = trio.CancelScope()
+    second: list[AuditRecord] = []
+
+    async def write_first() -> None:
+        first.append(await log.record(event(0, subject="first")))
+
+    async def write_second() -> None:
+        with second_scope:
+            second.append(await log.record(event(1, subject="second")))
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(write_first)
+        await trio.testing.wait_all_tasks_blocked()  # the first is the writer's, held up
+        inner.start_soon(write_second)
+        await trio.testing.wait_all_tasks_blocked()  # the second waits for room
+        second_scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        blocker.execute("ROLLBACK")
+    blocker.close()
+    assert second == []
+    third = await log.record(event(2, subject="third"))
+    await log.aclose()
+    assert [r.subject for r in tail(state, 10)] == ["first", "third"]
+    assert first[0].seq == 1 and third.seq == 2
+    assert verify(state).ok
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"subject": "zoë 😀", "target": "tab\there \"quoted\" \\ \u2028", "details": {"ключ": ["é", 1e-7, 10**30, None]}},
+    {"arguments": {"b": 1.5, "a": {"y": [True, False], "x": "\U0001f600"}, "token": "s3cret"}, "duration_ms": 0.0},
+    {"session_id": None, "agent": None, "effect": None, "rule_ids": (), "duration_ms": None, "arguments": None},
+    {"duration_ms": 1e22, "details": {"n": -0.0, "big": 2**70, "f": 123456.789}},
+])
+def test_the_sealed_hash_is_the_digest_of_the_record_body(overrides: dict[str, object]) -> None:
+    """The writer seals from the prepared canonical text; verify recomputes from the stored
+    row's parsed values: both forms give one hash, whatever the fields hold."""
+    record = event(4, **overrides).prepare(digest_key=ANY_KEY).seal(7, "cd" * 32)
+    assert record.hash == digest(record.body()) == record.computed_hash()
+    assert AuditRecord.from_row(record.row()).computed_hash() == record.hash
+
+
+def test_an_infinite_duration_is_refused_in_the_caller() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        event(0, duration_ms=float("inf"))
