@@ -18,15 +18,16 @@ Which one is in force is probed once (`probe()`), in this order:
   accounted) = the budget.
 - otherwise none: RLIMIT_AS and the sized tmpfs mounts only. Never an error.
 
-Per call (`for_call`): a child ``sconnect-<engine pid>-<n>`` is made before the launch;
-the backend puts the sandbox's first process in it before that process runs the tool
-(see the backends: bubblewrap waits on ``--block-fd``; the process backend's supervisor
-moves itself before it forks the tool; the pool's worker waits for its limits, which the
-engine writes once it has moved the worker, by its host pid, into the call's cgroup), so
-everything the tool starts is in it. After
-the launcher is reaped the OOM-kill count and the peak are read, and the cgroup is
-removed: on success, error, timeout and cancellation alike (shielded, bounded; a process
-still in it is SIGKILLed first, it can only be the call's own).
+Per call (`for_call`, or `make` and `remove`): a child ``sconnect-<engine pid>-<n>`` is
+made before the launch; the backend puts the sandbox's first process in it before that
+process runs the tool (see the backends: bubblewrap waits on ``--block-fd``; the process
+backend's supervisor moves itself before it forks the tool; the pool moves each worker,
+by its host pid, into a cgroup of its own as the worker arrives, before the worker is
+ready, and the worker runs nothing of a call before the engine writes its limits), so
+everything the tool starts is in it. After the launcher is reaped the OOM-kill count and
+the peak are read, and the cgroup is removed: on success, error, timeout and
+cancellation alike (shielded, bounded; a process still in it is SIGKILLed first, it can
+only be the call's own).
 """
 
 from __future__ import annotations
@@ -277,6 +278,27 @@ async def _remove_when_empty(cgroup: CallCgroup) -> None:
     log.warning("cannot remove the call's memory cgroup %s: processes remain", cgroup.path)
 
 
+def make(controller: Controller, memory_bytes: int) -> CallCgroup:
+    """A fresh cgroup under `controller` limited to `memory_bytes`. Raises OSError (and
+    leaves nothing) when it cannot be made."""
+    path = os.path.join(controller.parent, f"{_PREFIX}{os.getpid()}-{next(_names)}")
+    os.mkdir(path)
+    try:
+        _limit(path, controller.version, memory_bytes)
+    except OSError:
+        _remove(path)
+        raise
+    return CallCgroup(path, controller.version, memory_bytes)
+
+
+async def remove(cgroup: CallCgroup) -> None:
+    """Remove a call's cgroup, SIGKILLing what is still in it (shielded, bounded)."""
+    if _remove(cgroup.path):
+        return  # the common case: its processes are gone
+    with trio.move_on_after(15, shield=True):
+        await _remove_when_empty(cgroup)
+
+
 @contextlib.asynccontextmanager
 async def for_call(memory_bytes: int) -> AsyncIterator[CallCgroup | None]:
     """A fresh memory cgroup limited to `memory_bytes`, or None where none is in force
@@ -286,18 +308,13 @@ async def for_call(memory_bytes: int) -> AsyncIterator[CallCgroup | None]:
     if found is None:
         yield None
         return
-    path = os.path.join(found.parent, f"{_PREFIX}{os.getpid()}-{next(_names)}")
     try:
-        os.mkdir(path)
-        _limit(path, found.version, memory_bytes)
+        cgroup = make(found, memory_bytes)
     except OSError as exc:
-        log.warning("no memory cgroup for this call (%s: %s)", path, exc.strerror)
-        _remove(path)
+        log.warning("no memory cgroup for this call (%s: %s)", exc.filename or found.parent, exc.strerror)
         yield None
         return
-    cgroup = CallCgroup(path, found.version, memory_bytes)
     try:
         yield cgroup
     finally:
-        with trio.move_on_after(15, shield=True):
-            await _remove_when_empty(cgroup)
+        await remove(cgroup)

@@ -1,43 +1,49 @@
 """The pool's fork server: stdlib only, run inside one long-lived bubblewrap sandbox as
 ``/usr/bin/python3 -S -I _forkserver.py CONFIG_FD CONTROL_FD``.
 
-It keeps ``k`` workers forked ahead of time. For each one the server makes a fresh work
-directory and beside it the call's temporary directory (its TMPDIR: calls cannot use
-the pool's shared /tmp), random names under the pool's tmpfs, and a fresh Landlock
-ruleset (reads:
-the system dirs and the declared paths; writes: that directory, the declared writable
-paths and /dev/null; no TCP without network; ABI >= 6: no signals to, and no abstract
-sockets of, any process outside the domain — its siblings included), the rules'
-paths opened once for the whole pool (`Restrictions`). The worker, before it takes a
-request: resets its signals, takes its own process group, sets no_new_privs, enters
-that ruleset's domain, stacks the pool's extra seccomp filter (no setsid/setpgid, so
-nothing leaves the group; without network no socket(AF_UNIX/AF_INET/AF_INET6)), puts
-its stdio pipes on 0/1/2 and its request pipe on 3 and closes every other descriptor.
-Then it blocks on fd 3.
-The request sets the call's rlimits (RLIMIT_NOFILE last of all, after the descriptors
-are closed), and the worker calls the tool's function or execs its program.
+It forks workers when the engine asks for them. For each one the server makes a fresh
+work directory and beside it the call's temporary directory (its TMPDIR: calls cannot
+use the pool's shared /tmp), random names under the pool's tmpfs, and a fresh Landlock
+ruleset (reads: the system dirs and the declared paths; writes: that directory, the
+declared writable paths and /dev/null; no TCP without network; ABI >= 6: no signals to,
+and no abstract sockets of, any process outside the domain — its siblings included),
+the rules' paths opened once for the whole pool (`Restrictions`). The worker, before it
+takes a call: resets its signals, takes its own process group, sets no_new_privs,
+enters that ruleset's domain, stacks the pool's extra seccomp filter (no
+setsid/setpgid, so nothing leaves the group; without network no
+socket(AF_UNIX/AF_INET/AF_INET6)), puts its stdio pipes on 0/1/2 and its request pipe
+on 3, closes every other descriptor, and does every step of its set-up that does not
+depend on the call (working directory, environment). Then it blocks on fd 3.
+The request is the call's rlimits (`marshal`-ed by the engine), set last of all (after
+the descriptors are closed), and the worker calls the tool's function or execs its
+program.
 
-Protocol with the engine, over CONTROL_FD (SOCK_SEQPACKET): each request is one packet
-of JSON ``{"limits": the call's rlimits, "gate": bool}`` carrying, by SCM_RIGHTS, one
-end of a socket pair made by the engine for that call (the "reply socket"). The server
-gives the limits to a ready worker and answers on the reply socket with ``{"pid": N}``
-(N: the worker's pid in the sandbox) plus the worker's stdin, stdout and stderr
-(SCM_RIGHTS), so the call's data never passes through the server. With ``"gate":
-true`` the server writes nothing to the worker: it hands over the write end of the
-worker's request pipe as a fourth descriptor, and the engine writes the limits there
-once it has moved the worker into the call's memory cgroup (the worker blocks on that
-pipe before it runs anything of the tool).
-When the worker has ended the server kills its whole process group (grandchildren,
-double-forked ones included: they cannot leave it), reaps it and sends one status
-packet ``{"status": wait status, "cpu_time_s": .., "peak_memory_bytes": ..}`` on the
-reply socket, which the worker never held, so nothing the tool does can forge it. Any
-packet from the engine on a reply socket, or its closing, kills the worker's group
-(timeout, cancellation). The control socket's closing ends the server (and with it the
-sandbox: it is the sandbox's main process).
+Protocol with the engine, over CONTROL_FD (SOCK_SEQPACKET, one message a packet):
+
+- engine -> server: ``F`` + a decimal count: fork that many workers. An empty read
+  (the engine closed its end) ends the server, and with it the sandbox (it is the
+  sandbox's main process).
+- server -> engine: ``R`` once, when ready; for each forked worker ``W`` + its pid in
+  the sandbox (4 bytes), carrying by SCM_RIGHTS the write end of its request pipe, its
+  stdin, stdout and stderr (the engine's ends), the engine's end of a socket pair made
+  for this worker (its "reply socket"), and, when the config asks for them
+  (``pidfds``), a pidfd of the worker (the engine moves it into a memory cgroup by it);
+  ``E`` + a reason when requested forks failed (``E`` + count + ``:`` + text).
+
+The engine holds its ready workers itself: a call writes the worker's stdin and then
+its limits (the go-ahead) straight into the worker's pipes, so the server is off the
+call's path until the end. When the worker has ended the server kills its whole process
+group (grandchildren, double-forked ones included: they cannot leave it), reaps it and
+sends one status packet on the reply socket (`STATUS`: wait status, CPU microseconds,
+peak RSS in KiB), which the worker never held, so nothing the tool does can forge it.
+Any packet from the engine on a reply socket, or its closing, kills the worker's group
+(timeout, cancellation, or a ready worker the engine lets go).
 
 The server is a child subreaper, so orphaned grandchildren are reaped here. It imports
-json, ctypes and the tool's module before `gc.freeze()`, so a forked worker pays no
-import at call time and few copy-on-write faults.
+ctypes (and for a function tool json, traceback and the tool's module) before
+`gc.freeze()`, so a forked worker pays no import at call time and few copy-on-write
+faults. Forks wait for a moment with nothing else to do, one at a time: a status is
+never queued behind more than the one fork in progress.
 """
 
 from __future__ import annotations
@@ -46,13 +52,13 @@ import array
 import ctypes
 import errno
 import gc
-import json
 import marshal
 import os
 import resource
-import selectors
+import select
 import signal
 import socket
+import struct
 import sys
 
 _PR_SET_NO_NEW_PRIVS = 38
@@ -60,7 +66,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _SETUP_FAILED = 125
-_MAX_SETUP_FAILURES = 20
+STATUS = struct.Struct("=iqq")  # wait status, CPU time in microseconds, peak RSS in KiB
+_PID = struct.Struct("=i")
 
 
 def _load(fd: int) -> dict:
@@ -172,27 +179,29 @@ class Server:
         self.config = config
         self.restrictions = Restrictions(config)
         self.control = control
-        self.k = int(config["k"])
-        # ready workers: pid -> (request pipe write end, stdin w, stdout r, stderr r, dir)
-        self.ready: dict[int, tuple[int, int, int, int, str]] = {}
-        # busy workers: pid -> (reply socket or None when the engine gave up, dir)
-        self.busy: dict[int, tuple[socket.socket | None, str]] = {}
-        self.selector = selectors.DefaultSelector()
-        self.failures = 0
+        self.pidfds = bool(config.get("pidfds"))
+        # every live worker, ready or in a call: pid -> (our end of its reply socket, dir)
+        self.workers: dict[int, tuple[socket.socket, str]] = {}
+        self.replies: dict[int, int] = {}  # reply socket fd -> worker pid, while watched
+        self.to_fork = 0  # forks the engine asked for and not yet made
+        self.me = os.getpid()
+        self.poll = select.epoll()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake = wake_r
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(wake_w)
-        self.selector.register(wake_r, selectors.EVENT_READ, "wake")
-        self.selector.register(control, selectors.EVENT_READ, "control")
+        self.poll.register(wake_r, select.EPOLLIN)
+        self.poll.register(control.fileno(), select.EPOLLIN)
 
     # -- workers ---------------------------------------------------------------------
     def fork_worker(self) -> bool:
-        """Fork one worker that restricts itself and waits; False when fork failed."""
+        """Fork one worker that restricts itself and waits, and hand its ends to the
+        engine; False when fork failed."""
         request_r, request_w = os.pipe2(os.O_CLOEXEC)
         stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         work = os.path.join(self.config["pool_dir"], "w-" + os.urandom(8).hex())
         ruleset = -1
         try:
@@ -202,87 +211,111 @@ class Server:
             for fd in (request_r, request_w, stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w, ruleset):
                 if fd >= 0:
                     os.close(fd)
+            ours.close()
+            theirs.close()
             _remove(work)
             return False
         if pid == 0:
-            _worker(self.config, work, stdin_r, stdout_w, stderr_w, request_r, self.restrictions, ruleset)
+            _worker(self.config, work, (stdin_r, stdout_w, stderr_w, request_r), self.restrictions, ruleset)
         for fd in (request_r, stdin_r, stdout_w, stderr_w, ruleset):
             os.close(fd)
-        self.ready[pid] = (request_w, stdin_w, stdout_r, stderr_r, work)
+        # The engine writes a call's whole input at once: a large one must not block it.
+        os.set_blocking(stdin_w, False)
+        handed = [request_w, stdin_w, stdout_r, stderr_r, theirs.fileno()]
+        if self.pidfds:
+            try:
+                handed.append(os.pidfd_open(pid))
+            except OSError:
+                pass  # the engine finds the count short and lets the worker go
+        self.workers[pid] = (ours, work)
+        self.replies[ours.fileno()] = pid
+        self.poll.register(ours.fileno(), select.EPOLLIN)
+        try:
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", handed))]
+            self.control.sendmsg([b"W" + _PID.pack(pid)], rights)
+        except OSError:
+            self.kill(pid)  # the engine is gone; the control socket's EOF ends us next
+        finally:
+            for fd in handed:
+                if fd != theirs.fileno():
+                    os.close(fd)
+            theirs.close()
         return True
 
-    def refill(self) -> None:
-        while len(self.ready) < self.k and self.failures < _MAX_SETUP_FAILURES:
-            if not self.fork_worker():
-                return  # EAGAIN (a fork bomb's RLIMIT_NPROC): retried later
+    def kill(self, pid: int) -> None:
+        """Kill a worker's group (a call ended early, or the engine let it go). The
+        status waits for `on_children`, which makes sure nothing of the group lives."""
+        entry = self.workers.get(pid)
+        if entry is not None and entry[0].fileno() in self.replies:
+            self._unwatch(entry[0])
+        for kill in (os.killpg, os.kill):  # a worker still in set-up may have no group yet
+            try:
+                kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def killpg(self, pgid: int) -> None:
+        """SIGKILL the group of an exited worker and return once nothing of it is alive."""
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            return
+        if self._only_workers():
+            return  # the common case: the tool left no process behind
+        # Repeat until the group is empty: a fork bomb forks while we kill.
+        for _ in range(1000):
+            # killpg succeeds while the unreaped (zombie) leader is in the group: stop
+            # once nothing else in it is alive.
+            if not _group_has_live_members(pgid):
+                return
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                return
+
+    def _unwatch(self, reply: socket.socket) -> None:
+        del self.replies[reply.fileno()]
+        self.poll.unregister(reply.fileno())
+
+    def _only_workers(self) -> bool:
+        """Whether each of our children is a worker (none an orphan): then, once a
+        worker has exited, nothing of its process group is alive.
+
+        Every process of a group descends from its worker (no member can setsid or
+        setpgid). When the worker has exited, each live member's chain of parents leads,
+        through live members only, to a live member whose parent is no member: the
+        kernel re-parents a dead member's children to the nearest live subreaper
+        ancestor, and the first one outside the group is this server. So a live member
+        would show as a child of ours that is no worker.
+        """
+        try:
+            with open(f"/proc/self/task/{self.me}/children", "rb") as handle:
+                children = handle.read().split()
+        except OSError:
+            return False
+        workers = self.workers
+        return all(int(child) in workers for child in children)
 
     # -- events ----------------------------------------------------------------------
-    def on_request(self) -> None:
-        fds = array.array("i")
+    def on_control(self) -> None:
         try:
-            data, ancdata, _flags, _addr = self.control.recvmsg(
-                1 << 16, socket.CMSG_SPACE(4 * fds.itemsize), socket.MSG_CMSG_CLOEXEC
-            )
+            data = self.control.recv(64, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
         if not data:
             raise SystemExit(0)  # the engine is gone
-        if len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            return
-        reply = socket.socket(fileno=fds[0])
-        if not self.ready:
-            self.fork_worker()
-        if not self.ready:
-            _send(reply, {"error": "the pool cannot fork a worker (process limit reached)"})
-            reply.close()
-            return
-        try:
-            request = json.loads(data)
-            limits = json.dumps(request["limits"]).encode()
-            gate = request.get("gate") is True
-        except (ValueError, KeyError, TypeError):
-            _send(reply, {"error": "malformed request"})
-            reply.close()
-            return
-        pid = next(iter(self.ready))
-        request_w, stdin_w, stdout_r, stderr_r, work = self.ready.pop(pid)
-        handed = [stdin_w, stdout_r, stderr_r]
-        if gate:
-            # The engine puts the worker in the call's memory cgroup, then writes the
-            # limits itself: the worker runs nothing of the tool before they arrive.
-            handed.append(request_w)
-        else:
-            try:
-                _write_all(request_w, limits)
-            except OSError:
-                pass  # the worker died in set-up; its status tells the engine
-        try:
-            _send(reply, {"pid": pid}, handed)
-        except OSError:
-            reply.close()
-            reply = None  # type: ignore[assignment]
-            _killpg(pid)
-        for fd in handed if gate else [*handed, request_w]:
-            os.close(fd)
-        self.busy[pid] = (reply, work)
-        if reply is not None:
-            self.selector.register(reply, selectors.EVENT_READ, pid)
+        if data[:1] == b"F" and data[1:].isdigit():
+            self.to_fork += int(data[1:])
 
-    def on_reply_readable(self, pid: int) -> None:
-        reply, work = self.busy[pid]
-        assert reply is not None
+    def on_reply_readable(self, fd: int) -> None:
+        pid = self.replies[fd]
+        reply = self.workers[pid][0]
         # Any packet, or the engine closing its end, means: kill the call.
         try:
-            reply.recv(64)
+            reply.recv(64, socket.MSG_DONTWAIT)
         except OSError:
             pass
-        self.selector.unregister(reply)
-        _killpg(pid)
+        self.kill(pid)
 
     def on_children(self) -> None:
         try:
@@ -298,65 +331,53 @@ class Server:
             if info is None:
                 return
             pid = info.si_pid
-            if pid in self.busy or pid in self.ready:
+            entry = self.workers.get(pid)
+            if entry is not None:
                 # The unreaped leader keeps its group id from being reused: kill the
                 # group (its grandchildren) before reaping it.
-                _killpg(pid)
+                if entry[0].fileno() in self.replies:
+                    self._unwatch(entry[0])
+                self.killpg(pid)
             _, status, usage = os.wait4(pid, 0)
-            if pid in self.ready:
-                entry = self.ready.pop(pid)
-                for fd in entry[:4]:
-                    os.close(fd)
-                _remove(entry[4])
-                self.failures += 1
-                err = f"sconnect-pool: a worker died before its call (status {status})\n"
-                os.write(2, err.encode())
-            elif pid in self.busy:
-                reply, work = self.busy.pop(pid)
-                self.failures = 0
-                if reply is not None:
-                    try:
-                        self.selector.unregister(reply)
-                    except (KeyError, ValueError):
-                        pass
-                    _drain(reply)  # unread packets would turn our close into a reset
-                    try:
-                        _send(reply, {
-                            "status": status,
-                            "cpu_time_s": usage.ru_utime + usage.ru_stime,
-                            "peak_memory_bytes": usage.ru_maxrss * 1024,
-                        })  # fmt: skip
-                    except OSError:
-                        pass
-                    reply.close()
-                _remove(work)
-            # else: an orphaned grandchild re-parented to us (subreaper); reaped above.
+            if entry is None:
+                continue  # an orphaned grandchild re-parented to us (subreaper)
+            del self.workers[pid]
+            reply, work = entry
+            _drain(reply)  # unread packets would turn our close into a reset
+            cpu_us = round((usage.ru_utime + usage.ru_stime) * 1e6)
+            try:
+                reply.send(STATUS.pack(status, cpu_us, usage.ru_maxrss))
+            except OSError:
+                pass  # the engine let the worker go, or gave up on the call
+            reply.close()
+            _remove(work)
 
     def serve(self) -> None:
-        self.refill()
-        _send(self.control, {"ready": True, "workers": len(self.ready)})
+        self.control.send(b"R")
+        replies = self.replies
         while True:
-            # Refills wait for a moment with nothing else to do, one fork at a time: a
-            # call's request or status is never queued behind a fork (two cores).
-            short = len(self.ready) < self.k and self.failures < _MAX_SETUP_FAILURES
-            events = self.selector.select(0 if short else None)
-            for key, _events in events:
-                if key.data == "wake":
+            # Forks wait for a moment with nothing else to do, one at a time: a status
+            # is never queued behind more than the fork in progress (two cores).
+            events = self.poll.poll(0 if self.to_fork else -1)
+            for fd, _mask in events:
+                if fd == self.wake:
                     self.on_children()
-                elif key.data == "control":
-                    self.on_request()
-                elif isinstance(key.data, int) and key.data in self.busy:
-                    self.on_reply_readable(key.data)
-            if not events and short and not self.fork_worker():
-                # EAGAIN (a fork bomb's RLIMIT_NPROC): wait for the next event.
-                self.on_children()
-                self.selector.select(0.05)
-
-
-def _send(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
-    data = json.dumps(message).encode()
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-    sock.sendmsg([data], ancillary)
+                elif fd in replies:
+                    self.on_reply_readable(fd)
+                elif fd == self.control.fileno():
+                    self.on_control()
+            if events or not self.to_fork:
+                continue
+            if self.fork_worker():
+                self.to_fork -= 1
+                continue
+            # EAGAIN (a fork bomb's RLIMIT_NPROC): say so for every fork asked for, so
+            # that no call waits for a worker that will not come.
+            try:
+                self.control.send(f"E{self.to_fork}:the pool cannot fork a worker (process limit reached)".encode())
+            except OSError:
+                pass
+            self.to_fork = 0
 
 
 def _drain(sock: socket.socket) -> None:
@@ -365,25 +386,6 @@ def _drain(sock: socket.socket) -> None:
             if not sock.recv(64, socket.MSG_DONTWAIT):
                 return
         except OSError:
-            return
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _killpg(pgid: int) -> None:
-    # Repeat until the group is empty: a fork bomb forks while we kill.
-    for _ in range(1000):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except OSError:
-            return
-        # killpg succeeds while the unreaped (zombie) leader is in the group: stop once
-        # nothing else in it is alive.
-        if not _group_has_live_members(pgid):
             return
 
 
@@ -410,8 +412,13 @@ def _tmp_of(work: str) -> str:
 
 def _remove(work: str) -> None:
     """Remove a worker's directory and its TMPDIR."""
-    _remove_tree(work)
-    _remove_tree(_tmp_of(work))
+    for path in (work, _tmp_of(work)):
+        try:
+            os.rmdir(path)  # most calls leave nothing behind: one syscall
+        except FileNotFoundError:
+            pass
+        except OSError:
+            _remove_tree(path)
 
 
 def _remove_tree(path: str) -> None:
@@ -452,10 +459,10 @@ def _remove_tree(path: str) -> None:
 
 
 def _worker(
-    config: dict, work: str, stdin: int, stdout: int, stderr: int, request: int,
-    restrictions: Restrictions, ruleset: int,
+    config: dict, work: str, stdio: tuple[int, int, int, int], restrictions: Restrictions, ruleset: int
 ) -> None:
-    """In the forked worker: restrict, wait for the request, run. Never returns."""
+    """In the forked worker: restrict, prepare, wait for the call, run. Never returns."""
+    stdin, stdout, stderr, request = stdio
     try:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU):
@@ -470,16 +477,7 @@ def _worker(
         if request != 3:
             os.dup2(request, 3)
         os.closerange(4, 1 << 16)
-        chunks = []
-        while chunk := os.read(3, 1 << 16):
-            chunks.append(chunk)
-        os.close(3)
-        if not chunks:
-            os._exit(0)  # the server ended without giving us a call
-        limits = json.loads(b"".join(chunks))
-        # Every descriptor but 0/1/2 is closed by now, so a small RLIMIT_NOFILE cannot
-        # starve the set-up above (it ran before the limit).
-        _runner._set_limits(limits)
+        # Everything that does not depend on the call, before waiting for it.
         os.chdir(config["cwd"] or work)
         # The tool's environment plus TMPDIR, the call's own temporary directory: /tmp is
         # the pool's, so Landlock keeps every call out of it. A tool's own TMPDIR wins.
@@ -490,12 +488,22 @@ def _worker(
             setattr(sys.modules["tempfile"], "tempdir", None)  # noqa: B010
         call = {"mode": config["mode"], "target": config["target"], "argv": config["argv"],
                 "env": env, "sys_path": [], "report_fd": None}  # fmt: skip
+        if call["mode"] == "call":
+            os.environ.clear()
+            os.environ.update(env)
+        chunks = []
+        while chunk := os.read(3, 4096):
+            chunks.append(chunk)
+        os.close(3)
+        if not chunks:
+            os._exit(0)  # let go without a call (the engine closed the pipe)
+        # Every descriptor but 0/1/2 is closed by now, so a small RLIMIT_NOFILE cannot
+        # starve the set-up above (it ran before the limit).
+        _runner._set_limits(marshal.loads(b"".join(chunks)))
     except BaseException as exc:
         os.write(2, f"sconnect-sandbox: setup failed: {exc!r}\n".encode())
         os._exit(_SETUP_FAILED)
     if call["mode"] == "call":
-        os.environ.clear()
-        os.environ.update(env)
         _runner._call(call)
     _runner._exec(call)
 
@@ -509,10 +517,10 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     for entry in reversed(config["sys_path"]):
         sys.path.insert(0, entry)
-    import traceback  # noqa: F401  # a failing tool's traceback costs no import then
-
     if config["target"]:
         import importlib
+        import json  # noqa: F401  # the runner's arguments and result: no import per call
+        import traceback  # noqa: F401  # a failing tool's traceback costs no import then
 
         try:
             importlib.import_module(config["target"].partition(":")[0])

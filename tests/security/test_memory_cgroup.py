@@ -15,8 +15,11 @@ to the tool's memory budget. Each test runs on the namespaces, process and pool 
 - test_no_cgroup_is_left_behind: after a normal call, a timeout and a cancelled call,
   no per-call cgroup of this process remains;
 - test_warm_pool_gives_each_call_its_own_cgroup: in one warm pool sandbox, successive
-  calls each start in a cgroup of their own, removed after it; the memory hoard is
-  killed there with its peak (over 100 MiB: two children's at once, more than any one
+  calls each start in a cgroup of their own, removed after it; while the pool lives the
+  only other cgroups of ours are those of its ready workers (made as each worker
+  arrives, before it may take a call): at most K per pool, each holding one process that
+  is still the fork server's program, never a tool; the memory hoard is killed in its
+  cgroup with its peak (over 100 MiB: two children's at once, more than any one
   process's RSS) reported, and the pool serves the next call;
 - test_check_says_which_bound_is_in_force: the `sconnect check` / start-up line names it.
 
@@ -30,6 +33,7 @@ import functools
 import os
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -152,6 +156,23 @@ async def test_no_cgroup_is_left_behind(tool: Runner) -> None:  # noqa: F811
     assert _ours(controller) == []
 
 
+def _only_ready_workers(controller: _cgroup.Controller, pools: sandbox.PoolSet) -> None:
+    """Every cgroup of ours holds one waiting pool worker at most (no tool ran there)."""
+    names = _ours(controller)
+    assert len(names) <= attrs.fields(sandbox.PoolBackend).workers.default * len(pools.pools), names
+    for name in names:
+        with open(os.path.join(controller.parent, name, "cgroup.procs")) as handle:  # noqa: ASYNC230
+            pids = handle.read().split()
+        assert len(pids) <= 1, (name, pids)
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:  # noqa: ASYNC230
+                    command = handle.read()
+            except OSError:
+                continue  # gone meanwhile (the pool let it go)
+            assert b"_forkserver.py" in command, (name, command)
+
+
 def _own_cgroup(result: sandbox.Result, controller: _cgroup.Controller) -> str:
     """The call's cgroup name, from the tool's output of /proc/self/cgroup."""
     assert result.status == "ok", result
@@ -165,19 +186,20 @@ async def test_warm_pool_gives_each_call_its_own_cgroup(runner_for: Any) -> None
     _usable("pool")
     controller = _controller()
     pool = runner_for("pool")
-    async with sandbox.open_pools():
+    async with sandbox.open_pools() as pools:
         seen = []
         for _ in range(3):
             result = await pool.run(argv=("/bin/cat", "/proc/self/cgroup"), memory_bytes=BUDGET)
             seen.append(_own_cgroup(result, controller))
             assert result.peak_memory_bytes > 0, result
-            assert _ours(controller) == []
+            assert seen[-1] not in _ours(controller)  # removed after its call
+            _only_ready_workers(controller, pools)
         assert all(name.startswith(f"sconnect-{os.getpid()}-") for name in seen), seen
         assert len(set(seen)) == len(seen), seen
         hoard = await pool.py(HOARD, memory_bytes=BUDGET, max_processes=64, timeout_s=60)
         assert hoard.status == "limit_exceeded", hoard
         assert hoard.peak_memory_bytes > 100 * 2**20, hoard
-        assert _ours(controller) == []
+        _only_ready_workers(controller, pools)
         after = await pool.run(argv=("/bin/cat", "/proc/self/cgroup"), memory_bytes=BUDGET)
         assert _own_cgroup(after, controller) not in seen
     assert _ours(controller) == []
