@@ -78,14 +78,35 @@ class Probe:
         return f"memory: rlimit + sized tmpfs only (no delegated cgroup: {self.why_not})"
 
 
+# cgroupfs and procfs files: in-kernel, never blocking on disk; os-level calls because
+# a per-call cgroup is on every call's path (Python's io layers cost more than the read).
 def _read(path: str) -> str:
-    with open(path) as handle:  # noqa: ASYNC230 (cgroupfs: in-kernel, never blocks on disk)
-        return handle.read()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _pread(fd)
+    finally:
+        os.close(fd)
+
+
+def _pread(fd: int) -> str:
+    data = b""
+    while chunk := os.pread(fd, 65536, len(data)):
+        data += chunk
+    return data.decode()
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w") as handle:  # noqa: ASYNC230 (cgroupfs)
-        handle.write(text)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+@functools.lru_cache(maxsize=64)
+def _has(parent: str, name: str) -> bool:
+    """Whether cgroups under `parent` have the file `name` (the same for every child)."""
+    return os.path.exists(os.path.join(parent, name))
 
 
 def _mounts() -> list[tuple[str, str, str, str]]:
@@ -200,14 +221,13 @@ def probe() -> Probe:
 def _limit(path: str, version: int, memory_bytes: int) -> None:
     if version == 2:
         _write(os.path.join(path, "memory.max"), str(memory_bytes))
-        swap = os.path.join(path, "memory.swap.max")
-        if os.path.exists(swap):
-            _write(swap, "0")
+        if _has(os.path.dirname(path), "memory.swap.max"):
+            _write(os.path.join(path, "memory.swap.max"), "0")
         return
     _write(os.path.join(path, "memory.limit_in_bytes"), str(memory_bytes))
-    memsw = os.path.join(path, "memory.memsw.limit_in_bytes")
-    if os.path.exists(memsw):  # only when swap is accounted; must come after the limit
-        _write(memsw, str(memory_bytes))
+    # only when swap is accounted; must come after the limit
+    if _has(os.path.dirname(path), "memory.memsw.limit_in_bytes"):
+        _write(os.path.join(path, "memory.memsw.limit_in_bytes"), str(memory_bytes))
 
 
 @attrs.define(eq=False)
@@ -217,6 +237,30 @@ class CallCgroup:
     path: str
     version: int
     memory_bytes: int
+    # the OOM-kill and peak files, opened ahead (`open_counters`): read at 0 when needed
+    counters: dict[str, int] = attrs.Factory(dict)
+
+    def open_counters(self) -> None:
+        """Open the files `oom_kills` and `peak_bytes` read, ahead of the call (a fresh
+        cgroup's first open of a file costs more than reading it)."""
+        for name in self._counter_files():
+            with contextlib.suppress(OSError):
+                self.counters[name] = os.open(os.path.join(self.path, name), os.O_RDONLY | os.O_CLOEXEC)
+
+    def close_counters(self) -> None:
+        for fd in self.counters.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.counters.clear()
+
+    def _counter_files(self) -> tuple[str, str]:
+        if self.version == 2:
+            return ("memory.events", "memory.peak")
+        return ("memory.oom_control", "memory.max_usage_in_bytes")
+
+    def _read_counter(self, name: str) -> str:
+        fd = self.counters.get(name)
+        return _read(os.path.join(self.path, name)) if fd is None else _pread(fd)
 
     @property
     def procs_file(self) -> str:
@@ -235,9 +279,8 @@ class CallCgroup:
 
     def oom_kills(self) -> int:
         """How many processes the kernel OOM-killed here (0 when it cannot be read)."""
-        name = "memory.events" if self.version == 2 else "memory.oom_control"
         try:
-            text = _read(os.path.join(self.path, name))
+            text = self._read_counter(self._counter_files()[0])
         except OSError:
             return 0
         for line in text.splitlines():
@@ -248,9 +291,8 @@ class CallCgroup:
 
     def peak_bytes(self) -> int:
         """The highest charge seen (processes, tmpfs and page cache); 0 when unknown."""
-        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
         try:
-            return int(_read(os.path.join(self.path, name)).strip())
+            return int(self._read_counter(self._counter_files()[1]).strip())
         except (OSError, ValueError):
             return 0
 
@@ -293,6 +335,7 @@ def make(controller: Controller, memory_bytes: int) -> CallCgroup:
 
 async def remove(cgroup: CallCgroup) -> None:
     """Remove a call's cgroup, SIGKILLing what is still in it (shielded, bounded)."""
+    cgroup.close_counters()
     if _remove(cgroup.path):
         return  # the common case: its processes are gone
     with trio.move_on_after(15, shield=True):

@@ -48,6 +48,8 @@ never queued behind more than the one fork in progress.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal without its enum wrappers
+import _socket
 import array
 import ctypes
 import errno
@@ -56,8 +58,6 @@ import marshal
 import os
 import resource
 import select
-import signal
-import socket
 import struct
 import sys
 
@@ -66,6 +66,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _SETUP_FAILED = 125
+_SIGKILL = 9
 STATUS = struct.Struct("=iqq")  # wait status, CPU time in microseconds, peak RSS in KiB
 _PID = struct.Struct("=i")
 
@@ -175,22 +176,19 @@ class Restrictions:
 
 
 class Server:
-    def __init__(self, config: dict, control: socket.socket) -> None:
+    def __init__(self, config: dict, control: _socket.socket) -> None:
         self.config = config
         self.restrictions = Restrictions(config)
         self.control = control
         self.pidfds = bool(config.get("pidfds"))
-        # every live worker, ready or in a call: pid -> (our end of its reply socket, dir)
-        self.workers: dict[int, tuple[socket.socket, str]] = {}
+        # every live worker, ready or in a call: pid -> (our end of its reply socket, its
+        # directory, a pidfd that turns readable when it exits)
+        self.workers: dict[int, tuple[_socket.socket, str, int]] = {}
         self.replies: dict[int, int] = {}  # reply socket fd -> worker pid, while watched
+        self.exits: dict[int, int] = {}  # worker pidfd -> worker pid
         self.to_fork = 0  # forks the engine asked for and not yet made
         self.me = os.getpid()
         self.poll = select.epoll()
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.wake = wake_r
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-        signal.set_wakeup_fd(wake_w)
-        self.poll.register(wake_r, select.EPOLLIN)
         self.poll.register(control.fileno(), select.EPOLLIN)
 
     # -- workers ---------------------------------------------------------------------
@@ -201,8 +199,8 @@ class Server:
         stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        work = os.path.join(self.config["pool_dir"], "w-" + os.urandom(8).hex())
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        work = self.config["pool_dir"] + "/w-" + os.urandom(8).hex()
         ruleset = -1
         try:
             ruleset = self.restrictions.ruleset_for(work)
@@ -221,43 +219,42 @@ class Server:
             os.close(fd)
         # The engine writes a call's whole input at once: a large one must not block it.
         os.set_blocking(stdin_w, False)
+        exited = os.pidfd_open(pid)
         handed = [request_w, stdin_w, stdout_r, stderr_r, theirs.fileno()]
         if self.pidfds:
-            try:
-                handed.append(os.pidfd_open(pid))
-            except OSError:
-                pass  # the engine finds the count short and lets the worker go
-        self.workers[pid] = (ours, work)
+            handed.append(exited)
+        self.workers[pid] = (ours, work, exited)
         self.replies[ours.fileno()] = pid
+        self.exits[exited] = pid
         self.poll.register(ours.fileno(), select.EPOLLIN)
+        self.poll.register(exited, select.EPOLLIN)
         try:
-            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", handed))]
-            self.control.sendmsg([b"W" + _PID.pack(pid)], rights)
+            rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", handed))]
+            self.control.sendmsg([b"W" + _PID.pack(pid)], rights, _socket.MSG_NOSIGNAL)
         except OSError:
             self.kill(pid)  # the engine is gone; the control socket's EOF ends us next
         finally:
-            for fd in handed:
-                if fd != theirs.fileno():
-                    os.close(fd)
+            for fd in handed[:4]:
+                os.close(fd)
             theirs.close()
         return True
 
     def kill(self, pid: int) -> None:
         """Kill a worker's group (a call ended early, or the engine let it go). The
-        status waits for `on_children`, which makes sure nothing of the group lives."""
+        status waits for `on_exits`, which makes sure nothing of the group lives."""
         entry = self.workers.get(pid)
         if entry is not None and entry[0].fileno() in self.replies:
-            self._unwatch(entry[0])
+            self._unwatch(entry[0].fileno(), self.replies)
         for kill in (os.killpg, os.kill):  # a worker still in set-up may have no group yet
             try:
-                kill(pid, signal.SIGKILL)
+                kill(pid, _SIGKILL)
             except OSError:
                 pass
 
     def killpg(self, pgid: int) -> None:
         """SIGKILL the group of an exited worker and return once nothing of it is alive."""
         try:
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(pgid, _SIGKILL)
         except OSError:
             return
         if self._only_workers():
@@ -269,13 +266,13 @@ class Server:
             if not _group_has_live_members(pgid):
                 return
             try:
-                os.killpg(pgid, signal.SIGKILL)
+                os.killpg(pgid, _SIGKILL)
             except OSError:
                 return
 
-    def _unwatch(self, reply: socket.socket) -> None:
-        del self.replies[reply.fileno()]
-        self.poll.unregister(reply.fileno())
+    def _unwatch(self, fd: int, table: dict[int, int]) -> None:
+        del table[fd]
+        self.poll.unregister(fd)
 
     def _only_workers(self) -> bool:
         """Whether each of our children is a worker (none an orphan): then, once a
@@ -289,17 +286,22 @@ class Server:
         would show as a child of ours that is no worker.
         """
         try:
-            with open(f"/proc/self/task/{self.me}/children", "rb") as handle:
-                children = handle.read().split()
+            fd = os.open(f"/proc/self/task/{self.me}/children", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return False
+        try:
+            children = os.read(fd, 1 << 16).split()
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
         workers = self.workers
         return all(int(child) in workers for child in children)
 
     # -- events ----------------------------------------------------------------------
     def on_control(self) -> None:
         try:
-            data = self.control.recv(64, socket.MSG_DONTWAIT)
+            data = self.control.recv(64, _socket.MSG_DONTWAIT)
         except BlockingIOError:
             return
         if not data:
@@ -309,20 +311,16 @@ class Server:
 
     def on_reply_readable(self, fd: int) -> None:
         pid = self.replies[fd]
-        reply = self.workers[pid][0]
         # Any packet, or the engine closing its end, means: kill the call.
         try:
-            reply.recv(64, socket.MSG_DONTWAIT)
+            self.workers[pid][0].recv(64, _socket.MSG_DONTWAIT)
         except OSError:
             pass
         self.kill(pid)
 
-    def on_children(self) -> None:
-        try:
-            while os.read(self.wake, 4096):
-                pass
-        except BlockingIOError:
-            pass
+    def on_exits(self) -> None:
+        """Reap every exited child: a worker's group is killed first and its status sent;
+        an orphaned grandchild re-parented to us (subreaper) is only reaped."""
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -333,38 +331,40 @@ class Server:
             pid = info.si_pid
             entry = self.workers.get(pid)
             if entry is not None:
+                reply, work, exited = entry
+                if reply.fileno() in self.replies:
+                    self._unwatch(reply.fileno(), self.replies)
                 # The unreaped leader keeps its group id from being reused: kill the
                 # group (its grandchildren) before reaping it.
-                if entry[0].fileno() in self.replies:
-                    self._unwatch(entry[0])
                 self.killpg(pid)
             _, status, usage = os.wait4(pid, 0)
             if entry is None:
-                continue  # an orphaned grandchild re-parented to us (subreaper)
+                continue
             del self.workers[pid]
-            reply, work = entry
+            self._unwatch(exited, self.exits)
+            os.close(exited)
             _drain(reply)  # unread packets would turn our close into a reset
             cpu_us = round((usage.ru_utime + usage.ru_stime) * 1e6)
             try:
-                reply.send(STATUS.pack(status, cpu_us, usage.ru_maxrss))
+                reply.send(STATUS.pack(status, cpu_us, usage.ru_maxrss), _socket.MSG_NOSIGNAL)
             except OSError:
                 pass  # the engine let the worker go, or gave up on the call
             reply.close()
             _remove(work)
 
     def serve(self) -> None:
-        self.control.send(b"R")
-        replies = self.replies
+        self.control.send(b"R", _socket.MSG_NOSIGNAL)
+        replies, exits, control = self.replies, self.exits, self.control.fileno()
         while True:
             # Forks wait for a moment with nothing else to do, one at a time: a status
             # is never queued behind more than the fork in progress (two cores).
             events = self.poll.poll(0 if self.to_fork else -1)
             for fd, _mask in events:
-                if fd == self.wake:
-                    self.on_children()
+                if fd in exits:
+                    self.on_exits()
                 elif fd in replies:
                     self.on_reply_readable(fd)
-                elif fd == self.control.fileno():
+                elif fd == control:
                     self.on_control()
             if events or not self.to_fork:
                 continue
@@ -373,17 +373,19 @@ class Server:
                 continue
             # EAGAIN (a fork bomb's RLIMIT_NPROC): say so for every fork asked for, so
             # that no call waits for a worker that will not come.
+            why = f"E{self.to_fork}:the pool cannot fork a worker (process limit reached)"
             try:
-                self.control.send(f"E{self.to_fork}:the pool cannot fork a worker (process limit reached)".encode())
+                self.control.send(why.encode(), _socket.MSG_NOSIGNAL)
             except OSError:
                 pass
             self.to_fork = 0
+            self.on_exits()
 
 
-def _drain(sock: socket.socket) -> None:
+def _drain(sock: _socket.socket) -> None:
     while True:
         try:
-            if not sock.recv(64, socket.MSG_DONTWAIT):
+            if not sock.recv(64, _socket.MSG_DONTWAIT):
                 return
         except OSError:
             return
@@ -464,9 +466,7 @@ def _worker(
     """In the forked worker: restrict, prepare, wait for the call, run. Never returns."""
     stdin, stdout, stderr, request = stdio
     try:
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU):
-            signal.signal(sig, signal.SIG_DFL)
+        # Signal dispositions are the defaults already (set once in `main`).
         os.setpgid(0, 0)
         # Landlock (own domain: this worker's directory only) and the stacked filter
         # (no setsid/setpgid from here on), both prepared by the server.
@@ -479,18 +479,19 @@ def _worker(
         os.closerange(4, 1 << 16)
         # Everything that does not depend on the call, before waiting for it.
         os.chdir(config["cwd"] or work)
-        # The tool's environment plus TMPDIR, the call's own temporary directory: /tmp is
-        # the pool's, so Landlock keeps every call out of it. A tool's own TMPDIR wins.
-        env = dict(config["env"])
-        env.setdefault("TMPDIR", _tmp_of(work))
+        # The tool's environment (the server's own, set in `main`) plus TMPDIR, the call's
+        # own temporary directory: /tmp is the pool's, so Landlock keeps every call out of
+        # it. A tool's own TMPDIR wins.
+        env = config["env"]
+        if "TMPDIR" not in env:
+            env = {**env, "TMPDIR": _tmp_of(work)}
+            if config["mode"] == "call":
+                os.environ["TMPDIR"] = env["TMPDIR"]
         if "tempfile" in sys.modules:
             # a tool module that asked at import time got the server's answer
             setattr(sys.modules["tempfile"], "tempdir", None)  # noqa: B010
         call = {"mode": config["mode"], "target": config["target"], "argv": config["argv"],
                 "env": env, "sys_path": [], "report_fd": None}  # fmt: skip
-        if call["mode"] == "call":
-            os.environ.clear()
-            os.environ.update(env)
         chunks = []
         while chunk := os.read(3, 4096):
             chunks.append(chunk)
@@ -498,8 +499,10 @@ def _worker(
         if not chunks:
             os._exit(0)  # let go without a call (the engine closed the pipe)
         # Every descriptor but 0/1/2 is closed by now, so a small RLIMIT_NOFILE cannot
-        # starve the set-up above (it ran before the limit).
-        _runner._set_limits(marshal.loads(b"".join(chunks)))
+        # starve the set-up above (it ran before the limit). RLIMIT_NOFILE comes last.
+        setrlimit = resource.setrlimit
+        for number, soft, hard in marshal.loads(b"".join(chunks)):
+            setrlimit(number, (soft, hard))
     except BaseException as exc:
         os.write(2, f"sconnect-sandbox: setup failed: {exc!r}\n".encode())
         os._exit(_SETUP_FAILED)
@@ -510,8 +513,18 @@ def _worker(
 
 def main() -> None:
     config = _load(int(sys.argv[1]))
-    control = socket.socket(fileno=int(sys.argv[2]))
+    control = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, int(sys.argv[2]))
     os.set_inheritable(control.fileno(), False)
+    # Default dispositions once, here, rather than in every worker: Python ignores
+    # SIGPIPE and SIGXFSZ, and ignored dispositions survive exec (the file size limit
+    # must kill the tool, not make write() fail quietly). The server sends with
+    # MSG_NOSIGNAL and learns of exits by pidfd, so it needs neither.
+    for number in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(number, _signal.SIG_DFL)
+    # The tool's environment, exactly (bubblewrap set it; this only makes sure).
+    if dict(os.environ) != config["env"]:
+        os.environ.clear()
+        os.environ.update(config["env"])
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

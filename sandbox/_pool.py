@@ -54,6 +54,7 @@ import json
 import logging
 import marshal
 import os
+import resource
 import select
 import signal
 import socket
@@ -114,10 +115,17 @@ def profile(spec: Spec) -> Spec:
     return attrs.evolve(spec, **{name: getattr(defaults, name) for name in _PER_CALL})
 
 
+_RLIMITS = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU, "fsize": resource.RLIMIT_FSIZE,
+            "nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC, "core": resource.RLIMIT_CORE}  # fmt: skip
+
+
 @functools.lru_cache(maxsize=256)
 def _limits(spec: Spec) -> bytes:
-    """A call's go-ahead: its rlimits, as the worker reads them."""
-    return marshal.dumps(rlimits(spec))
+    """A call's go-ahead: its rlimits as the worker sets them, (resource, soft, hard)
+    each (soft = hard; CPU: SIGXCPU at the soft limit, SIGKILL one second later)."""
+    return marshal.dumps([
+        (_RLIMITS[name], value, value + 1 if name == "cpu" else value) for name, value in rlimits(spec).items()
+    ])  # fmt: skip
 
 
 @functools.cache
@@ -190,6 +198,7 @@ def _admit(
         cgroup.add(host)
     except OSError as exc:
         return cgroup, f"cannot move the worker into {cgroup.path}: {exc.strerror}"
+    cgroup.open_counters()
     return cgroup, None
 
 

@@ -300,9 +300,12 @@ def _call(config: dict) -> None:
     try:
         raw = sys.stdin.buffer.read()
         arguments = json.loads(raw) if raw.strip() else {}
-        import importlib
+        module = sys.modules.get(module_name)  # preloaded by the pool's fork server
+        if module is None:
+            import importlib
 
-        function = getattr(importlib.import_module(module_name), function_name)
+            module = importlib.import_module(module_name)
+        function = getattr(module, function_name)
         if isinstance(arguments, dict):
             value = function(**arguments)
         elif arguments is None:
