@@ -492,6 +492,8 @@ def _worker(
             setattr(sys.modules["tempfile"], "tempdir", None)  # noqa: B010
         call = {"mode": config["mode"], "target": config["target"], "argv": config["argv"],
                 "env": env, "sys_path": [], "report_fd": None}  # fmt: skip
+        if call["mode"] == "call":
+            _runner._warm_call(call)
         chunks = []
         while chunk := os.read(3, 4096):
             chunks.append(chunk)

@@ -280,6 +280,18 @@ def _report(config: dict) -> None:
         pass
 
 
+def _warm_call(config: dict) -> None:
+    """Touch what `_call` will use (json both ways, the stdio objects, the preloaded
+    module), running nothing of the tool: in a pool worker forked ahead of time, the
+    copy-on-write faults this costs happen before the call instead of during it."""
+    import json
+
+    json.loads(json.dumps({"a": [1, 2.5, "x", None, True, {"b": False}]}).encode())
+    _ = sys.stdin.buffer, sys.stdout.write, sys.stderr.write
+    module_name = config["target"].partition(":")[0]
+    sys.modules.get(module_name)
+
+
 def _call(config: dict) -> None:
     """Import the tool's module and call its function; never returns."""
     if config.get("report_fd") is not None:
