@@ -92,6 +92,10 @@ _CONFIG_FD = 7
 _POOL_FILES = ("_forkserver.py", "_runner.py", "_landlock.py")
 _SYSTEM_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev", "/proc")
 _SETUP_FAILED = 125
+# The fork server imported as a module, not run as a script: its compiled form staged
+# beside it is used (a script is compiled at every start, and the compiler's garbage
+# stays in the server's heap, which every fork and exit of a worker pays for).
+_BOOTSTRAP = f"import sys; sys.path.insert(0, {_bwrap.RUNNER_MOUNT!r}); import _forkserver; _forkserver.main()"
 _START_TIMEOUT_S = 20.0
 _KILL_WAIT_S = 10.0
 _LOW = 2  # ready workers below which a fork is asked for while a call is in flight
@@ -131,7 +135,7 @@ def _limits(spec: Spec) -> bytes:
 @functools.cache
 def _pool_runner_dir(work_root: str) -> str:
     """Copies of the fork server and its two siblings, readable by the sandbox user."""
-    return staged_copy(work_root, _POOL_FILES, ".pool")
+    return staged_copy(work_root, _POOL_FILES, ".pool", bytecode=True)
 
 
 @functools.lru_cache(maxsize=256)
@@ -437,8 +441,7 @@ class _Pool:
         }
         launcher = [
             backend.bwrap, "--args", str(_ARGS_FD), "--json-status-fd", str(_STATUS_FD),
-            backend.python, "-S", "-I", f"{_bwrap.RUNNER_MOUNT}/_forkserver.py",
-            str(_CONFIG_FD), str(_CONTROL_FD),
+            backend.python, "-S", "-I", "-c", _BOOTSTRAP, str(_CONFIG_FD), str(_CONTROL_FD),
         ]  # fmt: skip
         user = sandbox_user()
         if user is not None:

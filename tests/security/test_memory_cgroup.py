@@ -170,7 +170,7 @@ def _only_ready_workers(controller: _cgroup.Controller, pools: sandbox.PoolSet) 
                     command = handle.read()
             except OSError:
                 continue  # gone meanwhile (the pool let it go)
-            assert b"_forkserver.py" in command, (name, command)
+            assert b"import _forkserver" in command, (name, command)
 
 
 def _own_cgroup(result: sandbox.Result, controller: _cgroup.Controller) -> str:
