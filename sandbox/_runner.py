@@ -341,6 +341,9 @@ def _call(config: dict) -> None:
     sys.stdout.write(data)
     sys.stdout.write("\n")
     sys.stdout.flush()
+    # EOF now, not after the exit's teardown: the reader is done with the output while
+    # this process ends (its status still waits for the end).
+    os.close(1)
     os._exit(0)
 
 
