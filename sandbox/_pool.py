@@ -229,7 +229,9 @@ class _Worker:
 
     def gone(self) -> bool:
         """Whether it has already ended: its status (or the server's end) is waiting."""
-        return bool(select.select([self.reply], [], [], 0)[0])
+        poller = select.poll()  # not select(): the engine may hold descriptors past 1024
+        poller.register(self.reply, select.POLLIN)
+        return bool(poller.poll(0))
 
     def last_words(self) -> str:
         """The last line it wrote to stderr, read without waiting (for a dead worker)."""
