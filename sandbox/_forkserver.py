@@ -1,19 +1,20 @@
 """The pool's fork server: stdlib only, run inside one long-lived bubblewrap sandbox as
-``/usr/bin/python3 -S -I _forkserver.py CONFIG_FD CONTROL_FD``.
+``/usr/bin/python3 -S -I -c "...import _forkserver; _forkserver.main()" CONFIG_FD
+CONTROL_FD`` (imported, so that its staged bytecode is used).
 
-It forks workers when the engine asks for them. For each one the server makes a fresh
+It forks workers when the engine asks for them, each with a random name under the
+pool's tmpfs. The worker, before it takes a call: takes its own process group, makes its
 work directory and beside it the call's temporary directory (its TMPDIR: calls cannot
-use the pool's shared /tmp), random names under the pool's tmpfs, and a fresh Landlock
-ruleset (reads: the system dirs and the declared paths; writes: that directory, the
-declared writable paths and /dev/null; no TCP without network; ABI >= 6: no signals to,
-and no abstract sockets of, any process outside the domain — its siblings included),
-the rules' paths opened once for the whole pool (`Restrictions`). The worker, before it
-takes a call: resets its signals, takes its own process group, sets no_new_privs,
-enters that ruleset's domain, stacks the pool's extra seccomp filter (no
-setsid/setpgid, so nothing leaves the group; without network no
-socket(AF_UNIX/AF_INET/AF_INET6)), puts its stdio pipes on 0/1/2 and its request pipe
-on 3, closes every other descriptor, and does every step of its set-up that does not
-depend on the call (working directory, environment). Then it blocks on fd 3.
+use the pool's shared /tmp), sets no_new_privs, enters a Landlock domain of its own
+made from a fresh ruleset (reads: the system dirs and the declared paths; writes: those
+two directories, the declared writable paths and /dev/null; no TCP without network; ABI
+>= 6: no signals to, and no abstract sockets of, any process outside the domain — its
+siblings included; the rules' paths opened once for the whole pool, `Restrictions`),
+stacks the pool's extra seccomp filter (no setsid/setpgid, so nothing leaves the group;
+without network no socket(AF_UNIX/AF_INET/AF_INET6)), puts its stdio pipes on 0/1/2 and
+its request pipe on 3, closes every other descriptor, and does every step of its set-up
+that does not depend on the call (working directory, environment). Then it blocks on fd
+3. Signal dispositions are the defaults already: the server sets them once.
 The request is the call's rlimits (`marshal`-ed by the engine), set last of all (after
 the descriptors are closed), and the worker calls the tool's function or execs its
 program.
@@ -87,10 +88,10 @@ class Restrictions:
     """What every worker of this pool applies, prepared once in the server.
 
     The same rules `_landlock.restrict` makes (the paths opened once here, O_PATH), and
-    the worker filter as a ready `sock_fprog`. Per worker the server makes a fresh
-    ruleset holding these rules plus the worker's own directory (`ruleset_for`); the
-    worker only calls landlock_restrict_self and prctl(PR_SET_SECCOMP). A ruleset is
-    never shared: one worker's directory is never in another's domain.
+    the worker filter as a ready `sock_fprog`. Each worker makes its own directories and
+    a fresh ruleset holding these rules plus those directories (`ruleset_for`), then
+    calls landlock_restrict_self and prctl(PR_SET_SECCOMP). A ruleset is never shared:
+    one worker's directory is never in another's domain.
     """
 
     def __init__(self, config: dict) -> None:
@@ -128,6 +129,11 @@ class Restrictions:
                 access &= _landlock._FILE_RIGHTS
             rule = _landlock._PathBeneathAttr(allowed_access=access & self.handled, parent_fd=fd)
             self.rules.append((fd, rule))
+        # the syscalls' arguments, built once: fewer objects made (and pages touched) per fork
+        self.create_args = (self.create, ctypes.byref(self.attr), ctypes.c_size_t(self.size), ctypes.c_uint32(0))
+        self.beneath = ctypes.c_int(_landlock._RULE_PATH_BENEATH)
+        self.zero = ctypes.c_uint32(0)
+        self.rule_refs = [ctypes.byref(rule) for _fd, rule in self.rules]
         program = config["filter"]
         self.filter = ctypes.create_string_buffer(program, len(program))
         self.fprog = _Fprog(len(program) // 8, ctypes.cast(self.filter, ctypes.c_void_p))
@@ -145,25 +151,23 @@ class Restrictions:
         own = (work, _tmp_of(work))
         for path in own:
             os.mkdir(path, 0o700)
-        ruleset = self._call(self.create, ctypes.byref(self.attr), ctypes.c_size_t(self.size), ctypes.c_uint32(0))
+        ruleset = self._call(*self.create_args)
         try:
-            for rule in (rule for _fd, rule in self.rules):
-                self._add(ruleset, rule)
+            number, kind, zero = self.add_rule, self.beneath, self.zero
+            target = ctypes.c_int(ruleset)
+            for rule in self.rule_refs:
+                self._call(number, target, kind, rule, zero)
             for path in own:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
                 try:
-                    access = self.writable & self.handled
-                    self._add(ruleset, _landlock._PathBeneathAttr(allowed_access=access, parent_fd=fd))
+                    own_rule = _landlock._PathBeneathAttr(allowed_access=self.writable & self.handled, parent_fd=fd)
+                    self._call(number, target, kind, ctypes.byref(own_rule), zero)
                 finally:
                     os.close(fd)
         except BaseException:
             os.close(ruleset)
             raise
         return ruleset
-
-    def _add(self, ruleset: int, rule: ctypes.Structure) -> None:
-        self._call(self.add_rule, ctypes.c_int(ruleset), ctypes.c_int(_landlock._RULE_PATH_BENEATH),
-                   ctypes.byref(rule), ctypes.c_uint32(0))  # fmt: skip
 
     def apply(self, ruleset: int) -> None:
         """In the worker: no_new_privs, the Landlock domain, the stacked seccomp filter."""
@@ -201,21 +205,17 @@ class Server:
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
         ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         work = self.config["pool_dir"] + "/w-" + os.urandom(8).hex()
-        ruleset = -1
         try:
-            ruleset = self.restrictions.ruleset_for(work)
             pid = os.fork()
         except OSError:
-            for fd in (request_r, request_w, stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w, ruleset):
-                if fd >= 0:
-                    os.close(fd)
+            for fd in (request_r, request_w, stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w):
+                os.close(fd)
             ours.close()
             theirs.close()
-            _remove(work)
             return False
         if pid == 0:
-            _worker(self.config, work, (stdin_r, stdout_w, stderr_w, request_r), self.restrictions, ruleset)
-        for fd in (request_r, stdin_r, stdout_w, stderr_w, ruleset):
+            _worker(self.config, work, (stdin_r, stdout_w, stderr_w, request_r), self.restrictions)
+        for fd in (request_r, stdin_r, stdout_w, stderr_w):
             os.close(fd)
         # The engine writes a call's whole input at once: a large one must not block it.
         os.set_blocking(stdin_w, False)
@@ -460,17 +460,16 @@ def _remove_tree(path: str) -> None:
             pass
 
 
-def _worker(
-    config: dict, work: str, stdio: tuple[int, int, int, int], restrictions: Restrictions, ruleset: int
-) -> None:
+def _worker(config: dict, work: str, stdio: tuple[int, int, int, int], restrictions: Restrictions) -> None:
     """In the forked worker: restrict, prepare, wait for the call, run. Never returns."""
     stdin, stdout, stderr, request = stdio
     try:
         # Signal dispositions are the defaults already (set once in `main`).
         os.setpgid(0, 0)
-        # Landlock (own domain: this worker's directory only) and the stacked filter
-        # (no setsid/setpgid from here on), both prepared by the server.
-        restrictions.apply(ruleset)
+        # Landlock (own domain: this worker's directories only, made here; the ruleset
+        # made here too, not in the server: what the server touches after each fork it
+        # copies) and the stacked filter (no setsid/setpgid from here on).
+        restrictions.apply(restrictions.ruleset_for(work))
         os.dup2(stdin, 0)
         os.dup2(stdout, 1)
         os.dup2(stderr, 2)

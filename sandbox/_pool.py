@@ -170,14 +170,16 @@ def _pidfd_pid(pidfd: int) -> int | None:
     """The pid, as the engine sees it, of the process a pidfd refers to (None once it
     has been reaped): the kernel shows it in the pidfd's fdinfo, in our pid namespace."""
     try:
-        with open(f"/proc/self/fdinfo/{pidfd}", "rb") as handle:
-            for line in handle:
-                if line.startswith(b"Pid:"):
-                    pid = int(line.split()[1])
-                    return pid if pid > 0 else None
-    except (OSError, ValueError, IndexError):
+        fd = os.open(f"/proc/self/fdinfo/{pidfd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        start = text.index(b"\nPid:") + 5
+        pid = int(text[start : text.index(b"\n", start)])
+    except (OSError, ValueError):
         return None
-    return None
+    return pid if pid > 0 else None
 
 
 def _admit(
