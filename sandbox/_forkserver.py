@@ -43,8 +43,8 @@ Any packet from the engine on a reply socket, or its closing, kills the worker's
 The server is a child subreaper, so orphaned grandchildren are reaped here. It imports
 ctypes (and for a function tool json, traceback and the tool's module) before
 `gc.freeze()`, so a forked worker pays no import at call time and few copy-on-write
-faults. Forks wait for a moment with nothing else to do, one at a time: a status is
-never queued behind more than the one fork in progress.
+faults. Forks are made one at a time, after the events at hand: a status is never
+queued behind more than the fork in progress.
 """
 
 from __future__ import annotations
@@ -356,17 +356,17 @@ class Server:
         self.control.send(b"R", _socket.MSG_NOSIGNAL)
         replies, exits, control = self.replies, self.exits, self.control.fileno()
         while True:
-            # Forks wait for a moment with nothing else to do, one at a time: a status
-            # is never queued behind more than the fork in progress (two cores).
-            events = self.poll.poll(0 if self.to_fork else -1)
-            for fd, _mask in events:
+            # Events first, then one fork: a status is never queued behind more than the
+            # fork in progress (two cores), and a steady stream of events cannot starve
+            # the forks that waiting calls need.
+            for fd, _mask in self.poll.poll(0 if self.to_fork else -1):
                 if fd in exits:
                     self.on_exits()
                 elif fd in replies:
                     self.on_reply_readable(fd)
                 elif fd == control:
                     self.on_control()
-            if events or not self.to_fork:
+            if not self.to_fork:
                 continue
             if self.fork_worker():
                 self.to_fork -= 1

@@ -246,6 +246,15 @@ class _Worker:
 
 
 @attrs.define(eq=False)
+class _Waiter:
+    """A call waiting for a worker: `_Pool._hand` fills `worker` and sets `event`; set
+    with no worker, the call looks again (the pool died, or forks failed)."""
+
+    event: trio.Event = attrs.Factory(trio.Event)
+    worker: _Worker | None = None
+
+
+@attrs.define(eq=False)
 class _Exchange:
     """One call's traffic with its worker, driven by the calling task alone.
 
@@ -384,9 +393,10 @@ class _Pool:
     controller: _cgroup.Controller | None = None  # where each worker gets its call's cgroup
     ready: collections.deque[_Worker] = attrs.Factory(collections.deque)
     pending: int = 0  # workers asked of the server, not ready yet (forking or admitting)
-    waiting: int = 0  # calls waiting for a worker
+    # calls waiting for a worker, served in the order they came (a caller finding a
+    # ready worker takes it only when nobody waits: arrivals go to waiters first)
+    waiters: collections.deque[_Waiter] = attrs.Factory(collections.deque)
     fork_error: str | None = None  # the server's last "cannot fork", until a worker comes
-    changed: trio.Event = attrs.Factory(trio.Event)  # set (and replaced) at every change
     # cgroups of workers not taken by a call (ready, or dead before it): removed at the end
     cgroups: set[_cgroup.CallCgroup] = attrs.Factory(set)
     nursery: trio.Nursery | None = None
@@ -640,16 +650,24 @@ class _Pool:
 
     def _arrive(self, worker: _Worker) -> None:
         self.pending = max(0, self.pending - 1)
+        self.fork_error = None
+        self._hand(worker)
+
+    def _hand(self, worker: _Worker) -> None:
+        """Give a ready worker to the longest waiting call, else keep it ready."""
         if self.dead:
             worker.close()
+        elif self.waiters:
+            waiter = self.waiters.popleft()
+            waiter.worker = worker
+            waiter.event.set()
         else:
             self.ready.append(worker)
-            self.fork_error = None
-        self._wake()
 
     def _wake(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
+        """Wake every waiting call without a worker: the pool died or forks failed."""
+        while self.waiters:
+            self.waiters.popleft().event.set()
 
     def _top_up(self, target: int) -> None:
         """Ask the server for workers until `target` are ready or on their way."""
@@ -666,35 +684,43 @@ class _Pool:
         """A live ready worker, now the caller's. Raises SpawnError when none can come."""
         dead = 0
         while True:
-            if self.ready:
-                worker = self.ready.popleft()
-                if worker.cgroup is not None:
-                    self.cgroups.discard(worker.cgroup)
-                if not worker.gone():
-                    # While a call is in flight, forks (which compete with it for the
-                    # CPU) are asked for only when few workers are left; the rest after it.
-                    self._top_up(_LOW)
-                    return worker
-                # It died before its call (in set-up): another one.
-                dead += 1
-                why = worker.last_words()
-                await self._let_go(worker)
-                if dead >= _DEAD_WORKERS:
-                    raise SpawnError(
-                        f"no worker for the call: the pool's workers die before it ({why or 'no message'})"
-                    )
-                continue
+            worker = self.ready.popleft() if self.ready and not self.waiters else await self._wait()
+            if worker.cgroup is not None:
+                self.cgroups.discard(worker.cgroup)
+            if not worker.gone():
+                # While a call is in flight, forks (which compete with it for the CPU)
+                # are asked for only when few workers are left; the rest after it.
+                self._top_up(_LOW)
+                return worker
+            # It died before its call (in set-up): another one.
+            dead += 1
+            why = worker.last_words()
+            await self._let_go(worker)
+            if dead >= _DEAD_WORKERS:
+                raise SpawnError(f"no worker for the call: the pool's workers die before it ({why or 'no message'})")
+
+    async def _wait(self) -> _Worker:
+        """The next worker to arrive, in the order calls began to wait."""
+        while True:
             if self.dead:
                 raise SpawnError("no worker for the call: the pool sandbox ended")
             if self.fork_error is not None and self.pending == 0:
                 why, self.fork_error = self.fork_error, None
                 raise SpawnError(f"no worker for the call: {why}")
-            self.waiting += 1
+            waiter = _Waiter()
+            self.waiters.append(waiter)
             try:
-                self._top_up(self.waiting)
-                await self.changed.wait()
-            finally:
-                self.waiting -= 1
+                self._top_up(len(self.waiters))
+                await waiter.event.wait()
+            except BaseException:
+                if waiter.worker is not None:
+                    self._hand(waiter.worker)  # handed over as we were cancelled: pass it on
+                else:
+                    with contextlib.suppress(ValueError):
+                        self.waiters.remove(waiter)
+                raise
+            if waiter.worker is not None:
+                return waiter.worker
 
     async def _let_go(self, worker: _Worker) -> None:
         """Close a worker taken from the pool and remove its cgroup."""
