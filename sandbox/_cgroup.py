@@ -204,18 +204,53 @@ def probe() -> Probe:
     own_v1 = next((line.split(":", 2)[2] for line in lines if line.split(":")[1:2] == ["memory"]), None)
     own_v2 = next((line[3:] for line in lines if line.startswith("0::")), None)
     try:
-        if own_v1 is not None:
-            for root, point, fstype, options in mounts:
-                if fstype == "cgroup" and "memory" in options.split(","):
-                    return _v1(root, point, own_v1)
-            return Probe(None, "the cgroup v1 memory controller is not mounted")
-        if own_v2 is not None:
-            for root, point, fstype, _ in mounts:
-                if fstype == "cgroup2":
-                    return _v2(root, point, own_v2)
-        return Probe(None, "no cgroup hierarchy with a memory controller")
+        found = _find(own_v1, own_v2, mounts)
     except OSError as exc:
         return Probe(None, f"{exc.filename or 'cgroupfs'}: {exc.strerror}")
+    if found.controller is not None:
+        remove_stale(found.controller.parent)
+    return found
+
+
+def _find(own_v1: str | None, own_v2: str | None, mounts: list[tuple[str, str, str, str]]) -> Probe:
+    if own_v1 is not None:
+        for root, point, fstype, options in mounts:
+            if fstype == "cgroup" and "memory" in options.split(","):
+                return _v1(root, point, own_v1)
+        return Probe(None, "the cgroup v1 memory controller is not mounted")
+    if own_v2 is not None:
+        for root, point, fstype, _ in mounts:
+            if fstype == "cgroup2":
+                return _v2(root, point, own_v2)
+    return Probe(None, "no cgroup hierarchy with a memory controller")
+
+
+def remove_stale(parent: str) -> list[str]:
+    """Remove the empty per-call cgroups under `parent` of engines that are gone (one
+    SIGKILLed while its pools' ready workers sat in their cgroups leaves them behind,
+    empty once the sandboxes died); returns their names. Never raises."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        owner = name[len(_PREFIX) :].split("-", 1)[0] if name.startswith(_PREFIX) else ""
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        if _remove(os.path.join(parent, name)):  # refused while it holds a process
+            removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, not ours to signal
+    return True
 
 
 def _limit(path: str, version: int, memory_bytes: int) -> None:

@@ -21,7 +21,11 @@ to the tool's memory budget. Each test runs on the namespaces, process and pool 
   is still the fork server's program, never a tool; the memory hoard is killed in its
   cgroup with its peak (over 100 MiB: two children's at once, more than any one
   process's RSS) reported, and the pool serves the next call;
-- test_check_says_which_bound_is_in_force: the `sconnect check` / start-up line names it.
+- test_check_says_which_bound_is_in_force: the `sconnect check` / start-up line names it;
+- test_a_killed_engines_cgroups_are_removed_by_the_next: an engine holding a warm pool
+  is SIGKILLed, which leaves its ready workers' cgroups behind (empty once its sandbox
+  died); what the next engine's probe runs (`_cgroup.remove_stale`) removes them, and
+  never a live engine's cgroup.
 
 Skipped, with the reason, where the host gives no memory cgroup (not root under cgroup
 v1, or no delegated v2 memory controller).
@@ -31,6 +35,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 from typing import Any
 
 import attrs
@@ -47,6 +53,7 @@ from tests.sandbox.conftest import (  # noqa: F401  (fixtures)
     shared_dir,
     token,
     tool,
+    wait_until,
     work_root,
 )
 
@@ -214,3 +221,41 @@ def test_check_says_which_bound_is_in_force() -> None:
     version = found.controller.version
     assert line.startswith("memory: cgroup v2" if version == 2 else "memory: cgroup v1 (memory controller"), line
     assert line in sandbox.detect().summary
+
+
+KILLED_ENGINE = r"""
+import sys, trio, sandbox
+async def main():
+    async with sandbox.open_pools():
+        spec = sandbox.Spec(argv=("/bin/true",), isolation="pool", work_root=sys.argv[1], memory_bytes=BUDGET)
+        assert (await sandbox.run(spec, {})).status == "ok"
+        print("ready", flush=True)
+        await trio.sleep_forever()
+trio.run(main)
+""".replace("BUDGET", str(BUDGET))
+
+
+def test_a_killed_engines_cgroups_are_removed_by_the_next(work_root: str) -> None:  # noqa: F811
+    _usable("pool")
+    controller = _controller()
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
+    engine = subprocess.Popen([sys.executable, "-c", KILLED_ENGINE, work_root], stdout=subprocess.PIPE, env=env)
+    prefix = f"sconnect-{engine.pid}-"
+    try:
+        assert engine.stdout is not None and engine.stdout.readline().strip() == b"ready"
+        assert any(name.startswith(prefix) for name in os.listdir(controller.parent))  # its ready workers'
+    finally:
+        engine.kill()
+        engine.wait()
+
+    def left() -> list[str]:
+        _cgroup.remove_stale(controller.parent)  # what the next engine's probe does
+        return [name for name in os.listdir(controller.parent) if name.startswith(prefix)]
+
+    mine = _cgroup.make(controller, BUDGET)  # a live engine's cgroup: never touched
+    try:
+        # The sandbox dies with the engine (--die-with-parent); its cgroups empty as it goes.
+        assert wait_until(lambda: left() == []), left()
+        assert os.path.isdir(mine.path)
+    finally:
+        os.rmdir(mine.path)
