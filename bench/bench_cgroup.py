@@ -10,11 +10,13 @@ p90 wall-clock ms per call. The pools are started and warmed before timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import sandbox  # noqa: E402
-from sandbox import _cgroup  # noqa: E402
+from sandbox import _cgroup, _pool  # noqa: E402
 
 
 async def _one(spec: sandbox.Spec, arguments: Any = None) -> float:
@@ -60,18 +62,35 @@ async def main(calls: int) -> None:
         cases.append(("pool calc", calc, {"expression": "6*7"}))
     else:
         print(f"no pool here: {sandbox.detect().pool_problem()}")
-    async with sandbox.open_pools():
+    # A pool decides when it starts whether its workers get cgroups: the pool cases run
+    # in two pool sets, one started with the probe switched off, alternating between them.
+    async with sandbox.open_pools() as with_cgroup, sandbox.open_pools() as without_cgroup:
+        sets = {"with cgroup": with_cgroup, "without": without_cgroup}
         for name, spec, arguments in cases:
             timings: dict[str, list[float]] = {"with cgroup": [], "without": []}
-            await _one(spec, arguments)  # starts and warms a pool
+            for label, probe in (("with cgroup", found), ("without", off)):
+                _cgroup.probe = lambda probe=probe: probe  # type: ignore[misc]
+                with _using(sets[label]):
+                    await _one(spec, arguments)  # starts and warms a pool
             for _ in range(calls):
                 for label, probe in (("with cgroup", found), ("without", off)):
                     _cgroup.probe = lambda probe=probe: probe  # type: ignore[misc]
-                    timings[label].append(await _one(spec, arguments))
+                    with _using(sets[label]):
+                        timings[label].append(await _one(spec, arguments))
             for label, values in timings.items():
                 values.sort()
                 p90 = values[int(len(values) * 0.9)]
                 print(f"{name:<11} {label:<12} median {statistics.median(values):6.2f} ms  p90 {p90:6.2f} ms")
+
+
+@contextlib.contextmanager
+def _using(pools: sandbox.PoolSet) -> Iterator[None]:
+    """Run the body's pool calls in `pools` (the set `open_pools` would have made current)."""
+    token = _pool._current.set(pools)
+    try:
+        yield
+    finally:
+        _pool._current.reset(token)
 
 
 if __name__ == "__main__":

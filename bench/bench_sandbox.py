@@ -3,8 +3,9 @@
 Run by hand: `python bench/bench_sandbox.py [--calls 300]`. For each workload (/bin/true,
 and a Python function run with /usr/bin/python3 -S -I), prints median and p99 wall time
 per call of: a bare `trio.run_process` of the command, `sandbox.run` with the process
-backend, and with the namespaces backend (when usable), plus the overhead over bare.
-Calls are sequential (one client, back to back) and interleaved across variants.
+backend, with the namespaces backend and with the warm pool (each when usable; the pool
+started and warmed before timing), plus the overhead over bare. Calls are sequential
+(one client, back to back) and interleaved across variants.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 
 import trio
 
@@ -45,7 +47,7 @@ async def main(calls: int) -> None:
     os.chmod(package, 0o755)
     work_root = os.path.join(root, "work")
 
-    workloads = {
+    workloads: dict[str, tuple[list[str], dict[str, Any]]] = {
         "/bin/true": (
             ["/bin/true"],
             dict(argv=("/bin/true",)),
@@ -56,10 +58,22 @@ async def main(calls: int) -> None:
         ),
     }
     backends = ["process"] + (["namespaces"] if caps.default_backend == "namespaces" else [])
-    arguments = {"a": 1, "b": 2}
-    payload = b'{"a": 1, "b": 2}'
+    backends += ["pool"] if caps.pool_problem() is None else []
     print(f"{calls} calls per variant, sequential, interleaved\n")
     print(f"{'workload':24} {'variant':12} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8}")
+    async with sandbox.open_pools():
+        await _measure(workloads, backends, work_root, caps, calls)
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def _measure(
+    workloads: dict[str, tuple[list[str], dict[str, Any]]], backends: list[str], work_root: str,
+    caps: sandbox.Capabilities, calls: int,
+) -> None:  # fmt: skip
+    arguments = {"a": 1, "b": 2}
+    payload = b'{"a": 1, "b": 2}'
     for name, (bare_argv, spec_kwargs) in workloads.items():
         samples: dict[str, list[float]] = {"bare": [], **{b: [] for b in backends}}
         specs = {
@@ -87,9 +101,6 @@ async def main(calls: int) -> None:
             p50, p99 = statistics.median(values), _percentile(values, 0.99)
             extra = "" if variant == "bare" else f"{(p50 - base50) * 1e3:8.2f} {(p99 - base99) * 1e3:8.2f}"
             print(f"{name:24} {variant:12} {p50 * 1e3:8.2f} {p99 * 1e3:8.2f} {extra}")
-    import shutil
-
-    shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

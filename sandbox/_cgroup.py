@@ -18,15 +18,16 @@ Which one is in force is probed once (`probe()`), in this order:
   accounted) = the budget.
 - otherwise none: RLIMIT_AS and the sized tmpfs mounts only. Never an error.
 
-Per call (`for_call`): a child ``sconnect-<engine pid>-<n>`` is made before the launch;
-the backend puts the sandbox's first process in it before that process runs the tool
-(see the backends: bubblewrap waits on ``--block-fd``; the process backend's supervisor
-moves itself before it forks the tool; the pool's worker waits for its limits, which the
-engine writes once it has moved the worker, by its host pid, into the call's cgroup), so
-everything the tool starts is in it. After
-the launcher is reaped the OOM-kill count and the peak are read, and the cgroup is
-removed: on success, error, timeout and cancellation alike (shielded, bounded; a process
-still in it is SIGKILLed first, it can only be the call's own).
+Per call (`for_call`, or `make` and `remove`): a child ``sconnect-<engine pid>-<n>`` is
+made before the launch; the backend puts the sandbox's first process in it before that
+process runs the tool (see the backends: bubblewrap waits on ``--block-fd``; the process
+backend's supervisor moves itself before it forks the tool; the pool moves each worker,
+by its host pid, into a cgroup of its own as the worker arrives, before the worker is
+ready, and the worker runs nothing of a call before the engine writes its limits), so
+everything the tool starts is in it. After the launcher is reaped the OOM-kill count and
+the peak are read, and the cgroup is removed: on success, error, timeout and
+cancellation alike (shielded, bounded; a process still in it is SIGKILLed first, it can
+only be the call's own).
 """
 
 from __future__ import annotations
@@ -77,14 +78,35 @@ class Probe:
         return f"memory: rlimit + sized tmpfs only (no delegated cgroup: {self.why_not})"
 
 
+# cgroupfs and procfs files: in-kernel, never blocking on disk; os-level calls because
+# a per-call cgroup is on every call's path (Python's io layers cost more than the read).
 def _read(path: str) -> str:
-    with open(path) as handle:  # noqa: ASYNC230 (cgroupfs: in-kernel, never blocks on disk)
-        return handle.read()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _pread(fd)
+    finally:
+        os.close(fd)
+
+
+def _pread(fd: int) -> str:
+    data = b""
+    while chunk := os.pread(fd, 65536, len(data)):
+        data += chunk
+    return data.decode()
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w") as handle:  # noqa: ASYNC230 (cgroupfs)
-        handle.write(text)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+@functools.lru_cache(maxsize=64)
+def _has(parent: str, name: str) -> bool:
+    """Whether cgroups under `parent` have the file `name` (the same for every child)."""
+    return os.path.exists(os.path.join(parent, name))
 
 
 def _mounts() -> list[tuple[str, str, str, str]]:
@@ -182,31 +204,65 @@ def probe() -> Probe:
     own_v1 = next((line.split(":", 2)[2] for line in lines if line.split(":")[1:2] == ["memory"]), None)
     own_v2 = next((line[3:] for line in lines if line.startswith("0::")), None)
     try:
-        if own_v1 is not None:
-            for root, point, fstype, options in mounts:
-                if fstype == "cgroup" and "memory" in options.split(","):
-                    return _v1(root, point, own_v1)
-            return Probe(None, "the cgroup v1 memory controller is not mounted")
-        if own_v2 is not None:
-            for root, point, fstype, _ in mounts:
-                if fstype == "cgroup2":
-                    return _v2(root, point, own_v2)
-        return Probe(None, "no cgroup hierarchy with a memory controller")
+        found = _find(own_v1, own_v2, mounts)
     except OSError as exc:
         return Probe(None, f"{exc.filename or 'cgroupfs'}: {exc.strerror}")
+    if found.controller is not None:
+        remove_stale(found.controller.parent)
+    return found
+
+
+def _find(own_v1: str | None, own_v2: str | None, mounts: list[tuple[str, str, str, str]]) -> Probe:
+    if own_v1 is not None:
+        for root, point, fstype, options in mounts:
+            if fstype == "cgroup" and "memory" in options.split(","):
+                return _v1(root, point, own_v1)
+        return Probe(None, "the cgroup v1 memory controller is not mounted")
+    if own_v2 is not None:
+        for root, point, fstype, _ in mounts:
+            if fstype == "cgroup2":
+                return _v2(root, point, own_v2)
+    return Probe(None, "no cgroup hierarchy with a memory controller")
+
+
+def remove_stale(parent: str) -> list[str]:
+    """Remove the empty per-call cgroups under `parent` of engines that are gone (one
+    SIGKILLed while its pools' ready workers sat in their cgroups leaves them behind,
+    empty once the sandboxes died); returns their names. Never raises."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        owner = name[len(_PREFIX) :].split("-", 1)[0] if name.startswith(_PREFIX) else ""
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        if _remove(os.path.join(parent, name)):  # refused while it holds a process
+            removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, not ours to signal
+    return True
 
 
 def _limit(path: str, version: int, memory_bytes: int) -> None:
     if version == 2:
         _write(os.path.join(path, "memory.max"), str(memory_bytes))
-        swap = os.path.join(path, "memory.swap.max")
-        if os.path.exists(swap):
-            _write(swap, "0")
+        if _has(os.path.dirname(path), "memory.swap.max"):
+            _write(os.path.join(path, "memory.swap.max"), "0")
         return
     _write(os.path.join(path, "memory.limit_in_bytes"), str(memory_bytes))
-    memsw = os.path.join(path, "memory.memsw.limit_in_bytes")
-    if os.path.exists(memsw):  # only when swap is accounted; must come after the limit
-        _write(memsw, str(memory_bytes))
+    # only when swap is accounted; must come after the limit
+    if _has(os.path.dirname(path), "memory.memsw.limit_in_bytes"):
+        _write(os.path.join(path, "memory.memsw.limit_in_bytes"), str(memory_bytes))
 
 
 @attrs.define(eq=False)
@@ -216,6 +272,30 @@ class CallCgroup:
     path: str
     version: int
     memory_bytes: int
+    # the OOM-kill and peak files, opened ahead (`open_counters`): read at 0 when needed
+    counters: dict[str, int] = attrs.Factory(dict)
+
+    def open_counters(self) -> None:
+        """Open the files `oom_kills` and `peak_bytes` read, ahead of the call (a fresh
+        cgroup's first open of a file costs more than reading it)."""
+        for name in self._counter_files():
+            with contextlib.suppress(OSError):
+                self.counters[name] = os.open(os.path.join(self.path, name), os.O_RDONLY | os.O_CLOEXEC)
+
+    def close_counters(self) -> None:
+        for fd in self.counters.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.counters.clear()
+
+    def _counter_files(self) -> tuple[str, str]:
+        if self.version == 2:
+            return ("memory.events", "memory.peak")
+        return ("memory.oom_control", "memory.max_usage_in_bytes")
+
+    def _read_counter(self, name: str) -> str:
+        fd = self.counters.get(name)
+        return _read(os.path.join(self.path, name)) if fd is None else _pread(fd)
 
     @property
     def procs_file(self) -> str:
@@ -234,9 +314,8 @@ class CallCgroup:
 
     def oom_kills(self) -> int:
         """How many processes the kernel OOM-killed here (0 when it cannot be read)."""
-        name = "memory.events" if self.version == 2 else "memory.oom_control"
         try:
-            text = _read(os.path.join(self.path, name))
+            text = self._read_counter(self._counter_files()[0])
         except OSError:
             return 0
         for line in text.splitlines():
@@ -247,9 +326,8 @@ class CallCgroup:
 
     def peak_bytes(self) -> int:
         """The highest charge seen (processes, tmpfs and page cache); 0 when unknown."""
-        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
         try:
-            return int(_read(os.path.join(self.path, name)).strip())
+            return int(self._read_counter(self._counter_files()[1]).strip())
         except (OSError, ValueError):
             return 0
 
@@ -277,6 +355,28 @@ async def _remove_when_empty(cgroup: CallCgroup) -> None:
     log.warning("cannot remove the call's memory cgroup %s: processes remain", cgroup.path)
 
 
+def make(controller: Controller, memory_bytes: int) -> CallCgroup:
+    """A fresh cgroup under `controller` limited to `memory_bytes`. Raises OSError (and
+    leaves nothing) when it cannot be made."""
+    path = os.path.join(controller.parent, f"{_PREFIX}{os.getpid()}-{next(_names)}")
+    os.mkdir(path)
+    try:
+        _limit(path, controller.version, memory_bytes)
+    except OSError:
+        _remove(path)
+        raise
+    return CallCgroup(path, controller.version, memory_bytes)
+
+
+async def remove(cgroup: CallCgroup) -> None:
+    """Remove a call's cgroup, SIGKILLing what is still in it (shielded, bounded)."""
+    cgroup.close_counters()
+    if _remove(cgroup.path):
+        return  # the common case: its processes are gone
+    with trio.move_on_after(15, shield=True):
+        await _remove_when_empty(cgroup)
+
+
 @contextlib.asynccontextmanager
 async def for_call(memory_bytes: int) -> AsyncIterator[CallCgroup | None]:
     """A fresh memory cgroup limited to `memory_bytes`, or None where none is in force
@@ -286,18 +386,13 @@ async def for_call(memory_bytes: int) -> AsyncIterator[CallCgroup | None]:
     if found is None:
         yield None
         return
-    path = os.path.join(found.parent, f"{_PREFIX}{os.getpid()}-{next(_names)}")
     try:
-        os.mkdir(path)
-        _limit(path, found.version, memory_bytes)
+        cgroup = make(found, memory_bytes)
     except OSError as exc:
-        log.warning("no memory cgroup for this call (%s: %s)", path, exc.strerror)
-        _remove(path)
+        log.warning("no memory cgroup for this call (%s: %s)", exc.filename or found.parent, exc.strerror)
         yield None
         return
-    cgroup = CallCgroup(path, found.version, memory_bytes)
     try:
         yield cgroup
     finally:
-        with trio.move_on_after(15, shield=True):
-            await _remove_when_empty(cgroup)
+        await remove(cgroup)

@@ -1,58 +1,65 @@
 """The pool's fork server: stdlib only, run inside one long-lived bubblewrap sandbox as
-``/usr/bin/python3 -S -I _forkserver.py CONFIG_FD CONTROL_FD``.
+``/usr/bin/python3 -S -I -c "...import _forkserver; _forkserver.main()" CONFIG_FD
+CONTROL_FD`` (imported, so that its staged bytecode is used).
 
-It keeps ``k`` workers forked ahead of time. For each one the server makes a fresh work
-directory and beside it the call's temporary directory (its TMPDIR: calls cannot use
-the pool's shared /tmp), random names under the pool's tmpfs, and a fresh Landlock
-ruleset (reads:
-the system dirs and the declared paths; writes: that directory, the declared writable
-paths and /dev/null; no TCP without network; ABI >= 6: no signals to, and no abstract
-sockets of, any process outside the domain — its siblings included), the rules'
-paths opened once for the whole pool (`Restrictions`). The worker, before it takes a
-request: resets its signals, takes its own process group, sets no_new_privs, enters
-that ruleset's domain, stacks the pool's extra seccomp filter (no setsid/setpgid, so
-nothing leaves the group; without network no socket(AF_UNIX/AF_INET/AF_INET6)), puts
-its stdio pipes on 0/1/2 and its request pipe on 3 and closes every other descriptor.
-Then it blocks on fd 3.
-The request sets the call's rlimits (RLIMIT_NOFILE last of all, after the descriptors
-are closed), and the worker calls the tool's function or execs its program.
+It forks workers when the engine asks for them, each with a random name under the
+pool's tmpfs. The worker, before it takes a call: takes its own process group, makes its
+work directory and beside it the call's temporary directory (its TMPDIR: calls cannot
+use the pool's shared /tmp), sets no_new_privs, enters a Landlock domain of its own
+made from a fresh ruleset (reads: the system dirs and the declared paths; writes: those
+two directories, the declared writable paths and /dev/null; no TCP without network; ABI
+>= 6: no signals to, and no abstract sockets of, any process outside the domain — its
+siblings included; the rules' paths opened once for the whole pool, `Restrictions`),
+stacks the pool's extra seccomp filter (no setsid/setpgid, so nothing leaves the group;
+without network no socket(AF_UNIX/AF_INET/AF_INET6)), puts its stdio pipes on 0/1/2 and
+its request pipe on 3, closes every other descriptor, and does every step of its set-up
+that does not depend on the call (working directory, environment). Then it blocks on fd
+3. Signal dispositions are the defaults already: the server sets them once.
+The request is the call's rlimits (`marshal`-ed by the engine), set last of all (after
+the descriptors are closed), and the worker calls the tool's function or execs its
+program.
 
-Protocol with the engine, over CONTROL_FD (SOCK_SEQPACKET): each request is one packet
-of JSON ``{"limits": the call's rlimits, "gate": bool}`` carrying, by SCM_RIGHTS, one
-end of a socket pair made by the engine for that call (the "reply socket"). The server
-gives the limits to a ready worker and answers on the reply socket with ``{"pid": N}``
-(N: the worker's pid in the sandbox) plus the worker's stdin, stdout and stderr
-(SCM_RIGHTS), so the call's data never passes through the server. With ``"gate":
-true`` the server writes nothing to the worker: it hands over the write end of the
-worker's request pipe as a fourth descriptor, and the engine writes the limits there
-once it has moved the worker into the call's memory cgroup (the worker blocks on that
-pipe before it runs anything of the tool).
-When the worker has ended the server kills its whole process group (grandchildren,
-double-forked ones included: they cannot leave it), reaps it and sends one status
-packet ``{"status": wait status, "cpu_time_s": .., "peak_memory_bytes": ..}`` on the
-reply socket, which the worker never held, so nothing the tool does can forge it. Any
-packet from the engine on a reply socket, or its closing, kills the worker's group
-(timeout, cancellation). The control socket's closing ends the server (and with it the
-sandbox: it is the sandbox's main process).
+Protocol with the engine, over CONTROL_FD (SOCK_SEQPACKET, one message a packet):
+
+- engine -> server: ``F`` + a decimal count: fork that many workers. An empty read
+  (the engine closed its end) ends the server, and with it the sandbox (it is the
+  sandbox's main process).
+- server -> engine: ``R`` once, when ready; for each forked worker ``W`` + its pid in
+  the sandbox (4 bytes), carrying by SCM_RIGHTS the write end of its request pipe, its
+  stdin, stdout and stderr (the engine's ends), the engine's end of a socket pair made
+  for this worker (its "reply socket"), and, when the config asks for them
+  (``pidfds``), a pidfd of the worker (the engine moves it into a memory cgroup by it);
+  ``E`` + a reason when requested forks failed (``E`` + count + ``:`` + text).
+
+The engine holds its ready workers itself: a call writes the worker's stdin and then
+its limits (the go-ahead) straight into the worker's pipes, so the server is off the
+call's path until the end. When the worker has ended the server kills its whole process
+group (grandchildren, double-forked ones included: they cannot leave it), reaps it and
+sends one status packet on the reply socket (`STATUS`: wait status, CPU microseconds,
+peak RSS in KiB), which the worker never held, so nothing the tool does can forge it.
+Any packet from the engine on a reply socket, or its closing, kills the worker's group
+(timeout, cancellation, or a ready worker the engine lets go).
 
 The server is a child subreaper, so orphaned grandchildren are reaped here. It imports
-json, ctypes and the tool's module before `gc.freeze()`, so a forked worker pays no
-import at call time and few copy-on-write faults.
+ctypes (and for a function tool json, traceback and the tool's module) before
+`gc.freeze()`, so a forked worker pays no import at call time and few copy-on-write
+faults. Forks are made one at a time, after the events at hand: a status is never
+queued behind more than the fork in progress.
 """
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal without its enum wrappers
+import _socket
 import array
 import ctypes
 import errno
 import gc
-import json
 import marshal
 import os
 import resource
-import selectors
-import signal
-import socket
+import select
+import struct
 import sys
 
 _PR_SET_NO_NEW_PRIVS = 38
@@ -60,7 +67,9 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _SETUP_FAILED = 125
-_MAX_SETUP_FAILURES = 20
+_SIGKILL = 9
+STATUS = struct.Struct("=iqq")  # wait status, CPU time in microseconds, peak RSS in KiB
+_PID = struct.Struct("=i")
 
 
 def _load(fd: int) -> dict:
@@ -79,10 +88,10 @@ class Restrictions:
     """What every worker of this pool applies, prepared once in the server.
 
     The same rules `_landlock.restrict` makes (the paths opened once here, O_PATH), and
-    the worker filter as a ready `sock_fprog`. Per worker the server makes a fresh
-    ruleset holding these rules plus the worker's own directory (`ruleset_for`); the
-    worker only calls landlock_restrict_self and prctl(PR_SET_SECCOMP). A ruleset is
-    never shared: one worker's directory is never in another's domain.
+    the worker filter as a ready `sock_fprog`. Each worker makes its own directories and
+    a fresh ruleset holding these rules plus those directories (`ruleset_for`), then
+    calls landlock_restrict_self and prctl(PR_SET_SECCOMP). A ruleset is never shared:
+    one worker's directory is never in another's domain.
     """
 
     def __init__(self, config: dict) -> None:
@@ -120,6 +129,11 @@ class Restrictions:
                 access &= _landlock._FILE_RIGHTS
             rule = _landlock._PathBeneathAttr(allowed_access=access & self.handled, parent_fd=fd)
             self.rules.append((fd, rule))
+        # the syscalls' arguments, built once: fewer objects made (and pages touched) per fork
+        self.create_args = (self.create, ctypes.byref(self.attr), ctypes.c_size_t(self.size), ctypes.c_uint32(0))
+        self.beneath = ctypes.c_int(_landlock._RULE_PATH_BENEATH)
+        self.zero = ctypes.c_uint32(0)
+        self.rule_refs = [ctypes.byref(rule) for _fd, rule in self.rules]
         program = config["filter"]
         self.filter = ctypes.create_string_buffer(program, len(program))
         self.fprog = _Fprog(len(program) // 8, ctypes.cast(self.filter, ctypes.c_void_p))
@@ -137,25 +151,23 @@ class Restrictions:
         own = (work, _tmp_of(work))
         for path in own:
             os.mkdir(path, 0o700)
-        ruleset = self._call(self.create, ctypes.byref(self.attr), ctypes.c_size_t(self.size), ctypes.c_uint32(0))
+        ruleset = self._call(*self.create_args)
         try:
-            for rule in (rule for _fd, rule in self.rules):
-                self._add(ruleset, rule)
+            number, kind, zero = self.add_rule, self.beneath, self.zero
+            target = ctypes.c_int(ruleset)
+            for rule in self.rule_refs:
+                self._call(number, target, kind, rule, zero)
             for path in own:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
                 try:
-                    access = self.writable & self.handled
-                    self._add(ruleset, _landlock._PathBeneathAttr(allowed_access=access, parent_fd=fd))
+                    own_rule = _landlock._PathBeneathAttr(allowed_access=self.writable & self.handled, parent_fd=fd)
+                    self._call(number, target, kind, ctypes.byref(own_rule), zero)
                 finally:
                     os.close(fd)
         except BaseException:
             os.close(ruleset)
             raise
         return ruleset
-
-    def _add(self, ruleset: int, rule: ctypes.Structure) -> None:
-        self._call(self.add_rule, ctypes.c_int(ruleset), ctypes.c_int(_landlock._RULE_PATH_BENEATH),
-                   ctypes.byref(rule), ctypes.c_uint32(0))  # fmt: skip
 
     def apply(self, ruleset: int) -> None:
         """In the worker: no_new_privs, the Landlock domain, the stacked seccomp filter."""
@@ -168,128 +180,147 @@ class Restrictions:
 
 
 class Server:
-    def __init__(self, config: dict, control: socket.socket) -> None:
+    def __init__(self, config: dict, control: _socket.socket) -> None:
         self.config = config
         self.restrictions = Restrictions(config)
         self.control = control
-        self.k = int(config["k"])
-        # ready workers: pid -> (request pipe write end, stdin w, stdout r, stderr r, dir)
-        self.ready: dict[int, tuple[int, int, int, int, str]] = {}
-        # busy workers: pid -> (reply socket or None when the engine gave up, dir)
-        self.busy: dict[int, tuple[socket.socket | None, str]] = {}
-        self.selector = selectors.DefaultSelector()
-        self.failures = 0
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.wake = wake_r
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-        signal.set_wakeup_fd(wake_w)
-        self.selector.register(wake_r, selectors.EVENT_READ, "wake")
-        self.selector.register(control, selectors.EVENT_READ, "control")
+        self.pidfds = bool(config.get("pidfds"))
+        # every live worker, ready or in a call: pid -> (our end of its reply socket, its
+        # directory, a pidfd that turns readable when it exits)
+        self.workers: dict[int, tuple[_socket.socket, str, int]] = {}
+        self.replies: dict[int, int] = {}  # reply socket fd -> worker pid, while watched
+        self.exits: dict[int, int] = {}  # worker pidfd -> worker pid
+        self.to_fork = 0  # forks the engine asked for and not yet made
+        self.me = os.getpid()
+        self.poll = select.epoll()
+        self.poll.register(control.fileno(), select.EPOLLIN)
 
     # -- workers ---------------------------------------------------------------------
     def fork_worker(self) -> bool:
-        """Fork one worker that restricts itself and waits; False when fork failed."""
+        """Fork one worker that restricts itself and waits, and hand its ends to the
+        engine; False when fork failed."""
         request_r, request_w = os.pipe2(os.O_CLOEXEC)
         stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
-        work = os.path.join(self.config["pool_dir"], "w-" + os.urandom(8).hex())
-        ruleset = -1
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        work = self.config["pool_dir"] + "/w-" + os.urandom(8).hex()
         try:
-            ruleset = self.restrictions.ruleset_for(work)
             pid = os.fork()
         except OSError:
-            for fd in (request_r, request_w, stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w, ruleset):
-                if fd >= 0:
-                    os.close(fd)
-            _remove(work)
+            for fd in (request_r, request_w, stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w):
+                os.close(fd)
+            ours.close()
+            theirs.close()
             return False
         if pid == 0:
-            _worker(self.config, work, stdin_r, stdout_w, stderr_w, request_r, self.restrictions, ruleset)
-        for fd in (request_r, stdin_r, stdout_w, stderr_w, ruleset):
+            _worker(self.config, work, (stdin_r, stdout_w, stderr_w, request_r), self.restrictions)
+        for fd in (request_r, stdin_r, stdout_w, stderr_w):
             os.close(fd)
-        self.ready[pid] = (request_w, stdin_w, stdout_r, stderr_r, work)
+        # The engine writes a call's whole input at once: a large one must not block it.
+        os.set_blocking(stdin_w, False)
+        exited = os.pidfd_open(pid)
+        handed = [request_w, stdin_w, stdout_r, stderr_r, theirs.fileno()]
+        if self.pidfds:
+            handed.append(exited)
+        self.workers[pid] = (ours, work, exited)
+        self.replies[ours.fileno()] = pid
+        self.exits[exited] = pid
+        self.poll.register(ours.fileno(), select.EPOLLIN)
+        self.poll.register(exited, select.EPOLLIN)
+        try:
+            rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", handed))]
+            self.control.sendmsg([b"W" + _PID.pack(pid)], rights, _socket.MSG_NOSIGNAL)
+        except OSError:
+            self.kill(pid)  # the engine is gone; the control socket's EOF ends us next
+        finally:
+            for fd in handed[:4]:
+                os.close(fd)
+            theirs.close()
         return True
 
-    def refill(self) -> None:
-        while len(self.ready) < self.k and self.failures < _MAX_SETUP_FAILURES:
-            if not self.fork_worker():
-                return  # EAGAIN (a fork bomb's RLIMIT_NPROC): retried later
+    def kill(self, pid: int) -> None:
+        """Kill a worker's group (a call ended early, or the engine let it go). The
+        status waits for `on_exits`, which makes sure nothing of the group lives."""
+        entry = self.workers.get(pid)
+        if entry is not None and entry[0].fileno() in self.replies:
+            self._unwatch(entry[0].fileno(), self.replies)
+        for kill in (os.killpg, os.kill):  # a worker still in set-up may have no group yet
+            try:
+                kill(pid, _SIGKILL)
+            except OSError:
+                pass
+
+    def killpg(self, pgid: int) -> None:
+        """SIGKILL the group of an exited worker and return once nothing of it is alive."""
+        try:
+            os.killpg(pgid, _SIGKILL)
+        except OSError:
+            return
+        if self._only_workers():
+            return  # the common case: the tool left no process behind
+        # Repeat until the group is empty: a fork bomb forks while we kill.
+        for _ in range(1000):
+            # killpg succeeds while the unreaped (zombie) leader is in the group: stop
+            # once nothing else in it is alive.
+            if not _group_has_live_members(pgid):
+                return
+            try:
+                os.killpg(pgid, _SIGKILL)
+            except OSError:
+                return
+
+    def _unwatch(self, fd: int, table: dict[int, int]) -> None:
+        del table[fd]
+        self.poll.unregister(fd)
+
+    def _only_workers(self) -> bool:
+        """Whether each of our children is a worker (none an orphan): then, once a
+        worker has exited, nothing of its process group is alive.
+
+        Every process of a group descends from its worker (no member can setsid or
+        setpgid). When the worker has exited, each live member's chain of parents leads,
+        through live members only, to a live member whose parent is no member: the
+        kernel re-parents a dead member's children to the nearest live subreaper
+        ancestor, and the first one outside the group is this server. So a live member
+        would show as a child of ours that is no worker.
+        """
+        try:
+            fd = os.open(f"/proc/self/task/{self.me}/children", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            children = os.read(fd, 1 << 16).split()
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        workers = self.workers
+        return all(int(child) in workers for child in children)
 
     # -- events ----------------------------------------------------------------------
-    def on_request(self) -> None:
-        fds = array.array("i")
+    def on_control(self) -> None:
         try:
-            data, ancdata, _flags, _addr = self.control.recvmsg(
-                1 << 16, socket.CMSG_SPACE(4 * fds.itemsize), socket.MSG_CMSG_CLOEXEC
-            )
+            data = self.control.recv(64, _socket.MSG_DONTWAIT)
         except BlockingIOError:
             return
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
         if not data:
             raise SystemExit(0)  # the engine is gone
-        if len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            return
-        reply = socket.socket(fileno=fds[0])
-        if not self.ready:
-            self.fork_worker()
-        if not self.ready:
-            _send(reply, {"error": "the pool cannot fork a worker (process limit reached)"})
-            reply.close()
-            return
-        try:
-            request = json.loads(data)
-            limits = json.dumps(request["limits"]).encode()
-            gate = request.get("gate") is True
-        except (ValueError, KeyError, TypeError):
-            _send(reply, {"error": "malformed request"})
-            reply.close()
-            return
-        pid = next(iter(self.ready))
-        request_w, stdin_w, stdout_r, stderr_r, work = self.ready.pop(pid)
-        handed = [stdin_w, stdout_r, stderr_r]
-        if gate:
-            # The engine puts the worker in the call's memory cgroup, then writes the
-            # limits itself: the worker runs nothing of the tool before they arrive.
-            handed.append(request_w)
-        else:
-            try:
-                _write_all(request_w, limits)
-            except OSError:
-                pass  # the worker died in set-up; its status tells the engine
-        try:
-            _send(reply, {"pid": pid}, handed)
-        except OSError:
-            reply.close()
-            reply = None  # type: ignore[assignment]
-            _killpg(pid)
-        for fd in handed if gate else [*handed, request_w]:
-            os.close(fd)
-        self.busy[pid] = (reply, work)
-        if reply is not None:
-            self.selector.register(reply, selectors.EVENT_READ, pid)
+        if data[:1] == b"F" and data[1:].isdigit():
+            self.to_fork += int(data[1:])
 
-    def on_reply_readable(self, pid: int) -> None:
-        reply, work = self.busy[pid]
-        assert reply is not None
+    def on_reply_readable(self, fd: int) -> None:
+        pid = self.replies[fd]
         # Any packet, or the engine closing its end, means: kill the call.
         try:
-            reply.recv(64)
+            self.workers[pid][0].recv(64, _socket.MSG_DONTWAIT)
         except OSError:
             pass
-        self.selector.unregister(reply)
-        _killpg(pid)
+        self.kill(pid)
 
-    def on_children(self) -> None:
-        try:
-            while os.read(self.wake, 4096):
-                pass
-        except BlockingIOError:
-            pass
+    def on_exits(self) -> None:
+        """Reap every exited child: a worker's group is killed first and its status sent;
+        an orphaned grandchild re-parented to us (subreaper) is only reaped."""
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -298,92 +329,65 @@ class Server:
             if info is None:
                 return
             pid = info.si_pid
-            if pid in self.busy or pid in self.ready:
+            entry = self.workers.get(pid)
+            if entry is not None:
+                reply, work, exited = entry
+                if reply.fileno() in self.replies:
+                    self._unwatch(reply.fileno(), self.replies)
                 # The unreaped leader keeps its group id from being reused: kill the
                 # group (its grandchildren) before reaping it.
-                _killpg(pid)
+                self.killpg(pid)
             _, status, usage = os.wait4(pid, 0)
-            if pid in self.ready:
-                entry = self.ready.pop(pid)
-                for fd in entry[:4]:
-                    os.close(fd)
-                _remove(entry[4])
-                self.failures += 1
-                err = f"sconnect-pool: a worker died before its call (status {status})\n"
-                os.write(2, err.encode())
-            elif pid in self.busy:
-                reply, work = self.busy.pop(pid)
-                self.failures = 0
-                if reply is not None:
-                    try:
-                        self.selector.unregister(reply)
-                    except (KeyError, ValueError):
-                        pass
-                    _drain(reply)  # unread packets would turn our close into a reset
-                    try:
-                        _send(reply, {
-                            "status": status,
-                            "cpu_time_s": usage.ru_utime + usage.ru_stime,
-                            "peak_memory_bytes": usage.ru_maxrss * 1024,
-                        })  # fmt: skip
-                    except OSError:
-                        pass
-                    reply.close()
-                _remove(work)
-            # else: an orphaned grandchild re-parented to us (subreaper); reaped above.
+            if entry is None:
+                continue
+            del self.workers[pid]
+            self._unwatch(exited, self.exits)
+            os.close(exited)
+            _drain(reply)  # unread packets would turn our close into a reset
+            cpu_us = round((usage.ru_utime + usage.ru_stime) * 1e6)
+            try:
+                reply.send(STATUS.pack(status, cpu_us, usage.ru_maxrss), _socket.MSG_NOSIGNAL)
+            except OSError:
+                pass  # the engine let the worker go, or gave up on the call
+            reply.close()
+            _remove(work)
 
     def serve(self) -> None:
-        self.refill()
-        _send(self.control, {"ready": True, "workers": len(self.ready)})
+        self.control.send(b"R", _socket.MSG_NOSIGNAL)
+        replies, exits, control = self.replies, self.exits, self.control.fileno()
         while True:
-            # Refills wait for a moment with nothing else to do, one fork at a time: a
-            # call's request or status is never queued behind a fork (two cores).
-            short = len(self.ready) < self.k and self.failures < _MAX_SETUP_FAILURES
-            events = self.selector.select(0 if short else None)
-            for key, _events in events:
-                if key.data == "wake":
-                    self.on_children()
-                elif key.data == "control":
-                    self.on_request()
-                elif isinstance(key.data, int) and key.data in self.busy:
-                    self.on_reply_readable(key.data)
-            if not events and short and not self.fork_worker():
-                # EAGAIN (a fork bomb's RLIMIT_NPROC): wait for the next event.
-                self.on_children()
-                self.selector.select(0.05)
+            # Events first, then one fork: a status is never queued behind more than the
+            # fork in progress (two cores), and a steady stream of events cannot starve
+            # the forks that waiting calls need.
+            for fd, _mask in self.poll.poll(0 if self.to_fork else -1):
+                if fd in exits:
+                    self.on_exits()
+                elif fd in replies:
+                    self.on_reply_readable(fd)
+                elif fd == control:
+                    self.on_control()
+            if not self.to_fork:
+                continue
+            if self.fork_worker():
+                self.to_fork -= 1
+                continue
+            # EAGAIN (a fork bomb's RLIMIT_NPROC): say so for every fork asked for, so
+            # that no call waits for a worker that will not come.
+            why = f"E{self.to_fork}:the pool cannot fork a worker (process limit reached)"
+            try:
+                self.control.send(why.encode(), _socket.MSG_NOSIGNAL)
+            except OSError:
+                pass
+            self.to_fork = 0
+            self.on_exits()
 
 
-def _send(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
-    data = json.dumps(message).encode()
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-    sock.sendmsg([data], ancillary)
-
-
-def _drain(sock: socket.socket) -> None:
+def _drain(sock: _socket.socket) -> None:
     while True:
         try:
-            if not sock.recv(64, socket.MSG_DONTWAIT):
+            if not sock.recv(64, _socket.MSG_DONTWAIT):
                 return
         except OSError:
-            return
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _killpg(pgid: int) -> None:
-    # Repeat until the group is empty: a fork bomb forks while we kill.
-    for _ in range(1000):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except OSError:
-            return
-        # killpg succeeds while the unreaped (zombie) leader is in the group: stop once
-        # nothing else in it is alive.
-        if not _group_has_live_members(pgid):
             return
 
 
@@ -410,8 +414,13 @@ def _tmp_of(work: str) -> str:
 
 def _remove(work: str) -> None:
     """Remove a worker's directory and its TMPDIR."""
-    _remove_tree(work)
-    _remove_tree(_tmp_of(work))
+    for path in (work, _tmp_of(work)):
+        try:
+            os.rmdir(path)  # most calls leave nothing behind: one syscall
+        except FileNotFoundError:
+            pass
+        except OSError:
+            _remove_tree(path)
 
 
 def _remove_tree(path: str) -> None:
@@ -451,68 +460,81 @@ def _remove_tree(path: str) -> None:
             pass
 
 
-def _worker(
-    config: dict, work: str, stdin: int, stdout: int, stderr: int, request: int,
-    restrictions: Restrictions, ruleset: int,
-) -> None:
-    """In the forked worker: restrict, wait for the request, run. Never returns."""
+def _worker(config: dict, work: str, stdio: tuple[int, int, int, int], restrictions: Restrictions) -> None:
+    """In the forked worker: restrict, prepare, wait for the call, run. Never returns."""
+    stdin, stdout, stderr, request = stdio
     try:
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU):
-            signal.signal(sig, signal.SIG_DFL)
+        # Signal dispositions are the defaults already (set once in `main`).
         os.setpgid(0, 0)
-        # Landlock (own domain: this worker's directory only) and the stacked filter
-        # (no setsid/setpgid from here on), both prepared by the server.
-        restrictions.apply(ruleset)
+        # Landlock (own domain: this worker's directories only, made here; the ruleset
+        # made here too, not in the server: what the server touches after each fork it
+        # copies) and the stacked filter (no setsid/setpgid from here on).
+        restrictions.apply(restrictions.ruleset_for(work))
         os.dup2(stdin, 0)
         os.dup2(stdout, 1)
         os.dup2(stderr, 2)
         if request != 3:
             os.dup2(request, 3)
         os.closerange(4, 1 << 16)
-        chunks = []
-        while chunk := os.read(3, 1 << 16):
-            chunks.append(chunk)
-        os.close(3)
-        if not chunks:
-            os._exit(0)  # the server ended without giving us a call
-        limits = json.loads(b"".join(chunks))
-        # Every descriptor but 0/1/2 is closed by now, so a small RLIMIT_NOFILE cannot
-        # starve the set-up above (it ran before the limit).
-        _runner._set_limits(limits)
+        # Everything that does not depend on the call, before waiting for it.
         os.chdir(config["cwd"] or work)
-        # The tool's environment plus TMPDIR, the call's own temporary directory: /tmp is
-        # the pool's, so Landlock keeps every call out of it. A tool's own TMPDIR wins.
-        env = dict(config["env"])
-        env.setdefault("TMPDIR", _tmp_of(work))
+        # The tool's environment (the server's own, set in `main`) plus TMPDIR, the call's
+        # own temporary directory: /tmp is the pool's, so Landlock keeps every call out of
+        # it. A tool's own TMPDIR wins.
+        env = config["env"]
+        if "TMPDIR" not in env:
+            env = {**env, "TMPDIR": _tmp_of(work)}
+            if config["mode"] == "call":
+                os.environ["TMPDIR"] = env["TMPDIR"]
         if "tempfile" in sys.modules:
             # a tool module that asked at import time got the server's answer
             setattr(sys.modules["tempfile"], "tempdir", None)  # noqa: B010
         call = {"mode": config["mode"], "target": config["target"], "argv": config["argv"],
                 "env": env, "sys_path": [], "report_fd": None}  # fmt: skip
+        if call["mode"] == "call":
+            _runner._warm_call(call)
+        chunks = []
+        while chunk := os.read(3, 4096):
+            chunks.append(chunk)
+        os.close(3)
+        if not chunks:
+            os._exit(0)  # let go without a call (the engine closed the pipe)
+        # Every descriptor but 0/1/2 is closed by now, so a small RLIMIT_NOFILE cannot
+        # starve the set-up above (it ran before the limit). RLIMIT_NOFILE comes last.
+        setrlimit = resource.setrlimit
+        for number, soft, hard in marshal.loads(b"".join(chunks)):
+            setrlimit(number, (soft, hard))
     except BaseException as exc:
         os.write(2, f"sconnect-sandbox: setup failed: {exc!r}\n".encode())
         os._exit(_SETUP_FAILED)
     if call["mode"] == "call":
-        os.environ.clear()
-        os.environ.update(env)
         _runner._call(call)
     _runner._exec(call)
 
 
 def main() -> None:
     config = _load(int(sys.argv[1]))
-    control = socket.socket(fileno=int(sys.argv[2]))
+    control = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, int(sys.argv[2]))
     os.set_inheritable(control.fileno(), False)
+    # Default dispositions once, here, rather than in every worker: Python ignores
+    # SIGPIPE and SIGXFSZ, and ignored dispositions survive exec (the file size limit
+    # must kill the tool, not make write() fail quietly). The server sends with
+    # MSG_NOSIGNAL and learns of exits by pidfd, so it needs neither.
+    for number in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(number, _signal.SIG_DFL)
+    # The tool's environment, exactly (bubblewrap set it; this only makes sure).
+    if dict(os.environ) != config["env"]:
+        os.environ.clear()
+        os.environ.update(config["env"])
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     for entry in reversed(config["sys_path"]):
         sys.path.insert(0, entry)
-    import traceback  # noqa: F401  # a failing tool's traceback costs no import then
-
     if config["target"]:
         import importlib
+        import json  # noqa: F401  # the runner's arguments and result: no import per call
+        import traceback  # noqa: F401  # a failing tool's traceback costs no import then
 
         try:
             importlib.import_module(config["target"].partition(":")[0])

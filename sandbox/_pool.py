@@ -5,49 +5,61 @@ namespaces backend (`_bwrap.options`, `--seccomp`, `--disable-userns`, started a
 `SANDBOX_UID` through setpriv when root, empty environment, options from a memfd) —
 runs the fork server (`_forkserver`) under ``python3 -S -I``. A profile is everything
 of a Spec that shapes the sandbox (program, packages, paths, env, network, cwd, memory
-for the tmpfs sizes, work root); the per-call limits (time, CPU, memory, file size,
-files, processes, output) travel with each call. A workspace is one of the paths, so
-each subject's calls get their own pool sandbox.
+for the tmpfs sizes and the cgroup, work root); the per-call limits (time, CPU, file
+size, files, processes, output) travel with each call. A workspace is one of the paths,
+so each subject's calls get their own pool sandbox.
 
-A call: the engine makes a socket pair, sends its rlimits with one end (SCM_RIGHTS)
-over the pool's control socket, receives the ready worker's stdin/stdout/stderr, writes
-the arguments, reads stdout (capped) and stderr (tail) itself, and waits for the status
-packet the server sends after killing the worker's group and reaping it. The pool
-refills behind the call; every call runs in a fresh worker process that is gone after it.
+Workers: the engine asks the server for workers (`_top_up`: up to K ready, forks
+requested while a call is in flight only when fewer than two are left, the rest after
+it) and holds each one it gets itself — the write end of its request pipe, its stdin,
+stdout and stderr, and a reply socket to the server. A call takes a ready worker, writes
+its arguments to its stdin and then its rlimits to its request pipe (the go-ahead the
+worker blocks on before it runs anything of the tool), reads stdout (capped) and stderr
+(tail) itself, and waits for the status packet the server sends on the reply socket
+after killing the worker's group and reaping it. No message to the server starts a
+call; every call runs in a fresh worker process that is gone after it. A worker found
+dead when taken (it died in set-up) is replaced, at most twice for one call.
 
-Memory cgroup: where one is in force (`_cgroup.probe()`), each call gets its own, made
-before the request. The server then hands over the worker's request pipe instead of
-writing the limits into it; the engine finds the worker's host pid (the hand-out names
-its sandbox pid: `_host_pid` matches NSpid among the fork server's children), writes it
-into the cgroup, and only then writes the limits, the go-ahead the worker blocks on
-before it runs anything of the tool. The cgroup's OOM kills and peak are read after the
-status packet (the worker is reaped by then) and it is removed on every way out.
+Memory cgroup: where one is in force (`_cgroup.probe()` when the pool starts), every
+worker gets a cgroup of its own when it arrives, before it is ready: the server passes a
+pidfd of it, the engine reads its host pid from the pidfd's fdinfo, makes the cgroup and
+moves the worker in (in a worker thread: the kernel's cgroup migration may wait for an
+RCU grace period). The worker has run nothing of a call by then, and runs nothing until
+a call writes its limits, so the tool starts inside the cgroup, which holds nothing else
+and is removed after that one call. The call reads the cgroup's OOM kills and peak after
+the status packet (the worker is reaped by then). A worker that could not be moved runs
+its call on RLIMIT_AS and the sized tmpfs alone, and the result says so.
 
 Ownership: pools live in a `PoolSet` opened with `open_pools()` (an async context
 manager holding a nursery; the server opens it around its hub). Each pool's task owns
-its bubblewrap process: it drains its output, notices its death (the next call starts a
-fresh one), and on close shuts the control socket (the server ends), then SIGKILLs the
-sandbox's pid 1 if needed and reaps bubblewrap, and removes the pool's directory. A call
-made outside any `open_pools()` opens a temporary set for itself (correct, not fast).
+its bubblewrap process: it drains its output, reads the server's messages, notices its
+death (the next call starts a fresh one), and on close shuts the control socket (the
+server ends), then SIGKILLs the sandbox's pid 1 if needed and reaps bubblewrap, lets
+its ready workers go, removes their cgroups and the pool's directory. A call made
+outside any `open_pools()` opens a temporary set for itself (correct, not fast).
 
-Timeout and cancellation: a packet on the call's reply socket makes the server SIGKILL
-the worker's process group (no member can leave it: setsid/setpgid are denied); the call
-then waits (shielded, bounded) for the status packet, so the tool is dead and reaped
-before `run` returns or re-raises `trio.Cancelled`.
+Timeout and cancellation: a packet on the worker's reply socket makes the server
+SIGKILL the worker's process group (no member can leave it: setsid/setpgid are denied);
+the call then waits (shielded, bounded) for the status packet, so the tool is dead and
+reaped before `run` returns or re-raises `trio.Cancelled`.
 """
 
 from __future__ import annotations
 
-import array
+import collections
 import contextlib
 import contextvars
 import functools
 import json
+import logging
 import marshal
 import os
+import resource
+import select
 import signal
 import socket
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
@@ -58,7 +70,7 @@ from ._call import build_result, encode_arguments, memfd, reachable_spec
 from ._errors import SpawnError, SpecError
 from ._limits import rlimits
 from ._pool_seccomp import worker_filter
-from ._process import Child, Collected, _read_capped, _write_all, spawn, wait_or_kill
+from ._process import Child, Collected, _read_capped, spawn, wait_or_kill
 from ._result import Result
 from ._spec import Spec
 from ._workdir import (
@@ -70,6 +82,8 @@ from ._workdir import (
     staged_copy,
 )
 
+log = logging.getLogger("sandbox.pool")
+
 _ARGS_FD = 3
 _STATUS_FD = 4
 _CONTROL_FD = 5
@@ -78,8 +92,17 @@ _CONFIG_FD = 7
 _POOL_FILES = ("_forkserver.py", "_runner.py", "_landlock.py")
 _SYSTEM_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev", "/proc")
 _SETUP_FAILED = 125
+# The fork server imported as a module, not run as a script: its compiled form staged
+# beside it is used (a script is compiled at every start, and the compiler's garbage
+# stays in the server's heap, which every fork and exit of a worker pays for).
+_BOOTSTRAP = f"import sys; sys.path.insert(0, {_bwrap.RUNNER_MOUNT!r}); import _forkserver; _forkserver.main()"
 _START_TIMEOUT_S = 20.0
 _KILL_WAIT_S = 10.0
+_LOW = 2  # ready workers below which a fork is asked for while a call is in flight
+_DEAD_WORKERS = 3  # workers found dead, one after another, before a call gives up
+_STATUS = struct.Struct("=iqq")  # the server's status packet (`_forkserver.STATUS`)
+_PID = struct.Struct("=i")
+_CHUNK = 65536
 
 # the pool set of the running service (set by `open_pools`)
 _current: contextvars.ContextVar[PoolSet | None] = contextvars.ContextVar("sandbox_pools", default=None)
@@ -89,18 +112,33 @@ _PER_CALL = ("timeout_s", "cpu_time_s", "max_output_bytes", "max_stderr_bytes", 
              "max_processes", "max_file_bytes")  # fmt: skip
 
 
+@functools.lru_cache(maxsize=256)
 def profile(spec: Spec) -> Spec:
     """The Spec with its per-call fields at their defaults: one pool per distinct value."""
     defaults = Spec(argv=("x",))
     return attrs.evolve(spec, **{name: getattr(defaults, name) for name in _PER_CALL})
 
 
+_RLIMITS = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU, "fsize": resource.RLIMIT_FSIZE,
+            "nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC, "core": resource.RLIMIT_CORE}  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _limits(spec: Spec) -> bytes:
+    """A call's go-ahead: its rlimits as the worker sets them, (resource, soft, hard)
+    each (soft = hard; CPU: SIGXCPU at the soft limit, SIGKILL one second later)."""
+    return marshal.dumps([
+        (_RLIMITS[name], value, value + 1 if name == "cpu" else value) for name, value in rlimits(spec).items()
+    ])  # fmt: skip
+
+
 @functools.cache
 def _pool_runner_dir(work_root: str) -> str:
     """Copies of the fork server and its two siblings, readable by the sandbox user."""
-    return staged_copy(work_root, _POOL_FILES, ".pool")
+    return staged_copy(work_root, _POOL_FILES, ".pool", bytecode=True)
 
 
+@functools.lru_cache(maxsize=256)
 def check_paths(spec: Spec, work_root: str) -> None:
     """SpecError when a declared path holds the work root (and so the pool's directory):
     through it, concurrent calls could reach each other's directories."""
@@ -113,12 +151,229 @@ def check_paths(spec: Spec, work_root: str) -> None:
             )
 
 
-def _decode(data: bytes) -> dict[str, Any]:
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _rights(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors an SCM_RIGHTS message carried."""
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds += struct.unpack(f"={usable // 4}i", payload[:usable])
+    return fds
+
+
+def _pidfd_pid(pidfd: int) -> int | None:
+    """The pid, as the engine sees it, of the process a pidfd refers to (None once it
+    has been reaped): the kernel shows it in the pidfd's fdinfo, in our pid namespace."""
     try:
-        value = json.loads(data)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+        fd = os.open(f"/proc/self/fdinfo/{pidfd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        start = text.index(b"\nPid:") + 5
+        pid = int(text[start : text.index(b"\n", start)])
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
+def _admit(
+    controller: _cgroup.Controller, memory_bytes: int, pidfd: int
+) -> tuple[_cgroup.CallCgroup | None, str | None]:
+    """Make a worker's cgroup and move the worker in (blocking: run in a thread).
+
+    Returns the cgroup (None when none could be made: logged, as for the other
+    backends) and the problem that kept the worker out of it, if any.
+    """
+    try:
+        cgroup = _cgroup.make(controller, memory_bytes)
+    except OSError as exc:
+        log.warning("no memory cgroup for a pool worker (%s: %s)", exc.filename or controller.parent, exc.strerror)
+        return None, None
+    host = _pidfd_pid(pidfd)
+    if host is None:
+        return cgroup, "cannot find the worker's host pid"
+    try:
+        # The worker is the server's unreaped child (or a zombie the server is about to
+        # reap: then the call finds it gone), so its pid is not reused meanwhile.
+        cgroup.add(host)
+    except OSError as exc:
+        return cgroup, f"cannot move the worker into {cgroup.path}: {exc.strerror}"
+    cgroup.open_counters()
+    return cgroup, None
+
+
+@attrs.define(eq=False)
+class _Worker:
+    """A ready worker as the engine holds it. Mutable; owned by its pool until a call
+    takes it, then by that call, which closes it (a closed reply socket, or request pipe,
+    lets a worker go: the server kills it, or it exits)."""
+
+    pid: int  # in the sandbox
+    request: int  # write end of its request pipe: a call's limits are its go-ahead
+    stdin: int
+    stdout: int
+    stderr: int
+    reply: int  # SOCK_SEQPACKET to the server: the status comes here; a packet sent kills
+    cgroup: _cgroup.CallCgroup | None = None
+    problem: str | None = None  # why it is not in its cgroup, where the host has them
+
+    def close(self) -> None:
+        for fd in (self.request, self.stdin, self.stdout, self.stderr, self.reply):
+            if fd >= 0:
+                _close(fd)
+        self.request = self.stdin = self.stdout = self.stderr = self.reply = -1
+
+    def gone(self) -> bool:
+        """Whether it has already ended: its status (or the server's end) is waiting."""
+        poller = select.poll()  # not select(): the engine may hold descriptors past 1024
+        poller.register(self.reply, select.POLLIN)
+        return bool(poller.poll(0))
+
+    def last_words(self) -> str:
+        """The last line it wrote to stderr, read without waiting (for a dead worker)."""
+        try:
+            os.set_blocking(self.stderr, False)
+            text = os.read(self.stderr, 8192).decode("utf-8", "replace").strip().splitlines()
+        except OSError:
+            return ""
+        return text[-1] if text else ""
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    """A call waiting for a worker: `_Pool._hand` fills `worker` and sets `event`; set
+    with no worker, the call looks again (the pool died, or forks failed)."""
+
+    event: trio.Event = attrs.Factory(trio.Event)
+    worker: _Worker | None = None
+
+
+@attrs.define(eq=False)
+class _Exchange:
+    """One call's traffic with its worker, driven by the calling task alone.
+
+    The worker's stdin, stdout, stderr and reply socket sit in a private epoll set whose
+    own descriptor is what the task waits on: one task per call, none per stream. Each
+    descriptor is unregistered and closed once done (EOF, broken pipe, the status).
+    """
+
+    worker: _Worker
+    collected: Collected
+    max_stdout: int
+    max_stderr: int
+    poller: select.epoll = attrs.Factory(lambda: select.epoll(4))
+    left: memoryview = memoryview(b"")  # stdin not written yet
+    status: dict[str, Any] | None = None
+    outputs: int = 2  # stdout and stderr not at EOF yet
+
+    def start(self, stdin_data: bytes, limits: bytes) -> None:
+        """Write the arguments (what fits), then the go-ahead; watch the rest."""
+        worker = self.worker
+        self.left = memoryview(stdin_data)
+        self._feed()
+        # The pipe is empty and the message is small: this write never blocks. Closed,
+        # the pipe reads EOF after it.
+        try:
+            os.write(worker.request, limits)
+        except OSError:
+            pass  # the worker died in set-up; its status tells
+        os.close(worker.request)
+        worker.request = -1
+        for fd in (worker.stdout, worker.stderr, worker.reply):
+            self.poller.register(fd, select.EPOLLIN)
+        if worker.stdin >= 0:
+            self.poller.register(worker.stdin, select.EPOLLOUT)
+
+    def _feed(self) -> None:
+        worker = self.worker
+        try:
+            while self.left:
+                self.left = self.left[os.write(worker.stdin, self.left) :]
+        except BlockingIOError:
+            return
+        except OSError:
+            pass  # the tool exited or closed stdin without reading it all: not our failure
+        self._done(worker.stdin)
+        worker.stdin = -1
+
+    def _done(self, fd: int) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.poller.unregister(fd)
+        _close(fd)
+
+    def _read(self, fd: int, into: bytearray, limit: int, *, tail: bool) -> None:
+        chunk = os.read(fd, _CHUNK)
+        if not chunk:
+            self._done(fd)
+            self.outputs -= 1
+            if fd == self.worker.stdout:
+                self.worker.stdout = -1
+            else:
+                self.worker.stderr = -1
+        elif tail:
+            into += chunk
+            if len(into) > limit:
+                del into[: len(into) - limit]
+        else:
+            room = limit - len(into)
+            if room > 0:
+                into += chunk[:room]
+            if len(chunk) > room:
+                self.collected.truncated = True
+
+    def _on_reply(self) -> None:
+        worker = self.worker
+        try:
+            data = os.read(worker.reply, 64)
+        except OSError:
+            data = b""
+        if len(data) == _STATUS.size:
+            status, cpu_us, peak_kib = _STATUS.unpack(data)
+            self.status = {"status": status, "cpu_time_s": cpu_us / 1e6, "peak_memory_bytes": peak_kib * 1024}
+        else:  # the server (and with it the sandbox) is gone
+            self.status = {"gone": True}
+        self._done(worker.reply)
+        worker.reply = -1
+
+    async def pump(self, done: Callable[[], bool]) -> None:
+        """Move data until `done()`. Cancellable at each wait."""
+        worker, collected = self.worker, self.collected
+        while not done():
+            await trio.lowlevel.wait_readable(self.poller.fileno())
+            for fd, _events in self.poller.poll(0):
+                if fd == worker.stdout:
+                    self._read(fd, collected.stdout, self.max_stdout, tail=False)
+                elif fd == worker.stderr:
+                    self._read(fd, collected.stderr, self.max_stderr, tail=True)
+                elif fd == worker.reply:
+                    self._on_reply()
+                elif fd == worker.stdin:
+                    self._feed()
+
+    def has_status(self) -> bool:
+        return self.status is not None
+
+    def outputs_done(self) -> bool:
+        return self.outputs == 0
+
+    async def kill_and_wait(self) -> None:
+        """Have the server kill the worker's group; wait (shielded, bounded) for its status."""
+        with trio.CancelScope(shield=True):
+            if self.worker.reply >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(self.worker.reply, b"k")
+                with trio.move_on_after(_KILL_WAIT_S):
+                    await self.pump(self.has_status)
+
+    def close(self) -> None:
+        self.poller.close()
+        self.worker.close()
 
 
 @attrs.define(eq=False)
@@ -127,15 +382,24 @@ class _Pool:
 
     spec: Spec  # the profile, packages already made reachable
     backend: PoolBackend
-    control: Any = None  # trio socket, engine end
+    control: socket.socket | None = None  # engine end, non-blocking
     child: Child | None = None
     pid1: int | None = None
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     dead: bool = False
     active: int = 0
-    send_lock: trio.Lock = attrs.Factory(trio.Lock)
     stderr: bytearray = attrs.Factory(bytearray)
     pid1_fd: int = -1  # pidfd of the sandbox's pid 1, once it is known alive
+    controller: _cgroup.Controller | None = None  # where each worker gets its call's cgroup
+    ready: collections.deque[_Worker] = attrs.Factory(collections.deque)
+    pending: int = 0  # workers asked of the server, not ready yet (forking or admitting)
+    # calls waiting for a worker, served in the order they came (a caller finding a
+    # ready worker takes it only when nobody waits: arrivals go to waiters first)
+    waiters: collections.deque[_Waiter] = attrs.Factory(collections.deque)
+    fork_error: str | None = None  # the server's last "cannot fork", until a worker comes
+    # cgroups of workers not taken by a call (ready, or dead before it): removed at the end
+    cgroups: set[_cgroup.CallCgroup] = attrs.Factory(set)
+    nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start the sandbox, report ready, own it until cancelled or dead.
@@ -145,13 +409,22 @@ class _Pool:
         spec = self.spec
         work_root = prepare_work_root(spec.work_root or default_work_root())
         pool_dir = make_call_dir(work_root)
+        self.controller = _cgroup.probe().controller
         try:
             with self.scope:
                 await self._run(spec, work_root, pool_dir, task_status)
         finally:
             self.dead = True
+            self._wake()
             with trio.CancelScope(shield=True):
                 await self._stop()
+                # Every worker died with the sandbox: let the ready ones go, then their
+                # cgroups can be removed.
+                while self.ready:
+                    self.ready.popleft().close()
+                for cgroup in list(self.cgroups):
+                    await _cgroup.remove(cgroup)
+                self.cgroups.clear()
                 with trio.move_on_after(30):
                     await trio.to_thread.run_sync(remove_call_dir, pool_dir)
 
@@ -178,11 +451,11 @@ class _Pool:
             "cwd": _bwrap.check_cwd(spec, pool_dir) if spec.cwd is not None else None,
             "landlock": {"read": read, "write": list(spec.writable_paths), "block_tcp": not spec.network},
             "filter": worker_filter(network=spec.network),
+            "pidfds": self.controller is not None,
         }
         launcher = [
             backend.bwrap, "--args", str(_ARGS_FD), "--json-status-fd", str(_STATUS_FD),
-            backend.python, "-S", "-I", f"{_bwrap.RUNNER_MOUNT}/_forkserver.py",
-            str(_CONFIG_FD), str(_CONTROL_FD),
+            backend.python, "-S", "-I", "-c", _BOOTSTRAP, str(_CONFIG_FD), str(_CONTROL_FD),
         ]  # fmt: skip
         user = sandbox_user()
         if user is not None:
@@ -205,7 +478,8 @@ class _Pool:
         finally:
             for fd in owned:
                 os.close(fd)
-        self.control = trio.socket.from_stdlib_socket(ours)
+        ours.setblocking(False)
+        self.control = ours
         child = self.child
         os.close(child.stdin)
         stderr_done = trio.Event()
@@ -223,8 +497,8 @@ class _Pool:
             nursery.start_soon(self._status, child.extra[_STATUS_FD])
             ready = b""
             with trio.move_on_after(_START_TIMEOUT_S):
-                ready = await self.control.recv(4096)
-            if _decode(ready).get("ready"):
+                ready = await self._receive()
+            if ready == b"R":
                 started = True
                 # The sandbox's pid 1 is alive now (its child, the server, just spoke): a
                 # pidfd on it lets the stop wait for the whole namespace to be gone.
@@ -232,6 +506,9 @@ class _Pool:
                 if pid1 is not None:
                     with contextlib.suppress(OSError):
                         self.pid1_fd = os.pidfd_open(pid1)
+                self.nursery = nursery
+                self._top_up(backend.workers)
+                nursery.start_soon(self._messages)
                 task_status.started()
                 await child.wait()  # only an unexpected death gets past this
             else:
@@ -265,6 +542,7 @@ class _Pool:
         """
         if self.control is not None:
             self.control.close()
+            self.control = None
         child = self.child
         if child is None:
             return
@@ -306,130 +584,185 @@ class _Pool:
             return None
         return int(children[0]) if children else None
 
-    async def call(self, spec: Spec, stdin_data: bytes) -> Result:
-        async with _cgroup.for_call(spec.memory_bytes) as cgroup:
-            return await self._call(spec, stdin_data, cgroup)
-
-    async def _call(self, spec: Spec, stdin_data: bytes, cgroup: _cgroup.CallCgroup | None) -> Result:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            request = json.dumps({"limits": rlimits(spec), "gate": cgroup is not None}).encode()
-            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [theirs.fileno()]))]
-            async with self.send_lock:
-                try:
-                    await self.control.sendmsg([request], rights)
-                except OSError as exc:
-                    raise SpawnError(exc.errno, f"the pool sandbox is gone: {exc.strerror}") from None
-        finally:
-            theirs.close()
-        with trio.socket.from_stdlib_socket(ours) as reply:
-            return await self._drive(spec, stdin_data, reply, cgroup)
-
-    async def _release(self, cgroup: _cgroup.CallCgroup, inner_pid: int, gate: int, limits: bytes) -> str | None:
-        """Move the worker into the call's cgroup, then give it its limits (the go-ahead
-        it waits for before it runs anything of the tool). Returns the problem, if any:
-        the call then runs on RLIMIT_AS and the sized tmpfs alone, and says so."""
-        problem = None
-        host = _host_pid(self._sandbox_init(self.child) if self.child else None, inner_pid)
-        if host is None:
-            problem = f"cannot find the worker's host pid (sandbox pid {inner_pid})"
-        else:
+    async def _receive(self) -> bytes:
+        """The server's next message without descriptors (b"" when it is gone)."""
+        assert self.control is not None
+        while True:
+            await trio.lowlevel.wait_readable(self.control)
             try:
-                # A thread: the kernel's cgroup migration may wait for an RCU grace
-                # period (measured up to ~17 ms here), which must not stall the loop.
-                await trio.to_thread.run_sync(cgroup.add, host)
-            except OSError as exc:
-                problem = f"cannot move the worker into {cgroup.path}: {exc.strerror}"
-        try:
-            _write_all_blocking(gate, limits)
-        except OSError:
-            pass  # the worker died in set-up; its status tells
-        return problem
+                return self.control.recv(256)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return b""
 
-    async def _drive(
-        self, spec: Spec, stdin_data: bytes, reply: Any, cgroup: _cgroup.CallCgroup | None
-    ) -> Result:
-        fds = array.array("i")
-        wanted = 3 if cgroup is None else 4
-        data, ancdata, _flags, _addr = await reply.recvmsg(
-            4096, socket.CMSG_SPACE(4 * fds.itemsize), socket.MSG_CMSG_CLOEXEC
-        )
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-        message = _decode(data)
-        if not isinstance(message.get("pid"), int) or len(fds) != wanted:
+    async def _messages(self) -> None:
+        """Read the server's messages: new workers, failed forks, its end."""
+        control = self.control
+        assert control is not None and self.nursery is not None
+        space = socket.CMSG_SPACE(6 * 4)
+        wanted = 6 if self.controller is not None else 5
+        while True:
+            await trio.lowlevel.wait_readable(control)
+            try:
+                data, ancdata, _flags, _addr = control.recvmsg(256, space, socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data, ancdata = b"", []
+            fds = _rights(ancdata)
+            kind = data[:1]
+            if kind == b"W" and len(data) == 1 + _PID.size and len(fds) == wanted:
+                request, stdin, stdout, stderr, reply = fds[:5]
+                worker = _Worker(_PID.unpack(data[1:])[0], request, stdin, stdout, stderr, reply)
+                if self.controller is None:
+                    self._arrive(worker)
+                else:
+                    self.nursery.start_soon(self._admit, worker, fds[5])
+                continue
             for fd in fds:
-                os.close(fd)
-            why = message.get("error") or "the pool sandbox ended"
-            raise SpawnError(f"no worker for the call: {why}")
-        stdin_w, stdout_r, stderr_r = fds[:3]
-        notes: tuple[str, ...] = ()
-        collected = Collected(started=trio.current_time())
-        status: dict[str, Any] = {}
-        streams_done = trio.Event()
+                _close(fd)  # a worker we cannot use: its closed reply socket ends it
+            if kind == b"W":
+                self.pending = max(0, self.pending - 1)
+            elif kind == b"E":
+                count, _, why = data[1:].decode("utf-8", "replace").partition(":")
+                self.pending = max(0, self.pending - int(count)) if count.isdigit() else 0
+                self.fork_error = why or "the pool cannot fork a worker"
+            elif not data:
+                self.dead = True  # the server ended; the pool's task sees bubblewrap go
+                self._wake()
+                return
+            self._wake()
 
-        async def outputs() -> None:
-            async def out() -> None:
-                collected.truncated = await _read_capped(
-                    stdout_r, collected.stdout, spec.max_output_bytes, tail=False
-                )
-
-            async def err() -> None:
-                await _read_capped(stderr_r, collected.stderr, spec.max_stderr_bytes, tail=True)
-
-            async with trio.open_nursery() as inner:
-                inner.start_soon(out)
-                inner.start_soon(err)
-            streams_done.set()
-
-        async def wait_status() -> None:
-            try:
-                data = await reply.recv(4096)
-            except OSError:  # the server (and with it the sandbox) is gone
-                data = b""
-            status.update(_decode(data) or {"gone": True})
-
-        async def kill_and_wait() -> None:
-            with trio.CancelScope(shield=True):
-                with contextlib.suppress(OSError):
-                    await reply.send(b"k")
-                with trio.move_on_after(_KILL_WAIT_S):
-                    await wait_status()
-
-        owned = list(fds)  # the worker's request pipe last, when it was handed over
+    async def _admit(self, worker: _Worker, pidfd: int) -> None:
+        """Put a new worker in a cgroup of its own, then make it ready."""
+        assert self.controller is not None
         try:
-            if cgroup is not None:
-                gate = owned.pop()
-                try:
-                    limits = json.dumps(rlimits(spec)).encode()
-                    problem = await self._release(cgroup, message["pid"], gate, limits)
-                finally:
-                    os.close(gate)  # unreleased (cancelled), the worker reads EOF and exits
-                notes = (f"no memory cgroup ({problem})",) if problem else ()
-            async with trio.open_nursery() as nursery:
-                owned.clear()  # the streams own the descriptors from here
-                nursery.start_soon(_write_all, stdin_w, stdin_data)
-                nursery.start_soon(outputs)
-                with trio.move_on_after(spec.timeout_s):
-                    await wait_status()
-                if not status:
-                    collected.timed_out = True
-                    await kill_and_wait()
-                collected.ended = trio.current_time()
-                with trio.move_on_after(1.0):
-                    await streams_done.wait()
-                nursery.cancel_scope.cancel()
+            # Not abandoned on cancel: the cgroup it makes is recorded before anything
+            # else can happen, and removed when the pool ends.
+            cgroup, problem = await trio.to_thread.run_sync(_admit, self.controller, self.spec.memory_bytes, pidfd)
+        finally:
+            os.close(pidfd)
+        if cgroup is not None:
+            self.cgroups.add(cgroup)
+        worker.cgroup, worker.problem = cgroup, problem
+        self._arrive(worker)
+
+    def _arrive(self, worker: _Worker) -> None:
+        self.pending = max(0, self.pending - 1)
+        self.fork_error = None
+        self._hand(worker)
+
+    def _hand(self, worker: _Worker) -> None:
+        """Give a ready worker to the longest waiting call, else keep it ready."""
+        if self.dead:
+            worker.close()
+        elif self.waiters:
+            waiter = self.waiters.popleft()
+            waiter.worker = worker
+            waiter.event.set()
+        else:
+            self.ready.append(worker)
+
+    def _wake(self) -> None:
+        """Wake every waiting call without a worker: the pool died or forks failed."""
+        while self.waiters:
+            self.waiters.popleft().event.set()
+
+    def _top_up(self, target: int) -> None:
+        """Ask the server for workers until `target` are ready or on their way."""
+        need = target - len(self.ready) - self.pending
+        if need <= 0 or self.dead or self.control is None:
+            return
+        try:
+            self.control.send(b"F%d" % need)
+        except OSError:
+            return  # the server is gone (its end is seen by `_messages`)
+        self.pending += need
+
+    async def _take(self) -> _Worker:
+        """A live ready worker, now the caller's. Raises SpawnError when none can come."""
+        dead = 0
+        while True:
+            worker = self.ready.popleft() if self.ready and not self.waiters else await self._wait()
+            if worker.cgroup is not None:
+                self.cgroups.discard(worker.cgroup)
+            if not worker.gone():
+                # While a call is in flight, forks (which compete with it for the CPU)
+                # are asked for only when few workers are left; the rest after it.
+                self._top_up(_LOW)
+                return worker
+            # It died before its call (in set-up): another one.
+            dead += 1
+            why = worker.last_words()
+            await self._let_go(worker)
+            if dead >= _DEAD_WORKERS:
+                raise SpawnError(f"no worker for the call: the pool's workers die before it ({why or 'no message'})")
+
+    async def _wait(self) -> _Worker:
+        """The next worker to arrive, in the order calls began to wait."""
+        while True:
+            if self.dead:
+                raise SpawnError("no worker for the call: the pool sandbox ended")
+            if self.fork_error is not None and self.pending == 0:
+                why, self.fork_error = self.fork_error, None
+                raise SpawnError(f"no worker for the call: {why}")
+            waiter = _Waiter()
+            self.waiters.append(waiter)
+            try:
+                self._top_up(len(self.waiters))
+                await waiter.event.wait()
+            except BaseException:
+                if waiter.worker is not None:
+                    self._hand(waiter.worker)  # handed over as we were cancelled: pass it on
+                else:
+                    with contextlib.suppress(ValueError):
+                        self.waiters.remove(waiter)
+                raise
+            if waiter.worker is not None:
+                return waiter.worker
+
+    async def _let_go(self, worker: _Worker) -> None:
+        """Close a worker taken from the pool and remove its cgroup."""
+        worker.close()
+        if worker.cgroup is not None:
+            await _cgroup.remove(worker.cgroup)
+
+    async def call(self, spec: Spec, stdin_data: bytes) -> Result:
+        worker = await self._take()
+        try:
+            return await self._drive(spec, stdin_data, worker)
+        finally:
+            await self._let_go(worker)
+            self._top_up(self.backend.workers)
+
+    async def _drive(self, spec: Spec, stdin_data: bytes, worker: _Worker) -> Result:
+        collected = Collected(started=trio.current_time())
+        exchange = _Exchange(worker, collected, spec.max_output_bytes, spec.max_stderr_bytes)
+        try:
+            exchange.start(stdin_data, _limits(spec))
+            with trio.move_on_after(spec.timeout_s):
+                await exchange.pump(exchange.has_status)
+            if exchange.status is None:
+                collected.timed_out = True
+                await exchange.kill_and_wait()
+            collected.ended = trio.current_time()
+            # Every process of the call is dead: its pipes are at EOF, or about to be.
+            with trio.move_on_after(1.0):
+                await exchange.pump(exchange.outputs_done)
         except BaseException:
-            if not status:
-                await kill_and_wait()
+            if exchange.status is None:
+                await exchange.kill_and_wait()
             raise
         finally:
-            for fd in owned:
-                os.close(fd)
+            exchange.close()
+        if not collected.ended:
+            collected.ended = trio.current_time()
+        notes = (f"no memory cgroup ({worker.problem})",) if worker.problem else ()
         # The status comes after the worker is reaped: the cgroup's counts are final.
+        cgroup = worker.cgroup
         memory = (cgroup.oom_kills() > 0, cgroup.peak_bytes()) if cgroup else (False, 0)
-        return self._result(spec, collected, status, memory=memory, notes=notes)
+        return self._result(spec, collected, exchange.status or {}, memory=memory, notes=notes)
 
     def _result(
         self, spec: Spec, collected: Collected, status: dict[str, Any], *,
@@ -463,47 +796,15 @@ class _Pool:
         )
 
 
-def _children(pid: int) -> list[int]:
+
+
+def _decode(data: bytes) -> dict[str, Any]:
+    """One of bubblewrap's JSON status lines."""
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(child) for child in handle.read().split()]
-    except OSError:
-        return []
-
-
-def _inner_pid(host: int) -> int | None:
-    """`host`'s pid in its innermost pid namespace (the last field of NSpid)."""
-    try:
-        with open(f"/proc/{host}/status") as handle:
-            for line in handle:
-                if line.startswith("NSpid:"):
-                    return int(line.split()[-1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _host_pid(pid1: int | None, inner: int) -> int | None:
-    """The host pid of the worker known inside the sandbox as `inner`.
-
-    The hand-out names the worker by its sandbox pid; the kernel shows each process's
-    pids in every namespace as NSpid. Workers are children of the fork server, the child
-    of the sandbox's pid 1. A ready worker is the server's unreaped child, so its pid is
-    not reused before the call ends.
-    """
-    if pid1 is None:
-        return None
-    for server in _children(pid1):
-        for worker in _children(server):
-            if _inner_pid(worker) == inner:
-                return worker
-    return None
-
-
-def _write_all_blocking(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+        value = json.loads(data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 @attrs.define(eq=False)
@@ -518,6 +819,10 @@ class PoolSet:
     async def pool(self, spec: Spec, backend: PoolBackend) -> _Pool:
         """The live pool for `spec`'s profile, started (or restarted) when needed."""
         key = profile(spec)
+        pool = self.pools.get(key)
+        if pool is not None and not pool.dead:
+            self.pools[key] = self.pools.pop(key)  # most recently used last
+            return pool
         lock = self.starting.setdefault(key, trio.Lock())
         async with lock:
             pool = self.pools.get(key)

@@ -108,12 +108,15 @@ def runner_dir(work_root: str) -> str:
     return staged_copy(work_root, _RUNNER_FILES, ".runner")
 
 
-def staged_copy(work_root: str, names: tuple[str, ...], prefix: str) -> str:
+def staged_copy(work_root: str, names: tuple[str, ...], prefix: str, *, bytecode: bool = False) -> str:
     """Copies of this package's files ``names`` in ``work_root``, readable by the sandbox
     user (the package itself may sit where it cannot reach, e.g. under a 0700 home).
 
     The directory is named by the files' digest and made by an atomic rename, so that
-    concurrent engines share one copy and a changed file gets a new one.
+    concurrent engines share one copy and a changed file gets a new one. With
+    `bytecode`, each file's compiled form (for this interpreter's version) is staged
+    beside it in ``__pycache__``: a sandboxed interpreter of the same version imports it
+    instead of compiling the source (which it could not cache: the copy is read-only).
     """
     here = os.path.dirname(os.path.abspath(__file__))
     sources = {name: open(os.path.join(here, name), "rb").read() for name in names}
@@ -126,12 +129,29 @@ def staged_copy(work_root: str, names: tuple[str, ...], prefix: str) -> str:
         with open(os.path.join(staging, name), "wb") as handle:
             handle.write(data)
         os.chmod(os.path.join(staging, name), 0o644)
+    if bytecode:
+        _compile(staging, names)
     os.chmod(staging, 0o755)
     try:
         os.rename(staging, target)
     except OSError:  # another process won the race; its copy is identical
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _compile(directory: str, names: tuple[str, ...]) -> None:
+    import importlib.util
+    import py_compile
+
+    for name in names:
+        source = os.path.join(directory, name)
+        cached = importlib.util.cache_from_source(source)
+        try:
+            py_compile.compile(source, cfile=cached, doraise=True)
+        except (py_compile.PyCompileError, OSError):
+            continue  # the sandbox compiles the source itself, as without it
+        os.chmod(cached, 0o644)
+        os.chmod(os.path.dirname(cached), 0o755)
 
 
 def make_call_dir(work_root: str) -> str:

@@ -15,10 +15,17 @@ to the tool's memory budget. Each test runs on the namespaces, process and pool 
 - test_no_cgroup_is_left_behind: after a normal call, a timeout and a cancelled call,
   no per-call cgroup of this process remains;
 - test_warm_pool_gives_each_call_its_own_cgroup: in one warm pool sandbox, successive
-  calls each start in a cgroup of their own, removed after it; the memory hoard is
-  killed there with its peak (over 100 MiB: two children's at once, more than any one
+  calls each start in a cgroup of their own, removed after it; while the pool lives the
+  only other cgroups of ours are those of its ready workers (made as each worker
+  arrives, before it may take a call): at most K per pool, each holding one process that
+  is still the fork server's program, never a tool; the memory hoard is killed in its
+  cgroup with its peak (over 100 MiB: two children's at once, more than any one
   process's RSS) reported, and the pool serves the next call;
-- test_check_says_which_bound_is_in_force: the `sconnect check` / start-up line names it.
+- test_check_says_which_bound_is_in_force: the `sconnect check` / start-up line names it;
+- test_a_killed_engines_cgroups_are_removed_by_the_next: an engine holding a warm pool
+  is SIGKILLed, which leaves its ready workers' cgroups behind (empty once its sandbox
+  died); what the next engine's probe runs (`_cgroup.remove_stale`) removes them, and
+  never a live engine's cgroup.
 
 Skipped, with the reason, where the host gives no memory cgroup (not root under cgroup
 v1, or no delegated v2 memory controller).
@@ -28,8 +35,11 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -43,6 +53,7 @@ from tests.sandbox.conftest import (  # noqa: F401  (fixtures)
     shared_dir,
     token,
     tool,
+    wait_until,
     work_root,
 )
 
@@ -152,6 +163,23 @@ async def test_no_cgroup_is_left_behind(tool: Runner) -> None:  # noqa: F811
     assert _ours(controller) == []
 
 
+def _only_ready_workers(controller: _cgroup.Controller, pools: sandbox.PoolSet) -> None:
+    """Every cgroup of ours holds one waiting pool worker at most (no tool ran there)."""
+    names = _ours(controller)
+    assert len(names) <= attrs.fields(sandbox.PoolBackend).workers.default * len(pools.pools), names
+    for name in names:
+        with open(os.path.join(controller.parent, name, "cgroup.procs")) as handle:  # noqa: ASYNC230
+            pids = handle.read().split()
+        assert len(pids) <= 1, (name, pids)
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:  # noqa: ASYNC230
+                    command = handle.read()
+            except OSError:
+                continue  # gone meanwhile (the pool let it go)
+            assert b"import _forkserver" in command, (name, command)
+
+
 def _own_cgroup(result: sandbox.Result, controller: _cgroup.Controller) -> str:
     """The call's cgroup name, from the tool's output of /proc/self/cgroup."""
     assert result.status == "ok", result
@@ -165,19 +193,20 @@ async def test_warm_pool_gives_each_call_its_own_cgroup(runner_for: Any) -> None
     _usable("pool")
     controller = _controller()
     pool = runner_for("pool")
-    async with sandbox.open_pools():
+    async with sandbox.open_pools() as pools:
         seen = []
         for _ in range(3):
             result = await pool.run(argv=("/bin/cat", "/proc/self/cgroup"), memory_bytes=BUDGET)
             seen.append(_own_cgroup(result, controller))
             assert result.peak_memory_bytes > 0, result
-            assert _ours(controller) == []
+            assert seen[-1] not in _ours(controller)  # removed after its call
+            _only_ready_workers(controller, pools)
         assert all(name.startswith(f"sconnect-{os.getpid()}-") for name in seen), seen
         assert len(set(seen)) == len(seen), seen
         hoard = await pool.py(HOARD, memory_bytes=BUDGET, max_processes=64, timeout_s=60)
         assert hoard.status == "limit_exceeded", hoard
         assert hoard.peak_memory_bytes > 100 * 2**20, hoard
-        assert _ours(controller) == []
+        _only_ready_workers(controller, pools)
         after = await pool.run(argv=("/bin/cat", "/proc/self/cgroup"), memory_bytes=BUDGET)
         assert _own_cgroup(after, controller) not in seen
     assert _ours(controller) == []
@@ -192,3 +221,41 @@ def test_check_says_which_bound_is_in_force() -> None:
     version = found.controller.version
     assert line.startswith("memory: cgroup v2" if version == 2 else "memory: cgroup v1 (memory controller"), line
     assert line in sandbox.detect().summary
+
+
+KILLED_ENGINE = r"""
+import sys, trio, sandbox
+async def main():
+    async with sandbox.open_pools():
+        spec = sandbox.Spec(argv=("/bin/true",), isolation="pool", work_root=sys.argv[1], memory_bytes=BUDGET)
+        assert (await sandbox.run(spec, {})).status == "ok"
+        print("ready", flush=True)
+        await trio.sleep_forever()
+trio.run(main)
+""".replace("BUDGET", str(BUDGET))
+
+
+def test_a_killed_engines_cgroups_are_removed_by_the_next(work_root: str) -> None:  # noqa: F811
+    _usable("pool")
+    controller = _controller()
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
+    engine = subprocess.Popen([sys.executable, "-c", KILLED_ENGINE, work_root], stdout=subprocess.PIPE, env=env)
+    prefix = f"sconnect-{engine.pid}-"
+    try:
+        assert engine.stdout is not None and engine.stdout.readline().strip() == b"ready"
+        assert any(name.startswith(prefix) for name in os.listdir(controller.parent))  # its ready workers'
+    finally:
+        engine.kill()
+        engine.wait()
+
+    def left() -> list[str]:
+        _cgroup.remove_stale(controller.parent)  # what the next engine's probe does
+        return [name for name in os.listdir(controller.parent) if name.startswith(prefix)]
+
+    mine = _cgroup.make(controller, BUDGET)  # a live engine's cgroup: never touched
+    try:
+        # The sandbox dies with the engine (--die-with-parent); its cgroups empty as it goes.
+        assert wait_until(lambda: left() == []), left()
+        assert os.path.isdir(mine.path)
+    finally:
+        os.rmdir(mine.path)
