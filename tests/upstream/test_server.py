@@ -171,15 +171,15 @@ async def test_a_server_too_slow_to_start(
     start_server: Callable[..., Any], mcp_config: MakeConfig, upstream_env: UpstreamEnv, tag: str, lifecycle: str
 ) -> None:
     upstream_env.delay(tag).write_text("60")
-    server = await start_server(mcp_config(lifecycle=lifecycle, startup_timeout="5s"))
+    server = await start_server(mcp_config(lifecycle=lifecycle, startup_timeout="3s"))
     with trio.fail_after(120):
         result = await _call(server, "up_echo", {"text": "slow"})
         assert result.status == "error"
-        assert "within 5s" in result.output["error"], result.output
+        assert "within 3s" in result.output["error"], result.output
         upstream_env.delay(tag).unlink()
         # Restarted (after a pause that grows with each failure) and serving again.
         while (result := await _call(server, "up_echo", {"text": "now"})).status != "ok":
-            assert "within 5s" in result.output["error"], result.output
+            assert "within 3s" in result.output["error"], result.output
         assert result.output == {"text": "now"}
 
 
