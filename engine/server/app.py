@@ -23,9 +23,10 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -407,15 +408,20 @@ async def _handshake(
 # verified token would otherwise keep its own ~200 bytes for as long as it is connected).
 _ROLES: dict[frozenset[str], frozenset[str]] = {}
 _ROLES_MAX = 1024
+_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 
 
 def _shared_roles(principal: Principal) -> Principal:
+    """The principal a connection keeps: its roles set shared with every connection of
+    the same roles, and without the token's other claims (nothing on a WebSocket reads
+    them; only the console's sign-in keeps them, from its own verification): ~0.85 KiB
+    less per idle connection."""
     roles = _ROLES.get(principal.roles)
     if roles is None:
         if len(_ROLES) >= _ROLES_MAX:
             _ROLES.clear()
         roles = _ROLES[principal.roles] = principal.roles
-    return principal if roles is principal.roles else attrs.evolve(principal, roles=roles)
+    return attrs.evolve(principal, roles=roles, claims=_NO_CLAIMS)
 
 
 async def _watch_database(store: Store, audit: AuditLog) -> None:
