@@ -23,19 +23,12 @@ modules register themselves (as :mod:`.resource_kinds` does for resource hosts).
 
 from __future__ import annotations
 
-import importlib
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
-_lock = threading.Lock()
-_providers: dict[str, ModelProvider] = {}
-_discovered = False
-_discovering = False
-_discovery = threading.RLock()
-_generation = 0
+from ._registry import Registry
 
 
 @attrs.frozen
@@ -50,48 +43,28 @@ class ModelProvider:
     check_use: Callable[..., list[Any]] | None = None
 
 
+# its modules register themselves when the registry first imports engine.models
+_registry: Registry[ModelProvider] = Registry("model provider", "engine.models")
+
+
 def register(provider: ModelProvider) -> ModelProvider:
     """Add ``provider``; another provider under a taken name is a programming error."""
-    providers()  # the built-in providers first, whoever registers first
-    global _generation
-    with _lock:
-        known = _providers.get(provider.name)
-        if known is not None and known != provider:
-            raise ValueError(f"model provider {provider.name!r} is already registered")
-        if known is None:
-            _providers[provider.name] = provider
-            _generation += 1
-    return provider
+    return _registry.register(provider)
 
 
 def unregister(name: str) -> None:
     """Remove a provider registered from outside the engine (a test's); unknown names are ignored."""
-    global _generation
-    with _lock:
-        if _providers.pop(name, None) is not None:
-            _generation += 1
+    _registry.unregister(name)
 
 
 def generation() -> int:
     """Changes whenever a provider comes or goes (the schemas built from them are cached under it)."""
-    return _generation
+    return _registry.generation()
 
 
 def providers() -> Mapping[str, ModelProvider]:
     """Every registered provider by name, the built-in ones included (in registration order)."""
-    global _discovered, _discovering
-    if not _discovered:
-        # Another thread waits here until the import is done; the importing thread's own
-        # register() calls come back here and return at once.
-        with _discovery:
-            if not _discovered and not _discovering:
-                _discovering = True
-                try:
-                    importlib.import_module("engine.models")  # its provider modules call register()
-                finally:
-                    _discovering = False
-                _discovered = True
-    return dict(_providers)
+    return _registry.entries()
 
 
 def provider_of(config: Any) -> ModelProvider:

@@ -23,16 +23,12 @@ kind modules register themselves (as entry points would, without packaging).
 
 from __future__ import annotations
 
-import importlib
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
-_lock = threading.Lock()
-_kinds: dict[str, ResourceKind] = {}
-_discovered = False
+from ._registry import Registry
 
 
 @attrs.frozen
@@ -46,23 +42,18 @@ class ResourceKind:
     scheme: str | None
 
 
+# its modules register themselves when the registry first imports engine.resources
+_registry: Registry[ResourceKind] = Registry("resource kind", "engine.resources")
+
+
 def register(kind: ResourceKind) -> ResourceKind:
     """Add ``kind``; registering another kind under a taken name is a programming error."""
-    with _lock:
-        known = _kinds.get(kind.name)
-        if known is not None and known != kind:
-            raise ValueError(f"resource kind {kind.name!r} is already registered")
-        _kinds[kind.name] = kind
-    return kind
+    return _registry.register(kind)
 
 
 def kinds() -> Mapping[str, ResourceKind]:
     """Every registered kind by name, the built-in ones included."""
-    global _discovered
-    if not _discovered:
-        importlib.import_module("engine.resources")  # its kind modules call register()
-        _discovered = True
-    return dict(_kinds)
+    return _registry.entries()
 
 
 def kind_name(data: Mapping[str, Any]) -> str | None:

@@ -39,20 +39,13 @@ register themselves (as :mod:`.resource_kinds` does for resource hosts).
 
 from __future__ import annotations
 
-import importlib
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import attrs
 
-_lock = threading.Lock()
-_kinds: dict[str, ToolKind] = {}
-_discovered = False
-_discovering = False
-_discovery = threading.RLock()
-_generation = 0
+from ._registry import Registry
 
 #: A program tool's own contract: what a file of most kinds must declare.
 PROGRAM_RULES: Mapping[str, Any] = MappingProxyType({"required": ["parameters", "permission_level"]})
@@ -88,53 +81,29 @@ class ToolKind:
             raise ValueError(f"tool kind {self.name!r}: a file_class needs expose, and the reverse")
 
 
-def register(kind: ToolKind) -> ToolKind:
-    """Add ``kind``; registering another kind under a taken name is a programming error.
+# its modules register themselves when the registry first imports engine.toolkinds
+_registry: Registry[ToolKind] = Registry("tool kind", "engine.toolkinds")
 
-    Each question to the registry sees the kinds registered so far: register before
-    loading a configuration that uses the kind.
-    """
-    kinds()  # the built-in kinds first, whoever registers first
-    global _generation
-    with _lock:
-        known = _kinds.get(kind.name)
-        if known is not None and known != kind:
-            raise ValueError(f"tool kind {kind.name!r} is already registered")
-        if known is None:
-            _kinds[kind.name] = kind
-            _generation += 1
-    return kind
+
+def register(kind: ToolKind) -> ToolKind:
+    """Add ``kind`` (see `Registry.register`): register before loading a configuration that uses it."""
+    return _registry.register(kind)
 
 
 def unregister(name: str) -> None:
     """Remove a kind registered from outside the engine (a test's); unknown names are ignored."""
-    global _generation
-    with _lock:
-        if _kinds.pop(name, None) is not None:
-            _generation += 1
+    _registry.unregister(name)
 
 
 def generation() -> int:
     """Changes whenever a kind comes or goes: what is built from the kinds (the tools.d/
     schema and its validator) is cached under it."""
-    return _generation
+    return _registry.generation()
 
 
 def kinds() -> Mapping[str, ToolKind]:
     """Every registered kind by name, the built-in ones included (in registration order)."""
-    global _discovered, _discovering
-    if not _discovered:
-        # Another thread waits here until the import is done; the importing thread's own
-        # register() calls come back here and return at once.
-        with _discovery:
-            if not _discovered and not _discovering:
-                _discovering = True
-                try:
-                    importlib.import_module("engine.toolkinds")  # its modules call register()
-                finally:
-                    _discovering = False
-                _discovered = True
-    return dict(_kinds)
+    return _registry.entries()
 
 
 def declared(data: Mapping[str, Any]) -> ToolKind | None:
