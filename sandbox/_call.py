@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import signal as _signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -28,6 +28,10 @@ from ._workdir import (
     reachable_package,
     remove_call_dir,
 )
+
+# `sandbox.run`'s `go`: awaited once before the tool gets its input (the caller's "the
+# decision is on disk"); see `_run` for the contract every backend keeps.
+Go = Callable[[], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ are read back as that signal (a tool that itself exits 129..159 is indistinguish
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ import attrs
 import trio
 
 from . import _bwrap, _cgroup, _seccomp
-from ._call import build_result, call_dir, encode_arguments, memfd, reachable_spec
+from ._call import Go, build_result, call_dir, encode_arguments, memfd, reachable_spec
 from ._process import Child, Collected, drive, spawn, wait_or_kill
 from ._result import Result
 from ._spec import Spec
@@ -67,8 +68,13 @@ class NamespacesBackend:
     # bwrap >= 0.8: no user namespace can be created inside (the filter denies it too)
     disable_userns: bool = True
 
-    async def run(self, spec: Spec, arguments: Any) -> Result:
-        """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers)."""
+    async def run(self, spec: Spec, arguments: Any, *, go: Go | None = None) -> Result:
+        """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers).
+
+        `go` is awaited once bubblewrap is started: it builds the sandbox meanwhile, and
+        its pid 1 waits at the gate, which only `drive` (after `go`) opens; the arguments
+        are written after `go` too. If `go` raises, the sandbox is killed (`_abort`).
+        """
         stdin_data = encode_arguments(arguments)
         async with call_dir(spec) as (work_root, work_dir), _cgroup.for_call(
             spec.memory_bytes
@@ -81,6 +87,13 @@ class NamespacesBackend:
                 child = self.start(
                     spec, work_root=work_root, work_dir=work_dir, gate_fd=gate.read if gate else None
                 )
+                if go is not None:
+                    try:
+                        await go()
+                    except BaseException:
+                        with trio.CancelScope(shield=True):
+                            await self._abort(child)
+                        raise
                 collected = await drive(
                     child,
                     stdin_data,
@@ -156,6 +169,28 @@ class NamespacesBackend:
         finally:
             for fd in owned:
                 os.close(fd)
+
+    async def _abort(self, child: Child) -> None:
+        """Kill and reap a sandbox whose tool was never let go (its pid 1 still at the
+        gate), and close our ends of its pipes. The gate's `close` is the backstop for a
+        pid 1 bwrap had not reported yet."""
+        collected = Collected()
+        status = bytearray()
+        fd = child.extra[_STATUS_FD]
+        os.set_blocking(fd, False)
+        with contextlib.suppress(OSError):
+            while chunk := os.read(fd, 4096):
+                status += chunk
+        collected.extra = {_STATUS_FD: status}
+        try:
+            await self._terminate(child, collected)
+        finally:
+            for end in (child.stdin, child.stdout, child.stderr, *child.extra.values()):
+                with contextlib.suppress(OSError):
+                    os.close(end)
+            if child.pidfd >= 0:
+                os.close(child.pidfd)
+                child.pidfd = -1
 
     async def _terminate(self, child: Child, collected: Collected) -> None:
         status = _status_lines(bytes(collected.extra.get(_STATUS_FD, b"")))

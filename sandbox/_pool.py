@@ -66,7 +66,7 @@ import attrs
 import trio
 
 from . import _bwrap, _cgroup, _seccomp
-from ._call import build_result, encode_arguments, memfd, reachable_spec
+from ._call import Go, build_result, encode_arguments, memfd, reachable_spec
 from ._errors import SpawnError, SpecError
 from ._limits import rlimits
 from ._pool_seccomp import worker_filter
@@ -234,6 +234,17 @@ class _Worker:
         poller = select.poll()  # not select(): the engine may hold descriptors past 1024
         poller.register(self.reply, select.POLLIN)
         return bool(poller.poll(0))
+
+    async def kill_and_wait(self) -> None:
+        """Have the server kill its group; wait (shielded, bounded) for its status: it has
+        been reaped then. For a worker taken but never given its call."""
+        with trio.CancelScope(shield=True):
+            if self.reply < 0:
+                return
+            with contextlib.suppress(OSError):
+                os.write(self.reply, b"k")
+            with trio.move_on_after(_KILL_WAIT_S):
+                await trio.lowlevel.wait_readable(self.reply)
 
     def last_words(self) -> str:
         """The last line it wrote to stderr, read without waiting (for a dead worker)."""
@@ -728,9 +739,16 @@ class _Pool:
         if worker.cgroup is not None:
             await _cgroup.remove(worker.cgroup)
 
-    async def call(self, spec: Spec, stdin_data: bytes) -> Result:
+    async def call(self, spec: Spec, stdin_data: bytes, go: Go | None = None) -> Result:
         worker = await self._take()
         try:
+            if go is not None:
+                # The worker waits for its limits, which `_drive` writes after `go`.
+                try:
+                    await go()
+                except BaseException:
+                    await worker.kill_and_wait()
+                    raise
             return await self._drive(spec, stdin_data, worker)
         finally:
             await self._let_go(worker)
@@ -844,11 +862,11 @@ class PoolSet:
                 pool.scope.cancel()
                 del self.pools[key]
 
-    async def run(self, spec: Spec, stdin_data: bytes, backend: PoolBackend) -> Result:
+    async def run(self, spec: Spec, stdin_data: bytes, backend: PoolBackend, go: Go | None = None) -> Result:
         pool = await self.pool(spec, backend)
         pool.active += 1
         try:
-            return await pool.call(spec, stdin_data)
+            return await pool.call(spec, stdin_data, go)
         finally:
             pool.active -= 1
 
@@ -880,18 +898,23 @@ class PoolBackend:
     disable_userns: bool = True
     workers: int = 4  # K: workers kept forked ahead of time per pool
 
-    async def run(self, spec: Spec, arguments: Any) -> Result:
-        """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers)."""
+    async def run(self, spec: Spec, arguments: Any, *, go: Go | None = None) -> Result:
+        """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers).
+
+        `go` is awaited once a ready worker (in its cgroup) is the call's, before its
+        arguments and limits are written: the worker runs nothing of the tool until then.
+        If `go` raises, the worker is killed and reaped first.
+        """
         stdin_data = encode_arguments(arguments)
         work_root = prepare_work_root(spec.work_root or default_work_root())
         check_paths(spec, work_root)
         spec = reachable_spec(spec, work_root)
         pools = _current.get()
         if pools is not None:
-            return await pools.run(spec, stdin_data, self)
+            return await pools.run(spec, stdin_data, self, go)
         try:
             async with open_pools(max_pools=1) as temporary:
-                return await temporary.run(spec, stdin_data, self)
+                return await temporary.run(spec, stdin_data, self, go)
         except BaseExceptionGroup as group:
             # The temporary set's nursery groups what the call raised: give it back alone.
             if len(group.exceptions) == 1:

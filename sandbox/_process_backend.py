@@ -47,7 +47,7 @@ import trio
 
 from . import _cgroup, _seccomp
 from ._bwrap import check_cwd
-from ._call import build_result, call_dir, encode_arguments, memfd, reachable_spec
+from ._call import Go, build_result, call_dir, encode_arguments, memfd, reachable_spec
 from ._errors import SpecError
 from ._landlock import abi_version
 from ._limits import rlimits, tmpfs_sizes
@@ -100,13 +100,19 @@ class ProcessBackend:
     # refuse to run a tool that could see the host's processes (no pid namespace)
     require_private_proc: bool = True
 
-    async def run(self, spec: Spec, arguments: Any) -> Result:
-        """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers)."""
+    async def run(self, spec: Spec, arguments: Any, *, go: Go | None = None) -> Result:
+        """Run one call; see `sandbox.run` for the contract (kill on cancel, no leftovers).
+
+        `go` is awaited before the supervisor is spawned (its work dir and cgroup made):
+        the supervisor starts the tool as soon as it runs, so nothing can start earlier.
+        """
         stdin_data = encode_arguments(arguments)
         async with call_dir(spec) as (work_root, work_dir), _cgroup.for_call(
             spec.memory_bytes
         ) as cgroup:
             spec = reachable_spec(spec, work_root)
+            if go is not None:
+                await go()
             child = self.start(
                 spec,
                 work_root=work_root,

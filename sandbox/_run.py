@@ -10,6 +10,11 @@ Contract of every backend's `run`:
   `max_stderr_bytes` kept): neither a huge input nor a huge output can block the caller;
 - returns a `Result` for everything the tool does, limits and timeouts included;
 - raises `SpecError` for an unusable Spec and `SpawnError` when the sandbox cannot start;
+- with `go`, awaits it exactly once, after the start-up work that needs no input (a
+  warm worker taken, a sandbox being built) and strictly before the tool gets its input
+  or runs any code of its own; if `go` raises (or the call is cancelled in it), nothing
+  of the tool runs, every process started is killed and reaped, and the exception
+  propagates unchanged;
 - on Trio cancellation kills the whole sandbox (SIGTERM, a short grace, SIGKILL), reaps
   it, removes the work dir, then re-raises `trio.Cancelled`.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ._call import Go
 from ._detect import Capabilities, detect
 from ._errors import IsolationUnavailable
 from ._namespaces import NamespacesBackend
@@ -33,7 +39,7 @@ class Backend(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def run(self, spec: Spec, arguments: Any) -> Result: ...
+    async def run(self, spec: Spec, arguments: Any, *, go: Go | None = None) -> Result: ...
 
 
 def backend_for(spec: Spec, caps: Capabilities | None = None) -> Backend:
@@ -91,12 +97,22 @@ def backend_for(spec: Spec, caps: Capabilities | None = None) -> Backend:
     )
 
 
-async def run(spec: Spec, arguments: Any, *, backend: Backend | None = None) -> Result:
+async def run(
+    spec: Spec, arguments: Any, *, backend: Backend | None = None, go: Go | None = None
+) -> Result:
     """Run one tool call in a sandbox and return its Result.
 
     `backend` defaults to `backend_for(spec)`. Cancellation: the sandbox is killed and
     reaped, its work dir removed, and `trio.Cancelled` re-raised.
+
+    `go`: awaited once, while the sandbox starts, before the tool receives any input or
+    runs anything of its own (pool: a ready worker taken and in its cgroup; namespaces:
+    bubblewrap building the sandbox, its pid 1 held at its block fd; process: before the
+    supervisor is spawned). What it raises propagates unchanged, and then nothing of the
+    tool has run and no process of the call is left.
     """
     if backend is None:
         backend = backend_for(spec)
-    return await backend.run(spec, arguments)
+    if go is None:
+        return await backend.run(spec, arguments)
+    return await backend.run(spec, arguments, go=go)
