@@ -191,7 +191,6 @@ class Server:
         self.replies: dict[int, int] = {}  # reply socket fd -> worker pid, while watched
         self.exits: dict[int, int] = {}  # worker pidfd -> worker pid
         self.to_fork = 0  # forks the engine asked for and not yet made
-        self.me = os.getpid()
         self.poll = select.epoll()
         self.poll.register(control.fileno(), select.EPOLLIN)
 
@@ -251,18 +250,24 @@ class Server:
             except OSError:
                 pass
 
-    def killpg(self, pgid: int) -> None:
-        """SIGKILL the group of an exited worker and return once nothing of it is alive."""
+    def empty_group(self, pgid: int) -> None:
+        """Return once nothing of an exited worker's group is alive. Called after the
+        group was SIGKILLed (its unreaped leader keeping the id) and the leader reaped.
+
+        The common case costs one kill(): no process has the group id any more. While
+        any process has it, the id cannot be given to a new process (the kernel frees a
+        pid only when no task uses it as pid, group or session id), and no member can
+        leave the group (setsid/setpgid are denied), so an answer of "no such group"
+        means every member is gone.
+        """
         try:
-            os.killpg(pgid, _SIGKILL)
+            os.killpg(pgid, 0)
         except OSError:
-            return
-        if self._only_workers():
-            return  # the common case: the tool left no process behind
-        # Repeat until the group is empty: a fork bomb forks while we kill.
+            return  # ESRCH: the common case, the tool left no process behind
+        # Members remain: killed a moment ago and not yet dead, or zombies re-parented
+        # to us (reaped by `on_exits`). Repeat until no live one is left: a fork bomb
+        # forks while we kill.
         for _ in range(1000):
-            # killpg succeeds while the unreaped (zombie) leader is in the group: stop
-            # once nothing else in it is alive.
             if not _group_has_live_members(pgid):
                 return
             try:
@@ -273,30 +278,6 @@ class Server:
     def _unwatch(self, fd: int, table: dict[int, int]) -> None:
         del table[fd]
         self.poll.unregister(fd)
-
-    def _only_workers(self) -> bool:
-        """Whether each of our children is a worker (none an orphan): then, once a
-        worker has exited, nothing of its process group is alive.
-
-        Every process of a group descends from its worker (no member can setsid or
-        setpgid). When the worker has exited, each live member's chain of parents leads,
-        through live members only, to a live member whose parent is no member: the
-        kernel re-parents a dead member's children to the nearest live subreaper
-        ancestor, and the first one outside the group is this server. So a live member
-        would show as a child of ours that is no worker.
-        """
-        try:
-            fd = os.open(f"/proc/self/task/{self.me}/children", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            children = os.read(fd, 1 << 16).split()
-        except OSError:
-            return False
-        finally:
-            os.close(fd)
-        workers = self.workers
-        return all(int(child) in workers for child in children)
 
     # -- events ----------------------------------------------------------------------
     def on_control(self) -> None:
@@ -331,24 +312,29 @@ class Server:
             pid = info.si_pid
             entry = self.workers.get(pid)
             if entry is not None:
-                reply, work, exited = entry
-                if reply.fileno() in self.replies:
-                    self._unwatch(reply.fileno(), self.replies)
                 # The unreaped leader keeps its group id from being reused: kill the
                 # group (its grandchildren) before reaping it.
-                self.killpg(pid)
+                try:
+                    os.killpg(pid, _SIGKILL)
+                except OSError:
+                    pass
             _, status, usage = os.wait4(pid, 0)
             if entry is None:
                 continue
-            del self.workers[pid]
-            self._unwatch(exited, self.exits)
-            os.close(exited)
+            reply, work, exited = entry
+            self.empty_group(pid)
             _drain(reply)  # unread packets would turn our close into a reset
             cpu_us = round((usage.ru_utime + usage.ru_stime) * 1e6)
             try:
                 reply.send(STATUS.pack(status, cpu_us, usage.ru_maxrss), _socket.MSG_NOSIGNAL)
             except OSError:
                 pass  # the engine let the worker go, or gave up on the call
+            # Bookkeeping after the status, which the call waits for.
+            del self.workers[pid]
+            if reply.fileno() in self.replies:
+                self._unwatch(reply.fileno(), self.replies)
+            self._unwatch(exited, self.exits)
+            os.close(exited)
             reply.close()
             _remove(work)
 
