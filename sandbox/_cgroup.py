@@ -368,13 +368,6 @@ def make(controller: Controller, memory_bytes: int) -> CallCgroup:
     return CallCgroup(path, controller.version, memory_bytes)
 
 
-def remove_now(cgroup: CallCgroup) -> bool:
-    """Remove a call's cgroup whose processes are gone (blocking, no retry): whether it
-    is gone. A False leaves it for `remove`."""
-    cgroup.close_counters()
-    return _remove(cgroup.path)
-
-
 async def remove(cgroup: CallCgroup) -> None:
     """Remove a call's cgroup, SIGKILLing what is still in it (shielded, bounded)."""
     cgroup.close_counters()

@@ -183,23 +183,13 @@ def _pidfd_pid(pidfd: int) -> int | None:
 
 
 def _admit(
-    controller: _cgroup.Controller, memory_bytes: int, pidfd: int, spent: list[_cgroup.CallCgroup]
-) -> tuple[_cgroup.CallCgroup | None, str | None, list[_cgroup.CallCgroup]]:
-    """Remove the `spent` cgroups of calls that have returned, then make a worker's
-    cgroup and move the worker in (blocking: run in a thread).
-
-    Returns the cgroup (None when none could be made: logged, as for the other
-    backends), the problem that kept the worker out of it, if any, and the spent
-    cgroups that could not be removed yet.
-    """
-    left = [cgroup for cgroup in spent if not _cgroup.remove_now(cgroup)]
-    cgroup, problem = _admit_one(controller, memory_bytes, pidfd)
-    return cgroup, problem, left
-
-
-def _admit_one(
     controller: _cgroup.Controller, memory_bytes: int, pidfd: int
 ) -> tuple[_cgroup.CallCgroup | None, str | None]:
+    """Make a worker's cgroup and move the worker in (blocking: run in a thread).
+
+    Returns the cgroup (None when none could be made: logged, as for the other
+    backends) and the problem that kept the worker out of it, if any.
+    """
     try:
         cgroup = _cgroup.make(controller, memory_bytes)
     except OSError as exc:
@@ -232,7 +222,6 @@ class _Worker:
     reply: int  # SOCK_SEQPACKET to the server: the status comes here; a packet sent kills
     cgroup: _cgroup.CallCgroup | None = None
     problem: str | None = None  # why it is not in its cgroup, where the host has them
-    ended: bool = False  # its status came: it and its whole group are dead and reaped
 
     def close(self) -> None:
         for fd in (self.request, self.stdin, self.stdout, self.stderr, self.reply):
@@ -357,7 +346,6 @@ class _Exchange:
             data = b""
         if len(data) == _STATUS.size:
             status, cpu_us, peak_kib = _STATUS.unpack(data)
-            worker.ended = True
             self.status = {"status": status, "cpu_time_s": cpu_us / 1e6, "peak_memory_bytes": peak_kib * 1024}
         else:  # the server (and with it the sandbox) is gone
             self.status = {"gone": True}
@@ -422,9 +410,6 @@ class _Pool:
     fork_error: str | None = None  # the server's last "cannot fork", until a worker comes
     # cgroups of workers not taken by a call (ready, or dead before it): removed at the end
     cgroups: set[_cgroup.CallCgroup] = attrs.Factory(set)
-    # cgroups of calls that have returned (their processes reaped): removed by the next
-    # admission's thread, off the calls' path, else at the end
-    spent: list[_cgroup.CallCgroup] = attrs.Factory(list)
     nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -448,10 +433,9 @@ class _Pool:
                 # cgroups can be removed.
                 while self.ready:
                     self.ready.popleft().close()
-                for cgroup in [*self.cgroups, *self.spent]:
+                for cgroup in list(self.cgroups):
                     await _cgroup.remove(cgroup)
                 self.cgroups.clear()
-                self.spent.clear()
                 with trio.move_on_after(30):
                     await trio.to_thread.run_sync(remove_call_dir, pool_dir)
 
@@ -663,22 +647,13 @@ class _Pool:
 
     async def _admit(self, worker: _Worker, pidfd: int) -> None:
         """Put a new worker in a cgroup of its own, then make it ready."""
-        assert self.controller is not None and self.nursery is not None
-        spent, self.spent = self.spent, []
+        assert self.controller is not None
         try:
             # Not abandoned on cancel: the cgroup it makes is recorded before anything
             # else can happen, and removed when the pool ends.
-            cgroup, problem, left = await trio.to_thread.run_sync(
-                _admit, self.controller, self.spec.memory_bytes, pidfd, spent
-            )
-        except BaseException:
-            self.spent += spent  # the pool's end removes them
-            raise
+            cgroup, problem = await trio.to_thread.run_sync(_admit, self.controller, self.spec.memory_bytes, pidfd)
         finally:
             os.close(pidfd)
-        for stuck in left:
-            # rmdir refused: something is still in it (it can only be the call's own)
-            self.nursery.start_soon(_cgroup.remove, stuck)
         if cgroup is not None:
             self.cgroups.add(cgroup)
         worker.cgroup, worker.problem = cgroup, problem
@@ -764,16 +739,6 @@ class _Pool:
         if worker.cgroup is not None:
             await _cgroup.remove(worker.cgroup)
 
-    def _spend(self, worker: _Worker) -> None:
-        """Close the worker of a finished call; its cgroup goes once the call has returned.
-
-        Only after the worker's status: the call's processes are reaped, its cgroup is
-        empty and gets no other process (it is never reused).
-        """
-        worker.close()
-        if worker.cgroup is not None:
-            self.spent.append(worker.cgroup)
-
     async def call(self, spec: Spec, stdin_data: bytes, go: Go | None = None) -> Result:
         worker = await self._take()
         try:
@@ -786,10 +751,7 @@ class _Pool:
                     raise
             return await self._drive(spec, stdin_data, worker)
         finally:
-            if worker.ended:
-                self._spend(worker)
-            else:
-                await self._let_go(worker)
+            await self._let_go(worker)
             self._top_up(self.backend.workers)
 
     async def _drive(self, spec: Spec, stdin_data: bytes, worker: _Worker) -> Result:
