@@ -95,6 +95,12 @@ def _pread(fd: int) -> str:
     return data.decode()
 
 
+def _pread_counter(fd: int) -> str:
+    """A counter file of a few lines: its one generated record comes whole from one read."""
+    data = os.pread(fd, 4096, 0)
+    return data.decode() if len(data) < 4096 else _pread(fd)
+
+
 def _write(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
@@ -295,7 +301,7 @@ class CallCgroup:
 
     def _read_counter(self, name: str) -> str:
         fd = self.counters.get(name)
-        return _read(os.path.join(self.path, name)) if fd is None else _pread(fd)
+        return _read(os.path.join(self.path, name)) if fd is None else _pread_counter(fd)
 
     @property
     def procs_file(self) -> str:

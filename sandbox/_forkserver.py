@@ -119,7 +119,7 @@ class Restrictions:
         wanted = [(path, _landlock._READ) for path in rules["read"]]
         wanted += [(path, self.writable) for path in rules["write"]]
         wanted += [("/dev/null", _landlock.FS_READ_FILE | _landlock.FS_WRITE_FILE | _landlock.FS_TRUNCATE)]
-        self.rules = []
+        found = []  # (where the rule lands, its rights, an O_PATH fd of it)
         for path, access in wanted:
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -127,7 +127,13 @@ class Restrictions:
                 continue  # missing paths are skipped, as _landlock.restrict does
             if not os.path.isdir(path):
                 access &= _landlock._FILE_RIGHTS
-            rule = _landlock._PathBeneathAttr(allowed_access=access & self.handled, parent_fd=fd)
+            found.append((os.path.realpath(path), access & self.handled, fd))
+        self.rules = []
+        for index, (_where, access, fd) in enumerate(found):
+            if _covered(index, found):
+                os.close(fd)  # every worker would add it for nothing (/bin -> /usr/bin)
+                continue
+            rule = _landlock._PathBeneathAttr(allowed_access=access, parent_fd=fd)
             self.rules.append((fd, rule))
         # the syscalls' arguments, built once: fewer objects made (and pages touched) per fork
         self.create_args = (self.create, ctypes.byref(self.attr), ctypes.c_size_t(self.size), ctypes.c_uint32(0))
@@ -177,6 +183,21 @@ class Restrictions:
         os.close(ruleset)
         if self.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(self.fprog), 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+
+
+def _covered(index: int, found: list[tuple[str, int, int]]) -> bool:
+    """Whether rule `index` grants nothing that another rule on it or on one of its
+    parents does not already grant (Landlock allows what any rule on the way up allows)."""
+    where, access, _fd = found[index]
+    for other, (place, rights, _) in enumerate(found):
+        if other == index or access & ~rights:
+            continue
+        if place == where:
+            if other < index:  # of two equal rules the first stays
+                return True
+        elif where.startswith(place.rstrip("/") + "/"):
+            return True
+    return False
 
 
 class Server:

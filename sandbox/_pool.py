@@ -287,7 +287,9 @@ class _Exchange:
         """Write the arguments (what fits), then the go-ahead; watch the rest."""
         worker = self.worker
         self.left = memoryview(stdin_data)
-        self._feed()
+        if self._feed():  # the common case: it fits in the pipe
+            _close(worker.stdin)
+            worker.stdin = -1
         # The pipe is empty and the message is small: this write never blocks. Closed,
         # the pipe reads EOF after it.
         try:
@@ -301,17 +303,18 @@ class _Exchange:
         if worker.stdin >= 0:
             self.poller.register(worker.stdin, select.EPOLLOUT)
 
-    def _feed(self) -> None:
+    def _feed(self) -> bool:
+        """Write what the pipe takes; True once stdin is done with (all written, or the
+        tool closed it)."""
         worker = self.worker
         try:
             while self.left:
                 self.left = self.left[os.write(worker.stdin, self.left) :]
         except BlockingIOError:
-            return
+            return False
         except OSError:
             pass  # the tool exited or closed stdin without reading it all: not our failure
-        self._done(worker.stdin)
-        worker.stdin = -1
+        return True
 
     def _done(self, fd: int) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -364,8 +367,9 @@ class _Exchange:
                     self._read(fd, collected.stderr, self.max_stderr, tail=True)
                 elif fd == worker.reply:
                     self._on_reply()
-                elif fd == worker.stdin:
-                    self._feed()
+                elif fd == worker.stdin and self._feed():
+                    self._done(fd)
+                    worker.stdin = -1
 
     def has_status(self) -> bool:
         return self.status is not None
