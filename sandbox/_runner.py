@@ -341,9 +341,17 @@ def _call(config: dict) -> None:
     sys.stdout.write(data)
     sys.stdout.write("\n")
     sys.stdout.flush()
-    # EOF now, not after the exit's teardown: the reader is done with the output while
-    # this process ends (its status still waits for the end).
-    os.close(1)
+    try:
+        sys.stderr.flush()  # what the tool printed there, before its end of the pipe goes
+    except (OSError, ValueError, AttributeError):  # closed, or replaced by the tool
+        pass
+    # EOF now, not after the exit's teardown: the reader is done with both outputs (in
+    # one wake-up) while this process ends (its status still waits for the end).
+    for fd in (1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     os._exit(0)
 
 
