@@ -472,6 +472,10 @@ class Connection:
     async def _route(self, frame: Any) -> None:
         try:
             match frame:
+                # The most frequent frame first: a match tries its cases in order.
+                case ToolCall():
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._guarded, self._tool_call, frame)
                 case AgentConnect():
                     await self._agent_connect(frame)
                 case UserMessage():
@@ -512,9 +516,6 @@ class Connection:
                         self.send(self.tool_list(reply_to=frame.id))
                     else:
                         self.client_tools = await self._checked_offer(frame)
-                case ToolCall():
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._guarded, self._tool_call, frame)
                 case ResourceRequest():
                     assert self._nursery is not None
                     self._nursery.start_soon(self._guarded, self._resource_request, frame)
