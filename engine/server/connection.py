@@ -97,7 +97,7 @@ from ..protocol import (
 from ..store import StoreUnavailableError
 from ..suggest import unknown_name
 from . import argcheck, grants, liveness
-from .actions import Caller, perform, read
+from .actions import Caller, Snapshot, perform, read
 from .hub import Hub
 from .outbox import Outbox
 from .session import Session
@@ -715,7 +715,9 @@ class Connection:
             session = await self._session(frame.session_id, frame.id)
             timeout = float(session.agent.approval_timeout)
         agent = session.agent.name if frame.session_id is not None else None
-        caller = Caller(self, frame.session_id, agent, timeout, reply_to=frame.id)
+        # The configuration in force now, as perform() would take it (no await between): made
+        # here, the caller is built once instead of twice (perform's pinned() evolves one without).
+        caller = Caller(self, frame.session_id, agent, timeout, reply_to=frame.id, snapshot=Snapshot.of(self.hub))
         await perform(caller, frame.name, frame.arguments)
 
     async def _resource_request(self, frame: ResourceRequest) -> None:
