@@ -15,7 +15,11 @@ the WebSocket:
 Prints, per server: CPU per call of the server process (its threads included, the
 sandboxes' processes apart; from /proc), split into the event loop's thread and the
 others (audit writer, blocking calls), and the call latency p50/p90 (sequential) or
-calls/s (concurrent). Quote the CPU: latency on a loaded machine is mostly waiting.
+calls/s (concurrent). Sequential calls also show the client's own CPU per call
+(engine.client in this process, its thread's CPU clock around each call): it is on
+the latency path too. Quote the CPU: latency on a loaded machine is mostly waiting;
+`chrt -f 20 python bench/bench_server_vs.py ...` (root) gives both servers and their
+sandboxes the CPU at once, close to an idle machine's latency.
 """
 
 from __future__ import annotations
@@ -105,17 +109,20 @@ async def sequential(servers: list[Server], calls: int) -> None:
             for client in clients:
                 await client.call_tool("calculator", {"expression": f"{i}+1"})
         latencies: list[list[float]] = [[] for _ in servers]
+        client_cpu = [0.0 for _ in servers]
         before = [s.cpu() for s in servers]
         for i in range(calls):
             for k, client in enumerate(clients):
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.thread_time()
                 await client.call_tool("calculator", {"expression": f"{i}+1"})
                 latencies[k].append((time.perf_counter() - started) * 1000)
+                client_cpu[k] += time.thread_time() - cpu
         after = [s.cpu() for s in servers]
     print(f"sequential, {calls} calls each, alternating; load average {os.getloadavg()[0]:.2f}")
     for k, server in enumerate(servers):
         ordered = sorted(latencies[k])
-        tail = f"p50 {statistics.median(ordered):6.2f} ms  p90 {ordered[int(len(ordered) * 0.9)]:6.2f} ms"
+        tail = (f"p50 {statistics.median(ordered):6.2f} ms  p90 {ordered[int(len(ordered) * 0.9)]:6.2f} ms  "
+                f"client CPU {client_cpu[k] / calls * 1000:5.2f} ms/call")
         _report(str(server.checkout), calls, before[k], after[k], tail)
 
 

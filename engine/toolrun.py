@@ -111,21 +111,29 @@ def build_spec(
     proxy_socket: str | None = None,
 ) -> sandbox.Spec:
     """The sandbox spec of one call of ``tool`` (``proxy_socket``: its egress proxy, for a
-    tool whose network is a list of destinations)."""
+    tool whose network is a list of destinations).
+
+    Everything that goes into it is looked up on every call (the environment's allowed
+    variables, the backend, the package's path); building the frozen spec from them,
+    its checks included, is done once for each distinct set (:data:`_SPECS`).
+    """
     needs = tool.sandbox
     environ = os.environ if environ is None else environ
     env = {name: environ[name] for name in needs.env_allow if name in environ}
     env.update(needs.env)
+    python_packages: tuple[str, ...] = (package_dir(tool),) if tool.python else ()
+    key = (id(tool), str(workspace), str(work_root), proxy_socket, tuple(sorted(env.items())), isolation_for(tool),
+           python_packages)
+    cached = _SPECS.get(key)
+    if cached is not None and cached[0] is tool:
+        return cached[1]
     writable = list(needs.writable_paths)
     readable = list(needs.readable_paths)
     cwd = None
     if needs.workspace != "none":
         cwd = str(workspace)
         (writable if needs.workspace == "write" else readable).append(str(workspace))
-    python_packages: tuple[str, ...] = ()
-    if tool.python:
-        python_packages = (package_dir(tool),)
-    return sandbox.Spec(
+    spec = sandbox.Spec(
         argv=tuple(tool.command),
         python=tool.python,
         python_packages=python_packages,
@@ -135,13 +143,23 @@ def build_spec(
         max_output_bytes=int(needs.max_output),
         network=needs.network is True,
         proxy_socket=proxy_socket,
-        isolation=isolation_for(tool),
+        isolation=key[5],
         readable_paths=tuple(readable),
         writable_paths=tuple(writable),
         cwd=cwd,
-        env=tuple(sorted(env.items())),
-        work_root=str(work_root),
+        env=key[4],
+        work_root=key[2],
     )
+    if len(_SPECS) >= _SPECS_MAX:
+        _SPECS.clear()
+    _SPECS[key] = (tool, spec)
+    return spec
+
+
+# Specs built, by the identity of their tool (kept in the value, so that the id stays its own
+# while cached) and everything else they were built from. Bounded: a full cache starts over.
+_SPECS: dict[tuple[Any, ...], tuple[Tool, sandbox.Spec]] = {}
+_SPECS_MAX = 1024
 
 
 def state_dir_problem(state_dir: Path) -> str | None:
@@ -302,12 +320,16 @@ async def run_tool(
     Raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable); ``TypeError``
     for a kind that does not run as one program (a chain, a builtin).
     """
-    async with egress_proxy(tool, egress) as proxy_socket:
-        token = _PROXY_SOCKET.set(proxy_socket)
-        try:
-            result = await _run_tool(tool, arguments, workspace=workspace, work_root=work_root, subject=subject)
-        finally:
-            _PROXY_SOCKET.reset(token)
+    if isinstance(tool.sandbox.network, bool):
+        # No list, no proxy: the common case skips the proxy's context manager altogether.
+        result = await _run_tool(tool, arguments, workspace=workspace, work_root=work_root, subject=subject)
+    else:
+        async with egress_proxy(tool, egress) as proxy_socket:
+            token = _PROXY_SOCKET.set(proxy_socket)
+            try:
+                result = await _run_tool(tool, arguments, workspace=workspace, work_root=work_root, subject=subject)
+            finally:
+                _PROXY_SOCKET.reset(token)
     if tool.output == "content":
         from .protocol.content import with_content
 

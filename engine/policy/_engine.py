@@ -39,6 +39,7 @@ which rule is reported as deciding among equals, never the effect.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -46,7 +47,7 @@ import attrs
 
 from ..config.model import Config, PolicyRule
 from ._decision import APPROVER_RANK, LEVEL_APPROVER, Approver, Decision, Match
-from ._match import Miss, Request, names_target, rule_miss, undecided_conditions
+from ._match import Miss, Request, names_target, rule_miss, subject_miss, target_miss, undecided_conditions
 from ._revision import policy_revision
 
 ACTIONS = ("tool.call", "resource.read", "agent.delegate", "board.append")
@@ -234,6 +235,61 @@ def decide(
     is then whether *some* arguments could be allowed — a permitting rule's
     conditions are assumed to hold, a deny's are not — and the decision says
     ``conditional``.  A call is always decided with its actual arguments.
+
+    A decision that cannot depend on the arguments (no rule with conditions applies to
+    this subject, action and target) is remembered for the configuration object it was
+    made under (:class:`_Remembered`): the next call of the same tool by the same
+    subject and roles is a dictionary look-up.
     """
-    result = explain(config, sub, roles, action, target, arguments, level=level)
-    return result if isinstance(result, Decision) else result.decision
+    roles = frozenset(roles)
+    key = (sub, roles, action, target, level)
+    remembered = _remembered.get(config, key)
+    if remembered is not None:
+        return remembered
+    request = make_request(config, sub, roles, action, target, arguments, level=level)
+    if isinstance(request, Decision):
+        _remembered.put(config, key, request)
+        return request
+    decision = evaluate(config, request).decision
+    if not _depends_on_arguments(config, request):
+        _remembered.put(config, key, decision)
+    return decision
+
+
+def _depends_on_arguments(config: Config, request: Request) -> bool:
+    """Whether a rule with conditions applies to the request's subject, action and target:
+    only then can its arguments change the decision (everything else in it is in the key)."""
+    return any(
+        rule.conditions and subject_miss(rule, request.sub, request.roles) is None
+        and request.action in rule.actions and target_miss(rule, request) is None
+        for rule in policy_rules(config)
+    )
+
+
+class _Remembered:
+    """Argument-independent decisions of the configuration in force, by (sub, roles, action, target, level).
+
+    One configuration at a time (a reload brings a new object: everything is forgotten),
+    identified by the object itself, which is immutable; at most :data:`MAX` decisions
+    (then it starts over: subjects are many). Thread-safe: a lock around every use.
+    """
+
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._config: Config | None = None
+        self._decisions: dict[tuple[Any, ...], Decision] = {}
+
+    def get(self, config: Config, key: tuple[Any, ...]) -> Decision | None:
+        with self._lock:
+            return self._decisions.get(key) if config is self._config else None
+
+    def put(self, config: Config, key: tuple[Any, ...], decision: Decision) -> None:
+        with self._lock:
+            if config is not self._config or len(self._decisions) >= self.MAX:
+                self._config, self._decisions = config, {}
+            self._decisions[key] = decision
+
+
+_remembered = _Remembered()

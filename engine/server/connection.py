@@ -34,12 +34,14 @@ connected and answering pings (a chat waiting for its user, an admin waiting
 for approvals) stays.  Its timers (the next ping, the idle deadline, the token's
 expiry) are kept by one server-wide timer (:mod:`.liveness`), not by tasks of its
 own: an idle connection holds no task but its reader and trio-websocket's.  Its
-writer task, too, runs only while there is something to send.
+writer task, too, runs only while there is something to send; a direct tool call's
+``agent_result`` is written by the call's own task as it ends (no writer started for it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import time
 import weakref
@@ -62,6 +64,7 @@ from ..protocol import (
     AgentConnect,
     AgentControl,
     AgentResponse,
+    AgentResult,
     Approver,
     ClientAgentResult,
     ClientToolList,
@@ -94,7 +97,7 @@ from ..protocol import (
 from ..store import StoreUnavailableError
 from ..suggest import unknown_name
 from . import argcheck, grants, liveness
-from .actions import Caller, perform, read
+from .actions import Caller, Snapshot, perform, read
 from .hub import Hub
 from .outbox import Outbox
 from .session import Session
@@ -113,6 +116,13 @@ NO_AUDIT_CONTEXT: Mapping[str, Any] = MappingProxyType({})
 
 # Connection._writer_state
 _IDLE, _WRITING, _BROKEN = 0, 1, 2
+
+# The request a handler task started by Connection._guarded answers, and that task: the
+# last frame of its answer (a direct tool call's agent_result) is written by that task
+# itself as its handler returns, not by a writer task started for it (see Connection.send).
+_ANSWERING: contextvars.ContextVar[tuple[str, trio.lowlevel.Task] | None] = contextvars.ContextVar(
+    "sconnect_answering", default=None
+)
 
 
 @attrs.define
@@ -298,6 +308,8 @@ class Connection:
         if isinstance(frame, ErrorFrame):
             self.hub.metrics.errors_total.inc(code=str(frame.code))
         if self._outbox.put(text, answered, control=control):
+            if type(frame) is AgentResult and self._writer_state == _IDLE and self._answers_here(frame.reply_to):
+                return  # its own handler task writes it once the handler returns (_guarded), no task started
             if self._writer_state == _IDLE and self._nursery is not None:
                 try:
                     self._nursery.start_soon(self._writer, self._outbox)
@@ -472,6 +484,10 @@ class Connection:
     async def _route(self, frame: Any) -> None:
         try:
             match frame:
+                # The most frequent frame first: a match tries its cases in order.
+                case ToolCall():
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._guarded, self._tool_call, frame)
                 case AgentConnect():
                     await self._agent_connect(frame)
                 case UserMessage():
@@ -512,9 +528,6 @@ class Connection:
                         self.send(self.tool_list(reply_to=frame.id))
                     else:
                         self.client_tools = await self._checked_offer(frame)
-                case ToolCall():
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._guarded, self._tool_call, frame)
                 case ResourceRequest():
                     assert self._nursery is not None
                     self._nursery.start_soon(self._guarded, self._resource_request, frame)
@@ -562,12 +575,28 @@ class Connection:
             )
 
     async def _guarded(self, handler: Any, frame: Any) -> None:
-        """Run a handler as its own task; its failure is this frame's error, not the connection's."""
+        """Run a handler as its own task; its failure is this frame's error, not the connection's.
+
+        The handler's final ``agent_result`` was queued without starting a writer (see
+        :meth:`send`): this task writes what is queued itself, saving the answer a task
+        start and a trip through the scheduler. Cancelled first (the connection is
+        closing), it leaves the frames queued for :meth:`serve` to flush.
+        """
         with self.hub.call_in_flight():
+            _ANSWERING.set((frame.id, trio.lowlevel.current_task()))
             try:
                 await handler(frame)
             except Exception as exc:
                 self._frame_failed(frame, exc)
+            if self._writer_state == _IDLE and self._outbox is not None and self._outbox.pending:
+                self._writer_state = _WRITING
+                await self._writer(self._outbox)
+
+    @staticmethod
+    def _answers_here(reply_to: str | None) -> bool:
+        """Whether the running task is the handler task answering ``reply_to`` (and will write it)."""
+        answering = _ANSWERING.get()
+        return answering is not None and answering[0] == reply_to and answering[1] is trio.lowlevel.current_task()
 
     async def _agent_connect(self, frame: AgentConnect) -> None:
         hub = self.hub
@@ -686,7 +715,9 @@ class Connection:
             session = await self._session(frame.session_id, frame.id)
             timeout = float(session.agent.approval_timeout)
         agent = session.agent.name if frame.session_id is not None else None
-        caller = Caller(self, frame.session_id, agent, timeout, reply_to=frame.id)
+        # The configuration in force now, as perform() would take it (no await between): made
+        # here, the caller is built once instead of twice (perform's pinned() evolves one without).
+        caller = Caller(self, frame.session_id, agent, timeout, reply_to=frame.id, snapshot=Snapshot.of(self.hub))
         await perform(caller, frame.name, frame.arguments)
 
     async def _resource_request(self, frame: ResourceRequest) -> None:

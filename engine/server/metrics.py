@@ -133,9 +133,13 @@ class _Family(Generic[S]):
         raise NotImplementedError
 
     def _key(self, labels: Mapping[str, object]) -> tuple[str, ...]:
-        if labels.keys() != set(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {sorted(self.labelnames)}, got {sorted(labels)}")
-        return tuple(str(labels[n]) for n in self.labelnames)
+        # Counted on every frame and call: no set built per use (same names, same count = same set).
+        try:
+            if len(labels) == len(self.labelnames):
+                return tuple([str(labels[n]) for n in self.labelnames])
+        except KeyError:
+            pass
+        raise ValueError(f"{self.name} takes labels {sorted(self.labelnames)}, got {sorted(labels)}")
 
     def labels(self, **labels: object) -> S:
         """The series for these label values (created on first use); every label must be given."""
@@ -197,6 +201,9 @@ class Counter(_Family[CounterSeries]):
         return CounterSeries()
 
     def inc(self, amount: float = 1.0, /, **labels: object) -> None:
+        if not labels and not self.labelnames:
+            self._series[()].inc(amount)  # an unlabelled counter's one series (frames in and out)
+            return
         self.labels(**labels).inc(amount)
 
     def value(self, **labels: object) -> float:

@@ -78,6 +78,11 @@ class Outbox:
         return self._closed
 
     @property
+    def pending(self) -> bool:
+        """Whether a frame is queued in either lane."""
+        return bool(self._ordered or self._control)
+
+    @property
     def control_pending(self) -> int:
         return len(self._control) if self._control else 0
 

@@ -103,3 +103,28 @@ def test_locate_follows_the_import_system_order(tmp_path: Path) -> None:
     (tmp_path / "plain.py").write_text("")
     assert locate("plain.sub", [str(tmp_path)]) is None
     assert locate("absent", [str(tmp_path)]) is None
+
+
+def test_a_built_spec_is_reused_only_for_what_it_was_built_from(minimal_config: Path, tmp_path: Path) -> None:
+    """build_spec keeps the specs it built (engine.toolrun._SPECS): the same inputs give the
+    same spec, and each input that changes (the allowed environment's values, the workspace,
+    the work root, another tool object) gives the spec a fresh build gives."""
+    import attrs
+
+    (minimal_config / "tools.d" / "greet.py").write_text("def run(name):\n    return {'hi': name}\n")
+    add_tool(minimal_config, "greet:run")
+    (minimal_config / "tools.d" / "greet.yaml").write_text(
+        TOOL.format(target="greet:run") + "sandbox:\n  workspace: read\n  env_allow: [GREETING]\n"
+    )
+    tool = load_config(minimal_config).tools["greet"]
+    first = build_spec(tool, workspace=tmp_path / "a", work_root=tmp_path, environ={"GREETING": "hi"})
+    assert build_spec(tool, workspace=tmp_path / "a", work_root=tmp_path, environ={"GREETING": "hi"}) is first
+    assert dict(first.env)["GREETING"] == "hi" and first.cwd == str(tmp_path / "a")
+    changed = build_spec(tool, workspace=tmp_path / "a", work_root=tmp_path, environ={"GREETING": "hello"})
+    assert dict(changed.env)["GREETING"] == "hello"
+    assert build_spec(tool, workspace=tmp_path / "b", work_root=tmp_path, environ={}).cwd == str(tmp_path / "b")
+    assert build_spec(tool, workspace=tmp_path / "a", work_root=tmp_path / "w", environ={}).work_root == \
+        str(tmp_path / "w")
+    other = attrs.evolve(tool, sandbox=attrs.evolve(tool.sandbox, timeout=tool.sandbox.timeout * 2))
+    assert build_spec(other, workspace=tmp_path / "a", work_root=tmp_path, environ={}).timeout_s == \
+        2 * first.timeout_s

@@ -15,6 +15,10 @@ Each test serves one :class:`~engine.server.connection.Connection` over a
   frame; a valid request after them is answered.
 - ``test_a_peer_that_stops_answering_pings_is_closed``: under ``autojump_clock`` a peer that
   never answers a ping is closed with 4003 after ``ping_interval + ping_timeout``.
+- ``test_direct_calls_at_once_each_get_their_action_then_their_result``: eight ``tool_call``
+  frames sent without waiting (sandboxed calculator calls and calls refused for their arguments, whose
+  results are written by their own handler task, not a writer task of their own): each
+  gets exactly one ``agent_action`` and then one ``agent_result``, with the right output.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from engine.protocol import (
     AgentResult,
     AgentState,
     ErrorFrame,
+    ToolCall,
     ToolList,
     UserMessage,
     new_id,
@@ -148,3 +153,33 @@ async def test_a_peer_that_stops_answering_pings_is_closed(
                 await peer.next_of(ErrorFrame)  # nothing but the tool list comes, then the end
         assert peer.transport.closed_with == (CLOSE_NO_PONG, "no pong: the connection looks dead")
         assert trio.current_time() - started >= 40
+
+
+async def test_direct_calls_at_once_each_get_their_action_then_their_result(tmp_path: Path, state_dir: Path) -> None:
+    config = copy_example_config(tmp_path / "config")
+    with trio.fail_after(60):
+        async with running_hub(config, state_dir) as hub, trio.open_nursery() as nursery:
+            peer = connect(nursery, hub)
+            await peer.next_of(ToolList)
+            calls = {}
+            for i in range(8):
+                # Odd: run in the sandbox; even: refused before any decision (an empty expression).
+                frame = ToolCall(id=new_id(), name="calculator", arguments={"expression": f"{i}*7" if i % 2 else ""})
+                calls[frame.id] = frame
+                await peer.send(frame)
+            seen: dict[str, list[AgentAction | AgentResult]] = {call_id: [] for call_id in calls}
+            while sum(isinstance(f, AgentResult) for frames in seen.values() for f in frames) < len(calls):
+                event = await peer.next_of(AgentAction, AgentResult, ErrorFrame)
+                assert not isinstance(event, ErrorFrame), event
+                seen[event.reply_to].append(event)
+            for call_id, frames in seen.items():
+                action, result = frames
+                assert isinstance(action, AgentAction) and isinstance(result, AgentResult), frames
+                assert result.action_id == action.action_id
+                expression = calls[call_id].arguments["expression"]
+                if expression:
+                    assert str(result.status) == "ok", result
+                    assert result.output == {"expression": expression, "result": int(expression.split("*")[0]) * 7}
+                else:
+                    assert str(result.status) == "error" and result.output["error"] == "invalid arguments", result
+            nursery.cancel_scope.cancel()
