@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 # The call's egress proxy socket (a tool whose network is a list), set by run_tool around the
 # kind's launch: the launch signature is every kind's, and only program tools use it.
 _PROXY_SOCKET: contextvars.ContextVar[str | None] = contextvars.ContextVar("sconnect_proxy_socket", default=None)
+# The call's go-ahead (run_tool's ``go``), for run_program to hand to sandbox.run, the same way.
+_GO: contextvars.ContextVar[sandbox.Go | None] = contextvars.ContextVar("sconnect_go", default=None)
 VOLUME_ENV = "SCONNECT_WORKSPACE_VOLUME"
 
 
@@ -306,7 +308,8 @@ async def egress_proxy(tool: Tool, egress: Egress | None) -> AsyncIterator[str |
 
 
 async def run_tool(
-    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str, egress: Egress | None = None
+    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str, egress: Egress | None = None,
+    go: sandbox.Go | None = None,
 ) -> sandbox.Result:
     """Run one call by ``subject``; ``workspace`` is the root of every subject's workspace.
 
@@ -317,17 +320,22 @@ async def run_tool(
     A tool whose network is a list gets a proxy for the call's duration (its socket
     reaches the sandbox through :data:`_PROXY_SOCKET`); its connections go to
     ``egress.on_record``.
+    ``go`` (the caller's "the decision is on disk") is awaited exactly once before the
+    tool gets any input: by ``sandbox.run`` while the sandbox starts, for a kind whose
+    launch is :func:`run_program` (``early_start``), else before the kind launches at all.
     Raises ``sandbox.SandboxError`` subclasses (e.g. IsolationUnavailable); ``TypeError``
     for a kind that does not run as one program (a chain, a builtin).
     """
     if isinstance(tool.sandbox.network, bool):
         # No list, no proxy: the common case skips the proxy's context manager altogether.
-        result = await _run_tool(tool, arguments, workspace=workspace, work_root=work_root, subject=subject)
+        result = await _run_tool(tool, arguments, workspace=workspace, work_root=work_root, subject=subject, go=go)
     else:
         async with egress_proxy(tool, egress) as proxy_socket:
             token = _PROXY_SOCKET.set(proxy_socket)
             try:
-                result = await _run_tool(tool, arguments, workspace=workspace, work_root=work_root, subject=subject)
+                result = await _run_tool(
+                    tool, arguments, workspace=workspace, work_root=work_root, subject=subject, go=go
+                )
             finally:
                 _PROXY_SOCKET.reset(token)
     if tool.output == "content":
@@ -340,25 +348,35 @@ async def run_tool(
 
 
 async def _run_tool(
-    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str
+    tool: Tool, arguments: Any, *, workspace: Path, work_root: Path, subject: str, go: sandbox.Go | None
 ) -> sandbox.Result:
     needs = tool.sandbox
     own = workspace_for(tool, workspace, subject) if needs.workspace != "none" else workspace
     kind = kind_of(tool)
     if kind.launch is None:
         raise TypeError(f"{tool.name!r} is a {kind.name} tool: it does not run as one program")
-    result: sandbox.Result = await kind.launch(tool, arguments, workspace=own, work_root=work_root)
+    if go is not None and not kind.early_start:
+        await go()
+        go = None
+    token = _GO.set(go)
+    try:
+        result: sandbox.Result = await kind.launch(tool, arguments, workspace=own, work_root=work_root)
+    finally:
+        _GO.reset(token)
     return result
 
 
 async def run_program(tool: Tool, arguments: Any, *, workspace: Path, work_root: Path) -> sandbox.Result:
-    """One call of a program tool (command, python) in its sandbox; ``workspace`` is the call's own."""
+    """One call of a program tool (command, python) in its sandbox; ``workspace`` is the call's own.
+    Run from :func:`run_tool`, the sandbox starts while the call's go-ahead is awaited."""
+    go = _GO.get()
+    _GO.set(None)  # one call of the sandbox takes it
     needs = tool.sandbox
     own = workspace
     volume = await _volume(own) if needs.workspace != "none" else None
     spec = build_spec(tool, workspace=own, work_root=work_root, proxy_socket=_PROXY_SOCKET.get())
     if needs.workspace != "write":
-        return await sandbox.run(spec, arguments)
+        return await sandbox.run(spec, arguments, go=go)
     quota = int(needs.workspace_quota)
     used = await trio.to_thread.run_sync(disk_usage, own)
     spec = attrs.evolve(spec, max_file_bytes=max(1, min(spec.max_file_bytes, quota - used)))
@@ -368,7 +386,7 @@ async def run_program(tool: Tool, arguments: Any, *, workspace: Path, work_root:
     async with trio.open_nursery() as nursery:
         # A call that starts over quota may still remove files: only growth is stopped.
         nursery.start_soon(_watch_quota, own, max(quota, used), nursery.cancel_scope, over)
-        result = await sandbox.run(spec, arguments)
+        result = await sandbox.run(spec, arguments, go=go)
         nursery.cancel_scope.cancel()
     after = await trio.to_thread.run_sync(disk_usage, own)
     if over or result is None:

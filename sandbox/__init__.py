@@ -10,6 +10,7 @@ what the host offers; `ensure_volume()` mounts a fixed-size filesystem on a work
 namespaces tool weaker than declared. No dependency on the engine.
 """
 
+from ._call import Go as Go
 from ._detect import Capabilities as Capabilities
 from ._detect import detect as detect
 from ._errors import IsolationUnavailable as IsolationUnavailable

@@ -73,6 +73,10 @@ class ToolKind:
     options_class: type | None = None
     file_class: type | None = None
     expose: Callable[[Any, Any], tuple[Any, ...]] | None = None
+    # Its launch runs the tool through engine.toolrun.run_program, so the sandbox may start
+    # while the call's decision is being committed (the tool gets no input before it is).
+    # Off by default: another launch gets the go-ahead before it is called at all.
+    early_start: bool = False
 
     def __attrs_post_init__(self) -> None:
         if [self.launch, self.compose, self.serve].count(None) != 2:

@@ -33,7 +33,7 @@ import trio
 import sandbox
 
 from .. import tracing
-from ..audit import AuditEvent
+from ..audit import AuditError, AuditEvent
 from ..auth import Principal
 from ..config.model import ASK_AGENT, POST_TO_BOARD, Config, Tool
 from ..config.tool_kinds import kind_of
@@ -242,13 +242,19 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
             traced.set_attribute("sconnect.decision", decision.effect)
     tracing.note(call_id=action_id, decision=decision.effect, level=tool.permission_level)
     frame = _action_frame(caller, action_id, ActionKind.TOOL, name, arguments, tool.permission_level, decision)
-    await _audit_decision(caller, "tool.call", name, arguments, decision, tool=tool)
-    refused = await _authorise(caller, frame, decision, arguments, tool=tool)
-    if refused is not None:
-        return refused
+    kind = kind_of(tool)
+    recording: _DecisionRecording | None = None
+    if kind.launch is not None and decision.effect == "allow" and not decision.requires_approval:
+        # Runs at once: its sandbox starts while the decision is committed (the tool gets
+        # no input, and the client no agent_action, before it is).
+        recording = _DecisionRecording(caller, frame, arguments, decision, tool)
+    else:
+        await _audit_decision(caller, "tool.call", name, arguments, decision, tool=tool)
+        refused = await _authorise(caller, frame, decision, arguments, tool=tool)
+        if refused is not None:
+            return refused
     started = time.monotonic()
     output: Any
-    kind = kind_of(tool)
     if kind.serve is not None or kind.compose is not None:
         # Neither takes a run slot. Served in the engine (builtin: a short store write, no sandbox), or
         # made of other tools (a chain): each step is an action of its own through perform(). Steps are
@@ -278,16 +284,22 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
                      duration_ms=(time.monotonic() - started) * 1000, decision=decision,
                      details={"content": digested} if digested else None)
         return _result(caller, frame, done.status, done.output, done.reason, blocks)
-    try:
+
+    async def sandboxed() -> sandbox.Result:
         # Bounded concurrency: a call past the limits waits for a slot (backpressure, not refusal).
         async with _Slot(hub.tool_runs), _Slot(hub.slots_for(caller.session_id or caller.conn.slot_key)):
             with tracing.span("sconnect.sandbox.run", tool=name, call_id=action_id, subject=caller.sub) as traced:
                 result = await run_tool(
                     tool, arguments, workspace=hub.settings.workspace, work_root=hub.settings.work_root,
                     subject=caller.sub, egress=_egress(caller, tool, action_id),
+                    go=recording.committed if recording is not None else None,
                 )
                 if traced is not None:
                     traced.set_attribute("sconnect.status", str(result.status))
+                return result
+
+    try:
+        result = await (recording.alongside(sandboxed) if recording is not None else sandboxed())
     except sandbox.SandboxError as exc:
         status, output, reason, content = ResultStatus.ERROR, {"error": str(exc)}, str(exc), None
     except BaseException as exc:
@@ -318,6 +330,63 @@ async def _perform(caller: Caller, name: str, arguments: Any) -> Outcome:
         details={"content": digested} if digested else None,
     )
     return _result(caller, frame, status, output, reason, content)
+
+
+@attrs.define(eq=False)
+class _DecisionRecording:
+    """A call's decision record, committed while its sandbox starts.
+
+    :meth:`alongside` runs the call with the commit as a task beside it; the sandbox
+    awaits :meth:`committed` before the tool gets any input, and the client gets the
+    ``agent_action`` only once the record is on disk.  A commit that fails fails the
+    action with its error, whatever the call did meanwhile (it never ran).
+    """
+
+    caller: Caller
+    frame: AgentAction
+    arguments: Any
+    decision: Decision
+    tool: Tool
+    done: trio.Event = attrs.field(factory=trio.Event)
+    recorded: bool = False
+    error: Exception | None = None
+
+    async def _commit(self) -> None:
+        try:
+            await _audit_decision(self.caller, "tool.call", self.tool.name, self.arguments, self.decision,
+                                  tool=self.tool)
+        except Exception as exc:  # noqa: BLE001  # raised to the call by committed() and alongside()
+            self.error = exc
+        else:
+            self.recorded = True
+            self.caller.conn.send(self.frame)
+        finally:
+            self.done.set()
+
+    async def committed(self) -> None:
+        """Return once the decision is on disk; raise its error when it could not be written."""
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        if not self.recorded:
+            raise AuditError("the decision record was not committed: nothing runs unrecorded")
+
+    async def alongside(self, call: Callable[[], Awaitable[sandbox.Result]]) -> sandbox.Result:
+        """``call()``, with the commit running beside it; its own outcome unwrapped from the nursery."""
+        ran: sandbox.Result | None = None
+        failure: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._commit)
+            try:
+                ran = await call()
+            except BaseException as exc:  # re-raised below, once the commit has ended
+                failure = exc
+        if self.error is not None:
+            raise self.error
+        if failure is not None:
+            raise failure
+        assert ran is not None
+        return ran
 
 
 @attrs.frozen

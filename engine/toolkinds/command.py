@@ -36,5 +36,5 @@ async def launch(tool: Tool, arguments: Any, *, workspace: Path, work_root: Path
 
 KIND = register(ToolKind(
     name="command", schema=SCHEMA, hint="'command' (an argv list)",
-    describe=lambda tool: " ".join(tool.command), check=_check, launch=launch,
+    describe=lambda tool: " ".join(tool.command), check=_check, launch=launch, early_start=True,
 ))

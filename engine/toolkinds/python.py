@@ -37,5 +37,5 @@ def _check(tool: Tool, doc: Document, root: Path) -> tuple[Tool, list[ConfigProb
 
 KIND = register(ToolKind(
     name="python", schema=SCHEMA, hint="'python' (module:function)",
-    describe=lambda tool: f"python {tool.python}", check=_check, launch=launch,
+    describe=lambda tool: f"python {tool.python}", check=_check, launch=launch, early_start=True,
 ))
