@@ -14,7 +14,9 @@ Servers, each its own process, all started before anything is timed:
   policy, no audit.
 
 Variants: ours over MCP HTTP and over our WebSocket protocol, each with the pool and
-with namespaces; the SDK over HTTP and over stdio. Each round runs every variant in
+with namespaces, and over MCP HTTP in the stateless 2026-07-28 revision with the pool (every
+other MCP variant, the SDK's included, opens a 2025-11-25 session); the SDK over HTTP and
+over stdio. Each round runs every variant in
 turn (alternating, so drifting machine load spreads over all of them): sequential calls
 on one session, then --clients sessions at once (calls/s). Sessions are opened before
 the clock starts. CPU per call is the CPU the serving side used during the timed calls
@@ -40,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,8 @@ from bench_mcp import SECRET, _percentile, _start  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _STDIO_FLAG = "--serve-sdk-stdio"
+# The stateless protocol revision (no session; the SDK's client negotiates it with mode=MODERN).
+MODERN = "2026-07-28"
 
 
 def serve_sdk_stdio() -> None:
@@ -179,7 +184,7 @@ class _Barrier:
 
 
 async def _mcp_session(target: Any, token: str | None, tool: str, count: int, latencies: list[float],
-                       start: _Barrier, stop: _Barrier) -> None:  # fmt: skip
+                       start: _Barrier, stop: _Barrier, mode: str = "legacy") -> None:  # fmt: skip
     from mcp import Client
 
     if isinstance(target, str):
@@ -188,7 +193,7 @@ async def _mcp_session(target: Any, token: str | None, tool: str, count: int, la
 
         headers = {"Authorization": f"Bearer {token}"} if token else None
         async with create_mcp_http_client(headers=headers) as http:
-            async with Client(streamable_http_client(target, http_client=http), mode="legacy") as client:
+            async with Client(streamable_http_client(target, http_client=http), mode=mode) as client:
                 await _timed(client.call_tool, client.list_tools, tool, count, latencies, start, stop)
     else:
         async with Client(target, mode="legacy") as client:
@@ -303,6 +308,7 @@ def main() -> None:
               f"{args.rounds} round(s); load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
         variants = [
             ("ours MCP HTTP, pool", _mcp_session, mcp_url, token, "calculator", ours_cpu),
+            ("ours MCP HTTP 2026, pool", partial(_mcp_session, mode=MODERN), mcp_url, token, "calculator", ours_cpu),
             ("ours WebSocket, pool", _ws_session, ws_url, token, "calculator", ours_cpu),
             ("ours MCP HTTP, namespaces", _mcp_session, mcp_url, token, "calculator_ns", ours_cpu),
             ("ours WebSocket, namespaces", _ws_session, ws_url, token, "calculator_ns", ours_cpu),
@@ -324,7 +330,7 @@ def main() -> None:
             print(f"{label:<28} {phase:<12} {row['p50']:>8.2f} {row['p99']:>8.2f} {row['rate']:>9.1f} "
                   f"{row['cpu']:>12.2f} {row['server']:>13.2f}")
         print()
-        for label, *_rest in variants[:4]:
+        for label, *_rest in (v for v in variants if v[0].startswith("ours")):
             for phase in ("sequential", f"{args.clients} clients"):
                 for sdk_label in ("MCP SDK HTTP, in-process", "MCP SDK stdio, in-process"):
                     ours_row, sdk_row = table[(label, phase)], table[(sdk_label, phase)]

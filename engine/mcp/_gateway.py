@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import attrs
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 PRINCIPAL_SCOPE_KEY = "sconnect.principal"
 # ... and the Departure noting when the client of that request goes away.
 DISCONNECTED_SCOPE_KEY = "sconnect.disconnected"
+# ... and, for the SDK's hooks that are not handed the request (the Mcp-Param header check),
+# the same principal for the request being served in this task.
+CALLER: ContextVar[Principal | None] = ContextVar("sconnect_mcp_caller", default=None)
 KEEPALIVE_S = 10.0
 _MAX_LISTINGS = 4096
 # The key of our approval form among an input_required result's input requests.
@@ -88,6 +92,8 @@ class _Listing:
 
     result: types.ListToolsResult
     names: frozenset[str]
+    # name -> its inputSchema as tools/list sends it
+    schemas: Mapping[str, Any]
 
 
 @attrs.define(eq=False)
@@ -115,6 +121,7 @@ class Gateway:
             on_list_resources=self.list_resources,
             on_list_resource_templates=self.list_resource_templates,
             on_read_resource=self.read_resource,
+            get_tool_input_schema=self.input_schema,
         )
         # The input_required round trip's state is sealed, bound to the subject, and expires.
         security = RequestStateSecurity(
@@ -147,9 +154,24 @@ class Gateway:
                 if self._visible(snap, principal, tool.name)
             ]
             listing = self._listings[key] = _Listing(
-                types.ListToolsResult(tools=tools), frozenset(tool.name for tool in tools)
+                types.ListToolsResult(tools=tools), frozenset(tool.name for tool in tools),
+                {tool.name: tool.model_dump(by_alias=True, mode="json", exclude_none=True).get("inputSchema")
+                 for tool in tools},
             )
         return listing
+
+    def input_schema(self, name: str) -> Mapping[str, Any] | None:
+        """The input schema of tool ``name`` in this request's caller's tools/list; None when it is not in it.
+
+        The SDK's 2026-07-28 transport checks a ``tools/call``'s ``Mcp-Param-*`` headers
+        against it before dispatch.  Without this lookup it finds the schema by running a
+        whole ``tools/list`` through the server for every ``tools/call``; the answer is the
+        same (this caller's listing, so a hidden tool has no schema), from the cached listing.
+        """
+        principal = CALLER.get()
+        if principal is None:
+            raise RuntimeError("an MCP request reached the Mcp-Param header check without an authenticated principal")
+        return self._listing(Snapshot.of(self.hub), principal).schemas.get(name)
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None

@@ -36,7 +36,7 @@ from ..audit import AuditEvent
 from ..auth import AuthError, AuthSettings, Principal, token_from_request, verify
 from ..server.hub import Hub
 from ._departure import Departure
-from ._gateway import DISCONNECTED_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, Gateway
+from ._gateway import CALLER, DISCONNECTED_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, Gateway
 from ._held import HeldCalls
 from ._loopback import is_loopback
 from ._oneshot import json_when_whole
@@ -130,7 +130,11 @@ class AuthGate:
             send = json_when_whole(send)
         if session is None:
             send = self._remembering(principal.sub, send)
-        await self.app(scope, _watching(receive, departure), send)
+        caller = CALLER.set(principal)
+        try:
+            await self.app(scope, _watching(receive, departure), send)
+        finally:
+            CALLER.reset(caller)
 
     def _remembering(self, sub: str, send: Any) -> Any:
         """Wrap ``send`` to note the subject of a session this response opens."""
