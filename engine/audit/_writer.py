@@ -97,22 +97,42 @@ _STOP: Final = object()
 
 @attrs.define(eq=False)
 class _Pending:
-    """One queued event and the slot its waiter reads when ``done`` is set."""
+    """One queued event and the slot its waiter reads once ``done``.
+
+    The waiter parks itself (:meth:`wait`) and the answer reschedules it directly: a
+    ``trio.Event`` would cost a parking lot and its bookkeeping for every record."""
 
     prepared: Prepared
-    done: trio.Event = attrs.field(factory=trio.Event)
+    done: bool = False
     record: AuditRecord | None = None
     error: str | None = None  # a message: each waiter raises its own exception object
     error_type: type[AuditError] = AuditWriteError
+    _waiter: trio.lowlevel.Task | None = None
+
+    async def wait(self) -> None:
+        """Until answered; cancellable (the answer then wakes nobody)."""
+        if not self.done:
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake(self) -> None:
+        self.done = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
 
     def resolve(self, record: AuditRecord) -> None:
         self.record = record
-        self.done.set()
+        self._wake()
 
     def fail(self, message: str, error_type: type[AuditError] = AuditWriteError) -> None:
-        if not self.done.is_set():
+        if not self.done:
             self.error, self.error_type = message, error_type
-            self.done.set()
+            self._wake()
 
 
 @attrs.define(eq=False)
@@ -139,7 +159,7 @@ class AuditLog:
     queue_size: int = 256
     # Events of this scheduling round, handed to the thread together by _hand_over (one wake-up).
     _waiting: list[_Pending] = attrs.field(factory=list, repr=False)
-    _hand_lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, repr=False)
+    _hand_task: trio.lowlevel.Task | None = attrs.field(default=None, repr=False)  # _hand_over, while parked
     # Lists of events handed to the writer thread (and _STOP); filled and drained from both sides.
     _queue: queue.SimpleQueue[Any] = attrs.field(factory=queue.SimpleQueue, repr=False)
     _carry: list[_Pending] = attrs.field(factory=list, repr=False)  # the thread's: taken, not yet in a group
@@ -237,9 +257,10 @@ class AuditLog:
         # happens to this task (a cancellation only stops the wait below).
         self._outstanding += 1
         self._waiting.append(pending)
-        if len(self._waiting) == 1:
-            self._hand_lot.unpark()
-        await pending.done.wait()
+        if len(self._waiting) == 1 and self._hand_task is not None:
+            trio.lowlevel.reschedule(self._hand_task)
+            self._hand_task = None
+        await pending.wait()
         if pending.error is not None:
             raise pending.error_type(pending.error)
         assert pending.record is not None
@@ -254,7 +275,8 @@ class AuditLog:
             for pending in batch:
                 pending.fail(f"the audit log could not commit this record: {error}")
         self._outstanding -= len(batch)
-        self._room.unpark(count=len(batch))
+        if self._room:
+            self._room.unpark(count=len(batch))
 
     def _stop_taking(self) -> None:
         """Refuse new events from now on; the writer thread stops after those queued."""
@@ -274,7 +296,12 @@ class AuditLog:
         wake-up of the thread and a commit, instead of the first one waking it alone."""
         while True:
             self._hand_waiting()
-            await self._hand_lot.park()
+            self._hand_task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._hand_over_cancelled)
+
+    def _hand_over_cancelled(self, _: Any) -> trio.lowlevel.Abort:
+        self._hand_task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     # --- the writer ------------------------------------------------------------------
 
