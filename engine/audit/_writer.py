@@ -16,7 +16,10 @@ single ``trio.to_thread`` call that loops) takes whatever has been handed over (
 ``max_batch``), numbers and chains it, commits it in ONE transaction, and wakes the
 event loop once for the whole group: under load, many records share one fsync (group
 commit), and a lone record is written at once. A record costs the event loop no thread
-hop of its own: one hand-over and one wake-up per group. At most ``queue_size`` records
+hop of its own: one hand-over and one wake-up per group. The wake-up goes straight to
+a waiting ``record()`` when one has made itself the collector (through an eventfd: it
+then answers every group that comes back, see ``_collect_until``), else through trio's
+``run_sync_soon``. At most ``queue_size`` records
 wait at once; past that ``record()`` waits: back-pressure instead of unbounded memory.
 
 Checkpoints (see ``_checkpoints``) are written when the writer starts (``open``), every
@@ -42,6 +45,8 @@ raises :class:`AuditClosedError`. Events that JSON cannot hold raise ``ValueErro
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import errno
 import fcntl
 import logging
@@ -108,6 +113,8 @@ class _Pending:
     error: str | None = None  # a message: each waiter raises its own exception object
     error_type: type[AuditError] = AuditWriteError
     _waiter: trio.lowlevel.Task | None = None
+    # Set while its task is the collector, waiting on this descriptor (AuditLog._collect_until).
+    collector_fd: int | None = None
 
     async def wait(self) -> None:
         """Until answered; cancellable (the answer then wakes nobody)."""
@@ -124,6 +131,10 @@ class _Pending:
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             trio.lowlevel.reschedule(waiter)
+        elif self.collector_fd is not None:
+            # Answered by someone else (a stale run_sync_soon, or shutdown failing it)
+            # while its task waits as the collector: poke the descriptor it waits on.
+            os.eventfd_write(self.collector_fd, 1)
 
     def resolve(self, record: AuditRecord) -> None:
         self.record = record
@@ -166,6 +177,13 @@ class AuditLog:
     _outstanding: int = 0  # recorded and not yet answered (bounded by queue_size)
     _room: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, repr=False)
     _token: trio.lowlevel.TrioToken | None = attrs.field(default=None, repr=False)
+    # Answers from the writer thread: (group, records or None, error or None), appended there
+    # and taken here, by _collect. The thread then wakes the collector (a record() waiting for
+    # its answer, on _wake_fd, an eventfd) if there is one, else the loop (run_sync_soon).
+    _answers: collections.deque[tuple[list[_Pending], list[AuditRecord] | None, str | None]] = attrs.field(
+        factory=collections.deque, repr=False)
+    _wake_fd: int = attrs.field(default=-1, repr=False)  # while the writer runs (and its collector leaves)
+    _collector: _Pending | None = attrs.field(default=None, repr=False)
     _closing: bool = False  # _STOP was queued (or the writer ended): record() refuses
     # Checkpoints already in the file whose table insert failed; inserted with the next.
     _table_backlog: list[Checkpoint] = attrs.field(factory=list, repr=False)
@@ -260,11 +278,74 @@ class AuditLog:
         if len(self._waiting) == 1 and self._hand_task is not None:
             trio.lowlevel.reschedule(self._hand_task)
             self._hand_task = None
-        await pending.wait()
+        if self._collector is None and self._wake_fd >= 0:
+            await self._collect_until(pending)
+        else:
+            await pending.wait()
         if pending.error is not None:
             raise pending.error_type(pending.error)
         assert pending.record is not None
         return pending.record
+
+    async def _collect_until(self, pending: _Pending) -> None:
+        """Wait for ``pending``'s answer as the collector: the writer thread wakes this task
+        itself (through ``_wake_fd``), and it answers every group that has come back, its
+        own and others'. A lone record so costs the event loop one wake-up and one
+        scheduling round less than an answer through ``run_sync_soon`` (trio's own wake-up
+        descriptor, its system task, then this task). Once this task leaves (answered or
+        cancelled), answers go through ``run_sync_soon`` again until the next collector.
+
+        The thread appends an answer, then reads ``_collector``; this side sets or clears
+        ``_collector``, then takes the answers: whichever order they interleave in, each
+        answer is taken here, or has the collector woken, or goes through run_sync_soon."""
+        fd = self._wake_fd
+        self._collector = pending
+        try:
+            while True:
+                answered = self._collect()
+                if pending.done:
+                    break
+                pending.collector_fd = fd
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                finally:
+                    pending.collector_fd = None
+                with contextlib.suppress(BlockingIOError):  # already read by a previous round
+                    os.eventfd_read(fd)
+        finally:
+            self._collector = None
+            self._collect()
+            if self._state != "running":
+                self._close_wake_fd()
+        if answered > 1:
+            # Others were answered with it: go on in the same round as they do, so that
+            # the records they all make next are handed over together (one group).
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _collect(self) -> int:
+        """Answer the groups the writer thread has committed (or failed), in order; how
+        many records that answered."""
+        answered = 0
+        while self._answers:
+            batch, records, error = self._answers.popleft()
+            self._answered(batch, records, error)
+            answered += len(batch)
+        return answered
+
+    def _post(self, batch: list[_Pending], records: list[AuditRecord] | None, error: str | None) -> None:
+        """In the writer thread: hand a group's answer to the event loop (one wake-up)."""
+        assert self._token is not None
+        self._answers.append((batch, records, error))
+        if self._collector is not None:
+            os.eventfd_write(self._wake_fd, 1)
+        else:
+            self._token.run_sync_soon(self._collect)
+
+    def _close_wake_fd(self) -> None:
+        # Once the writer has stopped and no collector waits on it.
+        if self._wake_fd >= 0 and self._collector is None:
+            fd, self._wake_fd = self._wake_fd, -1
+            os.close(fd)
 
     def _answered(self, batch: list[_Pending], records: list[AuditRecord] | None, error: str | None) -> None:
         """In the event loop, once per group: wake its waiters and whoever waits for room."""
@@ -313,6 +394,8 @@ class AuditLog:
             raise AuditError(f"the audit writer cannot start: it is {self._state}")
         self._state = "running"
         self._token = trio.lowlevel.current_trio_token()
+        if hasattr(os, "eventfd"):  # Linux; elsewhere every answer goes through run_sync_soon
+            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         drained = False
         try:
             await trio.to_thread.run_sync(self._checkpoint_sync, "open")
@@ -334,8 +417,10 @@ class AuditLog:
                 # what is queued, bounded like any shutdown.
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self._drain_sync)
+            self._collect()  # what was committed is answered as committed
             self._fail_everything_left("the audit writer stopped before committing this event")
             self._state = "stopped"
+            self._close_wake_fd()
             self._stopped.set()
 
     async def _stop_when_cancelled(self) -> None:
@@ -408,7 +493,6 @@ class AuditLog:
 
     def _commit_group(self, batch: list[_Pending]) -> None:
         """Commit one group and hand the answers to the event loop (one wake-up)."""
-        assert self._token is not None
         try:
             records = self._commit_sync([p.prepared for p in batch])
         except Exception as exc:  # noqa: BLE001 - answered to every waiter, logged; the writer goes on
@@ -416,12 +500,12 @@ class AuditLog:
             # group was rolled back and the head is unchanged, so later groups can proceed.
             log.error("audit writer: commit of %d records failed: %s", len(batch), exc,
                       exc_info=not isinstance(exc, sqlite3.Error | OSError))
-            self._token.run_sync_soon(self._answered, batch, None, str(exc))
+            self._post(batch, None, str(exc))
             return
         if self._since_checkpoint == 0:
             self._checkpoint_deadline = self._now() + self.checkpoint_interval_s
         self._since_checkpoint += len(records)
-        self._token.run_sync_soon(self._answered, batch, records, None)
+        self._post(batch, records, None)
 
     def _drain_sync(self) -> None:
         """Commit what is queued (up to _STOP), then write the ``shutdown`` checkpoint;
