@@ -171,6 +171,10 @@ class AuditLog:
     # Events of this scheduling round, handed to the thread together by _hand_over (one wake-up).
     _waiting: list[_Pending] = attrs.field(factory=list, repr=False)
     _hand_task: trio.lowlevel.Task | None = attrs.field(default=None, repr=False)  # _hand_over, while parked
+    # Set by the writer thread while it waits for work, cleared when it takes some (or
+    # record() hands it an event directly): a hint, either way it is wrong costs nothing.
+    _writer_idle: bool = attrs.field(default=False, repr=False)
+    _lone: bool = attrs.field(default=True, repr=False)  # the last group answered held one record
     # Lists of events handed to the writer thread (and _STOP); filled and drained from both sides.
     _queue: queue.SimpleQueue[Any] = attrs.field(factory=queue.SimpleQueue, repr=False)
     _carry: list[_Pending] = attrs.field(factory=list, repr=False)  # the thread's: taken, not yet in a group
@@ -274,10 +278,18 @@ class AuditLog:
         # From here on the event is the writer's: it is committed, or failed, whatever
         # happens to this task (a cancellation only stops the wait below).
         self._outstanding += 1
-        self._waiting.append(pending)
-        if len(self._waiting) == 1 and self._hand_task is not None:
-            trio.lowlevel.reschedule(self._hand_task)
-            self._hand_task = None
+        if self._writer_idle and self._lone and not self._waiting:
+            # Records come one at a time (the last group held one), the thread waits for
+            # work and nothing is ahead of this event: hand it over now rather than at the
+            # end of the round (one scheduling round less). Under load the round's records
+            # go together (handing the first over alone would cost the others a commit).
+            self._writer_idle = False
+            self._queue.put([pending])
+        else:
+            self._waiting.append(pending)
+            if len(self._waiting) == 1 and self._hand_task is not None:
+                trio.lowlevel.reschedule(self._hand_task)
+                self._hand_task = None
         if self._collector is None and self._wake_fd >= 0:
             await self._collect_until(pending)
         else:
@@ -349,6 +361,7 @@ class AuditLog:
 
     def _answered(self, batch: list[_Pending], records: list[AuditRecord] | None, error: str | None) -> None:
         """In the event loop, once per group: wake its waiters and whoever waits for room."""
+        self._lone = len(batch) == 1
         if records is not None:
             for pending, record in zip(batch, records, strict=True):
                 pending.resolve(record)
@@ -471,10 +484,13 @@ class AuditLog:
         group, self._carry = self._carry, []
         stop = False
         if not group:
+            self._writer_idle = True
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 return [], False
+            finally:
+                self._writer_idle = False
             if item is _STOP:
                 return [], True
             group = list(item)
