@@ -97,6 +97,9 @@ def secret_values(arguments: Mapping[str, Any], secret: Iterable[str]) -> list[s
     return sorted(found, key=len, reverse=True)  # a longer secret first, when one holds another
 
 
+_PLAIN_SCALARS: Final = frozenset({int, float, bool})
+
+
 def scrub(value: Any, hide: Iterable[str]) -> Any:
     """A copy of a JSON value whose strings have every text in ``hide`` replaced by
     :data:`REDACTED` (keys included)."""
@@ -105,6 +108,8 @@ def scrub(value: Any, hide: Iterable[str]) -> Any:
         return value
 
     def clean(item: Any) -> Any:
+        if item is None or type(item) in _PLAIN_SCALARS:
+            return item  # the common case, without the ABC check below
         if isinstance(item, str):
             for needle in needles:
                 item = item.replace(needle, REDACTED)
@@ -137,9 +142,13 @@ def _utf8(text: str) -> None:
 
 def _string_items(value: Any) -> list[str]:
     # A bare string would become its characters: refuse it, and non-string items.
-    if isinstance(value, str | bytes) or not all(isinstance(item, str) for item in value):
+    if isinstance(value, str | bytes):
         raise TypeError(f"expected a collection of strings, not {value!r}")
-    return list(value)
+    items = list(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"expected a collection of strings, not {value!r}")
+    return items
 
 
 def _string_set(value: Any) -> frozenset[str]:
@@ -227,9 +236,10 @@ class AuditEvent:
         ``ValueError``/``TypeError`` for arguments or details
         JSON cannot hold, or details larger than :data:`MAX_DETAILS_BYTES`."""
         given, context = self.arguments, self.details
-        if given is not None and not isinstance(given, Mapping):
+        # type() first: the Mapping ABC's isinstance is slow, and these are dicts nearly always.
+        if given is not None and type(given) is not dict and not isinstance(given, Mapping):
             raise TypeError("arguments must be a JSON object (a mapping)")
-        if not isinstance(context, Mapping):
+        if type(context) is not dict and not isinstance(context, Mapping):
             raise TypeError("details must be a JSON object (a mapping)")
         # Every text field must survive canonical JSON (no lone surrogates): checked here,
         # in the caller, so that a bad value never reaches the writer's batch. Joined, they
