@@ -11,7 +11,8 @@ Usage (the server's root nursery)::
 Design: :meth:`AuditLog.record` snapshots the event (:meth:`AuditEvent.prepare`), adds
 it to the events of this scheduling round and waits until it is committed. A hand-over
 task, which runs once the round's tasks have, passes the round's events to the writer
-thread as one list. The writer thread (one, for the life of :meth:`AuditLog.run`: a
+thread as one list (while records come one at a time and the thread waits for work, a
+record goes to it at once, a scheduling round sooner). The writer thread (one, for the life of :meth:`AuditLog.run`: a
 single ``trio.to_thread`` call that loops) takes whatever has been handed over (up to
 ``max_batch``), numbers and chains it, commits it in ONE transaction, and wakes the
 event loop once for the whole group: under load, many records share one fsync (group
