@@ -5,10 +5,10 @@ Each run writes real records (synchronous=FULL, so every commit is fsync'd) into
 state directory — by default under /tmp; pass --dir to measure the disk the service will
 really use. Prints, per variant: records/s, latency p50/p99 of one `record()` call (from
 the call to its return, i.e. committed), CPU per record (the whole process: the event
-loop, the writer thread, SQLite; and in brackets the event loop's share, which includes
-making the events), and records per transaction (group commit: the writer thread
-commits everything queued when it wakes in one transaction, so concurrent records
-share one fsync). Then `verify` over the whole log, timed.
+loop, the writer thread, SQLite; then, in brackets, the event loop's share, which includes
+making the events, and the rest: the writer thread's, sealing and SQLite), and records
+per transaction (group commit: the writer thread commits everything queued when it
+wakes in one transaction, so concurrent records share one fsync). Then `verify` over the whole log, timed.
 
 - sequential: one task, one record after another — each waits for its own fsync.
 - concurrent: --tasks tasks writing at once — records share transactions.
@@ -76,7 +76,7 @@ async def main(records: int, tasks: int, base: str | None) -> None:
     try:
         print(f"audit writer, {records} records per variant, in {root}; load average {os.getloadavg()[0]:.2f}")
         print(f"{'variant':<22} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/rec':>11} {'(loop)':>8} "
-              f"{'per commit':>11}")
+              f"{'(writer)':>9} {'per commit':>11}")
         for name, count in (("sequential (1 task)", 1), (f"concurrent ({tasks} tasks)", tasks)):
             state = os.path.join(root, f"state-{count}")
             os.makedirs(state)
@@ -84,7 +84,8 @@ async def main(records: int, tasks: int, base: str | None) -> None:
             rate = len(latencies) / elapsed
             print(f"{name:<22} {rate:>10.0f} {_percentile(latencies, 0.5) * 1e3:>8.2f} "
                   f"{_percentile(latencies, 0.99) * 1e3:>8.2f} {cpu / len(latencies) * 1e3:>11.3f} "
-                  f"{loop_cpu / len(latencies) * 1e3:>8.3f} {log.records_written / log.commits:>11.1f}")
+                  f"{loop_cpu / len(latencies) * 1e3:>8.3f} {(cpu - loop_cpu) / len(latencies) * 1e3:>9.3f} "
+                  f"{log.records_written / log.commits:>11.1f}")
             began = time.perf_counter()
             report = await trio.to_thread.run_sync(verify, state)
             took = time.perf_counter() - began

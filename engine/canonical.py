@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Final
 
 __all__ = ["KEYED_PREFIX", "canonical_json", "digest", "keyed_digest", "keyed_text_digest"]
@@ -23,7 +24,21 @@ __all__ = ["KEYED_PREFIX", "canonical_json", "digest", "keyed_digest", "keyed_te
 #: What a keyed digest starts with, so that it is never mistaken for a plain one.
 KEYED_PREFIX: Final = "hmac-sha256:"
 # json.dumps(value, sort_keys=True, ...) builds this encoder on every call: built once.
-_encode: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_encode: Final = _ENCODER.encode
+
+
+def _encode_with_c(value: Any) -> str:
+    """``_encode(value)`` without its Python layers (``encode`` and ``iterencode``): the
+    C encoder ``iterencode`` would make, called directly; a fresh ``markers`` dict each
+    time, as there (a shared one would keep stale entries after an error)."""
+    return "".join(_c_make_encoder({}, _ENCODER.default, encode_basestring, None, ":", ",", True, False, False)(
+        value, 0))
+
+
+# The C accelerator is CPython's; without it (another interpreter) the encoder's own path.
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_fast: Final = _encode_with_c if _c_make_encoder is not None else _encode
 
 
 def canonical_json(value: Any) -> str:
@@ -32,7 +47,7 @@ def canonical_json(value: Any) -> str:
     Raises ``ValueError`` for NaN/Infinity and for strings that cannot be UTF-8 (lone
     surrogates), ``TypeError`` for values JSON cannot hold. Tuples become arrays.
     """
-    text = _encode(value)
+    text = _fast(value)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

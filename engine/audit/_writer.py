@@ -11,12 +11,16 @@ Usage (the server's root nursery)::
 Design: :meth:`AuditLog.record` snapshots the event (:meth:`AuditEvent.prepare`), adds
 it to the events of this scheduling round and waits until it is committed. A hand-over
 task, which runs once the round's tasks have, passes the round's events to the writer
-thread as one list. The writer thread (one, for the life of :meth:`AuditLog.run`: a
+thread as one list (while records come one at a time and the thread waits for work, a
+record goes to it at once, a scheduling round sooner). The writer thread (one, for the life of :meth:`AuditLog.run`: a
 single ``trio.to_thread`` call that loops) takes whatever has been handed over (up to
 ``max_batch``), numbers and chains it, commits it in ONE transaction, and wakes the
 event loop once for the whole group: under load, many records share one fsync (group
 commit), and a lone record is written at once. A record costs the event loop no thread
-hop of its own: one hand-over and one wake-up per group. At most ``queue_size`` records
+hop of its own: one hand-over and one wake-up per group. The wake-up goes straight to
+a waiting ``record()`` when one has made itself the collector (through an eventfd: it
+then answers every group that comes back, see ``_collect_until``), else through trio's
+``run_sync_soon``. At most ``queue_size`` records
 wait at once; past that ``record()`` waits: back-pressure instead of unbounded memory.
 
 Checkpoints (see ``_checkpoints``) are written when the writer starts (``open``), every
@@ -42,6 +46,8 @@ raises :class:`AuditClosedError`. Events that JSON cannot hold raise ``ValueErro
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import errno
 import fcntl
 import logging
@@ -97,22 +103,48 @@ _STOP: Final = object()
 
 @attrs.define(eq=False)
 class _Pending:
-    """One queued event and the slot its waiter reads when ``done`` is set."""
+    """One queued event and the slot its waiter reads once ``done``.
+
+    The waiter parks itself (:meth:`wait`) and the answer reschedules it directly: a
+    ``trio.Event`` would cost a parking lot and its bookkeeping for every record."""
 
     prepared: Prepared
-    done: trio.Event = attrs.field(factory=trio.Event)
+    done: bool = False
     record: AuditRecord | None = None
     error: str | None = None  # a message: each waiter raises its own exception object
     error_type: type[AuditError] = AuditWriteError
+    _waiter: trio.lowlevel.Task | None = None
+    # Set while its task is the collector, waiting on this descriptor (AuditLog._collect_until).
+    collector_fd: int | None = None
+
+    async def wait(self) -> None:
+        """Until answered; cancellable (the answer then wakes nobody)."""
+        if not self.done:
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake(self) -> None:
+        self.done = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
+        elif self.collector_fd is not None:
+            # Answered by someone else (a stale run_sync_soon, or shutdown failing it)
+            # while its task waits as the collector: poke the descriptor it waits on.
+            os.eventfd_write(self.collector_fd, 1)
 
     def resolve(self, record: AuditRecord) -> None:
         self.record = record
-        self.done.set()
+        self._wake()
 
     def fail(self, message: str, error_type: type[AuditError] = AuditWriteError) -> None:
-        if not self.done.is_set():
+        if not self.done:
             self.error, self.error_type = message, error_type
-            self.done.set()
+            self._wake()
 
 
 @attrs.define(eq=False)
@@ -139,13 +171,24 @@ class AuditLog:
     queue_size: int = 256
     # Events of this scheduling round, handed to the thread together by _hand_over (one wake-up).
     _waiting: list[_Pending] = attrs.field(factory=list, repr=False)
-    _hand_lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, repr=False)
+    _hand_task: trio.lowlevel.Task | None = attrs.field(default=None, repr=False)  # _hand_over, while parked
+    # Set by the writer thread while it waits for work, cleared when it takes some (or
+    # record() hands it an event directly): a hint, either way it is wrong costs nothing.
+    _writer_idle: bool = attrs.field(default=False, repr=False)
+    _lone: bool = attrs.field(default=True, repr=False)  # the last group answered held one record
     # Lists of events handed to the writer thread (and _STOP); filled and drained from both sides.
     _queue: queue.SimpleQueue[Any] = attrs.field(factory=queue.SimpleQueue, repr=False)
     _carry: list[_Pending] = attrs.field(factory=list, repr=False)  # the thread's: taken, not yet in a group
     _outstanding: int = 0  # recorded and not yet answered (bounded by queue_size)
     _room: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, repr=False)
     _token: trio.lowlevel.TrioToken | None = attrs.field(default=None, repr=False)
+    # Answers from the writer thread: (group, records or None, error or None), appended there
+    # and taken here, by _collect. The thread then wakes the collector (a record() waiting for
+    # its answer, on _wake_fd, an eventfd) if there is one, else the loop (run_sync_soon).
+    _answers: collections.deque[tuple[list[_Pending], list[AuditRecord] | None, str | None]] = attrs.field(
+        factory=collections.deque, repr=False)
+    _wake_fd: int = attrs.field(default=-1, repr=False)  # while the writer runs (and its collector leaves)
+    _collector: _Pending | None = attrs.field(default=None, repr=False)
     _closing: bool = False  # _STOP was queued (or the writer ended): record() refuses
     # Checkpoints already in the file whose table insert failed; inserted with the next.
     _table_backlog: list[Checkpoint] = attrs.field(factory=list, repr=False)
@@ -236,17 +279,90 @@ class AuditLog:
         # From here on the event is the writer's: it is committed, or failed, whatever
         # happens to this task (a cancellation only stops the wait below).
         self._outstanding += 1
-        self._waiting.append(pending)
-        if len(self._waiting) == 1:
-            self._hand_lot.unpark()
-        await pending.done.wait()
+        if self._writer_idle and self._lone and not self._waiting:
+            # Records come one at a time (the last group held one), the thread waits for
+            # work and nothing is ahead of this event: hand it over now rather than at the
+            # end of the round (one scheduling round less). Under load the round's records
+            # go together (handing the first over alone would cost the others a commit).
+            self._writer_idle = False
+            self._queue.put([pending])
+        else:
+            self._waiting.append(pending)
+            if len(self._waiting) == 1 and self._hand_task is not None:
+                trio.lowlevel.reschedule(self._hand_task)
+                self._hand_task = None
+        if self._collector is None and self._wake_fd >= 0:
+            await self._collect_until(pending)
+        else:
+            await pending.wait()
         if pending.error is not None:
             raise pending.error_type(pending.error)
         assert pending.record is not None
         return pending.record
 
+    async def _collect_until(self, pending: _Pending) -> None:
+        """Wait for ``pending``'s answer as the collector: the writer thread wakes this task
+        itself (through ``_wake_fd``), and it answers every group that has come back, its
+        own and others'. A lone record so costs the event loop one wake-up and one
+        scheduling round less than an answer through ``run_sync_soon`` (trio's own wake-up
+        descriptor, its system task, then this task). Once this task leaves (answered or
+        cancelled), answers go through ``run_sync_soon`` again until the next collector.
+
+        The thread appends an answer, then reads ``_collector``; this side sets or clears
+        ``_collector``, then takes the answers: whichever order they interleave in, each
+        answer is taken here, or has the collector woken, or goes through run_sync_soon."""
+        fd = self._wake_fd
+        self._collector = pending
+        try:
+            while True:
+                answered = self._collect()
+                if pending.done:
+                    break
+                pending.collector_fd = fd
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                finally:
+                    pending.collector_fd = None
+                with contextlib.suppress(BlockingIOError):  # already read by a previous round
+                    os.eventfd_read(fd)
+        finally:
+            self._collector = None
+            self._collect()
+            if self._state != "running":
+                self._close_wake_fd()
+        if answered > 1:
+            # Others were answered with it: go on in the same round as they do, so that
+            # the records they all make next are handed over together (one group).
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _collect(self) -> int:
+        """Answer the groups the writer thread has committed (or failed), in order; how
+        many records that answered."""
+        answered = 0
+        while self._answers:
+            batch, records, error = self._answers.popleft()
+            self._answered(batch, records, error)
+            answered += len(batch)
+        return answered
+
+    def _post(self, batch: list[_Pending], records: list[AuditRecord] | None, error: str | None) -> None:
+        """In the writer thread: hand a group's answer to the event loop (one wake-up)."""
+        assert self._token is not None
+        self._answers.append((batch, records, error))
+        if self._collector is not None:
+            os.eventfd_write(self._wake_fd, 1)
+        else:
+            self._token.run_sync_soon(self._collect)
+
+    def _close_wake_fd(self) -> None:
+        # Once the writer has stopped and no collector waits on it.
+        if self._wake_fd >= 0 and self._collector is None:
+            fd, self._wake_fd = self._wake_fd, -1
+            os.close(fd)
+
     def _answered(self, batch: list[_Pending], records: list[AuditRecord] | None, error: str | None) -> None:
         """In the event loop, once per group: wake its waiters and whoever waits for room."""
+        self._lone = len(batch) == 1
         if records is not None:
             for pending, record in zip(batch, records, strict=True):
                 pending.resolve(record)
@@ -254,7 +370,8 @@ class AuditLog:
             for pending in batch:
                 pending.fail(f"the audit log could not commit this record: {error}")
         self._outstanding -= len(batch)
-        self._room.unpark(count=len(batch))
+        if self._room:
+            self._room.unpark(count=len(batch))
 
     def _stop_taking(self) -> None:
         """Refuse new events from now on; the writer thread stops after those queued."""
@@ -274,7 +391,12 @@ class AuditLog:
         wake-up of the thread and a commit, instead of the first one waking it alone."""
         while True:
             self._hand_waiting()
-            await self._hand_lot.park()
+            self._hand_task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._hand_over_cancelled)
+
+    def _hand_over_cancelled(self, _: Any) -> trio.lowlevel.Abort:
+        self._hand_task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     # --- the writer ------------------------------------------------------------------
 
@@ -286,6 +408,8 @@ class AuditLog:
             raise AuditError(f"the audit writer cannot start: it is {self._state}")
         self._state = "running"
         self._token = trio.lowlevel.current_trio_token()
+        if hasattr(os, "eventfd"):  # Linux; elsewhere every answer goes through run_sync_soon
+            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         drained = False
         try:
             await trio.to_thread.run_sync(self._checkpoint_sync, "open")
@@ -307,8 +431,10 @@ class AuditLog:
                 # what is queued, bounded like any shutdown.
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self._drain_sync)
+            self._collect()  # what was committed is answered as committed
             self._fail_everything_left("the audit writer stopped before committing this event")
             self._state = "stopped"
+            self._close_wake_fd()
             self._stopped.set()
 
     async def _stop_when_cancelled(self) -> None:
@@ -359,10 +485,13 @@ class AuditLog:
         group, self._carry = self._carry, []
         stop = False
         if not group:
+            self._writer_idle = True
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 return [], False
+            finally:
+                self._writer_idle = False
             if item is _STOP:
                 return [], True
             group = list(item)
@@ -381,7 +510,6 @@ class AuditLog:
 
     def _commit_group(self, batch: list[_Pending]) -> None:
         """Commit one group and hand the answers to the event loop (one wake-up)."""
-        assert self._token is not None
         try:
             records = self._commit_sync([p.prepared for p in batch])
         except Exception as exc:  # noqa: BLE001 - answered to every waiter, logged; the writer goes on
@@ -389,12 +517,12 @@ class AuditLog:
             # group was rolled back and the head is unchanged, so later groups can proceed.
             log.error("audit writer: commit of %d records failed: %s", len(batch), exc,
                       exc_info=not isinstance(exc, sqlite3.Error | OSError))
-            self._token.run_sync_soon(self._answered, batch, None, str(exc))
+            self._post(batch, None, str(exc))
             return
         if self._since_checkpoint == 0:
             self._checkpoint_deadline = self._now() + self.checkpoint_interval_s
         self._since_checkpoint += len(records)
-        self._token.run_sync_soon(self._answered, batch, records, None)
+        self._post(batch, records, None)
 
     def _drain_sync(self) -> None:
         """Commit what is queued (up to _STOP), then write the ``shutdown`` checkpoint;

@@ -11,18 +11,29 @@
   canonical form, a field's name or its treatment fails here).
 - ``test_record_and_prepared_share_their_facts``: the facts a record carries are the
   prepared event's, field for field; the record adds only its place in the chain.
+- ``test_canonical_json_is_json_dumps``: the canonical form (made by calling the C
+  encoder directly) is ``json.dumps`` with its documented options, value for value, and
+  refuses what it refuses with the same errors.
+- ``test_prepared_text_fields_are_their_plain_forms``: the fields ``prepare`` writes
+  out by hand (the decision, the ISO time) equal ``canonical_json`` of the decision and
+  ``strftime`` of the time, for odd strings and years.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import attrs
+import pytest
 
-from engine.audit import AuditRecord, verify
-from engine.audit._record import COLUMNS, Prepared, RecordFacts
+from engine.audit import AuditEvent, AuditRecord, verify
+from engine.audit._record import COLUMNS, Prepared, RecordFacts, iso_time
+from engine.canonical import canonical_json
 
 from .conftest import ANY_KEY, event
 
@@ -75,3 +86,43 @@ def test_record_and_prepared_share_their_facts() -> None:
     assert [f.name for f in attrs.fields(Prepared)] == facts
     assert [getattr(record, name) for name in facts] == [getattr(prepared, name) for name in facts]
     assert set(COLUMNS) - set(facts) == {"seq", "version", "prev_hash", "hash"}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _outcome(make: Any, value: Any) -> tuple[str, str]:
+    try:
+        return "ok", make(value)
+    except (TypeError, ValueError) as exc:
+        return type(exc).__name__, str(exc)
+
+
+def test_canonical_json_is_json_dumps() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    good = [
+        {"b": 1, "a": [1, 2.5, None, True, False, "é\u2028\"\\\t"], "c": {"z": {}, "y": []}},
+        "text", 0, -0.0, 1e300, 10**30, None, [], (1, (2, 3)), {"\U0001f600": 1, "a": {"ÿ": "zoë"}},
+    ]
+    for value in good:
+        assert canonical_json(value) == _dumps(value)
+    bad = [{"a": float("nan")}, {"a": float("inf")}, {"a": {1, 2}}, {"a": b"bytes"}, {1: 2, "a": 1}, cycle]
+    for value in bad:
+        assert _outcome(canonical_json, value) == _outcome(_dumps, value)
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        canonical_json({"a": "\ud800"})  # json.dumps writes it; canonical JSON refuses it
+
+
+@pytest.mark.parametrize(("effect", "rule_ids"), [
+    ("allow", ()), (None, ("r1",)), ("deny", ("r-1", "zoë \"quoted\" \\ \u2028", "\U0001f600")),
+])
+# Years 1000 and 999 on either side of the padded/unpadded strftime boundary; year 1; year 9999.
+@pytest.mark.parametrize("at", [1700000000.5, 0.0, 1.0000005, 253402300799.5, -30610224000.0, -30610224001.0,
+                                -62135596800.0])
+def test_prepared_text_fields_are_their_plain_forms(effect: str | None, rule_ids: tuple[str, ...], at: float) -> None:
+    prepared = AuditEvent(kind="decision", effect=effect, rule_ids=rule_ids).prepare(now=at, digest_key=ANY_KEY)
+    assert prepared.decision == canonical_json({"effect": effect, "rule_ids": list(rule_ids)})
+    assert prepared.time_iso == datetime.fromtimestamp(prepared.time, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert iso_time(prepared.time) == prepared.time_iso

@@ -278,19 +278,27 @@ async def test_verify_while_the_writer_runs_sees_no_tampering(state: Path, nurse
     log = await AuditLog.open(state, checkpoint_every=7, max_batch=8)
     await nursery.start(log.run)
     reports = []
+    half_written, go_on = trio.Event(), trio.Event()
 
     async def writers() -> None:
-        async with trio.open_nursery() as inner:
-            for t in range(10):
-                inner.start_soon(write_records, log, 30, t * 30)
+        # Half, then (once verify has seen the log mid-write) the rest, concurrently with verify.
+        for half in (0, 15):
+            async with trio.open_nursery() as inner:
+                for t in range(10):
+                    inner.start_soon(write_records, log, 15, t * 30 + half)
+            half_written.set()
+            await go_on.wait()
 
     async with trio.open_nursery() as both:
         both.start_soon(writers)
-        for _ in range(15):
+        await half_written.wait()
+        reports.append(await trio.to_thread.run_sync(verify, state))
+        go_on.set()
+        for _ in range(14):
             reports.append(await trio.to_thread.run_sync(verify, state))
     await log.aclose()
     assert all(r.ok for r in reports), [r.problems for r in reports if not r.ok]
-    assert any(0 < r.records < 300 for r in reports)  # some ran mid-write
+    assert reports[0].records == 150  # ran mid-write, the writer open
     assert verify(state).ok and verify(state).warnings == ()
 
 
@@ -407,6 +415,146 @@ async def test_a_record_waiting_for_room_and_cancelled_records_nothing(state: Pa
     assert [r.subject for r in tail(state, 10)] == ["first", "third"]
     assert first[0].seq == 1 and third.seq == 2
     assert verify(state).ok
+
+
+async def test_a_cancelled_collector_leaves_the_others_answered(state: Path, nursery: trio.Nursery) -> None:
+    """The first record() waiting for its answer collects everyone's (the writer thread
+    wakes it directly). Cancelled while the commit is held up, it leaves: the records
+    waiting behind it are still answered, and its own record is still written."""
+    log = await AuditLog.open(state)
+    await nursery.start(log.run)
+    blocker = sqlite3.connect(state / "audit.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    first_scope = trio.CancelScope()
+    answered: list[AuditRecord] = []
+
+    async def first() -> None:
+        with first_scope:
+            answered.append(await log.record(event(0, subject="first")))
+
+    async def other(i: int) -> None:
+        answered.append(await log.record(event(i, subject="other")))
+
+    with trio.fail_after(30):  # a waiter never woken fails here
+        async with trio.open_nursery() as inner:
+            inner.start_soon(first)
+            await trio.testing.wait_all_tasks_blocked()
+            assert log._collector is not None  # the first waits as the collector
+            for i in (1, 2):
+                inner.start_soon(other, i)
+            await trio.testing.wait_all_tasks_blocked()
+            first_scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert log._collector is None
+            blocker.execute("ROLLBACK")
+    blocker.close()
+    assert sorted(r.subject or "" for r in answered) == ["other", "other"]
+    await log.aclose()
+    assert sorted(r.subject or "" for r in tail(state, 10)) == ["first", "other", "other"]
+    assert verify(state).ok
+
+
+async def test_writers_cancelled_at_random_points_never_hang_the_others(state: Path, nursery: trio.Nursery) -> None:
+    """30 tasks write 10 records each while a chaos task cancels some of them at random
+    scheduling points (collectors and plain waiters alike): every record() that returns
+    returned its committed record, none waits forever, and the chain verifies."""
+    import random
+
+    rng = random.Random(1234)
+    log = await AuditLog.open(state, queue_size=16, max_batch=8)
+    await nursery.start(log.run)
+    scopes = [trio.CancelScope() for _ in range(30)]
+    returned: list[AuditRecord] = []
+
+    async def writer(n: int) -> None:
+        with scopes[n]:
+            for i in range(10):
+                returned.append(await log.record(event(n * 10 + i)))
+
+    async def chaos() -> None:
+        for n in rng.sample(range(30), 12):
+            for _ in range(rng.randrange(1, 40)):
+                await trio.lowlevel.checkpoint()
+            scopes[n].cancel()
+
+    with trio.fail_after(60):  # a hang fails here instead of stalling the suite
+        async with trio.open_nursery() as inner:
+            for n in range(30):
+                inner.start_soon(writer, n)
+            inner.start_soon(chaos)
+    await log.aclose()
+    stored = {r.seq: r.hash for r in tail(state, 400)}
+    assert all(stored[r.seq] == r.hash for r in returned)
+    assert len(returned) <= log.records_written == len(stored)
+    assert verify(state).ok
+
+
+async def test_a_collector_whose_event_is_dropped_when_the_writer_dies_is_told(
+        state: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer thread dies (its periodic checkpoint hits a row someone planted) while
+    a record waits as the collector behind the commit it was busy with; with no grace
+    left to commit it, that record is failed by the event loop, not by the thread, and
+    its waiter is still woken: AuditClosedError, not a wait forever."""
+    monkeypatch.setattr("engine.audit._writer.SHUTDOWN_GRACE_S", -1.0)  # no time to commit what is queued
+    # One record a commit: the second is never in the first's group, whenever the thread takes it.
+    log = await AuditLog.open(state, checkpoint_every=1, max_batch=1)
+    crashed: list[BaseException] = []
+    writer_ended = trio.Event()
+
+    async def writer(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await log.run(task_status=task_status)
+        except* sqlite3.IntegrityError as group:
+            crashed.extend(group.exceptions)
+        finally:
+            writer_ended.set()
+
+    await nursery.start(writer)
+    planted = attacker(state)
+    # The id the first periodic checkpoint will take (the open checkpoint is 1).
+    planted.execute("INSERT INTO audit_checkpoints VALUES (2, 0.0, 'x', 0, 'x', 'periodic', 'x', 'x')")
+    planted.execute("BEGIN IMMEDIATE")  # holds the first commit up
+    first_scope = trio.CancelScope()
+    outcome: list[object] = []
+
+    async def first() -> None:
+        with first_scope:
+            await log.record(event(0))
+
+    async def second() -> None:
+        try:
+            outcome.append(await log.record(event(1)))
+        except AuditClosedError as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(30):  # a waiter never woken fails here
+        async with trio.open_nursery() as inner:
+            inner.start_soon(first)
+            await trio.testing.wait_all_tasks_blocked()
+            first_scope.cancel()  # the collector leaves; the second becomes it
+            await trio.testing.wait_all_tasks_blocked()
+            inner.start_soon(second)
+            await trio.testing.wait_all_tasks_blocked()
+            assert log._collector is not None
+            planted.execute("ROLLBACK")
+        await writer_ended.wait()
+    planted.close()
+    assert len(crashed) == 1 and len(outcome) == 1 and isinstance(outcome[0], AuditClosedError)
+    await log.aclose()
+    assert [r.seq for r in tail(state, 10)] == [1]
+
+
+async def test_the_writer_leaves_no_descriptor_behind(state: Path, nursery: trio.Nursery) -> None:
+    """Its wake-up descriptor (an eventfd) is closed with the log, whoever was waiting."""
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        log = await AuditLog.open(state)
+        await nursery.start(log.run)
+        await write_records(log, 3)
+        with trio.move_on_after(0):
+            await log.record(event(9))  # a waiter cancelled at once
+        await log.aclose()
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 @pytest.mark.parametrize("overrides", [
