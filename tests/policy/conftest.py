@@ -24,6 +24,17 @@ roles:
 rules:
 """
 
+# Roles of a subject, and a rule allowing levels 0-2 to both, as the tests write them.
+USER = frozenset({"user"})
+ADMIN = frozenset({"admin"})
+
+ALLOW_ALL_LOW = """\
+  - id: low
+    effect: allow
+    subjects: {roles: [user, admin]}
+    targets: {levels: [0, 1, 2]}
+"""
+
 
 @pytest.fixture
 def policy(tmp_path: Path) -> Callable[[str], Config]:

@@ -13,16 +13,7 @@ from __future__ import annotations
 
 from engine.decision import decide
 from engine.policy import explain
-
-USER = frozenset({"user"})
-ADMIN = frozenset({"admin"})
-
-ALLOW_ALL_LOW = """\
-  - id: low
-    effect: allow
-    subjects: {roles: [user, admin]}
-    targets: {levels: [0, 1, 2]}
-"""
+from tests.policy.conftest import ADMIN, ALLOW_ALL_LOW, USER
 
 
 def _explained(config, sub, roles, tool, arguments):

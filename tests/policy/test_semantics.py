@@ -6,16 +6,7 @@ import pytest
 
 from engine.decision import decide
 from engine.policy import explain, policy_revision
-
-USER = frozenset({"user"})
-ADMIN = frozenset({"admin"})
-
-ALLOW_ALL_LOW = """\
-  - id: low
-    effect: allow
-    subjects: {roles: [user, admin]}
-    targets: {levels: [0, 1, 2]}
-"""
+from tests.policy.conftest import ADMIN, ALLOW_ALL_LOW, USER
 
 
 def test_default_deny(policy):
