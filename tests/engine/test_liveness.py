@@ -18,7 +18,9 @@ expiry without a task per connection.  In-memory connections; trio's MockClock w
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import trio
@@ -47,18 +49,25 @@ async def _answered(peer: ChannelPeer) -> None:
     assert (await peer.next_of(ActionList)).reply_to == request.id
 
 
-async def test_an_idle_connection_holds_no_task_of_its_own(tmp_path: Path, state_dir: Path) -> None:
+@contextlib.asynccontextmanager
+async def _settled(tmp_path: Path, state_dir: Path) -> AsyncIterator[tuple[Connection, ChannelPeer]]:
+    """One connection of alice's, served, its tool list read and every task blocked; stopped after."""
     config = copy_example_config(tmp_path / "config")
     with trio.fail_after(30):
         async with running_hub(config, state_dir) as hub, trio.open_nursery() as nursery:
             conn, peer = _served(nursery, hub, "alice")
             await peer.next_of(ToolList)
             await trio.testing.wait_all_tasks_blocked()
-            assert conn._nursery is not None and conn._nursery.child_tasks == frozenset()
-            await _answered(peer)
-            await trio.testing.wait_all_tasks_blocked()
-            assert conn._nursery.child_tasks == frozenset()
+            yield conn, peer
             nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_connection_holds_no_task_of_its_own(tmp_path: Path, state_dir: Path) -> None:
+    async with _settled(tmp_path, state_dir) as (conn, peer):
+        assert conn._nursery is not None and conn._nursery.child_tasks == frozenset()
+        await _answered(peer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn._nursery.child_tasks == frozenset()
 
 
 async def test_each_connection_is_closed_at_its_own_token_expiry(
@@ -122,13 +131,7 @@ async def test_pongs_keep_an_idle_connection_and_silence_ends_one(
 
 
 async def test_a_frame_sent_as_the_connection_is_cancelled_is_still_delivered(tmp_path: Path, state_dir: Path) -> None:
-    config = copy_example_config(tmp_path / "config")
-    with trio.fail_after(30):
-        async with running_hub(config, state_dir) as hub, trio.open_nursery() as nursery:
-            conn, peer = _served(nursery, hub, "alice")
-            await peer.next_of(ToolList)
-            await trio.testing.wait_all_tasks_blocked()
-            conn._stop()
-            conn.send(ActionList(actions=(), reply_to="sent-while-cancelled"))
-            assert (await peer.next_of(ActionList)).reply_to == "sent-while-cancelled"
-            nursery.cancel_scope.cancel()
+    async with _settled(tmp_path, state_dir) as (conn, peer):
+        conn._stop()
+        conn.send(ActionList(actions=(), reply_to="sent-while-cancelled"))
+        assert (await peer.next_of(ActionList)).reply_to == "sent-while-cancelled"
