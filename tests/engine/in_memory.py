@@ -85,6 +85,14 @@ class ChannelPeer:
             if isinstance(frame, kinds):
                 return frame
 
+    async def until_closed(self) -> None:
+        """Drop every frame until the server closes the connection."""
+        try:
+            while True:
+                await self.incoming.receive()
+        except trio.EndOfChannel:
+            pass
+
 
 @asynccontextmanager
 async def running_hub(config_dir: Path, state_dir: Path, **settings: Any) -> AsyncIterator[Hub]:

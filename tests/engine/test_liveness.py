@@ -83,11 +83,7 @@ async def test_each_connection_is_closed_at_its_own_token_expiry(
         for index, ttl in enumerate((5, 50, 500)):
             for later in peers[index + 1:]:
                 await _answered(later)
-            try:
-                while True:
-                    await peers[index].next_of(ToolList)
-            except trio.EndOfChannel:
-                pass
+            await peers[index].until_closed()
             closed_at = trio.current_time() - started
             assert ttl - 0.5 <= closed_at < ttl + 1  # the expiry is wall-clock: set before serve() begins
             assert peers[index].transport.closed_with == (CLOSE_TOKEN_EXPIRED, "token expired")
@@ -105,11 +101,7 @@ async def test_pongs_keep_an_idle_connection_and_silence_ends_one(
         silent = connect(nursery, hub, "bob", answers_pings=False)
         await answering.next_of(ToolList)
         await silent.next_of(ToolList)
-        try:
-            while True:
-                await silent.next_of(ToolList)
-        except trio.EndOfChannel:
-            pass
+        await silent.until_closed()
         assert silent.transport.closed_with == (CLOSE_NO_PONG, "no pong: the connection looks dead")
         assert 15 <= trio.current_time() - started < 16
         await trio.sleep(600)
@@ -120,11 +112,7 @@ async def test_pongs_keep_an_idle_connection_and_silence_ends_one(
             trio.open_nursery() as nursery:
         started = trio.current_time()
         unpinged = connect(nursery, hub, "carol")
-        try:
-            while True:
-                await unpinged.next_of(ToolList)
-        except trio.EndOfChannel:
-            pass
+        await unpinged.until_closed()
         assert unpinged.transport.closed_with == (CLOSE_IDLE, "idle for 60s (no frames, no pongs)")
         assert 60 <= trio.current_time() - started < 61
         nursery.cancel_scope.cancel()
