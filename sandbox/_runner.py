@@ -37,9 +37,9 @@ namespace.
 
 from __future__ import annotations
 
+import _signal as signal  # type: ignore[import-not-found]  # without enum: ~0.35 MiB less to fork
 import os
 import resource
-import signal
 import sys
 import time
 
