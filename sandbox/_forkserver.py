@@ -41,7 +41,7 @@ Any packet from the engine on a reply socket, or its closing, kills the worker's
 (timeout, cancellation, or a ready worker the engine lets go).
 
 The server is a child subreaper, so orphaned grandchildren are reaped here. It imports
-ctypes (and for a function tool json, traceback and the tool's module) before
+ctypes (and for a function tool json and the tool's module) before
 `gc.freeze()`, so a forked worker pays no import at call time and few copy-on-write
 faults. Forks are made one at a time, after the events at hand: a status is never
 queued behind more than the fork in progress.
@@ -546,7 +546,6 @@ def main() -> None:
     if config["target"]:
         import importlib
         import json  # noqa: F401  # the runner's arguments and result: no import per call
-        import traceback  # noqa: F401  # a failing tool's traceback costs no import then
 
         try:
             importlib.import_module(config["target"].partition(":")[0])
