@@ -1,6 +1,6 @@
 """Per-call overhead of each sandbox backend against a bare spawn of the same command.
 
-Run by hand: `python bench/bench_sandbox.py [--calls 300]`. For each workload (/bin/true,
+Run by hand: `python bench/bench_sandbox.py [--calls 300] [--backends pool,...]`. For each workload (/bin/true,
 and a Python function run with /usr/bin/python3 -S -I), prints median and p99 wall time
 per call of: a bare `trio.run_process` of the command, `sandbox.run` with the process
 backend, with the namespaces backend and with the warm pool (each when usable; the pool
@@ -36,7 +36,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def main(calls: int) -> None:
+async def main(calls: int, only: list[str]) -> None:
     caps = sandbox.detect()
     print(caps.summary)
     root = tempfile.mkdtemp(prefix="sconnect-bench-")
@@ -62,6 +62,7 @@ async def main(calls: int) -> None:
     }
     backends = ["process"] + (["namespaces"] if caps.default_backend == "namespaces" else [])
     backends += ["pool"] if caps.pool_problem() is None else []
+    backends = [b for b in backends if not only or b in only]
     print(f"{calls} calls per variant, sequential, interleaved; load average {_load()}\n")
     print(f"{'workload':24} {'variant':12} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} {'cpu ms':>8}")
     async with sandbox.open_pools():
@@ -119,4 +120,6 @@ async def _measure(
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
-    trio.run(main, parser.parse_args().calls)
+    parser.add_argument("--backends", default="", help="comma-separated: process, namespaces, pool (default: all)")
+    args = parser.parse_args()
+    trio.run(main, args.calls, [name for name in args.backends.split(",") if name])
