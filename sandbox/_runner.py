@@ -37,9 +37,9 @@ namespace.
 
 from __future__ import annotations
 
+import _signal as signal  # type: ignore[import-not-found]  # without enum: ~0.35 MiB less to fork
 import os
 import resource
-import signal
 import sys
 import time
 
@@ -331,9 +331,11 @@ def _call(config: dict) -> None:
         _report(config)
         os._exit(1)
     except BaseException:
-        import traceback
-
-        traceback.print_exc()
+        # The interpreter's own display (C): the same text as traceback.print_exc(),
+        # chained causes, source lines and carets included, without importing
+        # traceback, linecache and tokenize (~7 ms in a fresh runner; ~0.4 MiB more for
+        # every pool worker to fork and tear down, were they preloaded instead).
+        sys.__excepthook__(*sys.exc_info())
         sys.stderr.flush()
         _report(config)
         os._exit(1)
