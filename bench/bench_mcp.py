@@ -27,6 +27,15 @@ Accept, envelope, routing and Mcp-Param headers, params and result validation, a
 disconnect watcher task) with no per-request task group, stream, runner or session: what
 a lean path that kept every check would cost. Its answer is compared with the SDK's.
 Timing noise from other processes shows as spread between rounds, hence the best.
+
+`python bench/bench_mcp.py --vs OTHER_CHECKOUT [--calls 200] [--rounds 7]`: ours from this
+checkout against ours from another (a git worktree, or `git archive main | tar -x -C DIR`),
+each on a copy of its own tree's shipped configuration, one SDK client session each, over
+2025-11-25 and over 2026-07-28: the `calculator` calls alternate between the two servers
+(A, B, A, B...; who goes first alternates by round), so both see the same load. Prints the
+medians over rounds of each server's CPU per call (its process, from /proc), of it its event
+loop thread's (ns, from schedstat), and the p50. `chrt -f 20` (root) before it keeps other
+processes' load off both servers.
 """
 
 from __future__ import annotations
@@ -354,9 +363,12 @@ async def _measure(
     return found
 
 
-def _start(argv: list[str], env: dict[str, str], prefix: str) -> tuple[subprocess.Popen[str], str, list[str]]:
-    """The process, the line starting with ``prefix`` (prefix removed), and the lines before it."""
-    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def _start(argv: list[str], env: dict[str, str], prefix: str,
+           cwd: Path = REPO) -> tuple[subprocess.Popen[str], str, list[str]]:  # fmt: skip
+    """The process, the line starting with ``prefix`` (prefix removed), and the lines before it.
+
+    ``python -m engine`` imports the ``engine`` of ``cwd`` first, whatever PYTHONPATH says."""
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert process.stdout is not None
     before = []
     while True:
@@ -366,6 +378,97 @@ def _start(argv: list[str], env: dict[str, str], prefix: str) -> tuple[subproces
         if line.startswith(prefix):
             return process, line.strip().removeprefix(prefix), before
         before.append(line.strip())
+
+
+# --- this checkout against another (--vs) -----------------------------------------------------
+
+
+def _ticks_and_loop_ns(pid: int) -> tuple[int, int]:
+    """A server's CPU: the process's (all its threads, clock ticks) and its event loop thread's (ns)."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    with open(f"/proc/{pid}/schedstat", "rb") as handle:
+        loop_ns = int(handle.read().split()[0])
+    return int(fields[11]) + int(fields[12]), loop_ns
+
+
+async def _alternating(servers: list[tuple[str, int, str]], token: str, mode: str, calls: int,
+                       found: dict[tuple[str, str], list[tuple[float, float, float]]]) -> None:  # fmt: skip
+    """One session per server; calls alternate between them, so both see the same load."""
+    from contextlib import AsyncExitStack
+
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    async with AsyncExitStack() as stack:
+        clients = []
+        for _label, _pid, url in servers:
+            http = await stack.enter_async_context(create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}))
+            client = await stack.enter_async_context(Client(streamable_http_client(url, http_client=http), mode=mode))
+            await client.list_tools()
+            for i in range(10):  # warm: the pool started, the caches filled
+                await client.call_tool("calculator", {"expression": f"{i}+1"})
+            clients.append(client)
+        latencies: list[list[float]] = [[] for _ in servers]
+        before = [_ticks_and_loop_ns(pid) for _label, pid, _url in servers]
+        for i in range(calls):
+            for k, client in enumerate(clients):
+                began = time.perf_counter()
+                result = await client.call_tool("calculator", {"expression": f"{i}+1"})
+                latencies[k].append(time.perf_counter() - began)
+                if result.is_error or result.structured_content["result"] != i + 1:
+                    raise SystemExit(f"{servers[k][0]}: unexpected result {result}")
+        for k, (label, pid, _url) in enumerate(servers):
+            ticks, loop_ns = _ticks_and_loop_ns(pid)
+            found.setdefault((mode, label), []).append((
+                (ticks - before[k][0]) * 1e3 / os.sysconf("SC_CLK_TCK") / calls,
+                (loop_ns - before[k][1]) / 1e6 / calls, _percentile(latencies[k], 0.5) * 1e3))
+
+
+def _vs(other: Path, calls: int, rounds: int) -> None:
+    """Ours from this checkout and from ``other``, over both MCP revisions, calls alternating."""
+    import statistics
+
+    import jwt
+
+    base = Path(tempfile.mkdtemp(prefix="bench-mcp-vs-", dir="/tmp"))
+    os.chmod(base, 0o711)
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        servers = []
+        for label, tree in (("this checkout", REPO), (f"other: {other}", other)):
+            config = base / label.split(":")[0].replace(" ", "-") / "config"
+            for name in ("agents.d", "tools.d", "resources.d", "policies"):
+                shutil.copytree(tree / name, config / name)
+            env = {**os.environ, "SCONNECT_JWT_SECRET": SECRET, "PYTHONPATH": str(tree)}
+            process, url, _ = _start(
+                [sys.executable, "-m", "engine", "serve", "--port", "0", "--mcp-port", "0", "--config", str(config),
+                 "--state-dir", str(config.parent / "state")], env, "mcp: ", cwd=tree)  # fmt: skip
+            processes.append(process)
+            servers.append((label, process.pid, url))
+        token = jwt.encode({"sub": "bench", "roles": ["user"], "exp": int(time.time()) + 3600}, SECRET, "HS256")
+        print(f"{calls} calls per server, mode and round, {rounds} round(s); "
+              f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        found: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        for _round in range(rounds):
+            for mode in ("legacy", "2026-07-28"):
+                # Who goes first alternates too.
+                order = servers if _round % 2 == 0 else servers[::-1]
+                trio.run(_alternating, order, token, mode, calls, found)
+        print(f"{'mode':11} {'server':50} {'CPU ms/call':>12} {'loop ms/call':>13} {'p50 ms':>8}   (medians)")
+        for (mode, label), runs in sorted(found.items()):
+            cpu, loop, p50 = (statistics.median(run[i] for run in runs) for i in range(3))
+            print(f"{mode:11} {label[:50]:50} {cpu:12.2f} {loop:13.3f} {p50:8.2f}")
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        for process in processes:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def main() -> None:
@@ -379,6 +482,8 @@ def main() -> None:
     parser.add_argument("--layer", action="store_true", help="the SDK's HTTP layer alone, in-process (see above)")
     parser.add_argument("--requests", type=int, default=400, help="--layer: requests per round (default 400)")
     parser.add_argument("--rounds", type=int, default=7, help="--layer: rounds, the best is printed (default 7)")
+    parser.add_argument("--vs", type=Path, metavar="OTHER_CHECKOUT",
+                        help="ours from this checkout against ours from another (see above)")
     parser.add_argument("--serve-sdk", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_sdk:
@@ -386,6 +491,9 @@ def main() -> None:
         return
     if args.layer:
         trio.run(_layer, args.requests, args.rounds)
+        return
+    if args.vs is not None:
+        _vs(args.vs.resolve(), args.calls, args.rounds)
         return
     import jwt
 
