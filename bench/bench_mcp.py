@@ -19,7 +19,7 @@ MCP layer costs on top of the engine.
 alone, in this process, without hypercorn, sockets or our engine (a tool that doubles a
 number): the thread CPU of one `tools/call` handed to an ASGI app as the server hands it,
 best of --rounds. Rows: the SDK's Starlette app with its OpenTelemetry middleware (how
-our gate called it before), our direct path (`engine.mcp._http._answering_errors` around
+our gate called it before), our direct path (`engine.mcp._http.answering_errors` around
 the session manager, the middleware wrapped in `engine.mcp._gateway.WhenTracing`, tracing
 off), for a 2025-11-25 session and a stateless 2026-07-28 call; and, for scale, the same
 2026-07-28 call's checks done by calling the SDK's own functions in a row (security,
@@ -221,7 +221,7 @@ async def _layer(requests: int, rounds: int) -> None:
     from mcp.server.transport_security import TransportSecuritySettings
 
     from engine.mcp._gateway import WhenTracing
-    from engine.mcp._http import _answering_errors
+    from engine.mcp._http import answering_errors
 
     settings = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"],
                                          allowed_origins=["http://127.0.0.1:*"])
@@ -229,7 +229,7 @@ async def _layer(requests: int, rounds: int) -> None:
     after.middleware[:] = [WhenTracing(m) if isinstance(m, OpenTelemetryMiddleware) else m for m in after.middleware]
     apps = [server.streamable_http_app(streamable_http_path="/mcp", transport_security=settings, host="127.0.0.1")
             for server in (before, after)]
-    direct = _answering_errors(after.session_manager.handle_request)
+    direct = answering_errors(after.session_manager.handle_request)
     row = _checks_in_a_row(after, settings)
     modern_meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                    "io.modelcontextprotocol/clientCapabilities": {}}

@@ -12,7 +12,7 @@ belongs to the subject that opened it: another token presenting its id is refuse
 The SDK checks Host and Origin (DNS rebinding), Content-Type, body size and JSON-RPC.
 A request the gate lets through goes straight to the SDK's session manager: the
 Starlette app around it only routes ``/mcp`` (the gate has done that) and turns an
-exception into a 500, which :func:`_answering_errors` does the same way; the app
+exception into a 500, which :func:`answering_errors` does the same way; the app
 itself serves the lifespan, which runs the session manager.
 A streamed answer that is nothing but the response goes out as JSON (:mod:`._oneshot`):
 the client's connection then carries its next request.
@@ -191,7 +191,7 @@ def _watching(receive: Any, departure: Departure) -> Any:
     return wrapped
 
 
-def _answering_errors(app: Any) -> Any:
+def answering_errors(app: Any) -> Any:
     """``app`` answering an exception it raises before its response started as Starlette's
     ``ServerErrorMiddleware`` does (500, ``Internal Server Error`` in plain text), then
     raising it on to the server, which logs it."""
@@ -248,8 +248,8 @@ def build_app(hub: Hub, held: HeldCalls[Any], host: str, anonymous_role: str | N
         max_request_body_size=hub.settings.max_frame_bytes,
     )
     # The Starlette app around the session manager only routes /mcp and answers errors (a
-    # middleware stack and a router per request): the gate routes, _answering_errors answers.
-    return AuthGate(app, hub, anonymous_role, mcp=_answering_errors(server.session_manager.handle_request))
+    # middleware stack and a router per request): the gate routes, answering_errors answers.
+    return AuthGate(app, hub, anonymous_role, mcp=answering_errors(server.session_manager.handle_request))
 
 
 async def serve_mcp(

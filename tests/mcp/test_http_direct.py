@@ -1,7 +1,7 @@
 """Requests go from our gate straight to the SDK's session manager, answered exactly as through its Starlette app.
 
 :func:`engine.mcp._http.build_app` hands an authenticated request to
-``server.session_manager.handle_request`` wrapped in :func:`_answering_errors`,
+``server.session_manager.handle_request`` wrapped in :func:`answering_errors`,
 skipping the Starlette app (middleware stack, router) the SDK builds around it.
 The parity test serves one SDK server both ways at once (the same session manager,
 its lifespan run by the app) and sends every request shape through each: a session
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import trio
 
-from engine.mcp._http import _answering_errors
+from engine.mcp._http import answering_errors
 
 LIMIT = 2000
 HOST = [(b"host", b"127.0.0.1:8000")]
@@ -73,7 +73,7 @@ async def _both_ways() -> AsyncIterator[tuple[Any, Any]]:
                                          allowed_origins=["http://127.0.0.1:*"])
     app = server.streamable_http_app(streamable_http_path="/mcp", transport_security=security, host="127.0.0.1",
                                      max_request_body_size=LIMIT)
-    direct = _answering_errors(server.session_manager.handle_request)
+    direct = answering_errors(server.session_manager.handle_request)
     to_app, app_reads = trio.open_memory_channel[dict[str, Any]](2)
     app_writes, from_app = trio.open_memory_channel[dict[str, Any]](2)
     async with trio.open_nursery() as nursery:
@@ -209,7 +209,7 @@ async def test_an_error_is_answered_as_starlette_answers_it(after_start: bool) -
 
     app = partial(_raising, after_start=after_start)
     sent: dict[str, list[dict[str, Any]]] = {}
-    for label, way in (("starlette", ServerErrorMiddleware(app)), ("ours", _answering_errors(app))):
+    for label, way in (("starlette", ServerErrorMiddleware(app)), ("ours", answering_errors(app))):
         messages: list[dict[str, Any]] = []
         sent[label] = messages
 
