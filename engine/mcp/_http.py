@@ -10,6 +10,10 @@ requests to ``/mcp`` carrying ``Authorization: Bearer <jwt>`` that
 signature again (:class:`VerifiedTokens`).  A 2025-11-25 session (``Mcp-Session-Id``)
 belongs to the subject that opened it: another token presenting its id is refused.
 The SDK checks Host and Origin (DNS rebinding), Content-Type, body size and JSON-RPC.
+A request the gate lets through goes straight to the SDK's session manager: the
+Starlette app around it only routes ``/mcp`` (the gate has done that) and turns an
+exception into a 500, which :func:`answering_errors` does the same way; the app
+itself serves the lifespan, which runs the session manager.
 A streamed answer that is nothing but the response goes out as JSON (:mod:`._oneshot`):
 the client's connection then carries its next request.
 
@@ -95,6 +99,8 @@ class AuthGate:
     app: Any
     hub: Hub
     anonymous_role: str | None = None
+    # What serves an authenticated request to /mcp (the app itself unless told otherwise).
+    mcp: Any = None
     # Mcp-Session-Id -> the subject that opened it.
     sessions: OrderedDict[str, str] = attrs.field(factory=OrderedDict)
     tokens: VerifiedTokens = attrs.field(factory=VerifiedTokens)
@@ -132,7 +138,7 @@ class AuthGate:
             send = self._remembering(principal.sub, send)
         caller = CALLER.set(principal)
         try:
-            await self.app(scope, _watching(receive, departure), send)
+            await (self.mcp or self.app)(scope, _watching(receive, departure), send)
         finally:
             CALLER.reset(caller)
 
@@ -185,6 +191,33 @@ def _watching(receive: Any, departure: Departure) -> Any:
     return wrapped
 
 
+def answering_errors(app: Any) -> Any:
+    """``app`` answering an exception it raises before its response started as Starlette's
+    ``ServerErrorMiddleware`` does (500, ``Internal Server Error`` in plain text), then
+    raising it on to the server, which logs it."""
+
+    async def answering(scope: Scope, receive: Any, send: Any) -> None:
+        started = False
+
+        async def watched(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await app(scope, receive, watched)
+        except Exception:
+            if not started:
+                body = b"Internal Server Error"
+                await send({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-length", str(len(body)).encode()), (b"content-type", b"text/plain; charset=utf-8")]})
+                await send({"type": "http.response.body", "body": body})
+            raise
+
+    return answering
+
+
 def _header(headers: Any, name: bytes) -> str | None:
     for key, value in headers:
         if key.lower() == name:
@@ -214,7 +247,9 @@ def build_app(hub: Hub, held: HeldCalls[Any], host: str, anonymous_role: str | N
         streamable_http_path=MCP_PATH, transport_security=security, host=host,
         max_request_body_size=hub.settings.max_frame_bytes,
     )
-    return AuthGate(app, hub, anonymous_role)
+    # The Starlette app around the session manager only routes /mcp and answers errors (a
+    # middleware stack and a router per request): the gate routes, answering_errors answers.
+    return AuthGate(app, hub, anonymous_role, mcp=answering_errors(server.session_manager.handle_request))
 
 
 async def serve_mcp(

@@ -1,7 +1,8 @@
 """Traces over MCP (engine/tracing.py): a ``tools/call`` whose HTTP request carries a
 W3C ``traceparent`` header is a ``sconnect.mcp.request`` span in the caller's trace, with
 the action, its decision and its sandbox run under it; the arguments appear in no
-attribute."""
+attribute.  The SDK's own server span for the request (which runs only while tracing is
+on: ``engine.mcp._gateway.WhenTracing``) is there too."""
 
 from __future__ import annotations
 
@@ -37,5 +38,7 @@ async def test_a_traceparent_header_continues_the_callers_trace(mcp_server: McpS
     [action] = [s for s in spans.get_finished_spans() if s.name == "sconnect.action"]
     assert action.parent.span_id == request.context.span_id
     assert action.attributes["sconnect.decision"] == "allow"
+    [sdk_span] = [s for s in spans.get_finished_spans() if s.name == "tools/call calculator"]
+    assert sdk_span.attributes["gen_ai.tool.name"] == "calculator"
     texts = [str(v) for s in spans.get_finished_spans() for v in (s.attributes or {}).values()]
     assert not any("6*7" in text for text in texts), texts
