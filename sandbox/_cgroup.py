@@ -21,13 +21,14 @@ Which one is in force is probed once (`probe()`), in this order:
 Per call (`for_call`, or `make` and `remove`): a child ``sconnect-<engine pid>-<n>`` is
 made before the launch; the backend puts the sandbox's first process in it before that
 process runs the tool (see the backends: bubblewrap waits on ``--block-fd``; the process
-backend's supervisor moves itself before it forks the tool; the pool moves each worker,
-by its host pid, into a cgroup of its own as the worker arrives, before the worker is
-ready, and the worker runs nothing of a call before the engine writes its limits), so
-everything the tool starts is in it. After the launcher is reaped the OOM-kill count and
-the peak are read, and the cgroup is removed: on success, error, timeout and
-cancellation alike (shielded, bounded; a process still in it is SIGKILLed first, it can
-only be the call's own).
+backend's supervisor moves itself before it forks the tool; the pool's `Admitter` moves
+each worker, by its host pid, into a cgroup of its own as the worker arrives, before the
+worker is ready, and the worker runs nothing of a call before the engine writes its
+limits), so everything the tool starts is in it. After the launcher is reaped the
+OOM-kill count and the peak are read, and the cgroup is removed: on success, error,
+timeout and cancellation alike (shielded, bounded; a process still in it is SIGKILLed
+first, it can only be the call's own). Cgroups are made, opened and removed relative
+to a descriptor of their parent.
 """
 
 from __future__ import annotations
@@ -263,8 +264,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True  # exists, not ours to signal
     return True
-
-
 
 
 _dir_fds: dict[str, int] = {}

@@ -20,13 +20,15 @@ after killing the worker's group and reaping it. No message to the server starts
 call; every call runs in a fresh worker process that is gone after it. A worker found
 dead when taken (it died in set-up) is replaced, at most twice for one call.
 
-Memory cgroup: where one is in force (`_cgroup.probe()` when the pool starts), every
+Memory cgroup: where one is in force (`_cgroup.probe()` when the pool set opens), every
 worker gets a cgroup of its own when it arrives, before it is ready: the server passes a
-pidfd of it, the engine reads its host pid from the pidfd's fdinfo, makes the cgroup and
-moves the worker in (in a worker thread: the kernel's cgroup migration may wait for an
-RCU grace period). The worker has run nothing of a call by then, and runs nothing until
-a call writes its limits, so the tool starts inside the cgroup, which holds nothing else
-and is removed after that one call. The call reads the cgroup's OOM kills and peak after
+pidfd of it and the pool set's `_cgroup.Admitter` (one thread for all its pools: the
+kernel's cgroup migration may wait for an RCU grace period) makes the cgroup, reads the
+worker's host pid from the pidfd and moves the worker in, several arrivals in one go; the
+worker is ready once the outcome is back on the event loop (picked up when a call next
+takes a worker, or at once while calls wait for one). The worker has run nothing of a
+call by then, and runs nothing until a call writes its limits, so the tool starts inside
+the cgroup, which holds nothing else and is removed after that one call. The call reads the cgroup's OOM kills and peak after
 the status packet (the worker is reaped by then). A worker that could not be moved runs
 its call on RLIMIT_AS and the sized tmpfs alone, and the result says so.
 
@@ -34,8 +36,9 @@ Ownership: pools live in a `PoolSet` opened with `open_pools()` (an async contex
 manager holding a nursery; the server opens it around its hub). Each pool's task owns
 its bubblewrap process: it drains its output, reads the server's messages, notices its
 death (the next call starts a fresh one), and on close shuts the control socket (the
-server ends), then SIGKILLs the sandbox's pid 1 if needed and reaps bubblewrap, lets
-its ready workers go, removes their cgroups and the pool's directory. A call made
+server ends), then SIGKILLs the sandbox's pid 1 if needed and reaps bubblewrap, waits
+for the workers still with the admitter, lets its ready workers go, removes their
+cgroups and the pool's directory; the admitter's thread ends after the last pool. A call made
 outside any `open_pools()` opens a temporary set for itself (correct, not fast).
 
 Timeout and cancellation: a packet on the worker's reply socket makes the server
@@ -799,8 +802,6 @@ class _Pool:
             notes=notes,
             memory_killed=memory[0],
         )
-
-
 
 
 def _decode(data: bytes) -> dict[str, Any]:
