@@ -28,9 +28,10 @@ worker's host pid from the pidfd and moves the worker in, several arrivals in on
 worker is ready once the outcome is back on the event loop (picked up when a call next
 takes a worker, or at once while calls wait for one). The worker has run nothing of a
 call by then, and runs nothing until a call writes its limits, so the tool starts inside
-the cgroup, which holds nothing else and is removed after that one call. The call reads the cgroup's OOM kills and peak after
-the status packet (the worker is reaped by then). A worker that could not be moved runs
-its call on RLIMIT_AS and the sized tmpfs alone, and the result says so.
+the cgroup, which holds nothing else and is removed after that one call. The call reads
+the cgroup's OOM kills and peak after the status packet (the worker is reaped by then).
+A worker that could not be moved runs its call on RLIMIT_AS and the sized tmpfs alone,
+and the result says so.
 
 Ownership: pools live in a `PoolSet` opened with `open_pools()` (an async context
 manager holding a nursery; the server opens it around its hub). Each pool's task owns
@@ -155,8 +156,10 @@ def check_paths(spec: Spec, work_root: str) -> None:
 
 
 def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
+    try:
         os.close(fd)
+    except OSError:
+        pass
 
 
 def _rights(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
@@ -278,8 +281,10 @@ class _Exchange:
         return True
 
     def _done(self, fd: int) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        try:  # (not contextlib.suppress: this runs three times a call)
             self.poller.unregister(fd)
+        except (OSError, ValueError):
+            pass
         _close(fd)
 
     def _read(self, fd: int, into: bytearray, limit: int, *, tail: bool) -> None:
@@ -755,9 +760,11 @@ class _Pool:
                 collected.timed_out = True
                 await exchange.kill_and_wait()
             collected.ended = trio.current_time()
-            # Every process of the call is dead: its pipes are at EOF, or about to be.
-            with trio.move_on_after(1.0):
-                await exchange.pump(exchange.outputs_done)
+            # Every process of the call is dead: its pipes are at EOF, or about to be
+            # (mostly already seen with the status: then no second scope and wait).
+            if not exchange.outputs_done():
+                with trio.move_on_after(1.0):
+                    await exchange.pump(exchange.outputs_done)
         except BaseException:
             if exchange.status is None:
                 await exchange.kill_and_wait()
@@ -830,7 +837,8 @@ class PoolSet:
         key = profile(spec)
         pool = self.pools.get(key)
         if pool is not None and not pool.dead:
-            self.pools[key] = self.pools.pop(key)  # most recently used last
+            if next(reversed(self.pools)) is not key:
+                self.pools[key] = self.pools.pop(key)  # most recently used last
             return pool
         lock = self.starting.setdefault(key, trio.Lock())
         async with lock:
