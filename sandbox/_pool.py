@@ -361,7 +361,7 @@ class _Exchange:
 class _Pool:
     """One warm sandbox. Mutable runtime state, owned by its task in a PoolSet."""
 
-    spec: Spec  # the profile, packages already made reachable
+    spec: Spec  # the profile (its packages made reachable when the sandbox starts)
     backend: PoolBackend
     control: socket.socket | None = None  # engine end, non-blocking
     child: Child | None = None
@@ -391,8 +391,8 @@ class _Pool:
 
         Raises SpawnError (before `started`) when it cannot start.
         """
-        spec = self.spec
-        work_root = prepare_work_root(spec.work_root or default_work_root())
+        work_root = prepare_work_root(self.spec.work_root or default_work_root())
+        spec = reachable_spec(self.spec, work_root)
         pool_dir = make_call_dir(work_root)
         # Without an admitter (none was in force when the pool set opened) no cgroups.
         self.controller = _cgroup.probe().controller if self.admitter is not None else None
@@ -925,7 +925,8 @@ class PoolBackend:
         stdin_data = encode_arguments(arguments)
         work_root = prepare_work_root(spec.work_root or default_work_root())
         check_paths(spec, work_root)
-        spec = reachable_spec(spec, work_root)
+        # Its packages are made reachable for the sandbox user when its pool starts (the
+        # fork server imports the tool then, once), not on every call.
         pools = _current.get()
         if pools is not None:
             return await pools.run(spec, stdin_data, self, go)
