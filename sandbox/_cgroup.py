@@ -414,7 +414,15 @@ def make(controller: Controller, memory_bytes: int) -> CallCgroup:
     parent = controller.parent
     dir_fd = _dir_fd(parent)
     name = f"{_PREFIX}{os.getpid()}-{next(_names)}"
-    os.mkdir(name, dir_fd=dir_fd)
+    try:
+        os.mkdir(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        # The parent was removed (and perhaps made again) since we opened it: open it
+        # anew (the old descriptor stays open: cgroups made under it still use it).
+        if _dir_fds.get(parent) == dir_fd:
+            del _dir_fds[parent]
+        dir_fd = _dir_fd(parent)
+        os.mkdir(name, dir_fd=dir_fd)
     try:
         _limit(parent, name, controller.version, memory_bytes, dir_fd)
     except OSError:

@@ -16,6 +16,9 @@ controller):
   problem (no host pid), its cgroup made but empty;
 - test_pidfd_pid_with_and_without_the_ioctl: PIDFD_GET_INFO and the fdinfo fallback give
   the same host pid, and None once the process is reaped;
+- test_cgroups_are_made_after_their_parent_is_made_again: cgroups are made relative to a
+  descriptor of their parent, opened once; when that parent is removed and made again
+  the next cgroup still lands in it;
 - test_concurrent_pool_calls_each_start_in_their_own_cgroup: twelve calls of one pool at
   once (workers arrive and are admitted while others wait) each see a distinct cgroup of
   this engine in /proc/self/cgroup, and none is left once each call has returned;
@@ -222,6 +225,33 @@ def test_pidfd_pid_with_and_without_the_ioctl(
         assert _cgroup.pidfd_pid(pidfd) is None
     finally:
         os.close(pidfd)
+
+
+async def test_cgroups_are_made_after_their_parent_is_made_again() -> None:
+    controller = _controller()
+    parent = os.path.join(controller.parent, f"sconnect-{os.getpid()}-parent")
+    os.mkdir(parent)
+    try:
+        if controller.version == 2:
+            with open(os.path.join(parent, "cgroup.subtree_control"), "w") as handle:
+                handle.write("+memory")
+        inner = _cgroup.Controller(controller.version, parent)
+        first = _cgroup.make(inner, BUDGET)
+        assert os.path.dirname(first.path) == parent and os.path.isdir(first.path)
+        await _cgroup.remove(first)
+        os.rmdir(parent)
+        os.mkdir(parent)  # the same name, a new directory: the descriptor held is stale
+        if controller.version == 2:
+            with open(os.path.join(parent, "cgroup.subtree_control"), "w") as handle:
+                handle.write("+memory")
+        second = _cgroup.make(inner, BUDGET)
+        assert os.path.isdir(second.path), second
+        assert _limit_of(second) == BUDGET
+        await _cgroup.remove(second)
+        assert [name for name in os.listdir(parent) if name.startswith("sconnect-")] == []
+    finally:
+        os.rmdir(parent)
+    assert _ours(controller) == []
 
 
 pool_only = pytest.mark.skipif(
