@@ -39,8 +39,9 @@ its bubblewrap process: it drains its output, reads the server's messages, notic
 death (the next call starts a fresh one), and on close shuts the control socket (the
 server ends), then SIGKILLs the sandbox's pid 1 if needed and reaps bubblewrap, waits
 for the workers still with the admitter, lets its ready workers go, removes their
-cgroups and the pool's directory; the admitter's thread ends after the last pool. A call made
-outside any `open_pools()` opens a temporary set for itself (correct, not fast).
+cgroups and the pool's directory; the admitter's thread ends after the last pool. A
+call made outside any `open_pools()` opens a temporary set for itself (correct, not
+fast).
 
 Timeout and cancellation: a packet on the worker's reply socket makes the server
 SIGKILL the worker's process group (no member can leave it: setsid/setpgid are denied);
