@@ -105,20 +105,25 @@ async def _cpu_per_call(pools: sandbox.PoolSet, spec: sandbox.Spec, calls: int) 
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
+    def event_loop() -> float:  # the engine's main thread alone (its admitter thread aside)
+        with open(f"/proc/self/task/{os.getpid()}/schedstat") as handle:
+            return int(handle.read().split()[0]) / 1e9
+
     processes = _pool_processes(pools)
     server_before = sum(_cpu_of(pid) for pid in processes)
-    engine_before = engine()
+    engine_before, loop_before = engine(), event_loop()
     workers = 0.0
     for i in range(calls):
         result = await sandbox.run(spec, {"expression": f"{i}*7"})
         workers += result.cpu_time_s
     engine_ms = (engine() - engine_before) * 1000 / calls
+    loop_ms = (event_loop() - loop_before) * 1000 / calls
     server_ms = (sum(_cpu_of(pid) for pid in processes) - server_before) * 1000 / calls
     workers_ms = workers * 1000 / calls
     total = engine_ms + server_ms + workers_ms
     return (
-        f"pool CPU per call ({calls} sequential): engine {engine_ms:.2f} ms, fork server + bwrap "
-        f"{server_ms:.2f} ms, worker {workers_ms:.2f} ms, total {total:.2f} ms"
+        f"pool CPU per call ({calls} sequential): engine {engine_ms:.2f} ms (event loop {loop_ms:.2f}), "
+        f"fork server + bwrap {server_ms:.2f} ms, worker {workers_ms:.2f} ms, total {total:.2f} ms"
     )
 
 
@@ -175,6 +180,7 @@ async def main(calls: int, concurrency: int) -> None:
             print(_line(f"{label} {concurrency} concurrent ({n})", times, rate))
         print(await _cpu_per_call(pools, pool, calls))
     await _sdk(calls, concurrency)
+    print(f"load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

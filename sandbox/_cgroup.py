@@ -21,24 +21,31 @@ Which one is in force is probed once (`probe()`), in this order:
 Per call (`for_call`, or `make` and `remove`): a child ``sconnect-<engine pid>-<n>`` is
 made before the launch; the backend puts the sandbox's first process in it before that
 process runs the tool (see the backends: bubblewrap waits on ``--block-fd``; the process
-backend's supervisor moves itself before it forks the tool; the pool moves each worker,
-by its host pid, into a cgroup of its own as the worker arrives, before the worker is
-ready, and the worker runs nothing of a call before the engine writes its limits), so
-everything the tool starts is in it. After the launcher is reaped the OOM-kill count and
-the peak are read, and the cgroup is removed: on success, error, timeout and
-cancellation alike (shielded, bounded; a process still in it is SIGKILLed first, it can
-only be the call's own).
+backend's supervisor moves itself before it forks the tool; the pool's `Admitter` moves
+each worker, by its host pid, into a cgroup of its own as the worker arrives, before the
+worker is ready, and the worker runs nothing of a call before the engine writes its
+limits), so everything the tool starts is in it. After the launcher is reaped the
+OOM-kill count and the peak are read, and the cgroup is removed: on success, error,
+timeout and cancellation alike (shielded, bounded; a process still in it is SIGKILLed
+first, it can only be the call's own). Cgroups are made, opened and removed relative
+to a descriptor of their parent.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import errno
+import fcntl
 import functools
 import itertools
 import logging
 import os
+import queue
 import signal
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import attrs
 import trio
@@ -101,8 +108,8 @@ def _pread_counter(fd: int) -> str:
     return data.decode() if len(data) < 4096 else _pread(fd)
 
 
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+def _write(path: str, text: str, dir_fd: int | None = None) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         os.write(fd, text.encode())
     finally:
@@ -149,7 +156,7 @@ def _try_child(parent: str, version: int) -> str | None:
     except OSError as exc:
         return f"cannot create a cgroup under {parent}: {exc.strerror}"
     try:
-        _limit(path, version, 64 * 2**20)
+        _limit(parent, os.path.basename(path), version, 64 * 2**20)
     except OSError as exc:
         return f"cannot set a memory limit under {parent}: {exc.strerror}"
     finally:
@@ -259,34 +266,67 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _limit(path: str, version: int, memory_bytes: int) -> None:
+_dir_fds: dict[str, int] = {}
+
+
+def _dir_fd(parent: str) -> int:
+    """A descriptor of `parent`, opened once: per-call cgroups are made, opened and
+    removed relative to it (a path walk from / through cgroupfs for every file of every
+    call costs more than the rest of the open)."""
+    fd = _dir_fds.get(parent)
+    if fd is None:
+        fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        kept = _dir_fds.setdefault(parent, fd)  # another thread may have won: keep one
+        if kept != fd:
+            os.close(fd)
+        fd = kept
+    return fd
+
+
+def _limit(parent: str, name: str, version: int, memory_bytes: int, dir_fd: int | None = None) -> None:
+    """Limit the cgroup `name` under `parent` (with `dir_fd`, `parent`'s descriptor: its
+    files are opened relative to it)."""
+    where = name if dir_fd is not None else os.path.join(parent, name)
     if version == 2:
-        _write(os.path.join(path, "memory.max"), str(memory_bytes))
-        if _has(os.path.dirname(path), "memory.swap.max"):
-            _write(os.path.join(path, "memory.swap.max"), "0")
+        _write(f"{where}/memory.max", str(memory_bytes), dir_fd)
+        if _has(parent, "memory.swap.max"):
+            _write(f"{where}/memory.swap.max", "0", dir_fd)
         return
-    _write(os.path.join(path, "memory.limit_in_bytes"), str(memory_bytes))
+    _write(f"{where}/memory.limit_in_bytes", str(memory_bytes), dir_fd)
     # only when swap is accounted; must come after the limit
-    if _has(os.path.dirname(path), "memory.memsw.limit_in_bytes"):
-        _write(os.path.join(path, "memory.memsw.limit_in_bytes"), str(memory_bytes))
+    if _has(parent, "memory.memsw.limit_in_bytes"):
+        _write(f"{where}/memory.memsw.limit_in_bytes", str(memory_bytes), dir_fd)
 
 
 @attrs.define(eq=False)
 class CallCgroup:
-    """One call's cgroup. Mutable runtime object owned by `for_call`."""
+    """One call's cgroup. Mutable runtime object owned by `for_call` (or a pool)."""
 
     path: str
     version: int
     memory_bytes: int
     # the OOM-kill and peak files, opened ahead (`open_counters`): read at 0 when needed
     counters: dict[str, int] = attrs.Factory(dict)
+    # the parent's descriptor (`_dir_fd`): the cgroup's files are opened relative to it
+    parent_fd: int | None = None
+    name: str = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.name = os.path.basename(self.path)
+
+    def _file(self, name: str) -> tuple[str, int | None]:
+        """How to open one of its files: (path, dir_fd) for os.open."""
+        if self.parent_fd is None:
+            return os.path.join(self.path, name), None
+        return f"{self.name}/{name}", self.parent_fd
 
     def open_counters(self) -> None:
         """Open the files `oom_kills` and `peak_bytes` read, ahead of the call (a fresh
         cgroup's first open of a file costs more than reading it)."""
         for name in self._counter_files():
+            path, dir_fd = self._file(name)
             with contextlib.suppress(OSError):
-                self.counters[name] = os.open(os.path.join(self.path, name), os.O_RDONLY | os.O_CLOEXEC)
+                self.counters[name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
 
     def close_counters(self) -> None:
         for fd in self.counters.values():
@@ -310,7 +350,8 @@ class CallCgroup:
 
     def add(self, pid: int) -> None:
         """Move `pid` into this cgroup. Raises OSError when the kernel refuses."""
-        _write(self.procs_file, str(pid))
+        path, dir_fd = self._file("cgroup.procs")
+        _write(path, str(pid), dir_fd)
 
     def pids(self) -> list[int]:
         try:
@@ -337,10 +378,16 @@ class CallCgroup:
         except (OSError, ValueError):
             return 0
 
+    def rmdir(self) -> bool:
+        """Remove it: True when it is gone, False while it holds a process."""
+        if self.parent_fd is None:
+            return _remove(self.path)
+        return _remove(self.name, self.parent_fd)
 
-def _remove(path: str) -> bool:
+
+def _remove(path: str, dir_fd: int | None = None) -> bool:
     try:
-        os.rmdir(path)
+        os.rmdir(path, dir_fd=dir_fd)
     except FileNotFoundError:
         return True
     except OSError:
@@ -351,7 +398,7 @@ def _remove(path: str) -> bool:
 async def _remove_when_empty(cgroup: CallCgroup) -> None:
     """Remove the cgroup; SIGKILL what is still in it (only the call's processes can be)."""
     for attempt in range(200):
-        if _remove(cgroup.path):
+        if cgroup.rmdir():
             return
         for pid in cgroup.pids():
             with contextlib.suppress(OSError):
@@ -364,20 +411,30 @@ async def _remove_when_empty(cgroup: CallCgroup) -> None:
 def make(controller: Controller, memory_bytes: int) -> CallCgroup:
     """A fresh cgroup under `controller` limited to `memory_bytes`. Raises OSError (and
     leaves nothing) when it cannot be made."""
-    path = os.path.join(controller.parent, f"{_PREFIX}{os.getpid()}-{next(_names)}")
-    os.mkdir(path)
+    parent = controller.parent
+    dir_fd = _dir_fd(parent)
+    name = f"{_PREFIX}{os.getpid()}-{next(_names)}"
     try:
-        _limit(path, controller.version, memory_bytes)
+        os.mkdir(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        # The parent was removed (and perhaps made again) since we opened it: open it
+        # anew (the old descriptor stays open: cgroups made under it still use it).
+        if _dir_fds.get(parent) == dir_fd:
+            del _dir_fds[parent]
+        dir_fd = _dir_fd(parent)
+        os.mkdir(name, dir_fd=dir_fd)
+    try:
+        _limit(parent, name, controller.version, memory_bytes, dir_fd)
     except OSError:
-        _remove(path)
+        _remove(name, dir_fd)
         raise
-    return CallCgroup(path, controller.version, memory_bytes)
+    return CallCgroup(os.path.join(parent, name), controller.version, memory_bytes, parent_fd=dir_fd)
 
 
 async def remove(cgroup: CallCgroup) -> None:
     """Remove a call's cgroup, SIGKILLing what is still in it (shielded, bounded)."""
     cgroup.close_counters()
-    if _remove(cgroup.path):
+    if cgroup.rmdir():
         return  # the common case: its processes are gone
     with trio.move_on_after(15, shield=True):
         await _remove_when_empty(cgroup)
@@ -402,3 +459,177 @@ async def for_call(memory_bytes: int) -> AsyncIterator[CallCgroup | None]:
         yield cgroup
     finally:
         await remove(cgroup)
+
+
+# -- moving a process that is not our child in, by its pidfd (the warm pool's workers) --
+
+# ioctl(PIDFD_GET_INFO) (Linux 6.13): _IOWR(0xFF, 11, struct pidfd_info), 64 bytes in
+# its first version; `pid` (in the caller's pid namespace) at offset 16, after `mask`
+# and `cgroupid`. PIDFD_INFO_PID (bit 0) asks for it.
+_PIDFD_GET_INFO = 0xC040FF0B
+_PIDFD_INFO = struct.Struct("=QQI")
+_pidfd_info = True  # cleared when the kernel does not know the ioctl: fdinfo then
+
+
+def pidfd_pid(pidfd: int) -> int | None:
+    """The pid, as the engine sees it, of the process a pidfd refers to (None once it
+    has been reaped). The kernel tells it through PIDFD_GET_INFO where it has it (one
+    ioctl), else in the pidfd's fdinfo (an open, read and close of a procfs file)."""
+    global _pidfd_info
+    if _pidfd_info:
+        info = bytearray(64)
+        _PIDFD_INFO.pack_into(info, 0, 1, 0, 0)
+        try:
+            fcntl.ioctl(pidfd, _PIDFD_GET_INFO, info, True)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTTY, errno.EINVAL):
+                return None  # ESRCH: reaped
+            _pidfd_info = False
+        else:
+            pid = _PIDFD_INFO.unpack_from(info)[2]
+            return pid if pid > 0 else None
+    try:
+        fd = os.open(f"/proc/self/fdinfo/{pidfd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        start = text.index(b"\nPid:") + 5
+        pid = int(text[start : text.index(b"\n", start)])
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
+def admit(controller: Controller, memory_bytes: int, pidfd: int) -> tuple[CallCgroup | None, str | None]:
+    """Make a cgroup and move the process of `pidfd` in (blocking: the kernel's cgroup
+    migration may wait for an RCU grace period; run it in a thread).
+
+    Returns the cgroup (None when none could be made: logged, as for the other
+    backends) and the problem that kept the process out of it, if any. The caller
+    keeps the process from being reaped meanwhile (the pool's worker is the fork
+    server's child, which reaps it only once it has ended), so its pid is not reused.
+    """
+    try:
+        cgroup = make(controller, memory_bytes)
+    except OSError as exc:
+        log.warning("no memory cgroup for a pool worker (%s: %s)", exc.filename or controller.parent, exc.strerror)
+        return None, None
+    host = pidfd_pid(pidfd)
+    if host is None:
+        return cgroup, "cannot find the worker's host pid"
+    try:
+        cgroup.add(host)
+    except OSError as exc:
+        return cgroup, f"cannot move the worker into {cgroup.path}: {exc.strerror}"
+    cgroup.open_counters()
+    return cgroup, None
+
+
+@attrs.define(eq=False)
+class Admission:
+    """One process to put in a cgroup of its own (`Admitter.submit`), and the outcome."""
+
+    controller: Controller
+    memory_bytes: int
+    pidfd: int  # the admitter closes it once done
+    deliver: Callable[[Admission], None]  # called on the event loop with the outcome; must not raise
+    cgroup: CallCgroup | None = None
+    problem: str | None = None
+
+
+_STOP = object()
+
+
+@attrs.define(eq=False)
+class Admitter:
+    """Admits processes (`admit`) in one worker thread: a single ``trio.to_thread`` call
+    that loops, for the life of `run`.
+
+    A thread hop per admission costs the event loop more than the admission itself
+    (~0.1 ms of CPU: the thread's wake-up, the interpreter lock and the loop's own
+    wake-up for the answer). Here the loop only queues the job; the thread takes every
+    job queued (one wake-up for many: moves made one right after another also share the
+    kernel's RCU grace period) and leaves the outcomes for the loop to `deliver` when it
+    next needs them. It wakes the loop (once per batch) only while someone `wants()`
+    them: a call waiting for a worker, a pool waiting for its workers back as it ends.
+    Every job submitted before `stop` is done and delivered before `run` returns.
+    """
+
+    _jobs: queue.SimpleQueue[Any] = attrs.Factory(queue.SimpleQueue)
+    _done: collections.deque[Admission] = attrs.Factory(collections.deque)
+    _token: trio.lowlevel.TrioToken | None = None
+    _limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
+    # How many on the loop wait for a delivery (`wants`). The thread reads it after
+    # leaving its outcomes in `_done`, the loop delivers after raising it: under the
+    # interpreter lock one of the two sees the other, so no outcome waits unseen.
+    _wanted: int = 0
+    _stopped: bool = False
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until `stop`. Not cancellable: jobs in flight hold cgroups and pidfds,
+        so the thread always finishes them; `stop` is what ends it."""
+        self._token = trio.lowlevel.current_trio_token()
+        task_status.started()
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._serve, limiter=self._limiter)
+        finally:
+            self._deliver()
+
+    def submit(self, job: Admission) -> None:
+        self._jobs.put(job)
+
+    def stop(self) -> None:
+        """End `run` once the jobs queued before are done (once; later calls do nothing)."""
+        if not self._stopped:
+            self._stopped = True
+            self._jobs.put(_STOP)
+
+    def _serve(self) -> None:
+        """In the thread: admit what is queued, hand it back, wait for more."""
+        assert self._token is not None
+        while True:
+            batch = [self._jobs.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(self._jobs.get_nowait())
+            stop = False
+            for job in batch:
+                if job is _STOP:
+                    stop = True
+                    continue
+                try:
+                    job.cgroup, job.problem = admit(job.controller, job.memory_bytes, job.pidfd)
+                except Exception:  # a bug: the job is still answered, as not admitted
+                    log.exception("admitting a pool worker failed")
+                    job.problem = "admission failed"
+                finally:
+                    with contextlib.suppress(OSError):
+                        os.close(job.pidfd)
+                self._done.append(job)
+            if stop:
+                return  # `run` delivers the rest
+            if self._wanted:
+                self._token.run_sync_soon(self._deliver)
+
+    @contextlib.contextmanager
+    def wants(self) -> Iterator[None]:
+        """While the body waits (for something a delivery brings), wake the loop for
+        every outcome; the outcomes already there are delivered on entry."""
+        self._wanted += 1
+        try:
+            self._deliver()
+            yield
+        finally:
+            self._wanted -= 1
+
+    def deliver(self) -> None:
+        """On the event loop: hand the finished jobs to their owners (cheap when none)."""
+        if self._done:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        while self._done:
+            job = self._done.popleft()
+            job.deliver(job)

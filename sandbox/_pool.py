@@ -20,23 +20,28 @@ after killing the worker's group and reaping it. No message to the server starts
 call; every call runs in a fresh worker process that is gone after it. A worker found
 dead when taken (it died in set-up) is replaced, at most twice for one call.
 
-Memory cgroup: where one is in force (`_cgroup.probe()` when the pool starts), every
+Memory cgroup: where one is in force (`_cgroup.probe()` when the pool set opens), every
 worker gets a cgroup of its own when it arrives, before it is ready: the server passes a
-pidfd of it, the engine reads its host pid from the pidfd's fdinfo, makes the cgroup and
-moves the worker in (in a worker thread: the kernel's cgroup migration may wait for an
-RCU grace period). The worker has run nothing of a call by then, and runs nothing until
-a call writes its limits, so the tool starts inside the cgroup, which holds nothing else
-and is removed after that one call. The call reads the cgroup's OOM kills and peak after
-the status packet (the worker is reaped by then). A worker that could not be moved runs
-its call on RLIMIT_AS and the sized tmpfs alone, and the result says so.
+pidfd of it and the pool set's `_cgroup.Admitter` (one thread for all its pools: the
+kernel's cgroup migration may wait for an RCU grace period) makes the cgroup, reads the
+worker's host pid from the pidfd and moves the worker in, several arrivals in one go; the
+worker is ready once the outcome is back on the event loop (picked up when a call next
+takes a worker, or at once while calls wait for one). The worker has run nothing of a
+call by then, and runs nothing until a call writes its limits, so the tool starts inside
+the cgroup, which holds nothing else and is removed after that one call. The call reads
+the cgroup's OOM kills and peak after the status packet (the worker is reaped by then).
+A worker that could not be moved runs its call on RLIMIT_AS and the sized tmpfs alone,
+and the result says so.
 
 Ownership: pools live in a `PoolSet` opened with `open_pools()` (an async context
 manager holding a nursery; the server opens it around its hub). Each pool's task owns
 its bubblewrap process: it drains its output, reads the server's messages, notices its
 death (the next call starts a fresh one), and on close shuts the control socket (the
-server ends), then SIGKILLs the sandbox's pid 1 if needed and reaps bubblewrap, lets
-its ready workers go, removes their cgroups and the pool's directory. A call made
-outside any `open_pools()` opens a temporary set for itself (correct, not fast).
+server ends), then SIGKILLs the sandbox's pid 1 if needed and reaps bubblewrap, waits
+for the workers still with the admitter, lets its ready workers go, removes their
+cgroups and the pool's directory; the admitter's thread ends after the last pool. A
+call made outside any `open_pools()` opens a temporary set for itself (correct, not
+fast).
 
 Timeout and cancellation: a packet on the worker's reply socket makes the server
 SIGKILL the worker's process group (no member can leave it: setsid/setpgid are denied);
@@ -152,8 +157,10 @@ def check_paths(spec: Spec, work_root: str) -> None:
 
 
 def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
+    try:
         os.close(fd)
+    except OSError:
+        pass
 
 
 def _rights(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
@@ -164,48 +171,6 @@ def _rights(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
             usable = len(payload) - len(payload) % 4
             fds += struct.unpack(f"={usable // 4}i", payload[:usable])
     return fds
-
-
-def _pidfd_pid(pidfd: int) -> int | None:
-    """The pid, as the engine sees it, of the process a pidfd refers to (None once it
-    has been reaped): the kernel shows it in the pidfd's fdinfo, in our pid namespace."""
-    try:
-        fd = os.open(f"/proc/self/fdinfo/{pidfd}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            text = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        start = text.index(b"\nPid:") + 5
-        pid = int(text[start : text.index(b"\n", start)])
-    except (OSError, ValueError):
-        return None
-    return pid if pid > 0 else None
-
-
-def _admit(
-    controller: _cgroup.Controller, memory_bytes: int, pidfd: int
-) -> tuple[_cgroup.CallCgroup | None, str | None]:
-    """Make a worker's cgroup and move the worker in (blocking: run in a thread).
-
-    Returns the cgroup (None when none could be made: logged, as for the other
-    backends) and the problem that kept the worker out of it, if any.
-    """
-    try:
-        cgroup = _cgroup.make(controller, memory_bytes)
-    except OSError as exc:
-        log.warning("no memory cgroup for a pool worker (%s: %s)", exc.filename or controller.parent, exc.strerror)
-        return None, None
-    host = _pidfd_pid(pidfd)
-    if host is None:
-        return cgroup, "cannot find the worker's host pid"
-    try:
-        # The worker is the server's unreaped child (or a zombie the server is about to
-        # reap: then the call finds it gone), so its pid is not reused meanwhile.
-        cgroup.add(host)
-    except OSError as exc:
-        return cgroup, f"cannot move the worker into {cgroup.path}: {exc.strerror}"
-    cgroup.open_counters()
-    return cgroup, None
 
 
 @attrs.define(eq=False)
@@ -317,8 +282,10 @@ class _Exchange:
         return True
 
     def _done(self, fd: int) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        try:  # (not contextlib.suppress: this runs three times a call)
             self.poller.unregister(fd)
+        except (OSError, ValueError):
+            pass
         _close(fd)
 
     def _read(self, fd: int, into: bytearray, limit: int, *, tail: bool) -> None:
@@ -395,7 +362,7 @@ class _Exchange:
 class _Pool:
     """One warm sandbox. Mutable runtime state, owned by its task in a PoolSet."""
 
-    spec: Spec  # the profile, packages already made reachable
+    spec: Spec  # the profile (its packages made reachable when the sandbox starts)
     backend: PoolBackend
     control: socket.socket | None = None  # engine end, non-blocking
     child: Child | None = None
@@ -415,16 +382,21 @@ class _Pool:
     # cgroups of workers not taken by a call (ready, or dead before it): removed at the end
     cgroups: set[_cgroup.CallCgroup] = attrs.Factory(set)
     nursery: trio.Nursery | None = None
+    admitter: _cgroup.Admitter | None = None  # the pool set's: puts arriving workers in their cgroups
+    admitting: int = 0  # workers handed to the admitter and not back yet
+    settled: trio.Event | None = None  # set when `admitting` drops to 0 (while the pool ends)
+    ended: bool = False  # its end has removed its cgroups: a late one is removed at once
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start the sandbox, report ready, own it until cancelled or dead.
 
         Raises SpawnError (before `started`) when it cannot start.
         """
-        spec = self.spec
-        work_root = prepare_work_root(spec.work_root or default_work_root())
+        work_root = prepare_work_root(self.spec.work_root or default_work_root())
+        spec = reachable_spec(self.spec, work_root)
         pool_dir = make_call_dir(work_root)
-        self.controller = _cgroup.probe().controller
+        # Without an admitter (none was in force when the pool set opened) no cgroups.
+        self.controller = _cgroup.probe().controller if self.admitter is not None else None
         try:
             with self.scope:
                 await self._run(spec, work_root, pool_dir, task_status)
@@ -433,13 +405,20 @@ class _Pool:
             self._wake()
             with trio.CancelScope(shield=True):
                 await self._stop()
-                # Every worker died with the sandbox: let the ready ones go, then their
-                # cgroups can be removed.
+                # Workers still with the admitter come back (dead now, their cgroups
+                # made); every worker died with the sandbox: let the ready ones go, then
+                # their cgroups can be removed.
+                if self.admitter is not None:
+                    with trio.move_on_after(_KILL_WAIT_S), self.admitter.wants():
+                        while self.admitting:
+                            self.settled = trio.Event()
+                            await self.settled.wait()
                 while self.ready:
                     self.ready.popleft().close()
                 for cgroup in list(self.cgroups):
                     await _cgroup.remove(cgroup)
                 self.cgroups.clear()
+                self.ended = True
                 with trio.move_on_after(30):
                     await trio.to_thread.run_sync(remove_call_dir, pool_dir)
 
@@ -633,7 +612,7 @@ class _Pool:
                 if self.controller is None:
                     self._arrive(worker)
                 else:
-                    self.nursery.start_soon(self._admit, worker, fds[5])
+                    self._admit(worker, fds[5])
                 continue
             for fd in fds:
                 _close(fd)  # a worker we cannot use: its closed reply socket ends it
@@ -649,19 +628,26 @@ class _Pool:
                 return
             self._wake()
 
-    async def _admit(self, worker: _Worker, pidfd: int) -> None:
-        """Put a new worker in a cgroup of its own, then make it ready."""
-        assert self.controller is not None
-        try:
-            # Not abandoned on cancel: the cgroup it makes is recorded before anything
-            # else can happen, and removed when the pool ends.
-            cgroup, problem = await trio.to_thread.run_sync(_admit, self.controller, self.spec.memory_bytes, pidfd)
-        finally:
-            os.close(pidfd)
-        if cgroup is not None:
-            self.cgroups.add(cgroup)
-        worker.cgroup, worker.problem = cgroup, problem
-        self._arrive(worker)
+    def _admit(self, worker: _Worker, pidfd: int) -> None:
+        """Have the admitter put a new worker in a cgroup of its own; it is ready after."""
+        assert self.controller is not None and self.admitter is not None
+
+        def admitted(job: _cgroup.Admission) -> None:
+            self.admitting -= 1
+            if self.admitting == 0 and self.settled is not None:
+                self.settled.set()
+            worker.cgroup, worker.problem = job.cgroup, job.problem
+            if job.cgroup is not None:
+                if self.ended:  # came back after the pool's end (bounded wait passed)
+                    worker.close()
+                    if not job.cgroup.rmdir():
+                        log.warning("a pool worker's memory cgroup %s is left behind", job.cgroup.path)
+                    return
+                self.cgroups.add(job.cgroup)
+            self._arrive(worker)
+
+        self.admitting += 1
+        self.admitter.submit(_cgroup.Admission(self.controller, self.spec.memory_bytes, pidfd, admitted))
 
     def _arrive(self, worker: _Worker) -> None:
         self.pending = max(0, self.pending - 1)
@@ -699,6 +685,8 @@ class _Pool:
         """A live ready worker, now the caller's. Raises SpawnError when none can come."""
         dead = 0
         while True:
+            if self.admitter is not None:
+                self.admitter.deliver()  # workers admitted since, ready now
             worker = self.ready.popleft() if self.ready and not self.waiters else await self._wait()
             if worker.cgroup is not None:
                 self.cgroups.discard(worker.cgroup)
@@ -726,7 +714,11 @@ class _Pool:
             self.waiters.append(waiter)
             try:
                 self._top_up(len(self.waiters))
-                await waiter.event.wait()
+                if self.admitter is None:
+                    await waiter.event.wait()
+                else:
+                    with self.admitter.wants():  # may hand this waiter a worker at once
+                        await waiter.event.wait()
             except BaseException:
                 if waiter.worker is not None:
                     self._hand(waiter.worker)  # handed over as we were cancelled: pass it on
@@ -769,9 +761,11 @@ class _Pool:
                 collected.timed_out = True
                 await exchange.kill_and_wait()
             collected.ended = trio.current_time()
-            # Every process of the call is dead: its pipes are at EOF, or about to be.
-            with trio.move_on_after(1.0):
-                await exchange.pump(exchange.outputs_done)
+            # Every process of the call is dead: its pipes are at EOF, or about to be
+            # (mostly already seen with the status: then no second scope and wait).
+            if not exchange.outputs_done():
+                with trio.move_on_after(1.0):
+                    await exchange.pump(exchange.outputs_done)
         except BaseException:
             if exchange.status is None:
                 await exchange.kill_and_wait()
@@ -818,8 +812,6 @@ class _Pool:
         )
 
 
-
-
 def _decode(data: bytes) -> dict[str, Any]:
     """One of bubblewrap's JSON status lines."""
     try:
@@ -837,13 +829,17 @@ class PoolSet:
     max_pools: int = 16  # beyond it the least recently used idle pool is closed
     pools: dict[Spec, _Pool] = attrs.Factory(dict)
     starting: dict[Spec, trio.Lock] = attrs.Factory(dict)
+    admitter: _cgroup.Admitter | None = None  # where a memory cgroup is in force
+    live: int = 0  # pool tasks running (the admitter outlives them: they wait for it as they end)
+    closing: bool = False  # `open_pools` is ending: the admitter stops once no pool task is left
 
     async def pool(self, spec: Spec, backend: PoolBackend) -> _Pool:
         """The live pool for `spec`'s profile, started (or restarted) when needed."""
         key = profile(spec)
         pool = self.pools.get(key)
         if pool is not None and not pool.dead:
-            self.pools[key] = self.pools.pop(key)  # most recently used last
+            if next(reversed(self.pools)) is not key:
+                self.pools[key] = self.pools.pop(key)  # most recently used last
             return pool
         lock = self.starting.setdefault(key, trio.Lock())
         async with lock:
@@ -853,10 +849,23 @@ class PoolSet:
                 return pool
             self.pools.pop(key, None)
             self._evict()
-            pool = _Pool(spec=key, backend=backend)
-            await self.nursery.start(pool.serve)
+            pool = _Pool(spec=key, backend=backend, admitter=self.admitter)
+            await self.nursery.start(self._serve, pool)
             self.pools[key] = pool
             return pool
+
+    async def _serve(self, pool: _Pool, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.live += 1
+        try:
+            await pool.serve(task_status=task_status)
+        finally:
+            self.live -= 1
+            self.stop_admitter_when_idle()
+
+    def stop_admitter_when_idle(self) -> None:
+        """Stop the admitter once the set is closing and every pool task has ended."""
+        if self.closing and self.live == 0 and self.admitter is not None:
+            self.admitter.stop()
 
     def _evict(self) -> None:
         for key, pool in list(self.pools.items()):
@@ -881,14 +890,19 @@ async def open_pools(*, max_pools: int = 16) -> AsyncIterator[PoolSet]:
 
     Calls of ``isolation: pool`` tools made by tasks started inside the body use it.
     """
+    admitter = _cgroup.Admitter() if _cgroup.probe().controller is not None else None
     async with trio.open_nursery() as nursery:
-        pools = PoolSet(nursery=nursery, max_pools=max_pools)
+        pools = PoolSet(nursery=nursery, max_pools=max_pools, admitter=admitter)
+        if admitter is not None:
+            await nursery.start(admitter.run)
         token = _current.set(pools)
         try:
             yield pools
         finally:
             _current.reset(token)
             nursery.cancel_scope.cancel()
+            pools.closing = True
+            pools.stop_admitter_when_idle()
 
 
 @attrs.frozen
@@ -912,7 +926,8 @@ class PoolBackend:
         stdin_data = encode_arguments(arguments)
         work_root = prepare_work_root(spec.work_root or default_work_root())
         check_paths(spec, work_root)
-        spec = reachable_spec(spec, work_root)
+        # Its packages are made reachable for the sandbox user when its pool starts (the
+        # fork server imports the tool then, once), not on every call.
         pools = _current.get()
         if pools is not None:
             return await pools.run(spec, stdin_data, self, go)
