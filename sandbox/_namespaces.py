@@ -301,7 +301,7 @@ class _Gate:
         self._status = bytearray()
         self._pid1_fd = -1  # pidfd of the sandbox's pid 1, opened while it is bwrap's child
 
-    def on_status(self, target: int, chunk: bytes) -> None:
+    async def on_status(self, target: int, chunk: bytes) -> None:
         if target != _STATUS_FD or self.write < 0:
             return
         self._status += chunk
@@ -318,7 +318,9 @@ class _Gate:
             pass
         if self.cgroup is not None:
             try:
-                self.cgroup.add(int(pid1))
+                # In a thread: the kernel's cgroup migration may wait for an RCU grace
+                # period (~0.3 ms), which would hold up every other connection's events.
+                await trio.to_thread.run_sync(self.cgroup.add, int(pid1))
             except OSError as exc:
                 self.problem = f"cannot move the sandbox into {self.cgroup.path}: {exc.strerror}"
         try:

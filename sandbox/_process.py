@@ -288,13 +288,15 @@ async def drive(
     max_stdout: int,
     max_stderr: int,
     terminate: Callable[[Child, Collected], Awaitable[None]],
-    on_extra: Callable[[int, bytes], None] | None = None,
+    on_extra: Callable[[int, bytes], Awaitable[None]] | None = None,
 ) -> Collected:
     """Feed, read and wait for `child`; kill it through `terminate` on timeout or cancel.
 
     `terminate(child, collected)` must end the whole sandbox and reap `child`; it runs
     inside a shielded scope. After the launcher exits, the pipes get one second to
     reach EOF (a sandbox's processes are all gone by then; this only bounds the wait).
+    `on_extra(target, chunk)` is awaited with each chunk read from an extra descriptor,
+    before the next is read.
     """
     collected = Collected(started=trio.current_time())
     collected.extra = {target: bytearray() for target in child.extra}
@@ -316,7 +318,7 @@ async def drive(
                     if len(buffer) < 1 << 20:
                         buffer += chunk
                     if on_extra is not None:
-                        on_extra(target, bytes(chunk))
+                        await on_extra(target, bytes(chunk))
 
         async with trio.open_nursery() as inner:
             inner.start_soon(stdout)
