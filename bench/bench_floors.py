@@ -5,9 +5,9 @@ service runs: each figure is the bare mechanism, in a plain Python process, so t
 service's own figures (`bench_pool.py`, `bench_sandbox.py`, `compare_mcp.py`) can be read
 against what is left once every line of ours is gone:
 
-- a pre-forked call: a child forked ahead of time from a process the size of the pool's
-  fork server (json, traceback and the shipped calculator imported, ``gc.freeze()``)
-  blocks on a pipe; timed from writing its arguments to reading its result (``result``)
+- a pre-forked call: a child forked ahead of time from an interpreter like the pool's
+  fork server (``/usr/bin/python3 -S -I``, json and the shipped calculator imported,
+  ``gc.freeze()``) blocks on a pipe; timed from writing its arguments to reading its result (``result``)
   and to having reaped it (``reaped``): the fresh process per call that issue 14 asks for,
   with no sandbox, cgroup, Landlock or seccomp around it;
 - an exec: ``os.posix_spawn`` of /bin/true and its reap;
@@ -25,85 +25,25 @@ record (the decision's commit overlaps the sandbox start).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
+from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import sconnect_tools.calc  # noqa: E402,F401  # the fork server preloads the tool's module
-from sandbox import _cgroup  # noqa: E402
-
-assert traceback  # preloaded like the fork server does: a failing call needs no import
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 
 def _ms(values: list[float]) -> str:
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
     return f"p50 {statistics.median(values) * 1e3:6.3f} ms  p90 {p90 * 1e3:6.3f} ms"
-
-
-def _anon_kib() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _child_call(request: int, result: int) -> None:
-    """In the pre-forked child: wait for arguments, answer, end (never returns)."""
-    data = b""
-    while chunk := os.read(request, 65536):
-        data += chunk
-    answer = json.dumps({"value": len(json.loads(data))}).encode()
-    os.write(result, answer)
-    os.close(result)
-    os._exit(0)
-
-
-def prefork_call() -> tuple[float, float]:
-    """One call in a child forked (and ready) before the clock starts."""
-    request_r, request_w = os.pipe()
-    result_r, result_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(request_w)
-        os.close(result_r)
-        _child_call(request_r, result_w)
-    os.close(request_r)
-    os.close(result_w)
-    pidfd = os.pidfd_open(pid)
-    # The child is ready once it blocks on its pipe: its fork's own faults are done.
-    _wait_blocked(pid)
-    started = time.perf_counter()
-    os.write(request_w, b'{"expression": "1+2"}')
-    os.close(request_w)
-    while os.read(result_r, 65536):
-        pass
-    answered = time.perf_counter()
-    os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
-    reaped = time.perf_counter()
-    os.close(result_r)
-    os.close(pidfd)
-    return answered - started, reaped - started
-
-
-def _wait_blocked(pid: int) -> None:
-    """Until the child sleeps (state S) in its read: bounded, it needs microseconds."""
-    for _ in range(100_000):
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-        if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"S":
-            return
-    raise RuntimeError(f"child {pid} never blocked on its pipe")
 
 
 def spawn_true() -> float:
@@ -143,7 +83,7 @@ def loopback_round_trips(calls: int) -> list[float]:
     return times
 
 
-def cgroup_cycle(controller: _cgroup.Controller) -> tuple[float, float]:
+def cgroup_cycle(controller: Any) -> tuple[float, float]:
     """Make a limited cgroup and move a sleeping child in; then remove it once the child
     is gone. Returns (make + move, remove)."""
     pid = os.fork()
@@ -151,6 +91,8 @@ def cgroup_cycle(controller: _cgroup.Controller) -> tuple[float, float]:
         os.read(os.open("/dev/null", os.O_RDONLY), 1)  # EOF at once; wait for the kill
         time.sleep(60)
         os._exit(0)
+    from sandbox import _cgroup
+
     started = time.perf_counter()
     cgroup = _cgroup.make(controller, 256 << 20)
     cgroup.add(pid)
@@ -167,11 +109,15 @@ def _repeat(calls: int, step: Callable[[], object]) -> list:
 
 
 def main(calls: int, directory: str) -> None:
-    gc.collect()
-    gc.freeze()
-    print(f"forking process: {_anon_kib()} KiB anonymous memory; load average {os.getloadavg()[0]:.2f}")
-    pairs = _repeat(calls, prefork_call)
-    answered, reaped = [p[0] for p in pairs], [p[1] for p in pairs]
+    from sandbox import _cgroup
+
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    # python3 -S -I, as the pool's fork server runs (`sandbox/_pool.py`)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_prefork.py")
+    run = subprocess.run(["/usr/bin/python3", "-S", "-I", script, REPO, str(calls)], check=True, capture_output=True)
+    prefork = json.loads(run.stdout)
+    answered, reaped = prefork["answered"], prefork["reaped"]
+    print(f"forking interpreter: {prefork['anon_kib']} KiB anonymous memory (the pool's fork server: ~5,100)")
     print(f"pre-forked call, result read   {_ms(answered)}")
     print(f"pre-forked call, child reaped  {_ms(reaped)}")
     print(f"posix_spawn /bin/true + reap   {_ms(_repeat(calls, spawn_true))}")
