@@ -134,30 +134,22 @@ def _layer_server() -> Any:
     return Server("layer", on_list_tools=list_tools, on_call_tool=call_tool)
 
 
+def _stop(processes: list[subprocess.Popen[str]], base: Path) -> None:
+    """End the benchmark's servers (SIGTERM, SIGKILL after 15 s) and remove their directory."""
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    shutil.rmtree(base, ignore_errors=True)
+
+
 async def _exchange(app: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> dict[str, Any]:
     """One POST to /mcp through ``app``, as hypercorn hands it over: status, headers, whole body."""
-    sent: list[dict[str, Any]] = []
-    answered = trio.Event()
-    request = [{"type": "http.request", "body": body, "more_body": False}]
+    from tests.mcp.asgi import exchange
 
-    async def receive() -> dict[str, Any]:
-        if request:
-            return request.pop()
-        await answered.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            answered.set()
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/mcp", "raw_path": b"/mcp", "query_string": b"", "root_path": "", "headers": headers,
-             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {}}
-    await app(scope, receive, send)
-    head = next(m for m in sent if m["type"] == "http.response.start")
-    return {"status": head["status"], "headers": head.get("headers", []),
-            "body": b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")}
+    return await exchange(app, "POST", headers, body)
 
 
 def _checks_in_a_row(server: Any, settings: Any) -> Any:
@@ -462,13 +454,7 @@ def _vs(other: Path, calls: int, rounds: int) -> None:
             print(f"{mode:11} {label[:50]:50} {cpu:12.2f} {loop:13.3f} {p50:8.2f}")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(base, ignore_errors=True)
+        _stop(processes, base)
 
 
 def main() -> None:
@@ -540,13 +526,7 @@ def main() -> None:
             rate = ours_found[variant][2] / sdk_found[variant][2]
             print(f"ratio ours/sdk, {variant}: p50 x{p50:.2f}, calls/s x{rate:.2f}")
     finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(base, ignore_errors=True)
+        _stop(processes, base)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_mcp import SECRET, _percentile, _start  # noqa: E402
+from bench_mcp import SECRET, _percentile, _start, _stop  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _STDIO_FLAG = "--serve-sdk-stdio"
@@ -339,13 +339,7 @@ def main() -> None:
                           f"CPU/call x{ours_row['cpu'] / max(sdk_row['cpu'], 1e-9):.2f}")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(base, ignore_errors=True)
+        _stop(processes, base)
 
 
 if __name__ == "__main__":

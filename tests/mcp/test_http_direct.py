@@ -30,6 +30,7 @@ import pytest
 import trio
 
 from engine.mcp._http import answering_errors
+from tests.mcp.asgi import exchange
 
 LIMIT = 2000
 HOST = [(b"host", b"127.0.0.1:8000")]
@@ -89,34 +90,8 @@ async def _both_ways() -> AsyncIterator[tuple[Any, Any]]:
 
 
 async def _exchange(app: Any, method: str, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> dict[str, Any]:
-    """One request through ``app``: its status, headers and whole body."""
-    sent: list[dict[str, Any]] = []
-    answered = trio.Event()
-    request = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> dict[str, Any]:
-        if request:
-            return request.pop()
-        await answered.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            answered.set()
-
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": "/mcp", "raw_path": b"/mcp", "query_string": b"", "root_path": "", "headers": headers,
-        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {},
-    }
     with trio.fail_after(10):
-        await app(scope, receive, send)
-    [head] = [m for m in sent if m["type"] == "http.response.start"]
-    return {
-        "status": head["status"], "headers": [(bytes(k).lower(), bytes(v)) for k, v in head.get("headers", [])],
-        "body": b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
-    }
+        return await exchange(app, method, headers, body)
 
 
 def _rpc(method: str, params: dict[str, Any] | None = None, id_: int = 1) -> bytes:

@@ -42,21 +42,11 @@ import trio
 
 import sandbox
 from sandbox import _cgroup
+from tests.memory_cgroups import controller as _controller
+from tests.memory_cgroups import ours as _ours
 
 BUDGET = 96 * 2**20
 SLEEPER = [sys.executable, "-S", "-c", "import sys; sys.stdin.read()"]
-
-
-def _controller() -> _cgroup.Controller:
-    found = _cgroup.probe()
-    if found.controller is None:
-        pytest.skip(f"no memory cgroup on this host: {found.why_not}")
-    return found.controller
-
-
-def _ours(controller: _cgroup.Controller) -> list[str]:
-    prefix = f"sconnect-{os.getpid()}-"
-    return [name for name in os.listdir(controller.parent) if name.startswith(prefix)]
 
 
 def _cgroup_of(pid: int, controller: _cgroup.Controller) -> str:

@@ -45,6 +45,8 @@ import trio
 
 import sandbox
 from sandbox import _cgroup
+from tests.memory_cgroups import controller as _controller
+from tests.memory_cgroups import ours as _ours
 from tests.sandbox.conftest import (  # noqa: F401  (fixtures)
     Runner,
     backend,
@@ -87,18 +89,6 @@ print("held", ready * {CHUNK}, "bytes")
 for pid in kids:
     os.kill(pid, 9)
 """
-
-
-def _controller() -> _cgroup.Controller:
-    found = _cgroup.probe()
-    if found.controller is None:
-        pytest.skip(f"no memory cgroup on this host: {found.why_not}")
-    return found.controller
-
-
-def _ours(controller: _cgroup.Controller) -> list[str]:
-    prefix = f"sconnect-{os.getpid()}-"
-    return [name for name in os.listdir(controller.parent) if name.startswith(prefix)]
 
 
 def _held(controller: _cgroup.Controller) -> bool:
