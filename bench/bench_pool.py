@@ -1,6 +1,8 @@
 """A level-0 Python tool call (`calculator`) through the pool backend vs the namespaces backend.
 
-Run by hand: `python bench/bench_pool.py [--calls 300] [--concurrency 20]`.
+Run by hand: `python bench/bench_pool.py [--calls 300] [--concurrency 20]`, or, to compare
+this tree's sandbox with another checkout's (before/after), `python bench/bench_pool.py
+--vs /path/to/other/checkout [--tool calc|count|true] [--rounds 30] [--block 20] [--gap 0.005]`.
 
 The sandbox part only (no WebSocket, policy or audit): `sandbox.run` of the shipped
 `sconnect_tools.calc:evaluate`, sequentially and from --concurrency tasks at once, in
@@ -11,12 +13,22 @@ When `mcp` is installed, the same run also measures the MCP SDK's own server wit
 tool in-process and unisolated (`bench_mcp.py`'s SDK server, over Streamable HTTP, the
 SDK's client): a whole protocol round trip, so not like for like with the sandbox
 part alone, but the reference issue 14 sets.
+
+--vs: two child processes, one importing `sandbox` from this checkout (A), one from the
+other (B), each with its warm pool of the same tool (the shipped calculator, a function
+returning ``len(kwargs)`` as in bench_sandbox.py, or /bin/true). The parent has them run
+blocks of sequential calls in turn, A B A B ..., --gap seconds apart (0: back to back);
+while one runs the other is idle. Prints for each p50/p90 wall ms per call and the CPU
+per call of the engine (its event loop apart), the fork server and the worker, and the
+load average before and after. Run it under ``chrt -f 20`` to keep other processes off
+the timings (children inherit the policy).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -25,7 +37,9 @@ from pathlib import Path
 import trio
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# --serve --repo TREE: the sandbox of that checkout (the --vs comparison's other side)
+_REPO_ARG = sys.argv.index("--repo") + 1 if "--repo" in sys.argv else 0
+sys.path.insert(0, sys.argv[_REPO_ARG] if _REPO_ARG else str(REPO))
 
 import sandbox  # noqa: E402
 
@@ -183,9 +197,147 @@ async def main(calls: int, concurrency: int) -> None:
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 
+_COUNT_TOOL = "def count(**kwargs):\n    return len(kwargs)\n"
+
+
+def _tool_spec(tool: str, repo: str, root: str) -> tuple[sandbox.Spec, dict[str, object]]:
+    """The Spec of a --vs tool and the arguments of its calls."""
+    if tool == "calc":
+        spec = sandbox.Spec(
+            python="sconnect_tools.calc:evaluate", python_packages=(os.path.join(repo, "sconnect_tools"),),
+            isolation="pool", work_root=root, timeout_s=5, memory_bytes=256 * 2**20,
+        )  # fmt: skip
+        return spec, {"expression": "6*7"}
+    if tool == "count":
+        package = os.path.join(root, "pkgs", "benchtool")
+        os.makedirs(package)
+        with open(os.path.join(package, "__init__.py"), "w") as handle:
+            handle.write(_COUNT_TOOL)
+        for path in (os.path.dirname(package), package):
+            os.chmod(path, 0o755)
+        os.chmod(os.path.join(package, "__init__.py"), 0o644)
+        return sandbox.Spec(python="benchtool:count", python_packages=(package,), isolation="pool", work_root=root), {
+            "a": 1, "b": 2,
+        }  # fmt: skip
+    return sandbox.Spec(argv=("/bin/true",), isolation="pool", work_root=root), {}
+
+
+async def _serve_blocks(tool: str, repo: str) -> None:
+    """--serve: run blocks of calls as the parent asks (a line "CALLS GAP" on stdin), answer
+    each with one JSON line: the wall seconds of each call and the CPU seconds spent."""
+    import json
+    import resource
+
+    root = tempfile.mkdtemp(prefix="bench-pool-vs-")
+    os.chmod(root, 0o711)
+    spec, arguments = _tool_spec(tool, repo, root)
+    backend = sandbox.backend_for(spec)
+    loop_file = f"/proc/self/task/{os.getpid()}/schedstat"
+
+    def loop_cpu() -> float:
+        with open(loop_file) as handle:
+            return int(handle.read().split()[0]) / 1e9
+
+    async with sandbox.open_pools() as pools:
+        for _ in range(20):  # starts and warms the pool
+            await sandbox.run(spec, arguments, backend=backend)
+        processes = _pool_processes(pools)
+        print("ready", flush=True)
+        while line := await trio.to_thread.run_sync(sys.stdin.readline):
+            calls, gap = int(line.split()[0]), float(line.split()[1])
+            usage, loop, server = resource.getrusage(resource.RUSAGE_SELF), loop_cpu(), 0.0
+            server = sum(_cpu_of(pid) for pid in processes)
+            times, workers = [], 0.0
+            for _ in range(calls):
+                if gap:
+                    await trio.sleep(gap)
+                start = time.perf_counter()
+                result = await sandbox.run(spec, arguments, backend=backend)
+                times.append(time.perf_counter() - start)
+                if result.status != "ok":
+                    raise SystemExit(f"call failed: {result}")
+                workers += result.cpu_time_s
+            # the refill of the block's last call belongs to the block
+            await trio.sleep(0.02)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            engine = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+            report = {
+                "times": times, "engine": engine, "loop": loop_cpu() - loop,
+                "server": sum(_cpu_of(pid) for pid in processes) - server, "workers": workers,
+            }  # fmt: skip
+            print(json.dumps(report), flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _vs(other: str, tool: str, rounds: int, block: int, gap: float) -> None:
+    """Alternate blocks of calls between this checkout's sandbox (A) and `other`'s (B)."""
+    import json
+    import subprocess
+
+    trees = {"A": str(REPO), "B": os.path.abspath(other)}
+    children = {}
+    for label, tree in trees.items():
+        command = [sys.executable, os.path.abspath(__file__), "--serve", "--repo", tree, "--tool", tool]
+        children[label] = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": tree}
+        )
+    print(f"tool {tool}; {rounds} rounds of {block} sequential calls each, gap {gap * 1000:g} ms; "
+          f"A = {trees['A']}, B = {trees['B']}; load average {_load()}")  # fmt: skip
+    found: dict[str, dict[str, list[float]]] = {label: {"times": []} for label in trees}
+    spent = {label: dict.fromkeys(("engine", "loop", "server", "workers"), 0.0) for label in trees}
+    try:
+        for label, child in children.items():
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise SystemExit(f"{label}: the bench child did not start")
+        for index in range(rounds):
+            order = ("A", "B") if index % 2 == 0 else ("B", "A")
+            for label in order:
+                child = children[label]
+                assert child.stdin is not None and child.stdout is not None
+                child.stdin.write(f"{block} {gap}\n")
+                child.stdin.flush()
+                report = json.loads(child.stdout.readline())
+                found[label]["times"] += report["times"]
+                for key in spent[label]:
+                    spent[label][key] += report[key]
+    finally:
+        for child in children.values():
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait(timeout=60)
+    calls = rounds * block
+    for label in trees:
+        times = found[label]["times"]
+        cpu = {key: value * 1000 / calls for key, value in spent[label].items()}
+        print(
+            f"{label}: p50 {_percentile(times, 0.5) * 1000:6.3f} ms  p90 {_percentile(times, 0.9) * 1000:6.3f} ms  "
+            f"CPU/call: engine {cpu['engine']:.3f} (loop {cpu['loop']:.3f}), fork server + bwrap "
+            f"{cpu['server']:.3f}, worker {cpu['workers']:.3f}, total "
+            f"{cpu['engine'] + cpu['server'] + cpu['workers']:.3f} ms"
+        )
+    print(f"load average {_load()}")
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--vs", help="another checkout to compare with (blocks of calls alternating)")
+    parser.add_argument("--tool", choices=("calc", "count", "true"), default="calc")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--block", type=int, default=20)
+    parser.add_argument("--gap", type=float, default=0.005, help="seconds between calls (0: back to back)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--repo", default=str(REPO), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    trio.run(main, args.calls, args.concurrency)
+    if args.serve:
+        trio.run(_serve_blocks, args.tool, args.repo)
+    elif args.vs:
+        _vs(args.vs, args.tool, args.rounds, args.block, args.gap)
+    else:
+        trio.run(main, args.calls, args.concurrency)

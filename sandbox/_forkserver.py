@@ -236,8 +236,10 @@ class Server:
             _worker(self.config, work, (stdin_r, stdout_w, stderr_w, request_r), self.restrictions)
         for fd in (request_r, stdin_r, stdout_w, stderr_w):
             os.close(fd)
-        # The engine writes a call's whole input at once: a large one must not block it.
-        os.set_blocking(stdin_w, False)
+        # The engine writes a call's whole input at once: a large one must not block it;
+        # it reads what the outputs hold once the status says the call is over.
+        for fd in (stdin_w, stdout_r, stderr_r):
+            os.set_blocking(fd, False)
         exited = os.pidfd_open(pid)
         handed = [request_w, stdin_w, stdout_r, stderr_r, theirs.fileno()]
         if self.pidfds:
@@ -355,6 +357,9 @@ class Server:
             reply.send(STATUS.pack(status, cpu_us, usage.ru_maxrss), _socket.MSG_NOSIGNAL)
         except OSError:
             pass  # the engine let the worker go, or gave up on the call
+        # The engine, woken by the status, is often queued on this core (a wake-up from
+        # a socket is placed beside its waker): let it run before the bookkeeping below.
+        os.sched_yield()
         # Bookkeeping after the status, which the call waits for.
         _drain(reply)  # unread packets would turn our close into a reset
         if reply.fileno() in self.replies:

@@ -105,6 +105,9 @@ _START_TIMEOUT_S = 20.0
 _KILL_WAIT_S = 10.0
 _LOW = 2  # ready workers below which a fork is asked for while a call is in flight
 _DEAD_WORKERS = 3  # workers found dead, one after another, before a call gives up
+# How long a call waits for its status alone before it watches each of its streams: a
+# tool still running then, or blocked on a full output pipe, is read as it writes.
+_QUIET_S = 0.003
 _STATUS = struct.Struct("=iqq")  # the server's status packet (`_forkserver.STATUS`)
 _PID = struct.Struct("=i")
 _CHUNK = 65536
@@ -187,6 +190,7 @@ class _Worker:
     reply: int  # SOCK_SEQPACKET to the server: the status comes here; a packet sent kills
     cgroup: _cgroup.CallCgroup | None = None
     problem: str | None = None  # why it is not in its cgroup, where the host has them
+    ended: bool = False  # its status came: it and every process of its group are dead
 
     def close(self) -> None:
         for fd in (self.request, self.stdin, self.stdout, self.stderr, self.reply):
@@ -234,22 +238,31 @@ class _Waiter:
 class _Exchange:
     """One call's traffic with its worker, driven by the calling task alone.
 
-    The worker's stdin, stdout, stderr and reply socket sit in a private epoll set whose
-    own descriptor is what the task waits on: one task per call, none per stream. Each
-    descriptor is unregistered and closed once done (EOF, broken pipe, the status).
+    The common case takes one wake-up of the event loop: the arguments fit in the stdin
+    pipe, the tool answers within `_QUIET_S` and its output fits in the pipes, so the
+    task waits for the status packet alone (`wait_status`) and then takes what the
+    pipes hold (`take_outputs`): every process of the call is dead by then, so nothing
+    more can come. Waking up for each write and each end of stream of the worker costs
+    the loop a turn each, and on one core each such wake-up preempts the worker.
+
+    Otherwise (arguments larger than the pipe, no status within `_QUIET_S`: a slow tool,
+    or one blocked on a full pipe) the worker's stdin, stdout, stderr and reply socket
+    go into a private epoll set whose own descriptor is what the task waits on (`pump`):
+    one task per call, none per stream. Each descriptor is unregistered and closed once
+    done (EOF, broken pipe, the status).
     """
 
     worker: _Worker
     collected: Collected
     max_stdout: int
     max_stderr: int
-    poller: select.epoll = attrs.Factory(lambda: select.epoll(4))
+    poller: select.epoll | None = None  # made when the call is watched stream by stream
     left: memoryview = memoryview(b"")  # stdin not written yet
     status: dict[str, Any] | None = None
     outputs: int = 2  # stdout and stderr not at EOF yet
 
     def start(self, stdin_data: bytes, limits: bytes) -> None:
-        """Write the arguments (what fits), then the go-ahead; watch the rest."""
+        """Write the arguments (what fits), then the go-ahead."""
         worker = self.worker
         self.left = memoryview(stdin_data)
         if self._feed():  # the common case: it fits in the pipe
@@ -263,10 +276,40 @@ class _Exchange:
             pass  # the worker died in set-up; its status tells
         os.close(worker.request)
         worker.request = -1
+
+    def quiet(self) -> bool:
+        """Whether the call can wait for its status alone: all of its input is written."""
+        return self.worker.stdin < 0
+
+    async def wait_status(self) -> None:
+        """Wait for the status packet alone, then take what the outputs hold. Cancellable
+        (a call not answered within `_QUIET_S` goes on with `pump`)."""
+        await trio.lowlevel.wait_readable(self.worker.reply)
+        self._on_reply()
+        self.take_outputs()
+
+    def take_outputs(self) -> None:
+        """Read what the pipes hold, up to their end (the server made our ends non-blocking)."""
+        worker, collected = self.worker, self.collected
+        try:
+            while worker.stdout >= 0:
+                self._read(worker.stdout, collected.stdout, self.max_stdout, tail=False)
+            while worker.stderr >= 0:
+                self._read(worker.stderr, collected.stderr, self.max_stderr, tail=True)
+        except BlockingIOError:
+            pass  # a writer is still open: `pump` waits for the end (bounded)
+
+    def _watch(self) -> None:
+        """Watch each stream of the call from now on (`pump`)."""
+        if self.poller is not None:
+            return
+        worker = self.worker
+        self.poller = poller = select.epoll(4)
         for fd in (worker.stdout, worker.stderr, worker.reply):
-            self.poller.register(fd, select.EPOLLIN)
+            if fd >= 0:
+                poller.register(fd, select.EPOLLIN)
         if worker.stdin >= 0:
-            self.poller.register(worker.stdin, select.EPOLLOUT)
+            poller.register(worker.stdin, select.EPOLLOUT)
 
     def _feed(self) -> bool:
         """Write what the pipe takes; True once stdin is done with (all written, or the
@@ -282,13 +325,15 @@ class _Exchange:
         return True
 
     def _done(self, fd: int) -> None:
-        try:  # (not contextlib.suppress: this runs three times a call)
-            self.poller.unregister(fd)
-        except (OSError, ValueError):
-            pass
+        if self.poller is not None:
+            try:  # (not contextlib.suppress: this runs three times a call)
+                self.poller.unregister(fd)
+            except (OSError, ValueError):
+                pass
         _close(fd)
 
     def _read(self, fd: int, into: bytearray, limit: int, *, tail: bool) -> None:
+        """One read of an output; BlockingIOError when it holds nothing yet."""
         chunk = os.read(fd, _CHUNK)
         if not chunk:
             self._done(fd)
@@ -315,6 +360,7 @@ class _Exchange:
         except OSError:
             data = b""
         if len(data) == _STATUS.size:
+            worker.ended = True
             status, cpu_us, peak_kib = _STATUS.unpack(data)
             self.status = {"status": status, "cpu_time_s": cpu_us / 1e6, "peak_memory_bytes": peak_kib * 1024}
         else:  # the server (and with it the sandbox) is gone
@@ -324,19 +370,24 @@ class _Exchange:
 
     async def pump(self, done: Callable[[], bool]) -> None:
         """Move data until `done()`. Cancellable at each wait."""
-        worker, collected = self.worker, self.collected
+        self._watch()
+        worker, collected, poller = self.worker, self.collected, self.poller
+        assert poller is not None
         while not done():
-            await trio.lowlevel.wait_readable(self.poller.fileno())
-            for fd, _events in self.poller.poll(0):
-                if fd == worker.stdout:
-                    self._read(fd, collected.stdout, self.max_stdout, tail=False)
-                elif fd == worker.stderr:
-                    self._read(fd, collected.stderr, self.max_stderr, tail=True)
-                elif fd == worker.reply:
-                    self._on_reply()
-                elif fd == worker.stdin and self._feed():
-                    self._done(fd)
-                    worker.stdin = -1
+            await trio.lowlevel.wait_readable(poller.fileno())
+            for fd, _events in poller.poll(0):
+                try:
+                    if fd == worker.stdout:
+                        self._read(fd, collected.stdout, self.max_stdout, tail=False)
+                    elif fd == worker.stderr:
+                        self._read(fd, collected.stderr, self.max_stderr, tail=True)
+                    elif fd == worker.reply:
+                        self._on_reply()
+                    elif fd == worker.stdin and self._feed():
+                        self._done(fd)
+                        worker.stdin = -1
+                except BlockingIOError:
+                    pass  # nothing after all: the next wake-up tells
 
     def has_status(self) -> bool:
         return self.status is not None
@@ -354,7 +405,8 @@ class _Exchange:
                     await self.pump(self.has_status)
 
     def close(self) -> None:
-        self.poller.close()
+        if self.poller is not None:
+            self.poller.close()
         self.worker.close()
 
 
@@ -386,6 +438,8 @@ class _Pool:
     admitting: int = 0  # workers handed to the admitter and not back yet
     settled: trio.Event | None = None  # set when `admitting` drops to 0 (while the pool ends)
     ended: bool = False  # its end has removed its cgroups: a late one is removed at once
+    refill: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)  # `_refills` waits here
+    removals: list[_cgroup.CallCgroup] = attrs.Factory(list)  # empty cgroups of ended calls, for `_refills`
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start the sandbox, report ready, own it until cancelled or dead.
@@ -503,6 +557,7 @@ class _Pool:
                 self.nursery = nursery
                 self._top_up(backend.workers)
                 nursery.start_soon(self._messages)
+                nursery.start_soon(self._refills)
                 task_status.started()
                 await child.wait()  # only an unexpected death gets past this
             else:
@@ -681,6 +736,21 @@ class _Pool:
             return  # the server is gone (its end is seen by `_messages`)
         self.pending += need
 
+    async def _refills(self) -> None:
+        """What follows a call once it has returned (`call` unparks this task): ask for
+        the workers calls took, and remove the cgroups of ended calls (empty: their
+        status said every process of the call was dead). The server's wake-up and fork
+        then neither delay the call's answer nor, on a busy core, preempt the engine
+        before it is handed back; the removal (a cgroup's offlining in the kernel) is
+        off the call's path too."""
+        while True:
+            await self.refill.park()
+            self._top_up(self.backend.workers)
+            while self.removals:
+                cgroup = self.removals.pop()
+                await _cgroup.remove(cgroup)
+                self.cgroups.discard(cgroup)
+
     async def _take(self) -> _Worker:
         """A live ready worker, now the caller's. Raises SpawnError when none can come."""
         dead = 0
@@ -747,16 +817,29 @@ class _Pool:
                     raise
             return await self._drive(spec, stdin_data, worker)
         finally:
-            await self._let_go(worker)
-            self._top_up(self.backend.workers)
+            cgroup = worker.cgroup
+            if cgroup is not None and worker.ended and not self.dead:
+                # Empty now; removed right after the call has returned (`_refills`), or
+                # with the pool's other cgroups when it ends.
+                worker.close()
+                self.cgroups.add(cgroup)
+                self.removals.append(cgroup)
+            else:
+                await self._let_go(worker)
+            self.refill.unpark_all()
 
     async def _drive(self, spec: Spec, stdin_data: bytes, worker: _Worker) -> Result:
         collected = Collected(started=trio.current_time())
         exchange = _Exchange(worker, collected, spec.max_output_bytes, spec.max_stderr_bytes)
+        deadline = collected.started + spec.timeout_s
         try:
             exchange.start(stdin_data, _limits(spec))
-            with trio.move_on_after(spec.timeout_s):
-                await exchange.pump(exchange.has_status)
+            if exchange.quiet():
+                with trio.move_on_at(min(deadline, collected.started + _QUIET_S)):
+                    await exchange.wait_status()
+            if exchange.status is None:
+                with trio.move_on_at(deadline):
+                    await exchange.pump(exchange.has_status)
             if exchange.status is None:
                 collected.timed_out = True
                 await exchange.kill_and_wait()

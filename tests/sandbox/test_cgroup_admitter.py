@@ -21,7 +21,8 @@ controller):
   the next cgroup still lands in it;
 - test_concurrent_pool_calls_each_start_in_their_own_cgroup: twelve calls of one pool at
   once (workers arrive and are admitted while others wait) each see a distinct cgroup of
-  this engine in /proc/self/cgroup, and none is left once each call has returned;
+  this engine in /proc/self/cgroup, each removed once its call has returned and the
+  engine's tasks have run (the removal follows the answer), none left at the end;
 - test_closing_pools_while_workers_are_admitted_leaves_no_cgroup: leaving `open_pools()`
   right after a call, while the pool's refill workers are still arriving and being
   admitted, and cancelling it likewise, leave no cgroup of this engine behind.
@@ -39,6 +40,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import sandbox
 from sandbox import _cgroup
@@ -261,7 +263,9 @@ async def test_concurrent_pool_calls_each_start_in_their_own_cgroup(runner_for: 
         wanted = "memory" if controller.version == 1 else ""
         line = next(line for line in result.output["text"].splitlines() if line.split(":")[1] == wanted)
         name = os.path.basename(line.split(":", 2)[2])
-        assert name not in _ours(controller)  # removed before the call returned
+        # removed right after the call returned, before the engine next waits for anything
+        await trio.testing.wait_all_tasks_blocked()
+        assert name not in _ours(controller)
         names.append(name)
 
     async with sandbox.open_pools():

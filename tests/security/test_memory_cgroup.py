@@ -15,7 +15,8 @@ to the tool's memory budget. Each test runs on the namespaces, process and pool 
 - test_no_cgroup_is_left_behind: after a normal call, a timeout and a cancelled call,
   no per-call cgroup of this process remains;
 - test_warm_pool_gives_each_call_its_own_cgroup: in one warm pool sandbox, successive
-  calls each start in a cgroup of their own, removed after it; while the pool lives the
+  calls each start in a cgroup of their own, removed right after the call has returned
+  (the engine's next turn: the call's processes are all dead when it returns); while the pool lives the
   only other cgroups of ours are those of its ready workers (made as each worker
   arrives, before it may take a call): at most K per pool, each holding one process that
   is still the fork server's program, never a tool; the memory hoard is killed in its
@@ -42,6 +43,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 
 import sandbox
 from sandbox import _cgroup
@@ -189,7 +191,10 @@ async def test_warm_pool_gives_each_call_its_own_cgroup(runner_for: Any) -> None
             result = await pool.run(argv=("/bin/cat", "/proc/self/cgroup"), memory_bytes=BUDGET)
             seen.append(_own_cgroup(result, controller))
             assert result.peak_memory_bytes > 0, result
-            assert seen[-1] not in _ours(controller)  # removed after its call
+            # Removed right after its call has returned (empty by then: the status came
+            # once every process of the call was dead), before the engine next waits.
+            await trio.testing.wait_all_tasks_blocked()
+            assert seen[-1] not in _ours(controller)
             _only_ready_workers(controller, pools)
         assert all(name.startswith(f"sconnect-{os.getpid()}-") for name in seen), seen
         assert len(set(seen)) == len(seen), seen
