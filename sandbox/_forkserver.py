@@ -37,6 +37,11 @@ call's path until the end. When the worker has ended the server kills its whole 
 group (grandchildren, double-forked ones included: they cannot leave it), reaps it and
 sends one status packet on the reply socket (`STATUS`: wait status, CPU microseconds,
 peak RSS in KiB), which the worker never held, so nothing the tool does can forge it.
+The engine's ends of the output pipes are non-blocking: it reads what they hold once
+the status has come. After the status the server yields its core (the engine it woke
+is often queued there) before its bookkeeping, and after each batch of forks it writes
+once what the next status will write (`Server.rehearse`), so that the copies those
+writes cost after a fork are not made between a worker's end and its status.
 Any packet from the engine on a reply socket, or its closing, kills the worker's group
 (timeout, cancellation, or a ready worker the engine lets go).
 
@@ -298,6 +303,24 @@ class Server:
             except OSError:
                 return
 
+    def rehearse(self) -> None:
+        """Write, once after forking, what the next status will write (after a fork every
+        page of ours is shared with the new worker: the first write to each one copies
+        it). Those copies are then made here, not between a worker's end and its
+        status: the objects of the live workers, the tables that map them, and the
+        allocations and the error the status path makes (`finish`, `empty_group`)."""
+        for reply, _work, _exited in self.workers.values():
+            reply.fileno()
+        for table in (self.workers, self.replies, self.exits):
+            for key in list(table):
+                table[key] = table[key]
+        resource.getrusage(resource.RUSAGE_CHILDREN)
+        try:
+            os.killpg(0x7FFFFFFF, 0)  # no such group: the error the common case raises
+        except OSError:
+            pass
+        STATUS.pack(0, round(0.5 * 1e6), 0)
+
     def _unwatch(self, fd: int, table: dict[int, int]) -> None:
         del table[fd]
         self.poll.unregister(fd)
@@ -387,6 +410,8 @@ class Server:
                 continue
             if self.fork_worker():
                 self.to_fork -= 1
+                if not self.to_fork:
+                    self.rehearse()
                 continue
             # EAGAIN (a fork bomb's RLIMIT_NPROC): say so for every fork asked for, so
             # that no call waits for a worker that will not come.

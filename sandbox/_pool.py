@@ -10,13 +10,15 @@ size, files, processes, output) travel with each call. A workspace is one of the
 so each subject's calls get their own pool sandbox.
 
 Workers: the engine asks the server for workers (`_top_up`: up to K ready, forks
-requested while a call is in flight only when fewer than two are left, the rest after
-it) and holds each one it gets itself — the write end of its request pipe, its stdin,
+requested while a call is in flight only when fewer than two are left, the rest once it
+has returned: `_refills`) and holds each one it gets itself — the write end of its request pipe, its stdin,
 stdout and stderr, and a reply socket to the server. A call takes a ready worker, writes
 its arguments to its stdin and then its rlimits to its request pipe (the go-ahead the
-worker blocks on before it runs anything of the tool), reads stdout (capped) and stderr
-(tail) itself, and waits for the status packet the server sends on the reply socket
-after killing the worker's group and reaping it. No message to the server starts a
+worker blocks on before it runs anything of the tool), waits for the status packet the
+server sends on the reply socket after killing the worker's group and reaping it, and
+reads stdout (capped) and stderr (tail) itself: in the common case (the tool done within
+a few milliseconds, its output within the pipes) all at once after the status, with one
+wake-up of the event loop for the whole call (`_Exchange`). No message to the server starts a
 call; every call runs in a fresh worker process that is gone after it. A worker found
 dead when taken (it died in set-up) is replaced, at most twice for one call.
 
@@ -28,7 +30,8 @@ worker's host pid from the pidfd and moves the worker in, several arrivals in on
 worker is ready once the outcome is back on the event loop (picked up when a call next
 takes a worker, or at once while calls wait for one). The worker has run nothing of a
 call by then, and runs nothing until a call writes its limits, so the tool starts inside
-the cgroup, which holds nothing else and is removed after that one call. The call reads
+the cgroup, which holds nothing else and is removed after that one call (right after
+it has returned: the status says the call's processes are all dead, so it is empty). The call reads
 the cgroup's OOM kills and peak after the status packet (the worker is reaped by then).
 A worker that could not be moved runs its call on RLIMIT_AS and the sized tmpfs alone,
 and the result says so.

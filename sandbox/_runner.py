@@ -280,16 +280,37 @@ def _report(config: dict) -> None:
         pass
 
 
+def _read_all(fd: int) -> bytes:
+    """Everything up to EOF (the call's arguments), without the io layers (their seek,
+    stat and buffer objects: pages a pool worker would copy on the call's path)."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _warm_call(config: dict) -> None:
     """Touch what `_call` will use (json both ways, the stdio objects, the preloaded
     module), running nothing of the tool: in a pool worker forked ahead of time, the
     copy-on-write faults this costs happen before the call instead of during it."""
     import json
 
-    json.loads(json.dumps({"a": [1, 2.5, "x", None, True, {"b": False}]}).encode())
-    _ = sys.stdin.buffer, sys.stdout.write, sys.stderr.write
-    module_name = config["target"].partition(":")[0]
-    sys.modules.get(module_name)
+    data = json.dumps(json.loads(b'{"a": [1, 2.5, "x", null, true, {"b": false}]}'))
+    _ = sys.stdout.flush, sys.stderr.flush
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        _write_all(null, data.encode() + b"\n")
+        _read_all(null)
+    finally:
+        os.close(null)
+    module_name, _, function_name = config["target"].partition(":")
+    getattr(sys.modules.get(module_name), function_name, None)
 
 
 def _call(config: dict) -> None:
@@ -310,7 +331,7 @@ def _call(config: dict) -> None:
     import json
 
     try:
-        raw = sys.stdin.buffer.read()
+        raw = _read_all(0)
         arguments = json.loads(raw) if raw.strip() else {}
         module = sys.modules.get(module_name)  # preloaded by the pool's fork server
         if module is None:
@@ -340,9 +361,8 @@ def _call(config: dict) -> None:
         _report(config)
         os._exit(1)
     _report(config)
-    sys.stdout.write(data)
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    sys.stdout.flush()  # what the tool printed, before the result
+    _write_all(1, data.encode() + b"\n")  # not through sys.stdout's layers: fewer pages touched
     try:
         sys.stderr.flush()  # what the tool printed there, before its end of the pipe goes
     except (OSError, ValueError, AttributeError):  # closed, or replaced by the tool
