@@ -108,9 +108,11 @@ _START_TIMEOUT_S = 20.0
 _KILL_WAIT_S = 10.0
 _LOW = 2  # ready workers below which a fork is asked for while a call is in flight
 _DEAD_WORKERS = 3  # workers found dead, one after another, before a call gives up
-# How long a call waits for its status alone before it watches each of its streams: a
-# tool still running then, or blocked on a full output pipe, is read as it writes.
+# How long a call waits for its status alone before it looks into its output pipes: a
+# tool found writing (or blocked on a full pipe) is then read as it writes; one found
+# silent is waited for again, twice as long each time up to _QUIET_MAX_S.
 _QUIET_S = 0.003
+_QUIET_MAX_S = 0.05
 _STATUS = struct.Struct("=iqq")  # the server's status packet (`_forkserver.STATUS`)
 _PID = struct.Struct("=i")
 _CHUNK = 65536
@@ -242,17 +244,18 @@ class _Exchange:
     """One call's traffic with its worker, driven by the calling task alone.
 
     The common case takes one wake-up of the event loop: the arguments fit in the stdin
-    pipe, the tool answers within `_QUIET_S` and its output fits in the pipes, so the
-    task waits for the status packet alone (`wait_status`) and then takes what the
-    pipes hold (`take_outputs`): every process of the call is dead by then, so nothing
-    more can come. Waking up for each write and each end of stream of the worker costs
-    the loop a turn each, and on one core each such wake-up preempts the worker.
+    pipe and the tool's output in the pipes, so the task waits for the status packet
+    alone (`wait_status`) and then takes what the pipes hold (`take_outputs`): every
+    process of the call is dead by then, so nothing more can come. Waking up for each
+    write and each end of stream of the worker costs the loop a turn each, and on one
+    core each such wake-up preempts the worker. A call not answered within `_QUIET_S`
+    has its pipes looked into: silent, it is waited for again (twice as long each time,
+    up to `_QUIET_MAX_S`); writing (or blocked on a full pipe), it is read as it writes.
 
-    Otherwise (arguments larger than the pipe, no status within `_QUIET_S`: a slow tool,
-    or one blocked on a full pipe) the worker's stdin, stdout, stderr and reply socket
-    go into a private epoll set whose own descriptor is what the task waits on (`pump`):
-    one task per call, none per stream. Each descriptor is unregistered and closed once
-    done (EOF, broken pipe, the status).
+    That (and arguments larger than the pipe) is the other way: the worker's stdin,
+    stdout, stderr and reply socket go into a private epoll set whose own descriptor is
+    what the task waits on (`pump`): one task per call, none per stream. Each descriptor
+    is unregistered and closed once done (EOF, broken pipe, the status).
     """
 
     worker: _Worker
@@ -286,21 +289,27 @@ class _Exchange:
 
     async def wait_status(self) -> None:
         """Wait for the status packet alone, then take what the outputs hold. Cancellable
-        (a call not answered within `_QUIET_S` goes on with `pump`)."""
+        (`_drive` gives it `_QUIET_S`, then more while the outputs stay silent)."""
         await trio.lowlevel.wait_readable(self.worker.reply)
         self._on_reply()
         self.take_outputs()
 
-    def take_outputs(self) -> None:
-        """Read what the pipes hold, up to their end (the server made our ends non-blocking)."""
+    def take_outputs(self) -> bool:
+        """Read what the pipes hold, up to their end (the server made our ends
+        non-blocking); whether there was anything (data or an end)."""
         worker, collected = self.worker, self.collected
+        taken = 0
         try:
             while worker.stdout >= 0:
-                self._read(worker.stdout, collected.stdout, self.max_stdout, tail=False)
-            while worker.stderr >= 0:
-                self._read(worker.stderr, collected.stderr, self.max_stderr, tail=True)
+                taken += self._read(worker.stdout, collected.stdout, self.max_stdout, tail=False)
         except BlockingIOError:
-            pass  # a writer is still open: `pump` waits for the end (bounded)
+            pass  # nothing (more) yet; after the status: a writer outside the call's group
+        try:
+            while worker.stderr >= 0:
+                taken += self._read(worker.stderr, collected.stderr, self.max_stderr, tail=True)
+        except BlockingIOError:
+            pass
+        return taken > 0
 
     def _watch(self) -> None:
         """Watch each stream of the call from now on (`pump`)."""
@@ -335,8 +344,9 @@ class _Exchange:
                 pass
         _close(fd)
 
-    def _read(self, fd: int, into: bytearray, limit: int, *, tail: bool) -> None:
-        """One read of an output; BlockingIOError when it holds nothing yet."""
+    def _read(self, fd: int, into: bytearray, limit: int, *, tail: bool) -> int:
+        """One read of an output: 1 for its end, else the bytes read (BlockingIOError
+        when it holds nothing yet)."""
         chunk = os.read(fd, _CHUNK)
         if not chunk:
             self._done(fd)
@@ -345,7 +355,8 @@ class _Exchange:
                 self.worker.stdout = -1
             else:
                 self.worker.stderr = -1
-        elif tail:
+            return 1
+        if tail:
             into += chunk
             if len(into) > limit:
                 del into[: len(into) - limit]
@@ -355,6 +366,7 @@ class _Exchange:
                 into += chunk[:room]
             if len(chunk) > room:
                 self.collected.truncated = True
+        return len(chunk)
 
     def _on_reply(self) -> None:
         worker = self.worker
@@ -838,8 +850,13 @@ class _Pool:
         try:
             exchange.start(stdin_data, _limits(spec))
             if exchange.quiet():
-                with trio.move_on_at(min(deadline, collected.started + _QUIET_S)):
-                    await exchange.wait_status()
+                quiet = _QUIET_S
+                while True:
+                    with trio.move_on_at(min(deadline, trio.current_time() + quiet)):
+                        await exchange.wait_status()
+                    if exchange.status is not None or exchange.take_outputs() or trio.current_time() >= deadline:
+                        break  # answered, or writing (to be read as it writes), or out of time
+                    quiet = min(quiet * 2, _QUIET_MAX_S)
             if exchange.status is None:
                 with trio.move_on_at(deadline):
                     await exchange.pump(exchange.has_status)

@@ -4,6 +4,11 @@
   give the same Result shape as the other backends (backend "pool").
 - test_each_call_gets_a_fresh_process_and_directory: sequential calls of one pool run
   in distinct processes with distinct, empty work directories.
+- test_outputs_arrive_whole_however_they_come: a call waits for its status alone while
+  its output fits in the pipes, and reads as the tool writes otherwise: output larger
+  than a pipe written at once, output after a silence longer than the first wait,
+  output written in pieces over a while, outputs closed early by a tool that goes on:
+  each arrives whole, with its exit code.
 - test_timeout_kills_the_call_and_the_pool_serves_on / test_cancellation_kills_the_call:
   a hanging call is killed (timeout status; on cancellation Cancelled propagates) and no
   process of it is left.
@@ -50,6 +55,36 @@ async def test_python_function_and_command_results(runner_for: Any) -> None:
         failed = await sandbox.run(tool.spec(argv=(*PY, "import sys; sys.exit('bad')")), {})
     assert result.status == "ok" and result.output["result"] == 42 and result.backend == "pool", result
     assert failed.status == "error" and failed.exit_code == 1 and "bad" in failed.message
+
+
+OUTPUTS = """
+import os, sys, time
+mode = sys.argv[1]
+if mode == "large":
+    sys.stdout.write("o" * 300_000); sys.stderr.write("e" * 100_000 + "end")
+elif mode == "late":
+    time.sleep(0.08); sys.stdout.write("late")
+elif mode == "trickle":
+    for i in range(20):
+        sys.stdout.write(str(i % 10)); sys.stdout.flush(); time.sleep(0.005)
+elif mode == "closed":
+    sys.stdout.write("first"); sys.stdout.flush(); os.close(1); os.close(2); time.sleep(0.06)
+    sys.exit(3)
+"""
+
+
+async def test_outputs_arrive_whole_however_they_come(runner_for: Any) -> None:
+    tool = runner_for("pool")
+    async with sandbox.open_pools():
+        large, late, trickle, closed = [
+            await sandbox.run(tool.spec(argv=(*PY, OUTPUTS, mode), max_stderr_bytes=200_000), {})
+            for mode in ("large", "late", "trickle", "closed")
+        ]
+    assert large.status == "ok" and large.output["text"] == "o" * 300_000, large.message
+    assert large.stderr_tail == "e" * 100_000 + "end"
+    assert late.status == "ok" and late.output["text"] == "late", late
+    assert trickle.status == "ok" and trickle.output["text"] == "01234567890123456789", trickle
+    assert closed.exit_code == 3 and closed.output["text"] == "first", closed
 
 
 async def test_each_call_gets_a_fresh_process_and_directory(runner_for: Any) -> None:
