@@ -311,9 +311,11 @@ class Server:
         allocations and the error the status path makes (`finish`, `empty_group`)."""
         for reply, _work, _exited in self.workers.values():
             reply.fileno()
-        for table in (self.workers, self.replies, self.exits):
-            for key in list(table):
-                table[key] = table[key]
+        for pid in list(self.workers):
+            self.workers[pid] = self.workers[pid]
+        for fds in (self.replies, self.exits):
+            for fd in list(fds):
+                fds[fd] = fds[fd]
         resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             os.killpg(0x7FFFFFFF, 0)  # no such group: the error the common case raises
