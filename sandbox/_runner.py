@@ -310,7 +310,9 @@ def _warm_call(config: dict) -> None:
     finally:
         os.close(null)
     module_name, _, function_name = config["target"].partition(":")
-    getattr(sys.modules.get(module_name), function_name, None)
+    module = sys.modules.get(module_name)
+    if module is not None:
+        vars(module).get(function_name)  # never a module __getattr__: no tool code here
 
 
 def _call(config: dict) -> None:
