@@ -17,6 +17,10 @@
 - test_an_answer_for_a_dead_instances_action_is_refused: A is SIGKILLed while its turn
   waits; once B sees A's heartbeat stale, an admin's answer on B is refused and the
   action is cancelled in the store.
+
+The last two beat fast (``limits.instance_heartbeat``): they wait for heartbeats, and what
+they prove holds whatever the pace. The others keep the default, so that no instance is
+taken for dead while a loaded machine delays its beats.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from engine.protocol import AgentAction, AgentResponse, AgentResult, AgentState,
 from tests.security.cliserver import SECRET, place, serving
 
 pytestmark = pytest.mark.slow
+
+FAST_BEAT_S = 0.25
+FAST_BEAT = ("--limit", f"instance_heartbeat={int(FAST_BEAT_S * 1000)}ms")
 
 
 def _token(sub: str, *roles: str) -> str:
@@ -147,7 +154,7 @@ async def test_cancel_and_stop_sent_on_b_reach_the_turn_on_a(pg_url: str, shared
 
 
 async def test_the_session_limit_holds_across_instances(pg_url: str, shared_env: dict[str, str]) -> None:
-    limit = ("--limit", "sessions_per_subject=2")
+    limit = ("--limit", "sessions_per_subject=2", *FAST_BEAT)
     with place() as a_place, place() as b_place:
         _patient(a_place, b_place)
         async with serving(a_place, *limit, env=shared_env) as a, serving(b_place, *limit, env=shared_env) as b:
@@ -156,14 +163,14 @@ async def test_the_session_limit_holds_across_instances(pg_url: str, shared_env:
                     for _ in range(2):
                         await on_a.start_session("assistant")
                     refused = None
-                    for _ in range(100):  # bounded: B learns of A's sessions at its next heartbeat (2 s)
+                    for _ in range(100):  # bounded: B learns of A's sessions at its next heartbeat
                         try:
                             extra = (await on_b.start_session("assistant")).session_id
                         except ServerError as exc:
                             refused = exc
                             break
                         await on_b.control(extra, "stop")  # not seen yet: take it back and try again
-                        await trio.sleep(0.2)
+                        await trio.sleep(FAST_BEAT_S)
                     assert refused is not None and refused.code == "rate_limited"
                     assert "sessions_per_subject" in refused.message
 
@@ -177,10 +184,10 @@ async def test_an_answer_for_a_dead_instances_action_is_refused(pg_url: str, sha
     url = shared_env["SCONNECT_DATABASE_URL"]
     with place() as a_place, place() as b_place:
         _patient(a_place, b_place)
-        async with serving(b_place, env=shared_env) as b:
+        async with serving(b_place, *FAST_BEAT, env=shared_env) as b:
             with trio.fail_after(90):
                 async with open_client(b.url, _token("boss", "admin")) as boss:
-                    a_cm = serving(a_place, env=shared_env)
+                    a_cm = serving(a_place, *FAST_BEAT, env=shared_env)
                     a = await a_cm.__aenter__()
                     try:
                         async with open_client(a.url, _token("alice")) as alice:
@@ -195,15 +202,25 @@ async def test_an_answer_for_a_dead_instances_action_is_refused(pg_url: str, sha
                             await a_cm.__aexit__(None, None, None)
                     a_id = (a_place.state / "instance-id").read_text().strip()
                     b_id = (b_place.state / "instance-id").read_text().strip()
-                    for _ in range(600):  # bounded: until B has beaten once after A's last beat went stale
+                    # Until B has finished a beat begun after A's last row went stale: B's row of
+                    # such a beat is seen, then a later one (beats run one after the other, so
+                    # the first one's view of who is alive is in force by then).
+                    after_stale = None
+                    for _ in range(600):  # bounded, and by fail_after above
                         with psycopg.connect(url) as conn:
-                            seen = dict(conn.execute("SELECT instance, seen_at FROM presence WHERE subject = '' "
-                                                     "AND instance IN (%s, %s)", (a_id, b_id)).fetchall())
-                        if a_id in seen and seen.get(b_id, 0) > seen[a_id] + 6.5:
-                            break
-                        await trio.sleep(0.1)
+                            seen = {i: (at, stale) for i, at, stale in conn.execute(
+                                "SELECT instance, seen_at, stale_after FROM presence WHERE subject = '' "
+                                "AND instance IN (%s, %s)", (a_id, b_id)).fetchall()}
+                        if a_id in seen and b_id in seen:
+                            a_last, b_beat = seen[a_id][0] + seen[a_id][1], seen[b_id][0]
+                            if after_stale is None and b_beat > a_last:
+                                after_stale = b_beat
+                            elif after_stale is not None and b_beat > after_stale:
+                                break
+                        await trio.sleep(0.05)
                     else:
                         raise AssertionError(f"B never saw A go stale: {seen}")
+                    assert seen[a_id][1] == 3 * FAST_BEAT_S  # A's row said how soon it goes stale
                     await boss.answer(asked.action_id, True)
                     refused = await boss.next_event_of(ErrorFrame)
                     assert refused.code == "already_decided" and "stopped" in refused.message, refused
