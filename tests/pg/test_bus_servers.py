@@ -10,8 +10,10 @@
   the tool run on A; an admin who connects to B later still gets the waiting action.
 - test_cancel_and_stop_sent_on_b_reach_the_turn_on_a: alice's second client, on B,
   cancels the turn running on A (its approval is cancelled, the session stays active),
-  then stops the session (terminated on A); another subject's cancel is forbidden and a
-  session nobody runs is not_found.
+  then stops the session (terminated on A); another subject's cancel is forbidden; the
+  terminated session is not_found at once (no instance is asked), and an active session
+  that no instance runs (written to the store only) is not_found once no instance
+  answered B's question (meanwhile, on its own connection).
 - test_the_session_limit_holds_across_instances: with sessions_per_subject=2, two live
   sessions on A make B refuse a third (``rate_limited``) once its heartbeat has seen them.
 - test_an_answer_for_a_dead_instances_action_is_refused: A is SIGKILLed while its turn
@@ -35,6 +37,7 @@ import trio
 
 from engine.client import ServerError, open_client
 from engine.protocol import AgentAction, AgentResponse, AgentResult, AgentState, ErrorFrame
+from engine.store import Store
 from tests.security.cliserver import SECRET, place, serving
 
 pytestmark = pytest.mark.slow
@@ -128,7 +131,21 @@ async def test_cancel_and_stop_sent_on_b_reach_the_turn_on_a(pg_url: str, shared
             with trio.fail_after(60):
                 async with open_client(a.url, _token("alice")) as alice, \
                         open_client(b.url, _token("alice")) as elsewhere, \
-                        open_client(b.url, _token("mallory")) as mallory:
+                        open_client(b.url, _token("mallory")) as mallory, \
+                        open_client(b.url, _token("alice")) as idle, \
+                        await Store.connect(shared_env["SCONNECT_DATABASE_URL"]) as store, \
+                        trio.open_nursery() as nursery:
+                    await store.create_session("run-nowhere", "alice", "assistant")
+                    unrun: list[ServerError] = []
+
+                    async def nobody_runs_it() -> None:
+                        # B asks the other instances and waits for one to answer (3 s): side
+                        # by side with the rest, which does not touch this session.
+                        with pytest.raises(ServerError) as caught:
+                            await idle.cancel_turn("run-nowhere")
+                        unrun.append(caught.value)
+
+                    nursery.start_soon(nobody_runs_it)
                     sid = (await alice.start_session("assistant")).session_id
                     await alice.send_message(sid, 'write "never" to never.txt')
                     asked = await alice.next_event_of(AgentAction, session_id=sid)
@@ -144,9 +161,11 @@ async def test_cancel_and_stop_sent_on_b_reach_the_turn_on_a(pg_url: str, shared
                     assert str(stopped.state) == "terminated"
                     while str((await alice.next_event_of(AgentState, session_id=sid)).state) != "terminated":
                         pass
-                    with pytest.raises(ServerError) as gone:
-                        await elsewhere.cancel_turn(sid)
+                    with trio.fail_after(2):  # terminated: answered without asking (or waiting for) anyone
+                        with pytest.raises(ServerError) as gone:
+                            await elsewhere.cancel_turn(sid)
                     assert gone.value.code == "not_found"
+                assert [error.code for error in unrun] == ["not_found"], unrun
     with psycopg.connect(shared_env["SCONNECT_DATABASE_URL"]) as conn:
         status = conn.execute("SELECT status FROM pending_actions WHERE action_id = %s", (asked.action_id,)).fetchone()
         state_row = conn.execute("SELECT state FROM sessions WHERE session_id = %s", (sid,)).fetchone()
