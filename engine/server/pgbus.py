@@ -17,23 +17,25 @@ payloads are small JSON objects naming the sending instance):
 - ``control`` / ``control_seen`` / ``control_done``: a stop, cancel, pause or resume
   sent on B for a session running on A. B checks in the store that the session is the
   sender's, asks, and answers its client with the ``agent_state`` A reports once the
-  command took effect (or A's error), or ``not_found`` when no instance answers.
+  command took effect (or A's error), or ``not_found`` when no instance answers (at
+  once, without asking, when the store says the session terminated).
 - Per-subject limits: each instance rewrites its live connections and sessions per
   subject in the ``presence`` table every heartbeat (``heartbeat_s``, :data:`HEARTBEAT_S`
-  by default) and reads the others' fresh rows; the limits add them to the local counts. Best effort: two instances
-  admitting the same subject within one heartbeat can overshoot a limit by what they
-  admitted in between.
+  by default) and reads the others' fresh rows; the limits add them to the local counts.
+  Best effort: two instances admitting the same subject within one heartbeat can
+  overshoot a limit by what they admitted in between.
 - Which configuration each instance serves: its heartbeat row (subject ``''``) carries
   its policy revision, when that configuration was loaded, its program version and host
   name; ``sconnect check`` lists the live instances from it (:func:`live_instances`) and
   says when their revisions differ (a rollout in progress, or an instance left behind).
-- An instance that died: its heartbeat row (subject ``''``) goes stale: each row says
+- An instance that died: its heartbeat row (subject ``''``) goes stale. Each row says
   how long it stays fresh (``stale_after``: :data:`STALE_BEATS` of its writer's
   heartbeats), so instances with different heartbeats judge each other by the writer's
-  own pace (a row without it, from an older version: :data:`PRESENCE_STALE_S`). An answer to an
-  action it was waiting for is then refused (``already_decided``: the action is marked
-  ``cancelled`` in the store, nothing runs), instead of approving what nobody will run;
-  its copies elsewhere go at their expiry, and its own restart cancels its orphans.
+  own pace (a row without it, from an older version: :data:`PRESENCE_STALE_S`). An
+  answer to an action it was waiting for is then refused (``already_decided``: the
+  action is marked ``cancelled`` in the store, nothing runs), instead of approving what
+  nobody will run; its copies elsewhere go at their expiry, and its own restart cancels
+  its orphans.
 
 Nothing depends on a notification arriving: NOTIFY is not queued for a listener that is
 away (reconnecting, or an instance starting), so the database stays the authority. A
