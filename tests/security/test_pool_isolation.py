@@ -318,8 +318,10 @@ if os.fork() == 0:
             os.setpgid(0, 0)
         except OSError:
             pass
-        with open(sys.argv[2], "w") as handle:
+        # Written whole, then renamed: the parent reads it as soon as the name exists.
+        with open(sys.argv[2] + ".tmp", "w") as handle:
             handle.write(escaped)
+        os.rename(sys.argv[2] + ".tmp", sys.argv[2])
         while True:
             time.sleep(1)
     os._exit(0)
