@@ -3,8 +3,9 @@
 Each test writes a tool file into a copy of tests/data/minimal and loads it: pinned tools
 become ordinary Tools (named ``<file>_<tool>`` or by ``as``, parameters from the pin);
 tools the file does not list do not exist; an unpinned tool, a pin edited by hand, a
-file declaring both ``command`` and ``mcp_server``, and per-file ``parameters`` are
-refused with the file and line of the offending key.
+file declaring both ``command`` and ``mcp_server``, per-file ``parameters``, and a
+``restart_backoff`` under 10ms or not a duration are refused with the file and line of the
+offending key.
 """
 
 from __future__ import annotations
