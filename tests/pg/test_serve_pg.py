@@ -195,7 +195,11 @@ async def test_a_restarted_instance_cancels_its_own_orphans_only(pg_url: str, sh
                         await a_cm.__aexit__(None, None, None)
                 async with open_client(b.url, _token()) as client:
                     await client.send(ToolCall(id="ask", name="read_file", arguments={"path": "y.txt"}))
-                    live = str((await client.next_event_of(AgentAction)).action_id)
+                    # B may first show alice the orphan (its copy stays until A's "finished"
+                    # arrives, which A may not have sent before it was killed): take B's own.
+                    while (action := await client.next_event_of(AgentAction)).arguments.get("path") != "y.txt":
+                        assert action.action_id == orphan, action
+                    live = str(action.action_id)
                     async with serving(a_place, env=env):
                         with psycopg.connect(pg_url) as conn:
                             status = dict(conn.execute(
