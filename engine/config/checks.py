@@ -88,6 +88,8 @@ def check_tool(tool: Tool, doc: Document) -> list[ConfigProblem]:
 
 
 DEFAULT_TOOL_PATH = "/usr/local/bin:/usr/bin:/bin"
+# mcp_server.restart_backoff's floor.
+MIN_RESTART_BACKOFF_S = 0.01
 
 
 def network_problems(needs: SandboxNeeds, doc: Document, *, supported: bool = True) -> list[ConfigProblem]:
@@ -123,6 +125,10 @@ def check_mcp_server(server_file: McpServerFile, doc: Document) -> list[ConfigPr
     problem = command_problem(server.command[0], server_file.sandbox.env.get("PATH", DEFAULT_TOOL_PATH))
     if problem:
         problems.append(doc.problem(["mcp_server", "command", 0], problem))
+    if server.restart_backoff < MIN_RESTART_BACKOFF_S:
+        # A server failing in a loop must not spin the sandbox launcher.
+        problems.append(doc.problem(["mcp_server", "restart_backoff"],
+                                    f"{server.restart_backoff:g}s is too short: at least 10ms"))
     for upstream, entry in server.tools.items():
         where: list[Any] = ["mcp_server", "tools", upstream]
         if entry.as_ is None and not _TOOL_NAME.fullmatch(server_file.exposed_name(upstream)):

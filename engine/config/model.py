@@ -172,6 +172,9 @@ class McpServer:
     startup_timeout: Seconds = Seconds(10)
     # single_use: sandboxes kept started ahead of calls.
     pool_size: int = 2
+    # The first pause before starting again a server that failed to start or stopped soon
+    # after starting; it doubles with each such failure in a row, up to 30 s.
+    restart_backoff: Seconds = Seconds(0.5)
 
 
 @attrs.frozen

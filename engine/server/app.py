@@ -162,7 +162,8 @@ async def serve(
                     # Approvals, controls and limits across the instances sharing the database.
                     from .pgbus import PgBus
 
-                    await nursery.start(PgBus.serve, hub, settings.database_url, admission)
+                    await nursery.start(partial(PgBus.serve, hub, settings.database_url, admission,
+                                                heartbeat_s=settings.instance_heartbeat_s))
                 nursery.start_soon(_watch_database, store, audit)
                 # Set on a graceful stop: the HTTP listeners (MCP, console) stop accepting and drain.
                 mcp_stop = trio.Event()

@@ -60,6 +60,8 @@ LIMITS: dict[str, tuple[str, Any]] = {
     "send_timeout": ("send_timeout_s", _seconds),
     "approval_timeout": ("approval_timeout_s", _seconds),
     "mcp_approval_wait": ("mcp_approval_wait_s", _seconds),
+    # Every beat is a write to the shared database: a floor keeps a typo from hammering it.
+    "instance_heartbeat": ("instance_heartbeat_s", _positive(lambda v: float(parse_duration(v)), 0.1, "s")),
 }
 
 

@@ -17,20 +17,25 @@ payloads are small JSON objects naming the sending instance):
 - ``control`` / ``control_seen`` / ``control_done``: a stop, cancel, pause or resume
   sent on B for a session running on A. B checks in the store that the session is the
   sender's, asks, and answers its client with the ``agent_state`` A reports once the
-  command took effect (or A's error), or ``not_found`` when no instance answers.
+  command took effect (or A's error), or ``not_found`` when no instance answers (at
+  once, without asking, when the store says the session terminated).
 - Per-subject limits: each instance rewrites its live connections and sessions per
-  subject in the ``presence`` table every :data:`HEARTBEAT_S` and reads the others'
-  fresh rows; the limits add them to the local counts. Best effort: two instances
-  admitting the same subject within one heartbeat can overshoot a limit by what they
-  admitted in between.
+  subject in the ``presence`` table every heartbeat (``heartbeat_s``, :data:`HEARTBEAT_S`
+  by default) and reads the others' fresh rows; the limits add them to the local counts.
+  Best effort: two instances admitting the same subject within one heartbeat can
+  overshoot a limit by what they admitted in between.
 - Which configuration each instance serves: its heartbeat row (subject ``''``) carries
   its policy revision, when that configuration was loaded, its program version and host
   name; ``sconnect check`` lists the live instances from it (:func:`live_instances`) and
   says when their revisions differ (a rollout in progress, or an instance left behind).
-- An instance that died: its heartbeat row (subject ``''``) goes stale. An answer to an
-  action it was waiting for is then refused (``already_decided``: the action is marked
-  ``cancelled`` in the store, nothing runs), instead of approving what nobody will run;
-  its copies elsewhere go at their expiry, and its own restart cancels its orphans.
+- An instance that died: its heartbeat row (subject ``''``) goes stale. Each row says
+  how long it stays fresh (``stale_after``: :data:`STALE_BEATS` of its writer's
+  heartbeats), so instances with different heartbeats judge each other by the writer's
+  own pace (a row without it, from an older version: :data:`PRESENCE_STALE_S`). An
+  answer to an action it was waiting for is then refused (``already_decided``: the
+  action is marked ``cancelled`` in the store, nothing runs), instead of approving what
+  nobody will run; its copies elsewhere go at their expiry, and its own restart cancels
+  its orphans.
 
 Nothing depends on a notification arriving: NOTIFY is not queued for a listener that is
 away (reconnecting, or an instance starting), so the database stays the authority. A
@@ -79,10 +84,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANNEL: Final = "sconnect_bus"
-#: How often each instance rewrites its presence rows and reads the others'.
+#: How often each instance rewrites its presence rows and reads the others', by default
+#: (``limits.instance_heartbeat``).
 HEARTBEAT_S: Final = 2.0
-#: Presence rows older than this are an instance that stopped or died: ignored.
-PRESENCE_STALE_S: Final = 3 * HEARTBEAT_S
+#: Heartbeats an instance may miss before its rows count as an instance that stopped or died.
+STALE_BEATS: Final = 3
+#: How long a row without its own ``stale_after`` (written by an older version) stays fresh.
+PRESENCE_STALE_S: Final = STALE_BEATS * HEARTBEAT_S
 #: How long a control waits for the instance running the session to say it has it, then
 #: for the command to take effect there.
 CONTROL_SEEN_S: Final = 3.0
@@ -103,6 +111,7 @@ class PgBus:
     instance: str
     db: Database
     hub: Hub
+    heartbeat_s: float = HEARTBEAT_S
     # Other instances' live (connections, sessions) per subject, from the last heartbeat.
     remote: dict[str, tuple[int, int]] = attrs.field(factory=dict)
     # The other instances alive at the last heartbeat (None before the first one).
@@ -118,13 +127,13 @@ class PgBus:
         self._send, self._outgoing = trio.open_memory_channel[dict[str, Any]](256)
 
     @classmethod
-    async def serve(cls, hub: Hub, url: str, admission: Any = None, *,
+    async def serve(cls, hub: Hub, url: str, admission: Any = None, *, heartbeat_s: float = HEARTBEAT_S,
                     task_status: trio.TaskStatus[PgBus] = trio.TASK_STATUS_IGNORED) -> None:
         instance = hub.store.instance
         if instance is None:
             raise ValueError("the PostgreSQL bus needs the store's instance id")
         db = await Database.open(url, max_size=2, application="sconnect-bus")
-        bus = cls(url, instance, db, hub)
+        bus = cls(url, instance, db, hub, heartbeat_s)
         try:
             async with trio.open_nursery() as nursery:
                 bus._nursery = nursery
@@ -142,7 +151,7 @@ class PgBus:
                 try:
                     await db.run(_leave, instance)
                 except PgError:
-                    pass  # stale rows are ignored after PRESENCE_STALE_S anyway
+                    pass  # stale rows are ignored after their stale_after anyway
                 await db.aclose()
 
     # --- the ApprovalBus interface -----------------------------------------------------
@@ -208,8 +217,10 @@ class PgBus:
 
     async def forward_control(self, conn: ControlPeer, frame: AgentControl) -> bool:
         stored = await self.hub.store.get_session(frame.session_id)
-        if stored is None or stored.subject != conn.principal.sub:
-            return False  # the caller answers not_found / forbidden as for a local session
+        if stored is None or stored.subject != conn.principal.sub or stored.state == str(LifecycleState.TERMINATED):
+            # The caller answers not_found / forbidden as for a local session; a terminated
+            # session runs nowhere, so no instance is asked (nor waited for).
+            return False
         rid = new_id()
         send, receive = trio.open_memory_channel[dict[str, Any]](2)
         self._controls[rid] = send
@@ -399,17 +410,17 @@ class PgBus:
             sessions = Counter(s.conn.principal.sub for s in self.hub.sessions.values())
             rows = [(sub, connections[sub], sessions[sub]) for sub in set(connections) | set(sessions)]
             serving = Serving(self.instance, self.hub.policy_revision, self.hub.config_loaded_at, *self._identity,
-                              seen_at=time.time())
+                              seen_at=time.time(), stale_after=STALE_BEATS * self.heartbeat_s)
             try:
                 self.remote, self.live = await self.db.run(_beat, serving, rows)
                 failing = False
-            except Exception as exc:  # noqa: BLE001 - stale counts are ignored by the others after 6 s
+            except Exception as exc:  # noqa: BLE001 - stale counts are ignored by the others (stale_after)
                 if not failing:
                     log.warning("bus: presence not renewed (the limits count this instance only until it is): %s",
                                 exc)
                 self.remote = {}
                 failing = True
-            await trio.sleep(HEARTBEAT_S)
+            await trio.sleep(self.heartbeat_s)
 
 
 def _decided_error(action_id: str, status: str, reply_to: str) -> ProtocolError:
@@ -429,6 +440,8 @@ class Serving:
     version: str | None
     host: str | None
     seen_at: float
+    # Seconds after seen_at the row stays fresh (the writer's STALE_BEATS heartbeats).
+    stale_after: float = PRESENCE_STALE_S
 
 
 def program_version() -> str:
@@ -442,29 +455,45 @@ def program_version() -> str:
 
 def live_instances(conn: Any, now: float) -> list[Serving]:
     """The instances whose heartbeat is fresh at ``now``, by instance id (blocking; a
-    psycopg connection)."""
-    rows = conn.execute("SELECT instance, revision, loaded_at, version, host, seen_at FROM presence "
-                        "WHERE subject = '' AND seen_at > %s ORDER BY instance", (now - PRESENCE_STALE_S,)).fetchall()
-    return [Serving(str(i), r, None if at is None else float(at), v, h, float(seen)) for i, r, at, v, h, seen in rows]
+    psycopg connection in autocommit mode)."""
+    import psycopg
+
+    try:
+        rows = conn.execute(f"SELECT instance, revision, loaded_at, version, host, seen_at, {_STALE_AFTER} "
+                            f"FROM presence WHERE subject = '' AND {_FRESH} ORDER BY instance",
+                            {"now": now, "default": PRESENCE_STALE_S}).fetchall()
+    except psycopg.errors.UndefinedColumn:
+        # A schema from before rows said how long they stay fresh (older instances only).
+        rows = conn.execute("SELECT instance, revision, loaded_at, version, host, seen_at, %s FROM presence "
+                            "WHERE subject = '' AND seen_at > %s ORDER BY instance",
+                            (PRESENCE_STALE_S, now - PRESENCE_STALE_S)).fetchall()
+    return [Serving(str(i), r, None if at is None else float(at), v, h, float(seen), float(stale))
+            for i, r, at, v, h, seen, stale in rows]
+
+
+# A presence row's freshness at %(now)s, by its writer's own stale_after.
+_STALE_AFTER: Final = "COALESCE(stale_after, %(default)s)"
+_FRESH: Final = f"seen_at + {_STALE_AFTER} > %(now)s"
 
 
 def _beat(conn: Any, serving: Serving,
           rows: list[tuple[str, int, int]]) -> tuple[dict[str, tuple[int, int]], frozenset[str]]:
     """Rewrite this instance's presence rows (subject '' says it is alive, and what it
     serves); the others' fresh ones, summed per subject, and which other instances are alive."""
-    instance, now = serving.instance, serving.seen_at
+    instance, now, stale = serving.instance, serving.seen_at, serving.stale_after
     with conn.transaction():
         conn.execute("DELETE FROM presence WHERE instance = %s", (instance,))
-        conn.execute("INSERT INTO presence (instance, subject, connections, sessions, seen_at, revision, loaded_at, "
-                     "version, host) VALUES (%s, '', 0, 0, %s, %s, %s, %s, %s)",
-                     (instance, now, serving.revision, serving.loaded_at, serving.version, serving.host))
+        conn.execute("INSERT INTO presence (instance, subject, connections, sessions, seen_at, stale_after, revision, "
+                     "loaded_at, version, host) VALUES (%s, '', 0, 0, %s, %s, %s, %s, %s, %s)",
+                     (instance, now, stale, serving.revision, serving.loaded_at, serving.version, serving.host))
         if rows:
             with conn.cursor() as cursor:
-                cursor.executemany("INSERT INTO presence (instance, subject, connections, sessions, seen_at) "
-                                   "VALUES (%s, %s, %s, %s, %s)",
-                                   [(instance, *row, now) for row in rows])
-    found = conn.execute("SELECT instance, subject, connections, sessions FROM presence "
-                         "WHERE instance != %s AND seen_at > %s", (instance, now - PRESENCE_STALE_S)).fetchall()
+                cursor.executemany("INSERT INTO presence (instance, subject, connections, sessions, seen_at, "
+                                   "stale_after) VALUES (%s, %s, %s, %s, %s, %s)",
+                                   [(instance, *row, now, stale) for row in rows])
+    found = conn.execute(f"SELECT instance, subject, connections, sessions FROM presence "
+                         f"WHERE instance != %(instance)s AND {_FRESH}",
+                         {"instance": instance, "now": now, "default": PRESENCE_STALE_S}).fetchall()
     counts: dict[str, tuple[int, int]] = {}
     for _other, sub, c, s in found:
         if sub:

@@ -114,6 +114,9 @@ class ServerSettings:
     console_host: str = "127.0.0.1"
     # How long an MCP tools/call is held open waiting (for an approval) before "call again".
     mcp_approval_wait_s: float = 50.0
+    # With a database_url: how often this instance renews its presence (what it serves, its
+    # live counts per subject); past three missed beats the others count it as gone.
+    instance_heartbeat_s: float = 2.0
 
     @property
     def workspace(self) -> Path:

@@ -155,6 +155,11 @@ MIGRATIONS: Final = (
     ALTER TABLE presence ADD COLUMN version TEXT;
     ALTER TABLE presence ADD COLUMN host TEXT
     """),
+    Migration(8, "each presence row says how long it stays fresh (instances may beat at different paces)", """
+    -- Seconds after seen_at: its writer's own heartbeat times the beats it may miss.
+    -- NULL: written by an older version (readers assume its 6 s).
+    ALTER TABLE presence ADD COLUMN stale_after DOUBLE PRECISION
+    """),
 )
 
 

@@ -60,6 +60,10 @@ SCHEMA: Mapping[str, Any] = {
                             "description": "Time for the server to start and list its tools. Default: 10s."},
         "pool_size": {"type": "integer", "minimum": 1, "maximum": 16,
                       "description": "single_use: sandboxes kept started ahead of calls. Default: 2."},
+        "restart_backoff": {"$ref": "common.json#/$defs/duration",
+                            "description": "The first pause before starting again a server that failed to start "
+                            "or stopped soon after starting; doubles with each such failure in a row, up to 30s. "
+                            "At least 10ms. Default: 500ms."},
         "tools": {
             "type": "object", "minProperties": 1,
             "description": "The upstream tools to expose, by their upstream name; every other tool of the server "

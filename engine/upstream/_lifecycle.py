@@ -11,7 +11,8 @@
 Every start lists the tools and compares each exposed one with its pin (`on_mismatch`
 reports the difference; the tool is refused on that server, the others still work).
 A server that fails to start, or dies soon after starting, is retried with a growing
-pause (0.5 s doubling up to 30 s) so a broken server cannot spin.
+pause (`restart_backoff`, 0.5 s by default, doubling up to 30 s) so a broken server
+cannot spin.
 
 Cancellation: a cancelled call on a single-use sandbox kills that sandbox before the
 cancellation goes on (the slot task is told, and awaited, shielded and bounded); after a
@@ -117,8 +118,8 @@ class _Slot:
     closed: trio.Event = attrs.Factory(trio.Event)
 
 
-async def _backoff(failures: int) -> None:
-    await trio.sleep(min(_MAX_BACKOFF_S, 0.5 * math.pow(2, failures - 1)))
+async def _backoff(first_s: float, failures: int) -> None:
+    await trio.sleep(min(_MAX_BACKOFF_S, first_s * math.pow(2, failures - 1)))
 
 
 @attrs.define(eq=False)
@@ -131,6 +132,7 @@ class SingleUsePool:
     startup_timeout_s: float
     refs: list[UpstreamRef]
     on_mismatch: MismatchHook | None = None
+    restart_backoff_s: float = 0.5
     last_error: StartFailed | None = None
     _send: trio.MemorySendChannel[_Slot] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[_Slot] = attrs.field(init=False)
@@ -171,7 +173,7 @@ class SingleUsePool:
                 if slot is not None:
                     slot.closed.set()
             if failures or crashes:
-                await _backoff(failures + crashes)
+                await _backoff(self.restart_backoff_s, failures + crashes)
 
     async def call(self, ref: UpstreamRef, arguments: Mapping[str, Any]) -> sandbox.Result:
         started = trio.current_time()
@@ -217,6 +219,7 @@ class SharedServer:
     startup_timeout_s: float
     refs: list[UpstreamRef]
     on_mismatch: MismatchHook | None = None
+    restart_backoff_s: float = 0.5
     last_error: StartFailed | None = None
     starts: int = 0
     # Start attempts that ended (ready or failed): a caller waiting since attempt N
@@ -257,7 +260,7 @@ class SharedServer:
             finally:
                 self._current = None
             if failures or crashes:
-                await _backoff(failures + crashes)
+                await _backoff(self.restart_backoff_s, failures + crashes)
 
     async def call(self, ref: UpstreamRef, arguments: Mapping[str, Any]) -> sandbox.Result:
         started = trio.current_time()

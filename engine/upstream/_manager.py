@@ -98,12 +98,15 @@ class Upstreams:
             spec = server_spec(first, workspace=self.workspace, work_root=self.work_root)
             server = first.server
             runner: SingleUsePool | SharedServer
+            backoff = float(server.restart_backoff)
             if server.lifecycle == "single_use":
                 runner = SingleUsePool(
-                    server.command, spec, server.pool_size, float(server.startup_timeout), refs, self.on_mismatch
+                    server.command, spec, server.pool_size, float(server.startup_timeout), refs, self.on_mismatch,
+                    restart_backoff_s=backoff,
                 )
             else:
-                runner = SharedServer(server.command, spec, float(server.startup_timeout), refs, self.on_mismatch)
+                runner = SharedServer(server.command, spec, float(server.startup_timeout), refs, self.on_mismatch,
+                                      restart_backoff_s=backoff)
             scope = trio.CancelScope()
             self._runtimes[key] = _Runtime(runner, scope)
             self._nursery.start_soon(_run_in, scope, runner)

@@ -69,7 +69,9 @@ async def test_two_instances_write_one_chain_that_verifies(pg_url: str, shared_e
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")  # the triggers, off for this session
-        conn.execute("UPDATE audit_records SET outcome = 'ok' WHERE seq = 5")
+        # Always a change, whatever record 5 is (the instances' interleaving decides that).
+        conn.execute("UPDATE audit_records SET outcome = CASE WHEN outcome = 'ok' THEN 'denied' ELSE 'ok' END "
+                     "WHERE seq = 5")
     done = await sconnect("audit", "verify", env=env)
     assert done.code == 1, done.stdout + done.stderr
     assert done.stdout.startswith("FAILED: seq 5: edited"), done.stdout

@@ -21,6 +21,10 @@ besides the usual escapes these tests attack a live sibling call of the same poo
   process carrying the marker is left.
 - test_grandchildren_die_on_timeout_and_on_return: a double-forked grandchild that
   tries setsid() (refused) is killed when its call times out and when it returns.
+
+The fork bomb and the hanging call end by their timeout: a short one (1 s), with the
+call watched until the attack is seen under way in /proc (several bomb processes, the
+grandchild); a call that timed out before that is run again with twice the time.
 - test_exec_cannot_forge_a_result_frame: an exec'd program writing a fake status to
   every descriptor from 3 up gets EBADF; the real exit code is reported.
 """
@@ -252,6 +256,33 @@ async def test_cpu_spin_is_killed_and_the_pool_keeps_serving(runner_for: Any) ->
     assert after.status == "ok"
 
 
+async def _timed_out_after(tool: Any, argv: tuple[str, ...], sign: Any, **limits: Any) -> sandbox.Result:
+    """Run a call meant to end by its timeout (or a limit) with a short timeout, watching
+    /proc for `sign()` (what the attack must have got to) during it: a call that ended
+    before its sign was seen (a machine too loaded to get that far in time) is run
+    again with twice the time, so the outcome is checked only once the attack ran."""
+    timeout_s = 1.0
+    for _ in range(5):
+        seen = trio.Event()
+
+        async def watch(seen: trio.Event = seen) -> None:
+            while not sign():  # noqa: ASYNC110 (polling /proc: no event to wait on)
+                await trio.sleep(0.01)
+            seen.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            result = await sandbox.run(tool.spec(argv=argv, timeout_s=timeout_s, **limits), {})
+            if not seen.is_set():
+                with trio.move_on_after(0.5):  # a /proc scan that began before the kill
+                    await seen.wait()
+            nursery.cancel_scope.cancel()
+        if seen.is_set():
+            return result
+        timeout_s *= 2
+    pytest.fail(f"{argv[-1][:40]!r} never got going before its call's timeout")
+
+
 def _named(marker: str) -> str:
     return (
         "import ctypes, os\n"
@@ -264,7 +295,8 @@ async def test_fork_bomb_leaves_nothing(runner_for: Any, token: str) -> None:
     code = _named(marker) + "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     tool = runner_for("pool")
     async with sandbox.open_pools():
-        result = await sandbox.run(tool.spec(argv=(*PY, code), max_processes=32, timeout_s=3), {})
+        # Seen forking (several processes carry its name) before its timeout struck.
+        result = await _timed_out_after(tool, (*PY, code), lambda: len(comm_processes(marker)) > 1, max_processes=32)
         assert result.status in ("timeout", "limit_exceeded"), result
         assert wait_until(lambda: comm_processes(marker) == [])
         after = await sandbox.run(tool.spec(argv=("/bin/echo", "ok")), {})
@@ -286,8 +318,10 @@ if os.fork() == 0:
             os.setpgid(0, 0)
         except OSError:
             pass
-        with open(sys.argv[2], "w") as handle:
+        # Written whole, then renamed: the parent reads it as soon as the name exists.
+        with open(sys.argv[2] + ".tmp", "w") as handle:
             handle.write(escaped)
+        os.rename(sys.argv[2] + ".tmp", sys.argv[2])
         while True:
             time.sleep(1)
     os._exit(0)
@@ -308,14 +342,18 @@ async def test_grandchildren_die_on_timeout_and_on_return(
     marker = "gc" + token[:8]
     tool = runner_for("pool")
     async with sandbox.open_pools():
-        spec = tool.spec(argv=(*PY, GRANDCHILD, marker, "report", ending), timeout_s=5 if ending == "hang" else 30)
-        result = await sandbox.run(spec, {})
-        assert wait_until(lambda: comm_processes(marker) == [])
-    if ending == "hang":
+        if ending == "return":
+            spec = tool.spec(argv=(*PY, GRANDCHILD, marker, "report", ending), timeout_s=30)
+            result = await sandbox.run(spec, {})
+            assert wait_until(lambda: comm_processes(marker) == [])
+            assert result.status == "ok", result
+            assert result.output == {"grandchild": "PermissionError"}
+            return
+        # Its timeout can be short: the call runs until the grandchild is seen.
+        result = await _timed_out_after(tool, (*PY, GRANDCHILD, marker, "report", ending),
+                                        lambda: bool(comm_processes(marker)))
         assert result.status == "timeout", result
-    else:
-        assert result.status == "ok", result
-        assert result.output == {"grandchild": "PermissionError"}
+        assert wait_until(lambda: comm_processes(marker) == [])
 
 
 FORGE = r"""

@@ -56,6 +56,7 @@ mcp_server:
   lifecycle: {lifecycle}
   startup_timeout: {startup_timeout}
   pool_size: {pool_size}
+  restart_backoff: {restart_backoff}
   tools:
 {tools}sandbox:
   timeout: {timeout}
@@ -97,7 +98,7 @@ class UpstreamEnv:
 
     def tool_file(
         self, tag: str, *, name: str = "up", lifecycle: str = "per_call", tools: str = DEFAULT_TOOLS,
-        startup_timeout: str = "20s", timeout: str = "10s", pool_size: int = 2,
+        startup_timeout: str = "20s", timeout: str = "10s", pool_size: int = 2, restart_backoff: str = "500ms",
     ) -> str:
         """The YAML of an mcp_server tool file running the test server (not pinned yet).
 
@@ -108,6 +109,7 @@ class UpstreamEnv:
             descriptions=self.descriptions(tag), delay=self.delay(tag),
             lifecycle=lifecycle, tools=tools, startup_timeout=startup_timeout, timeout=timeout,
             site=self.site, base=self.base, writable=self.writable, pool_size=pool_size,
+            restart_backoff=restart_backoff,
         )
 
 

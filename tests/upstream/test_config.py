@@ -3,8 +3,9 @@
 Each test writes a tool file into a copy of tests/data/minimal and loads it: pinned tools
 become ordinary Tools (named ``<file>_<tool>`` or by ``as``, parameters from the pin);
 tools the file does not list do not exist; an unpinned tool, a pin edited by hand, a
-file declaring both ``command`` and ``mcp_server``, and per-file ``parameters`` are
-refused with the file and line of the offending key.
+file declaring both ``command`` and ``mcp_server``, per-file ``parameters``, and a
+``restart_backoff`` under 10ms or not a duration are refused with the file and line of the
+offending key.
 """
 
 from __future__ import annotations
@@ -117,3 +118,16 @@ def test_an_unknown_lifecycle_is_refused(minimal_config: Path) -> None:
     assert _errors(minimal_config) == [
         "tools.d/up.yaml:5:14: mcp_server.lifecycle: 'forever' is not one of 'single_use', 'shared', 'per_call'"
     ]
+
+
+def test_a_restart_backoff_too_short_or_not_a_duration_is_refused(minimal_config: Path) -> None:
+    for value, message in (
+        ("1ms", "tools.d/up.yaml:6:20: mcp_server.restart_backoff: 0.001s is too short: at least 10ms"),
+        ("soon", "tools.d/up.yaml:6:20: mcp_server.restart_backoff: 'soon' is not a duration"),
+    ):
+        text = UNPINNED.replace("  lifecycle: shared\n", f"  lifecycle: shared\n  restart_backoff: {value}\n")
+        _write(minimal_config, write_pins(text, {"echo": ECHO, "add": ADD}))
+        assert [problem.split(" (e.g.")[0] for problem in _errors(minimal_config)] == [message]
+    text = UNPINNED.replace("  lifecycle: shared\n", "  lifecycle: shared\n  restart_backoff: 50ms\n")
+    _write(minimal_config, write_pins(text, {"echo": ECHO, "add": ADD}))
+    assert load_config(minimal_config).tools["up_echo"].upstream.server.restart_backoff == 0.05  # type: ignore[union-attr]

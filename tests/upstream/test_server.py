@@ -148,22 +148,44 @@ async def test_single_use_gives_each_call_a_fresh_prestarted_server(
 async def test_faults_end_the_call_and_the_next_one_works(
     start_server: Callable[..., Any], mcp_config: MakeConfig, lifecycle: str
 ) -> None:
-    server = await start_server(mcp_config(lifecycle=lifecycle, timeout="3s"))
+    # The shared server is restarted after each fault; a short first pause keeps the test
+    # from waiting out the default back-off (0.5 s doubling) three times.
+    # single_use: a sandbox ready for each of the four faults at once.
+    server = await start_server(mcp_config(lifecycle=lifecycle, timeout="3s", restart_backoff="50ms", pool_size=4))
     expected = {
         "up_crash": ("error", "exited with code 3", "crashing on purpose"),
         "up_garbage": ("error", "not JSON-RPC on stdout: 'this is not JSON-RPC'", ""),
         "up_hang": ("timeout", "killed after 3s timeout", "hanging on purpose"),
         "up_fail": ("error", "the tool reported an error: the upstream tool failed on purpose", ""),
     }
+
+    async def fault_then_echo(client: Any, name: str) -> None:
+        status, message, stderr = expected[name]
+        result = await client.call_tool(name, {})
+        assert result.status == status, (name, result.output)
+        assert message in result.output["error"], (name, result.output)
+        assert stderr in result.output["stderr"], (name, result.output)
+        after = await client.call_tool("up_echo", {"text": f"after {name}"})
+        assert (after.status, after.output) == ("ok", {"text": f"after {name}"}), (name, after.output)
+
     with trio.fail_after(150):
-        async with open_client(server.url, _token(server)) as client:
-            for name, (status, message, stderr) in expected.items():
-                result = await client.call_tool(name, {})
-                assert result.status == status, (name, result.output)
-                assert message in result.output["error"], (name, result.output)
-                assert stderr in result.output["stderr"], (name, result.output)
-                after = await client.call_tool("up_echo", {"text": f"after {name}"})
-                assert (after.status, after.output) == ("ok", {"text": f"after {name}"}), (name, after.output)
+        if lifecycle == "shared":
+            # One server for every call: each fault must be seen alone, in turn.
+            async with open_client(server.url, _token(server)) as client:
+                for name in expected:
+                    await fault_then_echo(client, name)
+        else:
+            # A server (sandbox) per call: the faults cannot touch each other, so they
+            # run side by side, each on its own connection (the hang's timeout overlaps
+            # the others' starts).
+            async with trio.open_nursery() as nursery:
+                for name in expected:
+
+                    async def one(name: str = name) -> None:
+                        async with open_client(server.url, _token(server)) as client:
+                            await fault_then_echo(client, name)
+
+                    nursery.start_soon(one)
 
 
 @pytest.mark.parametrize("lifecycle", LIFECYCLES)
