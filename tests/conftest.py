@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import subprocess
@@ -38,16 +39,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = (where, line, f"Skipped: {reason}")
 
 
-def _shipped_files(name: str) -> list[str] | None:
+@functools.cache
+def _shipped_files(name: str) -> tuple[str, ...] | None:
     """The files of the checkout's ``name`` directory that the project ships (tracked by
-    git), or None outside a git checkout."""
+    git), or None outside a git checkout. Asked once per run: what git tracks does not
+    change while the tests run, and most tests copy a configuration."""
     try:
         done = subprocess.run(
             ["git", "ls-files", "-z", "--", name], cwd=REPO, capture_output=True, check=True, timeout=30
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return [path for path in done.stdout.decode().split("\0") if path]
+    return tuple(path for path in done.stdout.decode().split("\0") if path)
 
 
 def copy_shipped(name: str, target: Path) -> Path:
