@@ -1,7 +1,8 @@
-"""Loading the same directory again: what a load remembers (schema verdicts, parsed modules)
+"""Loading the same directory again: what a load remembers (parses, schema verdicts, parsed modules)
 never hides an edit.
 
-The loader remembers that a value passed its schema (by the value's canonical JSON) and
+The loader remembers a file's parse (by its bytes' digest; each read gets its own copy of the
+data), that a value passed its schema (by the value's canonical JSON) and
 a module's top-level names (by its source's digest). Each test loads, edits, and loads
 again in one process, so a remembered verdict would show as a problem not reported.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
+from engine.config.yamldoc import Document, read_document
 from engine.errors import ConfigError
 
 TOOL = (
@@ -83,3 +85,29 @@ def test_a_module_edited_between_loads_is_parsed_again(minimal_config: Path) -> 
     ]
     module.write_text("def run():\n    return 2\n")
     assert "greet" in load_config(minimal_config).tools
+
+
+def test_a_yaml_edit_between_loads_is_read(minimal_config: Path) -> None:
+    (minimal_config / "tools.d" / "greet.py").write_text("def run():\n    return 1\n")
+    write_tool(minimal_config, description="Greets.")
+    assert load_config(minimal_config).tools["greet"].description == "Greets."
+    write_tool(minimal_config, description="Greets warmly.")
+    assert load_config(minimal_config).tools["greet"].description == "Greets warmly."
+    (minimal_config / "tools.d" / "greet.yaml").write_text("name: greet\nname: twice\n")
+    assert messages(minimal_config) == ["tools.d/greet.yaml:2:1: duplicate key 'name' (first set on line 1)"]
+
+
+def test_each_read_of_a_file_gets_its_own_data(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\nlist: [1, {a: b}]\n")
+    first = read_document(path, "x.yaml")
+    assert isinstance(first, Document)
+    first.data["name"] = "changed"
+    first.data["list"][1]["a"] = "changed"
+    second = read_document(path, "y.yaml")
+    assert isinstance(second, Document)
+    assert second.data == {"name": "x", "list": [1, {"a": "b"}]}
+    assert second.file == "y.yaml" and second.locate(["list", 1, "a"]) == (2, 15)
+    second.data["list"].append(2)
+    third = read_document(path, "x.yaml")
+    assert isinstance(third, Document) and third.data == {"name": "x", "list": [1, {"a": "b"}]}
