@@ -6,6 +6,7 @@ import atexit
 import functools
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -80,6 +81,24 @@ def _pristine_example() -> Path:
         if (REPO / name).is_dir():
             copy_shipped(name, root / name)
     return root
+
+
+@functools.cache
+def plain_http_tls() -> ssl.SSLContext:
+    """The SSL context an httpx client builds by default (the CA bundle loaded), made once
+    per run: the tests' clients speak plain HTTP to 127.0.0.1, and a fresh context for
+    each client costs ~20 ms. Pass it as ``verify=``; a test of TLS builds its own."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
+@functools.cache
+def plain_http2_tls() -> ssl.SSLContext:
+    """:func:`plain_http_tls` for httpx2, the MCP SDK's HTTP client."""
+    import httpx2
+
+    return httpx2.create_ssl_context()
 
 
 def processes_with(marker: str) -> list[int]:
