@@ -91,8 +91,10 @@ def _meta_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
 
 
-# Remembered verdicts: a configuration holds tens of files; a reload changes a few.
-_VERDICTS = 4096
+# Remembered verdicts: a configuration holds tens of files of a few KiB; a reload changes a few.
+# Larger values are validated every time, so that what is kept stays within ~32 MiB.
+_VERDICTS = 512
+_VERDICT_BYTES = 64 * 1024
 _JSON_SCALARS = (str, int, float, bool, NoneType)
 
 
@@ -105,7 +107,8 @@ def _fingerprint(value: Any) -> str | None:
     """
     if not _plain(value, 0):
         return None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return text if len(text) <= _VERDICT_BYTES else None
 
 
 def _plain(value: Any, depth: int) -> bool:
