@@ -147,11 +147,42 @@ def _compile(directory: str, names: tuple[str, ...]) -> None:
         source = os.path.join(directory, name)
         cached = importlib.util.cache_from_source(source)
         try:
-            py_compile.compile(source, cfile=cached, doraise=True)
-        except (py_compile.PyCompileError, OSError):
+            if os.environ.get("SOURCE_DATE_EPOCH"):  # reproducible builds: py_compile's hash-based form
+                py_compile.compile(source, cfile=cached, doraise=True)
+            else:
+                _write_pyc(source, cached)
+        except (py_compile.PyCompileError, SyntaxError, ValueError, OSError):
             continue  # the sandbox compiles the source itself, as without it
         os.chmod(cached, 0o644)
         os.chmod(os.path.dirname(cached), 0o755)
+
+
+def _write_pyc(source: str, cached: str) -> None:
+    """What ``py_compile.compile`` writes (a timestamp-based .pyc of this interpreter), from
+    code compiled once per process: each new work root (each state directory) stages the
+    same three files again. The code's file name need not be this copy's: the import
+    system sets it to the path it loads the source from."""
+    import importlib.util
+
+    with open(source, "rb") as handle:
+        data = handle.read()
+    info = os.stat(source)
+    header = b"".join((
+        importlib.util.MAGIC_NUMBER,
+        (0).to_bytes(4, "little"),  # flags: validated by the source's mtime and size
+        (int(info.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little"),
+        (info.st_size & 0xFFFFFFFF).to_bytes(4, "little"),
+    ))
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    with open(cached, "wb") as handle:
+        handle.write(header + _marshalled_code(data, os.path.basename(source)))
+
+
+@functools.lru_cache(maxsize=16)
+def _marshalled_code(data: bytes, name: str) -> bytes:
+    import marshal
+
+    return marshal.dumps(compile(data, name, "exec", dont_inherit=True))
 
 
 def make_call_dir(work_root: str) -> str:

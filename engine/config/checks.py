@@ -9,6 +9,7 @@ hide the mistakes of the others.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import shutil
 import stat
 import string
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -214,16 +216,41 @@ def check_tool_module(tool: Tool, doc: Document, root: Path) -> tuple[Located | 
     if not isinstance(source, bytes):
         reason = source or f"larger than {format_bytes(MAX_MODULE_BYTES)}"
         return None, [doc.problem(where, f"module {module!r} cannot be read: {reason}")]
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        # The message only, never the offending text: the file may not be Python at all.
-        return None, [doc.problem(where, f"module {module!r} is not valid Python: {exc.msg} (line {exc.lineno})")]
-    except ValueError as exc:  # NUL bytes
-        return None, [doc.problem(where, f"module {module!r} is not valid Python: {exc}")]
-    if function not in _top_level_names(tree):
+    names = _defined_names(source)
+    if isinstance(names, str):
+        return None, [doc.problem(where, f"module {module!r} is not valid Python: {names}")]
+    if function not in names:
         return None, [doc.problem(where, f"module {module!r} has no function {function!r}")]
     return located, []
+
+
+# Parsed modules, by the digest of their source: parsing is most of the time a load spends
+# on python: tools, and each reload, check or start parses the same modules again.
+_PARSED_MAX = 256
+_parsed: dict[bytes, frozenset[str] | str] = {}
+_parsed_lock = threading.Lock()  # load_config also runs in worker threads (reloads)
+
+
+def _defined_names(source: bytes) -> frozenset[str] | str:
+    """The module's top-level names, or why it is not Python (never quoting its text)."""
+    digest = hashlib.blake2b(source, digest_size=32).digest()
+    with _parsed_lock:
+        known = _parsed.get(digest)
+    if known is not None:
+        return known
+    outcome: frozenset[str] | str
+    try:
+        outcome = frozenset(_top_level_names(ast.parse(source)))
+    except SyntaxError as exc:
+        # The message only, never the offending text: the file may not be Python at all.
+        outcome = f"{exc.msg} (line {exc.lineno})"
+    except ValueError as exc:  # NUL bytes
+        outcome = str(exc)
+    with _parsed_lock:
+        if len(_parsed) >= _PARSED_MAX:
+            del _parsed[next(iter(_parsed))]  # the oldest
+        _parsed[digest] = outcome
+    return outcome
 
 
 def _read_source(path: str) -> bytes | str | None:

@@ -3,6 +3,13 @@
 Schema errors are turned into :class:`ConfigProblem` values located on the
 offending YAML node.  jsonschema reports an unknown key on the parent object;
 we move it to the key itself and suggest the nearest known key.
+
+Whether a value is valid depends on the value and the schema only, and validating is
+most of the cost of loading a file: the verdict is remembered by the value's canonical
+JSON (every reload re-reads every file; ``check``, ``serve`` and the console load the
+same files again).  A value that is not plain JSON data (a YAML date, a non-string
+key) is validated every time.  Problems are never remembered: they name the file
+and its lines, so an invalid value is validated again to list them.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import functools
 import json
 from collections.abc import Iterator
 from importlib import resources
+from types import NoneType
 from typing import Any
 
 import jsonschema
@@ -83,8 +91,53 @@ def _meta_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
 
 
+# Remembered verdicts: a configuration holds tens of files of a few KiB; a reload changes a few.
+# Larger values are validated every time, so that what is kept stays within ~32 MiB.
+_VERDICTS = 512
+_VERDICT_BYTES = 64 * 1024
+_JSON_SCALARS = (str, int, float, bool, NoneType)
+
+
+def _fingerprint(value: Any) -> str | None:
+    """``value`` as canonical JSON when it is plain JSON data, else None.
+
+    Canonical JSON keeps apart all that a schema can tell apart (``true`` from ``1``,
+    ``1`` from ``1.0``, ``"1"`` from ``1``), so two values with one fingerprint get one
+    verdict. Keys must be strings: JSON would turn a key ``1`` into ``"1"``.
+    """
+    if not _plain(value, 0):
+        return None
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return text if len(text) <= _VERDICT_BYTES else None
+
+
+def _plain(value: Any, depth: int) -> bool:
+    if type(value) in _JSON_SCALARS:
+        return True
+    if depth > 256:  # far past what the YAML bounds let through; no recursion limit is reached
+        return False
+    if type(value) is dict:
+        return all(type(key) is str and _plain(item, depth + 1) for key, item in value.items())
+    if type(value) is list:
+        return all(_plain(item, depth + 1) for item in value)
+    return False
+
+
+@functools.lru_cache(maxsize=_VERDICTS)
+def _valid(kind: str, tool_generation: int, provider_generation: int, fingerprint: str) -> bool:
+    return bool(_validator_of(kind, tool_generation, provider_generation).is_valid(json.loads(fingerprint)))
+
+
+@functools.lru_cache(maxsize=_VERDICTS)
+def _valid_schema(fingerprint: str) -> bool:
+    return bool(_meta_validator().is_valid(json.loads(fingerprint)))
+
+
 def validate(kind: str, doc: Document) -> list[ConfigProblem]:
     """Every schema violation of ``doc`` as a located problem."""
+    fingerprint = _fingerprint(doc.data)
+    if fingerprint is not None and _valid(kind, tool_kinds.generation(), model_providers.generation(), fingerprint):
+        return []
     return [
         problem
         for error in _validator(kind).iter_errors(doc.data)
@@ -98,7 +151,9 @@ def validate_parameters(doc: Document, prefix: list[PathSegment]) -> list[Config
     for segment in prefix:
         value = value[segment]
     problems = []
-    for error in _meta_validator().iter_errors(value):
+    fingerprint = _fingerprint(value)
+    errors = [] if fingerprint is not None and _valid_schema(fingerprint) else _meta_validator().iter_errors(value)
+    for error in errors:
         path = [*prefix, *error.absolute_path]
         if path and path[-1] == "type" and error.validator in ("anyOf", "enum"):
             problems.append(

@@ -9,14 +9,22 @@ the server, so reading is bounded before each costly step (see
 :mod:`.bounds`): the size on the open descriptor before reading, then the
 parser's events (aliases, tags, value count, depth) before composing.  Errors
 never quote the file's text.
+
+Parsing is most of the time reading a file takes, and every reload, ``check`` and
+server start reads the same files again: a parse that succeeded is remembered by the
+digest of the bytes read (bounded in entries and bytes). The file is still opened,
+checked and read each time; a remembered parse gives a fresh copy of its data (only
+the node tree, read for positions, is shared).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,6 +99,46 @@ def read_document(
     raw = _read_bounded(path, display, follow_symlinks=follow_symlinks, inside=inside)
     if isinstance(raw, list):
         return raw
+    digest = hashlib.blake2b(raw, digest_size=32).digest()
+    with _parsed_lock:
+        known = _parsed.get(digest)
+    if known is not None:
+        return Document(display, _fresh(known[1]), known[0])
+    parsed = _parse(raw, display)
+    if isinstance(parsed, Document) and len(raw) <= _PARSED_FILE_BYTES:
+        _remember(digest, len(raw), parsed.root, _fresh(parsed.data))
+    return parsed
+
+
+# Remembered parses: a configuration is tens of files of a few KiB.
+_PARSED_FILE_BYTES = 64 * 1024
+_PARSED_TOTAL_BYTES = 4 * 1024 * 1024
+_parsed: dict[bytes, tuple[yaml.Node, Any, int]] = {}
+_parsed_bytes = 0
+_parsed_lock = threading.Lock()  # configurations also load in worker threads (reloads)
+
+
+def _remember(digest: bytes, size: int, root: yaml.Node, data: Any) -> None:
+    global _parsed_bytes
+    with _parsed_lock:
+        while _parsed and _parsed_bytes + size > _PARSED_TOTAL_BYTES:
+            _parsed_bytes -= _parsed.pop(next(iter(_parsed)))[2]  # the oldest
+        if digest not in _parsed:
+            _parsed[digest] = (root, data, size)
+            _parsed_bytes += size
+
+
+def _fresh(data: Any) -> Any:
+    """A copy of parsed data sharing nothing mutable (what the safe loader builds: mappings,
+    lists and immutable scalars; sets and binary are refused by their tags)."""
+    if type(data) is dict:
+        return {key: _fresh(value) for key, value in data.items()}
+    if type(data) is list:
+        return [_fresh(value) for value in data]
+    return data
+
+
+def _parse(raw: bytes, display: str) -> Document | list[ConfigProblem]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

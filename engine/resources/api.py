@@ -12,10 +12,14 @@ Cancellation closes the request.
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
+
+import trio
 
 from ..config.model import ApiResource
 from ..config.resource_kinds import ResourceKind, register
@@ -96,6 +100,16 @@ def build(resource: ApiResource, context: HostContext) -> ApiHost:
 _MAX_REDIRECTS = 5
 
 
+# Loading the CA bundle takes ~20 ms: done once, in a worker thread, not on the event loop at
+# every read that misses the cache (httpx builds a fresh context for each client otherwise).
+# The same context as httpx's default for trust_env=False (certifi's bundle): no variable read.
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    import httpx
+
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class ApiHost:
     def __init__(self, config: ApiResource, *, clock: Callable[[], float] | None = None) -> None:
         self.config = config
@@ -127,9 +141,12 @@ class ApiHost:
                 raise Unavailable(f"api://{self.config.name}: the environment variable {variable} is not set")
             headers[header] = value
         limit = int(self.config.max_size)
+        tls = await trio.to_thread.run_sync(_tls)
         try:
             timeout = float(self.config.timeout)
-            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            async with httpx.AsyncClient(
+                timeout=timeout, follow_redirects=False, trust_env=False, verify=tls
+            ) as client:
                 for _hop in range(_MAX_REDIRECTS + 1):
                     self._check_host(url)
                     async with client.stream("GET", url, headers=headers) as response:

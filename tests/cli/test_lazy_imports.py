@@ -48,3 +48,11 @@ def test_version_and_help_still_answer() -> None:
 def test_unknown_command_is_a_usage_error() -> None:
     done = subprocess.run([sys.executable, "-m", "engine", "chekc"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "invalid choice: 'chekc'" in done.stderr
+
+
+def test_serve_refuses_a_bad_flag_before_loading_the_server() -> None:
+    """A flag refused by argparse (a port out of range) costs no import of the server itself."""
+    code = PROBE.format(argv=["serve", "--port", "70000"], heavy=("engine.server.app", "engine.server.hub", "sandbox"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "argument --port: '70000' is not a port number" in done.stderr
+    assert "HEAVY:\n" in done.stdout, done.stdout

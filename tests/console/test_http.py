@@ -22,12 +22,13 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from engine.audit import query
 from engine.auth import issue
 from engine.console._app import CSRF_COOKIE, SESSION_COOKIE
+from tests.conftest import plain_http_tls
 
 from .conftest import Console, sign_in
 
 
 def client(console: Console) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=console.url.rstrip("/"), timeout=10)
+    return httpx.AsyncClient(base_url=console.url.rstrip("/"), timeout=10, verify=plain_http_tls())
 
 
 async def test_page_and_files_carry_a_strict_csp(console: Console) -> None:

@@ -13,6 +13,7 @@ import trio
 
 from engine.auth import AuthSettings, issue
 from engine.server import ServerSettings, serve
+from tests.conftest import plain_http2_tls
 from tests.engine.conftest import SECRET
 from tests.engine.conftest import config_dir as config_dir  # noqa: F401  (fixtures reused here)
 from tests.engine.conftest import state_dir as state_dir  # noqa: F401
@@ -28,13 +29,16 @@ async def mcp_client(
     url: str, token: str | None, *, mode: str = "legacy", name: str = "sconnect-tests", **options: Any
 ) -> AsyncIterator[Any]:
     """The SDK's own client on ``url``, sending ``Authorization: Bearer token`` when given."""
+    import httpx2
     import mcp_types
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
-    from mcp.shared._httpx_utils import create_mcp_http_client
+    from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 
     headers = {"Authorization": f"Bearer {token}"} if token is not None else None
-    async with create_mcp_http_client(headers=headers) as http:
+    # The SDK's create_mcp_http_client with the run's one default SSL context (plain_http2_tls).
+    timeout = httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT)
+    async with httpx2.AsyncClient(headers=headers, timeout=timeout, verify=plain_http2_tls()) as http:
         async with Client(
             streamable_http_client(url, http_client=http), mode=mode,
             client_info=mcp_types.Implementation(name=name, version="1"), **options,

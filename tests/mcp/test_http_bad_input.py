@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from engine.audit import query
+from tests.conftest import plain_http_tls
 from tests.mcp.conftest import McpServer, mcp_client
 
 INIT = {
@@ -32,7 +33,7 @@ async def _post(server: McpServer, body: bytes | str, *, token: str | None = "",
     if token is not None:
         sent["Authorization"] = f"Bearer {token}"
     url = server.mcp.rsplit("/mcp", 1)[0] + path
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, verify=plain_http_tls()) as http:
         return await http.post(url, content=body, headers=sent)
 
 
