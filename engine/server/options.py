@@ -107,24 +107,28 @@ def read_server_file(path: Path) -> dict[str, Any]:
     return settings
 
 
-def limits_from(pairs: Mapping[str, str], source: str) -> dict[str, Any]:
-    """Parse ``name -> text`` limit overrides (from the environment or --limit flags)."""
+def limits_from(pairs: Mapping[str, str], source: str, *, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Parse ``name -> text`` limit overrides (from the environment or --limit flags).
+
+    ``names`` gives what the user wrote for a limit (an environment variable's name),
+    so that an error names it; otherwise ``source`` and the limit's name do."""
     settings: dict[str, Any] = {}
     for name, text in pairs.items():
         if name not in LIMITS:
-            raise UsageError(f"{source}: unknown limit {name!r} (known: {', '.join(sorted(LIMITS))})")
+            known = ", ".join(sorted(LIMITS))
+            raise UsageError(f"{names[name] if names else source}: unknown limit {name!r} (known: {known})")
         field, parse = LIMITS[name]
         try:
             settings[field] = parse(text)
         except ValueError as exc:
-            raise UsageError(f"{source} {name}: {exc}") from None
+            raise UsageError(f"{names[name] if names else f'{source} {name}'}: {exc}") from None
     return settings
 
 
 def limits_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     prefix = "SCONNECT_LIMITS_"
-    pairs = {key[len(prefix):].lower(): value for key, value in environ.items() if key.startswith(prefix)}
-    return limits_from(pairs, "environment")
+    keys = {key[len(prefix):].lower(): key for key in environ if key.startswith(prefix)}
+    return limits_from({name: environ[key] for name, key in keys.items()}, "environment", names=keys)
 
 
 def limits_from_flags(flags: list[str]) -> dict[str, Any]:

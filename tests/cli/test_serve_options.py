@@ -74,6 +74,15 @@ def test_unknown_limit_flag(base: Path) -> None:
     assert done.returncode == 2 and "unknown limit 'turbo'" in done.stderr
 
 
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("SCONNECT_LIMITS_INSTANCE_HEARTBEAT", "often", "SCONNECT_LIMITS_INSTANCE_HEARTBEAT: 'often' is not a duration"),
+    ("SCONNECT_LIMITS_TURBO", "11", "SCONNECT_LIMITS_TURBO: unknown limit 'turbo'"),
+])
+def test_a_bad_limit_variable_is_named(base: Path, variable: str, value: str, message: str) -> None:
+    done = serve("--port", "0", "--state-dir", str(base / "s"), env={variable: value})
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
 async def test_file_then_environment_then_flags(base: Path) -> None:
     config = copy_example_config(base / "config")
     (config / "sconnect.yaml").write_text("port: 1\nlimits:\n  connections_per_subject: 5\n  idle_timeout: 1h\n")
