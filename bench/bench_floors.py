@@ -14,12 +14,18 @@ against what is left once every line of ours is gone:
 - a durable commit: 16 KiB written and ``fdatasync``'d in DIR (default: the temporary
   directory; point it at the audit log's file system): one audit commit's floor;
 - a loopback round trip: one byte to an echo process over TCP on 127.0.0.1 and back;
+- a WebSocket exchange in the stack we chose (trio and trio-websocket on both sides,
+  JSON): a request frame like our ``tool_call`` to a bare server process, which parses
+  it and answers two frames like our ``agent_action`` and ``agent_result``, parsed by the
+  client; with the CPU both processes spend on it;
 - a memory cgroup (root with a memory controller only): make one with its limit, move a
   process in, remove it.
 
-The last line adds up the floor of one sequential isolated call: a round trip for the
-request and its answer, the pre-forked call reaped, and the commit of its execution
-record (the decision's commit overlaps the sandbox start).
+The last lines add up the floor of one sequential isolated call: a round trip for the
+request and its answer (bare TCP, then the WebSocket exchange), the pre-forked call
+reaped, and the commit of its execution record (the decision's commit overlaps the
+sandbox start); and the CPU an isolated call cannot do without (the pre-forked call, the
+WebSocket exchange, two commits), with the calls/s that caps on this machine's cores.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -58,6 +65,93 @@ def durable_commit(fd: int, block: bytes) -> float:
     os.pwrite(fd, block, 0)
     os.fdatasync(fd)
     return time.perf_counter() - started
+
+
+_REQUEST = {"type": "tool_call", "id": "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "name": "calculator",
+            "arguments": {"expression": "17*23"}, "session_id": None}
+_REPLIES = (
+    {"type": "agent_action", "id": "a1b2c3d4e5f60718293a4b5c6d7e8f90", "reply_to": _REQUEST["id"],
+     "action_id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "session_id": None, "kind": "tool", "name": "calculator",
+     "arguments": {"expression": "17*23"}, "permission_level": 0, "requires_approval": False, "approver": None,
+     "decision": "allow", "policy": "default-allow-level-0", "reason": "level 0 tools run without approval"},
+    {"type": "agent_result", "id": "b1c2d3e4f5061728394a5b6c7d8e9f0a", "reply_to": _REQUEST["id"],
+     "action_id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "session_id": None, "status": "ok",
+     "output": {"expression": "17*23", "result": 391}, "reason": "", "content": None},
+)
+
+
+def serve_ws_echo() -> None:
+    """`--ws-echo`: a bare trio-websocket server; prints its port, answers each frame with two."""
+    import trio
+    from trio_websocket import WebSocketRequest, serve_websocket
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        replies = [json.dumps(reply) for reply in _REPLIES]
+        while True:
+            try:
+                json.loads(await ws.get_message())
+            except Exception:  # noqa: BLE001  # the client went away
+                return
+            for reply in replies:
+                await ws.send_message(reply)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+            print(server.port, flush=True)
+
+    trio.run(main)
+
+
+def websocket_exchanges(calls: int) -> tuple[list[float], float]:
+    """Request/two-reply exchanges with a bare trio-websocket server process: their times,
+    and the CPU seconds per exchange of both processes."""
+    import trio
+    from trio_websocket import open_websocket_url
+
+    server = subprocess.Popen([sys.executable, __file__, "--ws-echo"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+
+        async def exchange(ws: Any) -> None:
+            await ws.send_message(json.dumps(_REQUEST))
+            for _ in _REPLIES:
+                json.loads(await ws.get_message())
+
+        async def run() -> tuple[list[float], float]:
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+                for _ in range(min(calls, 50)):
+                    await exchange(ws)
+                times = []
+                before = _process_cpu(server.pid) + _own_cpu()
+                for _ in range(calls):
+                    started = time.perf_counter()
+                    await exchange(ws)
+                    times.append(time.perf_counter() - started)
+                spent = _process_cpu(server.pid) + _own_cpu() - before
+            return times, spent / calls
+
+        return trio.run(run)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _process_cpu(pid: int) -> float:
+    """Seconds on a CPU of process `pid`'s threads so far (the scheduler's count, in nanoseconds)."""
+    total = 0
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{thread}/schedstat") as handle:
+            total += int(handle.read().split()[0])
+    return total / 1e9
+
+
+def _own_cpu() -> float:
+    """User + system seconds of this process (microseconds' resolution)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def loopback_round_trips(calls: int) -> list[float]:
@@ -123,10 +217,14 @@ def main(calls: int, directory: str) -> None:
     print(f"posix_spawn /bin/true + reap   {_ms(_repeat(calls, spawn_true))}")
     with tempfile.NamedTemporaryFile(dir=directory) as handle:
         block = os.urandom(16384)
+        before = _own_cpu()
         commits = _repeat(calls, lambda: durable_commit(handle.fileno(), block))
+        commit_cpu = (_own_cpu() - before) / calls
     print(f"16 KiB write + fdatasync       {_ms(commits)}  ({directory})")
     trips = loopback_round_trips(calls)
     print(f"loopback TCP round trip        {_ms(trips)}")
+    exchanges, exchange_cpu = websocket_exchanges(calls)
+    print(f"WebSocket exchange, trio-websocket, 1 frame + 2 back  {_ms(exchanges)}")
     probe = _cgroup.probe()
     controller = probe.controller
     if controller is None:
@@ -137,9 +235,19 @@ def main(calls: int, directory: str) -> None:
         print(f"memory cgroup remove           {_ms([c[1] for c in cycles])}")
     floor = statistics.median(trips) + statistics.median(reaped) + statistics.median(commits)
     print(f"floor of one sequential isolated call (round trip + pre-forked call reaped + commit): {floor * 1e3:.3f} ms")
+    stack = statistics.median(exchanges) + statistics.median(reaped) + statistics.median(commits)
+    print(f"the same over the WebSocket exchange instead of the bare round trip: {stack * 1e3:.3f} ms")
+    cores = len(os.sched_getaffinity(0))
+    cpu = prefork["cpu_s"] + exchange_cpu + 2 * commit_cpu
+    print(f"CPU per isolated call at least: pre-forked call {prefork['cpu_s'] * 1e3:.3f} ms (fork, call, exit, reap), "
+          f"WebSocket exchange {exchange_cpu * 1e3:.3f} ms (both sides), two commits {2 * commit_cpu * 1e3:.3f} ms: "
+          f"{cpu * 1e3:.3f} ms, so at most {cores / cpu:,.0f} calls/s on {cores} cores")
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--ws-echo"]:
+        serve_ws_echo()
+        sys.exit()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where the durable commits go")
