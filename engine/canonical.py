@@ -72,7 +72,23 @@ def keyed_digest(key: bytes, value: Any) -> str:
 
 
 def keyed_text_digest(key: bytes, text: str) -> str:
-    """:func:`keyed_digest` of the value whose canonical JSON is ``text`` (already made)."""
+    """:func:`keyed_digest` of the value whose canonical JSON is ``text`` (already made).
+
+    From a copy of an HMAC keyed once per key: ``hmac.digest`` lets the interpreter lock
+    go around every digest, however short, and on the event loop each such release can
+    hand the lock to another thread (the audit writer) and wait to get it back."""
     if len(key) < 32:
         raise ValueError("a digest key must hold at least 32 bytes")
-    return KEYED_PREFIX + hmac.digest(key, text.encode("utf-8"), "sha256").hex()
+    keyed = _keyed.get(key)
+    if keyed is None:
+        if len(_keyed) >= _KEYED_MAX:
+            _keyed.clear()
+        keyed = _keyed[key] = hmac.new(key, digestmod=hashlib.sha256)
+    mac = keyed.copy()
+    mac.update(text.encode("utf-8"))
+    return KEYED_PREFIX + mac.hexdigest()
+
+
+# HMACs keyed and never fed, by key: copied for each digest (a process has one or two keys).
+_keyed: dict[bytes, hmac.HMAC] = {}
+_KEYED_MAX = 16

@@ -20,8 +20,9 @@ are plain dicts/values, excluded from hashing; treat them as read-only.
 from __future__ import annotations
 
 import base64
+import collections
 import enum
-import uuid
+import os
 from typing import Any, ClassVar
 
 import attrs
@@ -85,8 +86,37 @@ OMIT_IF_NONE = "protocol_omit_if_none"
 
 
 def new_id() -> str:
-    """A fresh frame/action id: 32 hex digits, unique across processes and hosts."""
-    return uuid.uuid4().hex
+    """A fresh frame/action id: 32 hex digits, unique across processes and hosts.
+
+    The hex of a random (version 4) UUID, as ``uuid.uuid4().hex`` gives, from the
+    operating system's random bytes read for many ids at once: each ``os.urandom``
+    is a system call that lets the interpreter lock go, and a call's path makes three
+    ids on the event loop while the audit writer's thread wants the lock."""
+    try:
+        return _ids.popleft()
+    except IndexError:
+        _ids.extend(_fresh_ids())
+        return _ids.popleft()
+
+
+_IDS_AT_ONCE = 256
+# Made ahead of use; a deque's popleft and extend are atomic, so threads never share an id.
+_ids: collections.deque[str] = collections.deque()
+
+
+def _fresh_ids() -> list[str]:
+    random = os.urandom(16 * _IDS_AT_ONCE)
+    # What uuid.UUID(bytes=..., version=4) sets: the version nibble (4) and the RFC 4122 variant bits.
+    return [
+        format((int.from_bytes(random[i:i + 16]) & _KEEP) | _VERSION_4, "032x")
+        for i in range(0, len(random), 16)
+    ]
+
+
+_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)
+# A forked child must not hand out ids its parent also has.
+os.register_at_fork(after_in_child=_ids.clear)
 
 
 def _optional(**kwargs: Any) -> Any:

@@ -126,3 +126,23 @@ def test_prepared_text_fields_are_their_plain_forms(effect: str | None, rule_ids
     assert prepared.decision == canonical_json({"effect": effect, "rule_ids": list(rule_ids)})
     assert prepared.time_iso == datetime.fromtimestamp(prepared.time, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert iso_time(prepared.time) == prepared.time_iso
+
+
+@pytest.mark.parametrize("length", [0, 1, 100, 2047, 2048, 100_000])
+def test_keyed_text_digest_is_the_hmac_of_the_text(length: int) -> None:
+    import hmac
+
+    from engine.canonical import KEYED_PREFIX, keyed_text_digest
+
+    text = ("é" * length) + "x"
+    for key in (b"k" * 32, b"another key of more than 32 bytes!"):
+        expected = KEYED_PREFIX + hmac.digest(key, text.encode("utf-8"), "sha256").hex()
+        # Twice: the second digest comes from the same keyed HMAC, copied again.
+        assert keyed_text_digest(key, text) == expected == keyed_text_digest(key, text)
+
+
+def test_keyed_text_digest_refuses_a_short_key() -> None:
+    from engine.canonical import keyed_text_digest
+
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        keyed_text_digest(b"k" * 31, "{}")

@@ -470,3 +470,32 @@ def test_a_tool_list_encodes_as_the_generic_encoder_would_cached_or_not() -> Non
     assert p.encode(p.ToolList(tools=())).startswith('{"type":"tool_list"')
     with pytest.raises(ValueError):
         p.encode(p.ToolList(tools=(p.ToolInfo(name="n", description="", parameters={"x": float("nan")}, level=0),)))
+
+
+def test_new_ids_are_distinct_random_uuid4_hex() -> None:
+    import uuid
+
+    # More than one batch of ids made ahead (engine.protocol._messages._IDS_AT_ONCE).
+    ids = [p.new_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for made in ids:
+        parsed = uuid.UUID(hex=made)
+        assert parsed.hex == made and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_forked_child_makes_ids_of_its_own() -> None:
+    import os
+
+    p.new_id()  # the parent holds ids made ahead
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, "".join(p.new_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode()
+    os.waitpid(pid, 0)
+    theirs = {child[i:i + 32] for i in range(0, len(child), 32)}
+    ours = {p.new_id() for _ in range(5)}
+    assert len(theirs) == 5 and not theirs & ours
