@@ -1,5 +1,9 @@
 """A call's sandbox starts while its decision is committed, yet nothing runs unrecorded.
 
+Each test runs with the tool in a warm pool (its worker forked ahead: the decision is
+committed first, in the call's task) and in a sandbox of its own (``namespaces``: it
+starts while the decision is committed, in a task beside it).
+
 - ``test_a_call_whose_decision_cannot_be_recorded_never_runs``: a level-0 tool that
   leaves a file in the caller's workspace runs once (the control), then a row forged
   behind the audit writer's back makes its next commit fail; the same call is refused
@@ -19,6 +23,7 @@ from pathlib import Path
 import pytest
 import trio
 
+import sandbox
 from engine.audit import query
 from engine.client import open_client
 from engine.protocol import AgentAction, AgentResult, ErrorFrame, ToolCall
@@ -38,9 +43,15 @@ sandbox:
 """
 
 
-@pytest.fixture
-async def marking(start_server: Callable[..., object], config_dir: Path) -> RunningServer:
-    (config_dir / "tools.d" / "mark.yaml").write_text(MARK)
+@pytest.fixture(params=["pool", "namespaces"])
+async def marking(
+    start_server: Callable[..., object], config_dir: Path, request: pytest.FixtureRequest
+) -> RunningServer:
+    isolation = request.param
+    problem = sandbox.detect().pool_problem() if isolation == "pool" else sandbox.detect().namespaces_problem()
+    if problem is not None:
+        pytest.skip(f"no {isolation} sandbox here: {problem}")
+    (config_dir / "tools.d" / "mark.yaml").write_text(MARK.replace("isolation: pool", f"isolation: {isolation}"))
     return await start_server(config_dir)  # type: ignore[no-any-return, operator]
 
 
