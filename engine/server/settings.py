@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +119,12 @@ class ServerSettings:
     # live counts per subject); past three missed beats the others count it as gone.
     instance_heartbeat_s: float = 2.0
 
-    @property
+    # Cached: read on every tool call, and one Path (its text cached too) is cheaper than a new one each time.
+    @functools.cached_property
     def workspace(self) -> Path:
         return self.state_dir / "workspace"
 
-    @property
+    @functools.cached_property
     def work_root(self) -> Path:
         return self.state_dir / "work"
 
