@@ -575,3 +575,26 @@ def test_the_sealed_hash_is_the_digest_of_the_record_body(overrides: dict[str, o
 def test_an_infinite_duration_is_refused_in_the_caller() -> None:
     with pytest.raises(ValueError, match="finite"):
         event(0, duration_ms=float("inf"))
+
+
+async def test_the_writer_thread_runs_as_batch_and_is_given_back_as_it_was(state: Path) -> None:
+    """SCHED_BATCH while it writes (it does not preempt the event loop that woke it); its
+    trio worker thread, which trio reuses, is back to SCHED_OTHER once the writer ends."""
+    import os
+    import threading
+
+    log = await AuditLog.open(state)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        assert (await log.record(event(1))).seq == 1
+        writers = [t for t in threading.enumerate() if t.name.startswith("_serve_sync")]
+        assert len(writers) == 1, [t.name for t in threading.enumerate()]
+        tid = writers[0].native_id
+        assert tid is not None
+        assert os.sched_getscheduler(tid) == os.SCHED_BATCH
+        await log.aclose()
+    # The thread went back to trio's cache (or ended): never left as SCHED_BATCH.
+    try:
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER
+    except ProcessLookupError:
+        pass

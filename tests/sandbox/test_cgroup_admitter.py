@@ -25,7 +25,10 @@ controller):
   engine's tasks have run (the removal follows the answer), none left at the end;
 - test_closing_pools_while_workers_are_admitted_leaves_no_cgroup: leaving `open_pools()`
   right after a call, while the pool's refill workers are still arriving and being
-  admitted, and cancelling it likewise, leave no cgroup of this engine behind.
+  admitted, and cancelling it likewise, leave no cgroup of this engine behind;
+- test_the_admitter_thread_runs_as_batch_and_is_given_back_as_it_was: while it runs, the
+  admitter's thread is SCHED_BATCH (woken by a submit, it does not preempt the event
+  loop); once `run` returns, trio's reused thread is SCHED_OTHER again (needs no cgroup).
 """
 
 # ruff: noqa: F811  (pytest fixtures imported from the conftest are parameters here)
@@ -299,3 +302,23 @@ async def test_closing_pools_while_workers_are_admitted_leaves_no_cgroup(runner_
 
             nursery.start_soon(calls_then_waits)
         assert _ours(controller) == []
+
+
+async def test_the_admitter_thread_runs_as_batch_and_is_given_back_as_it_was() -> None:
+    admitter = _cgroup.Admitter()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(admitter.run)
+        for _ in range(1000):  # the thread names itself as it starts, soon after `run` reports started
+            threads = [t for t in threading.enumerate() if t.name.startswith("_serve from sandbox")]
+            if threads and threads[0].native_id is not None and os.sched_getscheduler(threads[0].native_id) \
+                    == os.SCHED_BATCH:
+                break
+            await trio.sleep(0.01)
+        assert len(threads) == 1, [t.name for t in threading.enumerate()]
+        tid = threads[0].native_id
+        assert tid is not None and os.sched_getscheduler(tid) == os.SCHED_BATCH
+        admitter.stop()
+    try:
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER
+    except ProcessLookupError:
+        pass  # the thread ended rather than going back to trio's cache
