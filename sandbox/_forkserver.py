@@ -558,28 +558,7 @@ def _worker(config: dict, work: str, stdio: tuple[int, int, int, int], restricti
     _runner._exec(call)
 
 
-def _bind_now() -> None:
-    """Start once more, with every symbol bound at load time (LD_BIND_NOW).
-
-    Bound lazily, each library function is looked up at its first call: the functions
-    only a worker calls (after-fork code, setpgid, dup2, close_range, chdir, ...) were
-    looked up anew in every worker, their symbol tables faulted in and the bindings
-    written (~12 page faults and ~0.05 ms of CPU per call). Bound here once, before any
-    fork, they are inherited. Costs one interpreter start per pool (~10 ms); skipped
-    when the environment already has it (the engine may set it, or the tool's own
-    environment). Nothing has been read yet: argv's descriptors are still open.
-    """
-    argv = getattr(sys, "orig_argv", None)
-    if os.environ.get("LD_BIND_NOW") or not argv or not sys.executable:
-        return
-    try:
-        os.execve(sys.executable, argv, {**os.environ, "LD_BIND_NOW": "1"})
-    except OSError:
-        pass  # lazily bound, then: slower, not wrong
-
-
 def main() -> None:
-    _bind_now()
     config = _load(int(sys.argv[1]))
     control = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, int(sys.argv[2]))
     os.set_inheritable(control.fileno(), False)
@@ -589,9 +568,7 @@ def main() -> None:
     # MSG_NOSIGNAL and learns of exits by pidfd, so it needs neither.
     for number in (_signal.SIGPIPE, _signal.SIGXFSZ):
         _signal.signal(number, _signal.SIG_DFL)
-    # The tool's environment, exactly (bubblewrap set it, `_bind_now` added to it).
-    if "LD_BIND_NOW" not in config["env"]:
-        os.environ.pop("LD_BIND_NOW", None)
+    # The tool's environment, exactly (bubblewrap set it; this only makes sure).
     if dict(os.environ) != config["env"]:
         os.environ.clear()
         os.environ.update(config["env"])
