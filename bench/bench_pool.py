@@ -99,6 +99,18 @@ def _cpu_of(pid: int) -> float:
     return total / 1e9
 
 
+def _faults_of(pids: list[int]) -> tuple[int, int]:
+    """Minor page faults of these processes and of their reaped children (the fork
+    server reaps its workers: theirs land in its cminflt)."""
+    own = children = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rpartition(b")")[2].split()
+        own += int(fields[7])  # minflt (field 10 of the line)
+        children += int(fields[8])  # cminflt
+    return own, children
+
+
 def _pool_processes(pools: sandbox.PoolSet) -> list[int]:
     """bubblewrap, the sandbox's init and the fork server of every pool (host pids)."""
     found = []
@@ -242,11 +254,13 @@ async def _serve_blocks(tool: str, repo: str) -> None:
         for _ in range(20):  # starts and warms the pool
             await sandbox.run(spec, arguments, backend=backend)
         processes = _pool_processes(pools)
+        servers = processes[2:]  # the fork servers: the workers are their children
         print("ready", flush=True)
         while line := await trio.to_thread.run_sync(sys.stdin.readline):
             calls, gap = int(line.split()[0]), float(line.split()[1])
             usage, loop, server = resource.getrusage(resource.RUSAGE_SELF), loop_cpu(), 0.0
             server = sum(_cpu_of(pid) for pid in processes)
+            faults = _faults_of(servers)
             times, workers = [], 0.0
             for _ in range(calls):
                 if gap:
@@ -260,10 +274,12 @@ async def _serve_blocks(tool: str, repo: str) -> None:
             # the refill of the block's last call belongs to the block
             await trio.sleep(0.02)
             after = resource.getrusage(resource.RUSAGE_SELF)
+            faults_after = _faults_of(servers)
             engine = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
             report = {
                 "times": times, "engine": engine, "loop": loop_cpu() - loop,
                 "server": sum(_cpu_of(pid) for pid in processes) - server, "workers": workers,
+                "server_faults": faults_after[0] - faults[0], "worker_faults": faults_after[1] - faults[1],
             }  # fmt: skip
             print(json.dumps(report), flush=True)
     shutil.rmtree(root, ignore_errors=True)
@@ -284,7 +300,8 @@ def _vs(other: str, tool: str, rounds: int, block: int, gap: float) -> None:
     print(f"tool {tool}; {rounds} rounds of {block} sequential calls each, gap {gap * 1000:g} ms; "
           f"A = {trees['A']}, B = {trees['B']}; load average {_load()}")  # fmt: skip
     found: dict[str, dict[str, list[float]]] = {label: {"times": []} for label in trees}
-    spent = {label: dict.fromkeys(("engine", "loop", "server", "workers"), 0.0) for label in trees}
+    keys = ("engine", "loop", "server", "workers", "server_faults", "worker_faults")
+    spent = {label: dict.fromkeys(keys, 0.0) for label in trees}
     try:
         for label, child in children.items():
             assert child.stdout is not None
@@ -314,7 +331,8 @@ def _vs(other: str, tool: str, rounds: int, block: int, gap: float) -> None:
             f"{label}: p50 {_percentile(times, 0.5) * 1000:6.3f} ms  p90 {_percentile(times, 0.9) * 1000:6.3f} ms  "
             f"CPU/call: engine {cpu['engine']:.3f} (loop {cpu['loop']:.3f}), fork server + bwrap "
             f"{cpu['server']:.3f}, worker {cpu['workers']:.3f}, total "
-            f"{cpu['engine'] + cpu['server'] + cpu['workers']:.3f} ms"
+            f"{cpu['engine'] + cpu['server'] + cpu['workers']:.3f} ms; page faults/call: fork server "
+            f"{spent[label]['server_faults'] / calls:.0f}, worker {spent[label]['worker_faults'] / calls:.0f}"
         )
     print(f"load average {_load()}")
 

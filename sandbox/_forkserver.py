@@ -46,10 +46,12 @@ Any packet from the engine on a reply socket, or its closing, kills the worker's
 (timeout, cancellation, or a ready worker the engine lets go).
 
 The server is a child subreaper, so orphaned grandchildren are reaped here. It imports
-ctypes (and for a function tool json and the tool's module) before
-`gc.freeze()`, so a forked worker pays no import at call time and few copy-on-write
-faults. Forks are made one at a time, after the events at hand: a status is never
-queued behind more than the fork in progress.
+ctypes (and for a function tool the tool's module) before `gc.freeze()`, so a forked
+worker pays no import at call time and few copy-on-write faults. JSON goes through
+`_json` alone (`_runner._json_loads`): the `json` package would bring re, enum and
+more, ~1 MiB for every worker to fork and tear down. Forks are made one at a time,
+after the events at hand: a status is never queued behind more than the fork in
+progress.
 """
 
 from __future__ import annotations
@@ -577,7 +579,6 @@ def main() -> None:
         sys.path.insert(0, entry)
     if config["target"]:
         import importlib
-        import json  # noqa: F401  # the runner's arguments and result: no import per call
 
         try:
             importlib.import_module(config["target"].partition(":")[0])

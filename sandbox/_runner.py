@@ -5,7 +5,8 @@ that the tool's environment never shows in /proc/*/cmdline; marshal because impo
 `json` costs ~8 ms and an exec'ed tool never needs it). Two jobs:
 
 - ``mode: call`` — set rlimits, import ``module``, call ``function(**arguments)`` with
-  the JSON read from stdin, print the JSON of the return value. An exception prints its
+  the JSON read from stdin, print the JSON of the return value (through `_json`, the
+  C half of `json`, with json's own results and errors: `_json_loads`). An exception prints its
   traceback to stderr (last line ``Type: message``) and exits 1.
 - ``supervise: true`` (the process backend) — become a child subreaper; with
   ``private_proc``, move the next child into a new pid namespace (as root; otherwise
@@ -280,6 +281,88 @@ def _report(config: dict) -> None:
         pass
 
 
+# JSON through `_json`, the C half of `json`, without the package: `json` imports re,
+# enum, functools and collections (~1 MiB more for every pool worker to fork and tear
+# down, ~25 page faults more in each), and its Python wrappers run on every call. These
+# are the scanner and encoder json.loads and json.dumps use, with their default settings,
+# so results and encoding errors are json's own. A document json.loads would not read
+# as plain UTF-8 (a BOM, UTF-16/32), or any decoding error, goes to json.loads itself,
+# for its exact result or exception.
+_JSON_SPACE = " \t\n\r"
+
+
+class _ScanContext:
+    """What `_json.make_scanner` reads from a json.JSONDecoder() with no arguments."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+
+
+def _not_serializable(value: object) -> object:
+    """json.JSONEncoder.default: the same error."""
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+_JSON_MARKERS: dict = {}  # json's circular-reference check; empty between encodings
+
+
+def _json_codec():  # type: ignore[no-untyped-def]
+    """(scanner, encoder, string encoder) as json.loads/json.dumps build them; None
+    without a usable `_json`."""
+    try:
+        import _json  # type: ignore[import-not-found]
+
+        encoder = _json.make_encoder(
+            _JSON_MARKERS, _not_serializable, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
+        )
+        return _json.make_scanner(_ScanContext()), encoder, _json.encode_basestring_ascii
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
+_JSON = _json_codec()
+
+
+def _json_loads(data: bytes | str) -> object:
+    """json.loads(data)."""
+    if _JSON is not None:
+        text = data if isinstance(data, str) else None
+        if isinstance(data, bytes) and data[:1] not in (b"\xef", b"\xfe", b"\xff") and b"\0" not in data[:4]:
+            try:
+                text = data.decode("utf-8", "surrogatepass")  # json.loads' decoding of UTF-8
+            except UnicodeDecodeError:
+                pass
+        if text is not None:
+            try:
+                value, end = _JSON[0](text, len(text) - len(text.lstrip(_JSON_SPACE)))
+                if end == len(text.rstrip(_JSON_SPACE)):
+                    return value
+            except Exception:  # noqa: BLE001  # json.loads below raises its own error
+                pass
+    import json
+
+    return json.loads(data)
+
+
+def _json_dumps(value: object) -> str:
+    """json.dumps(value)."""
+    if _JSON is None:
+        import json
+
+        return str(json.dumps(value))
+    if isinstance(value, str):
+        return str(_JSON[2](value))
+    try:
+        return "".join(_JSON[1](value, 0))
+    except BaseException:
+        _JSON_MARKERS.clear()  # a failed encoding leaves its path there
+        raise
+
+
 def _read_all(fd: int) -> bytes:
     """Everything up to EOF (the call's arguments), without the io layers (their seek,
     stat and buffer objects: pages a pool worker would copy on the call's path)."""
@@ -299,9 +382,7 @@ def _warm_call(config: dict) -> None:
     """Touch what `_call` will use (json both ways, the stdio objects, the preloaded
     module), running nothing of the tool: in a pool worker forked ahead of time, the
     copy-on-write faults this costs happen before the call instead of during it."""
-    import json
-
-    data = json.dumps(json.loads(b'{"a": [1, 2.5, "x", null, true, {"b": false}]}'))
+    data = _json_dumps(_json_loads(b'{"a": [1, 2.5, "x", null, true, {"b": false}]}'))
     _ = sys.stdout.flush, sys.stderr.flush
     null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     try:
@@ -330,11 +411,9 @@ def _call(config: dict) -> None:
     for entry in reversed(config.get("sys_path", [])):
         sys.path.insert(0, entry)
     module_name, _, function_name = config["target"].partition(":")
-    import json
-
     try:
         raw = _read_all(0)
-        arguments = json.loads(raw) if raw.strip() else {}
+        arguments = _json_loads(raw) if raw.strip() else {}
         module = sys.modules.get(module_name)  # preloaded by the pool's fork server
         if module is None:
             import importlib
@@ -347,7 +426,7 @@ def _call(config: dict) -> None:
             value = function()
         else:
             raise TypeError(f"arguments must be a JSON object, got {type(arguments).__name__}")
-        data = json.dumps(value)
+        data = _json_dumps(value)
     except MemoryError:
         # The traceback itself may not fit in memory any more.
         os.write(2, b"MemoryError\n")
@@ -749,9 +828,7 @@ def main() -> None:
 
         config = marshal.loads(b"".join(chunks))
     else:
-        import json
-
-        config = json.loads(arg)
+        config = _json_loads(arg)
     if config.get("supervise"):
         _supervise(config)
     if config.get("forward"):
