@@ -186,6 +186,24 @@ def runner_for(token: str, work_root: str) -> Any:
     return lambda isolation: Runner(isolation, token, work_root)
 
 
+def _usable(backend: str) -> str | None:
+    caps = sandbox.detect()
+    if backend == "pool":
+        return caps.pool_problem()
+    if backend == "namespaces" and caps.default_backend != "namespaces":
+        return "no namespaces backend here"
+    return None
+
+
+@pytest.fixture(params=("namespaces", "process", "pool"))
+def any_tool(request: pytest.FixtureRequest, runner_for: Any) -> Any:
+    """A Runner of each backend in turn (skipped where the host has no such backend)."""
+    problem = _usable(str(request.param))
+    if problem is not None:
+        pytest.skip(problem)
+    return runner_for(request.param)
+
+
 @pytest.fixture
 def ns_tool(token: str, work_root: str) -> Runner:
     return Runner("namespaces", token, work_root)

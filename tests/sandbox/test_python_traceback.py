@@ -42,23 +42,6 @@ def group():
 '''
 
 
-def _usable(backend: str) -> str | None:
-    caps = sandbox.detect()
-    if backend == "pool":
-        return caps.pool_problem()
-    if backend == "namespaces" and caps.default_backend != "namespaces":
-        return "no namespaces backend here"
-    return None
-
-
-@pytest.fixture(params=("namespaces", "process", "pool"))
-def any_tool(request: pytest.FixtureRequest, runner_for: Any) -> Any:
-    problem = _usable(str(request.param))
-    if problem is not None:
-        pytest.skip(problem)
-    return runner_for(request.param)
-
-
 @pytest.fixture
 def failing_package(shared_dir: str) -> str:
     root = os.path.join(shared_dir, "pkgs", "failing_tools")

@@ -25,8 +25,6 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-import pytest
-
 import sandbox
 from tests.conftest import REPO
 
@@ -90,23 +88,6 @@ def test_runner_imports_no_json() -> None:
 
 def test_same_values_and_errors_as_json() -> None:
     assert _probe()[-1] == "same"
-
-
-def _usable(backend: str) -> str | None:
-    caps = sandbox.detect()
-    if backend == "pool":
-        return caps.pool_problem()
-    if backend == "namespaces" and caps.default_backend != "namespaces":
-        return "no namespaces backend here"
-    return None
-
-
-@pytest.fixture(params=("namespaces", "process", "pool"))
-def any_tool(request: pytest.FixtureRequest, runner_for: Any) -> Any:
-    problem = _usable(str(request.param))
-    if problem is not None:
-        pytest.skip(problem)
-    return runner_for(request.param)
 
 
 async def test_arguments_and_results_round_trip(any_tool: Any) -> None:
